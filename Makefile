@@ -1,0 +1,39 @@
+# The two commands a new user runs (see README.md):
+#   make demo   set everything up, build pzt, run the main job on the embedded default
+#   make test   set everything up, build, run the whole test suite (what CI runs)
+# Builds use libtorch from the project's virtualenv (.venv, torch==2.11.0 from PyPI).
+
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+export VIRTUAL_ENV := $(VENV)
+export PATH := $(VENV)/bin:$(PATH)
+export LIBTORCH_USE_PYTORCH := 1
+CARGO ?= cargo
+
+.PHONY: setup build demo test doc lint fmt clean
+
+setup:
+	@scripts/bootstrap.sh
+
+build: setup
+	$(CARGO) build --release
+
+demo: build
+	./target/release/pzt --version
+	./target/release/pzt demo xor
+
+test: setup
+	$(CARGO) test --release -- --test-threads=2
+
+doc: setup
+	$(CARGO) doc --no-deps
+
+lint: setup
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,147 @@
+// pzt's C++ shim: the few libtorch switches that tch 0.24 does not expose.
+//
+// Every function catches C++ exceptions and reports them through a heap-allocated message
+// (freed with pzt_free_error) so that nothing unwinds into Rust. Tensors cross the boundary as
+// `torch::Tensor*`, the same handle type tch uses (`C_tensor`).
+#include <ATen/Context.h>
+#include <ATen/autocast_mode.h>
+#include <ATen/core/Generator.h>
+#include <torch/torch.h>
+#include <torch/headeronly/version.h>
+#include <cstring>
+#include <string>
+
+namespace {
+char* dup_error(const std::string& s) {
+  char* out = static_cast<char*>(malloc(s.size() + 1));
+  if (out != nullptr) {
+    memcpy(out, s.c_str(), s.size() + 1);
+  }
+  return out;
+}
+
+c10::Device make_device(int device) {
+  // device < 0: CPU; device >= 0: that CUDA ordinal.
+  if (device < 0) return c10::Device(c10::DeviceType::CPU);
+  return c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device));
+}
+}  // namespace
+
+#define PZT_TRY try {
+#define PZT_CATCH                                   \
+  return nullptr;                                   \
+  }                                                 \
+  catch (const std::exception& e) {                 \
+    return dup_error(e.what());                     \
+  }                                                 \
+  catch (...) {                                     \
+    return dup_error("unknown C++ exception");      \
+  }
+
+extern "C" {
+
+void pzt_free_error(char* e) { free(e); }
+
+char* pzt_set_deterministic(bool on) {
+  PZT_TRY
+  at::globalContext().setDeterministicAlgorithms(on, false);
+  PZT_CATCH
+}
+
+bool pzt_deterministic() { return at::globalContext().deterministicAlgorithms(); }
+
+char* pzt_set_cudnn_deterministic(bool on) {
+  PZT_TRY
+  at::globalContext().setDeterministicCuDNN(on);
+  at::globalContext().setBenchmarkCuDNN(!on);
+  PZT_CATCH
+}
+
+bool pzt_cudnn_deterministic() { return at::globalContext().deterministicCuDNN(); }
+
+// Autocast for a device type (0 = CPU, 1 = CUDA) with a dtype given as a c10 ScalarType code.
+char* pzt_set_autocast(int device_type, bool enabled, int scalar_type) {
+  PZT_TRY
+  auto dt = device_type == 0 ? at::kCPU : at::kCUDA;
+  at::autocast::set_autocast_enabled(dt, enabled);
+  if (enabled) {
+    at::autocast::set_autocast_dtype(dt, static_cast<at::ScalarType>(scalar_type));
+  } else {
+    at::autocast::clear_cache();
+  }
+  PZT_CATCH
+}
+
+bool pzt_autocast_enabled(int device_type) {
+  return at::autocast::is_autocast_enabled(device_type == 0 ? at::kCPU : at::kCUDA);
+}
+
+int pzt_autocast_dtype(int device_type) {
+  return static_cast<int>(at::autocast::get_autocast_dtype(device_type == 0 ? at::kCPU : at::kCUDA));
+}
+
+// Scaled-dot-product-attention backends (CUDA): flash, memory-efficient, math, cuDNN.
+char* pzt_set_sdpa_backends(bool flash, bool mem_efficient, bool math, bool cudnn) {
+  PZT_TRY
+  auto& ctx = at::globalContext();
+  ctx.setSDPUseFlash(flash);
+  ctx.setSDPUseMemEfficient(mem_efficient);
+  ctx.setSDPUseMath(math);
+  ctx.setSDPUseCuDNN(cudnn);
+  PZT_CATCH
+}
+
+void pzt_sdpa_backends(bool* out4) {
+  auto& ctx = at::globalContext();
+  out4[0] = ctx.userEnabledFlashSDP();
+  out4[1] = ctx.userEnabledMemEfficientSDP();
+  out4[2] = ctx.userEnabledMathSDP();
+  out4[3] = ctx.userEnabledCuDNNSDP();
+}
+
+// The state of the default generator of a device, as a byte tensor (a copy).
+char* pzt_rng_get_state(int device, torch::Tensor** out) {
+  PZT_TRY
+  auto gen = at::globalContext().defaultGenerator(make_device(device));
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  *out = new torch::Tensor(gen.get_state());
+  PZT_CATCH
+}
+
+char* pzt_rng_set_state(int device, torch::Tensor* state) {
+  PZT_TRY
+  auto gen = at::globalContext().defaultGenerator(make_device(device));
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(*state);
+  PZT_CATCH
+}
+
+// Draws from a fresh generator seeded with `seed` (the default generator is left untouched).
+// kind: 0 = uniform [0, 1), 1 = standard normal.
+char* pzt_seeded_random(uint64_t seed, int kind, const int64_t* dims, int ndims, int scalar_type,
+                        int device, torch::Tensor** out) {
+  PZT_TRY
+  auto dev = make_device(device);
+  auto gen = at::globalContext().defaultGenerator(dev).clone();
+  gen.set_current_seed(seed);
+  auto opts = torch::TensorOptions().dtype(static_cast<at::ScalarType>(scalar_type)).device(dev);
+  std::vector<int64_t> shape(dims, dims + ndims);
+  torch::Tensor t;
+  if (kind == 0) {
+    t = at::rand(shape, gen, opts);
+  } else {
+    t = at::randn(shape, gen, opts);
+  }
+  *out = new torch::Tensor(t);
+  PZT_CATCH
+}
+
+}  // extern "C"
+
+extern "C" const char* pzt_torch_version() {
+#ifdef TORCH_VERSION
+  return TORCH_VERSION;
+#else
+  return "unknown";
+#endif
+}

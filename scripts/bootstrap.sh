@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Creates (when missing) the project's virtualenv .venv with the PyPI wheel torch==2.11.0, whose
+# libtorch pzt builds and links against. A second run only checks and takes seconds.
+# PZT_PYTHON picks the interpreter (default: python3). Extra packages for dev/test tools are
+# installed with `scripts/bootstrap.sh --dev`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PZT_PYTHON:-python3}
+VENV=.venv
+TORCH_VERSION=2.11.0
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "bootstrap: creating $VENV with $($PY --version)"
+  "$PY" -m venv "$VENV"
+fi
+have=$("$VENV/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
+if [ "$have" != "$TORCH_VERSION" ]; then
+  echo "bootstrap: installing torch==$TORCH_VERSION into $VENV (pip's cache is reused)"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q "torch==$TORCH_VERSION" numpy
+fi
+if [ "${1:-}" = "--dev" ]; then
+  "$VENV/bin/python" -c 'import numpy' 2>/dev/null || "$VENV/bin/python" -m pip install -q numpy
+fi
+echo "bootstrap: torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)') ready in $VENV"

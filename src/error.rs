@@ -1,0 +1,107 @@
+//! The one error type of the library. Every fallible operation returns [`Result`]; errors carry
+//! the context a user needs: the layer path, the axis names and the shapes involved.
+
+use std::fmt;
+
+/// Result alias used across pzt.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in pzt's library code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A named-axis mismatch: unknown axis, duplicate axis, two sizes for one name, ...
+    #[error("{0}")]
+    Axis(String),
+    /// An error reported by libtorch, with what pzt was doing when it happened.
+    #[error("{context}: {source}")]
+    Torch {
+        context: String,
+        #[source]
+        source: tch::TchError,
+    },
+    /// An error inside a layer, with the path of the layer in the model tree.
+    #[error("at layer `{}`: {source}", path_display(.path))]
+    Layer { path: Vec<String>, source: Box<Error> },
+    /// A bad configuration value (layer config, builder argument).
+    #[error("{0}")]
+    Config(String),
+    /// A selection that cannot be applied (no parent Sequential, wrong count, bad path, ...).
+    #[error("{0}")]
+    Select(String),
+    /// A parameter or state variable problem (unbound slot, missing label, shape mismatch).
+    #[error("{0}")]
+    Param(String),
+    /// Something from the C++ shim.
+    #[error("libtorch: {0}")]
+    Shim(String),
+    /// File input/output.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn path_display(path: &[String]) -> String {
+    if path.is_empty() {
+        "<root>".to_string()
+    } else {
+        path.join(".")
+    }
+}
+
+impl Error {
+    /// Prefixes the layer path of this error with `segment` (used while an error propagates up
+    /// through parent layers, so the final message names the full path).
+    pub fn in_child(self, segment: &str) -> Error {
+        match self {
+            Error::Layer { mut path, source } => {
+                path.insert(0, segment.to_string());
+                Error::Layer { path, source }
+            }
+            other => Error::Layer { path: vec![segment.to_string()], source: Box::new(other) },
+        }
+    }
+
+    /// Marks an error as happening in the layer at the root of the current call.
+    pub fn at_layer(self) -> Error {
+        match self {
+            e @ Error::Layer { .. } => e,
+            other => Error::Layer { path: vec![], source: Box::new(other) },
+        }
+    }
+
+    /// The innermost error (below any layer-path wrappers).
+    pub fn root_cause(&self) -> &Error {
+        match self {
+            Error::Layer { source, .. } => source.root_cause(),
+            e => e,
+        }
+    }
+
+    /// The layer path this error carries, if any.
+    pub fn layer_path(&self) -> Option<String> {
+        match self {
+            Error::Layer { path, .. } => Some(path_display(path)),
+            _ => None,
+        }
+    }
+}
+
+/// Adds context to libtorch errors.
+pub trait TorchContext<T> {
+    /// Wraps a `TchError` with a description of the operation that failed.
+    fn ctx(self, what: impl fmt::Display) -> Result<T>;
+}
+
+impl<T> TorchContext<T> for std::result::Result<T, tch::TchError> {
+    fn ctx(self, what: impl fmt::Display) -> Result<T> {
+        self.map_err(|source| Error::Torch { context: what.to_string(), source })
+    }
+}
+
+/// Shorthand for an axis error.
+pub(crate) fn axis_err<T>(msg: impl Into<String>) -> Result<T> {
+    Err(Error::Axis(msg.into()))
+}
