@@ -23,7 +23,10 @@ fn main() {
         }
     };
     // The wheel's layout: torch/lib and torch/include side by side.
-    let root = lib.parent().map(PathBuf::from).unwrap_or_else(|| lib.clone());
+    let root = lib
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| lib.clone());
     let include = root.join("include");
     let api_include = include.join("torch/csrc/api/include");
     let abi = env::var("PZT_CXX11_ABI").unwrap_or_else(|_| "1".to_string());

@@ -40,7 +40,9 @@ fn check(err: *mut c_char) -> Result<()> {
         return Ok(());
     }
     // SAFETY: a non-null return is a NUL-terminated string malloc'd by the shim.
-    let msg = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    let msg = unsafe { CStr::from_ptr(err) }
+        .to_string_lossy()
+        .into_owned();
     unsafe { pzt_free_error(err) };
     Err(Error::Shim(msg))
 }
@@ -64,7 +66,9 @@ fn device_type_code(device: Device) -> i32 {
 /// The version of the libtorch pzt is linked against, e.g. "2.11.0".
 pub fn torch_version() -> String {
     // SAFETY: returns a pointer to a static NUL-terminated string.
-    unsafe { CStr::from_ptr(pzt_torch_version()) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(pzt_torch_version()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Turns libtorch's deterministic algorithms on or off (errors on ops that have no
@@ -123,7 +127,12 @@ pub fn set_sdpa_backends(b: SdpaBackends) -> Result<()> {
 pub fn sdpa_backends() -> SdpaBackends {
     let mut out = [false; 4];
     unsafe { pzt_sdpa_backends(out.as_mut_ptr()) };
-    SdpaBackends { flash: out[0], mem_efficient: out[1], math: out[2], cudnn: out[3] }
+    SdpaBackends {
+        flash: out[0],
+        mem_efficient: out[1],
+        math: out[2],
+        cudnn: out[3],
+    }
 }
 
 /// A copy of the state of the default generator of `device` (a uint8 tensor).

@@ -21,7 +21,10 @@ pub enum Error {
     },
     /// An error inside a layer, with the path of the layer in the model tree.
     #[error("at layer `{}`: {source}", path_display(.path))]
-    Layer { path: Vec<String>, source: Box<Error> },
+    Layer {
+        path: Vec<String>,
+        source: Box<Error>,
+    },
     /// A bad configuration value (layer config, builder argument).
     #[error("{0}")]
     Config(String),
@@ -60,7 +63,10 @@ impl Error {
                 path.insert(0, segment.to_string());
                 Error::Layer { path, source }
             }
-            other => Error::Layer { path: vec![segment.to_string()], source: Box::new(other) },
+            other => Error::Layer {
+                path: vec![segment.to_string()],
+                source: Box::new(other),
+            },
         }
     }
 
@@ -68,7 +74,10 @@ impl Error {
     pub fn at_layer(self) -> Error {
         match self {
             e @ Error::Layer { .. } => e,
-            other => Error::Layer { path: vec![], source: Box::new(other) },
+            other => Error::Layer {
+                path: vec![],
+                source: Box::new(other),
+            },
         }
     }
 
@@ -89,6 +98,15 @@ impl Error {
     }
 }
 
+impl From<tch::TchError> for Error {
+    fn from(source: tch::TchError) -> Self {
+        Error::Torch {
+            context: "libtorch".into(),
+            source,
+        }
+    }
+}
+
 /// Adds context to libtorch errors.
 pub trait TorchContext<T> {
     /// Wraps a `TchError` with a description of the operation that failed.
@@ -97,7 +115,10 @@ pub trait TorchContext<T> {
 
 impl<T> TorchContext<T> for std::result::Result<T, tch::TchError> {
     fn ctx(self, what: impl fmt::Display) -> Result<T> {
-        self.map_err(|source| Error::Torch { context: what.to_string(), source })
+        self.map_err(|source| Error::Torch {
+            context: what.to_string(),
+            source,
+        })
     }
 }
 

@@ -1,12 +1,50 @@
 //! # pzt
 //!
 //! Penzai's ideas on libtorch: tensors with named axes ([`named::NamedTensor`]), models as
-//! trees of small combinator layers ([`tree::Node`]), parameters and state variables that can
-//! be unbound, frozen and rebound ([`params`]), and selectors that patch a model
-//! ([`tree::select`]).
+//! trees of small combinator layers ([`tree::Node`], [`combinators`], [`layers`]), parameters
+//! and state variables that can be unbound, frozen and rebound ([`params`]), and selectors that
+//! patch a model ([`tree::select`]).
+//!
+//! ```no_run
+//! use pzt::prelude::*;
+//! # fn main() -> pzt::Result<()> {
+//! let b = Builder::new(0);
+//! let model = pzt::models::mlp::mlp(&b.scope("mlp"), "features", "hidden", &[2, 8, 1], Activation::Tanh)?;
+//! let x = NamedTensor::wrap(tch::Tensor::zeros([4, 2], (tch::Kind::Float, tch::Device::Cpu)), &["batch", "features"])?;
+//! let y = model.forward(x, &SideInputs::new())?.into_tensor()?;
+//! assert_eq!(y.named_shape(), vec![("batch".to_string(), 4), ("features".to_string(), 1)]);
+//! // Swap every activation for ReLU; parameters stay shared with `model`.
+//! let relu = Node::new(Elementwise { function: Activation::Relu });
+//! let edited = select(&model).at_instances_of("Elementwise").set(&relu)?;
+//! # Ok(()) }
+//! ```
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod backend;
+pub mod combinators;
+pub mod demo;
 pub mod error;
+pub mod layers;
+pub mod models;
+pub mod named;
+pub mod params;
+pub mod train;
+pub mod tree;
 
 pub use error::{Error, Result};
+
+/// The names most programs need.
+pub mod prelude {
+    pub use crate::combinators::attention::{Attention, AttentionMask, SelfAttentionConfig};
+    pub use crate::combinators::{
+        BranchAndAddTogether, BranchAndMultiplyTogether, NamedGroup, Residual, Sequential,
+    };
+    pub use crate::layers::misc::{Activation, Elementwise};
+    pub use crate::layers::Axes;
+    pub use crate::named::NamedTensor;
+    pub use crate::params::{ParamEntry, Parameter, RandomStream, StateEntry, StateVariable};
+    pub use crate::tree::{
+        select, Builder, Layer, Node, Scope, Selection, SideInputs, SideValue, Value,
+    };
+    pub use crate::{Error, Result};
+}

@@ -1,4 +1,179 @@
-fn main() {
-    println!("pzt {} (libtorch {})", env!("CARGO_PKG_VERSION"), pzt::backend::torch_version());
-    for d in pzt::backend::devices() { println!("device {d:?}"); }
+//! The `pzt` command line. Only this file turns errors into messages and exit codes:
+//! 0 success, 2 bad input (arguments, recipes, files), 1 anything else.
+
+use clap::{Parser, Subcommand};
+use pzt::backend;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "pzt",
+    about = "Named-axis models, selectors and model surgery on libtorch",
+    disable_version_flag = true
+)]
+struct Cli {
+    /// Print the pzt version, the libtorch version and the devices libtorch sees.
+    #[arg(short = 'V', long = "version")]
+    version: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a built-in example.
+    Demo {
+        #[command(subcommand)]
+        which: Demo,
+    },
+}
+
+#[derive(Subcommand)]
+enum Demo {
+    /// Train an MLP built from combinators on XOR until the MSE is below 1e-3.
+    Xor {
+        /// Base seed for parameter initialization.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Give up after this many steps.
+        #[arg(long, default_value_t = 2000)]
+        max_steps: usize,
+        /// auto (GPU when present), cpu or cuda.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Show the model tree before training.
+        #[arg(long)]
+        show: bool,
+    },
+}
+
+enum Failure {
+    BadInput(String),
+    Run(String),
+}
+
+fn device_name(d: tch::Device) -> String {
+    match d {
+        tch::Device::Cpu => "cpu".into(),
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+fn parse_device(s: &str) -> Result<tch::Device, Failure> {
+    match s {
+        "auto" => Ok(backend::auto_device()),
+        "cpu" => Ok(tch::Device::Cpu),
+        "cuda" if tch::Cuda::is_available() => Ok(tch::Device::Cuda(0)),
+        "cuda" => Err(Failure::BadInput(
+            "--device cuda: libtorch sees no CUDA device on this machine".into(),
+        )),
+        other => Err(Failure::BadInput(format!(
+            "--device: expected auto, cpu or cuda, got `{other}`"
+        ))),
+    }
+}
+
+fn print_version() {
+    println!("pzt {}", env!("CARGO_PKG_VERSION"));
+    println!("libtorch {}", backend::torch_version());
+    let devs: Vec<String> = backend::devices().into_iter().map(device_name).collect();
+    println!("devices: {}", devs.join(", "));
+    println!("default device: {}", device_name(backend::auto_device()));
+}
+
+fn run_xor(seed: u64, max_steps: usize, device: &str, show: bool) -> Result<(), Failure> {
+    let device = parse_device(device)?;
+    let cfg = pzt::demo::XorConfig {
+        seed,
+        max_steps,
+        device,
+        ..Default::default()
+    };
+    println!(
+        "pzt demo xor: MLP [2 -> {} -> 1] from combinators, AdamW lr {}, on {}",
+        cfg.hidden,
+        cfg.lr,
+        device_name(device)
+    );
+    if show {
+        let b = pzt::tree::Builder::slots();
+        let m = pzt::models::mlp::mlp(
+            &b.scope("mlp"),
+            "features",
+            "hidden",
+            &[2, cfg.hidden, 1],
+            pzt::layers::misc::Activation::Tanh,
+        )
+        .map_err(|e| Failure::Run(e.to_string()))?;
+        print!("{}", m.render(usize::MAX));
+    }
+    let report = pzt::demo::train_xor(&cfg, |step, loss| {
+        if step == 1 || step % 100 == 0 {
+            println!("step {step:>5}  loss {loss:.6}");
+        }
+    })
+    .map_err(|e| Failure::Run(e.to_string()))?;
+    let (last_step, last_loss) = report.losses.last().copied().unwrap_or((0, f64::NAN));
+    println!("step {last_step:>5}  loss {last_loss:.6}  (final)");
+    let preds: Vec<String> = report
+        .predictions
+        .iter()
+        .map(|p| format!("{p:.3}"))
+        .collect();
+    println!(
+        "predictions for (0,0) (0,1) (1,0) (1,1): {}  (targets 0 1 1 0)",
+        preds.join(" ")
+    );
+    if last_loss < cfg.target_loss {
+        println!("reached loss < {} in {last_step} steps", cfg.target_loss);
+        Ok(())
+    } else {
+        Err(Failure::Run(format!(
+            "loss {last_loss:.6} still above {} after {last_step} steps",
+            cfg.target_loss
+        )))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    if cli.version {
+        print_version();
+        return ExitCode::SUCCESS;
+    }
+    let result = match cli.command {
+        None => {
+            print_version();
+            println!("\nrun `pzt --help` for the commands");
+            Ok(())
+        }
+        Some(Command::Demo {
+            which:
+                Demo::Xor {
+                    seed,
+                    max_steps,
+                    device,
+                    show,
+                },
+        }) => run_xor(seed, max_steps, &device, show),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::BadInput(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(1)
+        }
+    }
 }

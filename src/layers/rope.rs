@@ -1,0 +1,226 @@
+//! Rotary position embeddings (`ApplyRoPE`), rotate-half convention (as HF `transformers`):
+//!
+//! `inv_freq[i] = 1 / max_wavelength^(2i / d)` for `i < d/2`, where `d` is the number of
+//! rotated dims (all of the embedding axis, or its leading `rotary_dims`);
+//! `theta[p, i] = position[p] * inv_freq[i]`, `cos`/`sin` are `theta` repeated twice along the
+//! dim, and `y = x * cos + rotate_half(x) * sin` with `rotate_half([x1, x2]) = [-x2, x1]`.
+//! Dims past `rotary_dims` pass through unchanged.
+//!
+//! Positions come from the side input `token_positions` (integer, with the `seq_axis` axis, and
+//! maybe batch axes) or default to `0..len(seq_axis)`.
+//!
+//! Scaling: `linear` divides positions by `factor`; `llama3` rescales the low frequencies as in
+//! Llama 3.1 (`factor`, `low_freq_factor`, `high_freq_factor`,
+//! `original_max_position_embeddings`).
+
+use crate::error::{Error, Result, TorchContext};
+use crate::named::NamedTensor;
+use crate::tree::{Layer, Node, SideInputs, Value};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// RoPE frequency scaling.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RopeScaling {
+    /// Positions divided by `factor`.
+    Linear { factor: f64 },
+    /// Llama 3.1's frequency-dependent scaling.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+}
+
+fn default_seq() -> String {
+    "seq".into()
+}
+fn default_positions() -> String {
+    "token_positions".into()
+}
+fn default_wavelength() -> f64 {
+    10_000.0
+}
+
+/// Applies rotary position embeddings along `embedding_axis`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRoPE {
+    pub embedding_axis: String,
+    #[serde(default = "default_seq")]
+    pub seq_axis: String,
+    #[serde(default = "default_wavelength")]
+    pub max_wavelength: f64,
+    /// Rotate only the leading `rotary_dims` of the embedding axis (GPT-NeoX's rotary_pct).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotary_dims: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<RopeScaling>,
+    #[serde(default = "default_positions")]
+    pub positions_input: String,
+}
+
+impl ApplyRoPE {
+    /// RoPE over `embedding_axis` with the defaults (wavelength 10000, all dims, no scaling).
+    pub fn new(embedding_axis: &str) -> Self {
+        ApplyRoPE {
+            embedding_axis: embedding_axis.into(),
+            seq_axis: default_seq(),
+            max_wavelength: default_wavelength(),
+            rotary_dims: None,
+            scaling: None,
+            positions_input: default_positions(),
+        }
+    }
+
+    /// The inverse frequencies (float32, `[d/2]`), scaling applied.
+    pub fn inv_freq(&self, d: i64) -> Result<Tensor> {
+        let idx = Tensor::f_arange_start_step(0, d, 2, (Kind::Int64, tch::Device::Cpu))
+            .and_then(|t| t.f_to_kind(Kind::Float))
+            .ctx("rope")?;
+        let exponent = idx.f_div_scalar(d as f64).ctx("rope")?;
+        let base = Tensor::from(self.max_wavelength as f32);
+        let inv = base
+            .f_pow(&exponent)
+            .and_then(|p| p.f_reciprocal())
+            .ctx("rope")?;
+        match &self.scaling {
+            None => Ok(inv),
+            Some(RopeScaling::Linear { factor }) => inv.f_div_scalar(*factor).ctx("rope scaling"),
+            Some(RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            }) => {
+                let v: Vec<f32> = Vec::<f32>::try_from(&inv).ctx("rope")?;
+                let low_wl = original_max_position_embeddings / low_freq_factor;
+                let high_wl = original_max_position_embeddings / high_freq_factor;
+                let out: Vec<f32> = v
+                    .iter()
+                    .map(|&f| {
+                        let f = f as f64;
+                        let wl = 2.0 * std::f64::consts::PI / f;
+                        let r = if wl < high_wl {
+                            f
+                        } else if wl > low_wl {
+                            f / factor
+                        } else {
+                            let smooth = (original_max_position_embeddings / wl - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        };
+                        r as f32
+                    })
+                    .collect();
+                Ok(Tensor::from_slice(&out))
+            }
+        }
+    }
+}
+
+/// Integer positions along `axis` of size `len`: the side input `key` when present (it must
+/// have `axis`, or an axis `seq` of the same length, which is renamed), else `0..len`.
+pub(crate) fn positions(
+    side: &SideInputs,
+    key: &str,
+    axis: &str,
+    len: i64,
+    device: tch::Device,
+) -> Result<NamedTensor> {
+    if let Some(p) = side.tensor(key)? {
+        if p.has(axis) {
+            return Ok(p.clone());
+        }
+        if p.has("seq") && p.size_of("seq")? == len {
+            return p.rename(&[("seq", axis)]);
+        }
+        return Err(Error::Axis(format!(
+            "side input `{key}` should have axis `{axis}` (size {len}), got {}",
+            p.describe()
+        )));
+    }
+    let t = Tensor::f_arange(len, (Kind::Int64, device)).ctx("positions")?;
+    NamedTensor::wrap(t, &[axis])
+}
+
+impl Layer for ApplyRoPE {
+    crate::layer_common!("ApplyRoPE");
+    fn summary(&self) -> String {
+        let mut s = format!(
+            "{} over {}, wavelength {}",
+            self.embedding_axis, self.seq_axis, self.max_wavelength
+        );
+        if let Some(d) = self.rotary_dims {
+            s.push_str(&format!(", first {d} dims"));
+        }
+        s
+    }
+    fn forward(&self, _n: &Node, x: Value, side: &SideInputs) -> Result<Value> {
+        let x = x.into_tensor()?;
+        let e = x.size_of(&self.embedding_axis).map_err(|_| {
+            Error::Axis(format!(
+                "ApplyRoPE: the input lacks axis `{}` ({})",
+                self.embedding_axis,
+                x.describe()
+            ))
+        })?;
+        let s = x.size_of(&self.seq_axis).map_err(|_| {
+            Error::Axis(format!(
+                "ApplyRoPE: the input lacks axis `{}` ({})",
+                self.seq_axis,
+                x.describe()
+            ))
+        })?;
+        let d = self.rotary_dims.unwrap_or(e);
+        if d % 2 != 0 || d > e || d <= 0 {
+            return Err(Error::Config(format!(
+                "ApplyRoPE: rotary dims must be even and at most the `{}` size {e}, got {d}",
+                self.embedding_axis
+            )));
+        }
+        let pos = positions(side, &self.positions_input, &self.seq_axis, s, x.device())?;
+        let inv = self.inv_freq(d)?.f_to_device(x.device()).ctx("rope")?;
+        let pf = pos.tensor().f_to_kind(Kind::Float).ctx("rope")?;
+        let ang = pf
+            .f_unsqueeze(-1)
+            .and_then(|a| a.f_mul(&inv))
+            .ctx("rope angles")?;
+        let ang = Tensor::f_cat(&[&ang, &ang], -1).ctx("rope")?;
+        let cos = NamedTensor::from_parts(
+            ang.f_cos()
+                .and_then(|c| c.f_to_kind(x.kind()))
+                .ctx("rope")?,
+            pos.names().to_vec(),
+        )?;
+        let sin = NamedTensor::from_parts(
+            ang.f_sin()
+                .and_then(|c| c.f_to_kind(x.kind()))
+                .ctx("rope")?,
+            pos.names().to_vec(),
+        )?;
+        let xp = x.untag_prefix(&[self.embedding_axis.as_str()])?;
+        let half = d / 2;
+        let x_rot = xp.nmap(|t| t.f_narrow(-1, 0, d).ctx("rope"))?;
+        let rot_half = x_rot.nmap(|t| {
+            {
+                let x1 = t.f_narrow(-1, 0, half)?;
+                let x2 = t.f_narrow(-1, half, half)?;
+                Tensor::f_cat(&[&x2.f_neg()?, &x1], -1)
+            }
+            .ctx("rotate_half")
+        })?;
+        let y = x_rot.mul(&cos)?.add(&rot_half.mul(&sin)?)?;
+        let y = y.with_name_order(xp.names())?;
+        let y = if d < e {
+            let pass = xp.nmap(|t| t.f_narrow(-1, d, e - d).ctx("rope"))?;
+            let cat = Tensor::f_cat(&[y.tensor(), pass.tensor()], -1).ctx("rope")?;
+            NamedTensor::from_parts(cat, xp.names().to_vec())?
+        } else {
+            y
+        };
+        Ok(y.tag(&[self.embedding_axis.as_str()])?.into())
+    }
+}

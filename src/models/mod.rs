@@ -1,0 +1,3 @@
+//! Model builders that expand into ordinary trees of combinators.
+
+pub mod mlp;

@@ -1,0 +1,372 @@
+//! Parameters, parameter slots, state variables and random streams (Penzai's `pz.Parameter`,
+//! `ParameterSlot`, `StateVariable`, `RandomStream`).
+//!
+//! A [`Parameter`] is a shared, mutable handle: placing the same `Parameter` at two places in a
+//! tree shares it (tied weights); cloning a tree shares all of its parameters. Its *label* is
+//! its identity for checkpoints, `bind`, and deterministic initialization.
+//!
+//! Building a model with no seed gives [`ParameterSlot`]s (shapes only, nothing allocated),
+//! like Penzai's `init_base_rng=None`; [`crate::tree::Node::bind`] fills them.
+
+pub mod init;
+
+use crate::error::{Error, Result, TorchContext};
+use crate::tree::Value;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tch::{Kind, Tensor};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+struct ParamInner {
+    label: String,
+    value: Mutex<Tensor>,
+    trainable: AtomicBool,
+}
+
+/// A shared, mutable, labelled parameter.
+#[derive(Clone)]
+pub struct Parameter(Arc<ParamInner>);
+
+impl std::fmt::Debug for Parameter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Parameter({}, {:?}, {:?})",
+            self.label(),
+            self.shape(),
+            self.kind()
+        )
+    }
+}
+
+impl Parameter {
+    /// A new trainable parameter. Trainable parameters have `requires_grad` set.
+    pub fn new(label: impl Into<String>, value: Tensor) -> Self {
+        Self::with_trainable(label, value, true)
+    }
+
+    /// A new parameter with the given trainability.
+    pub fn with_trainable(label: impl Into<String>, value: Tensor, trainable: bool) -> Self {
+        let value = value.detach().set_requires_grad(trainable);
+        Parameter(Arc::new(ParamInner {
+            label: label.into(),
+            value: Mutex::new(value),
+            trainable: AtomicBool::new(trainable),
+        }))
+    }
+
+    /// The label (checkpoint key).
+    pub fn label(&self) -> &str {
+        &self.0.label
+    }
+
+    /// The current value (a handle that shares storage and autograd identity with the
+    /// parameter, so gradients of a forward pass land on it).
+    pub fn value(&self) -> Tensor {
+        lock(&self.0.value).shallow_clone()
+    }
+
+    /// Replaces the value (keeping trainability). Shapes may change only through this call.
+    pub fn set_value(&self, value: Tensor) {
+        let t = value.detach().set_requires_grad(self.trainable());
+        *lock(&self.0.value) = t;
+    }
+
+    /// Copies `value` into the existing storage in place (shape and dtype must match).
+    pub fn copy_from(&self, value: &Tensor) -> Result<()> {
+        let guard = lock(&self.0.value);
+        if guard.size() != value.size() {
+            return Err(Error::Param(format!(
+                "parameter `{}`: cannot copy a value of shape {:?} into shape {:?}",
+                self.label(),
+                value.size(),
+                guard.size()
+            )));
+        }
+        let _ng = tch::no_grad_guard();
+        let mut t = guard.shallow_clone();
+        t.f_copy_(value)
+            .ctx(format!("copy into parameter `{}`", self.label()))
+    }
+
+    /// Whether the optimizer updates it.
+    pub fn trainable(&self) -> bool {
+        self.0.trainable.load(Ordering::Relaxed)
+    }
+
+    /// Changes trainability (and `requires_grad`).
+    pub fn set_trainable(&self, on: bool) {
+        self.0.trainable.store(on, Ordering::Relaxed);
+        let mut g = lock(&self.0.value);
+        let t = g.detach().set_requires_grad(on);
+        *g = t;
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> Vec<i64> {
+        lock(&self.0.value).size()
+    }
+
+    /// The dtype.
+    pub fn kind(&self) -> Kind {
+        lock(&self.0.value).kind()
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> i64 {
+        self.shape().iter().product()
+    }
+
+    /// The accumulated gradient, if any.
+    pub fn grad(&self) -> Option<Tensor> {
+        let g = lock(&self.0.value).grad();
+        if g.defined() {
+            Some(g)
+        } else {
+            None
+        }
+    }
+
+    /// Whether two handles are the same parameter.
+    pub fn same(&self, other: &Parameter) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// An empty place for a parameter: its label, shape and dtype, without a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParameterSlot {
+    pub label: String,
+    pub shape: Vec<i64>,
+    pub kind: Kind,
+}
+
+/// An immutable snapshot of a parameter's value (Penzai's `ConstantParameter` after `freeze`).
+#[derive(Clone)]
+pub struct FrozenParameter {
+    label: String,
+    value: Arc<Mutex<Tensor>>,
+}
+
+impl FrozenParameter {
+    /// Snapshots a value (a copy, detached from autograd).
+    pub fn new(label: impl Into<String>, value: &Tensor) -> Result<Self> {
+        let label = label.into();
+        let mut copy = value.f_zeros_like().ctx(format!("freeze `{label}`"))?;
+        copy.f_copy_(&value.detach())
+            .ctx(format!("freeze `{label}`"))?;
+        Ok(FrozenParameter {
+            label,
+            value: Arc::new(Mutex::new(copy)),
+        })
+    }
+    /// The label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+    /// The value.
+    pub fn value(&self) -> Tensor {
+        lock(&self.value).shallow_clone()
+    }
+}
+
+/// What a layer holds in one of its parameter fields.
+#[derive(Clone)]
+pub enum ParamEntry {
+    /// A live, shared parameter.
+    Bound(Parameter),
+    /// A frozen snapshot.
+    Frozen(FrozenParameter),
+    /// An empty slot to be bound later.
+    Slot(ParameterSlot),
+}
+
+impl std::fmt::Debug for ParamEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParamEntry::Bound(p) => write!(f, "{p:?}"),
+            ParamEntry::Frozen(p) => write!(f, "Frozen({})", p.label()),
+            ParamEntry::Slot(s) => write!(f, "Slot({}, {:?})", s.label, s.shape),
+        }
+    }
+}
+
+impl ParamEntry {
+    /// The label.
+    pub fn label(&self) -> &str {
+        match self {
+            ParamEntry::Bound(p) => p.label(),
+            ParamEntry::Frozen(p) => p.label(),
+            ParamEntry::Slot(s) => &s.label,
+        }
+    }
+
+    /// The value, or an error for an unbound slot.
+    pub fn value(&self) -> Result<Tensor> {
+        match self {
+            ParamEntry::Bound(p) => Ok(p.value()),
+            ParamEntry::Frozen(p) => Ok(p.value()),
+            ParamEntry::Slot(s) => Err(Error::Param(format!(
+                "parameter slot `{}` (shape {:?}) is not bound; build with a seed or bind \
+                 parameters first",
+                s.label, s.shape
+            ))),
+        }
+    }
+
+    /// The shape (known for slots too).
+    pub fn shape(&self) -> Vec<i64> {
+        match self {
+            ParamEntry::Bound(p) => p.shape(),
+            ParamEntry::Frozen(p) => p.value().size(),
+            ParamEntry::Slot(s) => s.shape.clone(),
+        }
+    }
+
+    /// The dtype (known for slots too).
+    pub fn kind(&self) -> Kind {
+        match self {
+            ParamEntry::Bound(p) => p.kind(),
+            ParamEntry::Frozen(p) => p.value().kind(),
+            ParamEntry::Slot(s) => s.kind,
+        }
+    }
+
+    /// Whether it is a live trainable parameter.
+    pub fn trainable(&self) -> bool {
+        matches!(self, ParamEntry::Bound(p) if p.trainable())
+    }
+}
+
+struct StateInner {
+    label: String,
+    value: Mutex<Option<Value>>,
+}
+
+/// A mutable state variable (KV cache, saved intermediates, counters), shared like a
+/// parameter but never trained.
+#[derive(Clone)]
+pub struct StateVariable(Arc<StateInner>);
+
+impl std::fmt::Debug for StateVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StateVariable({})", self.label())
+    }
+}
+
+impl StateVariable {
+    /// A new state variable with an optional initial value.
+    pub fn new(label: impl Into<String>, value: Option<Value>) -> Self {
+        StateVariable(Arc::new(StateInner {
+            label: label.into(),
+            value: Mutex::new(value),
+        }))
+    }
+    /// The label.
+    pub fn label(&self) -> &str {
+        &self.0.label
+    }
+    /// The current value.
+    pub fn get(&self) -> Option<Value> {
+        lock(&self.0.value).clone()
+    }
+    /// Sets the value.
+    pub fn set(&self, v: Option<Value>) {
+        *lock(&self.0.value) = v;
+    }
+    /// Whether two handles are the same variable.
+    pub fn same(&self, other: &StateVariable) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// What a layer holds in one of its state fields.
+#[derive(Clone, Debug)]
+pub enum StateEntry {
+    /// A live variable.
+    Var(StateVariable),
+    /// A frozen value (read-only).
+    Frozen { label: String, value: Option<Value> },
+    /// An empty slot to be bound.
+    Slot { label: String },
+}
+
+impl StateEntry {
+    /// The label.
+    pub fn label(&self) -> &str {
+        match self {
+            StateEntry::Var(v) => v.label(),
+            StateEntry::Frozen { label, .. } | StateEntry::Slot { label } => label,
+        }
+    }
+    /// The current value.
+    pub fn get(&self) -> Result<Option<Value>> {
+        match self {
+            StateEntry::Var(v) => Ok(v.get()),
+            StateEntry::Frozen { value, .. } => Ok(value.clone()),
+            StateEntry::Slot { label } => {
+                Err(Error::Param(format!("state slot `{label}` is not bound")))
+            }
+        }
+    }
+    /// Sets the value (an error for frozen values and slots).
+    pub fn set(&self, v: Option<Value>) -> Result<()> {
+        match self {
+            StateEntry::Var(var) => {
+                var.set(v);
+                Ok(())
+            }
+            StateEntry::Frozen { label, .. } => Err(Error::Param(format!(
+                "state `{label}` is frozen and cannot be updated"
+            ))),
+            StateEntry::Slot { label } => {
+                Err(Error::Param(format!("state slot `{label}` is not bound")))
+            }
+        }
+    }
+}
+
+/// A deterministic sequence of random keys from a base seed (Penzai's `RandomStream`). Each
+/// [`next_key`](Self::next_key) returns a fresh 64-bit key; the sequence depends only on the
+/// base seed. Clones share the position.
+#[derive(Clone, Debug)]
+pub struct RandomStream {
+    base: u64,
+    counter: Arc<AtomicU64>,
+}
+
+impl RandomStream {
+    /// A stream starting at position 0.
+    pub fn new(base_seed: u64) -> Self {
+        RandomStream {
+            base: base_seed,
+            counter: Arc::new(AtomicU64::new(0)),
+        }
+    }
+    /// A stream starting at `position` (to resume a stream).
+    pub fn at(base_seed: u64, position: u64) -> Self {
+        RandomStream {
+            base: base_seed,
+            counter: Arc::new(AtomicU64::new(position)),
+        }
+    }
+    /// The base seed.
+    pub fn base_seed(&self) -> u64 {
+        self.base
+    }
+    /// How many keys were drawn.
+    pub fn position(&self) -> u64 {
+        self.counter.load(Ordering::SeqCst)
+    }
+    /// The next key.
+    pub fn next_key(&self) -> u64 {
+        let i = self.counter.fetch_add(1, Ordering::SeqCst);
+        init::mix(self.base, i)
+    }
+}

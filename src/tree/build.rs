@@ -1,0 +1,123 @@
+//! Path-scoped parameter builders (like candle's `vb.pp("mlp")`): the dotted scope is the
+//! parameter's label, its checkpoint key and its deterministic-init key.
+
+use crate::error::Result;
+use crate::params::init::Initializer;
+use crate::params::{ParamEntry, Parameter, ParameterSlot};
+use tch::{Device, Kind};
+
+/// Where and how parameters are created.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    /// Base seed; `None` builds parameter slots (shapes only, nothing allocated).
+    pub seed: Option<u64>,
+    pub device: Device,
+    pub kind: Kind,
+}
+
+impl Builder {
+    /// Builds real parameters from `seed`, float32 on the CPU.
+    pub fn new(seed: u64) -> Self {
+        Builder {
+            seed: Some(seed),
+            device: Device::Cpu,
+            kind: Kind::Float,
+        }
+    }
+    /// Builds parameter slots only (Penzai's `init_base_rng=None`).
+    pub fn slots() -> Self {
+        Builder {
+            seed: None,
+            device: Device::Cpu,
+            kind: Kind::Float,
+        }
+    }
+    /// Sets the device.
+    pub fn on(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+    /// Sets the parameter dtype.
+    pub fn dtype(mut self, kind: Kind) -> Self {
+        self.kind = kind;
+        self
+    }
+    /// The root scope (empty prefix).
+    pub fn root(&self) -> Scope<'_> {
+        Scope {
+            builder: self,
+            prefix: String::new(),
+        }
+    }
+    /// A scope with a prefix.
+    pub fn scope(&self, prefix: &str) -> Scope<'_> {
+        Scope {
+            builder: self,
+            prefix: prefix.to_string(),
+        }
+    }
+}
+
+/// A position in the label namespace.
+#[derive(Debug, Clone)]
+pub struct Scope<'a> {
+    builder: &'a Builder,
+    prefix: String,
+}
+
+impl<'a> Scope<'a> {
+    /// A sub-scope: `prefix.name`.
+    pub fn pp(&self, name: impl AsRef<str>) -> Scope<'a> {
+        Scope {
+            builder: self.builder,
+            prefix: self.label(name.as_ref()),
+        }
+    }
+    /// The full label of `name` in this scope.
+    pub fn label(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else if name.is_empty() {
+            self.prefix.clone()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    /// The builder.
+    pub fn builder(&self) -> &Builder {
+        self.builder
+    }
+    /// Creates the parameter `name` of this scope: a trainable parameter initialized
+    /// deterministically from (seed, label), or a slot when building without a seed.
+    pub fn param(
+        &self,
+        name: &str,
+        shape: &[i64],
+        init: Initializer,
+        fan_in: i64,
+    ) -> Result<ParamEntry> {
+        let label = self.label(name);
+        match self.builder.seed {
+            None => Ok(ParamEntry::Slot(ParameterSlot {
+                label,
+                shape: shape.to_vec(),
+                kind: self.builder.kind,
+            })),
+            Some(seed) => {
+                let t = init.make(
+                    seed,
+                    &label,
+                    shape,
+                    fan_in,
+                    self.builder.kind,
+                    self.builder.device,
+                )?;
+                Ok(ParamEntry::Bound(Parameter::new(label, t)))
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! A plain-text rendering of the tree: one line per node with its child name, kind, summary
+//! and parameters; nodes deeper than `depth` are collapsed into a count.
+
+use super::Node;
+use crate::params::ParamEntry;
+
+fn kind_str(k: tch::Kind) -> &'static str {
+    match k {
+        tch::Kind::Float => "f32",
+        tch::Kind::Double => "f64",
+        tch::Kind::BFloat16 => "bf16",
+        tch::Kind::Half => "f16",
+        tch::Kind::Int64 => "i64",
+        tch::Kind::Int => "i32",
+        tch::Kind::Bool => "bool",
+        _ => "?",
+    }
+}
+
+fn param_str(name: &str, p: &ParamEntry) -> String {
+    let state = match p {
+        ParamEntry::Bound(b) if b.trainable() => "",
+        ParamEntry::Bound(_) => " frozen",
+        ParamEntry::Frozen(_) => " const",
+        ParamEntry::Slot(_) => " slot",
+    };
+    format!("{name}: {}{:?}{state}", kind_str(p.kind()), p.shape())
+}
+
+impl Node {
+    /// Renders the tree as indented text, collapsing below `depth` levels.
+    pub fn render(&self, depth: usize) -> String {
+        let mut out = String::new();
+        self.render_into(&mut out, "", None, 0, depth);
+        out
+    }
+
+    fn render_into(
+        &self,
+        out: &mut String,
+        indent: &str,
+        name: Option<&str>,
+        level: usize,
+        depth: usize,
+    ) {
+        let mut line = String::from(indent);
+        if let Some(n) = name {
+            line.push_str(n);
+            line.push_str(": ");
+        }
+        line.push_str(self.kind());
+        let summary = self.layer().summary();
+        if !summary.is_empty() {
+            line.push_str(&format!("({summary})"));
+        }
+        if !self.param_entries().is_empty() {
+            let ps: Vec<String> = self
+                .param_entries()
+                .iter()
+                .map(|(n, p)| param_str(n, p))
+                .collect();
+            line.push_str(&format!("  [{}]", ps.join(", ")));
+        }
+        if !self.state_entries().is_empty() {
+            let ss: Vec<&str> = self
+                .state_entries()
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect();
+            line.push_str(&format!("  state[{}]", ss.join(", ")));
+        }
+        if !self.children().is_empty() && level >= depth {
+            let mut count = 0;
+            self.walk(&mut |_, _| count += 1);
+            line.push_str(&format!("  {{... {} nodes}}", count - 1));
+            out.push_str(&line);
+            out.push('\n');
+            return;
+        }
+        out.push_str(&line);
+        out.push('\n');
+        let child_indent = format!("{indent}  ");
+        for (n, c) in self.children() {
+            c.render_into(out, &child_indent, Some(n), level + 1, depth);
+        }
+    }
+}
