@@ -329,3 +329,25 @@ impl Layer for ContractTogether {
         Ok(einsum(&refs, &over)?.into())
     }
 }
+
+/// Returns its input unchanged and saves it in its state variable `value` (Penzai's
+/// `SaveIntermediate`; inspect with `state_variables()` or `stateless_call`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SaveIntermediate {}
+
+impl SaveIntermediate {
+    /// A node with a fresh, empty state variable labelled `<scope>.value`.
+    pub fn build(scope: &crate::tree::Scope<'_>) -> Node {
+        let var = crate::params::StateVariable::new(scope.label("value"), None);
+        Node::new(SaveIntermediate {}).with_state("value", crate::params::StateEntry::Var(var))
+    }
+}
+
+impl Layer for SaveIntermediate {
+    crate::layer_common!("SaveIntermediate");
+    fn forward(&self, node: &Node, x: Value, _s: &SideInputs) -> Result<Value> {
+        node.state("value")?.set(Some(x.clone()))?;
+        Ok(x)
+    }
+}

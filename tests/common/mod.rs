@@ -1,0 +1,46 @@
+#![allow(dead_code)]
+use pzt::prelude::*;
+use tch::{Device, Kind, Tensor};
+
+pub fn randn(shape: &[i64], seed: u64) -> Tensor {
+    pzt::backend::seeded_random(
+        seed,
+        pzt::backend::Distribution::Normal,
+        shape,
+        Kind::Float,
+        Device::Cpu,
+    )
+    .unwrap()
+}
+
+pub fn named(shape: &[i64], names: &[&str], seed: u64) -> NamedTensor {
+    NamedTensor::wrap(randn(shape, seed), names).unwrap()
+}
+
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+/// Compares two named tensors after aligning their axis order.
+pub fn assert_close(a: &NamedTensor, b: &NamedTensor, tol: f64) {
+    let b = b.order_like(a).unwrap_or_else(|e| {
+        panic!(
+            "named shapes differ: {} vs {}: {e}",
+            a.describe(),
+            b.describe()
+        )
+    });
+    assert_eq!(
+        a.tensor().size(),
+        b.tensor().size(),
+        "{} vs {}",
+        a.describe(),
+        b.describe()
+    );
+    let d = max_abs_diff(a.tensor(), b.tensor());
+    assert!(d <= tol, "max abs diff {d} > {tol}");
+}
+
+pub fn axes(pairs: &[(&str, i64)]) -> Axes {
+    pairs.iter().map(|(n, s)| (n.to_string(), *s)).collect()
+}
