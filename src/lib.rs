@@ -32,6 +32,8 @@ pub mod train;
 pub mod tree;
 
 pub use error::{Error, Result};
+/// Re-exported for layer configs ([`tree::Layer::config`]).
+pub use toml;
 
 /// The names most programs need.
 pub mod prelude {

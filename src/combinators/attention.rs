@@ -29,6 +29,14 @@ use crate::tree::{Layer, Node, Scope, SideInputs, Value};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+static FUSED_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many attention calls in this process ran through the fused kernel (for tests and
+/// diagnostics).
+pub fn fused_call_count() -> u64 {
+    FUSED_CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn yes() -> bool {
     true
 }
@@ -50,6 +58,16 @@ impl Default for Attention {
 }
 
 impl Attention {
+    /// Whether `node` (an Attention node) has the standard sublayer shape that the fused
+    /// kernel implements (inputs permitting).
+    pub fn is_fusable(node: &Node) -> Result<bool> {
+        Ok(node
+            .layer_as::<Attention>()
+            .map(|a| a.fused)
+            .unwrap_or(false)
+            && FusedPlan::recognize(node)?.is_some())
+    }
+
     /// Assembles an attention node from its five sublayers.
     pub fn build(q: Node, k: Node, v: Node, qk: Node, av: Node) -> Node {
         Node::new(Attention::default())
@@ -77,6 +95,7 @@ impl Layer for Attention {
         if self.fused {
             if let Some(plan) = FusedPlan::recognize(node)? {
                 if let Some(out) = plan.run(&q, &k, &v, side)? {
+                    FUSED_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return Ok(out.into());
                 }
             }
@@ -198,7 +217,7 @@ impl FusedPlan {
             .filter(|n| !shared.contains(n) && **n != self.kv)
             .cloned()
             .collect();
-        if v_only.iter().any(|n| q.has(n) && !q_only.contains(n)) {
+        if v_only.iter().any(|n| q_only.contains(n)) {
             return Ok(None);
         }
         let (seq_axes, rep): (Vec<String>, Vec<String>) = match &self.mask {

@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 pub use crate::tree::{Node, Scope};
 
 /// Serializes a layer's config struct into a TOML table.
-pub(crate) fn to_table<T: Serialize>(v: &T) -> Result<toml::Table> {
+#[doc(hidden)]
+pub fn to_table<T: Serialize>(v: &T) -> Result<toml::Table> {
     match toml::Value::try_from(v) {
         Ok(toml::Value::Table(t)) => Ok(t),
         Ok(_) => Ok(toml::Table::new()),
@@ -36,7 +37,7 @@ macro_rules! layer_common {
         fn kind(&self) -> &str {
             $kind
         }
-        fn config(&self) -> $crate::Result<toml::Table> {
+        fn config(&self) -> $crate::Result<$crate::toml::Table> {
             $crate::layers::to_table(self)
         }
         fn as_any(&self) -> &dyn std::any::Any {
@@ -68,6 +69,10 @@ pub(crate) fn register_builtins(m: &mut BTreeMap<String, Factory>) {
     add(
         "CastToDType",
         serde_factory::<misc::CastToDType>("CastToDType"),
+    );
+    add(
+        "SaveIntermediate",
+        serde_factory::<misc::SaveIntermediate>("SaveIntermediate"),
     );
     add("Identity", serde_factory::<misc::Identity>("Identity"));
     add("Rescale", serde_factory::<misc::Rescale>("Rescale"));
