@@ -3,7 +3,7 @@
 //! Penzai's ideas on libtorch: tensors with named axes ([`named::NamedTensor`]), models as
 //! trees of small combinator layers ([`tree::Node`], [`combinators`], [`layers`]), parameters
 //! and state variables that can be unbound, frozen and rebound ([`params`]), and selectors that
-//! patch a model ([`tree::select`]).
+//! patch a model ([`tree::select()`]).
 //!
 //! ```no_run
 //! use pzt::prelude::*;

@@ -218,7 +218,7 @@ fn stack_and_concat() {
     assert_eq!(c.size_of("x").unwrap(), 4);
     assert_close(&c.slice("x", 2, 4).unwrap(), &b, 0.0);
     assert!(NamedTensor::stack(&[a.clone(), named(&[2], &["x"], 1)], "n").is_err());
-    assert!(NamedTensor::stack(&[a.clone()], "x").is_err());
+    assert!(NamedTensor::stack(std::slice::from_ref(&a), "x").is_err());
 }
 
 #[test]

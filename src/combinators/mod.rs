@@ -28,7 +28,9 @@ pub struct Sequential {
 }
 
 impl Sequential {
-    /// A `Sequential` with children named `0`, `1`, ...
+    /// A `Sequential` with children named `0`, `1`, ... (returns the node, like Penzai's
+    /// `Sequential([...])`).
+    #[allow(clippy::new_ret_no_self)]
     pub fn new(children: Vec<Node>) -> Node {
         Self::named(
             children

@@ -63,7 +63,7 @@ impl NamedTensor {
             }
         }
         let pos = self.positional_shape();
-        shape.extend(std::iter::repeat(1).take(pos_ndim - pos.len()));
+        shape.extend(std::iter::repeat_n(1, pos_ndim - pos.len()));
         shape.extend(pos);
         t.f_reshape(shape.as_slice()).ctx("align")
     }

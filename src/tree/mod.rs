@@ -4,7 +4,7 @@
 //! A [`Node`] is a layer implementation ([`Layer`]: a kind name, static config, forward logic)
 //! plus named children, named parameter entries and named state entries. Combinators are
 //! layers whose forward calls their children; primitives use their parameters. Nodes are cheap
-//! to clone and clones share parameters, so edits made through [`select`] return new trees that
+//! to clone and clones share parameters, so edits made through [`select()`] return new trees that
 //! share parameters with the old one.
 //!
 //! Paths name nodes by their child names from the root, joined with dots:

@@ -31,8 +31,11 @@ fn is_prefix(a: &[String], b: &[String]) -> bool {
     a.len() <= b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
+type RefineFn<'a> = &'a mut dyn FnMut(&[String], &Node, &mut Vec<Vec<String>>);
+type EditFn<'a> = &'a mut dyn FnMut(&[String], &Node) -> Result<Node>;
+
 enum Edit<'a> {
-    Apply(&'a mut dyn FnMut(&[String], &Node) -> Result<Node>),
+    Apply(EditFn<'a>),
     InsertBefore(Node),
     InsertAfter(Node),
     Remove,
@@ -75,7 +78,7 @@ impl Selection {
         }
     }
 
-    fn refine(&self, f: &mut dyn FnMut(&[String], &Node, &mut Vec<Vec<String>>)) -> Selection {
+    fn refine(&self, f: RefineFn<'_>) -> Selection {
         let mut out = vec![];
         for p in &self.selected {
             if let Ok(n) = self.root.get(p) {
