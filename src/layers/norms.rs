@@ -6,7 +6,7 @@
 use super::linear::{AddBias, Linear};
 use super::Axes;
 use crate::combinators::Sequential;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TorchContext};
 use crate::params::init::Initializer;
 use crate::tree::{Layer, Node, Scope, SideInputs, Value};
 use serde::{Deserialize, Serialize};
@@ -62,7 +62,7 @@ impl Layer for Standardize {
         let var = centered.mul(&centered)?.mean(&axes)?;
         let denom = var
             .add_scalar(self.epsilon)?
-            .map_elementwise(|t| Ok(t.rsqrt()))?;
+            .map_elementwise(|t| t.f_rsqrt().ctx("rsqrt"))?;
         Ok(centered.mul(&denom)?.into())
     }
 }
@@ -78,7 +78,7 @@ impl Layer for RMSStandardize {
         let ms = x.mul(&x)?.mean(&axes)?;
         let denom = ms
             .add_scalar(self.epsilon)?
-            .map_elementwise(|t| Ok(t.rsqrt()))?;
+            .map_elementwise(|t| t.f_rsqrt().ctx("rsqrt"))?;
         Ok(x.mul(&denom)?.into())
     }
 }

@@ -85,11 +85,9 @@ impl NamedTensor {
     }
 
     /// A scalar (no axes) of the given value.
-    pub fn scalar(value: f64, kind: Kind, device: Device) -> Self {
-        NamedTensor {
-            tensor: Tensor::from(value).to_kind(kind).to_device(device),
-            names: vec![],
-        }
+    pub fn scalar(value: f64, kind: Kind, device: Device) -> Result<Self> {
+        let tensor = Tensor::f_full([], value, (kind, device)).ctx("scalar")?;
+        Ok(NamedTensor { tensor, names: vec![] })
     }
 
     /// The underlying tensor in storage layout `[named..., positional...]`.
