@@ -145,3 +145,29 @@ extern "C" const char* pzt_torch_version() {
   return "unknown";
 #endif
 }
+
+// Meta tensors (shapes and dtypes only, no storage): what `pzt plan` runs shape inference on.
+extern "C" bool pzt_is_meta(torch::Tensor* t) { return t->is_meta(); }
+
+extern "C" char* pzt_meta_empty(const int64_t* dims, int ndims, int scalar_type,
+                                torch::Tensor** out) {
+  try {
+    std::vector<int64_t> shape(dims, dims + ndims);
+    auto opts = torch::TensorOptions()
+                    .dtype(static_cast<at::ScalarType>(scalar_type))
+                    .device(c10::Device(c10::DeviceType::Meta));
+    *out = new torch::Tensor(at::empty(shape, opts));
+    return nullptr;
+  } catch (const std::exception& e) {
+    return dup_error(e.what());
+  }
+}
+
+extern "C" char* pzt_to_meta(torch::Tensor* t, torch::Tensor** out) {
+  try {
+    *out = new torch::Tensor(t->to(c10::Device(c10::DeviceType::Meta)));
+    return nullptr;
+  } catch (const std::exception& e) {
+    return dup_error(e.what());
+  }
+}

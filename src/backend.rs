@@ -33,6 +33,42 @@ extern "C" {
         out: *mut *mut C_tensor,
     ) -> *mut c_char;
     fn pzt_torch_version() -> *const c_char;
+    fn pzt_is_meta(t: *mut C_tensor) -> bool;
+    fn pzt_meta_empty(dims: *const i64, ndims: i32, scalar_type: i32, out: *mut *mut C_tensor) -> *mut c_char;
+    fn pzt_to_meta(t: *mut C_tensor, out: *mut *mut C_tensor) -> *mut c_char;
+}
+
+/// Whether a tensor lives on the meta device (shapes only, no storage).
+pub fn is_meta(t: &Tensor) -> bool {
+    let mut h = t.shallow_clone();
+    unsafe { pzt_is_meta(h.as_mut_ptr()) }
+}
+
+/// An uninitialized meta tensor (no storage is allocated).
+pub fn meta_empty(shape: &[i64], kind: Kind) -> Result<Tensor> {
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    check(unsafe { pzt_meta_empty(shape.as_ptr(), shape.len() as i32, kind_code(kind), &mut out) })?;
+    if out.is_null() {
+        return Err(Error::Shim("no tensor returned".into()));
+    }
+    // SAFETY: as in rng_state.
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// Moves `t` to the device of `like` (the meta device included).
+pub fn to_device_like(t: &Tensor, like: &Tensor) -> Result<Tensor> {
+    if is_meta(like) {
+        let mut h = t.shallow_clone();
+        let mut out: *mut C_tensor = std::ptr::null_mut();
+        check(unsafe { pzt_to_meta(h.as_mut_ptr(), &mut out) })?;
+        if out.is_null() {
+            return Err(Error::Shim("no tensor returned".into()));
+        }
+        // SAFETY: as in rng_state.
+        Ok(unsafe { Tensor::from_ptr(out) })
+    } else {
+        t.f_to_device(like.device()).map_err(|e| Error::Shim(e.to_string()))
+    }
 }
 
 fn check(err: *mut c_char) -> Result<()> {

@@ -28,6 +28,13 @@ pub enum Error {
     /// A bad configuration value (layer config, builder argument).
     #[error("{0}")]
     Config(String),
+    /// A bad field in a layer's or builder's config: `field` is its dotted path inside the
+    /// config (empty for the config as a whole).
+    #[error("{message}")]
+    ConfigField { field: String, message: String },
+    /// A bad recipe; the message is fully rendered (file, line, column, snippet).
+    #[error("{0}")]
+    Recipe(String),
     /// A selection that cannot be applied (no parent Sequential, wrong count, bad path, ...).
     #[error("{0}")]
     Select(String),

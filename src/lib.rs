@@ -28,6 +28,7 @@ pub mod layers;
 pub mod models;
 pub mod named;
 pub mod params;
+pub mod recipe;
 pub mod train;
 pub mod tree;
 

@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 use pzt::backend;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -21,6 +23,45 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Resolve a recipe, build its model (shapes only), check shapes on the declared input, and
+    /// print the tree, parameter counts and a training-memory estimate.
+    Plan {
+        /// The recipe file.
+        recipe: PathBuf,
+        /// Override a recipe key: KEY.PATH=VALUE, VALUE a TOML value (strings quoted).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Collapse the tree below this depth (default 3).
+        #[arg(long, default_value_t = 3)]
+        depth: usize,
+    },
+    /// Print the model tree of a recipe.
+    Show {
+        /// The recipe file.
+        recipe: PathBuf,
+        /// Collapse nodes below this depth (default: show everything).
+        #[arg(long)]
+        depth: Option<usize>,
+        /// Print the tree as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Override a recipe key: KEY.PATH=VALUE.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Print each subtree a selector matches (path and kind), then the count.
+    Select {
+        /// The recipe file.
+        recipe: PathBuf,
+        /// A selector, e.g. 'Attention Linear', 'blocks.*.mlp', 'Linear[0]'.
+        selector: String,
+        /// Override a recipe key: KEY.PATH=VALUE.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Run a built-in example.
     Demo {
         #[command(subcommand)]
@@ -49,6 +90,8 @@ enum Demo {
 
 enum Failure {
     BadInput(String),
+    /// A bad-input message already rendered (with `error:` and a snippet).
+    Rendered(String),
     Run(String),
 }
 
@@ -136,6 +179,54 @@ fn run_xor(seed: u64, max_steps: usize, device: &str, show: bool) -> Result<(), 
     }
 }
 
+fn use_color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn lib_err(e: pzt::Error) -> Failure {
+    match e {
+        pzt::Error::Recipe(m) => Failure::Rendered(m),
+        other => Failure::Run(other.to_string()),
+    }
+}
+
+fn run_plan(recipe: PathBuf, set: Vec<String>, json: bool, depth: usize) -> Result<(), Failure> {
+    let r = pzt::recipe::Recipe::load(&recipe, &set).map_err(lib_err)?;
+    let plan = pzt::recipe::plan::Plan::shapes_only(r).map_err(lib_err)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan.to_json()).unwrap_or_default());
+    } else {
+        print!("{}", plan.render(depth, use_color()));
+    }
+    Ok(())
+}
+
+fn run_show(recipe: PathBuf, set: Vec<String>, json: bool, depth: Option<usize>) -> Result<(), Failure> {
+    let r = pzt::recipe::Recipe::load(&recipe, &set).map_err(lib_err)?;
+    let tree = pzt::recipe::plan::Plan::tree_only(&r).map_err(lib_err)?;
+    if json {
+        let j = pzt::recipe::plan::tree_json(&tree, "", None);
+        println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+    } else {
+        print!("{}", tree.render_styled(depth.unwrap_or(usize::MAX), use_color()));
+    }
+    Ok(())
+}
+
+fn run_select(recipe: PathBuf, set: Vec<String>, selector: String) -> Result<(), Failure> {
+    let sel = pzt::recipe::selector::Selector::parse(&selector).map_err(|e| Failure::Rendered(e.render(&selector)))?;
+    let r = pzt::recipe::Recipe::load(&recipe, &set).map_err(lib_err)?;
+    let tree = pzt::recipe::plan::Plan::tree_only(&r).map_err(lib_err)?;
+    let s = sel.select(&tree);
+    for (path, node) in s.get() {
+        let p = if path.is_empty() { "<root>".to_string() } else { path };
+        println!("{p}  {}", node.kind());
+    }
+    let n = s.count();
+    println!("{n} match{}", if n == 1 { "" } else { "es" });
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -155,6 +246,9 @@ fn main() -> ExitCode {
             println!("\nrun `pzt --help` for the commands");
             Ok(())
         }
+        Some(Command::Plan { recipe, set, json, depth }) => run_plan(recipe, set, json, depth),
+        Some(Command::Show { recipe, set, json, depth }) => run_show(recipe, set, json, depth),
+        Some(Command::Select { recipe, selector, set }) => run_select(recipe, set, selector),
         Some(Command::Demo {
             which:
                 Demo::Xor {
@@ -169,6 +263,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::BadInput(m)) => {
             eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Rendered(m)) => {
+            eprint!("{m}");
             ExitCode::from(2)
         }
         Err(Failure::Run(m)) => {

@@ -180,6 +180,9 @@ impl FusedPlan {
             (Value::Tensor(q), Value::Tensor(k), Value::Tensor(v)) => (q, k, v),
             _ => return Ok(None),
         };
+        if crate::backend::is_meta(q.tensor()) {
+            return Ok(None); // shape inference: the explicit path gives the same shapes
+        }
         if q.positional_ndim() + k.positional_ndim() + v.positional_ndim() != 0
             || q.kind() != k.kind()
             || q.kind() != v.kind()
@@ -257,7 +260,7 @@ impl FusedPlan {
                 if window.is_none() && !positioned && s == skv {
                     is_causal = true;
                 } else {
-                    let m = causal_mask(side, q_axis, &self.kv, s, skv, window, q.device())?;
+                    let m = causal_mask(side, q_axis, &self.kv, s, skv, window, q.tensor())?;
                     if m.names().len() != 2 {
                         return Ok(None); // batch-dependent positions: explicit path
                     }

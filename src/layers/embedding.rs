@@ -46,6 +46,7 @@ impl EmbeddingTable {
             vocab_axis: self.vocab_axis.clone(),
             vocab_size: self.vocab_size,
             embedding_axes: self.embedding_axes.clone(),
+            init: None,
         })
         .with_param("embeddings", self.param.clone())
     }
@@ -56,6 +57,7 @@ impl EmbeddingTable {
             vocab_axis: self.vocab_axis.clone(),
             vocab_size: self.vocab_size,
             embedding_axes: self.embedding_axes.clone(),
+            init: None,
         })
         .with_param("embeddings", self.param.clone())
     }
@@ -75,10 +77,16 @@ pub struct EmbeddingLookup {
     pub vocab_axis: String,
     pub vocab_size: i64,
     pub embedding_axes: Axes,
+    /// How the table is initialized when this node creates it (default: normal, std 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<Initializer>,
 }
 
 impl Layer for EmbeddingLookup {
     crate::layer_common!("EmbeddingLookup");
+    fn param_specs(&self) -> Vec<crate::tree::ParamSpec> {
+        table_spec(self.vocab_size, &self.embedding_axes, self.init)
+    }
     fn summary(&self) -> String {
         format!(
             "{}: {} -> {}",
@@ -116,10 +124,16 @@ pub struct EmbeddingDecode {
     pub vocab_axis: String,
     pub vocab_size: i64,
     pub embedding_axes: Axes,
+    /// How the table is initialized when this node creates it (default: normal, std 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<Initializer>,
 }
 
 impl Layer for EmbeddingDecode {
     crate::layer_common!("EmbeddingDecode");
+    fn param_specs(&self) -> Vec<crate::tree::ParamSpec> {
+        table_spec(self.vocab_size, &self.embedding_axes, self.init)
+    }
     fn summary(&self) -> String {
         format!(
             "{} -> {}: {}",
@@ -140,4 +154,15 @@ impl Layer for EmbeddingDecode {
         let over: Vec<&str> = self.embedding_axes.keys().map(|s| s.as_str()).collect();
         Ok(x.contract(&t, &over)?.into())
     }
+}
+
+fn table_spec(vocab: i64, emb: &Axes, init: Option<Initializer>) -> Vec<crate::tree::ParamSpec> {
+    let mut shape = vec![vocab];
+    shape.extend(emb.values());
+    vec![crate::tree::ParamSpec {
+        name: "embeddings".into(),
+        shape,
+        init: init.unwrap_or(Initializer::Normal { std: 1.0 }),
+        fan_in: 1,
+    }]
 }

@@ -27,16 +27,15 @@ pub struct Linear {
     pub output_axes: Axes,
     #[serde(default, skip_serializing_if = "Axes::is_empty")]
     pub parallel_axes: Axes,
+    /// How `weights` is initialized (default: normal with variance 1/fan_in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<Initializer>,
 }
 
 impl Linear {
     /// A linear layer with no parallel axes.
     pub fn new(input_axes: Axes, output_axes: Axes) -> Self {
-        Linear {
-            input_axes,
-            output_axes,
-            parallel_axes: Axes::new(),
-        }
+        Linear { input_axes, output_axes, parallel_axes: Axes::new(), init: None }
     }
 
     /// The weight shape: `[input..., output..., parallel...]`.
@@ -51,11 +50,11 @@ impl Linear {
 
     /// Builds the node with its `weights` parameter (label `<scope>.weights`), initialized
     /// with `init` (default: normal with variance 1/fan_in).
-    pub fn build(self, scope: &Scope<'_>, init: Option<Initializer>) -> Result<Node> {
-        let fan_in: i64 = self.input_axes.values().product();
-        let init = init.unwrap_or(Initializer::FanIn { scale: 1.0 });
-        let w = scope.param("weights", &self.weight_shape(), init, fan_in)?;
-        Ok(Node::new(self).with_param("weights", w))
+    pub fn build(mut self, scope: &Scope<'_>, init: Option<Initializer>) -> Result<Node> {
+        if init.is_some() {
+            self.init = init;
+        }
+        Node::build(self, scope)
     }
 }
 
@@ -68,6 +67,15 @@ fn letter(i: usize) -> Result<char> {
 
 impl Layer for Linear {
     crate::layer_common!("Linear");
+
+    fn param_specs(&self) -> Vec<crate::tree::ParamSpec> {
+        vec![crate::tree::ParamSpec {
+            name: "weights".into(),
+            shape: self.weight_shape(),
+            init: self.init.unwrap_or(Initializer::FanIn { scale: 1.0 }),
+            fan_in: self.input_axes.values().product(),
+        }]
+    }
 
     fn summary(&self) -> String {
         let mut s = format!(
@@ -160,14 +168,21 @@ pub struct AddBias {
 impl AddBias {
     /// Builds the node with a zero-initialized `bias` parameter.
     pub fn build(self, scope: &Scope<'_>) -> Result<Node> {
-        let shape: Vec<i64> = self.axes.values().copied().collect();
-        let b = scope.param("bias", &shape, Initializer::Zeros, 1)?;
-        Ok(Node::new(self).with_param("bias", b))
+        Node::build(self, scope)
     }
 }
 
 impl Layer for AddBias {
     crate::layer_common!("AddBias");
+
+    fn param_specs(&self) -> Vec<crate::tree::ParamSpec> {
+        vec![crate::tree::ParamSpec {
+            name: "bias".into(),
+            shape: self.axes.values().copied().collect(),
+            init: Initializer::Zeros,
+            fan_in: 1,
+        }]
+    }
 
     fn summary(&self) -> String {
         axes_str(&self.axes)

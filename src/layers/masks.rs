@@ -38,15 +38,15 @@ pub fn causal_mask(
     q_len: i64,
     kv_len: i64,
     window: Option<i64>,
-    device: tch::Device,
+    like: &tch::Tensor,
 ) -> Result<NamedTensor> {
-    let qpos = positions(side, "token_positions", q_axis, q_len, device)?;
+    let qpos = positions(side, "token_positions", q_axis, q_len, like)?;
     let kpos = match side.tensor("kv_token_positions")? {
-        Some(_) => positions(side, "kv_token_positions", kv_axis, kv_len, device)?,
+        Some(_) => positions(side, "kv_token_positions", kv_axis, kv_len, like)?,
         None if side.tensor("token_positions")?.is_some() && q_len == kv_len => {
             qpos.rename(&[(q_axis, kv_axis)])?
         }
-        None => positions(&SideInputs::new(), "", kv_axis, kv_len, device)?,
+        None => positions(&SideInputs::new(), "", kv_axis, kv_len, like)?,
     };
     let diff = qpos.sub(&kpos)?; // i - j
     let m = diff.map_elementwise(|t| t.f_ge(0).ctx("mask"))?;
@@ -115,7 +115,7 @@ impl Layer for ApplyCausalAttentionMask {
             q,
             k,
             None,
-            x.device(),
+            x.tensor(),
         )?;
         Ok(x.fill_where_not(&m, self.masked_out_value)?.into())
     }
@@ -175,7 +175,7 @@ impl Layer for ApplyCausalSlidingWindowAttentionMask {
             q,
             k,
             Some(self.window),
-            x.device(),
+            x.tensor(),
         )?;
         Ok(x.fill_where_not(&m, self.masked_out_value)?.into())
     }

@@ -265,7 +265,7 @@ impl Layer for Dropout {
     }
     fn forward(&self, _n: &Node, x: Value, side: &SideInputs) -> Result<Value> {
         let x = x.into_tensor()?;
-        if self.rate == 0.0 || side.flag("train") == Some(false) {
+        if self.rate == 0.0 || side.flag("train") == Some(false) || crate::backend::is_meta(x.tensor()) {
             return Ok(x.into());
         }
         let held = self
@@ -346,6 +346,9 @@ impl SaveIntermediate {
 
 impl Layer for SaveIntermediate {
     crate::layer_common!("SaveIntermediate");
+    fn state_specs(&self) -> Vec<String> {
+        vec!["value".into()]
+    }
     fn forward(&self, node: &Node, x: Value, _s: &SideInputs) -> Result<Value> {
         node.state("value")?.set(Some(x.clone()))?;
         Ok(x)

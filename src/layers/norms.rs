@@ -95,6 +95,7 @@ pub fn layer_norm(scope: &Scope<'_>, axes: Axes, epsilon: f64) -> Result<Node> {
         input_axes: Axes::new(),
         output_axes: Axes::new(),
         parallel_axes: axes.clone(),
+        init: None,
     }
     .build(&scope.pp("scale"), Some(Initializer::Ones))?;
     let bias = AddBias { axes }.build(&scope.pp("bias"))?;
@@ -119,6 +120,7 @@ pub fn rms_layer_norm(scope: &Scope<'_>, axes: Axes, epsilon: f64) -> Result<Nod
         input_axes: Axes::new(),
         output_axes: Axes::new(),
         parallel_axes: axes,
+        init: None,
     }
     .build(&scope.pp("scale"), Some(Initializer::Ones))?;
     Ok(Sequential::of_kind(

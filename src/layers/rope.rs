@@ -128,7 +128,7 @@ pub(crate) fn positions(
     key: &str,
     axis: &str,
     len: i64,
-    device: tch::Device,
+    like: &Tensor,
 ) -> Result<NamedTensor> {
     if let Some(p) = side.tensor(key)? {
         if p.has(axis) {
@@ -142,7 +142,11 @@ pub(crate) fn positions(
             p.describe()
         )));
     }
-    let t = Tensor::f_arange(len, (Kind::Int64, device)).ctx("positions")?;
+    let t = if crate::backend::is_meta(like) {
+        crate::backend::meta_empty(&[len], Kind::Int64)?
+    } else {
+        Tensor::f_arange(len, (Kind::Int64, like.device())).ctx("positions")?
+    };
     NamedTensor::wrap(t, &[axis])
 }
 
@@ -181,8 +185,8 @@ impl Layer for ApplyRoPE {
                 self.embedding_axis
             )));
         }
-        let pos = positions(side, &self.positions_input, &self.seq_axis, s, x.device())?;
-        let inv = self.inv_freq(d)?.f_to_device(x.device()).ctx("rope")?;
+        let pos = positions(side, &self.positions_input, &self.seq_axis, s, x.tensor())?;
+        let inv = crate::backend::to_device_like(&self.inv_freq(d)?, x.tensor())?;
         let pf = pos.tensor().f_to_kind(Kind::Float).ctx("rope")?;
         let ang = pf
             .f_unsqueeze(-1)

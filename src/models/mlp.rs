@@ -42,3 +42,37 @@ pub fn mlp(
     }
     Ok(Sequential::new(children))
 }
+
+fn d_features() -> String {
+    "features".into()
+}
+fn d_hidden() -> String {
+    "hidden".into()
+}
+fn d_relu() -> Activation {
+    Activation::Relu
+}
+
+/// Arguments of the `mlp` builder.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MlpConfig {
+    /// `[in, hidden..., out]`.
+    pub widths: Vec<i64>,
+    #[serde(default = "d_features")]
+    pub axis: String,
+    #[serde(default = "d_hidden")]
+    pub hidden_axis: String,
+    #[serde(default = "d_relu")]
+    pub activation: Activation,
+}
+
+impl MlpConfig {
+    /// Builds the MLP under `scope`.
+    pub fn build(&self, scope: &Scope<'_>) -> Result<Node> {
+        if let Some(w) = self.widths.iter().find(|w| **w < 1) {
+            return Err(Error::ConfigField { field: "widths".into(), message: format!("mlp: widths must be positive, got {w}") });
+        }
+        mlp(scope, &self.axis, &self.hidden_axis, &self.widths, self.activation)
+    }
+}

@@ -1,3 +1,4 @@
 //! Model builders that expand into ordinary trees of combinators.
 
 pub mod mlp;
+pub mod transformer;

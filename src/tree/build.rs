@@ -1,9 +1,11 @@
 //! Path-scoped parameter builders (like candle's `vb.pp("mlp")`): the dotted scope is the
 //! parameter's label, its checkpoint key and its deterministic-init key.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::params::init::Initializer;
 use crate::params::{ParamEntry, Parameter, ParameterSlot};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use tch::{Device, Kind};
 
 /// Where and how parameters are created.
@@ -13,24 +15,18 @@ pub struct Builder {
     pub seed: Option<u64>,
     pub device: Device,
     pub kind: Kind,
+    /// Parameters made so far, by label: asking again for a label shares the parameter.
+    made: RefCell<BTreeMap<String, ParamEntry>>,
 }
 
 impl Builder {
     /// Builds real parameters from `seed`, float32 on the CPU.
     pub fn new(seed: u64) -> Self {
-        Builder {
-            seed: Some(seed),
-            device: Device::Cpu,
-            kind: Kind::Float,
-        }
+        Builder { seed: Some(seed), device: Device::Cpu, kind: Kind::Float, made: Default::default() }
     }
     /// Builds parameter slots only (Penzai's `init_base_rng=None`).
     pub fn slots() -> Self {
-        Builder {
-            seed: None,
-            device: Device::Cpu,
-            kind: Kind::Float,
-        }
+        Builder { seed: None, device: Device::Cpu, kind: Kind::Float, made: Default::default() }
     }
     /// Sets the device.
     pub fn on(mut self, device: Device) -> Self {
@@ -42,6 +38,12 @@ impl Builder {
         self.kind = kind;
         self
     }
+    /// Forgets a label, so that the next request for it makes a new parameter (used when a
+    /// patch replaces the only subtree that held it).
+    pub fn forget(&self, label: &str) {
+        self.made.borrow_mut().remove(label);
+    }
+
     /// The root scope (empty prefix).
     pub fn root(&self) -> Scope<'_> {
         Scope {
@@ -92,32 +94,32 @@ impl<'a> Scope<'a> {
         self.builder
     }
     /// Creates the parameter `name` of this scope: a trainable parameter initialized
-    /// deterministically from (seed, label), or a slot when building without a seed.
-    pub fn param(
-        &self,
-        name: &str,
-        shape: &[i64],
-        init: Initializer,
-        fan_in: i64,
-    ) -> Result<ParamEntry> {
-        let label = self.label(name);
-        match self.builder.seed {
-            None => Ok(ParamEntry::Slot(ParameterSlot {
-                label,
-                shape: shape.to_vec(),
-                kind: self.builder.kind,
-            })),
-            Some(seed) => {
-                let t = init.make(
-                    seed,
-                    &label,
-                    shape,
-                    fan_in,
-                    self.builder.kind,
-                    self.builder.device,
-                )?;
-                Ok(ParamEntry::Bound(Parameter::new(label, t)))
+    /// deterministically from (seed, label), or a slot when building without a seed. A label
+    /// that this builder already made is shared (same parameter), if the shapes agree.
+    pub fn param(&self, name: &str, shape: &[i64], init: Initializer, fan_in: i64) -> Result<ParamEntry> {
+        self.param_labelled(&self.label(name), shape, init, fan_in)
+    }
+
+    /// Like [`param`](Self::param) with an explicit full label.
+    pub fn param_labelled(&self, label: &str, shape: &[i64], init: Initializer, fan_in: i64) -> Result<ParamEntry> {
+        if let Some(existing) = self.builder.made.borrow().get(label) {
+            if existing.shape() != shape {
+                return Err(Error::Param(format!(
+                    "parameter `{label}` is declared twice with different shapes: {:?} and {:?}",
+                    existing.shape(),
+                    shape
+                )));
             }
+            return Ok(existing.clone());
         }
+        let entry = match self.builder.seed {
+            None => ParamEntry::Slot(ParameterSlot { label: label.to_string(), shape: shape.to_vec(), kind: self.builder.kind }),
+            Some(seed) => {
+                let t = init.make(seed, label, shape, fan_in, self.builder.kind, self.builder.device)?;
+                ParamEntry::Bound(Parameter::new(label, t))
+            }
+        };
+        self.builder.made.borrow_mut().insert(label.to_string(), entry.clone());
+        Ok(entry)
     }
 }

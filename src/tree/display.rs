@@ -22,7 +22,7 @@ fn param_str(name: &str, p: &ParamEntry) -> String {
         ParamEntry::Bound(b) if b.trainable() => "",
         ParamEntry::Bound(_) => " frozen",
         ParamEntry::Frozen(_) => " const",
-        ParamEntry::Slot(_) => " slot",
+        ParamEntry::Slot(_) => "",
     };
     format!("{name}: {}{:?}{state}", kind_str(p.kind()), p.shape())
 }
@@ -30,8 +30,13 @@ fn param_str(name: &str, p: &ParamEntry) -> String {
 impl Node {
     /// Renders the tree as indented text, collapsing below `depth` levels.
     pub fn render(&self, depth: usize) -> String {
+        self.render_styled(depth, false)
+    }
+
+    /// Like [`render`](Self::render), with ANSI colours (kinds, names, shapes) when `color`.
+    pub fn render_styled(&self, depth: usize, color: bool) -> String {
         let mut out = String::new();
-        self.render_into(&mut out, "", None, 0, depth);
+        self.render_into(&mut out, "", None, 0, depth, color);
         out
     }
 
@@ -42,13 +47,15 @@ impl Node {
         name: Option<&str>,
         level: usize,
         depth: usize,
+        color: bool,
     ) {
+        let paint = |code: &str, s: &str| if color { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() };
         let mut line = String::from(indent);
         if let Some(n) = name {
-            line.push_str(n);
+            line.push_str(&paint("33", n));
             line.push_str(": ");
         }
-        line.push_str(self.kind());
+        line.push_str(&paint("1;36", self.kind()));
         let summary = self.layer().summary();
         if !summary.is_empty() {
             line.push_str(&format!("({summary})"));
@@ -59,7 +66,7 @@ impl Node {
                 .iter()
                 .map(|(n, p)| param_str(n, p))
                 .collect();
-            line.push_str(&format!("  [{}]", ps.join(", ")));
+            line.push_str(&paint("2", &format!("  [{}]", ps.join(", "))));
         }
         if !self.state_entries().is_empty() {
             let ss: Vec<&str> = self
@@ -81,7 +88,7 @@ impl Node {
         out.push('\n');
         let child_indent = format!("{indent}  ");
         for (n, c) in self.children() {
-            c.render_into(out, &child_indent, Some(n), level + 1, depth);
+            c.render_into(out, &child_indent, Some(n), level + 1, depth, color);
         }
     }
 }

@@ -46,8 +46,39 @@ pub trait Layer: Send + Sync + std::fmt::Debug + Any {
     fn is_sequence(&self) -> bool {
         false
     }
+    /// The parameters this layer needs, derived from its config (used by [`Node::build`] and
+    /// by recipes to create them under path-derived labels).
+    fn param_specs(&self) -> Vec<ParamSpec> {
+        vec![]
+    }
+    /// The names of the state variables this layer needs.
+    fn state_specs(&self) -> Vec<String> {
+        vec![]
+    }
     /// For downcasting.
     fn as_any(&self) -> &dyn Any;
+}
+
+/// A parameter a layer needs: its field name, shape, initializer and fan-in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub init: crate::params::init::Initializer,
+    pub fan_in: i64,
+}
+
+thread_local! {
+    static TRACE: std::cell::RefCell<Option<Vec<(String, i64, tch::Kind)>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` while recording the output of every leaf layer (kind, number of elements, dtype)
+/// on this thread: what the planner sums up as activation memory.
+pub fn trace_leaf_outputs<R>(f: impl FnOnce() -> R) -> (R, Vec<(String, i64, tch::Kind)>) {
+    TRACE.with(|t| *t.borrow_mut() = Some(vec![]));
+    let r = f();
+    let v = TRACE.with(|t| t.borrow_mut().take()).unwrap_or_default();
+    (r, v)
 }
 
 /// A node of the model tree.
@@ -74,6 +105,35 @@ impl Node {
             params: vec![],
             states: vec![],
         }
+    }
+
+    /// Builds a node for `layer`, creating the parameters and state variables it declares
+    /// ([`Layer::param_specs`], [`Layer::state_specs`]) under `scope` (labels
+    /// `<scope>.<name>`).
+    pub fn build(layer: impl Layer + 'static, scope: &Scope<'_>) -> Result<Node> {
+        Self::build_arc(Arc::new(layer), scope, &Default::default())
+    }
+
+    /// Like [`build`](Self::build) for a shared layer, with optional label overrides per
+    /// parameter name (a parameter whose label already exists in the builder is shared).
+    pub fn build_arc(
+        layer: Arc<dyn Layer>,
+        scope: &Scope<'_>,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Node> {
+        let mut node = Node::from_arc(layer.clone());
+        for spec in layer.param_specs() {
+            let entry = match labels.get(&spec.name) {
+                Some(label) => scope.param_labelled(label, &spec.shape, spec.init, spec.fan_in)?,
+                None => scope.param(&spec.name, &spec.shape, spec.init, spec.fan_in)?,
+            };
+            node = node.with_param(spec.name.clone(), entry);
+        }
+        for name in layer.state_specs() {
+            let var = crate::params::StateVariable::new(scope.label(&name), None);
+            node = node.with_state(name, StateEntry::Var(var));
+        }
+        Ok(node)
     }
 
     /// A node from a shared layer implementation.
@@ -197,7 +257,17 @@ impl Node {
 
     /// Runs the layer.
     pub fn forward(&self, x: impl Into<Value>, side: &SideInputs) -> Result<Value> {
-        self.layer.forward(self, x.into(), side)
+        let out = self.layer.forward(self, x.into(), side)?;
+        if self.children.is_empty() {
+            TRACE.with(|t| {
+                if let Some(v) = t.borrow_mut().as_mut() {
+                    if let Value::Tensor(nt) = &out {
+                        v.push((self.kind().to_string(), nt.tensor().numel() as i64, nt.kind()));
+                    }
+                }
+            });
+        }
+        Ok(out)
     }
 
     /// Runs a child, adding its name to the path of any error.

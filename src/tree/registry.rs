@@ -25,10 +25,18 @@ fn registry() -> &'static RwLock<BTreeMap<String, Factory>> {
 pub fn serde_factory<T: Layer + DeserializeOwned>(kind: &str) -> Factory {
     let kind = kind.to_string();
     Arc::new(move |cfg: &toml::Table| {
-        let layer: T = toml::Value::Table(cfg.clone())
-            .try_into()
-            .map_err(|e| Error::Config(format!("bad config for layer kind `{kind}`: {e}")))?;
+        let layer: T = decode_config(&kind, cfg)?;
         Ok(Arc::new(layer) as Arc<dyn Layer>)
+    })
+}
+
+/// Decodes a config table into `T`, reporting the dotted path of a bad field.
+pub fn decode_config<T: DeserializeOwned>(what: &str, cfg: &toml::Table) -> Result<T> {
+    let value = toml::Value::Table(cfg.clone());
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { String::new() } else { field };
+        Error::ConfigField { field, message: format!("{what}: {}", e.into_inner()) }
     })
 }
 

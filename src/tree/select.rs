@@ -42,6 +42,25 @@ enum Edit<'a> {
 }
 
 impl Selection {
+    /// A selection of the given paths of `root` (paths that do not exist are dropped; nested
+    /// paths keep only the outermost).
+    pub fn from_paths(root: &Node, paths: Vec<Vec<String>>) -> Selection {
+        let mut order: Vec<Vec<String>> = vec![];
+        root.walk(&mut |p, _| order.push(p.to_vec()));
+        let mut selected: Vec<Vec<String>> = vec![];
+        for p in order {
+            if paths.contains(&p) && !selected.iter().any(|s| is_prefix(s, &p)) {
+                selected.push(p);
+            }
+        }
+        Selection { root: root.clone(), selected }
+    }
+
+    /// The selected paths as segment lists.
+    pub fn path_segments(&self) -> &[Vec<String>] {
+        &self.selected
+    }
+
     /// The tree this selection is over.
     pub fn root(&self) -> &Node {
         &self.root

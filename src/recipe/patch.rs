@@ -1,0 +1,148 @@
+//! Applying `[[patch]]`es: each selects subtrees with a text selector and replaces, wraps,
+//! inserts next to, or removes them. Patches apply in order; unchanged parts of the tree (and
+//! all their parameters) are shared.
+//!
+//! Labels of parameters created by a patch follow the tree path of the selected subtree:
+//! `replace` and `wrap` build `with` at the selected path (a replacement that declares the same
+//! label and shape as a parameter it replaces gets a fresh value for it); `insert_before` /
+//! `insert_after` build it at `<path>_before` / `<path>_after`. `wrap` needs a container kind:
+//! the selected subtree becomes the `delta` of a `Residual`, or the first child of a sequence
+//! or branch kind.
+
+use super::decode::join;
+use super::model::ModelBuilder;
+use super::raw::{RNode, RVal};
+use super::selector::Selector;
+use super::source::{Diagnostic, Loc};
+use super::{Action, PatchSpec};
+use crate::tree::{select, Node, Selection};
+use std::collections::BTreeSet;
+
+fn shifted(loc: &Option<Loc>, column: usize) -> Option<Loc> {
+    loc.as_ref().map(|l| {
+        // +1 for the opening quote of the string.
+        let start = l.span.start + column;
+        Loc { file: l.file, span: start..start + 1 }
+    })
+}
+
+fn labels_in(n: &Node) -> BTreeSet<String> {
+    n.all_param_entries().into_iter().map(|(_, _, e)| e.label().to_string()).collect()
+}
+
+fn build_with(mb: &ModelBuilder<'_>, p: &PatchSpec, path: &[String]) -> Result<Node, Diagnostic> {
+    let with = p.with.as_ref().ok_or_else(|| Diagnostic::new("this patch has no `with`").at(p.loc.clone()))?;
+    let kp = vec!["patch".to_string(), p.index.to_string(), "with".to_string()];
+    mb.build(with, path, &kp)
+}
+
+fn wrap_node(mb: &ModelBuilder<'_>, p: &PatchSpec, path: &[String], old: &Node) -> Result<Node, Diagnostic> {
+    let with = p.with.as_ref().ok_or_else(|| Diagnostic::new("this patch has no `with`").at(p.loc.clone()))?;
+    let kind = with.as_table().and_then(|t| t.get("type")).and_then(|e| match &e.node.val {
+        RVal::Str(s) => Some(s.clone()),
+        _ => None,
+    });
+    let kp = vec!["patch".to_string(), p.index.to_string(), "with".to_string()];
+    match kind.as_deref() {
+        Some("Residual") => {
+            let mut t = with.as_table().cloned().unwrap_or_default();
+            if t.contains_key("delta") {
+                return Err(Diagnostic::new("`wrap` puts the selected subtree in the Residual's `delta`; do not declare `delta`").at(with.loc.clone()).key(join(&kp)));
+            }
+            t.insert("delta".into(), super::raw::REntry { key_loc: None, node: RNode { val: RVal::Table([("type".to_string(), super::raw::REntry { key_loc: None, node: RNode { val: RVal::Str("Identity".into()), loc: None } })].into_iter().collect()), loc: None } });
+            let n = mb.build(&RNode { val: RVal::Table(t), loc: with.loc.clone() }, path, &kp)?;
+            Ok(n.with_child("delta", old.clone()))
+        }
+        Some(k) if crate::combinators::SEQUENCE_KINDS.contains(&k) || matches!(k, "NamedGroup" | "BranchAndAddTogether" | "BranchAndMultiplyTogether") => {
+            let n = mb.build(with, path, &kp)?;
+            let mut children = vec![("0".to_string(), old.clone())];
+            let numeric = n.children().iter().all(|(c, _)| c.parse::<usize>().is_ok());
+            for (i, (name, c)) in n.children().iter().enumerate() {
+                let name = if numeric { (i + 1).to_string() } else { name.clone() };
+                children.push((name, c.clone()));
+            }
+            if !numeric {
+                children[0].0 = "wrapped".to_string();
+            }
+            Ok(n.with_children(children))
+        }
+        _ => Err(Diagnostic::new(format!(
+            "`wrap` needs a container kind for `with` (Residual, Sequential, NamedGroup, BranchAndAddTogether, ...), got {}",
+            kind.map(|k| format!("`{k}`")).unwrap_or_else(|| "no `type`".into())
+        ))
+        .at(with.loc.clone())
+        .key(join(&kp))),
+    }
+}
+
+/// Applies the patches in order.
+pub fn apply_patches(mut tree: Node, patches: &[PatchSpec], mb: &ModelBuilder<'_>) -> Result<Node, Diagnostic> {
+    for p in patches {
+        let kp = format!("patch.{}.select", p.index);
+        let sel = Selector::parse(&p.select).map_err(|e| {
+            Diagnostic::new(format!("bad selector: {}", e.message)).at(shifted(&p.select_loc, e.column)).key(kp.clone())
+        })?;
+        let selection: Selection = sel.select(&tree);
+        let count = selection.count();
+        let paths = selection.paths();
+        match p.expect_count {
+            Some(n) if n != count => {
+                return Err(Diagnostic::new(format!("selector `{}` matched {count} subtrees, but `expect_count` is {n}", p.select))
+                    .at(p.select_loc.clone())
+                    .key(kp)
+                    .note(if paths.is_empty() { "matches: none".to_string() } else { format!("matches: {}", paths.join(", ")) }));
+            }
+            None if count == 0 => {
+                return Err(Diagnostic::new(format!("selector `{}` matches nothing", p.select)).at(p.select_loc.clone()).key(kp).note("run `pzt select RECIPE 'SELECTOR'` to see what a selector matches"));
+            }
+            _ => {}
+        }
+        let patch_err = |e: crate::Error| Diagnostic::new(format!("patch {} ({}) failed: {e}", p.index, p.select)).at(p.loc.clone()).key(format!("patch.{}", p.index));
+        tree = match p.action {
+            Action::Remove => selection.remove_from_parent().map_err(patch_err)?,
+            Action::Replace => {
+                let mut out = tree.clone();
+                for path in selection.path_segments() {
+                    let old = out.get(path).map_err(patch_err)?.clone();
+                    // Labels only the replaced subtree held are forgotten: the replacement
+                    // makes fresh parameters for them.
+                    let elsewhere = select(&out).at_path(&path.join(".")).invert();
+                    let keep: BTreeSet<String> = elsewhere.get().iter().flat_map(|(_, n)| labels_in(n)).collect();
+                    for l in labels_in(&old) {
+                        if !keep.contains(&l) {
+                            mb.builder.forget(&l);
+                        }
+                    }
+                    let new = build_with(mb, p, path)?;
+                    out = Selection::from_paths(&out, vec![path.clone()]).set(&new).map_err(patch_err)?;
+                }
+                out
+            }
+            Action::Wrap => {
+                let mut out = tree.clone();
+                for path in selection.path_segments() {
+                    let old = out.get(path).map_err(patch_err)?.clone();
+                    let new = wrap_node(mb, p, path, &old)?;
+                    out = Selection::from_paths(&out, vec![path.clone()]).set(&new).map_err(patch_err)?;
+                }
+                out
+            }
+            Action::InsertBefore | Action::InsertAfter => {
+                let mut out = tree.clone();
+                // Last match first, so that earlier paths stay valid while siblings renumber.
+                for path in selection.path_segments().iter().rev() {
+                    let suffix = if p.action == Action::InsertBefore { "_before" } else { "_after" };
+                    let mut lp = path.clone();
+                    if let Some(last) = lp.last_mut() {
+                        last.push_str(suffix);
+                    }
+                    let new = build_with(mb, p, &lp)?;
+                    let one = Selection::from_paths(&out, vec![path.clone()]);
+                    out = if p.action == Action::InsertBefore { one.insert_before(&new) } else { one.insert_after(&new) }.map_err(patch_err)?;
+                }
+                out
+            }
+        };
+    }
+    Ok(tree)
+}

@@ -1,0 +1,152 @@
+//! Resolution: read a recipe, deep-merge its `include`s (paths relative to the including file,
+//! in order, the including file last so it wins; cycles are errors), then apply `--set`
+//! overrides (`key.path=VALUE`, VALUE a TOML value).
+
+use super::raw::{self, RNode, RVal};
+use super::source::{Diagnostic, Loc, Sources};
+use std::path::{Path, PathBuf};
+
+/// A resolved raw recipe and the sources it came from.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub sources: Sources,
+    pub root: RNode,
+    /// The recipe file.
+    pub path: PathBuf,
+}
+
+fn load(
+    path: &Path,
+    sources: &mut Sources,
+    stack: &mut Vec<PathBuf>,
+    include_loc: Option<Loc>,
+) -> Result<RNode, Diagnostic> {
+    let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    if let Some(i) = stack.iter().position(|p| *p == canon) {
+        let mut cycle: Vec<String> = stack[i..].iter().map(|p| p.display().to_string()).collect();
+        cycle.push(canon.display().to_string());
+        return Err(Diagnostic::new(format!("include cycle: {}", cycle.join(" -> "))).at(include_loc));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let what = if include_loc.is_some() { "include" } else { "recipe" };
+        Diagnostic::new(format!("cannot read {what} `{}`: {e}", path.display())).at(include_loc.clone())
+    })?;
+    let file = sources.add(path.display().to_string(), text);
+    let mut node = raw::parse(sources, file)?;
+    let includes = match &mut node.val {
+        RVal::Table(t) => t.shift_remove("include"),
+        _ => None,
+    };
+    let Some(inc) = includes else { return Ok(node) };
+    let items: Vec<RNode> = match inc.node.val {
+        RVal::Array(a) => a,
+        RVal::Str(_) => vec![inc.node.clone()],
+        _ => {
+            return Err(Diagnostic::new(format!(
+                "`include` must be an array of file paths, found {}",
+                inc.node.type_name()
+            ))
+            .at(inc.node.loc.clone())
+            .key("include"))
+        }
+    };
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    stack.push(canon);
+    let mut merged: Option<RNode> = None;
+    for item in items {
+        let rel = match &item.val {
+            RVal::Str(s) => s.clone(),
+            _ => {
+                return Err(Diagnostic::new(format!("an include must be a file path string, found {}", item.type_name()))
+                    .at(item.loc.clone())
+                    .key("include"))
+            }
+        };
+        let sub = load(&dir.join(&rel), sources, stack, item.loc.clone())?;
+        match &mut merged {
+            None => merged = Some(sub),
+            Some(m) => raw::merge(m, sub),
+        }
+    }
+    stack.pop();
+    match merged {
+        None => Ok(node),
+        Some(mut m) => {
+            raw::merge(&mut m, node);
+            Ok(m)
+        }
+    }
+}
+
+/// Applies one `--set key.path=VALUE`.
+pub fn apply_set(root: &mut RNode, sources: &mut Sources, arg: &str, index: usize) -> Result<(), Diagnostic> {
+    let file = sources.add(format!("--set #{index}"), arg.to_string());
+    let whole = Some(Loc { file, span: 0..arg.len() });
+    let Some(eq) = arg.find('=') else {
+        return Err(Diagnostic::new(format!("--set expects KEY=VALUE, got `{arg}`")).at(whole));
+    };
+    let key = arg[..eq].trim();
+    let key_loc = Some(Loc { file, span: 0..eq.max(1) });
+    if key.is_empty() || key.split('.').any(|s| s.is_empty()) {
+        return Err(Diagnostic::new(format!("--set: `{key}` is not a dotted key path")).at(key_loc));
+    }
+    let value_text = &arg[eq + 1..];
+    // Parse `v = VALUE` and shift its spans back onto the argument.
+    let doc_text = format!("v = {value_text}");
+    let mut tmp = Sources::default();
+    let tf = tmp.add("--set", doc_text);
+    let parsed = raw::parse(&tmp, tf).map_err(|d| {
+        let mut msg = d.message.replace("invalid TOML", "invalid --set value");
+        if !value_text.trim_start().starts_with(['"', '\'', '[', '{']) && value_text.parse::<f64>().is_err()
+            && value_text != "true" && value_text != "false"
+        {
+            msg.push_str(&format!(" (strings need quotes: --set {key}='\"{value_text}\"')"));
+        }
+        Diagnostic::new(msg).at(Some(Loc { file, span: eq + 1..arg.len().max(eq + 2) }))
+    })?;
+    let mut value = match parsed.val {
+        RVal::Table(mut t) => match t.shift_remove("v") {
+            Some(e) => e.node,
+            None => return Err(Diagnostic::new("--set: no value").at(whole)),
+        },
+        _ => return Err(Diagnostic::new("--set: no value").at(whole)),
+    };
+    relocate(&mut value, file, eq + 1, 4);
+    let path: Vec<String> = key.split('.').map(|s| s.trim().to_string()).collect();
+    raw::set_path(root, &path, value, key_loc)
+}
+
+fn relocate(n: &mut RNode, file: usize, base: usize, prefix: usize) {
+    if let Some(l) = &mut n.loc {
+        l.file = file;
+        l.span = (l.span.start + base).saturating_sub(prefix)..(l.span.end + base).saturating_sub(prefix);
+    }
+    match &mut n.val {
+        RVal::Array(a) => a.iter_mut().for_each(|x| relocate(x, file, base, prefix)),
+        RVal::Table(t) => {
+            for e in t.values_mut() {
+                if let Some(l) = &mut e.key_loc {
+                    l.file = file;
+                    l.span = (l.span.start + base).saturating_sub(prefix)..(l.span.end + base).saturating_sub(prefix);
+                }
+                relocate(&mut e.node, file, base, prefix);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Reads `path` with its includes and applies `sets` in order.
+pub fn resolve(path: &Path, sets: &[String]) -> Result<Resolved, (Sources, Diagnostic)> {
+    let mut sources = Sources::default();
+    let mut root = match load(path, &mut sources, &mut vec![], None) {
+        Ok(r) => r,
+        Err(d) => return Err((sources, d)),
+    };
+    for (i, s) in sets.iter().enumerate() {
+        if let Err(d) = apply_set(&mut root, &mut sources, s, i + 1) {
+            return Err((sources, d));
+        }
+    }
+    Ok(Resolved { sources, root, path: path.to_path_buf() })
+}
