@@ -34,7 +34,12 @@ extern "C" {
     ) -> *mut c_char;
     fn pzt_torch_version() -> *const c_char;
     fn pzt_is_meta(t: *mut C_tensor) -> bool;
-    fn pzt_meta_empty(dims: *const i64, ndims: i32, scalar_type: i32, out: *mut *mut C_tensor) -> *mut c_char;
+    fn pzt_meta_empty(
+        dims: *const i64,
+        ndims: i32,
+        scalar_type: i32,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
     fn pzt_to_meta(t: *mut C_tensor, out: *mut *mut C_tensor) -> *mut c_char;
 }
 
@@ -47,7 +52,14 @@ pub fn is_meta(t: &Tensor) -> bool {
 /// An uninitialized meta tensor (no storage is allocated).
 pub fn meta_empty(shape: &[i64], kind: Kind) -> Result<Tensor> {
     let mut out: *mut C_tensor = std::ptr::null_mut();
-    check(unsafe { pzt_meta_empty(shape.as_ptr(), shape.len() as i32, kind_code(kind), &mut out) })?;
+    check(unsafe {
+        pzt_meta_empty(
+            shape.as_ptr(),
+            shape.len() as i32,
+            kind_code(kind),
+            &mut out,
+        )
+    })?;
     if out.is_null() {
         return Err(Error::Shim("no tensor returned".into()));
     }
@@ -67,7 +79,8 @@ pub fn to_device_like(t: &Tensor, like: &Tensor) -> Result<Tensor> {
         // SAFETY: as in rng_state.
         Ok(unsafe { Tensor::from_ptr(out) })
     } else {
-        t.f_to_device(like.device()).map_err(|e| Error::Shim(e.to_string()))
+        t.f_to_device(like.device())
+            .map_err(|e| Error::Shim(e.to_string()))
     }
 }
 

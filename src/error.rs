@@ -13,7 +13,7 @@ pub enum Error {
     #[error("{0}")]
     Axis(String),
     /// An error reported by libtorch, with what pzt was doing when it happened.
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", clean_torch_message(&source.to_string()))]
     Torch {
         context: String,
         #[source]
@@ -51,6 +51,24 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A libtorch message without its C++ backtrace and source-location noise.
+pub fn clean_torch_message(m: &str) -> String {
+    let mut out = m;
+    for marker in [
+        "\nException raised from",
+        "Exception raised from",
+        "\nframe #0",
+    ] {
+        if let Some(i) = out.find(marker) {
+            out = &out[..i];
+        }
+    }
+    out.trim()
+        .trim_start_matches("Internal torch error: ")
+        .trim()
+        .to_string()
 }
 
 fn path_display(path: &[String]) -> String {

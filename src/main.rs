@@ -194,32 +194,48 @@ fn run_plan(recipe: PathBuf, set: Vec<String>, json: bool, depth: usize) -> Resu
     let r = pzt::recipe::Recipe::load(&recipe, &set).map_err(lib_err)?;
     let plan = pzt::recipe::plan::Plan::shapes_only(r).map_err(lib_err)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&plan.to_json()).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan.to_json()).unwrap_or_default()
+        );
     } else {
         print!("{}", plan.render(depth, use_color()));
     }
     Ok(())
 }
 
-fn run_show(recipe: PathBuf, set: Vec<String>, json: bool, depth: Option<usize>) -> Result<(), Failure> {
+fn run_show(
+    recipe: PathBuf,
+    set: Vec<String>,
+    json: bool,
+    depth: Option<usize>,
+) -> Result<(), Failure> {
     let r = pzt::recipe::Recipe::load(&recipe, &set).map_err(lib_err)?;
     let tree = pzt::recipe::plan::Plan::tree_only(&r).map_err(lib_err)?;
     if json {
         let j = pzt::recipe::plan::tree_json(&tree, "", None);
         println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
     } else {
-        print!("{}", tree.render_styled(depth.unwrap_or(usize::MAX), use_color()));
+        print!(
+            "{}",
+            tree.render_styled(depth.unwrap_or(usize::MAX), use_color())
+        );
     }
     Ok(())
 }
 
 fn run_select(recipe: PathBuf, set: Vec<String>, selector: String) -> Result<(), Failure> {
-    let sel = pzt::recipe::selector::Selector::parse(&selector).map_err(|e| Failure::Rendered(e.render(&selector)))?;
+    let sel = pzt::recipe::selector::Selector::parse(&selector)
+        .map_err(|e| Failure::Rendered(e.render(&selector)))?;
     let r = pzt::recipe::Recipe::load(&recipe, &set).map_err(lib_err)?;
     let tree = pzt::recipe::plan::Plan::tree_only(&r).map_err(lib_err)?;
     let s = sel.select(&tree);
     for (path, node) in s.get() {
-        let p = if path.is_empty() { "<root>".to_string() } else { path };
+        let p = if path.is_empty() {
+            "<root>".to_string()
+        } else {
+            path
+        };
         println!("{p}  {}", node.kind());
     }
     let n = s.count();
@@ -246,9 +262,23 @@ fn main() -> ExitCode {
             println!("\nrun `pzt --help` for the commands");
             Ok(())
         }
-        Some(Command::Plan { recipe, set, json, depth }) => run_plan(recipe, set, json, depth),
-        Some(Command::Show { recipe, set, json, depth }) => run_show(recipe, set, json, depth),
-        Some(Command::Select { recipe, selector, set }) => run_select(recipe, set, selector),
+        Some(Command::Plan {
+            recipe,
+            set,
+            json,
+            depth,
+        }) => run_plan(recipe, set, json, depth),
+        Some(Command::Show {
+            recipe,
+            set,
+            json,
+            depth,
+        }) => run_show(recipe, set, json, depth),
+        Some(Command::Select {
+            recipe,
+            selector,
+            set,
+        }) => run_select(recipe, set, selector),
         Some(Command::Demo {
             which:
                 Demo::Xor {

@@ -65,7 +65,7 @@ fn linear_multi_axis_and_parallel() {
         input_axes: Axes::new(),
         output_axes: Axes::new(),
         parallel_axes: axes(&[("embedding", 6)]),
-    init: None,
+        init: None,
     }
     .build(&b.scope("s"), None)
     .unwrap();
@@ -81,7 +81,7 @@ fn linear_multi_axis_and_parallel() {
         input_axes: axes(&[("projection", 3)]),
         output_axes: axes(&[("out", 4)]),
         parallel_axes: axes(&[("heads", 2)]),
-    init: None,
+        init: None,
     }
     .build(&b.scope("ph"), None)
     .unwrap();

@@ -35,7 +35,12 @@ pub struct Linear {
 impl Linear {
     /// A linear layer with no parallel axes.
     pub fn new(input_axes: Axes, output_axes: Axes) -> Self {
-        Linear { input_axes, output_axes, parallel_axes: Axes::new(), init: None }
+        Linear {
+            input_axes,
+            output_axes,
+            parallel_axes: Axes::new(),
+            init: None,
+        }
     }
 
     /// The weight shape: `[input..., output..., parallel...]`.

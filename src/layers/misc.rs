@@ -265,7 +265,10 @@ impl Layer for Dropout {
     }
     fn forward(&self, _n: &Node, x: Value, side: &SideInputs) -> Result<Value> {
         let x = x.into_tensor()?;
-        if self.rate == 0.0 || side.flag("train") == Some(false) || crate::backend::is_meta(x.tensor()) {
+        if self.rate == 0.0
+            || side.flag("train") == Some(false)
+            || crate::backend::is_meta(x.tensor())
+        {
             return Ok(x.into());
         }
         let held = self

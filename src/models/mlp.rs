@@ -71,8 +71,17 @@ impl MlpConfig {
     /// Builds the MLP under `scope`.
     pub fn build(&self, scope: &Scope<'_>) -> Result<Node> {
         if let Some(w) = self.widths.iter().find(|w| **w < 1) {
-            return Err(Error::ConfigField { field: "widths".into(), message: format!("mlp: widths must be positive, got {w}") });
+            return Err(Error::ConfigField {
+                field: "widths".into(),
+                message: format!("mlp: widths must be positive, got {w}"),
+            });
         }
-        mlp(scope, &self.axis, &self.hidden_axis, &self.widths, self.activation)
+        mlp(
+            scope,
+            &self.axis,
+            &self.hidden_axis,
+            &self.widths,
+            self.activation,
+        )
     }
 }

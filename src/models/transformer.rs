@@ -119,21 +119,50 @@ fn ax(pairs: &[(&str, i64)]) -> Axes {
 
 impl TransformerConfig {
     fn check(&self) -> Result<()> {
-        let bad = |field: &str, msg: String| Err(Error::ConfigField { field: field.into(), message: msg });
-        for (f, v) in [("vocab_size", self.vocab_size), ("d_model", self.d_model), ("num_layers", self.num_layers), ("num_heads", self.num_heads), ("mlp_hidden", self.mlp_hidden)] {
+        let bad = |field: &str, msg: String| {
+            Err(Error::ConfigField {
+                field: field.into(),
+                message: msg,
+            })
+        };
+        for (f, v) in [
+            ("vocab_size", self.vocab_size),
+            ("d_model", self.d_model),
+            ("num_layers", self.num_layers),
+            ("num_heads", self.num_heads),
+            ("mlp_hidden", self.mlp_hidden),
+        ] {
             if v < 1 {
                 return bad(f, format!("transformer: `{f}` must be at least 1, got {v}"));
             }
         }
         if self.head_dim.is_none() && self.d_model % self.num_heads != 0 {
-            return bad("num_heads", format!("transformer: d_model {} is not divisible by num_heads {}; set head_dim", self.d_model, self.num_heads));
+            return bad(
+                "num_heads",
+                format!(
+                    "transformer: d_model {} is not divisible by num_heads {}; set head_dim",
+                    self.d_model, self.num_heads
+                ),
+            );
         }
         let kv = self.num_kv_heads.unwrap_or(self.num_heads);
         if kv < 1 || self.num_heads % kv != 0 {
-            return bad("num_kv_heads", format!("transformer: num_heads {} must be a multiple of num_kv_heads {kv}", self.num_heads));
+            return bad(
+                "num_kv_heads",
+                format!(
+                    "transformer: num_heads {} must be a multiple of num_kv_heads {kv}",
+                    self.num_heads
+                ),
+            );
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return bad("dropout", format!("transformer: dropout must be in [0, 1), got {}", self.dropout));
+            return bad(
+                "dropout",
+                format!(
+                    "transformer: dropout must be in [0, 1), got {}",
+                    self.dropout
+                ),
+            );
         }
         Ok(())
     }
@@ -149,19 +178,32 @@ impl TransformerConfig {
     fn mlp_block(&self, scope: &Scope<'_>) -> Result<Node> {
         let emb = ax(&[(&self.embedding_axis, self.d_model)]);
         let hid = ax(&[(&self.neurons_axis, self.mlp_hidden)]);
-        let lin = |name: &str, i: &Axes, o: &Axes| Linear::new(i.clone(), o.clone()).build(&scope.pp(name), None);
+        let lin = |name: &str, i: &Axes, o: &Axes| {
+            Linear::new(i.clone(), o.clone()).build(&scope.pp(name), None)
+        };
         Ok(match self.mlp {
             MlpKind::Swiglu | MlpKind::Geglu => {
-                let act = if self.mlp == MlpKind::Swiglu { Activation::Silu } else { Activation::GeluTanh };
+                let act = if self.mlp == MlpKind::Swiglu {
+                    Activation::Silu
+                } else {
+                    Activation::GeluTanh
+                };
                 let gate = Sequential::named(vec![
                     ("linear".into(), lin("gate", &emb, &hid)?),
                     ("act".into(), Node::new(Elementwise { function: act })),
                 ]);
                 let gu = BranchAndMultiplyTogether::build(vec![gate, lin("up", &emb, &hid)?]);
-                Sequential::named(vec![("gate_up".into(), gu), ("down".into(), lin("down", &hid, &emb)?)])
+                Sequential::named(vec![
+                    ("gate_up".into(), gu),
+                    ("down".into(), lin("down", &hid, &emb)?),
+                ])
             }
             MlpKind::Gelu | MlpKind::Relu => {
-                let act = if self.mlp == MlpKind::Gelu { Activation::Gelu } else { Activation::Relu };
+                let act = if self.mlp == MlpKind::Gelu {
+                    Activation::Gelu
+                } else {
+                    Activation::Relu
+                };
                 Sequential::named(vec![
                     ("up".into(), lin("up", &emb, &hid)?),
                     ("act".into(), Node::new(Elementwise { function: act })),
@@ -176,8 +218,16 @@ impl TransformerConfig {
         self.check()?;
         let head_dim = self.head_dim.unwrap_or(self.d_model / self.num_heads);
         let emb = ax(&[(&self.embedding_axis, self.d_model)]);
-        let std = self.embedding_init_std.unwrap_or(1.0 / (self.d_model as f64).sqrt());
-        let table = EmbeddingTable::build(&scope.pp("embed"), &self.vocab_axis, self.vocab_size, emb.clone(), Some(Initializer::Normal { std }))?;
+        let std = self
+            .embedding_init_std
+            .unwrap_or(1.0 / (self.d_model as f64).sqrt());
+        let table = EmbeddingTable::build(
+            &scope.pp("embed"),
+            &self.vocab_axis,
+            self.vocab_size,
+            emb.clone(),
+            Some(Initializer::Normal { std }),
+        )?;
         let mut attn_cfg = SelfAttentionConfig::new(self.d_model, self.num_heads, head_dim);
         attn_cfg.embedding_axis = self.embedding_axis.clone();
         attn_cfg.num_kv_heads = self.num_kv_heads.unwrap_or(self.num_heads);
@@ -192,7 +242,10 @@ impl TransformerConfig {
             let bs = scope.pp("blocks").pp(i.to_string());
             let wrap = |name: &str, inner: Node| -> Result<Node> {
                 let s = bs.pp(name).pp("delta");
-                let mut parts = vec![("norm".to_string(), self.norm(&s.pp("norm"))?), (name.to_string(), inner)];
+                let mut parts = vec![
+                    ("norm".to_string(), self.norm(&s.pp("norm"))?),
+                    (name.to_string(), inner),
+                ];
                 if self.dropout > 0.0 {
                     parts.push(("dropout".into(), Node::new(Dropout::new(self.dropout)?)));
                 }
@@ -200,12 +253,16 @@ impl TransformerConfig {
             };
             let attn = attn_cfg.build(&bs.pp("attention").pp("delta").pp("attention"))?;
             let mlp = self.mlp_block(&bs.pp("mlp").pp("delta").pp("mlp"))?;
-            blocks.push(Sequential::named(vec![("attention".into(), wrap("attention", attn)?), ("mlp".into(), wrap("mlp", mlp)?)]));
+            blocks.push(Sequential::named(vec![
+                ("attention".into(), wrap("attention", attn)?),
+                ("mlp".into(), wrap("mlp", mlp)?),
+            ]));
         }
         let head = if self.tie_embeddings {
             table.decode()
         } else {
-            Linear::new(emb, ax(&[(&self.vocab_axis, self.vocab_size)])).build(&scope.pp("lm_head"), None)?
+            Linear::new(emb, ax(&[(&self.vocab_axis, self.vocab_size)]))
+                .build(&scope.pp("lm_head"), None)?
         };
         Ok(Sequential::named(vec![
             ("embed".into(), table.lookup()),

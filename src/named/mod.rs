@@ -87,7 +87,10 @@ impl NamedTensor {
     /// A scalar (no axes) of the given value.
     pub fn scalar(value: f64, kind: Kind, device: Device) -> Result<Self> {
         let tensor = Tensor::f_full([], value, (kind, device)).ctx("scalar")?;
-        Ok(NamedTensor { tensor, names: vec![] })
+        Ok(NamedTensor {
+            tensor,
+            names: vec![],
+        })
     }
 
     /// The underlying tensor in storage layout `[named..., positional...]`.
@@ -133,18 +136,24 @@ impl NamedTensor {
         self.names.iter().position(|n| n == name)
     }
 
-    /// A short description: `{a: 2, b: 3} + [4]` (named shape, then positional shape).
+    /// A short description: `{a: 2, b: 3} + [4] float32` (named shape, positional shape if
+    /// any, dtype).
     pub fn describe(&self) -> String {
         let named: Vec<String> = self
             .named_shape()
             .iter()
             .map(|(n, s)| format!("{n}: {s}"))
             .collect();
+        let pos = self.positional_shape();
+        let pos = if pos.is_empty() {
+            String::new()
+        } else {
+            format!(" + {pos:?}")
+        };
         format!(
-            "{{{}}} + {:?}, {:?}",
+            "{{{}}}{pos} {}",
             named.join(", "),
-            self.positional_shape(),
-            self.kind()
+            crate::recipe::plan::kind_name(self.kind())
         )
     }
 

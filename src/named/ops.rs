@@ -283,6 +283,19 @@ impl NamedTensor {
                 ));
             }
         }
+        let mut names = indices.names().to_vec();
+        names.extend(self.without(&[name]));
+        if crate::backend::is_meta(self.tensor()) || crate::backend::is_meta(indices.tensor()) {
+            // No meta kernel for index_select: the shape is known anyway.
+            let mut shape = indices.tensor().size();
+            for (i, s) in self.tensor().size().iter().enumerate() {
+                if i as i64 != d {
+                    shape.push(*s);
+                }
+            }
+            let t = crate::backend::meta_empty(&shape, self.kind())?;
+            return NamedTensor::from_parts(t, names);
+        }
         let flat = indices.tensor().f_flatten(0, -1).ctx("take")?;
         let picked = self.tensor().f_index_select(d, &flat).ctx("take")?;
         // Move the gathered dim to the front, then unflatten it into the index axes.
@@ -290,8 +303,6 @@ impl NamedTensor {
         let mut shape = indices.tensor().size();
         shape.extend(&t.size()[1..]);
         let t = t.f_reshape(shape.as_slice()).ctx("take")?;
-        let mut names = indices.names().to_vec();
-        names.extend(self.without(&[name]));
         NamedTensor::from_parts(t, names)
     }
 
@@ -451,6 +462,9 @@ impl NamedTensor {
             self.broadcast_to(&missing)?
         };
         let base = base.with_name_order(&order)?;
+        if crate::backend::is_meta(base.tensor()) {
+            return Ok(base); // shapes only: the values do not matter
+        }
         let pos = base.positional_ndim();
         let m = mask.aligned_to(&order, pos)?;
         let keep_not = m.f_logical_not().ctx("mask")?;

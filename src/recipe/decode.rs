@@ -11,17 +11,29 @@ pub fn join(path: &[String]) -> String {
 /// `node` as a table, or an error naming what was expected.
 pub fn table<'a>(node: &'a RNode, path: &[String], what: &str) -> Result<&'a RTable, Diagnostic> {
     node.as_table().ok_or_else(|| {
-        Diagnostic::new(format!("{what} must be a table, found {}", node.type_name())).at(node.loc.clone()).key(join(path))
+        Diagnostic::new(format!(
+            "{what} must be a table, found {}",
+            node.type_name()
+        ))
+        .at(node.loc.clone())
+        .key(join(path))
     })
 }
 
 /// Errors on the first key of `t` not in `allowed`, with "did you mean".
-pub fn check_keys(t: &RTable, allowed: &[&str], path: &[String], what: &str) -> Result<(), Diagnostic> {
+pub fn check_keys(
+    t: &RTable,
+    allowed: &[&str],
+    path: &[String],
+    what: &str,
+) -> Result<(), Diagnostic> {
     for (k, e) in t {
         if !allowed.contains(&k.as_str()) {
             let mut kp = path.to_vec();
             kp.push(k.clone());
-            let mut d = Diagnostic::new(format!("unknown key `{k}` in {what}")).at(e.key_loc.clone()).key(join(&kp));
+            let mut d = Diagnostic::new(format!("unknown key `{k}` in {what}"))
+                .at(e.key_loc.clone())
+                .key(join(&kp));
             if let Some(s) = did_you_mean(k, allowed.iter().copied()) {
                 d = d.label(format!("did you mean `{s}`?"));
             }
@@ -34,7 +46,12 @@ pub fn check_keys(t: &RTable, allowed: &[&str], path: &[String], what: &str) -> 
 fn type_err(n: &RNode, path: &[String], key: &str, expected: &str) -> Diagnostic {
     let mut kp = path.to_vec();
     kp.push(key.to_string());
-    Diagnostic::new(format!("`{key}` must be {expected}, found {}", n.type_name())).at(n.loc.clone()).key(join(&kp))
+    Diagnostic::new(format!(
+        "`{key}` must be {expected}, found {}",
+        n.type_name()
+    ))
+    .at(n.loc.clone())
+    .key(join(&kp))
 }
 
 /// An optional string.
@@ -60,13 +77,24 @@ pub fn opt_int(t: &RTable, key: &str, path: &[String]) -> Result<Option<i64>, Di
 }
 
 /// An optional table of axis name -> size.
-pub fn opt_axes(t: &RTable, key: &str, path: &[String]) -> Result<Option<crate::layers::Axes>, Diagnostic> {
+pub fn opt_axes(
+    t: &RTable,
+    key: &str,
+    path: &[String],
+) -> Result<Option<crate::layers::Axes>, Diagnostic> {
     let Some(e) = t.get(key) else { return Ok(None) };
     let mut kp = path.to_vec();
     kp.push(key.to_string());
     let tab = match &e.node.val {
         RVal::Table(tab) => tab,
-        _ => return Err(type_err(&e.node, path, key, "a table of axis sizes like { batch = 8 }")),
+        _ => {
+            return Err(type_err(
+                &e.node,
+                path,
+                key,
+                "a table of axis sizes like { batch = 8 }",
+            ))
+        }
     };
     let mut out = crate::layers::Axes::new();
     for (name, v) in tab {
@@ -77,9 +105,12 @@ pub fn opt_axes(t: &RTable, key: &str, path: &[String]) -> Result<Option<crate::
             _ => {
                 let mut kk = kp.clone();
                 kk.push(name.clone());
-                return Err(Diagnostic::new(format!("axis `{name}` must have a positive integer size, found {}", v.node.type_name()))
-                    .at(v.node.loc.clone())
-                    .key(join(&kk)));
+                return Err(Diagnostic::new(format!(
+                    "axis `{name}` must have a positive integer size, found {}",
+                    v.node.type_name()
+                ))
+                .at(v.node.loc.clone())
+                .key(join(&kk)));
             }
         }
     }
@@ -88,5 +119,6 @@ pub fn opt_axes(t: &RTable, key: &str, path: &[String]) -> Result<Option<crate::
 
 /// The location of `key` in `t` (its key, else its value).
 pub fn key_loc(t: &RTable, key: &str) -> Option<super::source::Loc> {
-    t.get(key).and_then(|e| e.key_loc.clone().or(e.node.loc.clone()))
+    t.get(key)
+        .and_then(|e| e.key_loc.clone().or(e.node.loc.clone()))
 }

@@ -6,7 +6,11 @@ use crate::error::Result;
 use crate::tree::Node;
 
 fn is_ordered(kind: &str) -> bool {
-    SEQUENCE_KINDS.contains(&kind) || matches!(kind, "NamedGroup" | "BranchAndAddTogether" | "BranchAndMultiplyTogether")
+    SEQUENCE_KINDS.contains(&kind)
+        || matches!(
+            kind,
+            "NamedGroup" | "BranchAndAddTogether" | "BranchAndMultiplyTogether"
+        )
 }
 
 /// The layer table of `node` at `path` (labels that differ from `<path>.<name>` are written
@@ -41,7 +45,10 @@ pub fn layer_table(node: &Node, path: &[String]) -> Result<toml::Table> {
         }
         return Ok(t);
     }
-    let numeric = children.iter().enumerate().all(|(i, (n, _))| *n == i.to_string());
+    let numeric = children
+        .iter()
+        .enumerate()
+        .all(|(i, (n, _))| *n == i.to_string());
     if is_ordered(kind) && numeric {
         let mut items = vec![];
         for (n, c) in children {
@@ -50,12 +57,18 @@ pub fn layer_table(node: &Node, path: &[String]) -> Result<toml::Table> {
         t.insert("layers".into(), toml::Value::Array(items));
     } else if matches!(kind, "Residual" | "Attention") {
         for (n, c) in children {
-            t.insert(n.clone(), toml::Value::Table(layer_table(c, &child_path(n))?));
+            t.insert(
+                n.clone(),
+                toml::Value::Table(layer_table(c, &child_path(n))?),
+            );
         }
     } else {
         let mut ct = toml::Table::new();
         for (n, c) in children {
-            ct.insert(n.clone(), toml::Value::Table(layer_table(c, &child_path(n))?));
+            ct.insert(
+                n.clone(),
+                toml::Value::Table(layer_table(c, &child_path(n))?),
+            );
         }
         t.insert("children".into(), toml::Value::Table(ct));
     }

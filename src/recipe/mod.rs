@@ -111,52 +111,98 @@ impl Recipe {
     /// Decodes a resolved raw recipe.
     pub fn decode(resolved: resolve::Resolved) -> Result<Recipe> {
         let r = Self::decode_inner(&resolved);
-        r.map_err(|d| recipe_error(&resolved.sources, d)).map(|(run, model, input, param_dtype, patches)| Recipe {
-            resolved,
-            run,
-            model,
-            input,
-            param_dtype,
-            patches,
-        })
+        r.map_err(|d| recipe_error(&resolved.sources, d)).map(
+            |(run, model, input, param_dtype, patches)| Recipe {
+                resolved,
+                run,
+                model,
+                input,
+                param_dtype,
+                patches,
+            },
+        )
     }
 
     #[allow(clippy::type_complexity)]
-    fn decode_inner(res: &resolve::Resolved) -> Result<(RunSection, RNode, Option<InputSpec>, tch::Kind, Vec<PatchSpec>), Diagnostic> {
+    fn decode_inner(
+        res: &resolve::Resolved,
+    ) -> Result<
+        (
+            RunSection,
+            RNode,
+            Option<InputSpec>,
+            tch::Kind,
+            Vec<PatchSpec>,
+        ),
+        Diagnostic,
+    > {
         let root = table(&res.root, &[], "a recipe")?;
         for (k, e) in root {
             if LATER.contains(&k.as_str()) {
-                return Err(Diagnostic::new(format!("section `[{k}]` is not supported by this version of pzt yet"))
-                    .at(e.key_loc.clone())
-                    .key(k.clone())
-                    .note(format!("supported sections: {}", SECTIONS.join(", "))));
+                return Err(Diagnostic::new(format!(
+                    "section `[{k}]` is not supported by this version of pzt yet"
+                ))
+                .at(e.key_loc.clone())
+                .key(k.clone())
+                .note(format!("supported sections: {}", SECTIONS.join(", "))));
             }
         }
         check_keys(root, &SECTIONS, &[], "a recipe")?;
         // [run]
-        let stem = res.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+        let stem = res
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
         let run = match root.get("run") {
-            None => RunSection { name: stem.clone(), seed: 0, out_dir: PathBuf::from("runs").join(&stem) },
+            None => RunSection {
+                name: stem.clone(),
+                seed: 0,
+                out_dir: PathBuf::from("runs").join(&stem),
+            },
             Some(e) => {
                 let kp = vec!["run".to_string()];
                 let t = table(&e.node, &kp, "`[run]`")?;
                 check_keys(t, &["name", "seed", "out_dir"], &kp, "`[run]`")?;
                 let name = opt_str(t, "name", &kp)?.unwrap_or(stem);
                 if name.is_empty() || name.contains('/') {
-                    return Err(Diagnostic::new(format!("run name `{name}` must be non-empty and without `/`")).at(key_loc(t, "name")).key("run.name"));
+                    return Err(Diagnostic::new(format!(
+                        "run name `{name}` must be non-empty and without `/`"
+                    ))
+                    .at(key_loc(t, "name"))
+                    .key("run.name"));
                 }
                 let seed = match opt_int(t, "seed", &kp)? {
                     Some(s) if s >= 0 => s as u64,
-                    Some(s) => return Err(Diagnostic::new(format!("`seed` must be non-negative, got {s}")).at(key_loc(t, "seed")).key("run.seed")),
+                    Some(s) => {
+                        return Err(Diagnostic::new(format!(
+                            "`seed` must be non-negative, got {s}"
+                        ))
+                        .at(key_loc(t, "seed"))
+                        .key("run.seed"))
+                    }
                     None => 0,
                 };
-                let out_dir = opt_str(t, "out_dir", &kp)?.map(PathBuf::from).unwrap_or_else(|| PathBuf::from("runs").join(&name));
-                RunSection { name, seed, out_dir }
+                let out_dir = opt_str(t, "out_dir", &kp)?
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("runs").join(&name));
+                RunSection {
+                    name,
+                    seed,
+                    out_dir,
+                }
             }
         };
         // [model]
         let Some(me) = root.get("model") else {
-            return Err(Diagnostic::new("the recipe has no `[model]` section").at(res.root.loc.clone().or(Some(Loc { file: 0, span: 0..0 }))));
+            return Err(
+                Diagnostic::new("the recipe has no `[model]` section").at(res.root.loc.clone().or(
+                    Some(Loc {
+                        file: 0,
+                        span: 0..0,
+                    }),
+                )),
+            );
         };
         let kp = vec!["model".to_string()];
         let mt = table(&me.node, &kp, "`[model]`")?;
@@ -165,11 +211,18 @@ impl Recipe {
             let ikp = vec!["model".to_string(), "input".to_string()];
             let it = table(&ie.node, &ikp, "`[model.input]`")?;
             check_keys(it, &["axes", "dtype"], &ikp, "`[model.input]`")?;
-            let axes = opt_axes(it, "axes", &ikp)?.ok_or_else(|| Diagnostic::new("`[model.input]` needs `axes = { name = size, ... }`").at(ie.node.loc.clone()).key(join(&ikp)))?;
+            let axes = opt_axes(it, "axes", &ikp)?.ok_or_else(|| {
+                Diagnostic::new("`[model.input]` needs `axes = { name = size, ... }`")
+                    .at(ie.node.loc.clone())
+                    .key(join(&ikp))
+            })?;
             let dtype = match opt_str(it, "dtype", &ikp)? {
                 None => tch::Kind::Float,
                 Some(d) => parse_kind(&d).ok_or_else(|| {
-                    Diagnostic::new(format!("unknown dtype `{d}`")).at(key_loc(it, "dtype")).key("model.input.dtype").note("expected one of: float32, float64, bfloat16, float16, int64, int32")
+                    Diagnostic::new(format!("unknown dtype `{d}`"))
+                        .at(key_loc(it, "dtype"))
+                        .key("model.input.dtype")
+                        .note("expected one of: float32, float64, bfloat16, float16, int64, int32")
                 })?,
             };
             input = Some(InputSpec { axes, dtype });
@@ -177,8 +230,23 @@ impl Recipe {
         let param_dtype = match opt_str(mt, "dtype", &kp)? {
             None => tch::Kind::Float,
             Some(d) => match parse_kind(&d) {
-                Some(k) if matches!(k, tch::Kind::Float | tch::Kind::Double | tch::Kind::BFloat16 | tch::Kind::Half) => k,
-                _ => return Err(Diagnostic::new(format!("unknown parameter dtype `{d}`")).at(key_loc(mt, "dtype")).key("model.dtype").note("expected one of: float32, float64, bfloat16, float16")),
+                Some(k)
+                    if matches!(
+                        k,
+                        tch::Kind::Float
+                            | tch::Kind::Double
+                            | tch::Kind::BFloat16
+                            | tch::Kind::Half
+                    ) =>
+                {
+                    k
+                }
+                _ => {
+                    return Err(Diagnostic::new(format!("unknown parameter dtype `{d}`"))
+                        .at(key_loc(mt, "dtype"))
+                        .key("model.dtype")
+                        .note("expected one of: float32, float64, bfloat16, float16"))
+                }
             },
         };
         let mut model = me.node.clone();
@@ -192,15 +260,36 @@ impl Recipe {
             let items = match &pe.node.val {
                 RVal::Array(a) => a.clone(),
                 RVal::Table(_) => vec![pe.node.clone()],
-                _ => return Err(Diagnostic::new("`patch` must be an array of tables: [[patch]]").at(pe.key_loc.clone()).key("patch")),
+                _ => {
+                    return Err(
+                        Diagnostic::new("`patch` must be an array of tables: [[patch]]")
+                            .at(pe.key_loc.clone())
+                            .key("patch"),
+                    )
+                }
             };
             for (i, item) in items.iter().enumerate() {
                 let pkp = vec!["patch".to_string(), i.to_string()];
                 let t = table(item, &pkp, "a `[[patch]]`")?;
-                check_keys(t, &["select", "action", "with", "expect_count"], &pkp, "a `[[patch]]`")?;
-                let select = opt_str(t, "select", &pkp)?.ok_or_else(|| Diagnostic::new("a `[[patch]]` needs `select = \"<selector>\"`").at(item.loc.clone()).key(join(&pkp)))?;
-                const ACTIONS: [&str; 5] = ["replace", "wrap", "insert_before", "insert_after", "remove"];
-                let action_s = opt_str(t, "action", &pkp)?.ok_or_else(|| Diagnostic::new("a `[[patch]]` needs `action`").at(item.loc.clone()).key(join(&pkp)).note(format!("expected one of: {}", ACTIONS.join(", "))))?;
+                check_keys(
+                    t,
+                    &["select", "action", "with", "expect_count"],
+                    &pkp,
+                    "a `[[patch]]`",
+                )?;
+                let select = opt_str(t, "select", &pkp)?.ok_or_else(|| {
+                    Diagnostic::new("a `[[patch]]` needs `select = \"<selector>\"`")
+                        .at(item.loc.clone())
+                        .key(join(&pkp))
+                })?;
+                const ACTIONS: [&str; 5] =
+                    ["replace", "wrap", "insert_before", "insert_after", "remove"];
+                let action_s = opt_str(t, "action", &pkp)?.ok_or_else(|| {
+                    Diagnostic::new("a `[[patch]]` needs `action`")
+                        .at(item.loc.clone())
+                        .key(join(&pkp))
+                        .note(format!("expected one of: {}", ACTIONS.join(", ")))
+                })?;
                 let action = match action_s.as_str() {
                     "replace" => Action::Replace,
                     "wrap" => Action::Wrap,
@@ -208,7 +297,9 @@ impl Recipe {
                     "insert_after" => Action::InsertAfter,
                     "remove" => Action::Remove,
                     other => {
-                        let mut d = Diagnostic::new(format!("unknown patch action `{other}`")).at(t.get("action").and_then(|e| e.node.loc.clone())).key(format!("patch.{i}.action"));
+                        let mut d = Diagnostic::new(format!("unknown patch action `{other}`"))
+                            .at(t.get("action").and_then(|e| e.node.loc.clone()))
+                            .key(format!("patch.{i}.action"));
                         if let Some(s) = did_you_mean(other, ACTIONS) {
                             d = d.label(format!("did you mean `{s}`?"));
                         }
@@ -217,14 +308,26 @@ impl Recipe {
                 };
                 let with = t.get("with").map(|e| e.node.clone());
                 if action == Action::Remove && with.is_some() {
-                    return Err(Diagnostic::new("`remove` takes no `with`").at(key_loc(t, "with")).key(format!("patch.{i}.with")));
+                    return Err(Diagnostic::new("`remove` takes no `with`")
+                        .at(key_loc(t, "with"))
+                        .key(format!("patch.{i}.with")));
                 }
                 if action != Action::Remove && with.is_none() {
-                    return Err(Diagnostic::new(format!("`{action_s}` needs `with = {{ type = ... }}`")).at(item.loc.clone()).key(join(&pkp)));
+                    return Err(Diagnostic::new(format!(
+                        "`{action_s}` needs `with = {{ type = ... }}`"
+                    ))
+                    .at(item.loc.clone())
+                    .key(join(&pkp)));
                 }
                 let expect_count = match opt_int(t, "expect_count", &pkp)? {
                     Some(n) if n >= 0 => Some(n as usize),
-                    Some(n) => return Err(Diagnostic::new(format!("`expect_count` must be non-negative, got {n}")).at(key_loc(t, "expect_count")).key(format!("patch.{i}.expect_count"))),
+                    Some(n) => {
+                        return Err(Diagnostic::new(format!(
+                            "`expect_count` must be non-negative, got {n}"
+                        ))
+                        .at(key_loc(t, "expect_count"))
+                        .key(format!("patch.{i}.expect_count")))
+                    }
                     None => None,
                 };
                 patches.push(PatchSpec {

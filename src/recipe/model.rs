@@ -23,15 +23,26 @@ use crate::tree::{Builder, Node};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-const RESERVED: [&str; 7] = ["type", "builder", "repeat", "params", "children", "layers", "hf"];
-const ATTENTION_SLOTS: [&str; 5] =
-    ["input_to_query", "input_to_key", "input_to_value", "query_key_to_attn", "attn_value_to_output"];
+const RESERVED: [&str; 7] = [
+    "type", "builder", "repeat", "params", "children", "layers", "hf",
+];
+const ATTENTION_SLOTS: [&str; 5] = [
+    "input_to_query",
+    "input_to_key",
+    "input_to_value",
+    "query_key_to_attn",
+    "attn_value_to_output",
+];
 /// Builders a layer table can name with `builder = "..."`.
 pub const BUILDERS: [&str; 2] = ["mlp", "transformer"];
 
 /// Kinds whose children are an ordered list.
 fn is_branchy(kind: &str) -> bool {
-    SEQUENCE_KINDS.contains(&kind) || matches!(kind, "NamedGroup" | "BranchAndAddTogether" | "BranchAndMultiplyTogether")
+    SEQUENCE_KINDS.contains(&kind)
+        || matches!(
+            kind,
+            "NamedGroup" | "BranchAndAddTogether" | "BranchAndMultiplyTogether"
+        )
 }
 
 fn slots_of(kind: &str) -> &'static [&'static str] {
@@ -56,23 +67,44 @@ fn with_key(path: &[String], k: &str) -> Vec<String> {
 }
 
 /// Maps a library error about a config (`ConfigField`) to a located diagnostic.
-pub fn config_error(e: Error, t: &RTable, table_loc: Option<Loc>, key_path: &[String], allowed_extra: &[&str]) -> Diagnostic {
+pub fn config_error(
+    e: Error,
+    t: &RTable,
+    table_loc: Option<Loc>,
+    key_path: &[String],
+    allowed_extra: &[&str],
+) -> Diagnostic {
     match e {
         Error::ConfigField { field, message } => {
-            let segs: Vec<String> = field.split('.').filter(|s| !s.is_empty()).map(String::from).collect();
+            let segs: Vec<String> = field
+                .split('.')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
             // serde's unknown-field message names the key and the expected ones.
             if let Some(rest) = message.split("unknown field `").nth(1) {
                 let key = rest.split('`').next().unwrap_or("").to_string();
                 let expected: Vec<String> = message
                     .split("expected ")
                     .nth(1)
-                    .map(|s| s.split('`').enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, x)| x.to_string()).collect())
+                    .map(|s| {
+                        s.split('`')
+                            .enumerate()
+                            .filter(|(i, _)| i % 2 == 1)
+                            .map(|(_, x)| x.to_string())
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let mut all: Vec<&str> = expected.iter().map(|s| s.as_str()).collect();
                 all.extend(allowed_extra.iter().copied());
                 let mut inner = segs.clone();
-                inner.push(key.clone());
-                let node = RNode { val: RVal::Table(t.clone()), loc: table_loc.clone() };
+                if inner.last() != Some(&key) {
+                    inner.push(key.clone());
+                }
+                let node = RNode {
+                    val: RVal::Table(t.clone()),
+                    loc: table_loc.clone(),
+                };
                 let loc = node.loc_of(&inner).or(table_loc);
                 let what = message.split(':').next().unwrap_or("layer");
                 let mut d = Diagnostic::new(format!("unknown key `{key}` in {what}"))
@@ -83,43 +115,74 @@ pub fn config_error(e: Error, t: &RTable, table_loc: Option<Loc>, key_path: &[St
                 }
                 return d.note(format!("expected one of: {}", all.join(", ")));
             }
-            let node = RNode { val: RVal::Table(t.clone()), loc: table_loc.clone() };
-            let loc = if segs.is_empty() { table_loc } else { node.loc_of(&segs).or(table_loc) };
-            Diagnostic::new(message).at(loc).key(join(&[key_path, &segs[..]].concat()))
+            let node = RNode {
+                val: RVal::Table(t.clone()),
+                loc: table_loc.clone(),
+            };
+            let loc = if segs.is_empty() {
+                table_loc
+            } else {
+                node.loc_of(&segs).or(table_loc)
+            };
+            Diagnostic::new(message.trim().to_string())
+                .at(loc)
+                .key(join(&[key_path, &segs[..]].concat()))
         }
-        other => Diagnostic::new(other.to_string()).at(table_loc).key(join(key_path)),
+        other => Diagnostic::new(other.to_string())
+            .at(table_loc)
+            .key(join(key_path)),
     }
 }
 
 fn config_table(t: &RTable, skip: &[&str]) -> toml::Table {
-    t.iter().filter(|(k, _)| !skip.contains(&k.as_str())).map(|(k, e)| (k.clone(), e.node.to_toml())).collect()
+    t.iter()
+        .filter(|(k, _)| !skip.contains(&k.as_str()))
+        .map(|(k, e)| (k.clone(), e.node.to_toml()))
+        .collect()
 }
 
 impl<'a> ModelBuilder<'a> {
     /// A builder of trees whose parameters come from `builder`.
     pub fn new(builder: &'a Builder) -> Self {
-        ModelBuilder { builder, locs: RefCell::new(BTreeMap::new()) }
+        ModelBuilder {
+            builder,
+            locs: RefCell::new(BTreeMap::new()),
+        }
     }
 
     /// Builds the layer table `node` at tree path `path`; `key_path` is where it sits in the
     /// recipe (for messages).
-    pub fn build(&self, node: &RNode, path: &[String], key_path: &[String]) -> Result<Node, Diagnostic> {
+    pub fn build(
+        &self,
+        node: &RNode,
+        path: &[String],
+        key_path: &[String],
+    ) -> Result<Node, Diagnostic> {
         let t = table(node, key_path, "a layer")?;
         if let Some(l) = &node.loc {
             self.locs.borrow_mut().insert(path.join("."), l.clone());
         }
         if t.contains_key("hf") {
-            return Err(Diagnostic::new("`hf` (loading a pretrained HuggingFace model) is reserved and not supported yet")
-                .at(key_loc(t, "hf"))
-                .key(join(&with_key(key_path, "hf"))));
+            return Err(Diagnostic::new(
+                "`hf` (loading a pretrained HuggingFace model) is reserved and not supported yet",
+            )
+            .at(key_loc(t, "hf"))
+            .key(join(&with_key(key_path, "hf"))));
         }
         if let Some(n) = opt_int(t, "repeat", key_path)? {
             if n < 1 {
-                return Err(Diagnostic::new(format!("`repeat` must be at least 1, got {n}")).at(key_loc(t, "repeat")).key(join(&with_key(key_path, "repeat"))));
+                return Err(
+                    Diagnostic::new(format!("`repeat` must be at least 1, got {n}"))
+                        .at(key_loc(t, "repeat"))
+                        .key(join(&with_key(key_path, "repeat"))),
+                );
             }
             let mut one = t.clone();
             one.shift_remove("repeat");
-            let one = RNode { val: RVal::Table(one), loc: node.loc.clone() };
+            let one = RNode {
+                val: RVal::Table(one),
+                loc: node.loc.clone(),
+            };
             let mut children = vec![];
             for i in 0..n {
                 let p = with_key(path, &i.to_string());
@@ -129,22 +192,30 @@ impl<'a> ModelBuilder<'a> {
         }
         if let Some(b) = opt_str(t, "builder", key_path)? {
             if t.contains_key("type") {
-                return Err(Diagnostic::new("a layer table has either `type` or `builder`, not both").at(key_loc(t, "builder")).key(join(key_path)));
+                return Err(Diagnostic::new(
+                    "a layer table has either `type` or `builder`, not both",
+                )
+                .at(key_loc(t, "builder"))
+                .key(join(key_path)));
             }
             return self.build_builder(&b, t, node.loc.clone(), path, key_path);
         }
         let kind = match opt_str(t, "type", key_path)? {
             Some(k) => k,
             None => {
-                return Err(Diagnostic::new("a layer table needs `type = \"<Kind>\"` (or `builder = \"...\"`)")
-                    .at(node.loc.clone())
-                    .key(join(key_path))
-                    .note(format!("known kinds: {}", known_kinds().join(", "))))
+                return Err(Diagnostic::new(
+                    "a layer table needs `type = \"<Kind>\"` (or `builder = \"...\"`)",
+                )
+                .at(node.loc.clone())
+                .key(join(key_path))
+                .note(format!("known kinds: {}", known_kinds().join(", "))))
             }
         };
         let kinds = known_kinds();
         if !kinds.contains(&kind) {
-            let mut d = Diagnostic::new(format!("unknown layer kind `{kind}`")).at(t.get("type").and_then(|e| e.node.loc.clone())).key(join(&with_key(key_path, "type")));
+            let mut d = Diagnostic::new(format!("unknown layer kind `{kind}`"))
+                .at(t.get("type").and_then(|e| e.node.loc.clone()))
+                .key(join(&with_key(key_path, "type")));
             if let Some(s) = did_you_mean(&kind, kinds.iter().map(|s| s.as_str())) {
                 d = d.label(format!("did you mean `{s}`?"));
             }
@@ -171,31 +242,59 @@ impl<'a> ModelBuilder<'a> {
             let names: Vec<String> = layer.param_specs().iter().map(|s| s.name.clone()).collect();
             for (pname, pe) in pt {
                 if !names.contains(pname) {
-                    return Err(Diagnostic::new(format!("`{kind}` has no parameter `{pname}` (it has: {})", if names.is_empty() { "none".to_string() } else { names.join(", ") }))
-                        .at(pe.key_loc.clone())
-                        .key(join(&with_key(&with_key(key_path, "params"), pname))));
+                    return Err(Diagnostic::new(format!(
+                        "`{kind}` has no parameter `{pname}` (it has: {})",
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    ))
+                    .at(pe.key_loc.clone())
+                    .key(join(&with_key(&with_key(key_path, "params"), pname))));
                 }
                 match &pe.node.val {
                     RVal::Str(l) => {
                         labels.insert(pname.clone(), l.clone());
                     }
-                    _ => return Err(Diagnostic::new(format!("a parameter label must be a string, found {}", pe.node.type_name())).at(pe.node.loc.clone()).key(join(&with_key(&with_key(key_path, "params"), pname)))),
+                    _ => {
+                        return Err(Diagnostic::new(format!(
+                            "a parameter label must be a string, found {}",
+                            pe.node.type_name()
+                        ))
+                        .at(pe.node.loc.clone())
+                        .key(join(&with_key(&with_key(key_path, "params"), pname))))
+                    }
                 }
             }
         }
         let scope = self.builder.scope(&path.join("."));
-        let mut out = Node::build_arc(layer, &scope, &labels).map_err(|e| Diagnostic::new(e.to_string()).at(node.loc.clone()).key(join(key_path)))?;
+        let mut out = Node::build_arc(layer, &scope, &labels).map_err(|e| {
+            Diagnostic::new(e.to_string())
+                .at(node.loc.clone())
+                .key(join(key_path))
+        })?;
         // Children.
         let mut children: Vec<(String, Node)> = vec![];
         if let Some(e) = t.get("layers") {
             let kp = with_key(key_path, "layers");
             let items = match &e.node.val {
                 RVal::Array(a) => a,
-                _ => return Err(Diagnostic::new(format!("`layers` must be an array of layer tables, found {}", e.node.type_name())).at(e.node.loc.clone()).key(join(&kp))),
+                _ => {
+                    return Err(Diagnostic::new(format!(
+                        "`layers` must be an array of layer tables, found {}",
+                        e.node.type_name()
+                    ))
+                    .at(e.node.loc.clone())
+                    .key(join(&kp)))
+                }
             };
             for (i, item) in items.iter().enumerate() {
                 let name = i.to_string();
-                children.push((name.clone(), self.build(item, &with_key(path, &name), &with_key(&kp, &name))?));
+                children.push((
+                    name.clone(),
+                    self.build(item, &with_key(path, &name), &with_key(&kp, &name))?,
+                ));
             }
         }
         if let Some(e) = t.get("children") {
@@ -203,36 +302,60 @@ impl<'a> ModelBuilder<'a> {
             let ct = table(&e.node, &kp, "`children`")?;
             for (name, ce) in ct {
                 if name.is_empty() || name.contains('.') {
-                    return Err(Diagnostic::new(format!("child name `{name}` must be non-empty and without dots")).at(ce.key_loc.clone()).key(join(&kp)));
+                    return Err(Diagnostic::new(format!(
+                        "child name `{name}` must be non-empty and without dots"
+                    ))
+                    .at(ce.key_loc.clone())
+                    .key(join(&kp)));
                 }
                 if children.iter().any(|(n, _)| n == name) {
-                    return Err(Diagnostic::new(format!("child `{name}` is declared twice")).at(ce.key_loc.clone()).key(join(&kp)));
+                    return Err(Diagnostic::new(format!("child `{name}` is declared twice"))
+                        .at(ce.key_loc.clone())
+                        .key(join(&kp)));
                 }
-                children.push((name.clone(), self.build(&ce.node, &with_key(path, name), &with_key(&kp, name))?));
+                children.push((
+                    name.clone(),
+                    self.build(&ce.node, &with_key(path, name), &with_key(&kp, name))?,
+                ));
             }
         }
         for slot in slots {
             if let Some(e) = t.get(*slot) {
                 if children.iter().any(|(n, _)| n == slot) {
-                    return Err(Diagnostic::new(format!("child `{slot}` is declared twice")).at(e.key_loc.clone()).key(join(key_path)));
+                    return Err(Diagnostic::new(format!("child `{slot}` is declared twice"))
+                        .at(e.key_loc.clone())
+                        .key(join(key_path)));
                 }
-                children.push((slot.to_string(), self.build(&e.node, &with_key(path, slot), &with_key(key_path, slot))?));
+                children.push((
+                    slot.to_string(),
+                    self.build(&e.node, &with_key(path, slot), &with_key(key_path, slot))?,
+                ));
             }
         }
         // Structural checks.
         if !slots.is_empty() {
             for slot in slots {
                 if !children.iter().any(|(n, _)| n == slot) {
-                    return Err(Diagnostic::new(format!("`{kind}` needs its child `{slot}`")).at(node.loc.clone()).key(join(key_path)).note(format!("{kind} children: {}", slots.join(", "))));
+                    return Err(
+                        Diagnostic::new(format!("`{kind}` needs its child `{slot}`"))
+                            .at(node.loc.clone())
+                            .key(join(key_path))
+                            .note(format!("{kind} children: {}", slots.join(", "))),
+                    );
                 }
             }
         } else if !has_children && is_branchy(&kind) && !t.contains_key("layers") {
             // An empty sequence is allowed (identity), an empty branch is not.
             if kind.starts_with("Branch") {
-                return Err(Diagnostic::new(format!("`{kind}` needs at least one branch in `layers`")).at(node.loc.clone()).key(join(key_path)));
+                return Err(Diagnostic::new(format!(
+                    "`{kind}` needs at least one branch in `layers`"
+                ))
+                .at(node.loc.clone())
+                .key(join(key_path)));
             }
         }
-        if has_children && slots.is_empty() && !is_branchy(&kind) && !custom_allows_children(&kind) {
+        if has_children && slots.is_empty() && !is_branchy(&kind) && !custom_allows_children(&kind)
+        {
             return Err(Diagnostic::new(format!("`{kind}` takes no children"))
                 .at(key_loc(t, "children").or(key_loc(t, "layers")))
                 .key(join(key_path)));
@@ -241,38 +364,83 @@ impl<'a> ModelBuilder<'a> {
         Ok(out)
     }
 
-    fn build_composite(&self, kind: &str, t: &RTable, loc: Option<Loc>, path: &[String], key_path: &[String]) -> Result<Node, Diagnostic> {
+    fn build_composite(
+        &self,
+        kind: &str,
+        t: &RTable,
+        loc: Option<Loc>,
+        path: &[String],
+        key_path: &[String],
+    ) -> Result<Node, Diagnostic> {
         let scope = self.builder.scope(&path.join("."));
-        let wrap = |e: Error| Diagnostic::new(e.to_string()).at(loc.clone()).key(join(key_path));
+        let wrap = |e: Error| {
+            Diagnostic::new(e.to_string())
+                .at(loc.clone())
+                .key(join(key_path))
+        };
         match kind {
             "Affine" => {
-                check_keys(t, &["type", "input_axes", "output_axes"], key_path, "an `Affine` layer")?;
-                let i = opt_axes(t, "input_axes", key_path)?.ok_or_else(|| missing(t, &loc, key_path, "input_axes", "Affine"))?;
-                let o = opt_axes(t, "output_axes", key_path)?.ok_or_else(|| missing(t, &loc, key_path, "output_axes", "Affine"))?;
+                check_keys(
+                    t,
+                    &["type", "input_axes", "output_axes"],
+                    key_path,
+                    "an `Affine` layer",
+                )?;
+                let i = opt_axes(t, "input_axes", key_path)?
+                    .ok_or_else(|| missing(t, &loc, key_path, "input_axes", "Affine"))?;
+                let o = opt_axes(t, "output_axes", key_path)?
+                    .ok_or_else(|| missing(t, &loc, key_path, "output_axes", "Affine"))?;
                 affine(&scope, i, o).map_err(wrap)
             }
             _ => {
-                check_keys(t, &["type", "axes", "epsilon"], key_path, &format!("a `{kind}` layer"))?;
-                let axes = opt_axes(t, "axes", key_path)?.ok_or_else(|| missing(t, &loc, key_path, "axes", kind))?;
+                check_keys(
+                    t,
+                    &["type", "axes", "epsilon"],
+                    key_path,
+                    &format!("a `{kind}` layer"),
+                )?;
+                let axes = opt_axes(t, "axes", key_path)?
+                    .ok_or_else(|| missing(t, &loc, key_path, "axes", kind))?;
                 let eps = match t.get("epsilon").map(|e| &e.node.val) {
                     None => 1e-6,
                     Some(RVal::Float(f)) => *f,
                     Some(RVal::Int(i)) => *i as f64,
-                    Some(_) => return Err(Diagnostic::new("`epsilon` must be a number").at(key_loc(t, "epsilon")).key(join(&with_key(key_path, "epsilon")))),
+                    Some(_) => {
+                        return Err(Diagnostic::new("`epsilon` must be a number")
+                            .at(key_loc(t, "epsilon"))
+                            .key(join(&with_key(key_path, "epsilon"))))
+                    }
                 };
-                if kind == "LayerNorm" { layer_norm(&scope, axes, eps) } else { rms_layer_norm(&scope, axes, eps) }.map_err(wrap)
+                if kind == "LayerNorm" {
+                    layer_norm(&scope, axes, eps)
+                } else {
+                    rms_layer_norm(&scope, axes, eps)
+                }
+                .map_err(wrap)
             }
         }
     }
 
-    fn build_builder(&self, name: &str, t: &RTable, loc: Option<Loc>, path: &[String], key_path: &[String]) -> Result<Node, Diagnostic> {
+    fn build_builder(
+        &self,
+        name: &str,
+        t: &RTable,
+        loc: Option<Loc>,
+        path: &[String],
+        key_path: &[String],
+    ) -> Result<Node, Diagnostic> {
         let scope = self.builder.scope(&path.join("."));
         let cfg = config_table(t, &["builder"]);
         let res = match name {
-            "mlp" => decode_config::<MlpConfig>("the `mlp` builder", &cfg).and_then(|c| c.build(&scope)),
-            "transformer" => decode_config::<TransformerConfig>("the `transformer` builder", &cfg).and_then(|c| c.build(&scope)),
+            "mlp" => {
+                decode_config::<MlpConfig>("the `mlp` builder", &cfg).and_then(|c| c.build(&scope))
+            }
+            "transformer" => decode_config::<TransformerConfig>("the `transformer` builder", &cfg)
+                .and_then(|c| c.build(&scope)),
             other => {
-                let mut d = Diagnostic::new(format!("unknown builder `{other}`")).at(t.get("builder").and_then(|e| e.node.loc.clone())).key(join(&with_key(key_path, "builder")));
+                let mut d = Diagnostic::new(format!("unknown builder `{other}`"))
+                    .at(t.get("builder").and_then(|e| e.node.loc.clone()))
+                    .key(join(&with_key(key_path, "builder")));
                 if let Some(s) = did_you_mean(other, BUILDERS.iter().copied()) {
                     d = d.label(format!("did you mean `{s}`?"));
                 }
@@ -288,13 +456,38 @@ fn custom_allows_children(kind: &str) -> bool {
     // not.
     !matches!(
         kind,
-        "Linear" | "AddBias" | "Elementwise" | "Softmax" | "TanhSoftCap" | "RenameAxes" | "CastToDType" | "Identity" | "Rescale" | "Dropout"
-            | "ContractTogether" | "SaveIntermediate" | "Standardize" | "RMSStandardize" | "EmbeddingLookup" | "EmbeddingDecode"
-            | "ApplyRoPE" | "ApplyCausalAttentionMask" | "ApplyCausalSlidingWindowAttentionMask" | "ApplyExplicitAttentionMask"
+        "Linear"
+            | "AddBias"
+            | "Elementwise"
+            | "Softmax"
+            | "TanhSoftCap"
+            | "RenameAxes"
+            | "CastToDType"
+            | "Identity"
+            | "Rescale"
+            | "Dropout"
+            | "ContractTogether"
+            | "SaveIntermediate"
+            | "Standardize"
+            | "RMSStandardize"
+            | "EmbeddingLookup"
+            | "EmbeddingDecode"
+            | "ApplyRoPE"
+            | "ApplyCausalAttentionMask"
+            | "ApplyCausalSlidingWindowAttentionMask"
+            | "ApplyExplicitAttentionMask"
     )
 }
 
-fn missing(t: &RTable, loc: &Option<Loc>, key_path: &[String], key: &str, kind: &str) -> Diagnostic {
+fn missing(
+    t: &RTable,
+    loc: &Option<Loc>,
+    key_path: &[String],
+    key: &str,
+    kind: &str,
+) -> Diagnostic {
     let _ = t;
-    Diagnostic::new(format!("`{kind}` is missing `{key}`")).at(loc.clone()).key(join(&with_key(key_path, key)))
+    Diagnostic::new(format!("`{kind}` is missing `{key}`"))
+        .at(loc.clone())
+        .key(join(&with_key(key_path, key)))
 }

@@ -22,26 +22,46 @@ fn shifted(loc: &Option<Loc>, column: usize) -> Option<Loc> {
     loc.as_ref().map(|l| {
         // +1 for the opening quote of the string.
         let start = l.span.start + column;
-        Loc { file: l.file, span: start..start + 1 }
+        Loc {
+            file: l.file,
+            span: start..start + 1,
+        }
     })
 }
 
 fn labels_in(n: &Node) -> BTreeSet<String> {
-    n.all_param_entries().into_iter().map(|(_, _, e)| e.label().to_string()).collect()
+    n.all_param_entries()
+        .into_iter()
+        .map(|(_, _, e)| e.label().to_string())
+        .collect()
 }
 
 fn build_with(mb: &ModelBuilder<'_>, p: &PatchSpec, path: &[String]) -> Result<Node, Diagnostic> {
-    let with = p.with.as_ref().ok_or_else(|| Diagnostic::new("this patch has no `with`").at(p.loc.clone()))?;
+    let with = p
+        .with
+        .as_ref()
+        .ok_or_else(|| Diagnostic::new("this patch has no `with`").at(p.loc.clone()))?;
     let kp = vec!["patch".to_string(), p.index.to_string(), "with".to_string()];
     mb.build(with, path, &kp)
 }
 
-fn wrap_node(mb: &ModelBuilder<'_>, p: &PatchSpec, path: &[String], old: &Node) -> Result<Node, Diagnostic> {
-    let with = p.with.as_ref().ok_or_else(|| Diagnostic::new("this patch has no `with`").at(p.loc.clone()))?;
-    let kind = with.as_table().and_then(|t| t.get("type")).and_then(|e| match &e.node.val {
-        RVal::Str(s) => Some(s.clone()),
-        _ => None,
-    });
+fn wrap_node(
+    mb: &ModelBuilder<'_>,
+    p: &PatchSpec,
+    path: &[String],
+    old: &Node,
+) -> Result<Node, Diagnostic> {
+    let with = p
+        .with
+        .as_ref()
+        .ok_or_else(|| Diagnostic::new("this patch has no `with`").at(p.loc.clone()))?;
+    let kind = with
+        .as_table()
+        .and_then(|t| t.get("type"))
+        .and_then(|e| match &e.node.val {
+            RVal::Str(s) => Some(s.clone()),
+            _ => None,
+        });
     let kp = vec!["patch".to_string(), p.index.to_string(), "with".to_string()];
     match kind.as_deref() {
         Some("Residual") => {
@@ -76,28 +96,50 @@ fn wrap_node(mb: &ModelBuilder<'_>, p: &PatchSpec, path: &[String], old: &Node) 
 }
 
 /// Applies the patches in order.
-pub fn apply_patches(mut tree: Node, patches: &[PatchSpec], mb: &ModelBuilder<'_>) -> Result<Node, Diagnostic> {
+pub fn apply_patches(
+    mut tree: Node,
+    patches: &[PatchSpec],
+    mb: &ModelBuilder<'_>,
+) -> Result<Node, Diagnostic> {
     for p in patches {
         let kp = format!("patch.{}.select", p.index);
         let sel = Selector::parse(&p.select).map_err(|e| {
-            Diagnostic::new(format!("bad selector: {}", e.message)).at(shifted(&p.select_loc, e.column)).key(kp.clone())
+            Diagnostic::new(format!("bad selector: {}", e.message))
+                .at(shifted(&p.select_loc, e.column))
+                .key(kp.clone())
         })?;
         let selection: Selection = sel.select(&tree);
         let count = selection.count();
         let paths = selection.paths();
         match p.expect_count {
             Some(n) if n != count => {
-                return Err(Diagnostic::new(format!("selector `{}` matched {count} subtrees, but `expect_count` is {n}", p.select))
-                    .at(p.select_loc.clone())
-                    .key(kp)
-                    .note(if paths.is_empty() { "matches: none".to_string() } else { format!("matches: {}", paths.join(", ")) }));
+                return Err(Diagnostic::new(format!(
+                    "selector `{}` matched {count} subtrees, but `expect_count` is {n}",
+                    p.select
+                ))
+                .at(p.select_loc.clone())
+                .key(kp)
+                .note(if paths.is_empty() {
+                    "matches: none".to_string()
+                } else {
+                    format!("matches: {}", paths.join(", "))
+                }));
             }
             None if count == 0 => {
-                return Err(Diagnostic::new(format!("selector `{}` matches nothing", p.select)).at(p.select_loc.clone()).key(kp).note("run `pzt select RECIPE 'SELECTOR'` to see what a selector matches"));
+                return Err(
+                    Diagnostic::new(format!("selector `{}` matches nothing", p.select))
+                        .at(p.select_loc.clone())
+                        .key(kp)
+                        .note("run `pzt select RECIPE 'SELECTOR'` to see what a selector matches"),
+                );
             }
             _ => {}
         }
-        let patch_err = |e: crate::Error| Diagnostic::new(format!("patch {} ({}) failed: {e}", p.index, p.select)).at(p.loc.clone()).key(format!("patch.{}", p.index));
+        let patch_err = |e: crate::Error| {
+            Diagnostic::new(format!("patch {} ({}) failed: {e}", p.index, p.select))
+                .at(p.loc.clone())
+                .key(format!("patch.{}", p.index))
+        };
         tree = match p.action {
             Action::Remove => selection.remove_from_parent().map_err(patch_err)?,
             Action::Replace => {
@@ -107,14 +149,20 @@ pub fn apply_patches(mut tree: Node, patches: &[PatchSpec], mb: &ModelBuilder<'_
                     // Labels only the replaced subtree held are forgotten: the replacement
                     // makes fresh parameters for them.
                     let elsewhere = select(&out).at_path(&path.join(".")).invert();
-                    let keep: BTreeSet<String> = elsewhere.get().iter().flat_map(|(_, n)| labels_in(n)).collect();
+                    let keep: BTreeSet<String> = elsewhere
+                        .get()
+                        .iter()
+                        .flat_map(|(_, n)| labels_in(n))
+                        .collect();
                     for l in labels_in(&old) {
                         if !keep.contains(&l) {
                             mb.builder.forget(&l);
                         }
                     }
                     let new = build_with(mb, p, path)?;
-                    out = Selection::from_paths(&out, vec![path.clone()]).set(&new).map_err(patch_err)?;
+                    out = Selection::from_paths(&out, vec![path.clone()])
+                        .set(&new)
+                        .map_err(patch_err)?;
                 }
                 out
             }
@@ -123,7 +171,9 @@ pub fn apply_patches(mut tree: Node, patches: &[PatchSpec], mb: &ModelBuilder<'_
                 for path in selection.path_segments() {
                     let old = out.get(path).map_err(patch_err)?.clone();
                     let new = wrap_node(mb, p, path, &old)?;
-                    out = Selection::from_paths(&out, vec![path.clone()]).set(&new).map_err(patch_err)?;
+                    out = Selection::from_paths(&out, vec![path.clone()])
+                        .set(&new)
+                        .map_err(patch_err)?;
                 }
                 out
             }
@@ -131,14 +181,23 @@ pub fn apply_patches(mut tree: Node, patches: &[PatchSpec], mb: &ModelBuilder<'_
                 let mut out = tree.clone();
                 // Last match first, so that earlier paths stay valid while siblings renumber.
                 for path in selection.path_segments().iter().rev() {
-                    let suffix = if p.action == Action::InsertBefore { "_before" } else { "_after" };
+                    let suffix = if p.action == Action::InsertBefore {
+                        "_before"
+                    } else {
+                        "_after"
+                    };
                     let mut lp = path.clone();
                     if let Some(last) = lp.last_mut() {
                         last.push_str(suffix);
                     }
                     let new = build_with(mb, p, &lp)?;
                     let one = Selection::from_paths(&out, vec![path.clone()]);
-                    out = if p.action == Action::InsertBefore { one.insert_before(&new) } else { one.insert_after(&new) }.map_err(patch_err)?;
+                    out = if p.action == Action::InsertBefore {
+                        one.insert_before(&new)
+                    } else {
+                        one.insert_after(&new)
+                    }
+                    .map_err(patch_err)?;
                 }
                 out
             }

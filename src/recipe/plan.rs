@@ -118,7 +118,11 @@ pub(crate) fn kind_name(k: tch::Kind) -> &'static str {
 /// Counts distinct labels: slots count as trainable (no strategy freezes anything yet).
 pub fn count_params(tree: &Node) -> Counts {
     let mut seen = BTreeSet::new();
-    let mut c = Counts { total: 0, trainable: 0, frozen: 0 };
+    let mut c = Counts {
+        total: 0,
+        trainable: 0,
+        frozen: 0,
+    };
     for (_, _, e) in tree.all_param_entries() {
         if !seen.insert(e.label().to_string()) {
             continue;
@@ -161,7 +165,9 @@ impl Plan {
         let b = Builder::slots().dtype(recipe.param_dtype);
         let sources = &recipe.resolved.sources;
         let mb = ModelBuilder::new(&b);
-        let tree = mb.build(&recipe.model, &[], &["model".to_string()]).map_err(|d| recipe_error(sources, d))?;
+        let tree = mb
+            .build(&recipe.model, &[], &["model".to_string()])
+            .map_err(|d| recipe_error(sources, d))?;
         apply_patches(tree, &recipe.patches, &mb).map_err(|d| recipe_error(sources, d))
     }
 
@@ -170,7 +176,9 @@ impl Plan {
         let sources = recipe.resolved.sources.clone();
         let fail = |d: Diagnostic| recipe_error(&sources, d);
         let mb = ModelBuilder::new(builder);
-        let tree = mb.build(&recipe.model, &[], &["model".to_string()]).map_err(fail)?;
+        let tree = mb
+            .build(&recipe.model, &[], &["model".to_string()])
+            .map_err(fail)?;
         let tree = apply_patches(tree, &recipe.patches, &mb).map_err(fail)?;
         let counts = count_params(&tree);
         let mut activations = 0;
@@ -182,7 +190,11 @@ impl Plan {
                 Err(e) => {
                     let path = e.layer_path().unwrap_or_default();
                     let locs = mb.locs.borrow();
-                    let mut segs: Vec<&str> = if path == "<root>" { vec![] } else { path.split('.').collect() };
+                    let mut segs: Vec<&str> = if path == "<root>" {
+                        vec![]
+                    } else {
+                        path.split('.').collect()
+                    };
                     let loc = loop {
                         if let Some(l) = locs.get(&segs.join(".")) {
                             break Some(l.clone());
@@ -191,7 +203,13 @@ impl Plan {
                             break None;
                         }
                     };
-                    let kind = if path == "<root>" { Some(tree.kind().to_string()) } else { tree.get(&path.split('.').map(String::from).collect::<Vec<_>>()).ok().map(|n| n.kind().to_string()) };
+                    let kind = if path == "<root>" {
+                        Some(tree.kind().to_string())
+                    } else {
+                        tree.get(&path.split('.').map(String::from).collect::<Vec<_>>())
+                            .ok()
+                            .map(|n| n.kind().to_string())
+                    };
                     let d = Diagnostic::new(format!(
                         "shape check failed at layer `{path}`{}: {}",
                         kind.map(|k| format!(" ({k})")).unwrap_or_default(),
@@ -205,8 +223,19 @@ impl Plan {
             activations = trace.iter().map(|(_, n, k)| n * elem_size(*k)).sum();
         }
         let trainable_bytes = counts.trainable * elem_size(builder.kind);
-        let memory = Memory { parameters: param_bytes(&tree), gradients: trainable_bytes, optimizer: counts.trainable * 8, activations };
-        Ok(Plan { recipe, tree, output, counts, memory })
+        let memory = Memory {
+            parameters: param_bytes(&tree),
+            gradients: trainable_bytes,
+            optimizer: counts.trainable * 8,
+            activations,
+        };
+        Ok(Plan {
+            recipe,
+            tree,
+            output,
+            counts,
+            memory,
+        })
     }
 
     /// The plan as JSON (for scripts and CI).
@@ -232,7 +261,13 @@ impl Plan {
     /// The human-readable report, with the tree to `depth` levels.
     pub fn render(&self, depth: usize, color: bool) -> String {
         let r = &self.recipe;
-        let mut s = format!("recipe      {}  (run `{}`, seed {}, out_dir {})\n", r.resolved.path.display(), r.run.name, r.run.seed, r.run.out_dir.display());
+        let mut s = format!(
+            "recipe      {}  (run `{}`, seed {}, out_dir {})\n",
+            r.resolved.path.display(),
+            r.run.name,
+            r.run.seed,
+            r.run.out_dir.display()
+        );
         s.push_str("\nmodel\n");
         for line in self.tree.render_styled(depth, color).lines() {
             s.push_str(&format!("  {line}\n"));
@@ -242,19 +277,40 @@ impl Plan {
             (Some(i), Some((o, k))) => {
                 s.push_str(&format!("input       {}\n", describe_input(i)));
                 let axes: Vec<String> = o.iter().map(|(n, v)| format!("{n}: {v}")).collect();
-                s.push_str(&format!("output      {{{}}} {}\n", axes.join(", "), kind_name(*k)));
+                s.push_str(&format!(
+                    "output      {{{}}} {}\n",
+                    axes.join(", "),
+                    kind_name(*k)
+                ));
             }
             _ => s.push_str("input       not declared ([model.input]); shapes not checked\n"),
         }
         let c = self.counts;
-        s.push_str(&format!("parameters  {} total, {} trainable, {} frozen\n", grouped(c.total), grouped(c.trainable), grouped(c.frozen)));
+        s.push_str(&format!(
+            "parameters  {} total, {} trainable, {} frozen\n",
+            grouped(c.total),
+            grouped(c.trainable),
+            grouped(c.frozen)
+        ));
         let m = self.memory;
         s.push_str("memory      training estimate (AdamW, fp32 optimizer state)\n");
-        s.push_str(&format!("  parameters   {:>12}\n", human_bytes(m.parameters)));
-        s.push_str(&format!("  gradients    {:>12}\n", human_bytes(m.gradients)));
-        s.push_str(&format!("  optimizer    {:>12}\n", human_bytes(m.optimizer)));
+        s.push_str(&format!(
+            "  parameters   {:>12}\n",
+            human_bytes(m.parameters)
+        ));
+        s.push_str(&format!(
+            "  gradients    {:>12}\n",
+            human_bytes(m.gradients)
+        ));
+        s.push_str(&format!(
+            "  optimizer    {:>12}\n",
+            human_bytes(m.optimizer)
+        ));
         if r.input.is_some() {
-            s.push_str(&format!("  activations  {:>12}  (declared input)\n", human_bytes(m.activations)));
+            s.push_str(&format!(
+                "  activations  {:>12}  (declared input)\n",
+                human_bytes(m.activations)
+            ));
         }
         s.push_str(&format!("  total        {:>12}\n", human_bytes(m.total())));
         s
@@ -270,7 +326,10 @@ fn describe_input(i: &super::InputSpec) -> String {
 fn infer_shapes(tree: &Node, input: &super::InputSpec) -> Result<(Vec<(String, i64)>, tch::Kind)> {
     let meta = tree.map_entries(
         &mut |p| match p {
-            ParamEntry::Slot(s) => Ok(ParamEntry::Frozen(FrozenParameter::new(s.label.clone(), &meta_empty(&s.shape, s.kind)?)?)),
+            ParamEntry::Slot(s) => Ok(ParamEntry::Frozen(FrozenParameter::new(
+                s.label.clone(),
+                &meta_empty(&s.shape, s.kind)?,
+            )?)),
             other => Ok(other.clone()),
         },
         &mut |s| Ok(s.clone()),
@@ -280,7 +339,10 @@ fn infer_shapes(tree: &Node, input: &super::InputSpec) -> Result<(Vec<(String, i
     let x = NamedTensor::wrap(meta_empty(&sizes, input.dtype)?, &names)?;
     let _ng = tch::no_grad_guard();
     let y = meta.forward(x, &SideInputs::new())?;
-    let y = y.into_tensor().map_err(|e| Error::Layer { path: vec![], source: Box::new(e) })?;
+    let y = y.into_tensor().map_err(|e| Error::Layer {
+        path: vec![],
+        source: Box::new(e),
+    })?;
     Ok((y.named_shape(), y.kind()))
 }
 
@@ -295,10 +357,19 @@ pub fn tree_json(n: &Node, path: &str, name: Option<&str>) -> Json {
         .children()
         .iter()
         .map(|(cn, c)| {
-            let p = if path.is_empty() { cn.clone() } else { format!("{path}.{cn}") };
+            let p = if path.is_empty() {
+                cn.clone()
+            } else {
+                format!("{path}.{cn}")
+            };
             tree_json(c, &p, Some(cn))
         })
         .collect();
-    let config = n.layer().config().ok().map(|t| serde_json::to_value(t).unwrap_or(Json::Null)).unwrap_or(Json::Null);
+    let config = n
+        .layer()
+        .config()
+        .ok()
+        .map(|t| serde_json::to_value(t).unwrap_or(Json::Null))
+        .unwrap_or(Json::Null);
     json!({ "name": name, "path": path, "kind": n.kind(), "summary": n.layer().summary(), "config": config, "params": params, "children": children })
 }

@@ -62,9 +62,11 @@ impl RNode {
             RVal::Float(f) => toml::Value::Float(*f),
             RVal::Bool(b) => toml::Value::Boolean(*b),
             RVal::Array(a) => toml::Value::Array(a.iter().map(|n| n.to_toml()).collect()),
-            RVal::Table(t) => {
-                toml::Value::Table(t.iter().map(|(k, e)| (k.clone(), e.node.to_toml())).collect())
-            }
+            RVal::Table(t) => toml::Value::Table(
+                t.iter()
+                    .map(|(k, e)| (k.clone(), e.node.to_toml()))
+                    .collect(),
+            ),
         }
     }
 
@@ -89,8 +91,12 @@ impl RNode {
         let (last, parent) = path.split_last()?;
         let p = self.lookup(parent)?;
         match &p.val {
-            RVal::Table(t) => t.get(last).and_then(|e| e.key_loc.clone().or(e.node.loc.clone())),
-            RVal::Array(a) => a.get(last.parse::<usize>().ok()?).and_then(|n| n.loc.clone()),
+            RVal::Table(t) => t
+                .get(last)
+                .and_then(|e| e.key_loc.clone().or(e.node.loc.clone())),
+            RVal::Array(a) => a
+                .get(last.parse::<usize>().ok()?)
+                .and_then(|n| n.loc.clone()),
             _ => p.loc.clone(),
         }
     }
@@ -110,14 +116,22 @@ fn from_value(v: &toml_edit::Value, file: usize) -> Result<RNode, Diagnostic> {
         toml_edit::Value::Datetime(_) => {
             return Err(Diagnostic::new("dates and times are not used in recipes").at(l))
         }
-        toml_edit::Value::Array(a) => {
-            RVal::Array(a.iter().map(|x| from_value(x, file)).collect::<Result<_, _>>()?)
-        }
+        toml_edit::Value::Array(a) => RVal::Array(
+            a.iter()
+                .map(|x| from_value(x, file))
+                .collect::<Result<_, _>>()?,
+        ),
         toml_edit::Value::InlineTable(t) => {
             let mut out = RTable::new();
             for (k, v) in t.iter() {
                 let key_loc = t.key(k).and_then(|key| loc(file, key.span()));
-                out.insert(k.to_string(), REntry { key_loc, node: from_value(v, file)? });
+                out.insert(
+                    k.to_string(),
+                    REntry {
+                        key_loc,
+                        node: from_value(v, file)?,
+                    },
+                );
             }
             RVal::Table(out)
         }
@@ -132,12 +146,22 @@ fn from_table(t: &toml_edit::Table, file: usize) -> Result<RNode, Diagnostic> {
         let node = from_item(item, file, key_loc.clone())?;
         out.insert(k.to_string(), REntry { key_loc, node });
     }
-    Ok(RNode { val: RVal::Table(out), loc: loc(file, t.span()) })
+    Ok(RNode {
+        val: RVal::Table(out),
+        loc: loc(file, t.span()),
+    })
 }
 
-fn from_item(item: &toml_edit::Item, file: usize, key_loc: Option<Loc>) -> Result<RNode, Diagnostic> {
+fn from_item(
+    item: &toml_edit::Item,
+    file: usize,
+    key_loc: Option<Loc>,
+) -> Result<RNode, Diagnostic> {
     match item {
-        toml_edit::Item::None => Ok(RNode { val: RVal::Table(RTable::new()), loc: key_loc }),
+        toml_edit::Item::None => Ok(RNode {
+            val: RVal::Table(RTable::new()),
+            loc: key_loc,
+        }),
         toml_edit::Item::Value(v) => from_value(v, file),
         toml_edit::Item::Table(t) => {
             let mut n = from_table(t, file)?;
@@ -147,15 +171,24 @@ fn from_item(item: &toml_edit::Item, file: usize, key_loc: Option<Loc>) -> Resul
             Ok(n)
         }
         toml_edit::Item::ArrayOfTables(a) => {
-            let items = a.iter().map(|t| from_table(t, file)).collect::<Result<_, _>>()?;
-            Ok(RNode { val: RVal::Array(items), loc: loc(file, a.span()).or(key_loc) })
+            let items = a
+                .iter()
+                .map(|t| from_table(t, file))
+                .collect::<Result<_, _>>()?;
+            Ok(RNode {
+                val: RVal::Array(items),
+                loc: loc(file, a.span()).or(key_loc),
+            })
         }
     }
 }
 
 /// Parses TOML text (already added to `sources` as `file`) into a raw tree.
 pub fn parse(sources: &Sources, file: usize) -> Result<RNode, Diagnostic> {
-    let text = sources.file(file).map(|f| f.text.clone()).unwrap_or_default();
+    let text = sources
+        .file(file)
+        .map(|f| f.text.clone())
+        .unwrap_or_default();
     let doc = toml_edit::ImDocument::parse(text).map_err(|e| {
         let msg = e.message().trim().to_string();
         Diagnostic::new(format!("invalid TOML: {msg}")).at(loc(file, e.span()))
@@ -188,7 +221,12 @@ pub fn merge(base: &mut RNode, over: RNode) {
 
 /// Sets the value at a dotted path, creating tables on the way (array elements are addressed
 /// by index). `key_loc` is where the override was written.
-pub fn set_path(root: &mut RNode, path: &[String], value: RNode, key_loc: Option<Loc>) -> Result<(), Diagnostic> {
+pub fn set_path(
+    root: &mut RNode,
+    path: &[String],
+    value: RNode,
+    key_loc: Option<Loc>,
+) -> Result<(), Diagnostic> {
     let Some((first, rest)) = path.split_first() else {
         return Err(Diagnostic::new("--set needs a key path").at(key_loc));
     };
@@ -198,21 +236,38 @@ pub fn set_path(root: &mut RNode, path: &[String], value: RNode, key_loc: Option
                 match t.get_mut(first) {
                     Some(e) => merge(&mut e.node, value),
                     None => {
-                        t.insert(first.clone(), REntry { key_loc, node: value });
+                        t.insert(
+                            first.clone(),
+                            REntry {
+                                key_loc,
+                                node: value,
+                            },
+                        );
                     }
                 }
                 return Ok(());
             }
             let entry = t.entry(first.clone()).or_insert_with(|| REntry {
                 key_loc: key_loc.clone(),
-                node: RNode { val: RVal::Table(RTable::new()), loc: key_loc.clone() },
+                node: RNode {
+                    val: RVal::Table(RTable::new()),
+                    loc: key_loc.clone(),
+                },
             });
             set_path(&mut entry.node, rest, value, key_loc)
         }
         RVal::Array(a) => {
-            let idx = first.parse::<usize>().ok().filter(|i| *i < a.len()).ok_or_else(|| {
-                Diagnostic::new(format!("`{first}` is not an index of this array of {} elements", a.len())).at(key_loc.clone())
-            })?;
+            let idx = first
+                .parse::<usize>()
+                .ok()
+                .filter(|i| *i < a.len())
+                .ok_or_else(|| {
+                    Diagnostic::new(format!(
+                        "`{first}` is not an index of this array of {} elements",
+                        a.len()
+                    ))
+                    .at(key_loc.clone())
+                })?;
             if rest.is_empty() {
                 merge(&mut a[idx], value);
                 Ok(())

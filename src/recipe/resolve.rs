@@ -18,18 +18,25 @@ pub struct Resolved {
 fn load(
     path: &Path,
     sources: &mut Sources,
-    stack: &mut Vec<PathBuf>,
+    stack: &mut Vec<(PathBuf, String)>,
     include_loc: Option<Loc>,
 ) -> Result<RNode, Diagnostic> {
     let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    if let Some(i) = stack.iter().position(|p| *p == canon) {
-        let mut cycle: Vec<String> = stack[i..].iter().map(|p| p.display().to_string()).collect();
-        cycle.push(canon.display().to_string());
-        return Err(Diagnostic::new(format!("include cycle: {}", cycle.join(" -> "))).at(include_loc));
+    if let Some(i) = stack.iter().position(|(p, _)| *p == canon) {
+        let mut cycle: Vec<String> = stack[i..].iter().map(|(_, shown)| shown.clone()).collect();
+        cycle.push(path.display().to_string());
+        return Err(
+            Diagnostic::new(format!("include cycle: {}", cycle.join(" -> "))).at(include_loc),
+        );
     }
     let text = std::fs::read_to_string(path).map_err(|e| {
-        let what = if include_loc.is_some() { "include" } else { "recipe" };
-        Diagnostic::new(format!("cannot read {what} `{}`: {e}", path.display())).at(include_loc.clone())
+        let what = if include_loc.is_some() {
+            "include"
+        } else {
+            "recipe"
+        };
+        Diagnostic::new(format!("cannot read {what} `{}`: {e}", path.display()))
+            .at(include_loc.clone())
     })?;
     let file = sources.add(path.display().to_string(), text);
     let mut node = raw::parse(sources, file)?;
@@ -51,15 +58,18 @@ fn load(
         }
     };
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    stack.push(canon);
+    stack.push((canon, path.display().to_string()));
     let mut merged: Option<RNode> = None;
     for item in items {
         let rel = match &item.val {
             RVal::Str(s) => s.clone(),
             _ => {
-                return Err(Diagnostic::new(format!("an include must be a file path string, found {}", item.type_name()))
-                    .at(item.loc.clone())
-                    .key("include"))
+                return Err(Diagnostic::new(format!(
+                    "an include must be a file path string, found {}",
+                    item.type_name()
+                ))
+                .at(item.loc.clone())
+                .key("include"))
             }
         };
         let sub = load(&dir.join(&rel), sources, stack, item.loc.clone())?;
@@ -79,16 +89,29 @@ fn load(
 }
 
 /// Applies one `--set key.path=VALUE`.
-pub fn apply_set(root: &mut RNode, sources: &mut Sources, arg: &str, index: usize) -> Result<(), Diagnostic> {
+pub fn apply_set(
+    root: &mut RNode,
+    sources: &mut Sources,
+    arg: &str,
+    index: usize,
+) -> Result<(), Diagnostic> {
     let file = sources.add(format!("--set #{index}"), arg.to_string());
-    let whole = Some(Loc { file, span: 0..arg.len() });
+    let whole = Some(Loc {
+        file,
+        span: 0..arg.len(),
+    });
     let Some(eq) = arg.find('=') else {
         return Err(Diagnostic::new(format!("--set expects KEY=VALUE, got `{arg}`")).at(whole));
     };
     let key = arg[..eq].trim();
-    let key_loc = Some(Loc { file, span: 0..eq.max(1) });
+    let key_loc = Some(Loc {
+        file,
+        span: 0..eq.max(1),
+    });
     if key.is_empty() || key.split('.').any(|s| s.is_empty()) {
-        return Err(Diagnostic::new(format!("--set: `{key}` is not a dotted key path")).at(key_loc));
+        return Err(
+            Diagnostic::new(format!("--set: `{key}` is not a dotted key path")).at(key_loc),
+        );
     }
     let value_text = &arg[eq + 1..];
     // Parse `v = VALUE` and shift its spans back onto the argument.
@@ -97,12 +120,19 @@ pub fn apply_set(root: &mut RNode, sources: &mut Sources, arg: &str, index: usiz
     let tf = tmp.add("--set", doc_text);
     let parsed = raw::parse(&tmp, tf).map_err(|d| {
         let mut msg = d.message.replace("invalid TOML", "invalid --set value");
-        if !value_text.trim_start().starts_with(['"', '\'', '[', '{']) && value_text.parse::<f64>().is_err()
-            && value_text != "true" && value_text != "false"
+        if !value_text.trim_start().starts_with(['"', '\'', '[', '{'])
+            && value_text.parse::<f64>().is_err()
+            && value_text != "true"
+            && value_text != "false"
         {
-            msg.push_str(&format!(" (strings need quotes: --set {key}='\"{value_text}\"')"));
+            msg.push_str(&format!(
+                " (strings need quotes: --set {key}='\"{value_text}\"')"
+            ));
         }
-        Diagnostic::new(msg).at(Some(Loc { file, span: eq + 1..arg.len().max(eq + 2) }))
+        Diagnostic::new(msg).at(Some(Loc {
+            file,
+            span: eq + 1..arg.len().max(eq + 2),
+        }))
     })?;
     let mut value = match parsed.val {
         RVal::Table(mut t) => match t.shift_remove("v") {
@@ -119,7 +149,8 @@ pub fn apply_set(root: &mut RNode, sources: &mut Sources, arg: &str, index: usiz
 fn relocate(n: &mut RNode, file: usize, base: usize, prefix: usize) {
     if let Some(l) = &mut n.loc {
         l.file = file;
-        l.span = (l.span.start + base).saturating_sub(prefix)..(l.span.end + base).saturating_sub(prefix);
+        l.span = (l.span.start + base).saturating_sub(prefix)
+            ..(l.span.end + base).saturating_sub(prefix);
     }
     match &mut n.val {
         RVal::Array(a) => a.iter_mut().for_each(|x| relocate(x, file, base, prefix)),
@@ -127,7 +158,8 @@ fn relocate(n: &mut RNode, file: usize, base: usize, prefix: usize) {
             for e in t.values_mut() {
                 if let Some(l) = &mut e.key_loc {
                     l.file = file;
-                    l.span = (l.span.start + base).saturating_sub(prefix)..(l.span.end + base).saturating_sub(prefix);
+                    l.span = (l.span.start + base).saturating_sub(prefix)
+                        ..(l.span.end + base).saturating_sub(prefix);
                 }
                 relocate(&mut e.node, file, base, prefix);
             }
@@ -148,5 +180,9 @@ pub fn resolve(path: &Path, sets: &[String]) -> Result<Resolved, (Sources, Diagn
             return Err((sources, d));
         }
     }
-    Ok(Resolved { sources, root, path: path.to_path_buf() })
+    Ok(Resolved {
+        sources,
+        root,
+        path: path.to_path_buf(),
+    })
 }

@@ -30,7 +30,11 @@ pub struct SelectorError {
 impl SelectorError {
     /// The selector with a caret under the column.
     pub fn render(&self, selector: &str) -> String {
-        format!("error: bad selector: {}\n  | {selector}\n  | {}^\n", self.message, " ".repeat(self.column - 1))
+        format!(
+            "error: bad selector: {}\n  | {selector}\n  | {}^\n",
+            self.message,
+            " ".repeat(self.column - 1)
+        )
     }
 }
 
@@ -71,7 +75,12 @@ impl Selector {
         let chars: Vec<char> = text.chars().collect();
         let mut i = 0;
         let mut steps = vec![];
-        let err = |col: usize, m: String| Err(SelectorError { column: col + 1, message: m });
+        let err = |col: usize, m: String| {
+            Err(SelectorError {
+                column: col + 1,
+                message: m,
+            })
+        };
         let skip_ws = |i: &mut usize| {
             while *i < chars.len() && chars[*i].is_whitespace() {
                 *i += 1;
@@ -93,7 +102,10 @@ impl Selector {
                     Some(c) => format!("unexpected `{c}`"),
                     None => "the selector ends here".to_string(),
                 };
-                return err(i.min(chars.len()), format!("{what}; expected a layer kind, a path or a glob"));
+                return err(
+                    i.min(chars.len()),
+                    format!("{what}; expected a layer kind, a path or a glob"),
+                );
             }
             let word: String = chars[start..i].iter().collect();
             let term = Self::term(&word, start)?;
@@ -111,15 +123,30 @@ impl Selector {
                 }
                 let num: String = chars[ns..i].iter().collect();
                 if i >= chars.len() || chars[i] != ']' {
-                    return err(i.min(chars.len()), format!("expected `]` to close the index opened at column {}", open + 1));
+                    return err(
+                        i.min(chars.len()),
+                        format!(
+                            "expected `]` to close the index opened at column {}",
+                            open + 1
+                        ),
+                    );
                 }
                 nth = match num.parse::<i64>() {
                     Ok(n) => Some(n),
-                    Err(_) => return err(ns, format!("`{num}` is not an index; expected `[N]` or `[-N]`")),
+                    Err(_) => {
+                        return err(
+                            ns,
+                            format!("`{num}` is not an index; expected `[N]` or `[-N]`"),
+                        )
+                    }
                 };
                 i += 1;
             }
-            steps.push(Step { rel: rel.clone(), term, nth });
+            steps.push(Step {
+                rel: rel.clone(),
+                term,
+                nth,
+            });
             // combinator
             let before = i;
             skip_ws(&mut i);
@@ -133,10 +160,19 @@ impl Selector {
             } else if i > before {
                 rel = Rel::Descendant;
             } else {
-                return err(i, format!("unexpected `{}`; steps are separated by a space or ` > `", chars[i]));
+                return err(
+                    i,
+                    format!(
+                        "unexpected `{}`; steps are separated by a space or ` > `",
+                        chars[i]
+                    ),
+                );
             }
             if i >= chars.len() {
-                return err(i, "the selector ends after `>`; expected a name, a kind or a glob".into());
+                return err(
+                    i,
+                    "the selector ends after `>`; expected a name, a kind or a glob".into(),
+                );
             }
         }
         Ok(Selector { steps })
@@ -144,8 +180,17 @@ impl Selector {
 
     fn term(word: &str, start: usize) -> Result<Term, SelectorError> {
         let segs: Vec<String> = word.split('.').map(String::from).collect();
-        if let Some(pos) = word.find("..").or(if word.starts_with('.') { Some(0) } else if word.ends_with('.') { Some(word.len() - 1) } else { None }) {
-            return Err(SelectorError { column: start + pos + 1, message: format!("empty path segment in `{word}`") });
+        if let Some(pos) = word.find("..").or(if word.starts_with('.') {
+            Some(0)
+        } else if word.ends_with('.') {
+            Some(word.len() - 1)
+        } else {
+            None
+        }) {
+            return Err(SelectorError {
+                column: start + pos + 1,
+                message: format!("empty path segment in `{word}`"),
+            });
         }
         let first = word.chars().next().unwrap_or('a');
         if segs.len() == 1 && first.is_ascii_uppercase() {
@@ -154,7 +199,10 @@ impl Selector {
         for (k, s) in segs.iter().enumerate() {
             if s.contains('*') && s != "*" && s != "**" {
                 let col = start + segs[..k].iter().map(|x| x.len() + 1).sum::<usize>();
-                return Err(SelectorError { column: col + 1, message: format!("`{s}`: a glob segment is `*` or `**`") });
+                return Err(SelectorError {
+                    column: col + 1,
+                    message: format!("`{s}`: a glob segment is `*` or `**`"),
+                });
             }
         }
         if segs.iter().any(|s| s == "*" || s == "**") {
@@ -197,7 +245,11 @@ impl Selector {
             if let Some(n) = step.nth {
                 let len = paths.len() as i64;
                 let i = if n < 0 { len + n } else { n };
-                paths = if i >= 0 && i < len { vec![paths[i as usize].clone()] } else { vec![] };
+                paths = if i >= 0 && i < len {
+                    vec![paths[i as usize].clone()]
+                } else {
+                    vec![]
+                };
             }
             current = paths;
         }

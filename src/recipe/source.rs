@@ -27,7 +27,10 @@ pub struct Sources {
 impl Sources {
     /// Adds a source and returns its index.
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> usize {
-        self.files.push(SourceFile { name: name.into(), text: text.into() });
+        self.files.push(SourceFile {
+            name: name.into(),
+            text: text.into(),
+        });
         self.files.len() - 1
     }
 
@@ -44,8 +47,17 @@ impl Sources {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
         let col = f.text[line_start..start].chars().count() + 1;
-        let line_end = f.text[start..].find('\n').map(|i| start + i).unwrap_or(f.text.len());
-        Some((line, col, f.text[line_start..line_end].trim_end_matches('\r').to_string()))
+        let line_end = f.text[start..]
+            .find('\n')
+            .map(|i| start + i)
+            .unwrap_or(f.text.len());
+        Some((
+            line,
+            col,
+            f.text[line_start..line_end]
+                .trim_end_matches('\r')
+                .to_string(),
+        ))
     }
 
     /// `name:line:col`.
@@ -73,7 +85,13 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A diagnostic with a message only.
     pub fn new(message: impl Into<String>) -> Self {
-        Diagnostic { message: message.into(), loc: None, key_path: None, label: None, notes: vec![] }
+        Diagnostic {
+            message: message.into(),
+            loc: None,
+            key_path: None,
+            label: None,
+            notes: vec![],
+        }
     }
     /// Points at a place.
     pub fn at(mut self, loc: Option<Loc>) -> Self {
@@ -104,22 +122,33 @@ impl Diagnostic {
         let mut out = format!("error: {}\n", self.message);
         if let Some(loc) = &self.loc {
             if let Some((line, col, text)) = sources.line_col(loc) {
-                let name = sources.file(loc.file).map(|f| f.name.as_str()).unwrap_or("?");
+                let name = sources
+                    .file(loc.file)
+                    .map(|f| f.name.as_str())
+                    .unwrap_or("?");
                 let num = line.to_string();
                 let pad = " ".repeat(num.len());
                 out.push_str(&format!("{pad}--> {name}:{line}:{col}\n"));
                 out.push_str(&format!("{pad} |\n"));
                 out.push_str(&format!("{num} | {text}\n"));
                 let width = {
-                    let f = sources.file(loc.file).map(|f| f.text.as_str()).unwrap_or("");
+                    let f = sources
+                        .file(loc.file)
+                        .map(|f| f.text.as_str())
+                        .unwrap_or("");
                     let end = loc.span.end.min(f.len());
                     let start = loc.span.start.min(end);
                     let seg = &f[start..end];
                     let first_line = seg.split('\n').next().unwrap_or("");
                     first_line.chars().count().max(1)
                 };
-                let caret = "^".repeat(width.min(text.chars().count().saturating_sub(col - 1).max(1)));
-                let label = self.label.as_deref().map(|l| format!(" {l}")).unwrap_or_default();
+                let caret =
+                    "^".repeat(width.min(text.chars().count().saturating_sub(col - 1).max(1)));
+                let label = self
+                    .label
+                    .as_deref()
+                    .map(|l| format!(" {l}"))
+                    .unwrap_or_default();
                 out.push_str(&format!("{pad} | {}{caret}{label}\n", " ".repeat(col - 1)));
                 if self.key_path.is_some() || !self.notes.is_empty() {
                     out.push_str(&format!("{pad} |\n"));
@@ -163,7 +192,10 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The closest candidate within a small distance.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let lw = word.to_lowercase();
     candidates
         .into_iter()

@@ -22,11 +22,21 @@ pub struct Builder {
 impl Builder {
     /// Builds real parameters from `seed`, float32 on the CPU.
     pub fn new(seed: u64) -> Self {
-        Builder { seed: Some(seed), device: Device::Cpu, kind: Kind::Float, made: Default::default() }
+        Builder {
+            seed: Some(seed),
+            device: Device::Cpu,
+            kind: Kind::Float,
+            made: Default::default(),
+        }
     }
     /// Builds parameter slots only (Penzai's `init_base_rng=None`).
     pub fn slots() -> Self {
-        Builder { seed: None, device: Device::Cpu, kind: Kind::Float, made: Default::default() }
+        Builder {
+            seed: None,
+            device: Device::Cpu,
+            kind: Kind::Float,
+            made: Default::default(),
+        }
     }
     /// Sets the device.
     pub fn on(mut self, device: Device) -> Self {
@@ -96,12 +106,24 @@ impl<'a> Scope<'a> {
     /// Creates the parameter `name` of this scope: a trainable parameter initialized
     /// deterministically from (seed, label), or a slot when building without a seed. A label
     /// that this builder already made is shared (same parameter), if the shapes agree.
-    pub fn param(&self, name: &str, shape: &[i64], init: Initializer, fan_in: i64) -> Result<ParamEntry> {
+    pub fn param(
+        &self,
+        name: &str,
+        shape: &[i64],
+        init: Initializer,
+        fan_in: i64,
+    ) -> Result<ParamEntry> {
         self.param_labelled(&self.label(name), shape, init, fan_in)
     }
 
     /// Like [`param`](Self::param) with an explicit full label.
-    pub fn param_labelled(&self, label: &str, shape: &[i64], init: Initializer, fan_in: i64) -> Result<ParamEntry> {
+    pub fn param_labelled(
+        &self,
+        label: &str,
+        shape: &[i64],
+        init: Initializer,
+        fan_in: i64,
+    ) -> Result<ParamEntry> {
         if let Some(existing) = self.builder.made.borrow().get(label) {
             if existing.shape() != shape {
                 return Err(Error::Param(format!(
@@ -113,13 +135,27 @@ impl<'a> Scope<'a> {
             return Ok(existing.clone());
         }
         let entry = match self.builder.seed {
-            None => ParamEntry::Slot(ParameterSlot { label: label.to_string(), shape: shape.to_vec(), kind: self.builder.kind }),
+            None => ParamEntry::Slot(ParameterSlot {
+                label: label.to_string(),
+                shape: shape.to_vec(),
+                kind: self.builder.kind,
+            }),
             Some(seed) => {
-                let t = init.make(seed, label, shape, fan_in, self.builder.kind, self.builder.device)?;
+                let t = init.make(
+                    seed,
+                    label,
+                    shape,
+                    fan_in,
+                    self.builder.kind,
+                    self.builder.device,
+                )?;
                 ParamEntry::Bound(Parameter::new(label, t))
             }
         };
-        self.builder.made.borrow_mut().insert(label.to_string(), entry.clone());
+        self.builder
+            .made
+            .borrow_mut()
+            .insert(label.to_string(), entry.clone());
         Ok(entry)
     }
 }

@@ -49,7 +49,13 @@ impl Node {
         depth: usize,
         color: bool,
     ) {
-        let paint = |code: &str, s: &str| if color { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() };
+        let paint = |code: &str, s: &str| {
+            if color {
+                format!("\x1b[{code}m{s}\x1b[0m")
+            } else {
+                s.to_string()
+            }
+        };
         let mut line = String::from(indent);
         if let Some(n) = name {
             line.push_str(&paint("33", n));

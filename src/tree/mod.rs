@@ -262,7 +262,11 @@ impl Node {
             TRACE.with(|t| {
                 if let Some(v) = t.borrow_mut().as_mut() {
                     if let Value::Tensor(nt) = &out {
-                        v.push((self.kind().to_string(), nt.tensor().numel() as i64, nt.kind()));
+                        v.push((
+                            self.kind().to_string(),
+                            nt.tensor().numel() as i64,
+                            nt.kind(),
+                        ));
                     }
                 }
             });

@@ -36,7 +36,10 @@ pub fn decode_config<T: DeserializeOwned>(what: &str, cfg: &toml::Table) -> Resu
     serde_path_to_error::deserialize(value).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." { String::new() } else { field };
-        Error::ConfigField { field, message: format!("{what}: {}", e.into_inner()) }
+        Error::ConfigField {
+            field,
+            message: format!("{what}: {}", e.into_inner()),
+        }
     })
 }
 

@@ -53,7 +53,10 @@ impl Selection {
                 selected.push(p);
             }
         }
-        Selection { root: root.clone(), selected }
+        Selection {
+            root: root.clone(),
+            selected,
+        }
     }
 
     /// The selected paths as segment lists.
