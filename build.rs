@@ -49,11 +49,7 @@ fn main() {
     println!("cargo:rustc-link-arg=-ltorch");
     println!("cargo:rustc-link-arg=-ltorch_cpu");
     println!("cargo:rustc-link-arg=-lc10");
-    println!("cargo:rerun-if-env-changed=PZT_LINK_CUDA");
-    let link_cuda = std::env::var("PZT_LINK_CUDA")
-        .map(|v| v != "0")
-        .unwrap_or(true);
-    if link_cuda && lib.join("libtorch_cuda.so").exists() {
+    if lib.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-cfg=pzt_has_torch_cuda");
     }

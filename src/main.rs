@@ -244,6 +244,12 @@ fn run_select(recipe: PathBuf, set: Vec<String>, selector: String) -> Result<(),
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`pzt show ... | head`), like other command-line tools,
+    // instead of panicking in println!.
+    // SAFETY: setting a signal disposition to its default at start-up, before any threads.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -96,6 +96,7 @@ impl Layer for Attention {
             if let Some(plan) = FusedPlan::recognize(node)? {
                 if let Some(out) = plan.run(&q, &k, &v, side)? {
                     FUSED_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    crate::tree::trace_record("Attention", out.tensor().numel() as i64, out.kind());
                     return Ok(out.into());
                 }
             }
@@ -180,9 +181,6 @@ impl FusedPlan {
             (Value::Tensor(q), Value::Tensor(k), Value::Tensor(v)) => (q, k, v),
             _ => return Ok(None),
         };
-        if crate::backend::is_meta(q.tensor()) {
-            return Ok(None); // shape inference: the explicit path gives the same shapes
-        }
         if q.positional_ndim() + k.positional_ndim() + v.positional_ndim() != 0
             || q.kind() != k.kind()
             || q.kind() != v.kind()
@@ -246,10 +244,12 @@ impl FusedPlan {
         let dv_sizes = size(v, &v_only)?;
         let dv: i64 = dv_sizes.iter().product();
 
+        let meta = crate::backend::is_meta(q.tensor());
         let mut is_causal = false;
         let mut mask: Option<Tensor> = None;
         match &self.mask {
             MaskKind::None => {}
+            MaskKind::Causal { .. } | MaskKind::Sliding { .. } if meta => {}
             MaskKind::Causal { q_axis } | MaskKind::Sliding { q_axis, .. } => {
                 let window = match &self.mask {
                     MaskKind::Sliding { window, .. } => Some(*window),
@@ -294,7 +294,12 @@ impl FusedPlan {
             .tensor()
             .f_reshape([1, hs, skv, dv])
             .ctx("attention: value")?;
-        let out = Tensor::f_scaled_dot_product_attention(
+        let out = if meta {
+            // Shape inference: libtorch has no meta kernel for the fused attention, and the
+            // output shape is known.
+            crate::backend::meta_empty(&[1, hs * r, s, dv], q.kind())?
+        } else {
+            Tensor::f_scaled_dot_product_attention(
             &qt,
             &kt,
             &vt,
@@ -304,7 +309,8 @@ impl FusedPlan {
             Some(1.0),
             r > 1,
         )
-        .ctx("attention: scaled_dot_product_attention")?;
+        .ctx("attention: scaled_dot_product_attention")?
+        };
         let mut shape = size(k, &shared)?;
         shape.extend(size(q, &rep)?);
         shape.extend(size(q, &seq_axes)?);

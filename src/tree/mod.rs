@@ -81,6 +81,16 @@ pub fn trace_leaf_outputs<R>(f: impl FnOnce() -> R) -> (R, Vec<(String, i64, tch
     (r, v)
 }
 
+/// Records an activation that no leaf layer produced (the fused attention output) in the
+/// current trace, if one is running.
+pub(crate) fn trace_record(kind: &str, numel: i64, dtype: tch::Kind) {
+    TRACE.with(|t| {
+        if let Some(v) = t.borrow_mut().as_mut() {
+            v.push((kind.to_string(), numel, dtype));
+        }
+    });
+}
+
 /// A node of the model tree.
 #[derive(Clone)]
 pub struct Node {
