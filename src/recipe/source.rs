@@ -69,9 +69,26 @@ impl Sources {
     }
 }
 
-/// A message about a recipe, with where it points.
+/// A message about a recipe, with where it points (boxed, so that results stay small).
 #[derive(Debug, Clone)]
-pub struct Diagnostic {
+pub struct Diagnostic(Box<DiagnosticData>);
+
+impl std::ops::Deref for Diagnostic {
+    type Target = DiagnosticData;
+    fn deref(&self) -> &DiagnosticData {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Diagnostic {
+    fn deref_mut(&mut self) -> &mut DiagnosticData {
+        &mut self.0
+    }
+}
+
+/// The parts of a [`Diagnostic`].
+#[derive(Debug, Clone)]
+pub struct DiagnosticData {
     pub message: String,
     pub loc: Option<Loc>,
     /// The dotted key path (`model.layers.0.input_axes`).
@@ -85,13 +102,13 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A diagnostic with a message only.
     pub fn new(message: impl Into<String>) -> Self {
-        Diagnostic {
+        Diagnostic(Box::new(DiagnosticData {
             message: message.into(),
             loc: None,
             key_path: None,
             label: None,
             notes: vec![],
-        }
+        }))
     }
     /// Points at a place.
     pub fn at(mut self, loc: Option<Loc>) -> Self {
