@@ -32,6 +32,9 @@ pub enum Error {
     /// config (empty for the config as a whole).
     #[error("{message}")]
     ConfigField { field: String, message: String },
+    /// A training run that failed (NaN, interrupted, ...): exit code 1.
+    #[error("{0}")]
+    Run(String),
     /// A bad recipe; the message is fully rendered (file, line, column, snippet).
     #[error("{0}")]
     Recipe(String),
@@ -104,6 +107,15 @@ impl Error {
                 source: Box::new(other),
             },
         }
+    }
+
+    /// Whether the error is bad input (a recipe, an argument, a data file, a checkpoint): the
+    /// command line exits with code 2 for these and 1 for everything else.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self.root_cause(),
+            Error::Recipe(_) | Error::Config(_) | Error::ConfigField { .. }
+        )
     }
 
     /// The innermost error (below any layer-path wrappers).

@@ -22,6 +22,7 @@
 
 pub mod backend;
 pub mod combinators;
+pub mod data;
 pub mod demo;
 pub mod error;
 pub mod layers;

@@ -62,6 +62,34 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Train the model of a recipe (resumes from the newest checkpoint of its run directory).
+    Train {
+        /// The recipe file.
+        recipe: PathBuf,
+        /// Override a recipe key: KEY.PATH=VALUE.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Resume from the newest complete checkpoint (the default whenever one exists).
+        #[arg(long)]
+        resume: bool,
+        /// Print the final summary as JSON (and nothing else on stdout).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a checkpoint of a recipe's run on its eval split.
+    Eval {
+        /// The recipe file.
+        recipe: PathBuf,
+        /// The checkpoint directory (default: the newest of the run).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Override a recipe key: KEY.PATH=VALUE.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Print the metrics as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a built-in example.
     Demo {
         #[command(subcommand)]
@@ -186,8 +214,106 @@ fn use_color() -> bool {
 fn lib_err(e: pzt::Error) -> Failure {
     match e {
         pzt::Error::Recipe(m) => Failure::Rendered(m),
+        other if other.is_bad_input() => Failure::BadInput(other.to_string()),
         other => Failure::Run(other.to_string()),
     }
+}
+
+fn run_train(recipe: PathBuf, set: Vec<String>, resume: bool, json: bool) -> Result<(), Failure> {
+    let r = pzt::recipe::Recipe::load(&recipe, &set).map_err(lib_err)?;
+    if resume && pzt::train::checkpoint::latest(&r.run.out_dir).is_none() && !json {
+        println!(
+            "--resume: no checkpoint in {} yet; starting from step 0",
+            r.run.out_dir.display()
+        );
+    }
+    let _ = ctrlc::set_handler(pzt::train::trainer::request_stop);
+    let opts = pzt::train::trainer::TrainOptions {
+        progress: std::io::stdout().is_terminal() && !json,
+        quiet: json,
+    };
+    let s = pzt::train::trainer::train(r, &opts).map_err(lib_err)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&s.to_json()).unwrap_or_default()
+        );
+    } else {
+        let ck = s
+            .checkpoint
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "none".into());
+        println!(
+            "done: `{}` step {}/{} on {} in {:.1} s; final loss {}",
+            s.name,
+            s.steps,
+            s.total_steps,
+            s.device,
+            s.elapsed_s,
+            s.final_loss
+                .map(|l| format!("{l:.4}"))
+                .unwrap_or_else(|| "-".into())
+        );
+        for (k, v) in &s.eval {
+            println!(
+                "  {k:<20} {}",
+                v.as_f64()
+                    .map(|f| format!("{f:.4}"))
+                    .unwrap_or_else(|| v.to_string())
+            );
+        }
+        println!("  checkpoint           {ck}");
+        println!(
+            "  metrics              {}",
+            s.out_dir.join("metrics.jsonl").display()
+        );
+        println!(
+            "  tensorboard          {}",
+            s.out_dir.join("tensorboard").display()
+        );
+    }
+    if s.interrupted {
+        let ck = s
+            .checkpoint
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        return Err(Failure::Run(format!(
+            "interrupted at step {}; checkpoint written to {ck}; run the same command to resume",
+            s.steps
+        )));
+    }
+    Ok(())
+}
+
+fn run_eval(
+    recipe: PathBuf,
+    set: Vec<String>,
+    checkpoint: Option<PathBuf>,
+    json: bool,
+) -> Result<(), Failure> {
+    let r = pzt::recipe::Recipe::load(&recipe, &set).map_err(lib_err)?;
+    let (dir, m) = pzt::train::trainer::eval(r, checkpoint.as_deref()).map_err(lib_err)?;
+    if json {
+        let mut j = serde_json::Map::new();
+        j.insert(
+            "checkpoint".into(),
+            serde_json::Value::String(dir.display().to_string()),
+        );
+        j.insert("metrics".into(), serde_json::Value::Object(m));
+        println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+    } else {
+        println!("checkpoint {}", dir.display());
+        for (k, v) in &m {
+            println!(
+                "  {k:<20} {}",
+                v.as_f64()
+                    .map(|f| format!("{f:.4}"))
+                    .unwrap_or_else(|| v.to_string())
+            );
+        }
+    }
+    Ok(())
 }
 
 fn run_plan(recipe: PathBuf, set: Vec<String>, json: bool, depth: usize) -> Result<(), Failure> {
@@ -268,6 +394,18 @@ fn main() -> ExitCode {
             println!("\nrun `pzt --help` for the commands");
             Ok(())
         }
+        Some(Command::Train {
+            recipe,
+            set,
+            resume,
+            json,
+        }) => run_train(recipe, set, resume, json),
+        Some(Command::Eval {
+            recipe,
+            checkpoint,
+            set,
+            json,
+        }) => run_eval(recipe, set, checkpoint, json),
         Some(Command::Plan {
             recipe,
             set,

@@ -406,7 +406,12 @@ impl pzt::tree::Layer for Gate {
             fan_in: 1,
         }]
     }
-    fn forward(&self, n: &pzt::tree::Node, x: pzt::tree::Value, _s: &pzt::tree::SideInputs) -> pzt::Result<pzt::tree::Value> {
+    fn forward(
+        &self,
+        n: &pzt::tree::Node,
+        x: pzt::tree::Value,
+        _s: &pzt::tree::SideInputs,
+    ) -> pzt::Result<pzt::tree::Value> {
         let names: Vec<&str> = self.axes.keys().map(|s| s.as_str()).collect();
         let g = pzt::named::NamedTensor::wrap(n.param("gate")?, &names)?;
         Ok(x.into_tensor()?.mul(&g)?.into())
@@ -419,7 +424,9 @@ fn custom_kinds_registered_from_rust_work_in_recipes() {
     let dir = std::env::temp_dir().join(format!("pzt-custom-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("custom.toml");
-    std::fs::write(&f, r#"
+    std::fs::write(
+        &f,
+        r#"
 [model]
 type = "Sequential"
 input = { axes = { batch = 2, features = 3 } }
@@ -427,11 +434,26 @@ layers = [
   { type = "Gate", axes = { features = 3 } },
   { type = "Linear", input_axes = { features = 3 }, output_axes = { out = 2 } },
 ]
-"#).unwrap();
+"#,
+    )
+    .unwrap();
     let plan = Plan::shapes_only(Recipe::load(&f, &[]).unwrap()).unwrap();
     assert_eq!(plan.counts.total, 3 + 6);
-    assert_eq!(plan.tree.children()[0].1.param_entries()[0].1.label(), "0.gate");
-    std::fs::write(&f, "[model]\ntype = \"Gate\"\naxes = { features = 3 }\nbias = 1\n").unwrap();
-    let e = Recipe::load(&f, &[]).and_then(Plan::shapes_only).unwrap_err().to_string();
-    assert!(e.contains("unknown key `bias` in Gate") && e.contains("custom.toml:4:1"), "{e}");
+    assert_eq!(
+        plan.tree.children()[0].1.param_entries()[0].1.label(),
+        "0.gate"
+    );
+    std::fs::write(
+        &f,
+        "[model]\ntype = \"Gate\"\naxes = { features = 3 }\nbias = 1\n",
+    )
+    .unwrap();
+    let e = Recipe::load(&f, &[])
+        .and_then(Plan::shapes_only)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown key `bias` in Gate") && e.contains("custom.toml:4:1"),
+        "{e}"
+    );
 }

@@ -300,16 +300,16 @@ impl FusedPlan {
             crate::backend::meta_empty(&[1, hs * r, s, dv], q.kind())?
         } else {
             Tensor::f_scaled_dot_product_attention(
-            &qt,
-            &kt,
-            &vt,
-            mask.as_ref(),
-            0.0,
-            is_causal,
-            Some(1.0),
-            r > 1,
-        )
-        .ctx("attention: scaled_dot_product_attention")?
+                &qt,
+                &kt,
+                &vt,
+                mask.as_ref(),
+                0.0,
+                is_causal,
+                Some(1.0),
+                r > 1,
+            )
+            .ctx("attention: scaled_dot_product_attention")?
         };
         let mut shape = size(k, &shared)?;
         shape.extend(size(q, &rep)?);

@@ -27,9 +27,18 @@ use source::{did_you_mean, Diagnostic, Loc, Sources};
 use std::path::{Path, PathBuf};
 
 /// Top-level keys a recipe may have.
-pub const SECTIONS: [&str; 4] = ["run", "model", "patch", "include"];
+pub const SECTIONS: [&str; 8] = [
+    "run",
+    "model",
+    "patch",
+    "include",
+    "data",
+    "train",
+    "optim",
+    "checkpoint",
+];
 /// Sections that later versions of pzt read.
-const LATER: [&str; 5] = ["data", "optim", "train", "checkpoint", "strategy"];
+const LATER: [&str; 1] = ["strategy"];
 
 /// `[run]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +91,43 @@ pub struct Recipe {
     /// Parameter dtype (`[model] dtype`, default float32).
     pub param_dtype: tch::Kind,
     pub patches: Vec<PatchSpec>,
+    /// `[data]`.
+    pub data: Option<crate::data::sources::DataConfig>,
+    /// `[train]`.
+    pub train: Option<crate::train::config::TrainConfig>,
+    /// `[optim]`.
+    pub optim: Option<crate::train::config::OptimConfig>,
+    /// `[checkpoint]` (defaults when absent).
+    pub checkpoint: crate::train::config::CheckpointConfig,
+}
+
+/// The decoded training sections.
+type TrainingSections = (
+    Option<crate::data::sources::DataConfig>,
+    Option<crate::train::config::TrainConfig>,
+    Option<crate::train::config::OptimConfig>,
+    crate::train::config::CheckpointConfig,
+);
+
+fn section<T: serde::de::DeserializeOwned>(
+    root: &raw::RTable,
+    name: &str,
+    validate: impl Fn(&T) -> Result<()>,
+) -> Result<Option<T>, Diagnostic> {
+    let Some(e) = root.get(name) else {
+        return Ok(None);
+    };
+    let kp = vec![name.to_string()];
+    let t = table(&e.node, &kp, &format!("`[{name}]`"))?;
+    let cfg = t
+        .iter()
+        .map(|(k, v)| (k.clone(), v.node.to_toml()))
+        .collect();
+    let what = format!("[{name}]");
+    let v: T = crate::tree::registry::decode_config(&what, &cfg)
+        .map_err(|err| model::config_error(err, t, e.node.loc.clone(), &kp, &[]))?;
+    validate(&v).map_err(|err| model::config_error(err, t, e.node.loc.clone(), &kp, &[]))?;
+    Ok(Some(v))
 }
 
 /// Renders a diagnostic against the sources into an [`Error::Recipe`].
@@ -111,16 +157,42 @@ impl Recipe {
     /// Decodes a resolved raw recipe.
     pub fn decode(resolved: resolve::Resolved) -> Result<Recipe> {
         let r = Self::decode_inner(&resolved);
-        r.map_err(|d| recipe_error(&resolved.sources, d)).map(
-            |(run, model, input, param_dtype, patches)| Recipe {
-                resolved,
-                run,
-                model,
-                input,
-                param_dtype,
-                patches,
-            },
-        )
+        let (run, model, input, param_dtype, patches) =
+            r.map_err(|d| recipe_error(&resolved.sources, d))?;
+        let (data, train, optim, checkpoint) =
+            Self::decode_training(&resolved).map_err(|d| recipe_error(&resolved.sources, d))?;
+        Ok(Recipe {
+            resolved,
+            run,
+            model,
+            input,
+            param_dtype,
+            patches,
+            data,
+            train,
+            optim,
+            checkpoint,
+        })
+    }
+
+    fn decode_training(res: &resolve::Resolved) -> Result<TrainingSections, Diagnostic> {
+        let root = table(&res.root, &[], "a recipe")?;
+        let data = section(root, "data", |d: &crate::data::sources::DataConfig| {
+            d.validate()
+        })?;
+        let train = section(root, "train", |t: &crate::train::config::TrainConfig| {
+            t.validate()
+        })?;
+        let optim = section(root, "optim", |o: &crate::train::config::OptimConfig| {
+            o.validate()
+        })?;
+        let checkpoint = section(
+            root,
+            "checkpoint",
+            |c: &crate::train::config::CheckpointConfig| c.validate(),
+        )?
+        .unwrap_or_default();
+        Ok((data, train, optim, checkpoint))
     }
 
     #[allow(clippy::type_complexity)]

@@ -324,13 +324,14 @@ fn describe_input(i: &super::InputSpec) -> String {
 
 /// Runs the model on a meta input with every parameter bound to a meta tensor.
 fn infer_shapes(tree: &Node, input: &super::InputSpec) -> Result<(Vec<(String, i64)>, tch::Kind)> {
+    // Every parameter becomes a meta tensor of its shape and dtype (real values are not
+    // needed, and must not meet meta activations).
     let meta = tree.map_entries(
-        &mut |p| match p {
-            ParamEntry::Slot(s) => Ok(ParamEntry::Frozen(FrozenParameter::new(
-                s.label.clone(),
-                &meta_empty(&s.shape, s.kind)?,
-            )?)),
-            other => Ok(other.clone()),
+        &mut |p| {
+            Ok(ParamEntry::Frozen(FrozenParameter::new(
+                p.label().to_string(),
+                &meta_empty(&p.shape(), p.kind())?,
+            )?))
         },
         &mut |s| Ok(s.clone()),
     )?;

@@ -1,16 +1,20 @@
 //! AdamW and SGD written over tensors, so that their state is ordinary tensors keyed by
-//! parameter label (checkpointable).
+//! parameter label (checkpointable, restored exactly on resume).
 //!
-//! AdamW (decoupled weight decay, Loshchilov & Hutter):
+//! AdamW (decoupled weight decay, Loshchilov & Hutter), at step `t` with learning rate `lr`:
 //! `m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;`
-//! `p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) + lr * wd * p`.
+//! `p -= lr * wd * p; p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)`.
+//!
+//! SGD: `g += wd * p; buf = momentum * buf + g; step = nesterov ? g + momentum * buf : buf;`
+//! `p -= lr * step`.
 
-use crate::error::{Result, TorchContext};
+use super::config::{OptimConfig, OptimKind};
+use crate::error::{Error, Result, TorchContext};
 use crate::params::Parameter;
 use std::collections::BTreeMap;
 use tch::Tensor;
 
-/// AdamW hyper-parameters.
+/// AdamW hyper-parameters (the library API used by `pzt demo xor`).
 #[derive(Debug, Clone, Copy)]
 pub struct AdamWConfig {
     pub lr: f64,
@@ -32,26 +36,77 @@ impl Default for AdamWConfig {
     }
 }
 
-/// AdamW over a set of parameters.
-pub struct AdamW {
-    pub config: AdamWConfig,
+/// An optimizer over a fixed set of trainable parameters.
+pub struct Optimizer {
+    pub config: OptimConfig,
     params: Vec<Parameter>,
+    decay: Vec<bool>,
     step: i64,
-    m: BTreeMap<String, Tensor>,
-    v: BTreeMap<String, Tensor>,
+    state: BTreeMap<String, Tensor>,
 }
 
+/// AdamW with the simple config (kept for the library API and the demo).
+pub struct AdamW(Optimizer);
+
 impl AdamW {
+    /// AdamW over the trainable ones among `params`.
+    pub fn new(params: Vec<Parameter>, c: AdamWConfig) -> Self {
+        let config = OptimConfig {
+            kind: OptimKind::Adamw,
+            lr: c.lr,
+            betas: [c.beta1, c.beta2],
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+            decay_norms_and_biases: false,
+            momentum: 0.0,
+            nesterov: false,
+            clip_grad_norm: None,
+            schedule: super::config::Schedule::Constant,
+            warmup_steps: 0,
+            min_lr_ratio: 0.0,
+        };
+        AdamW(Optimizer::new(params, config))
+    }
+    /// Clears gradients.
+    pub fn zero_grad(&mut self) {
+        self.0.zero_grad()
+    }
+    /// One step at the configured learning rate.
+    pub fn step(&mut self) -> Result<()> {
+        let lr = self.0.config.lr;
+        self.0.step(lr)
+    }
+    /// Steps taken.
+    pub fn steps(&self) -> i64 {
+        self.0.steps()
+    }
+}
+
+impl Optimizer {
     /// An optimizer for the trainable ones among `params`.
-    pub fn new(params: Vec<Parameter>, config: AdamWConfig) -> Self {
-        let params = params.into_iter().filter(|p| p.trainable()).collect();
-        AdamW {
+    pub fn new(params: Vec<Parameter>, config: OptimConfig) -> Self {
+        let params: Vec<Parameter> = params.into_iter().filter(|p| p.trainable()).collect();
+        let decay = params
+            .iter()
+            .map(|p| config.decay_norms_and_biases || p.shape().len() >= 2)
+            .collect();
+        Optimizer {
             config,
             params,
+            decay,
             step: 0,
-            m: BTreeMap::new(),
-            v: BTreeMap::new(),
+            state: BTreeMap::new(),
         }
+    }
+
+    /// The parameters it updates.
+    pub fn params(&self) -> &[Parameter] {
+        &self.params
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> i64 {
+        self.step
     }
 
     /// Clears gradients.
@@ -62,59 +117,184 @@ impl AdamW {
         }
     }
 
-    /// The number of steps taken.
-    pub fn steps(&self) -> i64 {
-        self.step
+    /// The global L2 norm of the gradients (0 without gradients).
+    pub fn grad_norm(&self) -> Result<f64> {
+        let _ng = tch::no_grad_guard();
+        let mut total = 0f64;
+        for p in &self.params {
+            if let Some(g) = p.grad() {
+                let n = g
+                    .f_to_kind(tch::Kind::Double)
+                    .and_then(|x| x.f_square())
+                    .and_then(|x| x.f_sum(None::<tch::Kind>))
+                    .ctx("grad norm")?;
+                total += n.f_double_value(&[]).ctx("grad norm")?;
+            }
+        }
+        Ok(total.sqrt())
     }
 
-    /// One update from the accumulated gradients (parameters without a gradient are skipped).
-    pub fn step(&mut self) -> Result<()> {
+    /// The label of the first parameter whose gradient has a NaN or an infinity.
+    pub fn first_bad_grad(&self) -> Result<Option<String>> {
+        for p in &self.params {
+            if let Some(g) = p.grad() {
+                let ok = g
+                    .f_isfinite()
+                    .and_then(|t| t.f_all())
+                    .ctx("check gradient")?
+                    .f_int64_value(&[])
+                    .ctx("check gradient")?;
+                if ok == 0 {
+                    return Ok(Some(p.label().to_string()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Scales all gradients so that their global norm is at most `max` (given the current
+    /// norm `norm`).
+    pub fn clip(&self, norm: f64, max: f64) -> Result<()> {
+        if norm <= max || norm == 0.0 {
+            return Ok(());
+        }
+        let _ng = tch::no_grad_guard();
+        let scale = max / (norm + 1e-6);
+        for p in &self.params {
+            if let Some(mut g) = p.grad() {
+                let _ = g.f_mul_scalar_(scale).ctx("clip gradients")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, key: &str, like: &Tensor) -> Result<Tensor> {
+        match self.state.remove(key) {
+            Some(t) => Ok(t),
+            None => like.f_zeros_like().ctx("optimizer state"),
+        }
+    }
+
+    /// One update with learning rate `lr` (parameters without a gradient are skipped).
+    pub fn step(&mut self, lr: f64) -> Result<()> {
         let _ng = tch::no_grad_guard();
         self.step += 1;
-        let c = self.config;
-        let bc1 = 1.0 - c.beta1.powi(self.step as i32);
-        let bc2 = 1.0 - c.beta2.powi(self.step as i32);
-        for p in &self.params {
-            let g = match p.grad() {
-                Some(g) => g,
-                None => continue,
-            };
+        let c = self.config.clone();
+        let params = self.params.clone();
+        let decays = self.decay.clone();
+        for (p, &decay) in params.iter().zip(&decays) {
+            let Some(g) = p.grad() else { continue };
             let label = p.label().to_string();
-            let what = format!("AdamW step on `{label}`");
-            let m = match self.m.remove(&label) {
-                Some(m) => m,
-                None => g.f_zeros_like().ctx(&what)?,
-            };
-            let v = match self.v.remove(&label) {
-                Some(v) => v,
-                None => g.f_zeros_like().ctx(&what)?,
-            };
-            let m = m
-                .f_mul_scalar(c.beta1)
-                .and_then(|m| m.f_add(&g.f_mul_scalar(1.0 - c.beta1)?))
-                .ctx(&what)?;
-            let v = v
-                .f_mul_scalar(c.beta2)
-                .and_then(|v| v.f_add(&g.f_square()?.f_mul_scalar(1.0 - c.beta2)?))
-                .ctx(&what)?;
-            let denom = v
-                .f_div_scalar(bc2)
-                .and_then(|d| d.f_sqrt())
-                .and_then(|d| d.f_add_scalar(c.eps))
-                .ctx(&what)?;
-            let upd = m
-                .f_div_scalar(bc1)
-                .and_then(|u| u.f_div(&denom))
-                .ctx(&what)?;
+            let what = format!("{:?} step on `{label}`", c.kind);
             let mut w = p.value();
-            if c.weight_decay != 0.0 {
-                let decay = w.f_mul_scalar(c.lr * c.weight_decay).ctx(&what)?;
-                let _ = w.f_sub_(&decay).ctx(&what)?;
+            let wd = if decay { c.weight_decay } else { 0.0 };
+            let g32 = g.f_to_kind(tch::Kind::Float).ctx(&what)?;
+            match c.kind {
+                OptimKind::Adamw => {
+                    let (b1, b2) = (c.betas[0], c.betas[1]);
+                    let bc1 = 1.0 - b1.powi(self.step as i32);
+                    let bc2 = 1.0 - b2.powi(self.step as i32);
+                    let mut m = self.take(&format!("m.{label}"), &g32)?;
+                    let mut v = self.take(&format!("v.{label}"), &g32)?;
+                    let _ = m.f_mul_scalar_(b1).ctx(&what)?;
+                    let _ = m
+                        .f_add_(&g32.f_mul_scalar(1.0 - b1).ctx(&what)?)
+                        .ctx(&what)?;
+                    let _ = v.f_mul_scalar_(b2).ctx(&what)?;
+                    let _ = v
+                        .f_add_(
+                            &g32.f_square()
+                                .and_then(|s| s.f_mul_scalar(1.0 - b2))
+                                .ctx(&what)?,
+                        )
+                        .ctx(&what)?;
+                    let denom = v
+                        .f_div_scalar(bc2)
+                        .and_then(|d| d.f_sqrt())
+                        .and_then(|d| d.f_add_scalar(c.eps))
+                        .ctx(&what)?;
+                    let upd = m
+                        .f_div_scalar(bc1)
+                        .and_then(|u| u.f_div(&denom))
+                        .and_then(|u| u.f_mul_scalar(lr))
+                        .ctx(&what)?;
+                    if wd != 0.0 {
+                        let _ = w.f_mul_scalar_(1.0 - lr * wd).ctx(&what)?;
+                    }
+                    let _ = w.f_sub_(&upd.f_to_kind(w.kind()).ctx(&what)?).ctx(&what)?;
+                    self.state.insert(format!("m.{label}"), m);
+                    self.state.insert(format!("v.{label}"), v);
+                }
+                OptimKind::Sgd => {
+                    let mut d = if wd != 0.0 {
+                        g32.f_add(
+                            &w.f_to_kind(tch::Kind::Float)
+                                .and_then(|x| x.f_mul_scalar(wd))
+                                .ctx(&what)?,
+                        )
+                        .ctx(&what)?
+                    } else {
+                        g32
+                    };
+                    if c.momentum > 0.0 {
+                        let key = format!("momentum.{label}");
+                        let buf = match self.state.remove(&key) {
+                            Some(mut b) => {
+                                let _ = b.f_mul_scalar_(c.momentum).ctx(&what)?;
+                                let _ = b.f_add_(&d).ctx(&what)?;
+                                b
+                            }
+                            None => d.f_mul_scalar(1.0).ctx(&what)?,
+                        };
+                        d = if c.nesterov {
+                            d.f_add(&buf.f_mul_scalar(c.momentum).ctx(&what)?)
+                                .ctx(&what)?
+                        } else {
+                            buf.shallow_clone()
+                        };
+                        self.state.insert(key, buf);
+                    }
+                    let _ = w
+                        .f_sub_(
+                            &d.f_mul_scalar(lr)
+                                .and_then(|x| x.f_to_kind(w.kind()))
+                                .ctx(&what)?,
+                        )
+                        .ctx(&what)?;
+                }
             }
-            let _ = w.f_sub_(&upd.f_mul_scalar(c.lr).ctx(&what)?).ctx(&what)?;
-            self.m.insert(label.clone(), m);
-            self.v.insert(label, v);
         }
+        Ok(())
+    }
+
+    /// The state tensors, keyed `m.<label>`, `v.<label>` (AdamW) or `momentum.<label>` (SGD).
+    pub fn state(&self) -> &BTreeMap<String, Tensor> {
+        &self.state
+    }
+
+    /// Restores the state and the step count (from a checkpoint). Every key must belong to a
+    /// parameter of this optimizer, with the parameter's shape.
+    pub fn load_state(&mut self, step: i64, state: Vec<(String, Tensor)>) -> Result<()> {
+        let mut out = BTreeMap::new();
+        for (k, t) in state {
+            let label = k.split_once('.').map(|(_, l)| l).unwrap_or("");
+            let Some(p) = self.params.iter().find(|p| p.label() == label) else {
+                return Err(Error::Param(format!(
+                    "optimizer state `{k}` belongs to no trainable parameter"
+                )));
+            };
+            if p.shape() != t.size() {
+                return Err(Error::Param(format!(
+                    "optimizer state `{k}` has shape {:?}, the parameter {:?}",
+                    t.size(),
+                    p.shape()
+                )));
+            }
+            let dev = p.value().device();
+            out.insert(k, t.f_to_device(dev).ctx("optimizer state")?);
+        }
+        self.state = out;
+        self.step = step;
         Ok(())
     }
 }

@@ -1,0 +1,146 @@
+//! Data: sources (`text`, `jsonl`, `csv`, `synthetic`), tokenization, a deterministic train/eval
+//! split, batching with a resumable cursor, and a tokenization cache.
+//!
+//! Language-model examples are token sequences with a loss mask (1 where the token is a target
+//! to predict); the model sees `ids[..n-1]` and predicts `ids[1..]`. `text` files are
+//! concatenated (documents separated by the end token) and cut into windows of `seq_len + 1`
+//! tokens; `jsonl` gives one example per line (`text`, or `prompt` + `completion` with the loss
+//! masked on the prompt); `synthetic` generates examples from the seed; `csv` gives numeric
+//! feature rows and a target for MLP regression or classification.
+
+pub mod sources;
+pub mod tokenizer;
+
+use crate::error::{Error, Result};
+use crate::params::init::mix;
+use serde::{Deserialize, Serialize};
+
+/// FNV-1a over bytes.
+pub fn fnv64(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// One example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t")]
+pub enum Example {
+    /// A token sequence, its loss mask (1 = a target), and the length of the prompt (the part
+    /// the model is given when generating; 0 for plain text).
+    Tokens {
+        ids: Vec<i64>,
+        mask: Vec<u8>,
+        prompt_len: usize,
+    },
+    /// A numeric row: features and a target (a value, or a class index).
+    Row { x: Vec<f32>, y: f32 },
+}
+
+/// A split dataset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Dataset {
+    pub train: Vec<Example>,
+    pub eval: Vec<Example>,
+    /// Number of classes (csv classification) or 0.
+    pub num_classes: i64,
+    /// Number of features (csv) or 0.
+    pub num_features: i64,
+}
+
+/// A permutation of `0..n` from a seed (Fisher-Yates with splitmix keys).
+pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (mix(seed, i as u64) % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+/// Splits examples into train and eval deterministically from `seed`.
+pub fn split(
+    examples: Vec<Example>,
+    eval_fraction: f64,
+    seed: u64,
+) -> Result<(Vec<Example>, Vec<Example>)> {
+    if examples.is_empty() {
+        return Err(Error::Config("the dataset is empty".into()));
+    }
+    let n = examples.len();
+    let n_eval = ((n as f64) * eval_fraction).round() as usize;
+    let n_eval = if eval_fraction > 0.0 {
+        n_eval.max(1).min(n.saturating_sub(1))
+    } else {
+        0
+    };
+    let perm = permutation(n, mix(seed, 0x5EED_5B17));
+    let mut slots: Vec<Option<Example>> = examples.into_iter().map(Some).collect();
+    let mut eval = Vec::with_capacity(n_eval);
+    let mut train = Vec::with_capacity(n - n_eval);
+    for (k, &i) in perm.iter().enumerate() {
+        if let Some(e) = slots[i].take() {
+            if k < n_eval {
+                eval.push(e);
+            } else {
+                train.push(e);
+            }
+        }
+    }
+    if train.is_empty() {
+        return Err(Error::Config(
+            "the training split is empty (too few examples)".into(),
+        ));
+    }
+    Ok((train, eval))
+}
+
+/// The deterministic order in which training examples are visited: epoch `e` is a fresh
+/// permutation from (seed, e); the cursor counts examples consumed since the start.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    pub seed: u64,
+    pub n: usize,
+    pub position: u64,
+    epoch_perm: Option<(u64, Vec<usize>)>,
+}
+
+impl Cursor {
+    /// A cursor at `position`.
+    pub fn new(seed: u64, n: usize, position: u64) -> Self {
+        Cursor {
+            seed,
+            n,
+            position,
+            epoch_perm: None,
+        }
+    }
+
+    /// The indices of the next `count` examples, advancing the cursor.
+    pub fn next_batch(&mut self, count: usize) -> Vec<usize> {
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            let epoch = self.position / self.n as u64;
+            let within = (self.position % self.n as u64) as usize;
+            let perm = match &self.epoch_perm {
+                Some((e, p)) if *e == epoch => p,
+                _ => {
+                    self.epoch_perm = Some((
+                        epoch,
+                        permutation(self.n, mix(self.seed, 0xE90C_0000 + epoch)),
+                    ));
+                    match &self.epoch_perm {
+                        Some((_, p)) => p,
+                        None => break,
+                    }
+                }
+            };
+            out.push(perm[within]);
+            self.position += 1;
+        }
+        out
+    }
+}

@@ -1,0 +1,259 @@
+//! Checkpoints: `<out_dir>/checkpoints/step-<N>/` with `model.safetensors` (parameters by their
+//! tree labels), `optimizer.safetensors` (optimizer state by `m.<label>` / `v.<label>` /
+//! `momentum.<label>`), `state.json` (step, data cursor, RNG states, metrics) and `recipe.toml`
+//! (the fully resolved recipe).
+//!
+//! A checkpoint is written into a temporary directory, every file is fsynced, then the
+//! directory is renamed into place and its parent fsynced: a crash at any moment leaves the
+//! previous checkpoints intact, and a partial one (a `.tmp-*` directory) is never read.
+
+use crate::error::{Error, Result, TorchContext};
+use crate::params::Parameter;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+/// `state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainState {
+    /// Optimizer steps completed.
+    pub step: u64,
+    /// Training examples consumed (the data cursor).
+    pub cursor: u64,
+    /// Optimizer step count (AdamW bias correction).
+    pub optimizer_step: i64,
+    /// The learning rate of the next step (the schedule position is `step`).
+    pub next_lr: f64,
+    /// The CPU generator state, hex.
+    pub rng_cpu: String,
+    /// The last eval metrics.
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+    /// The best value of `keep_best` so far and the step it was reached at.
+    pub best: Option<(f64, u64)>,
+    /// The run seed.
+    pub seed: u64,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn fsync(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io(path))
+}
+
+/// The checkpoints directory of a run.
+pub fn dir_of(out_dir: &Path) -> PathBuf {
+    out_dir.join("checkpoints")
+}
+
+/// Complete checkpoints of a run, oldest first: `(step, path)`.
+pub fn list(out_dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(dir_of(out_dir))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let step = name.strip_prefix("step-")?.parse::<u64>().ok()?;
+                    e.path()
+                        .join("state.json")
+                        .is_file()
+                        .then(|| (step, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The newest complete checkpoint.
+pub fn latest(out_dir: &Path) -> Option<(u64, PathBuf)> {
+    list(out_dir).pop()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+/// The CPU generator state as hex.
+pub fn cpu_rng_hex() -> Result<String> {
+    let t = crate::backend::rng_state(tch::Device::Cpu)?;
+    let v: Vec<u8> = Vec::<u8>::try_from(&t).ctx("rng state")?;
+    Ok(hex(&v))
+}
+
+/// Restores the CPU generator state from hex.
+pub fn set_cpu_rng_hex(s: &str) -> Result<()> {
+    let v = unhex(s).ok_or_else(|| Error::Config("checkpoint: bad rng_cpu".into()))?;
+    crate::backend::set_rng_state(tch::Device::Cpu, &Tensor::from_slice(&v))
+}
+
+/// Writes checkpoint `step` atomically and returns its directory.
+pub fn save(
+    out_dir: &Path,
+    state: &TrainState,
+    params: &[Parameter],
+    optimizer_state: &std::collections::BTreeMap<String, Tensor>,
+    recipe_toml: &str,
+) -> Result<PathBuf> {
+    let root = dir_of(out_dir);
+    std::fs::create_dir_all(&root).map_err(io(&root))?;
+    let final_dir = root.join(format!("step-{}", state.step));
+    let tmp = root.join(format!(".tmp-step-{}-{}", state.step, std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let cpu = |t: &Tensor| {
+        t.f_detach()
+            .and_then(|d| d.f_to_device(tch::Device::Cpu))
+            .and_then(|d| d.f_contiguous())
+    };
+    let model: Vec<(String, Tensor)> = params
+        .iter()
+        .map(|p| Ok((p.label().to_string(), cpu(&p.value()).ctx("checkpoint")?)))
+        .collect::<Result<_>>()?;
+    let mp = tmp.join("model.safetensors");
+    Tensor::write_safetensors(&model, &mp).ctx(format!("write {}", mp.display()))?;
+    let opt: Vec<(String, Tensor)> = optimizer_state
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), cpu(t).ctx("checkpoint")?)))
+        .collect::<Result<_>>()?;
+    let op = tmp.join("optimizer.safetensors");
+    if opt.is_empty() {
+        // safetensors needs at least a header; an empty state is an empty JSON header.
+        let header = b"{}      ";
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        std::fs::write(&op, bytes).map_err(io(&op))?;
+    } else {
+        Tensor::write_safetensors(&opt, &op).ctx(format!("write {}", op.display()))?;
+    }
+    let rp = tmp.join("recipe.toml");
+    std::fs::write(&rp, recipe_toml).map_err(io(&rp))?;
+    let sp = tmp.join("state.json");
+    let text = serde_json::to_string_pretty(state)
+        .map_err(|e| Error::Config(format!("checkpoint state: {e}")))?;
+    std::fs::write(&sp, text).map_err(io(&sp))?;
+    for f in [&mp, &op, &rp, &sp] {
+        fsync(f)?;
+    }
+    fsync(&tmp)?;
+    if final_dir.exists() {
+        let old = root.join(format!(".old-step-{}-{}", state.step, std::process::id()));
+        std::fs::rename(&final_dir, &old).map_err(io(&final_dir))?;
+        std::fs::rename(&tmp, &final_dir).map_err(io(&tmp))?;
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    } else {
+        std::fs::rename(&tmp, &final_dir).map_err(io(&tmp))?;
+    }
+    fsync(&root)?;
+    Ok(final_dir)
+}
+
+fn corrupt(dir: &Path, why: impl std::fmt::Display) -> Error {
+    Error::Config(format!("checkpoint {} is unreadable: {why}", dir.display()))
+}
+
+/// Reads a checkpoint's state, and copies its parameters into `params` (by label; every
+/// parameter must be present with its shape and finite values). Returns the state and the
+/// optimizer tensors.
+pub fn load(dir: &Path, params: &[Parameter]) -> Result<(TrainState, Vec<(String, Tensor)>)> {
+    let sp = dir.join("state.json");
+    let text =
+        std::fs::read_to_string(&sp).map_err(|e| corrupt(dir, format!("state.json: {e}")))?;
+    let state: TrainState =
+        serde_json::from_str(&text).map_err(|e| corrupt(dir, format!("state.json: {e}")))?;
+    let mp = dir.join("model.safetensors");
+    let tensors = Tensor::read_safetensors(&mp).map_err(|e| {
+        corrupt(
+            dir,
+            format!(
+                "model.safetensors: {}",
+                crate::error::clean_torch_message(&e.to_string())
+            ),
+        )
+    })?;
+    let mut by: std::collections::BTreeMap<String, Tensor> = tensors.into_iter().collect();
+    // Check everything before touching any parameter.
+    for p in params {
+        let t = by
+            .get(p.label())
+            .ok_or_else(|| corrupt(dir, format!("model.safetensors has no `{}`", p.label())))?;
+        if t.size() != p.shape() {
+            return Err(corrupt(
+                dir,
+                format!(
+                    "`{}` has shape {:?}, the model {:?}",
+                    p.label(),
+                    t.size(),
+                    p.shape()
+                ),
+            ));
+        }
+        let finite = t
+            .f_isfinite()
+            .and_then(|x| x.f_all())
+            .and_then(|x| x.f_int64_value(&[]))
+            .ctx("checkpoint")?;
+        if finite == 0 {
+            return Err(corrupt(
+                dir,
+                format!("`{}` holds NaN or infinite values", p.label()),
+            ));
+        }
+    }
+    for p in params {
+        if let Some(t) = by.remove(p.label()) {
+            let dev = p.value().device();
+            p.copy_from(
+                &t.f_to_device(dev)
+                    .and_then(|x| x.f_to_kind(p.kind()))
+                    .ctx("checkpoint")?,
+            )?;
+        }
+    }
+    let op = dir.join("optimizer.safetensors");
+    let bytes = std::fs::metadata(&op)
+        .map(|m| m.len())
+        .map_err(|e| corrupt(dir, format!("optimizer.safetensors: {e}")))?;
+    let opt = if bytes <= 16 {
+        vec![]
+    } else {
+        Tensor::read_safetensors(&op).map_err(|e| {
+            corrupt(
+                dir,
+                format!(
+                    "optimizer.safetensors: {}",
+                    crate::error::clean_torch_message(&e.to_string())
+                ),
+            )
+        })?
+    };
+    Ok((state, opt))
+}
+
+/// Deletes checkpoints beyond the newest `keep_last`, sparing `keep_step`.
+pub fn prune(out_dir: &Path, keep_last: usize, keep_step: Option<u64>) -> Result<()> {
+    let all = list(out_dir);
+    let n = all.len();
+    for (i, (step, path)) in all.into_iter().enumerate() {
+        if i + keep_last < n && Some(step) != keep_step {
+            std::fs::remove_dir_all(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
