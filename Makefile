@@ -1,5 +1,5 @@
 # The two commands a new user runs (see README.md):
-#   make demo   set everything up, build pzt, run the main job on the embedded default
+#   make demo   set everything up, build pzt, train the quickstart recipe (the main job)
 #   make test   set everything up, build, run the whole test suite (what CI runs)
 # Builds use libtorch from the project's virtualenv (.venv, torch==2.11.0 from PyPI).
 
@@ -20,9 +20,10 @@ build: setup
 
 demo: build
 	./target/release/pzt --version
-	./target/release/pzt demo xor
+	./target/release/pzt train recipes/quickstart.toml
 
 test: setup
+	@scripts/bootstrap.sh --dev
 	$(CARGO) test --release -- --test-threads=2
 
 doc: setup

@@ -2,7 +2,7 @@
 # Creates (when missing) the project's virtualenv .venv with the PyPI wheel torch==2.11.0, whose
 # libtorch pzt builds and links against. A second run only checks and takes seconds.
 # PZT_PYTHON picks the interpreter (default: python3). Extra packages for dev/test tools are
-# installed with `scripts/bootstrap.sh --dev`.
+# (tensorboard, for the tests) are installed with `scripts/bootstrap.sh --dev`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PZT_PYTHON:-python3}
@@ -19,6 +19,8 @@ if [ "$have" != "$TORCH_VERSION" ]; then
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q "torch==$TORCH_VERSION" numpy
 fi
 if [ "${1:-}" = "--dev" ]; then
-  "$VENV/bin/python" -c 'import numpy' 2>/dev/null || "$VENV/bin/python" -m pip install -q numpy
+  # The tests read TensorBoard event files back with Python's tensorboard package.
+  "$VENV/bin/python" -c 'import tensorboard' 2>/dev/null ||
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q "tensorboard==2.20.0"
 fi
 echo "bootstrap: torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)') ready in $VENV"

@@ -40,6 +40,10 @@ pub fn causal_mask(
     window: Option<i64>,
     like: &tch::Tensor,
 ) -> Result<NamedTensor> {
+    if crate::backend::is_meta(like) {
+        let t = crate::backend::meta_empty(&[q_len, kv_len], tch::Kind::Bool)?;
+        return NamedTensor::wrap(t, &[q_axis, kv_axis]);
+    }
     let qpos = positions(side, "token_positions", q_axis, q_len, like)?;
     let kpos = match side.tensor("kv_token_positions")? {
         Some(_) => positions(side, "kv_token_positions", kv_axis, kv_len, like)?,

@@ -327,7 +327,13 @@ impl NamedTensor {
 
     /// Applies a shape-preserving elementwise operation to the whole storage.
     pub fn map_elementwise(&self, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Self> {
-        let out = f(&self.tensor)?;
+        let out = match f(&self.tensor) {
+            Ok(t) => t,
+            // Shape inference: some elementwise kernels have no meta implementation; the shape
+            // (and dtype) of an elementwise result is the input's.
+            Err(_) if crate::backend::is_meta(&self.tensor) => self.tensor.shallow_clone(),
+            Err(e) => return Err(e),
+        };
         if out.size() != self.tensor.size() {
             return axis_err(format!(
                 "elementwise operation changed the shape {:?} -> {:?}",

@@ -119,6 +119,31 @@ pub fn config_error(
                 val: RVal::Table(t.clone()),
                 loc: table_loc.clone(),
             };
+            if let Some(rest) = message.split("unknown variant `").nth(1) {
+                let word = rest.split('`').next().unwrap_or("").to_string();
+                let expected: Vec<String> = message
+                    .split("expected ")
+                    .nth(1)
+                    .map(|s| {
+                        s.split('`')
+                            .enumerate()
+                            .filter(|(i, _)| i % 2 == 1)
+                            .map(|(_, x)| x.to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let vloc = node.lookup(&segs).and_then(|n| n.loc.clone()).or(table_loc);
+                let what = message.split(':').next().unwrap_or("config");
+                let field = segs.last().cloned().unwrap_or_default();
+                let mut d =
+                    Diagnostic::new(format!("{what}: unknown value `{word}` for `{field}`"))
+                        .at(vloc)
+                        .key(join(&[key_path, &segs[..]].concat()));
+                if let Some(s) = did_you_mean(&word, expected.iter().map(|s| s.as_str())) {
+                    d = d.label(format!("did you mean `{s}`?"));
+                }
+                return d.note(format!("expected one of: {}", expected.join(", ")));
+            }
             let loc = if segs.is_empty() {
                 table_loc
             } else {

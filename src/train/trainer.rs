@@ -318,10 +318,10 @@ impl Setup {
             order.push(sa.clone());
         }
         order.push(extra[0].clone());
-        Ok(y.with_name_order(&order)?
+        y.with_name_order(&order)?
             .tensor()
             .f_to_kind(Kind::Float)
-            .ctx("logits")?)
+            .ctx("logits")
     }
 
     /// Loss (mean over masked targets), and (sum of loss, mask count, correct count) for
@@ -505,6 +505,8 @@ fn fmt_metrics(m: &Map<String, Value>) -> String {
 /// Runs (or resumes) training.
 pub fn train(recipe: Recipe, opts: &TrainOptions) -> Result<Summary> {
     let start = Instant::now();
+    need(&recipe, &recipe.data, "data")?;
+    need(&recipe, &recipe.train, "train")?;
     let optim_cfg = need(&recipe, &recipe.optim, "optim")?.clone();
     let ck_cfg = recipe.checkpoint.clone();
     let setup = Setup::new(recipe)?;
@@ -659,7 +661,7 @@ pub fn train(recipe: Recipe, opts: &TrainOptions) -> Result<Summary> {
         step += 1;
         final_loss = Some(loss);
         let mut line = Map::new();
-        let log_now = step % tc.log_every == 0 || step == tc.steps;
+        let log_now = step.is_multiple_of(tc.log_every) || step == tc.steps;
         if log_now {
             let secs = window_start.elapsed().as_secs_f64().max(1e-9);
             let tps = window_tokens as f64 / secs;
@@ -689,7 +691,8 @@ pub fn train(recipe: Recipe, opts: &TrainOptions) -> Result<Summary> {
         if let Some(pb) = &bar {
             pb.set_position(step);
         }
-        let eval_now = (tc.eval_every > 0 && step % tc.eval_every == 0) || step == tc.steps;
+        let eval_now =
+            (tc.eval_every > 0 && step.is_multiple_of(tc.eval_every)) || step == tc.steps;
         let mut new_best = false;
         if eval_now {
             last_eval = setup.evaluate()?;
@@ -738,7 +741,10 @@ pub fn train(recipe: Recipe, opts: &TrainOptions) -> Result<Summary> {
         let ckpt_now = new_best
             || step == tc.steps
             || stop
-            || ck_cfg.every_steps.map(|e| step % e == 0).unwrap_or(false);
+            || ck_cfg
+                .every_steps
+                .map(|e| step.is_multiple_of(e))
+                .unwrap_or(false);
         if ckpt_now {
             last_ckpt = Some(save(step, &opt, &cursor, &last_eval, best)?);
         }
