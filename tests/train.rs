@@ -162,11 +162,7 @@ fn exact_resume_after_kill_9() {
     assert!(newest.0 < steps, "the run finished before it was killed");
     let o = pzt(&["train", recipe.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("resuming `lm` from"),
-        "{}",
-        text(&o)
-    );
+    assert!(text(&o).contains("resuming `lm` from"), "{}", text(&o));
     assert_eq!(
         final_model(&straight.join("run"), steps),
         final_model(&killed.join("run"), steps),
@@ -650,4 +646,32 @@ fn tokenized_data_is_cached_by_content() {
     ]);
     assert!(!text(&o).contains("from cache"), "{}", text(&o));
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 3);
+}
+
+#[test]
+fn grad_accum_bf16_and_plain_progress_lines() {
+    let d = tmpdir("accum");
+    let r = lm_recipe(&d, 6);
+    let o = pzt(&[
+        "train",
+        r.to_str().unwrap(),
+        "--set",
+        "train.grad_accum=2",
+        "--set",
+        "train.precision=\"bf16\"",
+        "--set",
+        "train.log_every=2",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    // Not a terminal: plain periodic lines, then the summary.
+    assert!(
+        t.contains("step      2/6  loss") && t.contains("done: `lm` step 6/6"),
+        "{t}"
+    );
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("run/checkpoints/step-6/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["cursor"], 6 * 2 * 8);
 }
