@@ -355,6 +355,11 @@ pub struct SelfAttentionConfig {
     pub query_scale: Option<f64>,
     pub qkv_bias: bool,
     pub output_bias: bool,
+    /// RMS-normalize queries and keys over `projection` after the projection (Gemma 3's
+    /// QK-norm) with this epsilon.
+    pub qk_norm_eps: Option<f64>,
+    /// Soft-cap the attention logits at this value (Gemma 2).
+    pub logit_softcap: Option<f64>,
 }
 
 impl SelfAttentionConfig {
@@ -373,6 +378,8 @@ impl SelfAttentionConfig {
             query_scale: None,
             qkv_bias: false,
             output_bias: false,
+            qk_norm_eps: None,
+            logit_softcap: None,
         }
     }
 
@@ -431,7 +438,20 @@ impl SelfAttentionConfig {
                 v.push(("rope".to_string(), Node::new(r)));
             }
         };
+        let qk_norm = |v: &mut Vec<(String, Node)>, name: &str| -> Result<()> {
+            if let Some(eps) = self.qk_norm_eps {
+                let axes: Axes = [("projection".to_string(), self.head_dim)]
+                    .into_iter()
+                    .collect();
+                v.push((
+                    "norm".to_string(),
+                    crate::layers::norms::rms_layer_norm(&scope.pp(name).pp("norm"), axes, eps)?,
+                ));
+            }
+            Ok(())
+        };
         let mut q = proj("query", &q_axes)?;
+        qk_norm(&mut q, "query")?;
         rope(&mut q);
         let scale = self
             .query_scale
@@ -445,6 +465,7 @@ impl SelfAttentionConfig {
             })
         };
         let mut k = proj("key", &kv_axes)?;
+        qk_norm(&mut k, "key")?;
         rope(&mut k);
         k.push(("rename".into(), rename()));
         let mut v = proj("value", &kv_axes)?;
@@ -455,6 +476,12 @@ impl SelfAttentionConfig {
                 over: vec!["projection".into()],
             }),
         )];
+        if let Some(cap) = self.logit_softcap {
+            qk.push((
+                "softcap".into(),
+                Node::new(crate::layers::misc::TanhSoftCap { cap }),
+            ));
+        }
         match self.mask {
             AttentionMask::None => {}
             AttentionMask::Causal => qk.push((

@@ -1,0 +1,498 @@
+//! HuggingFace `config.json` -> [`Arch`], for Llama, Mistral, Gemma 1/2/3 and GPT-NeoX, in
+//! both layouts found in the wild: the older one (top-level `rope_theta`, `rope_scaling`,
+//! `torch_dtype`, NeoX's `rotary_pct` / `rotary_emb_base`, Gemma 3's `rope_local_base_freq`)
+//! and the newer one (`rope_parameters`, `dtype`, per-layer-type `rope_parameters`).
+//!
+//! Every key is either used, known not to change the computation, or rejected with an error
+//! naming the key and its value: nothing is silently ignored.
+
+use crate::error::{Error, Result};
+use crate::layers::misc::Activation;
+use crate::layers::rope::RopeScaling;
+use serde_json::{Map, Value};
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
+/// A model family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Llama,
+    Mistral,
+    Gemma,
+    Gemma2,
+    Gemma3,
+    GptNeox,
+}
+
+/// Attention settings of one layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerAttn {
+    pub window: Option<i64>,
+    pub rope_theta: f64,
+    pub rope_scaling: Option<RopeScaling>,
+}
+
+/// Everything the builder needs, in pzt's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arch {
+    pub family: Family,
+    pub model_type: String,
+    pub vocab: i64,
+    pub d_model: i64,
+    pub layers: i64,
+    pub heads: i64,
+    pub kv_heads: i64,
+    pub head_dim: i64,
+    pub ffn: i64,
+    pub norm_eps: f64,
+    /// Gemma's `x * (1 + w)` RMSNorm (the stored scale is `1 + w`).
+    pub norm_plus_one: bool,
+    /// LayerNorm with bias (GPT-NeoX) instead of RMSNorm.
+    pub layer_norm: bool,
+    pub act: Activation,
+    pub gated: bool,
+    pub qkv_bias: bool,
+    pub out_bias: bool,
+    pub mlp_bias: bool,
+    pub rotary_dims: Option<i64>,
+    pub layer_attn: Vec<LayerAttn>,
+    pub attn_softcap: Option<f64>,
+    pub final_softcap: Option<f64>,
+    pub query_scale: f64,
+    pub embed_scale: Option<f64>,
+    /// Gemma 2/3 norms after attention and after the MLP.
+    pub sandwich_norms: bool,
+    pub qk_norm: bool,
+    pub parallel_residual: bool,
+    pub tied: bool,
+    pub eos: Vec<i64>,
+    pub dtype: tch::Kind,
+}
+
+struct Cfg<'a> {
+    map: &'a Map<String, Value>,
+    used: RefCell<BTreeSet<String>>,
+    what: String,
+}
+
+fn bad(what: &str, key: &str, v: &Value, why: &str) -> Error {
+    Error::Config(format!("{what}: `{key}` = {v} is not supported: {why}"))
+}
+
+impl<'a> Cfg<'a> {
+    fn get(&self, k: &str) -> Option<&'a Value> {
+        self.used.borrow_mut().insert(k.to_string());
+        self.map.get(k).filter(|v| !v.is_null())
+    }
+    fn int(&self, k: &str) -> Result<Option<i64>> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => v.as_i64().map(Some).ok_or_else(|| {
+                Error::Config(format!("{}: `{k}` = {v} should be an integer", self.what))
+            }),
+        }
+    }
+    fn req_int(&self, k: &str) -> Result<i64> {
+        self.int(k)?
+            .ok_or_else(|| Error::Config(format!("{}: `{k}` is missing", self.what)))
+    }
+    fn float(&self, k: &str) -> Result<Option<f64>> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+                Error::Config(format!("{}: `{k}` = {v} should be a number", self.what))
+            }),
+        }
+    }
+    fn boolean(&self, k: &str) -> Result<Option<bool>> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| {
+                Error::Config(format!("{}: `{k}` = {v} should be a boolean", self.what))
+            }),
+        }
+    }
+    fn string(&self, k: &str) -> Option<&'a str> {
+        self.get(k).and_then(|v| v.as_str())
+    }
+    /// Requires a key, if present, to have one of the harmless values.
+    fn only(&self, k: &str, ok: &[Value], why: &str) -> Result<()> {
+        if let Some(v) = self.get(k) {
+            if !ok.contains(v) {
+                return Err(bad(&self.what, k, v, why));
+            }
+        }
+        Ok(())
+    }
+    fn finish(&self, ignorable: &[&str]) -> Result<()> {
+        let used = self.used.borrow();
+        for (k, v) in self.map {
+            if !used.contains(k) && !ignorable.contains(&k.as_str()) && !k.starts_with("_") {
+                return Err(bad(&self.what, k, v, "pzt does not implement this setting"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keys that never change the forward computation.
+const IGNORABLE: [&str; 15] = [
+    "architectures",
+    "transformers_version",
+    "initializer_range",
+    "use_cache",
+    "bos_token_id",
+    "pad_token_id",
+    "max_position_embeddings",
+    "is_decoder",
+    "classifier_dropout",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+    "torchscript",
+    "tokenizer_class",
+    "id2label",
+];
+
+fn parse_rope(what: &str, rp: &Value) -> Result<(f64, Option<RopeScaling>, Option<f64>)> {
+    let m = rp.as_object().ok_or_else(|| {
+        Error::Config(format!(
+            "{what}: rope parameters should be a table, got {rp}"
+        ))
+    })?;
+    let f = |k: &str| m.get(k).and_then(|v| v.as_f64());
+    let theta = f("rope_theta").unwrap_or(10_000.0);
+    let partial = f("partial_rotary_factor");
+    let ty = m
+        .get("rope_type")
+        .or_else(|| m.get("type"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("default");
+    let need = |k: &str| {
+        f(k).ok_or_else(|| Error::Config(format!("{what}: rope type `{ty}` needs `{k}`")))
+    };
+    let scaling =
+        match ty {
+            "default" => None,
+            "linear" => Some(RopeScaling::Linear {
+                factor: need("factor")?,
+            }),
+            "llama3" => Some(RopeScaling::Llama3 {
+                factor: need("factor")?,
+                low_freq_factor: need("low_freq_factor")?,
+                high_freq_factor: need("high_freq_factor")?,
+                original_max_position_embeddings: need("original_max_position_embeddings")?,
+            }),
+            other => return Err(Error::Config(format!(
+                "{what}: rope_type `{other}` is not supported (supported: default, linear, llama3)"
+            ))),
+        };
+    for k in m.keys() {
+        let known = [
+            "rope_theta",
+            "rope_type",
+            "type",
+            "factor",
+            "low_freq_factor",
+            "high_freq_factor",
+            "original_max_position_embeddings",
+            "partial_rotary_factor",
+        ];
+        if !known.contains(&k.as_str()) {
+            return Err(bad(
+                what,
+                &format!("rope_parameters.{k}"),
+                &m[k],
+                "pzt does not implement this RoPE setting",
+            ));
+        }
+    }
+    Ok((theta, scaling, partial))
+}
+
+fn act(what: &str, key: &str, v: &str) -> Result<Activation> {
+    Ok(match v {
+        "silu" | "swish" => Activation::Silu,
+        "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Activation::GeluTanh,
+        "gelu" => Activation::Gelu,
+        "relu" => Activation::Relu,
+        other => {
+            return Err(bad(
+                what,
+                key,
+                &Value::String(other.into()),
+                "unsupported activation",
+            ))
+        }
+    })
+}
+
+/// Parses a config.json text.
+pub fn parse(text: &str, path: &str) -> Result<Arch> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| Error::Config(format!("{path}: invalid JSON: {e}")))?;
+    let map = v
+        .as_object()
+        .ok_or_else(|| Error::Config(format!("{path}: not a JSON object")))?;
+    let c = Cfg {
+        map,
+        used: RefCell::new(BTreeSet::new()),
+        what: path.to_string(),
+    };
+    let model_type = c
+        .string("model_type")
+        .ok_or_else(|| Error::Config(format!("{path}: `model_type` is missing")))?
+        .to_string();
+    let family = match model_type.as_str() {
+        "llama" => Family::Llama,
+        "mistral" => Family::Mistral,
+        "gemma" => Family::Gemma,
+        "gemma2" => Family::Gemma2,
+        "gemma3_text" => Family::Gemma3,
+        "gpt_neox" => Family::GptNeox,
+        other => return Err(Error::Config(format!("{path}: model_type `{other}` is not supported (supported: llama, mistral, gemma, gemma2, gemma3_text, gpt_neox)"))),
+    };
+    let vocab = c.req_int("vocab_size")?;
+    let d_model = c.req_int("hidden_size")?;
+    let layers = c.req_int("num_hidden_layers")?;
+    let heads = c.req_int("num_attention_heads")?;
+    let kv_heads = c.int("num_key_value_heads")?.unwrap_or(heads);
+    let head_dim = c.int("head_dim")?.unwrap_or(d_model / heads.max(1));
+    let ffn = c.req_int("intermediate_size")?;
+    let dtype = match c
+        .string("dtype")
+        .or_else(|| c.string("torch_dtype"))
+        .unwrap_or("float32")
+    {
+        "float32" => tch::Kind::Float,
+        "bfloat16" => tch::Kind::BFloat16,
+        "float16" => tch::Kind::Half,
+        other => {
+            return Err(Error::Config(format!(
+                "{path}: dtype `{other}` is not supported"
+            )))
+        }
+    };
+    let eos = match c.get("eos_token_id") {
+        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_i64()).collect(),
+        Some(v) => v.as_i64().into_iter().collect(),
+        None => vec![],
+    };
+    let tied_default = matches!(family, Family::Gemma | Family::Gemma2 | Family::Gemma3);
+    let tied = c.boolean("tie_word_embeddings")?.unwrap_or(tied_default);
+    for k in ["attention_dropout", "hidden_dropout"] {
+        c.only(
+            k,
+            &[Value::from(0.0), Value::from(0)],
+            "dropout is not applied when loading a pretrained model",
+        )?;
+    }
+    c.only(
+        "pretraining_tp",
+        &[Value::from(1)],
+        "tensor-parallel slicing of the MLP is not implemented",
+    )?;
+    c.only(
+        "use_bidirectional_attention",
+        &[Value::Bool(false)],
+        "bidirectional attention is not implemented",
+    )?;
+    // RoPE.
+    let old_theta = c.float("rope_theta")?;
+    let old_scaling = c.get("rope_scaling");
+    let mut rope_theta = old_theta.unwrap_or(10_000.0);
+    let mut rope_scaling = None;
+    let mut partial = None;
+    let mut local: Option<(f64, Option<RopeScaling>)> = None;
+    if let Some(s) = old_scaling {
+        let mut s = s.clone();
+        if let Some(m) = s.as_object_mut() {
+            m.insert("rope_theta".into(), Value::from(rope_theta));
+        }
+        let (t, sc, _) = parse_rope(path, &s)?;
+        rope_theta = t;
+        rope_scaling = sc;
+    }
+    if let Some(rp) = c.get("rope_parameters") {
+        let per_type = rp.get("full_attention").is_some() || rp.get("sliding_attention").is_some();
+        if per_type {
+            let full = rp.get("full_attention").ok_or_else(|| {
+                Error::Config(format!("{path}: rope_parameters lacks `full_attention`"))
+            })?;
+            let (t, sc, _) = parse_rope(path, full)?;
+            rope_theta = t;
+            rope_scaling = sc;
+            if let Some(sl) = rp.get("sliding_attention") {
+                let (t, sc, _) = parse_rope(path, sl)?;
+                local = Some((t, sc));
+            }
+        } else {
+            let (t, sc, p) = parse_rope(path, rp)?;
+            rope_theta = t;
+            rope_scaling = sc;
+            partial = p;
+        }
+    }
+    if let Some(lb) = c.float("rope_local_base_freq")? {
+        local = Some((lb, None));
+    }
+    let mut arch = Arch {
+        family,
+        model_type: model_type.clone(),
+        vocab,
+        d_model,
+        layers,
+        heads,
+        kv_heads,
+        head_dim,
+        ffn,
+        norm_eps: 1e-6,
+        norm_plus_one: false,
+        layer_norm: false,
+        act: Activation::Silu,
+        gated: true,
+        qkv_bias: false,
+        out_bias: false,
+        mlp_bias: false,
+        rotary_dims: None,
+        layer_attn: vec![],
+        attn_softcap: None,
+        final_softcap: None,
+        query_scale: 1.0 / (head_dim as f64).sqrt(),
+        embed_scale: None,
+        sandwich_norms: false,
+        qk_norm: false,
+        parallel_residual: false,
+        tied,
+        eos,
+        dtype,
+    };
+    let mut window: Vec<Option<i64>> = vec![None; layers as usize];
+    match family {
+        Family::Llama | Family::Mistral => {
+            arch.norm_eps = c.float("rms_norm_eps")?.unwrap_or(1e-6);
+            arch.act = act(path, "hidden_act", c.string("hidden_act").unwrap_or("silu"))?;
+            let ab = c.boolean("attention_bias")?.unwrap_or(false);
+            arch.qkv_bias = ab;
+            arch.out_bias = ab;
+            arch.mlp_bias = c.boolean("mlp_bias")?.unwrap_or(false);
+            if family == Family::Mistral {
+                if let Some(w) = c.int("sliding_window")? {
+                    window = vec![Some(w); layers as usize];
+                }
+            }
+        }
+        Family::Gemma | Family::Gemma2 | Family::Gemma3 => {
+            arch.norm_eps = c.float("rms_norm_eps")?.unwrap_or(1e-6);
+            arch.norm_plus_one = true;
+            let a = c
+                .string("hidden_activation")
+                .or_else(|| c.string("hidden_act"))
+                .unwrap_or("gelu_pytorch_tanh");
+            let _ = c.get("hidden_act");
+            arch.act = act(path, "hidden_activation", a)?;
+            let ab = c.boolean("attention_bias")?.unwrap_or(false);
+            arch.qkv_bias = ab;
+            arch.out_bias = ab;
+            arch.embed_scale = Some((d_model as f64).sqrt());
+            if family != Family::Gemma {
+                arch.sandwich_norms = true;
+                if let Some(q) = c.float("query_pre_attn_scalar")? {
+                    arch.query_scale = q.powf(-0.5);
+                }
+                arch.attn_softcap = c.float("attn_logit_softcapping")?;
+                arch.final_softcap = c.float("final_logit_softcapping")?;
+                let sw = c.int("sliding_window")?;
+                let types: Option<Vec<String>> =
+                    c.get("layer_types").and_then(|v| v.as_array()).map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect()
+                    });
+                let pattern = c.int("sliding_window_pattern")?;
+                for (i, w) in window.iter_mut().enumerate() {
+                    let sliding = match (&types, pattern) {
+                        (Some(t), _) => match t.get(i).map(|s| s.as_str()) {
+                            Some("sliding_attention") => true,
+                            Some("full_attention") => false,
+                            other => {
+                                return Err(Error::Config(format!(
+                                    "{path}: layer_types[{i}] = {other:?} is not supported"
+                                )))
+                            }
+                        },
+                        (None, Some(p)) => (i as i64 + 1) % p != 0,
+                        (None, None) if family == Family::Gemma2 => i % 2 == 0,
+                        (None, None) => (i as i64 + 1) % 6 != 0,
+                    };
+                    if sliding {
+                        *w = Some(sw.ok_or_else(|| {
+                            Error::Config(format!("{path}: sliding layers need `sliding_window`"))
+                        })?);
+                    }
+                }
+            }
+            if family == Family::Gemma3 {
+                arch.qk_norm = true;
+                if local.is_none() {
+                    local = Some((10_000.0, None));
+                }
+            }
+        }
+        Family::GptNeox => {
+            arch.layer_norm = true;
+            arch.norm_eps = c.float("layer_norm_eps")?.unwrap_or(1e-5);
+            arch.gated = false;
+            arch.act = act(path, "hidden_act", c.string("hidden_act").unwrap_or("gelu"))?;
+            let ab = c.boolean("attention_bias")?.unwrap_or(true);
+            arch.qkv_bias = ab;
+            arch.out_bias = ab;
+            arch.mlp_bias = true;
+            arch.parallel_residual = c.boolean("use_parallel_residual")?.unwrap_or(true);
+            if let Some(base) = c.float("rotary_emb_base")? {
+                rope_theta = base;
+            }
+            let pct = c.float("rotary_pct")?.or(partial).unwrap_or(1.0);
+            let dims = ((head_dim as f64) * pct) as i64;
+            if dims < head_dim {
+                arch.rotary_dims = Some(dims);
+            }
+        }
+    }
+    arch.layer_attn = window
+        .iter()
+        .map(|w| {
+            let (theta, scaling) = match (w, &local) {
+                (Some(_), Some((t, s))) if family == Family::Gemma3 => (*t, s.clone()),
+                _ => (rope_theta, rope_scaling.clone()),
+            };
+            LayerAttn {
+                window: *w,
+                rope_theta: theta,
+                rope_scaling: scaling,
+            }
+        })
+        .collect();
+    if arch.heads % arch.kv_heads != 0 {
+        return Err(Error::Config(format!(
+            "{path}: num_attention_heads {} is not a multiple of num_key_value_heads {}",
+            arch.heads, arch.kv_heads
+        )));
+    }
+    let mut ign: Vec<&str> = IGNORABLE.to_vec();
+    ign.extend([
+        "model_type",
+        "dtype",
+        "torch_dtype",
+        "label2id",
+        "sliding_window_pattern",
+        "rope_parameters",
+        "rope_scaling",
+        "rope_theta",
+    ]);
+    if family == Family::Mistral || family == Family::Llama {
+        ign.push("head_dim");
+    }
+    c.finish(&ign)?;
+    Ok(arch)
+}
