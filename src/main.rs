@@ -90,6 +90,68 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compute the logits of a token sequence (top-5 next tokens per position, or a
+    /// safetensors file with `logits` [1, T, vocab] float32).
+    Logits {
+        /// An HF model directory, a recipe, or a run checkpoint directory.
+        model: PathBuf,
+        /// Token ids, e.g. "1 2 3".
+        #[arg(long, conflicts_with = "text")]
+        tokens: Option<String>,
+        /// Text, tokenized with the model's tokenizer.json (or the recipe's tokenizer).
+        #[arg(long)]
+        text: Option<String>,
+        /// Write the logits to this safetensors file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Parameter dtype: float32, bfloat16, float16 (default: the checkpoint's).
+        #[arg(long)]
+        dtype: Option<String>,
+        /// auto, cpu or cuda.
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+    /// Generate tokens after a prompt, streaming them as they are sampled (KV cache).
+    Generate {
+        /// An HF model directory, a recipe, or a run checkpoint directory.
+        model: PathBuf,
+        /// The prompt text (needs a tokenizer).
+        #[arg(long, conflicts_with = "tokens")]
+        prompt: Option<String>,
+        /// The prompt as token ids, e.g. "1 2 3".
+        #[arg(long)]
+        tokens: Option<String>,
+        #[arg(long, default_value_t = 32)]
+        max_new_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        #[arg(long)]
+        top_k: Option<usize>,
+        #[arg(long)]
+        top_p: Option<f64>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Recompute the whole sequence every step instead of using the KV cache.
+        #[arg(long)]
+        no_cache: bool,
+        #[arg(long)]
+        dtype: Option<String>,
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+    /// Write a checkpoint (or an HF model directory) as a HuggingFace model directory.
+    Export {
+        /// A run checkpoint directory whose recipe loads an HF model (`[model] hf = ...`), or
+        /// an HF model directory.
+        checkpoint: PathBuf,
+        /// The output directory.
+        #[arg(long = "hf")]
+        hf: PathBuf,
+        /// float32 (default), bfloat16 or float16.
+        #[arg(long)]
+        dtype: Option<String>,
+    },
     /// Run a built-in example.
     Demo {
         #[command(subcommand)]
@@ -286,6 +348,207 @@ fn run_train(recipe: PathBuf, set: Vec<String>, resume: bool, json: bool) -> Res
     Ok(())
 }
 
+fn parse_dtype(d: &Option<String>) -> Result<Option<tch::Kind>, Failure> {
+    match d {
+        None => Ok(None),
+        Some(s) => pzt::layers::misc::parse_dtype(s)
+            .map(Some)
+            .map_err(|e| Failure::BadInput(format!("--dtype: {e}"))),
+    }
+}
+
+fn model_tokens(
+    m: &pzt::models::load::Loaded,
+    tokens: &Option<String>,
+    text: &Option<String>,
+) -> Result<Vec<i64>, Failure> {
+    let ids = match (tokens, text) {
+        (Some(t), _) => pzt::models::load::parse_tokens(t).map_err(lib_err)?,
+        (None, Some(t)) => match &m.tokenizer {
+            Some(tok) => tok.encode(t).map_err(lib_err)?,
+            None => {
+                return Err(Failure::BadInput(
+                    "this model has no tokenizer (tokenizer.json); pass --tokens".into(),
+                ))
+            }
+        },
+        (None, None) => {
+            return Err(Failure::BadInput(
+                "give the input as --tokens \"1 2 3\" or as text".into(),
+            ))
+        }
+    };
+    if ids.is_empty() {
+        return Err(Failure::BadInput("the input is empty".into()));
+    }
+    if let Some((_, n)) = pzt::tree::select(&m.tree)
+        .at_instances_of("EmbeddingLookup")
+        .get()
+        .first()
+    {
+        if let Some(l) = n.layer_as::<pzt::layers::embedding::EmbeddingLookup>() {
+            if let Some(bad) = ids.iter().find(|&&i| i < 0 || i >= l.vocab_size) {
+                return Err(Failure::BadInput(format!(
+                    "token id {bad} is outside the vocabulary (0..{})",
+                    l.vocab_size
+                )));
+            }
+        }
+    }
+    Ok(ids)
+}
+
+fn run_logits(
+    model: PathBuf,
+    tokens: Option<String>,
+    text: Option<String>,
+    out: Option<PathBuf>,
+    dtype: Option<String>,
+    device: String,
+) -> Result<(), Failure> {
+    let device = parse_device(&device)?;
+    let m = pzt::models::load::load(&model, parse_dtype(&dtype)?, device).map_err(lib_err)?;
+    let ids = model_tokens(&m, &tokens, &text)?;
+    let logits = pzt::models::generate::logits(&m.tree, &ids, &m.axes, device).map_err(lib_err)?;
+    match out {
+        Some(path) => {
+            let t = logits.to_device(tch::Device::Cpu).unsqueeze(0).contiguous();
+            tch::Tensor::write_safetensors(&[("logits", &t)], &path)
+                .map_err(|e| Failure::Run(format!("{}: {e}", path.display())))?;
+            println!("wrote {} (logits, float32, {:?})", path.display(), t.size());
+        }
+        None => {
+            let top = logits.topk(5, -1, true, true);
+            for (i, id) in ids.iter().enumerate() {
+                let v: Vec<f64> = Vec::try_from(top.0.get(i as i64).to_kind(tch::Kind::Double))
+                    .unwrap_or_default();
+                let k: Vec<i64> = Vec::try_from(top.1.get(i as i64)).unwrap_or_default();
+                let show = |t: i64| {
+                    m.tokenizer
+                        .as_ref()
+                        .map(|tok| format!("{t} {:?}", tok.decode(&[t])))
+                        .unwrap_or_else(|| t.to_string())
+                };
+                let row: Vec<String> = k
+                    .iter()
+                    .zip(&v)
+                    .map(|(t, l)| format!("{} ({l:.3})", show(*t)))
+                    .collect();
+                println!("{i:>4} {:>12}  ->  {}", show(*id), row.join(", "));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_generate(
+    model: PathBuf,
+    prompt: Option<String>,
+    tokens: Option<String>,
+    max_new: usize,
+    temperature: f64,
+    top_k: Option<usize>,
+    top_p: Option<f64>,
+    seed: u64,
+    no_cache: bool,
+    dtype: Option<String>,
+    device: String,
+) -> Result<(), Failure> {
+    use std::io::Write;
+    let device = parse_device(&device)?;
+    let m = pzt::models::load::load(&model, parse_dtype(&dtype)?, device).map_err(lib_err)?;
+    let ids = model_tokens(&m, &tokens, &prompt)?;
+    if let Some(p) = top_p {
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(Failure::BadInput(format!(
+                "--top-p must be in (0, 1], got {p}"
+            )));
+        }
+    }
+    let s = pzt::models::generate::Sampling {
+        temperature,
+        top_k,
+        top_p,
+        seed,
+    };
+    let mut out = std::io::stdout();
+    let text_mode = m.tokenizer.is_some() && prompt.is_some();
+    if text_mode {
+        print!("{}", prompt.clone().unwrap_or_default());
+    }
+    let mut all = vec![];
+    let mut shown = String::new();
+    pzt::models::generate::generate(
+        &m.tree,
+        &ids,
+        max_new,
+        &m.eos,
+        &s,
+        &m.axes,
+        device,
+        !no_cache,
+        |t| {
+            all.push(t);
+            match (&m.tokenizer, text_mode) {
+                (Some(tok), true) => {
+                    let text = tok.decode(&all);
+                    if text.len() >= shown.len() && text.starts_with(&shown) {
+                        print!("{}", &text[shown.len()..]);
+                    } else {
+                        print!("{text}");
+                    }
+                    shown = text;
+                }
+                _ => print!("{t} "),
+            }
+            let _ = out.flush();
+        },
+    )
+    .map_err(lib_err)?;
+    println!();
+    Ok(())
+}
+
+fn run_export(checkpoint: PathBuf, hf: PathBuf, dtype: Option<String>) -> Result<(), Failure> {
+    let kind = parse_dtype(&dtype)?.unwrap_or(tch::Kind::Float);
+    let m = pzt::models::load::load(&checkpoint, Some(tch::Kind::Float), tch::Device::Cpu)
+        .map_err(lib_err)?;
+    let Some(src) = m.hf_dir.clone() else {
+        return Err(Failure::BadInput(format!("{}: export needs a model loaded from a HuggingFace directory (`[model] hf = \"...\"` in its recipe)", checkpoint.display())));
+    };
+    let cfg = std::fs::read_to_string(src.join("config.json"))
+        .map_err(|e| Failure::BadInput(format!("{}: {e}", src.join("config.json").display())))?;
+    let arch = pzt::models::hf::parse(&cfg, &src.display().to_string()).map_err(lib_err)?;
+    if hf.exists()
+        && std::fs::read_dir(&hf)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
+        return Err(Failure::BadInput(format!(
+            "{} exists and is not empty; choose a new directory",
+            hf.display()
+        )));
+    }
+    pzt::models::hf::export(&m.tree, &arch, &cfg, &hf, kind).map_err(lib_err)?;
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+    ] {
+        if src.join(f).is_file() {
+            let _ = std::fs::copy(src.join(f), hf.join(f));
+        }
+    }
+    println!(
+        "wrote {} ({} layout: config.json, model.safetensors)",
+        hf.display(),
+        arch.model_type
+    );
+    Ok(())
+}
+
 fn run_eval(
     recipe: PathBuf,
     set: Vec<String>,
@@ -406,6 +669,44 @@ fn main() -> ExitCode {
             set,
             json,
         }) => run_eval(recipe, set, checkpoint, json),
+        Some(Command::Logits {
+            model,
+            tokens,
+            text,
+            out,
+            dtype,
+            device,
+        }) => run_logits(model, tokens, text, out, dtype, device),
+        Some(Command::Generate {
+            model,
+            prompt,
+            tokens,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            no_cache,
+            dtype,
+            device,
+        }) => run_generate(
+            model,
+            prompt,
+            tokens,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            no_cache,
+            dtype,
+            device,
+        ),
+        Some(Command::Export {
+            checkpoint,
+            hf,
+            dtype,
+        }) => run_export(checkpoint, hf, dtype),
         Some(Command::Plan {
             recipe,
             set,

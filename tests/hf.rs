@@ -55,3 +55,349 @@ fn logits_match_transformers() {
     }
     eprintln!("{}", report.join("\n"));
 }
+
+#[test]
+fn greedy_with_kv_cache_equals_recomputing() {
+    use pzt::models::generate::{generate, logits, with_kv_cache, LmAxes, Sampling};
+    for case in [
+        "llama-gqa",
+        "mistral-sliding",
+        "gemma2",
+        "gemma3",
+        "neox-parallel",
+    ] {
+        let m = pzt::models::hf::load(&fixture(case), None, tch::Device::Cpu).unwrap();
+        let (tokens, _) = reference(case);
+        let prompt: Vec<i64> = Vec::try_from(tokens.get(0).narrow(0, 0, 5)).unwrap();
+        let ax = LmAxes::default();
+        let s = Sampling::default();
+        let a = generate(
+            &m.tree,
+            &prompt,
+            10,
+            &[],
+            &s,
+            &ax,
+            tch::Device::Cpu,
+            true,
+            |_| {},
+        )
+        .unwrap();
+        let b = generate(
+            &m.tree,
+            &prompt,
+            10,
+            &[],
+            &s,
+            &ax,
+            tch::Device::Cpu,
+            false,
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(a, b, "{case}");
+        assert_eq!(a.len(), 10);
+        // The cached model's logits for the prompt equal the plain model's.
+        let cached = with_kv_cache(&m.tree).unwrap();
+        assert_eq!(
+            pzt::tree::select(&cached)
+                .at_instances_of("KVCache")
+                .count(),
+            2 * m.arch.layers as usize
+        );
+        let l1 = logits(&cached, &prompt, &ax, tch::Device::Cpu).unwrap();
+        let l2 = logits(&m.tree, &prompt, &ax, tch::Device::Cpu).unwrap();
+        assert!((l1 - l2).abs().max().double_value(&[]) < 1e-5, "{case}");
+        // Sampling is reproducible from the seed.
+        let t = Sampling {
+            temperature: 0.8,
+            top_k: Some(20),
+            top_p: Some(0.9),
+            seed: 7,
+        };
+        let x = generate(
+            &m.tree,
+            &prompt,
+            6,
+            &[],
+            &t,
+            &ax,
+            tch::Device::Cpu,
+            true,
+            |_| {},
+        )
+        .unwrap();
+        let y = generate(
+            &m.tree,
+            &prompt,
+            6,
+            &[],
+            &t,
+            &ax,
+            tch::Device::Cpu,
+            true,
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(x, y, "{case}");
+    }
+}
+
+#[test]
+fn unsupported_configs_fail_loudly() {
+    let dir = std::env::temp_dir().join(format!("pzt-hf-bad-{}", std::process::id()));
+    let base = std::fs::read_to_string(fixture("llama-gqa").join("config.json")).unwrap();
+    let cases = [
+        (
+            "\"model_type\": \"llama\"",
+            "\"model_type\": \"falcon\"",
+            "model_type `falcon` is not supported",
+        ),
+        (
+            "\"rope_type\": \"default\"",
+            "\"rope_type\": \"yarn\"",
+            "rope_type `yarn` is not supported",
+        ),
+        (
+            "\"hidden_act\": \"silu\"",
+            "\"hidden_act\": \"silu\", \"sliding_window_size\": 3",
+            "`sliding_window_size` = 3 is not supported",
+        ),
+        (
+            "\"pretraining_tp\": 1",
+            "\"pretraining_tp\": 2",
+            "`pretraining_tp` = 2 is not supported",
+        ),
+        (
+            "\"hidden_act\": \"silu\"",
+            "\"hidden_act\": \"mish\"",
+            "`hidden_act` = \"mish\" is not supported",
+        ),
+    ];
+    for (i, (from, to, want)) in cases.iter().enumerate() {
+        assert!(base.contains(from), "{from}");
+        let d = dir.join(i.to_string());
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("config.json"), base.replace(from, to)).unwrap();
+        std::fs::copy(
+            fixture("llama-gqa").join("model.safetensors"),
+            d.join("model.safetensors"),
+        )
+        .unwrap();
+        let e = pzt::models::hf::load(&d, None, tch::Device::Cpu)
+            .err()
+            .unwrap_or_else(|| panic!("case {i} loaded"))
+            .to_string();
+        assert!(e.contains(want), "case {i}: {e}");
+    }
+    // A tensor of the wrong shape is named with both shapes; a missing one is named.
+    let d = dir.join("shape");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        base.replace("\"intermediate_size\": 48", "\"intermediate_size\": 40"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture("llama-gqa").join("model.safetensors"),
+        d.join("model.safetensors"),
+    )
+    .unwrap();
+    let e = pzt::models::hf::load(&d, None, tch::Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("model.layers.0.mlp.gate_proj.weight")
+            && e.contains("[48, 32]")
+            && e.contains("[40, 32]"),
+        "{e}"
+    );
+}
+
+fn pzt(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pzt"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn read_logits(p: &Path) -> tch::Tensor {
+    tch::Tensor::read_safetensors(p)
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n == "logits")
+        .unwrap()
+        .1
+}
+
+#[test]
+fn cli_logits_generate_and_export_round_trip() {
+    let dir = std::env::temp_dir().join(format!("pzt-hf-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // pzt logits on an HF directory equals the transformers reference.
+    for case in ["llama-gqa", "neox-serial", "gemma"] {
+        let (tokens, want) = reference(case);
+        let ids: Vec<i64> = Vec::try_from(tokens.get(0)).unwrap();
+        let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        let out = dir.join(format!("{case}.safetensors"));
+        let o = pzt(&[
+            "logits",
+            fixture(case).to_str().unwrap(),
+            "--tokens",
+            &ids.join(" "),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let got = read_logits(&out);
+        assert_eq!(got.size(), want.size());
+        assert!((got - &want).abs().max().double_value(&[]) < 1e-4, "{case}");
+        // Export and reload: the same logits (the exported directory also loads in
+        // transformers with identical logits; checked with the fixture virtualenv).
+        let ex = dir.join(format!("{case}-export"));
+        let o = pzt(&[
+            "export",
+            fixture(case).to_str().unwrap(),
+            "--hf",
+            ex.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out2 = dir.join(format!("{case}-2.safetensors"));
+        assert!(pzt(&[
+            "logits",
+            ex.to_str().unwrap(),
+            "--tokens",
+            &ids.join(" "),
+            "--out",
+            out2.to_str().unwrap()
+        ])
+        .status
+        .success());
+        assert!(
+            (read_logits(&out2) - &want).abs().max().double_value(&[]) < 1e-4,
+            "{case} export"
+        );
+    }
+    // Top-5 printing, generation and bad input.
+    let o = pzt(&[
+        "logits",
+        fixture("gemma2").to_str().unwrap(),
+        "--tokens",
+        "1 2 3",
+    ]);
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 3);
+    let o = pzt(&[
+        "generate",
+        fixture("gemma2").to_str().unwrap(),
+        "--tokens",
+        "5 6 7",
+        "--max-new-tokens",
+        "6",
+    ]);
+    let cached = String::from_utf8_lossy(&o.stdout).into_owned();
+    let o2 = pzt(&[
+        "generate",
+        fixture("gemma2").to_str().unwrap(),
+        "--tokens",
+        "5 6 7",
+        "--max-new-tokens",
+        "6",
+        "--no-cache",
+    ]);
+    assert_eq!(cached, String::from_utf8_lossy(&o2.stdout));
+    assert_eq!(cached.split_whitespace().count(), 6);
+    for args in [
+        vec![
+            "logits",
+            fixture("gemma2").to_str().unwrap(),
+            "--tokens",
+            "1 999",
+        ],
+        vec!["logits", "/nonexistent", "--tokens", "1"],
+        vec![
+            "generate",
+            fixture("gemma2").to_str().unwrap(),
+            "--prompt",
+            "hi",
+        ],
+    ] {
+        let o = pzt(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
+fn fine_tune_a_pretrained_model_from_a_recipe_then_export() {
+    let dir = std::env::temp_dir().join(format!("pzt-hf-ft-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let recipe = dir.join("ft.toml");
+    std::fs::write(&recipe, format!(
+        "[run]\nname = \"ft\"\nout_dir = \"{}\"\n[model]\nhf = \"{}\"\ninput = {{ axes = {{ batch = 4, seq = 8 }}, dtype = \"int64\" }}\n[data]\nsource = \"text\"\nfiles = [\"{}\"]\ntokenizer = \"{}\"\nseq_len = 8\n[train]\nsteps = 5\nbatch_size = 4\n[optim]\nlr = 1e-2\n",
+        dir.join("run").display(), fixture("llama-gqa").display(), fx.join("tiny.txt").display(), fx.join("wordlevel-tokenizer.json").display()
+    )).unwrap();
+    let o = pzt(&["plan", recipe.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("21,664 total"));
+    let o = pzt(&["train", recipe.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ck = dir.join("run/checkpoints/step-5");
+    let a = dir.join("a.safetensors");
+    assert!(pzt(&[
+        "logits",
+        ck.to_str().unwrap(),
+        "--tokens",
+        "2 3 4 5",
+        "--out",
+        a.to_str().unwrap()
+    ])
+    .status
+    .success());
+    let ex = dir.join("export");
+    let o = pzt(&["export", ck.to_str().unwrap(), "--hf", ex.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b = dir.join("b.safetensors");
+    assert!(pzt(&[
+        "logits",
+        ex.to_str().unwrap(),
+        "--tokens",
+        "2 3 4 5",
+        "--out",
+        b.to_str().unwrap()
+    ])
+    .status
+    .success());
+    let (la, lb) = (read_logits(&a), read_logits(&b));
+    assert!((&la - &lb).abs().max().double_value(&[]) < 1e-5);
+    // Training changed the model.
+    let base = dir.join("base.safetensors");
+    assert!(pzt(&[
+        "logits",
+        fixture("llama-gqa").to_str().unwrap(),
+        "--tokens",
+        "2 3 4 5",
+        "--out",
+        base.to_str().unwrap()
+    ])
+    .status
+    .success());
+    assert!((la - read_logits(&base)).abs().max().double_value(&[]) > 1e-3);
+    // Exporting over a non-empty directory is refused.
+    assert_eq!(
+        pzt(&["export", ck.to_str().unwrap(), "--hf", ex.to_str().unwrap()])
+            .status
+            .code(),
+        Some(2)
+    );
+}

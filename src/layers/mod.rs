@@ -74,6 +74,10 @@ pub(crate) fn register_builtins(m: &mut BTreeMap<String, Factory>) {
         "SaveIntermediate",
         serde_factory::<misc::SaveIntermediate>("SaveIntermediate"),
     );
+    add(
+        "KVCache",
+        serde_factory::<crate::models::generate::KVCache>("KVCache"),
+    );
     add("Identity", serde_factory::<misc::Identity>("Identity"));
     add("Rescale", serde_factory::<misc::Rescale>("Rescale"));
     add("Dropout", serde_factory::<misc::Dropout>("Dropout"));

@@ -171,22 +171,23 @@ fn parse_rope(what: &str, rp: &Value) -> Result<(f64, Option<RopeScaling>, Optio
     let need = |k: &str| {
         f(k).ok_or_else(|| Error::Config(format!("{what}: rope type `{ty}` needs `{k}`")))
     };
-    let scaling =
-        match ty {
-            "default" => None,
-            "linear" => Some(RopeScaling::Linear {
-                factor: need("factor")?,
-            }),
-            "llama3" => Some(RopeScaling::Llama3 {
-                factor: need("factor")?,
-                low_freq_factor: need("low_freq_factor")?,
-                high_freq_factor: need("high_freq_factor")?,
-                original_max_position_embeddings: need("original_max_position_embeddings")?,
-            }),
-            other => return Err(Error::Config(format!(
+    let scaling = match ty {
+        "default" => None,
+        "linear" => Some(RopeScaling::Linear {
+            factor: need("factor")?,
+        }),
+        "llama3" => Some(RopeScaling::Llama3 {
+            factor: need("factor")?,
+            low_freq_factor: need("low_freq_factor")?,
+            high_freq_factor: need("high_freq_factor")?,
+            original_max_position_embeddings: need("original_max_position_embeddings")?,
+        }),
+        other => {
+            return Err(Error::Config(format!(
                 "{what}: rope_type `{other}` is not supported (supported: default, linear, llama3)"
-            ))),
-        };
+            )))
+        }
+    };
     for k in m.keys() {
         let known = [
             "rope_theta",

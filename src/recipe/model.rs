@@ -58,6 +58,8 @@ pub struct ModelBuilder<'a> {
     pub builder: &'a Builder,
     /// Tree path -> the location of the table that declared it.
     pub locs: RefCell<BTreeMap<String, Loc>>,
+    /// The directory `hf = "..."` paths are relative to (the recipe's).
+    pub base_dir: std::path::PathBuf,
 }
 
 fn with_key(path: &[String], k: &str) -> Vec<String> {
@@ -172,6 +174,7 @@ impl<'a> ModelBuilder<'a> {
         ModelBuilder {
             builder,
             locs: RefCell::new(BTreeMap::new()),
+            base_dir: std::path::PathBuf::new(),
         }
     }
 
@@ -187,12 +190,38 @@ impl<'a> ModelBuilder<'a> {
         if let Some(l) = &node.loc {
             self.locs.borrow_mut().insert(path.join("."), l.clone());
         }
-        if t.contains_key("hf") {
-            return Err(Diagnostic::new(
-                "`hf` (loading a pretrained HuggingFace model) is reserved and not supported yet",
-            )
-            .at(key_loc(t, "hf"))
-            .key(join(&with_key(key_path, "hf"))));
+        if let Some(dir) = opt_str(t, "hf", key_path)? {
+            check_keys(
+                t,
+                &["hf"],
+                key_path,
+                "a pretrained model table (`hf = \"dir\"` stands alone)",
+            )?;
+            let dir = self.base_dir.join(&dir);
+            let at = key_loc(t, "hf");
+            let err = |e: Error| {
+                Diagnostic::new(e.to_string())
+                    .at(at.clone())
+                    .key(join(&with_key(key_path, "hf")))
+            };
+            if !dir.join("config.json").is_file() {
+                return Err(err(Error::Config(format!(
+                    "`{}` is not a HuggingFace model directory (no config.json)",
+                    dir.display()
+                ))));
+            }
+            return if self.builder.seed.is_some() {
+                crate::models::hf::load(&dir, Some(self.builder.kind), self.builder.device)
+                    .map(|m| m.tree)
+                    .map_err(err)
+            } else {
+                let cp = dir.join("config.json");
+                let text = std::fs::read_to_string(&cp)
+                    .map_err(|e| err(Error::Config(format!("{}: {e}", cp.display()))))?;
+                crate::models::hf::parse(&text, &cp.display().to_string())
+                    .and_then(|a| a.build(self.builder))
+                    .map_err(err)
+            };
         }
         if let Some(n) = opt_int(t, "repeat", key_path)? {
             if n < 1 {

@@ -164,7 +164,13 @@ impl Plan {
     pub fn tree_only(recipe: &Recipe) -> Result<Node> {
         let b = Builder::slots().dtype(recipe.param_dtype);
         let sources = &recipe.resolved.sources;
-        let mb = ModelBuilder::new(&b);
+        let mut mb = ModelBuilder::new(&b);
+        mb.base_dir = recipe
+            .resolved
+            .path
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
         let tree = mb
             .build(&recipe.model, &[], &["model".to_string()])
             .map_err(|d| recipe_error(sources, d))?;
@@ -175,7 +181,13 @@ impl Plan {
     pub fn build(recipe: Recipe, builder: &Builder) -> Result<Plan> {
         let sources = recipe.resolved.sources.clone();
         let fail = |d: Diagnostic| recipe_error(&sources, d);
-        let mb = ModelBuilder::new(builder);
+        let mut mb = ModelBuilder::new(builder);
+        mb.base_dir = recipe
+            .resolved
+            .path
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
         let tree = mb
             .build(&recipe.model, &[], &["model".to_string()])
             .map_err(fail)?;

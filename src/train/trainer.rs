@@ -471,6 +471,13 @@ pub fn resolved_recipe_toml(r: &Recipe) -> String {
         let p = base.join(s);
         p.canonicalize().unwrap_or(p).display().to_string()
     };
+    if let Some(toml::Value::String(h)) = v
+        .get_mut("model")
+        .and_then(|m| m.as_table_mut())
+        .and_then(|m| m.get_mut("hf"))
+    {
+        *h = abs(h);
+    }
     if let Some(d) = v.get_mut("data").and_then(|d| d.as_table_mut()) {
         if let Some(toml::Value::Array(files)) = d.get_mut("files") {
             for f in files.iter_mut() {

@@ -1,0 +1,293 @@
+//! Generation with a key/value cache held in [`StateVariable`]s.
+//!
+//! [`with_kv_cache`] returns a copy of a model (sharing its parameters) in which every
+//! `Attention`'s `input_to_key` and `input_to_value` end with a `KVCache` layer: it appends the
+//! new keys (values) to the ones it holds, along `kv_seq`, and returns them all. The decoding
+//! loop feeds only the new tokens, with side inputs `token_positions` (their positions) and
+//! `kv_token_positions` (all cached positions), so RoPE and the causal (or sliding-window)
+//! masks see the right offsets. Greedy decoding with the cache equals greedy decoding that
+//! recomputes the whole sequence every step (tested).
+
+use crate::backend::{seeded_random, Distribution};
+use crate::error::{Error, Result, TorchContext};
+use crate::named::NamedTensor;
+use crate::params::{RandomStream, StateEntry, StateVariable};
+use crate::tree::{select, Layer, Node, SideInputs, Value};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+fn d_kv() -> String {
+    "kv_seq".into()
+}
+
+/// Appends its input to the cache it holds (state `cache`) along `axis` and returns the whole
+/// cache.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KVCache {
+    #[serde(default = "d_kv")]
+    pub axis: String,
+}
+
+impl Layer for KVCache {
+    crate::layer_common!("KVCache");
+    fn state_specs(&self) -> Vec<String> {
+        vec!["cache".into()]
+    }
+    fn summary(&self) -> String {
+        format!("along {}", self.axis)
+    }
+    fn forward(&self, node: &Node, x: Value, _s: &SideInputs) -> Result<Value> {
+        let x = x.into_tensor()?;
+        let st = node.state("cache")?;
+        let all = match st.get()? {
+            Some(prev) => NamedTensor::concat(&[prev.into_tensor()?, x], &self.axis)?,
+            None => x,
+        };
+        st.set(Some(all.clone().into()))?;
+        Ok(all.into())
+    }
+}
+
+/// A copy of `model` with fresh, empty KV caches after every attention's key and value
+/// projections (parameters are shared with `model`).
+pub fn with_kv_cache(model: &Node) -> Result<Node> {
+    let mut n = 0usize;
+    select(model)
+        .at_instances_of("Attention")
+        .apply(|path, att| {
+            let mut out = att.clone();
+            for slot in ["input_to_key", "input_to_value"] {
+                let child = att.child(slot)?;
+                let label = format!("{}.{slot}.cache", path.join("."));
+                n += 1;
+                let cache = Node::new(KVCache {
+                    axis: "kv_seq".into(),
+                })
+                .with_state("cache", StateEntry::Var(StateVariable::new(label, None)));
+                let seq = if child.layer().is_sequence() {
+                    let mut cs = child.children().to_vec();
+                    let name = if cs.iter().all(|(k, _)| k.parse::<usize>().is_ok()) {
+                        cs.len().to_string()
+                    } else {
+                        "cache".to_string()
+                    };
+                    cs.push((name, cache));
+                    child.clone().with_children(cs)
+                } else {
+                    crate::combinators::Sequential::named(vec![
+                        ("project".into(), child.clone()),
+                        ("cache".into(), cache),
+                    ])
+                };
+                out = out.with_child(slot, seq);
+            }
+            Ok(out)
+        })
+}
+
+/// How to pick the next token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// 0 = greedy.
+    pub temperature: f64,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            seed: 0,
+        }
+    }
+}
+
+/// Picks a token from `logits` (`[vocab]`, float).
+pub fn pick(logits: &Tensor, s: &Sampling, stream: &RandomStream) -> Result<i64> {
+    if s.temperature <= 0.0 {
+        return logits
+            .f_argmax(-1, false)
+            .and_then(|a| a.f_int64_value(&[]))
+            .ctx("argmax");
+    }
+    let v: Vec<f64> = Vec::<f64>::try_from(
+        &logits
+            .f_to_kind(Kind::Double)
+            .and_then(|l| l.f_to_device(Device::Cpu))
+            .ctx("sample")?,
+    )
+    .ctx("sample")?;
+    let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let mut p: Vec<(usize, f64)> = v
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i, ((l - max) / s.temperature).exp()))
+        .collect();
+    p.sort_by(|a, b| {
+        b.1.partial_cmp(&a.1)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.0.cmp(&b.0))
+    });
+    if let Some(k) = s.top_k {
+        p.truncate(k.max(1));
+    }
+    let total: f64 = p.iter().map(|x| x.1).sum();
+    if let Some(tp) = s.top_p {
+        let mut acc = 0.0;
+        let mut keep = 0;
+        for (j, (_, q)) in p.iter().enumerate() {
+            acc += q / total;
+            keep = j + 1;
+            if acc >= tp {
+                break;
+            }
+        }
+        p.truncate(keep.max(1));
+    }
+    let total: f64 = p.iter().map(|x| x.1).sum();
+    let u = seeded_random(
+        stream.next_key(),
+        Distribution::Uniform,
+        &[1],
+        Kind::Double,
+        Device::Cpu,
+    )?
+    .f_double_value(&[0])
+    .ctx("sample")?
+        * total;
+    let mut acc = 0.0;
+    for (i, q) in &p {
+        acc += q;
+        if u < acc {
+            return Ok(*i as i64);
+        }
+    }
+    Ok(p.last().map(|x| x.0 as i64).unwrap_or(0))
+}
+
+/// Axis names of a language model: (batch, seq, vocab).
+#[derive(Debug, Clone)]
+pub struct LmAxes {
+    pub batch: String,
+    pub seq: String,
+    pub vocab: String,
+}
+
+impl Default for LmAxes {
+    fn default() -> Self {
+        LmAxes {
+            batch: "batch".into(),
+            seq: "seq".into(),
+            vocab: "vocab".into(),
+        }
+    }
+}
+
+fn positions(from: i64, to: i64, axis: &str, device: Device) -> Result<NamedTensor> {
+    NamedTensor::wrap(
+        Tensor::f_arange_start(from, to, (Kind::Int64, device)).ctx("positions")?,
+        &[axis],
+    )
+}
+
+/// Logits `[seq, vocab]` for `tokens` at positions `start..` (a batch of one).
+fn step(
+    model: &Node,
+    tokens: &[i64],
+    start: i64,
+    kv_len: i64,
+    ax: &LmAxes,
+    device: Device,
+) -> Result<Tensor> {
+    let t = Tensor::from_slice(tokens)
+        .f_reshape([1, tokens.len() as i64])
+        .and_then(|x| x.f_to_device(device))
+        .ctx("tokens")?;
+    let x = NamedTensor::wrap(t, &[ax.batch.as_str(), ax.seq.as_str()])?;
+    let side = SideInputs::new()
+        .with_tensor(
+            "token_positions",
+            positions(start, start + tokens.len() as i64, &ax.seq, device)?,
+        )
+        .with_tensor(
+            "kv_token_positions",
+            positions(0, kv_len, "kv_seq", device)?,
+        );
+    let y = model.forward(x, &side)?.into_tensor()?;
+    let y = y
+        .with_name_order(&[ax.batch.clone(), ax.seq.clone(), ax.vocab.clone()])
+        .map_err(|_| {
+            Error::Config(format!(
+                "the model output {} should have axes `{}`, `{}`, `{}`",
+                y.describe(),
+                ax.batch,
+                ax.seq,
+                ax.vocab
+            ))
+        })?;
+    y.tensor()
+        .f_select(0, 0)
+        .and_then(|l| l.f_to_kind(Kind::Float))
+        .ctx("logits")
+}
+
+/// Generates up to `max_new` tokens after `prompt`, calling `emit` with each token as it is
+/// picked; stops after any token in `eos`. With `use_cache` the model runs once on the prompt
+/// and then on one token per step; without, it recomputes the whole sequence every step.
+#[allow(clippy::too_many_arguments)]
+pub fn generate(
+    model: &Node,
+    prompt: &[i64],
+    max_new: usize,
+    eos: &[i64],
+    sampling: &Sampling,
+    ax: &LmAxes,
+    device: Device,
+    use_cache: bool,
+    mut emit: impl FnMut(i64),
+) -> Result<Vec<i64>> {
+    if prompt.is_empty() {
+        return Err(Error::Config("generate: the prompt is empty".into()));
+    }
+    let _ng = tch::no_grad_guard();
+    let stream = RandomStream::new(sampling.seed);
+    let cached = if use_cache {
+        Some(with_kv_cache(model)?)
+    } else {
+        None
+    };
+    let mut seq = prompt.to_vec();
+    let mut out = vec![];
+    let mut fed = 0usize;
+    for _ in 0..max_new {
+        let logits = match &cached {
+            Some(m) => {
+                let new = &seq[fed..];
+                let l = step(m, new, fed as i64, seq.len() as i64, ax, device)?;
+                fed = seq.len();
+                l
+            }
+            None => step(model, &seq, 0, seq.len() as i64, ax, device)?,
+        };
+        let last = logits.f_select(0, logits.size()[0] - 1).ctx("logits")?;
+        let tok = pick(&last, sampling, &stream)?;
+        emit(tok);
+        out.push(tok);
+        seq.push(tok);
+        if eos.contains(&tok) {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Logits `[seq, vocab]` of a whole sequence.
+pub fn logits(model: &Node, tokens: &[i64], ax: &LmAxes, device: Device) -> Result<Tensor> {
+    let _ng = tch::no_grad_guard();
+    step(model, tokens, 0, tokens.len() as i64, ax, device)
+}

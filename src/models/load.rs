@@ -1,0 +1,130 @@
+//! Loading a model for `pzt logits`, `pzt generate` and `pzt export`: a HuggingFace model
+//! directory, a recipe, or a run checkpoint directory.
+
+use super::generate::LmAxes;
+use crate::data::tokenizer::Tokenizer;
+use crate::error::{Error, Result};
+use crate::recipe::plan::Plan;
+use crate::recipe::Recipe;
+use crate::tree::{Builder, Node};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind};
+
+/// A model ready to run.
+pub struct Loaded {
+    pub tree: Node,
+    pub tokenizer: Option<Tokenizer>,
+    pub eos: Vec<i64>,
+    pub axes: LmAxes,
+    /// The HF directory the model (or its recipe's `[model] hf`) came from.
+    pub hf_dir: Option<PathBuf>,
+}
+
+fn axes_of(r: &Recipe) -> LmAxes {
+    let mut ax = LmAxes::default();
+    if let Some(i) = &r.input {
+        let names: Vec<&String> = i.axes.keys().collect();
+        if names.len() == 2 {
+            ax.batch = names[0].clone();
+            ax.seq = names[1].clone();
+        }
+    }
+    ax
+}
+
+fn recipe_model(
+    r: Recipe,
+    device: Device,
+    dtype: Option<Kind>,
+) -> Result<(Node, Option<Tokenizer>, Option<PathBuf>, LmAxes)> {
+    let base = r
+        .resolved
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let tok = match &r.data {
+        Some(d) => Some(Tokenizer::load(&d.tokenizer, &base)?),
+        None => None,
+    };
+    let hf = r
+        .model
+        .as_table()
+        .and_then(|t| t.get("hf"))
+        .and_then(|e| match &e.node.val {
+            crate::recipe::raw::RVal::Str(s) => Some(base.join(s)),
+            _ => None,
+        });
+    let axes = axes_of(&r);
+    let b = Builder::new(r.run.seed)
+        .on(device)
+        .dtype(dtype.unwrap_or(r.param_dtype));
+    let plan = Plan::build(r, &b)?;
+    Ok((plan.tree, tok, hf, axes))
+}
+
+/// Loads `path`: an HF model directory (config.json), a run checkpoint directory
+/// (state.json + recipe.toml), or a recipe file.
+pub fn load(path: &Path, dtype: Option<Kind>, device: Device) -> Result<Loaded> {
+    if path.join("config.json").is_file() {
+        let m = super::hf::load(path, dtype, device)?;
+        let tj = path.join("tokenizer.json");
+        let tokenizer = if tj.is_file() {
+            Some(Tokenizer::load(&tj.display().to_string(), Path::new(""))?)
+        } else {
+            None
+        };
+        return Ok(Loaded {
+            tree: m.tree,
+            tokenizer,
+            eos: m.arch.eos.clone(),
+            axes: LmAxes::default(),
+            hf_dir: Some(path.to_path_buf()),
+        });
+    }
+    if path.join("state.json").is_file() && path.join("recipe.toml").is_file() {
+        let r = Recipe::load(&path.join("recipe.toml"), &[])?;
+        let (tree, tok, hf, axes) = recipe_model(r, device, dtype)?;
+        crate::train::checkpoint::load(path, &tree.parameters())?;
+        let eos = tok.as_ref().map(|t| vec![t.eos_id()]).unwrap_or_default();
+        return Ok(Loaded {
+            tree,
+            tokenizer: tok,
+            eos,
+            axes,
+            hf_dir: hf,
+        });
+    }
+    if path.is_file() {
+        let r = Recipe::load(path, &[])?;
+        let (tree, tok, hf, axes) = recipe_model(r, device, dtype)?;
+        let eos = tok.as_ref().map(|t| vec![t.eos_id()]).unwrap_or_default();
+        return Ok(Loaded {
+            tree,
+            tokenizer: tok,
+            eos,
+            axes,
+            hf_dir: hf,
+        });
+    }
+    Err(Error::Config(format!(
+        "`{}` is not a model: expected a HuggingFace model directory (config.json), a checkpoint directory (state.json, recipe.toml) or a recipe file",
+        path.display()
+    )))
+}
+
+/// Parses `--tokens "1 2 3"` (spaces or commas).
+pub fn parse_tokens(s: &str) -> Result<Vec<i64>> {
+    let v: std::result::Result<Vec<i64>, _> = s
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|x| !x.is_empty())
+        .map(|x| x.parse::<i64>())
+        .collect();
+    match v {
+        Ok(v) if !v.is_empty() => Ok(v),
+        Ok(_) => Err(Error::Config("--tokens: no token ids given".into())),
+        Err(e) => Err(Error::Config(format!(
+            "--tokens: expected integers separated by spaces: {e}"
+        ))),
+    }
+}
