@@ -596,8 +596,23 @@ impl Weights {
             .tensor(name)
             .map_err(|e| Error::Config(format!("{}: `{name}`: {e:?}", path.display())))?;
         let shape: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
-        Tensor::f_from_data_size(view.data(), &shape, st_kind(view.dtype())?)
-            .ctx(format!("read `{name}`"))
+        let data = view.data();
+        let t = Tensor::f_from_data_size(data, &shape, st_kind(view.dtype())?)
+            .ctx(format!("read `{name}`"))?;
+        // The bytes are copied: drop the mapped pages from this process's resident set so that
+        // loading never holds the file's pages and the parameters at once. (The file is only
+        // read, so the pages are simply re-read from disk if touched again.)
+        let page = 4096usize;
+        let offset = data.as_ptr() as usize - mm.as_ptr() as usize;
+        let start = offset / page * page;
+        let end = offset + data.len();
+        if end > start {
+            // SAFETY: a private read-only file mapping; MADV_DONTNEED only drops clean pages.
+            let _ = unsafe {
+                mm.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
+        Ok(t)
     }
 }
 
