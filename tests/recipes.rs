@@ -91,6 +91,30 @@ fn set_overrides_are_typed_and_applied() {
         err.contains("`seed` must be an integer, found a string") && err.contains("--set #1"),
         "{err}"
     );
+    // A value that fails a check points at the --set argument that gave it.
+    let (code, _, err) = pzt(&[
+        "plan",
+        "recipes/quickstart.toml",
+        "--set",
+        "data.eval_fraction=2.0",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("eval_fraction must be in [0, 1)") && err.contains("--> --set #1:1:"),
+        "{err}"
+    );
+    let (code, _, err) = pzt(&[
+        "plan",
+        "recipes/quickstart.toml",
+        "--set",
+        "data.generator=\"adition\"",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("did you mean `addition`")
+            && err.contains("expected one of: addition, copy, reverse\n"),
+        "{err}"
+    );
     let (code, _, err) = pzt(&["plan", "recipes/mlp.toml", "--set", "run.name=x"]);
     assert_eq!(code, 2);
     assert!(err.contains("strings need quotes"), "{err}");

@@ -204,9 +204,11 @@ pub fn expand_files(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>> {
             .unwrap_or_default();
         if name.contains('*') || name.contains('?') {
             let dir = full.parent().map(Path::to_path_buf).unwrap_or_default();
-            let rd = std::fs::read_dir(&dir).map_err(|source| Error::Io {
-                path: format!("data file pattern `{p}` ({})", dir.display()),
-                source,
+            let rd = std::fs::read_dir(&dir).map_err(|e| {
+                Error::Config(format!(
+                    "[data] files: pattern `{p}`: cannot read the directory {}: {e}",
+                    dir.display()
+                ))
             })?;
             let mut found: Vec<PathBuf> = rd
                 .filter_map(|e| e.ok().map(|e| e.path()))

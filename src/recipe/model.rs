@@ -90,6 +90,14 @@ pub fn config_error(
                     .split("expected ")
                     .nth(1)
                     .map(|s| {
+                        s.split(" in `")
+                            .next()
+                            .unwrap_or(s)
+                            .split("\nin `")
+                            .next()
+                            .unwrap_or(s)
+                    })
+                    .map(|s| {
                         s.split('`')
                             .enumerate()
                             .filter(|(i, _)| i % 2 == 1)
@@ -127,6 +135,14 @@ pub fn config_error(
                     .split("expected ")
                     .nth(1)
                     .map(|s| {
+                        s.split(" in `")
+                            .next()
+                            .unwrap_or(s)
+                            .split("\nin `")
+                            .next()
+                            .unwrap_or(s)
+                    })
+                    .map(|s| {
                         s.split('`')
                             .enumerate()
                             .filter(|(i, _)| i % 2 == 1)
@@ -146,10 +162,14 @@ pub fn config_error(
                 }
                 return d.note(format!("expected one of: {}", expected.join(", ")));
             }
+            // Point at the value (which may come from a `--set`), else at its key.
             let loc = if segs.is_empty() {
                 table_loc
             } else {
-                node.loc_of(&segs).or(table_loc)
+                node.lookup(&segs)
+                    .and_then(|n| n.loc.clone())
+                    .or_else(|| node.loc_of(&segs))
+                    .or(table_loc)
             };
             Diagnostic::new(message.trim().to_string())
                 .at(loc)

@@ -64,6 +64,11 @@ pub struct TrainConfig {
     /// machine and thread count.
     #[serde(default)]
     pub threads: Option<i32>,
+    /// Use libtorch's deterministic algorithms and deterministic cuDNN (an op with no
+    /// deterministic implementation then fails with a clear libtorch error; set false to allow
+    /// the faster non-deterministic kernels on a GPU).
+    #[serde(default = "d_true")]
+    pub deterministic: bool,
 }
 
 impl TrainConfig {

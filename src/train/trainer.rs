@@ -170,6 +170,16 @@ impl Setup {
         if let Some(n) = train_cfg.threads {
             tch::set_num_threads(n);
         }
+        // Nothing in the loop draws from libtorch's global generators, but seed them anyway so
+        // that the saved RNG states (and any custom layer that uses them) are reproducible.
+        tch::manual_seed(recipe.run.seed as i64);
+        if train_cfg.deterministic {
+            crate::backend::set_deterministic(true)?;
+            crate::backend::set_cudnn_deterministic(true)?;
+            if std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+                std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
+            }
+        }
         let device = pick_device(&train_cfg.device).map_err(|e| in_section(&recipe, "train", e))?;
         let base = recipe_dir(&recipe);
         let tokenizer = Tokenizer::load(&data_cfg.tokenizer, &base).map_err(|e| {
@@ -787,7 +797,6 @@ pub fn eval(
     checkpoint_dir: Option<&Path>,
 ) -> Result<(PathBuf, Map<String, Value>)> {
     let out_dir = recipe.run.out_dir.clone();
-    let setup = Setup::new(recipe)?;
     let dir = match checkpoint_dir {
         Some(d) => d.to_path_buf(),
         None => checkpoint::latest(&out_dir)
@@ -805,6 +814,7 @@ pub fn eval(
             dir.display()
         )));
     }
+    let setup = Setup::new(recipe)?;
     checkpoint::load(&dir, &setup.tree.parameters())?;
     Ok((dir, setup.evaluate()?))
 }
