@@ -118,6 +118,13 @@ fn training_is_deterministic() {
         final_model(&a.join("run"), 20),
         final_model(&b.join("run"), 20)
     );
+    let state =
+        |d: &Path| std::fs::read_to_string(d.join("run/checkpoints/step-20/state.json")).unwrap();
+    assert_eq!(
+        state(&a),
+        state(&b),
+        "state.json (RNG states, cursor, metrics) differs"
+    );
     // The loss falls.
     let first = ma[0]["loss"].as_f64().unwrap();
     let last = ma[3]["loss"].as_f64().unwrap();
