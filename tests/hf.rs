@@ -509,3 +509,58 @@ fn logits_of_a_recipe_and_text_input() {
     assert_eq!(s.lines().count(), 6, "{s}");
     assert!(s.lines().next().unwrap().contains("\"1\""), "{s}");
 }
+
+#[test]
+fn older_config_layouts_load() {
+    // GPT-NeoX with rotary_pct / rotary_emb_base and Gemma 3 with rope_theta +
+    // rope_local_base_freq + sliding_window_pattern: the same numbers as the newer layout.
+    let dir = std::env::temp_dir().join(format!("pzt-hf-old-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for case in ["neox-serial", "gemma3"] {
+        let d = dir.join(case);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut c: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture(case).join("config.json")).unwrap(),
+        )
+        .unwrap();
+        let m = c.as_object_mut().unwrap();
+        let rp = m.remove("rope_parameters").unwrap();
+        let dt = m.remove("dtype").unwrap();
+        m.insert("torch_dtype".into(), dt);
+        if case == "neox-serial" {
+            m.insert("rotary_pct".into(), rp["partial_rotary_factor"].clone());
+            m.insert("rotary_emb_base".into(), rp["rope_theta"].clone());
+        } else {
+            m.insert(
+                "rope_theta".into(),
+                rp["full_attention"]["rope_theta"].clone(),
+            );
+            m.insert(
+                "rope_local_base_freq".into(),
+                rp["sliding_attention"]["rope_theta"].clone(),
+            );
+            // 3 layers: sliding, full, sliding is not expressible as a pattern; keep layer_types.
+        }
+        std::fs::write(
+            d.join("config.json"),
+            serde_json::to_string_pretty(&c).unwrap(),
+        )
+        .unwrap();
+        std::fs::copy(
+            fixture(case).join("model.safetensors"),
+            d.join("model.safetensors"),
+        )
+        .unwrap();
+        let model = pzt::models::hf::load(&d, None, tch::Device::Cpu)
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let (tokens, want) = reference(case);
+        let ids: Vec<i64> = Vec::try_from(tokens.get(0)).unwrap();
+        let got =
+            pzt::models::generate::logits(&model.tree, &ids, &Default::default(), tch::Device::Cpu)
+                .unwrap();
+        assert!(
+            (got - want.get(0)).abs().max().double_value(&[]) < 1e-4,
+            "{case}"
+        );
+    }
+}
