@@ -10,7 +10,8 @@ fn fixture(case: &str) -> PathBuf {
         .join(case)
 }
 
-pub const CASES: [&str; 9] = [
+pub const CASES: [&str; 10] = [
+    "gemma-geglu-exact",
     "llama-gqa",
     "llama3-tied-bias",
     "llama-linear-mqa",
