@@ -68,6 +68,26 @@ fn with_key(path: &[String], k: &str) -> Vec<String> {
     p
 }
 
+/// The backquoted names after "expected" in a serde message (`expected one of `a`, `b``),
+/// without the trailing "in `key`" that toml adds.
+fn expected_names(message: &str) -> Vec<String> {
+    let Some(tail) = message.split("expected ").nth(1) else {
+        return vec![];
+    };
+    let tail = tail
+        .split(" in `")
+        .next()
+        .unwrap_or(tail)
+        .split("\nin `")
+        .next()
+        .unwrap_or(tail);
+    tail.split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, x)| x.to_string())
+        .collect()
+}
+
 /// Maps a library error about a config (`ConfigField`) to a located diagnostic.
 pub fn config_error(
     e: Error,
@@ -86,25 +106,7 @@ pub fn config_error(
             // serde's unknown-field message names the key and the expected ones.
             if let Some(rest) = message.split("unknown field `").nth(1) {
                 let key = rest.split('`').next().unwrap_or("").to_string();
-                let expected: Vec<String> = message
-                    .split("expected ")
-                    .nth(1)
-                    .map(|s| {
-                        s.split(" in `")
-                            .next()
-                            .unwrap_or(s)
-                            .split("\nin `")
-                            .next()
-                            .unwrap_or(s)
-                    })
-                    .map(|s| {
-                        s.split('`')
-                            .enumerate()
-                            .filter(|(i, _)| i % 2 == 1)
-                            .map(|(_, x)| x.to_string())
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let expected = expected_names(&message);
                 let mut all: Vec<&str> = expected.iter().map(|s| s.as_str()).collect();
                 all.extend(allowed_extra.iter().copied());
                 let mut inner = segs.clone();
@@ -131,25 +133,7 @@ pub fn config_error(
             };
             if let Some(rest) = message.split("unknown variant `").nth(1) {
                 let word = rest.split('`').next().unwrap_or("").to_string();
-                let expected: Vec<String> = message
-                    .split("expected ")
-                    .nth(1)
-                    .map(|s| {
-                        s.split(" in `")
-                            .next()
-                            .unwrap_or(s)
-                            .split("\nin `")
-                            .next()
-                            .unwrap_or(s)
-                    })
-                    .map(|s| {
-                        s.split('`')
-                            .enumerate()
-                            .filter(|(i, _)| i % 2 == 1)
-                            .map(|(_, x)| x.to_string())
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let expected = expected_names(&message);
                 let vloc = node.lookup(&segs).and_then(|n| n.loc.clone()).or(table_loc);
                 let what = message.split(':').next().unwrap_or("config");
                 let field = segs.last().cloned().unwrap_or_default();

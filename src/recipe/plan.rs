@@ -163,35 +163,15 @@ impl Plan {
     /// `pzt select`).
     pub fn tree_only(recipe: &Recipe) -> Result<Node> {
         let b = Builder::slots().dtype(recipe.param_dtype);
-        let sources = &recipe.resolved.sources;
-        let mut mb = ModelBuilder::new(&b);
-        mb.base_dir = recipe
-            .resolved
-            .path
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_default();
-        let tree = mb
-            .build(&recipe.model, &[], &["model".to_string()])
-            .map_err(|d| recipe_error(sources, d))?;
-        apply_patches(tree, &recipe.patches, &mb).map_err(|d| recipe_error(sources, d))
+        let (tree, _) = build_tree(recipe, &b)?;
+        Ok(tree)
     }
 
     /// Plans a recipe building parameters with `builder` (slots or real values).
     pub fn build(recipe: Recipe, builder: &Builder) -> Result<Plan> {
         let sources = recipe.resolved.sources.clone();
         let fail = |d: Diagnostic| recipe_error(&sources, d);
-        let mut mb = ModelBuilder::new(builder);
-        mb.base_dir = recipe
-            .resolved
-            .path
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_default();
-        let tree = mb
-            .build(&recipe.model, &[], &["model".to_string()])
-            .map_err(fail)?;
-        let tree = apply_patches(tree, &recipe.patches, &mb).map_err(fail)?;
+        let (tree, mb_locs) = build_tree(&recipe, builder)?;
         let counts = count_params(&tree);
         let mut activations = 0;
         let mut output = None;
@@ -201,7 +181,7 @@ impl Plan {
                 Ok(o) => output = Some(o),
                 Err(e) => {
                     let path = e.layer_path().unwrap_or_default();
-                    let locs = mb.locs.borrow();
+                    let locs = &mb_locs;
                     let mut segs: Vec<&str> = if path == "<root>" {
                         vec![]
                     } else {
@@ -332,6 +312,27 @@ impl Plan {
 fn describe_input(i: &super::InputSpec) -> String {
     let axes: Vec<String> = i.axes.iter().map(|(n, v)| format!("{n}: {v}")).collect();
     format!("{{{}}} {}", axes.join(", "), kind_name(i.dtype))
+}
+
+/// Builds the `[model]` tree and applies the patches; returns it with the declaration place of
+/// each tree path.
+fn build_tree(
+    recipe: &Recipe,
+    builder: &Builder,
+) -> Result<(Node, std::collections::BTreeMap<String, super::source::Loc>)> {
+    let sources = &recipe.resolved.sources;
+    let mut mb = ModelBuilder::new(builder);
+    mb.base_dir = recipe
+        .resolved
+        .path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let tree = mb
+        .build(&recipe.model, &[], &["model".to_string()])
+        .map_err(|d| recipe_error(sources, d))?;
+    let tree = apply_patches(tree, &recipe.patches, &mb).map_err(|d| recipe_error(sources, d))?;
+    Ok((tree, mb.locs.into_inner()))
 }
 
 /// Runs the model on a meta input with every parameter bound to a meta tensor.
