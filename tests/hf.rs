@@ -170,6 +170,11 @@ fn unsupported_configs_fail_loudly() {
             "`pretraining_tp` = 2 is not supported",
         ),
         (
+            "\"rope_type\": \"default\"",
+            "\"rope_type\": \"default\", \"partial_rotary_factor\": 0.5",
+            "partial_rotary_factor` = 0.5 is not supported",
+        ),
+        (
             "\"hidden_act\": \"silu\"",
             "\"hidden_act\": \"mish\"",
             "`hidden_act` = \"mish\" is not supported",
@@ -394,6 +399,26 @@ fn fine_tune_a_pretrained_model_from_a_recipe_then_export() {
     .status
     .success());
     assert!((la - read_logits(&base)).abs().max().double_value(&[]) > 1e-3);
+    // A patched model cannot be written in the HF layout: refused, not silently dropped.
+    let patched = dir.join("patched.toml");
+    let text = std::fs::read_to_string(&recipe)
+        .unwrap()
+        .replace("[data]", "[[patch]]\nselect = \"lm_head\"\naction = \"wrap\"\nwith = { type = \"Sequential\", layers = [{ type = \"TanhSoftCap\", cap = 5.0 }] }\n\n[data]")
+        .replace(&dir.join("run").display().to_string(), &dir.join("run2").display().to_string());
+    std::fs::write(&patched, text).unwrap();
+    assert!(pzt(&["train", patched.to_str().unwrap()]).status.success());
+    let o = pzt(&[
+        "export",
+        dir.join("run2/checkpoints/step-5").to_str().unwrap(),
+        "--hf",
+        dir.join("export2").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("structure differs"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // Exporting over a non-empty directory is refused.
     assert_eq!(
         pzt(&["export", ck.to_str().unwrap(), "--hf", ex.to_str().unwrap()])

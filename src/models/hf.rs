@@ -11,7 +11,7 @@
 //!     i: Sequential                         serial residual (Llama, Mistral, Gemma, NeoX serial)
 //!       attention: Residual(delta: Sequential[norm, attn, post_norm?])
 //!       mlp:       Residual(delta: Sequential[norm, mlp, post_norm?])
-//!     i: BranchAndAddTogether[residual: Identity, attention: [norm, attn], mlp: [norm, mlp]]
+//!     i: BranchAndAddTogether[0: Identity, 1: Sequential[norm, attn], 2: Sequential[norm, mlp]]
 //!                                           parallel residual (NeoX)
 //!   final_norm
 //!   lm_head: Linear | EmbeddingDecode (tied)   (+ final_softcap: TanhSoftCap for Gemma 2)
@@ -723,6 +723,15 @@ fn to_hf(t: &Tensor, tr: Transform) -> Result<Tensor> {
 /// (the original one, with `dtype` set) and `model.safetensors` in the family's names and
 /// layouts.
 pub fn export(tree: &Node, arch: &Arch, config_json: &str, out: &Path, dtype: Kind) -> Result<()> {
+    // The HF layout can only express the family's own structure: refuse a patched tree rather
+    // than silently dropping the patch.
+    let reference = arch.build(&Builder::slots())?;
+    if !reference.same_structure(tree) {
+        return Err(Error::Config(format!(
+            "export: the model's structure differs from a plain {} model (changed by [[patch]]es?); the HuggingFace layout cannot express it",
+            arch.model_type
+        )));
+    }
     std::fs::create_dir_all(out).map_err(|source| Error::Io {
         path: out.display().to_string(),
         source,

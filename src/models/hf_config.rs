@@ -392,6 +392,10 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
                 .unwrap_or("gelu_pytorch_tanh");
             let _ = c.get("hidden_act");
             arch.act = act(path, "hidden_activation", a)?;
+            if family == Family::Gemma && arch.act == Activation::Gelu {
+                // transformers maps Gemma 1's legacy `gelu` to the tanh approximation.
+                arch.act = Activation::GeluTanh;
+            }
             let ab = c.boolean("attention_bias")?.unwrap_or(false);
             arch.qkv_bias = ab;
             arch.out_bias = ab;
@@ -458,6 +462,13 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
             if dims < head_dim {
                 arch.rotary_dims = Some(dims);
             }
+        }
+    }
+    if family != Family::GptNeox {
+        if let Some(p) = partial.filter(|p| *p != 1.0) {
+            return Err(Error::Config(format!(
+                "{path}: `rope_parameters.partial_rotary_factor` = {p} is not supported for {model_type} (only GPT-NeoX rotates part of each head)"
+            )));
         }
     }
     arch.layer_attn = window
