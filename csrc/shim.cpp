@@ -42,11 +42,13 @@ extern "C" {
 
 void pzt_free_error(char* e) { free(e); }
 
-char* pzt_set_deterministic(bool on) {
+char* pzt_set_deterministic(bool on, bool warn_only) {
   PZT_TRY
-  at::globalContext().setDeterministicAlgorithms(on, false);
+  at::globalContext().setDeterministicAlgorithms(on, warn_only);
   PZT_CATCH
 }
+
+bool pzt_deterministic_warn_only() { return at::globalContext().deterministicAlgorithmsWarnOnly(); }
 
 bool pzt_deterministic() { return at::globalContext().deterministicAlgorithms(); }
 

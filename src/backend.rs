@@ -12,7 +12,8 @@ type C_tensor = torch_sys::C_tensor;
 
 extern "C" {
     fn pzt_free_error(e: *mut c_char);
-    fn pzt_set_deterministic(on: bool) -> *mut c_char;
+    fn pzt_set_deterministic(on: bool, warn_only: bool) -> *mut c_char;
+    fn pzt_deterministic_warn_only() -> bool;
     fn pzt_deterministic() -> bool;
     fn pzt_set_cudnn_deterministic(on: bool) -> *mut c_char;
     fn pzt_cudnn_deterministic() -> bool;
@@ -123,7 +124,18 @@ pub fn torch_version() -> String {
 /// Turns libtorch's deterministic algorithms on or off (errors on ops that have no
 /// deterministic implementation when on).
 pub fn set_deterministic(on: bool) -> Result<()> {
-    check(unsafe { pzt_set_deterministic(on) })
+    check(unsafe { pzt_set_deterministic(on, false) })
+}
+
+/// Deterministic algorithms where libtorch has them; ops without one warn (once) instead of
+/// failing.
+pub fn set_deterministic_warn_only(on: bool) -> Result<()> {
+    check(unsafe { pzt_set_deterministic(on, true) })
+}
+
+/// Whether deterministic mode only warns.
+pub fn deterministic_warn_only() -> bool {
+    unsafe { pzt_deterministic_warn_only() }
 }
 
 /// Whether deterministic algorithms are on.

@@ -9,6 +9,10 @@ fn shim_switches_round_trip() {
     assert!(deterministic());
     set_deterministic(false).unwrap();
     assert!(!deterministic());
+    set_deterministic_warn_only(true).unwrap();
+    assert!(deterministic() && deterministic_warn_only());
+    set_deterministic(false).unwrap();
+    assert!(!deterministic_warn_only());
 
     set_cudnn_deterministic(true).unwrap();
     assert!(cudnn_deterministic());

@@ -64,9 +64,9 @@ pub struct TrainConfig {
     /// machine and thread count.
     #[serde(default)]
     pub threads: Option<i32>,
-    /// Use libtorch's deterministic algorithms and deterministic cuDNN (an op with no
-    /// deterministic implementation then fails with a clear libtorch error; set false to allow
-    /// the faster non-deterministic kernels on a GPU).
+    /// Use libtorch's deterministic algorithms and deterministic cuDNN where they exist (an op
+    /// with no deterministic implementation prints a libtorch warning and runs anyway; set
+    /// false to allow the faster non-deterministic kernels on a GPU).
     #[serde(default = "d_true")]
     pub deterministic: bool,
 }
