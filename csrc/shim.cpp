@@ -173,3 +173,26 @@ extern "C" char* pzt_to_meta(torch::Tensor* t, torch::Tensor** out) {
     return dup_error(e.what());
   }
 }
+
+// One AdamW step over a group of parameters with libtorch's fused kernel (`_fused_adamw_`),
+// updating params, exp_avgs and exp_avg_sqs in place. `step` is the step number after this
+// update (the kernel reads it for the bias corrections; it does not increment it).
+extern "C" char* pzt_fused_adamw(torch::Tensor** params, torch::Tensor** grads, torch::Tensor** m,
+                                 torch::Tensor** v, int n, double step, double lr, double beta1,
+                                 double beta2, double weight_decay, double eps) {
+  try {
+    std::vector<at::Tensor> p, g, mm, vv, steps;
+    for (int i = 0; i < n; ++i) {
+      p.push_back(*params[i]);
+      g.push_back(*grads[i]);
+      mm.push_back(*m[i]);
+      vv.push_back(*v[i]);
+      steps.push_back(at::full({}, step, params[i]->options().dtype(at::kFloat)));
+    }
+    at::NoGradGuard ng;
+    at::_fused_adamw_(p, g, mm, vv, {}, steps, lr, beta1, beta2, weight_decay, eps, false, false);
+    return nullptr;
+  } catch (const std::exception& e) {
+    return dup_error(e.what());
+  }
+}

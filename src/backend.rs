@@ -42,6 +42,19 @@ extern "C" {
         out: *mut *mut C_tensor,
     ) -> *mut c_char;
     fn pzt_to_meta(t: *mut C_tensor, out: *mut *mut C_tensor) -> *mut c_char;
+    fn pzt_fused_adamw(
+        params: *mut *mut C_tensor,
+        grads: *mut *mut C_tensor,
+        m: *mut *mut C_tensor,
+        v: *mut *mut C_tensor,
+        n: i32,
+        step: f64,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+    ) -> *mut c_char;
 }
 
 /// Whether a tensor lives on the meta device (shapes only, no storage).
@@ -307,5 +320,58 @@ fn kind_from_code(code: i32) -> Option<Kind> {
         11 => Kind::Bool,
         15 => Kind::BFloat16,
         _ => return None,
+    })
+}
+
+/// Hyper-parameters of one fused AdamW step.
+#[derive(Debug, Clone, Copy)]
+pub struct FusedAdamW {
+    pub step: f64,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub weight_decay: f64,
+    pub eps: f64,
+}
+
+/// One AdamW step over a group with libtorch's fused kernel (`_fused_adamw_`): parameters and
+/// both moments are updated in place. All tensors must share a device and be float32.
+pub fn fused_adamw(
+    params: &[Tensor],
+    grads: &[Tensor],
+    m: &[Tensor],
+    v: &[Tensor],
+    h: FusedAdamW,
+) -> Result<()> {
+    let n = params.len();
+    if grads.len() != n || m.len() != n || v.len() != n {
+        return Err(Error::Shim(
+            "fused_adamw: lists of different lengths".into(),
+        ));
+    }
+    let mut hold: Vec<Tensor> = params
+        .iter()
+        .chain(grads)
+        .chain(m)
+        .chain(v)
+        .map(|t| t.shallow_clone())
+        .collect();
+    let mut ptrs: Vec<*mut C_tensor> = hold.iter_mut().map(|t| t.as_mut_ptr()).collect();
+    let base = ptrs.as_mut_ptr();
+    // SAFETY: four consecutive arrays of n valid tensor handles, alive in `hold` for the call.
+    check(unsafe {
+        pzt_fused_adamw(
+            base,
+            base.add(n),
+            base.add(2 * n),
+            base.add(3 * n),
+            n as i32,
+            h.step,
+            h.lr,
+            h.beta1,
+            h.beta2,
+            h.weight_decay,
+            h.eps,
+        )
     })
 }

@@ -54,6 +54,10 @@ fn adamw_matches_the_formula_and_skips_decay_for_1d() {
         wv = wv * (1.0 - 0.1 * 0.5) - upd;
         bv -= upd; // no decay on 1-D parameters
     }
+    assert!(
+        opt.last_step_fused(),
+        "float32 parameters on one device use the fused kernel"
+    );
     assert!((w.value().double_value(&[0, 0]) - wv).abs() < 1e-6);
     assert!((b.value().double_value(&[0]) - bv).abs() < 1e-6);
     assert!(opt.state().contains_key("m.w") && opt.state().contains_key("v.b"));
@@ -112,4 +116,30 @@ fn clipping_and_grad_norm() {
     opt.clip(n, 1.0).unwrap();
     assert!((opt.grad_norm().unwrap() - 1.0).abs() < 1e-5);
     assert_eq!(opt.first_bad_grad().unwrap(), None);
+}
+
+#[test]
+fn adamw_falls_back_for_other_dtypes_with_the_same_numbers() {
+    let run = |kind: Kind| {
+        let p = Parameter::new(
+            "p",
+            Tensor::from_slice(&[1f32, -1., 0.5, 2.])
+                .reshape([2, 2])
+                .to_kind(kind),
+        );
+        let mut c = cfg(OptimKind::Adamw);
+        c.weight_decay = 0.1;
+        let mut opt = Optimizer::new(vec![p.clone()], c);
+        for _ in 0..3 {
+            opt.zero_grad();
+            let v = p.value();
+            (&v * &v).sum(Kind::Float).backward();
+            opt.step(0.05).unwrap();
+        }
+        (p.value().to_kind(Kind::Double), opt.last_step_fused())
+    };
+    let (a, fa) = run(Kind::Float);
+    let (b, fb) = run(Kind::Double);
+    assert!(fa && !fb);
+    assert!((a - b).abs().max().double_value(&[]) < 1e-5);
 }

@@ -43,6 +43,7 @@ pub struct Optimizer {
     decay: Vec<bool>,
     step: i64,
     state: BTreeMap<String, Tensor>,
+    fused: bool,
 }
 
 /// AdamW with the simple config (kept for the library API and the demo).
@@ -96,6 +97,7 @@ impl Optimizer {
             decay,
             step: 0,
             state: BTreeMap::new(),
+            fused: false,
         }
     }
 
@@ -107,6 +109,11 @@ impl Optimizer {
     /// Steps taken.
     pub fn steps(&self) -> i64 {
         self.step
+    }
+
+    /// Whether the last step ran libtorch's fused AdamW kernel.
+    pub fn last_step_fused(&self) -> bool {
+        self.fused
     }
 
     /// Clears gradients.
@@ -175,10 +182,67 @@ impl Optimizer {
         }
     }
 
-    /// One update with learning rate `lr` (parameters without a gradient are skipped).
+    /// AdamW through libtorch's fused kernel, when every parameter with a gradient is a
+    /// float32 tensor on one device. Returns false (nothing changed) when it does not apply.
+    fn fused_adamw_step(&mut self, lr: f64) -> Result<bool> {
+        let c = self.config.clone();
+        if c.kind != OptimKind::Adamw {
+            return Ok(false);
+        }
+        let mut groups: [Vec<(Parameter, Tensor)>; 2] = [vec![], vec![]];
+        let mut device = None;
+        for (p, &decay) in self.params.iter().zip(&self.decay) {
+            let Some(g) = p.grad() else { continue };
+            let w = p.value();
+            if w.kind() != tch::Kind::Float
+                || g.kind() != tch::Kind::Float
+                || *device.get_or_insert(w.device()) != w.device()
+            {
+                return Ok(false);
+            }
+            groups[usize::from(decay && c.weight_decay != 0.0)].push((p.clone(), g));
+        }
+        for (gi, group) in groups.iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            let mut ps = vec![];
+            let mut gs = vec![];
+            let mut ms = vec![];
+            let mut vs = vec![];
+            for (p, g) in group {
+                let label = p.label().to_string();
+                let m = self.take(&format!("m.{label}"), g)?;
+                let v = self.take(&format!("v.{label}"), g)?;
+                ps.push(p.value());
+                gs.push(g.shallow_clone());
+                ms.push(m.shallow_clone());
+                vs.push(v.shallow_clone());
+                self.state.insert(format!("m.{label}"), m);
+                self.state.insert(format!("v.{label}"), v);
+            }
+            let h = crate::backend::FusedAdamW {
+                step: self.step as f64,
+                lr,
+                beta1: c.betas[0],
+                beta2: c.betas[1],
+                weight_decay: if gi == 1 { c.weight_decay } else { 0.0 },
+                eps: c.eps,
+            };
+            crate::backend::fused_adamw(&ps, &gs, &ms, &vs, h)?;
+        }
+        Ok(true)
+    }
+
+    /// One update with learning rate `lr` (parameters without a gradient are skipped). AdamW
+    /// runs libtorch's fused kernel when all parameters are float32 on one device.
     pub fn step(&mut self, lr: f64) -> Result<()> {
         let _ng = tch::no_grad_guard();
         self.step += 1;
+        self.fused = self.fused_adamw_step(lr)?;
+        if self.fused {
+            return Ok(());
+        }
         let c = self.config.clone();
         let params = self.params.clone();
         let decays = self.decay.clone();
