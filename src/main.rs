@@ -112,34 +112,7 @@ enum Command {
         device: String,
     },
     /// Generate tokens after a prompt, streaming them as they are sampled (KV cache).
-    Generate {
-        /// An HF model directory, a recipe, or a run checkpoint directory.
-        model: PathBuf,
-        /// The prompt text (needs a tokenizer).
-        #[arg(long, conflicts_with = "tokens")]
-        prompt: Option<String>,
-        /// The prompt as token ids, e.g. "1 2 3".
-        #[arg(long)]
-        tokens: Option<String>,
-        #[arg(long, default_value_t = 32)]
-        max_new_tokens: usize,
-        /// 0 = greedy.
-        #[arg(long, default_value_t = 0.0)]
-        temperature: f64,
-        #[arg(long)]
-        top_k: Option<usize>,
-        #[arg(long)]
-        top_p: Option<f64>,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Recompute the whole sequence every step instead of using the KV cache.
-        #[arg(long)]
-        no_cache: bool,
-        #[arg(long)]
-        dtype: Option<String>,
-        #[arg(long, default_value = "auto")]
-        device: String,
-    },
+    Generate(GenerateArgs),
     /// Write a checkpoint (or an HF model directory) as a HuggingFace model directory.
     Export {
         /// A run checkpoint directory whose recipe loads an HF model (`[model] hf = ...`), or
@@ -176,6 +149,36 @@ enum Demo {
         #[arg(long)]
         show: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// An HF model directory, a recipe, or a run checkpoint directory.
+    model: PathBuf,
+    /// The prompt text (needs a tokenizer).
+    #[arg(long, conflicts_with = "tokens")]
+    prompt: Option<String>,
+    /// The prompt as token ids, e.g. "1 2 3".
+    #[arg(long)]
+    tokens: Option<String>,
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Recompute the whole sequence every step instead of using the KV cache.
+    #[arg(long)]
+    no_cache: bool,
+    #[arg(long)]
+    dtype: Option<String>,
+    #[arg(long, default_value = "auto")]
+    device: String,
 }
 
 enum Failure {
@@ -441,21 +444,21 @@ fn run_logits(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_generate(
-    model: PathBuf,
-    prompt: Option<String>,
-    tokens: Option<String>,
-    max_new: usize,
-    temperature: f64,
-    top_k: Option<usize>,
-    top_p: Option<f64>,
-    seed: u64,
-    no_cache: bool,
-    dtype: Option<String>,
-    device: String,
-) -> Result<(), Failure> {
+fn run_generate(a: GenerateArgs) -> Result<(), Failure> {
     use std::io::Write;
+    let GenerateArgs {
+        model,
+        prompt,
+        tokens,
+        max_new_tokens: max_new,
+        temperature,
+        top_k,
+        top_p,
+        seed,
+        no_cache,
+        dtype,
+        device,
+    } = a;
     let device = parse_device(&device)?;
     let m = pzt::models::load::load(&model, parse_dtype(&dtype)?, device).map_err(lib_err)?;
     let ids = model_tokens(&m, &tokens, &prompt)?;
@@ -677,31 +680,7 @@ fn main() -> ExitCode {
             dtype,
             device,
         }) => run_logits(model, tokens, text, out, dtype, device),
-        Some(Command::Generate {
-            model,
-            prompt,
-            tokens,
-            max_new_tokens,
-            temperature,
-            top_k,
-            top_p,
-            seed,
-            no_cache,
-            dtype,
-            device,
-        }) => run_generate(
-            model,
-            prompt,
-            tokens,
-            max_new_tokens,
-            temperature,
-            top_k,
-            top_p,
-            seed,
-            no_cache,
-            dtype,
-            device,
-        ),
+        Some(Command::Generate(a)) => run_generate(a),
         Some(Command::Export {
             checkpoint,
             hf,

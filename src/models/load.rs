@@ -32,11 +32,7 @@ fn axes_of(r: &Recipe) -> LmAxes {
     ax
 }
 
-fn recipe_model(
-    r: Recipe,
-    device: Device,
-    dtype: Option<Kind>,
-) -> Result<(Node, Option<Tokenizer>, Option<PathBuf>, LmAxes)> {
+fn recipe_model(r: Recipe, device: Device, dtype: Option<Kind>) -> Result<Loaded> {
     let base = r
         .resolved
         .path
@@ -60,7 +56,14 @@ fn recipe_model(
         .on(device)
         .dtype(dtype.unwrap_or(r.param_dtype));
     let plan = Plan::build(r, &b)?;
-    Ok((plan.tree, tok, hf, axes))
+    let eos = tok.as_ref().map(|t| vec![t.eos_id()]).unwrap_or_default();
+    Ok(Loaded {
+        tree: plan.tree,
+        tokenizer: tok,
+        eos,
+        axes,
+        hf_dir: hf,
+    })
 }
 
 /// Loads `path`: an HF model directory (config.json), a run checkpoint directory
@@ -83,29 +86,12 @@ pub fn load(path: &Path, dtype: Option<Kind>, device: Device) -> Result<Loaded> 
         });
     }
     if path.join("state.json").is_file() && path.join("recipe.toml").is_file() {
-        let r = Recipe::load(&path.join("recipe.toml"), &[])?;
-        let (tree, tok, hf, axes) = recipe_model(r, device, dtype)?;
-        crate::train::checkpoint::load(path, &tree.parameters())?;
-        let eos = tok.as_ref().map(|t| vec![t.eos_id()]).unwrap_or_default();
-        return Ok(Loaded {
-            tree,
-            tokenizer: tok,
-            eos,
-            axes,
-            hf_dir: hf,
-        });
+        let m = recipe_model(Recipe::load(&path.join("recipe.toml"), &[])?, device, dtype)?;
+        crate::train::checkpoint::load(path, &m.tree.parameters())?;
+        return Ok(m);
     }
     if path.is_file() {
-        let r = Recipe::load(path, &[])?;
-        let (tree, tok, hf, axes) = recipe_model(r, device, dtype)?;
-        let eos = tok.as_ref().map(|t| vec![t.eos_id()]).unwrap_or_default();
-        return Ok(Loaded {
-            tree,
-            tokenizer: tok,
-            eos,
-            axes,
-            hf_dir: hf,
-        });
+        return recipe_model(Recipe::load(path, &[])?, device, dtype);
     }
     Err(Error::Config(format!(
         "`{}` is not a model: expected a HuggingFace model directory (config.json), a checkpoint directory (state.json, recipe.toml) or a recipe file",
