@@ -20,7 +20,7 @@
 use pzt::layers::linear::Linear;
 use pzt::params::init::Initializer;
 use pzt::prelude::*;
-use pzt::tree::registry::{register_layer, serde_factory};
+use pzt::tree::registry::serde_factory;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -114,7 +114,8 @@ fn max_abs_diff(a: &NamedTensor, b: &NamedTensor) -> Result<f64> {
 
 fn main() -> pzt::Result<()> {
     // 1. Register the kind so that `Node::from_toml` (and, later, recipes) can make it by name.
-    register_layer("ScaleShift", serde_factory::<ScaleShift>("ScaleShift"));
+    let mut registry = pzt::builtin_registry();
+    registry.register_layer("ScaleShift", serde_factory::<ScaleShift>("ScaleShift"));
 
     // 2. Build a model mixing the custom layer with built-in layers and combinators.
     let b = Builder::new(0); // seed 0, float32, CPU
@@ -204,7 +205,7 @@ fn main() -> pzt::Result<()> {
         .map_err(|e| Error::Config(format!("cannot write TOML: {e}")))?;
     let table: pzt::toml::Table =
         pzt::toml::from_str(&text).map_err(|e| Error::Config(format!("cannot read TOML: {e}")))?;
-    let slots = Node::from_toml(&table)?; // parameters come back as slots
+    let slots = Node::from_toml(&table, &registry)?; // parameters come back as slots
     let rebuilt = slots.bind(&model.parameters())?;
     if !rebuilt.same_structure(&model) {
         return Err(Error::Config("TOML round trip changed the tree".into()));

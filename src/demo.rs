@@ -1,7 +1,7 @@
 //! The built-in example run by `pzt demo xor` (the README's main command until `pzt train`
 //! exists): an MLP built from combinators learns XOR with AdamW.
 
-use crate::error::{Result, TorchContext};
+use crate::base::{Result, TorchContext};
 use crate::layers::misc::Activation;
 use crate::models::mlp::mlp;
 use crate::named::NamedTensor;

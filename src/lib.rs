@@ -1,7 +1,7 @@
 //! # pzt
 //!
 //! Penzai's ideas on libtorch: tensors with named axes ([`named::NamedTensor`]), models as
-//! trees of small combinator layers ([`tree::Node`], [`combinators`], [`layers`]), parameters
+//! trees of small combinator layers ([`tree::Node`], [`layers`]), parameters
 //! and state variables that can be unbound, frozen and rebound ([`params`]), and selectors that
 //! patch a model ([`tree::select()`]).
 //!
@@ -21,11 +21,11 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod backend;
-pub mod combinators;
+pub mod base;
 pub mod data;
 pub mod demo;
-pub mod error;
 pub mod layers;
+pub mod loader;
 pub mod models;
 pub mod named;
 pub mod params;
@@ -33,14 +33,24 @@ pub mod recipe;
 pub mod train;
 pub mod tree;
 
-pub use error::{Error, Result};
+pub use base::error::{Error, Result};
+
+/// The registry of every built-in layer kind and builder: what the `pzt` command line reads
+/// recipes and TOML trees with. Register custom kinds into it
+/// ([`tree::Registry::register_layer`]).
+pub fn builtin_registry() -> tree::Registry {
+    let mut reg = tree::Registry::new();
+    layers::register_builtins(&mut reg);
+    models::register_builders(&mut reg);
+    reg
+}
 /// Re-exported for layer configs ([`tree::Layer::config`]).
 pub use toml;
 
 /// The names most programs need.
 pub mod prelude {
-    pub use crate::combinators::attention::{Attention, AttentionMask, SelfAttentionConfig};
-    pub use crate::combinators::{
+    pub use crate::layers::attention::{Attention, AttentionMask, SelfAttentionConfig};
+    pub use crate::layers::grouping::{
         BranchAndAddTogether, BranchAndMultiplyTogether, NamedGroup, Residual, Sequential,
     };
     pub use crate::layers::misc::{Activation, Elementwise};
@@ -48,7 +58,8 @@ pub mod prelude {
     pub use crate::named::NamedTensor;
     pub use crate::params::{ParamEntry, Parameter, RandomStream, StateEntry, StateVariable};
     pub use crate::tree::{
-        select, Builder, Layer, Node, Scope, Selection, SideInputs, SideValue, Value,
+        select, Builder, ChildLayout, Layer, Node, Registry, Scope, Selection, SideInputs,
+        SideValue, Value,
     };
     pub use crate::{Error, Result};
 }

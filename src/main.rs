@@ -188,26 +188,17 @@ enum Failure {
     Run(String),
 }
 
-fn device_name(d: tch::Device) -> String {
-    match d {
-        tch::Device::Cpu => "cpu".into(),
-        tch::Device::Cuda(i) => format!("cuda:{i}"),
-        other => format!("{other:?}").to_lowercase(),
-    }
-}
+use backend::device_name;
 
 fn parse_device(s: &str) -> Result<tch::Device, Failure> {
-    match s {
-        "auto" => Ok(backend::auto_device()),
-        "cpu" => Ok(tch::Device::Cpu),
-        "cuda" if tch::Cuda::is_available() => Ok(tch::Device::Cuda(0)),
-        "cuda" => Err(Failure::BadInput(
-            "--device cuda: libtorch sees no CUDA device on this machine".into(),
-        )),
-        other => Err(Failure::BadInput(format!(
+    backend::parse_device(s).map_err(|e| match e {
+        backend::DeviceError::NoCuda => {
+            Failure::BadInput("--device cuda: libtorch sees no CUDA device on this machine".into())
+        }
+        backend::DeviceError::Unknown(other) => Failure::BadInput(format!(
             "--device: expected auto, cpu or cuda, got `{other}`"
-        ))),
-    }
+        )),
+    })
 }
 
 fn print_version() {
@@ -297,7 +288,7 @@ fn run_train(recipe: PathBuf, set: Vec<String>, resume: bool, json: bool) -> Res
         progress: std::io::stdout().is_terminal() && !json,
         quiet: json,
     };
-    let s = pzt::train::trainer::train(r, &opts).map_err(lib_err)?;
+    let s = pzt::train::trainer::train(r, &pzt::builtin_registry(), &opts).map_err(lib_err)?;
     if json {
         println!(
             "{}",
@@ -361,12 +352,12 @@ fn parse_dtype(d: &Option<String>) -> Result<Option<tch::Kind>, Failure> {
 }
 
 fn model_tokens(
-    m: &pzt::models::load::Loaded,
+    m: &pzt::loader::Loaded,
     tokens: &Option<String>,
     text: &Option<String>,
 ) -> Result<Vec<i64>, Failure> {
     let ids = match (tokens, text) {
-        (Some(t), _) => pzt::models::load::parse_tokens(t).map_err(lib_err)?,
+        (Some(t), _) => pzt::loader::parse_tokens(t).map_err(lib_err)?,
         (None, Some(t)) => match &m.tokenizer {
             Some(tok) => tok.encode(t).map_err(lib_err)?,
             None => {
@@ -410,7 +401,13 @@ fn run_logits(
     device: String,
 ) -> Result<(), Failure> {
     let device = parse_device(&device)?;
-    let m = pzt::models::load::load(&model, parse_dtype(&dtype)?, device).map_err(lib_err)?;
+    let m = pzt::loader::load(
+        &model,
+        &pzt::builtin_registry(),
+        parse_dtype(&dtype)?,
+        device,
+    )
+    .map_err(lib_err)?;
     let ids = model_tokens(&m, &tokens, &text)?;
     let logits = pzt::models::generate::logits(&m.tree, &ids, &m.axes, device).map_err(lib_err)?;
     match out {
@@ -460,7 +457,13 @@ fn run_generate(a: GenerateArgs) -> Result<(), Failure> {
         device,
     } = a;
     let device = parse_device(&device)?;
-    let m = pzt::models::load::load(&model, parse_dtype(&dtype)?, device).map_err(lib_err)?;
+    let m = pzt::loader::load(
+        &model,
+        &pzt::builtin_registry(),
+        parse_dtype(&dtype)?,
+        device,
+    )
+    .map_err(lib_err)?;
     let ids = model_tokens(&m, &tokens, &prompt)?;
     if let Some(p) = top_p {
         if !(p > 0.0 && p <= 1.0) {
@@ -515,8 +518,13 @@ fn run_generate(a: GenerateArgs) -> Result<(), Failure> {
 
 fn run_export(checkpoint: PathBuf, hf: PathBuf, dtype: Option<String>) -> Result<(), Failure> {
     let kind = parse_dtype(&dtype)?.unwrap_or(tch::Kind::Float);
-    let m = pzt::models::load::load(&checkpoint, Some(tch::Kind::Float), tch::Device::Cpu)
-        .map_err(lib_err)?;
+    let m = pzt::loader::load(
+        &checkpoint,
+        &pzt::builtin_registry(),
+        Some(tch::Kind::Float),
+        tch::Device::Cpu,
+    )
+    .map_err(lib_err)?;
     let Some(src) = m.hf_dir.clone() else {
         return Err(Failure::BadInput(format!("{}: export needs a model loaded from a HuggingFace directory (`[model] hf = \"...\"` in its recipe)", checkpoint.display())));
     };
@@ -559,7 +567,8 @@ fn run_eval(
     json: bool,
 ) -> Result<(), Failure> {
     let r = pzt::recipe::Recipe::load(&recipe, &set).map_err(lib_err)?;
-    let (dir, m) = pzt::train::trainer::eval(r, checkpoint.as_deref()).map_err(lib_err)?;
+    let (dir, m) = pzt::train::trainer::eval(r, &pzt::builtin_registry(), checkpoint.as_deref())
+        .map_err(lib_err)?;
     if json {
         let mut j = serde_json::Map::new();
         j.insert(
@@ -584,7 +593,8 @@ fn run_eval(
 
 fn run_plan(recipe: PathBuf, set: Vec<String>, json: bool, depth: usize) -> Result<(), Failure> {
     let r = pzt::recipe::Recipe::load(&recipe, &set).map_err(lib_err)?;
-    let plan = pzt::recipe::plan::Plan::shapes_only(r).map_err(lib_err)?;
+    let plan =
+        pzt::recipe::plan::Plan::shapes_only(r, &pzt::builtin_registry()).map_err(lib_err)?;
     if json {
         println!(
             "{}",
@@ -603,7 +613,7 @@ fn run_show(
     depth: Option<usize>,
 ) -> Result<(), Failure> {
     let r = pzt::recipe::Recipe::load(&recipe, &set).map_err(lib_err)?;
-    let tree = pzt::recipe::plan::Plan::tree_only(&r).map_err(lib_err)?;
+    let tree = pzt::recipe::plan::Plan::tree_only(&r, &pzt::builtin_registry()).map_err(lib_err)?;
     if json {
         let j = pzt::recipe::plan::tree_json(&tree, "", None);
         println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
@@ -617,10 +627,10 @@ fn run_show(
 }
 
 fn run_select(recipe: PathBuf, set: Vec<String>, selector: String) -> Result<(), Failure> {
-    let sel = pzt::recipe::selector::Selector::parse(&selector)
+    let sel = pzt::tree::selector::Selector::parse(&selector)
         .map_err(|e| Failure::Rendered(e.render(&selector)))?;
     let r = pzt::recipe::Recipe::load(&recipe, &set).map_err(lib_err)?;
-    let tree = pzt::recipe::plan::Plan::tree_only(&r).map_err(lib_err)?;
+    let tree = pzt::recipe::plan::Plan::tree_only(&r, &pzt::builtin_registry()).map_err(lib_err)?;
     let s = sel.select(&tree);
     for (path, node) in s.get() {
         let p = if path.is_empty() {

@@ -35,10 +35,10 @@ fn check_fused_equals_explicit(cfg: SelfAttentionConfig, side: SideInputs, seed:
         .1
         .clone();
     assert!(Attention::is_fusable(&attn).unwrap());
-    let before = pzt::combinators::attention::fused_call_count();
+    let before = pzt::layers::attention::fused_call_count();
     let fused = run(&model, &x, &side);
     assert!(
-        pzt::combinators::attention::fused_call_count() > before,
+        pzt::layers::attention::fused_call_count() > before,
         "the fused kernel did not run"
     );
     let explicit = run(&unfused(&model), &x, &side);

@@ -59,7 +59,8 @@ fn logits_match_transformers() {
 
 #[test]
 fn greedy_with_kv_cache_equals_recomputing() {
-    use pzt::models::generate::{generate, logits, with_kv_cache, LmAxes, Sampling};
+    use pzt::layers::kv_cache::with_kv_cache;
+    use pzt::models::generate::{generate, logits, LmAxes, Sampling};
     for case in [
         "llama-gqa",
         "mistral-sliding",

@@ -240,7 +240,8 @@ fn patches_apply_in_order_and_share_parameters() {
     assert_eq!(a["parameters"], b["parameters"]);
     let r = Recipe::load(Path::new("recipes/tiny-transformer-softcap.toml"), &[]).unwrap();
     let bld = Builder::new(0);
-    let mb = ModelBuilder::new(&bld);
+    let reg = pzt::builtin_registry();
+    let mb = ModelBuilder::new(&bld, &reg);
     let before = mb.build(&r.model, &[], &["model".into()]).unwrap();
     let after = pzt::recipe::patch::apply_patches(before.clone(), &r.patches, &mb).unwrap();
     let p0 = before
@@ -345,14 +346,14 @@ fn recipe_round_trips_through_toml() {
         "recipes/mlp.toml",
     ] {
         let r = Recipe::load(Path::new(recipe), &[]).unwrap();
-        let tree = Plan::tree_only(&r).unwrap();
+        let tree = Plan::tree_only(&r, &pzt::builtin_registry()).unwrap();
         let text = pzt::recipe::emit::model_toml(&tree).unwrap();
         let dir = std::env::temp_dir().join(format!("pzt-rt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("back.toml");
         std::fs::write(&f, &text).unwrap();
         let r2 = Recipe::load(&f, &[]).unwrap();
-        let back = Plan::tree_only(&r2).unwrap();
+        let back = Plan::tree_only(&r2, &pzt::builtin_registry()).unwrap();
         assert!(
             back.same_structure(&tree),
             "{recipe}: structure differs\n{text}"
@@ -371,7 +372,7 @@ fn recipe_round_trips_through_toml() {
     }
     // Tied embeddings stay tied: the decode node keeps the lookup's label.
     let r = Recipe::load(Path::new("recipes/transformer.toml"), &[]).unwrap();
-    let tree = Plan::tree_only(&r).unwrap();
+    let tree = Plan::tree_only(&r, &pzt::builtin_registry()).unwrap();
     let text = pzt::recipe::emit::model_toml(&tree).unwrap();
     assert!(text.contains("embeddings = \"embed.embeddings\""), "{text}");
 }
@@ -444,7 +445,8 @@ impl pzt::tree::Layer for Gate {
 
 #[test]
 fn custom_kinds_registered_from_rust_work_in_recipes() {
-    pzt::tree::registry::register_layer("Gate", pzt::tree::registry::serde_factory::<Gate>("Gate"));
+    let mut reg = pzt::builtin_registry();
+    reg.register_layer("Gate", pzt::tree::registry::serde_factory::<Gate>("Gate"));
     let dir = std::env::temp_dir().join(format!("pzt-custom-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("custom.toml");
@@ -461,7 +463,7 @@ layers = [
 "#,
     )
     .unwrap();
-    let plan = Plan::shapes_only(Recipe::load(&f, &[]).unwrap()).unwrap();
+    let plan = Plan::shapes_only(Recipe::load(&f, &[]).unwrap(), &reg).unwrap();
     assert_eq!(plan.counts.total, 3 + 6);
     assert_eq!(
         plan.tree.children()[0].1.param_entries()[0].1.label(),
@@ -473,7 +475,7 @@ layers = [
     )
     .unwrap();
     let e = Recipe::load(&f, &[])
-        .and_then(Plan::shapes_only)
+        .and_then(|r| Plan::shapes_only(r, &reg))
         .unwrap_err()
         .to_string();
     assert!(

@@ -6,7 +6,7 @@ use pzt::layers::linear::Linear;
 use pzt::layers::misc::SaveIntermediate;
 use pzt::models::mlp::mlp;
 use pzt::prelude::*;
-use pzt::tree::registry::{make_layer, register_layer, serde_factory};
+use pzt::tree::registry::serde_factory;
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 
@@ -275,7 +275,7 @@ fn toml_round_trip_keeps_structure_and_labels() {
     let t = m.to_toml().unwrap();
     let text = toml::to_string(&t).unwrap();
     let parsed: toml::Table = toml::from_str(&text).unwrap();
-    let back = Node::from_toml(&parsed).unwrap();
+    let back = Node::from_toml(&parsed, &pzt::builtin_registry()).unwrap();
     assert!(back.same_structure(&m));
     let rebound = back.bind(&m.parameters()).unwrap();
     let x = named(&[5, 3], &["seq", "features"], 10);
@@ -294,7 +294,8 @@ fn toml_round_trip_keeps_structure_and_labels() {
         .into_tensor()
         .unwrap();
     assert_close(&y1, &y2, 0.0);
-    let e = make_layer("Linearr", &toml::Table::new())
+    let e = pzt::builtin_registry()
+        .make_layer("Linearr", &toml::Table::new())
         .unwrap_err()
         .to_string();
     assert!(
@@ -334,9 +335,12 @@ impl Layer for Doubler {
 
 #[test]
 fn custom_layer_kinds_register_and_round_trip() {
-    register_layer("TestDoubler", serde_factory::<Doubler>("TestDoubler"));
+    let mut reg = pzt::builtin_registry();
+    reg.register_layer("TestDoubler", serde_factory::<Doubler>("TestDoubler"));
     let m = Sequential::new(vec![Node::new(Doubler { factor: 3.0 })]);
-    let back = Node::from_toml(&m.to_toml().unwrap()).unwrap();
+    // Without the registration the kind is unknown; the registry is a value, not a global.
+    assert!(Node::from_toml(&m.to_toml().unwrap(), &pzt::builtin_registry()).is_err());
+    let back = Node::from_toml(&m.to_toml().unwrap(), &reg).unwrap();
     assert!(back.same_structure(&m));
     let x = named(&[2], &["a"], 1);
     let y = back
@@ -345,6 +349,6 @@ fn custom_layer_kinds_register_and_round_trip() {
         .into_tensor()
         .unwrap();
     assert_close(&y, &x.mul_scalar(3.0).unwrap(), 0.0);
-    assert!(pzt::tree::registry::known_kinds().contains(&"TestDoubler".to_string()));
+    assert!(reg.known_kinds().contains(&"TestDoubler".to_string()));
     assert_eq!(select(&m).at_instances_of("TestDoubler").count(), 1);
 }

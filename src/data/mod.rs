@@ -11,19 +11,9 @@
 pub mod sources;
 pub mod tokenizer;
 
-use crate::error::{Error, Result};
-use crate::params::init::mix;
+use crate::base::seed::mix;
+use crate::base::{Error, Result};
 use serde::{Deserialize, Serialize};
-
-/// FNV-1a over bytes.
-pub fn fnv64(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
 
 /// One example.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

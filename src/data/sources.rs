@@ -1,9 +1,9 @@
 //! `[data]`: the sources and how they become examples.
 
 use super::tokenizer::Tokenizer;
-use super::{fnv64, split, Dataset, Example};
-use crate::error::{Error, Result};
-use crate::params::init::mix;
+use super::{split, Dataset, Example};
+use crate::base::seed::{fnv1a as fnv64, mix};
+use crate::base::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

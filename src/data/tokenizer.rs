@@ -1,6 +1,6 @@
 //! Tokenizers: `bytes` (one id per UTF-8 byte, 256 ids) and a HuggingFace `tokenizer.json`.
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use std::path::{Path, PathBuf};
 
 /// A tokenizer.
@@ -85,7 +85,7 @@ impl Tokenizer {
                     path: path.display().to_string(),
                     source,
                 })?;
-                Ok(format!("hf:{:016x}", super::fnv64(&data)))
+                Ok(format!("hf:{:016x}", crate::base::seed::fnv1a(&data)))
             }
         }
     }

@@ -3,7 +3,7 @@
 //! output embeddings). Both nodes hold the *same* parameter, so tying survives any edit.
 
 use super::{axes_str, Axes};
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::named::NamedTensor;
 use crate::params::init::Initializer;
 use crate::params::ParamEntry;

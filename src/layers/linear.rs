@@ -10,9 +10,9 @@
 //! Parallel axes are shared by input, weights and output (an elementwise scale when there are
 //! no input/output axes).
 
+use super::grouping::Sequential;
 use super::{axes_str, check_axes, Axes};
-use crate::combinators::Sequential;
-use crate::error::{Error, Result, TorchContext};
+use crate::base::{Error, Result, TorchContext};
 use crate::named::NamedTensor;
 use crate::params::init::Initializer;
 use crate::tree::{Layer, Node, Scope, SideInputs, Value};

@@ -11,7 +11,7 @@
 //! float32).
 
 use super::rope::positions;
-use crate::error::{Error, Result, TorchContext};
+use crate::base::{Error, Result, TorchContext};
 use crate::named::NamedTensor;
 use crate::tree::{Layer, Node, SideInputs, Value};
 use serde::{Deserialize, Serialize};

@@ -3,7 +3,7 @@
 //! and `ContractTogether` (a named einsum of a tuple of inputs).
 
 use crate::backend::{seeded_random, Distribution};
-use crate::error::{Error, Result, TorchContext};
+use crate::base::{Error, Result, TorchContext};
 use crate::named::{ops::einsum, NamedTensor};
 use crate::params::RandomStream;
 use crate::tree::{Layer, Node, SideInputs, Value};
@@ -155,17 +155,13 @@ impl Layer for RenameAxes {
 
 /// Parses a dtype name (`float32`, `bfloat16`, `float16`, `float64`).
 pub fn parse_dtype(s: &str) -> Result<Kind> {
-    Ok(match s {
-        "float32" | "fp32" | "f32" => Kind::Float,
-        "bfloat16" | "bf16" => Kind::BFloat16,
-        "float16" | "fp16" | "f16" => Kind::Half,
-        "float64" | "fp64" | "f64" => Kind::Double,
-        other => {
-            return Err(Error::Config(format!(
-                "unknown dtype `{other}` (expected float32, bfloat16, float16 or float64)"
-            )))
-        }
-    })
+    crate::base::dtype::from_name_or_alias(s)
+        .filter(|k| crate::base::dtype::is_float(*k))
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "unknown dtype `{s}` (expected float32, bfloat16, float16 or float64)"
+            ))
+        })
 }
 
 /// Casts to a dtype.

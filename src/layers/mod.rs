@@ -1,21 +1,29 @@
-//! Primitive layers: linear maps, biases, norms, embeddings, RoPE, attention masks,
-//! elementwise functions, softmax, soft-capping, dropout, casts, renames, identity.
+//! The layers: primitives (linear maps, biases, norms, embeddings, RoPE, attention masks,
+//! elementwise functions, softmax, soft-capping, dropout, casts, renames, identity), the
+//! grouping layers (`Sequential`, `Residual`, `Branch*`, `NamedGroup`), `Attention` and its
+//! builder, and the KV cache.
 //!
 //! Every layer is a small struct holding its static config (serde, so it round-trips through
 //! TOML) and implementing [`crate::tree::Layer`]. Its parameters live in its [`Node`]: build
 //! layers with their `build` functions, which take a [`Scope`] for parameter labels.
+//! [`register_builtins`] names them all in a [`Registry`].
 
+mod args;
+pub mod attention;
 pub mod embedding;
+pub mod grouping;
+pub mod kv_cache;
 pub mod linear;
 pub mod masks;
 pub mod misc;
 pub mod norms;
 pub mod rope;
 
-use crate::error::{Error, Result};
-use crate::tree::registry::{serde_factory, Factory};
+use crate::base::{Error, Result};
+use crate::tree::registry::serde_factory;
+use crate::tree::Registry;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub use crate::tree::{Node, Scope};
 
@@ -46,93 +54,69 @@ macro_rules! layer_common {
     };
 }
 
-pub(crate) fn register_builtins(m: &mut BTreeMap<String, Factory>) {
-    use crate::combinators as c;
-    let mut add = |k: &str, f: Factory| {
-        m.insert(k.to_string(), f);
-    };
-    add("Linear", serde_factory::<linear::Linear>("Linear"));
-    add("AddBias", serde_factory::<linear::AddBias>("AddBias"));
-    add(
-        "Elementwise",
-        serde_factory::<misc::Elementwise>("Elementwise"),
-    );
-    add("Softmax", serde_factory::<misc::Softmax>("Softmax"));
-    add(
-        "TanhSoftCap",
-        serde_factory::<misc::TanhSoftCap>("TanhSoftCap"),
-    );
-    add(
-        "RenameAxes",
-        serde_factory::<misc::RenameAxes>("RenameAxes"),
-    );
-    add(
-        "CastToDType",
-        serde_factory::<misc::CastToDType>("CastToDType"),
-    );
-    add(
-        "SaveIntermediate",
-        serde_factory::<misc::SaveIntermediate>("SaveIntermediate"),
-    );
-    add(
-        "KVCache",
-        serde_factory::<crate::models::generate::KVCache>("KVCache"),
-    );
-    add("Identity", serde_factory::<misc::Identity>("Identity"));
-    add("Rescale", serde_factory::<misc::Rescale>("Rescale"));
-    add("Dropout", serde_factory::<misc::Dropout>("Dropout"));
-    add(
-        "ContractTogether",
-        serde_factory::<misc::ContractTogether>("ContractTogether"),
-    );
-    add(
-        "Standardize",
-        serde_factory::<norms::Standardize>("Standardize"),
-    );
-    add(
-        "RMSStandardize",
-        serde_factory::<norms::RMSStandardize>("RMSStandardize"),
-    );
-    add(
-        "EmbeddingLookup",
-        serde_factory::<embedding::EmbeddingLookup>("EmbeddingLookup"),
-    );
-    add(
-        "EmbeddingDecode",
-        serde_factory::<embedding::EmbeddingDecode>("EmbeddingDecode"),
-    );
-    add("ApplyRoPE", serde_factory::<rope::ApplyRoPE>("ApplyRoPE"));
-    add(
-        "ApplyCausalAttentionMask",
-        serde_factory::<masks::ApplyCausalAttentionMask>("ApplyCausalAttentionMask"),
-    );
-    add(
-        "ApplyCausalSlidingWindowAttentionMask",
-        serde_factory::<masks::ApplyCausalSlidingWindowAttentionMask>(
-            "ApplyCausalSlidingWindowAttentionMask",
-        ),
-    );
-    add(
-        "ApplyExplicitAttentionMask",
-        serde_factory::<masks::ApplyExplicitAttentionMask>("ApplyExplicitAttentionMask"),
-    );
-    for kind in c::SEQUENCE_KINDS {
-        add(kind, c::sequence_factory(kind));
+/// Registers every built-in layer kind in `reg`, and the kinds a recipe may declare by their
+/// arguments (`Affine`, `LayerNorm`, `RMSLayerNorm`).
+pub fn register_builtins(reg: &mut Registry) {
+    macro_rules! serde_kinds {
+        ($($kind:literal => $ty:ty),* $(,)?) => {
+            $(reg.register_layer($kind, serde_factory::<$ty>($kind));)*
+        };
     }
-    add("NamedGroup", serde_factory::<c::NamedGroup>("NamedGroup"));
-    add("Residual", serde_factory::<c::Residual>("Residual"));
-    add(
-        "BranchAndAddTogether",
-        serde_factory::<c::BranchAndAddTogether>("BranchAndAddTogether"),
+    serde_kinds! {
+        "Linear" => linear::Linear,
+        "AddBias" => linear::AddBias,
+        "Elementwise" => misc::Elementwise,
+        "Softmax" => misc::Softmax,
+        "TanhSoftCap" => misc::TanhSoftCap,
+        "RenameAxes" => misc::RenameAxes,
+        "CastToDType" => misc::CastToDType,
+        "SaveIntermediate" => misc::SaveIntermediate,
+        "KVCache" => kv_cache::KVCache,
+        "Identity" => misc::Identity,
+        "Rescale" => misc::Rescale,
+        "Dropout" => misc::Dropout,
+        "ContractTogether" => misc::ContractTogether,
+        "Standardize" => norms::Standardize,
+        "RMSStandardize" => norms::RMSStandardize,
+        "EmbeddingLookup" => embedding::EmbeddingLookup,
+        "EmbeddingDecode" => embedding::EmbeddingDecode,
+        "ApplyRoPE" => rope::ApplyRoPE,
+        "ApplyCausalAttentionMask" => masks::ApplyCausalAttentionMask,
+        "ApplyCausalSlidingWindowAttentionMask" => masks::ApplyCausalSlidingWindowAttentionMask,
+        "ApplyExplicitAttentionMask" => masks::ApplyExplicitAttentionMask,
+        "NamedGroup" => grouping::NamedGroup,
+        "Residual" => grouping::Residual,
+        "BranchAndAddTogether" => grouping::BranchAndAddTogether,
+        "BranchAndMultiplyTogether" => grouping::BranchAndMultiplyTogether,
+        "Attention" => attention::Attention,
+    }
+    for kind in grouping::SEQUENCE_KINDS {
+        reg.register_layer(kind, grouping::sequence_factory(kind));
+    }
+    reg.register_by_args(
+        "Affine",
+        &["input_axes", "output_axes"],
+        Arc::new(|cfg: &toml::Table, scope: &Scope<'_>| {
+            let i = args::axes(cfg, "input_axes", "Affine")?;
+            let o = args::axes(cfg, "output_axes", "Affine")?;
+            linear::affine(scope, i, o)
+        }),
     );
-    add(
-        "BranchAndMultiplyTogether",
-        serde_factory::<c::BranchAndMultiplyTogether>("BranchAndMultiplyTogether"),
-    );
-    add(
-        "Attention",
-        serde_factory::<c::attention::Attention>("Attention"),
-    );
+    for kind in ["LayerNorm", "RMSLayerNorm"] {
+        reg.register_by_args(
+            kind,
+            &["axes", "epsilon"],
+            Arc::new(move |cfg: &toml::Table, scope: &Scope<'_>| {
+                let axes = args::axes(cfg, "axes", kind)?;
+                let eps = args::number(cfg, "epsilon")?.unwrap_or(1e-6);
+                if kind == "LayerNorm" {
+                    norms::layer_norm(scope, axes, eps)
+                } else {
+                    norms::rms_layer_norm(scope, axes, eps)
+                }
+            }),
+        );
+    }
 }
 
 /// An ordered axis-name -> size map, as written in recipes: `{ embedding = 64 }`.

@@ -3,10 +3,10 @@
 //! builders, which follow them with a learned elementwise scale (a `Linear` with only parallel
 //! axes) and, for `LayerNorm`, an `AddBias`.
 
+use super::grouping::Sequential;
 use super::linear::{AddBias, Linear};
 use super::Axes;
-use crate::combinators::Sequential;
-use crate::error::{Error, Result, TorchContext};
+use crate::base::{Error, Result, TorchContext};
 use crate::params::init::Initializer;
 use crate::tree::{Layer, Node, Scope, SideInputs, Value};
 use serde::{Deserialize, Serialize};

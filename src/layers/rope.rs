@@ -13,7 +13,7 @@
 //! Llama 3.1 (`factor`, `low_freq_factor`, `high_freq_factor`,
 //! `original_max_position_embeddings`).
 
-use crate::error::{Error, Result, TorchContext};
+use crate::base::{Error, Result, TorchContext};
 use crate::named::NamedTensor;
 use crate::tree::{Layer, Node, SideInputs, Value};
 use serde::{Deserialize, Serialize};

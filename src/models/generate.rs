@@ -1,4 +1,4 @@
-//! Generation with a key/value cache held in [`StateVariable`]s.
+//! Generation with a key/value cache held in state variables.
 //!
 //! [`with_kv_cache`] returns a copy of a model (sharing its parameters) in which every
 //! `Attention`'s `input_to_key` and `input_to_value` end with a `KVCache` layer: it appends the
@@ -9,82 +9,12 @@
 //! recomputes the whole sequence every step (tested).
 
 use crate::backend::{seeded_random, Distribution};
-use crate::error::{Error, Result, TorchContext};
+use crate::base::{Error, Result, TorchContext};
+use crate::layers::kv_cache::with_kv_cache;
 use crate::named::NamedTensor;
-use crate::params::{RandomStream, StateEntry, StateVariable};
-use crate::tree::{select, Layer, Node, SideInputs, Value};
-use serde::{Deserialize, Serialize};
+use crate::params::RandomStream;
+use crate::tree::{Node, SideInputs};
 use tch::{Device, Kind, Tensor};
-
-fn d_kv() -> String {
-    "kv_seq".into()
-}
-
-/// Appends its input to the cache it holds (state `cache`) along `axis` and returns the whole
-/// cache.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct KVCache {
-    #[serde(default = "d_kv")]
-    pub axis: String,
-}
-
-impl Layer for KVCache {
-    crate::layer_common!("KVCache");
-    fn state_specs(&self) -> Vec<String> {
-        vec!["cache".into()]
-    }
-    fn summary(&self) -> String {
-        format!("along {}", self.axis)
-    }
-    fn forward(&self, node: &Node, x: Value, _s: &SideInputs) -> Result<Value> {
-        let x = x.into_tensor()?;
-        let st = node.state("cache")?;
-        let all = match st.get()? {
-            Some(prev) => NamedTensor::concat(&[prev.into_tensor()?, x], &self.axis)?,
-            None => x,
-        };
-        st.set(Some(all.clone().into()))?;
-        Ok(all.into())
-    }
-}
-
-/// A copy of `model` with fresh, empty KV caches after every attention's key and value
-/// projections (parameters are shared with `model`).
-pub fn with_kv_cache(model: &Node) -> Result<Node> {
-    let mut n = 0usize;
-    select(model)
-        .at_instances_of("Attention")
-        .apply(|path, att| {
-            let mut out = att.clone();
-            for slot in ["input_to_key", "input_to_value"] {
-                let child = att.child(slot)?;
-                let label = format!("{}.{slot}.cache", path.join("."));
-                n += 1;
-                let cache = Node::new(KVCache {
-                    axis: "kv_seq".into(),
-                })
-                .with_state("cache", StateEntry::Var(StateVariable::new(label, None)));
-                let seq = if child.layer().is_sequence() {
-                    let mut cs = child.children().to_vec();
-                    let name = if cs.iter().all(|(k, _)| k.parse::<usize>().is_ok()) {
-                        cs.len().to_string()
-                    } else {
-                        "cache".to_string()
-                    };
-                    cs.push((name, cache));
-                    child.clone().with_children(cs)
-                } else {
-                    crate::combinators::Sequential::named(vec![
-                        ("project".into(), child.clone()),
-                        ("cache".into(), cache),
-                    ])
-                };
-                out = out.with_child(slot, seq);
-            }
-            Ok(out)
-        })
-}
 
 /// How to pick the next token.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -23,10 +23,12 @@
 //! weight (per head `[q; k; v]`) is split into the query, key and value projections.
 
 pub use super::hf_config::{parse, Arch, Family, LayerAttn};
-use crate::combinators::attention::{AttentionMask, SelfAttentionConfig};
-use crate::combinators::{BranchAndAddTogether, BranchAndMultiplyTogether, Residual, Sequential};
-use crate::error::{Error, Result, TorchContext};
+use crate::base::{Error, Result, TorchContext};
+use crate::layers::attention::{AttentionMask, SelfAttentionConfig};
 use crate::layers::embedding::{EmbeddingDecode, EmbeddingLookup};
+use crate::layers::grouping::{
+    BranchAndAddTogether, BranchAndMultiplyTogether, Residual, Sequential,
+};
 use crate::layers::linear::{affine, Linear};
 use crate::layers::misc::{Elementwise, Identity, Rescale, TanhSoftCap};
 use crate::layers::norms::{layer_norm, rms_layer_norm};
@@ -630,6 +632,14 @@ pub struct HfModel {
     pub dir: PathBuf,
 }
 
+/// Reads and parses a model directory's `config.json`.
+pub fn read_config(dir: &Path) -> Result<Arch> {
+    let cp = dir.join("config.json");
+    let text = std::fs::read_to_string(&cp)
+        .map_err(|e| Error::Config(format!("{}: {e}", cp.display())))?;
+    parse(&text, &cp.display().to_string())
+}
+
 /// Loads a model directory: config.json and its weights, in the checkpoint dtype or `dtype`.
 pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfModel> {
     let cp = dir.join("config.json");
@@ -809,11 +819,7 @@ pub fn export(tree: &Node, arch: &Arch, config_json: &str, out: &Path, dtype: Ki
     let mut cfg: serde_json::Value = serde_json::from_str(config_json)
         .map_err(|e| Error::Config(format!("config.json: {e}")))?;
     if let Some(m) = cfg.as_object_mut() {
-        let name = match dtype {
-            Kind::BFloat16 => "bfloat16",
-            Kind::Half => "float16",
-            _ => "float32",
-        };
+        let name = crate::base::dtype::name(dtype);
         let key = if m.contains_key("torch_dtype") {
             "torch_dtype"
         } else {

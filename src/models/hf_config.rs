@@ -6,7 +6,7 @@
 //! Every key is either used, known not to change the computation, or rejected with an error
 //! naming the key and its value: nothing is silently ignored.
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::layers::misc::Activation;
 use crate::layers::rope::RopeScaling;
 use serde_json::{Map, Value};
@@ -260,20 +260,13 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
     let kv_heads = c.int("num_key_value_heads")?.unwrap_or(heads);
     let head_dim = c.int("head_dim")?.unwrap_or(d_model / heads.max(1));
     let ffn = c.req_int("intermediate_size")?;
-    let dtype = match c
+    let dtype_name = c
         .string("dtype")
         .or_else(|| c.string("torch_dtype"))
-        .unwrap_or("float32")
-    {
-        "float32" => tch::Kind::Float,
-        "bfloat16" => tch::Kind::BFloat16,
-        "float16" => tch::Kind::Half,
-        other => {
-            return Err(Error::Config(format!(
-                "{path}: dtype `{other}` is not supported"
-            )))
-        }
-    };
+        .unwrap_or("float32");
+    let dtype = crate::base::dtype::from_name(dtype_name)
+        .filter(|k| matches!(k, tch::Kind::Float | tch::Kind::BFloat16 | tch::Kind::Half))
+        .ok_or_else(|| Error::Config(format!("{path}: dtype `{dtype_name}` is not supported")))?;
     let eos = match c.get("eos_token_id") {
         Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_i64()).collect(),
         Some(v) => v.as_i64().into_iter().collect(),

@@ -1,8 +1,8 @@
 //! The MLP builder: `Sequential[Affine, Elementwise, Affine, Elementwise, ..., Affine]` between
 //! named feature axes.
 
-use crate::combinators::Sequential;
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
+use crate::layers::grouping::Sequential;
 use crate::layers::linear::affine;
 use crate::layers::misc::{Activation, Elementwise};
 use crate::layers::Axes;

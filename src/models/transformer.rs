@@ -15,10 +15,10 @@
 //! (`gelu`, `relu`: `down(act(up(x)))`). Attention is [`SelfAttentionConfig`] (causal, or
 //! sliding-window; RoPE).
 
-use crate::combinators::attention::{AttentionMask, SelfAttentionConfig};
-use crate::combinators::{BranchAndMultiplyTogether, Residual, Sequential};
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
+use crate::layers::attention::{AttentionMask, SelfAttentionConfig};
 use crate::layers::embedding::EmbeddingTable;
+use crate::layers::grouping::{BranchAndMultiplyTogether, Residual, Sequential};
 use crate::layers::linear::Linear;
 use crate::layers::misc::{Activation, Dropout, Elementwise};
 use crate::layers::norms::{layer_norm, rms_layer_norm};

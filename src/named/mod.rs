@@ -15,8 +15,11 @@
 //!   stacking are by name.
 
 pub mod ops;
+mod value;
 
-use crate::error::{axis_err, Result, TorchContext};
+pub use value::{SideInputs, SideValue, Value};
+
+use crate::base::error::{axis_err, Result, TorchContext};
 use std::fmt;
 use tch::{Device, Kind, Tensor};
 
@@ -153,7 +156,7 @@ impl NamedTensor {
         format!(
             "{{{}}}{pos} {}",
             named.join(", "),
-            crate::recipe::plan::kind_name(self.kind())
+            crate::base::dtype::name(self.kind())
         )
     }
 

@@ -7,7 +7,7 @@
 //! the right, as in NumPy.
 
 use super::NamedTensor;
-use crate::error::{axis_err, Result, TorchContext};
+use crate::base::error::{axis_err, Result, TorchContext};
 use tch::Tensor;
 
 /// An elementwise binary operation.

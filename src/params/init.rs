@@ -1,39 +1,18 @@
 //! Deterministic initialization: a parameter's initial value depends only on the base seed, its
-//! label and its initializer, never on the order in which parameters are built.
+//! init name and its initializer, never on the order in which parameters are built. The init
+//! name is the parameter's label unless its builder names it otherwise
+//! ([`crate::tree::Scope::pp_as`]).
 //!
-//! The seed of a parameter is `mix(base_seed, fnv1a(label))`; the values are drawn on the CPU
+//! The seed of a parameter is `mix(base_seed, fnv1a(init name))` ([`param_seed`]); the values
+//! are drawn on the CPU
 //! from a fresh libtorch generator seeded with it (see [`crate::backend::seeded_random`]), then
 //! moved to the target device and dtype, so they are the same on every device.
 
 use crate::backend::{seeded_random, Distribution};
-use crate::error::{Result, TorchContext};
+use crate::base::seed::param_seed;
+use crate::base::{Result, TorchContext};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
-
-/// splitmix64-style mixing of two words.
-pub fn mix(a: u64, b: u64) -> u64 {
-    let mut z = a ^ b
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(0x632B_E59B_D9B4_E019);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// FNV-1a hash of a label.
-pub fn hash_label(label: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in label.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// The seed of the parameter `label` under `base_seed`.
-pub fn param_seed(base_seed: u64, label: &str) -> u64 {
-    mix(base_seed, hash_label(label))
-}
 
 /// How a parameter is initialized.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -59,14 +38,14 @@ impl Initializer {
     pub fn make(
         &self,
         base_seed: u64,
-        label: &str,
+        init_name: &str,
         shape: &[i64],
         fan_in: i64,
         kind: Kind,
         device: Device,
     ) -> Result<Tensor> {
-        let seed = param_seed(base_seed, label);
-        let what = format!("initialize `{label}`");
+        let seed = param_seed(base_seed, init_name);
+        let what = format!("initialize `{init_name}`");
         let t = match *self {
             Initializer::Zeros => Tensor::f_zeros(shape, (Kind::Float, Device::Cpu)).ctx(&what)?,
             Initializer::Ones => Tensor::f_ones(shape, (Kind::Float, Device::Cpu)).ctx(&what)?,

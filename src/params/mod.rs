@@ -9,14 +9,17 @@
 //! like Penzai's `init_base_rng=None`; [`crate::tree::Node::bind`] fills them.
 
 pub mod init;
+mod state;
 
-use crate::error::{Error, Result, TorchContext};
-use crate::tree::Value;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+pub use crate::base::seed::RandomStream;
+pub use state::{StateEntry, StateVariable};
+
+use crate::base::{Error, Result, TorchContext};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tch::{Kind, Tensor};
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
@@ -241,132 +244,5 @@ impl ParamEntry {
     /// Whether it is a live trainable parameter.
     pub fn trainable(&self) -> bool {
         matches!(self, ParamEntry::Bound(p) if p.trainable())
-    }
-}
-
-struct StateInner {
-    label: String,
-    value: Mutex<Option<Value>>,
-}
-
-/// A mutable state variable (KV cache, saved intermediates, counters), shared like a
-/// parameter but never trained.
-#[derive(Clone)]
-pub struct StateVariable(Arc<StateInner>);
-
-impl std::fmt::Debug for StateVariable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "StateVariable({})", self.label())
-    }
-}
-
-impl StateVariable {
-    /// A new state variable with an optional initial value.
-    pub fn new(label: impl Into<String>, value: Option<Value>) -> Self {
-        StateVariable(Arc::new(StateInner {
-            label: label.into(),
-            value: Mutex::new(value),
-        }))
-    }
-    /// The label.
-    pub fn label(&self) -> &str {
-        &self.0.label
-    }
-    /// The current value.
-    pub fn get(&self) -> Option<Value> {
-        lock(&self.0.value).clone()
-    }
-    /// Sets the value.
-    pub fn set(&self, v: Option<Value>) {
-        *lock(&self.0.value) = v;
-    }
-    /// Whether two handles are the same variable.
-    pub fn same(&self, other: &StateVariable) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-/// What a layer holds in one of its state fields.
-#[derive(Clone, Debug)]
-pub enum StateEntry {
-    /// A live variable.
-    Var(StateVariable),
-    /// A frozen value (read-only).
-    Frozen { label: String, value: Option<Value> },
-    /// An empty slot to be bound.
-    Slot { label: String },
-}
-
-impl StateEntry {
-    /// The label.
-    pub fn label(&self) -> &str {
-        match self {
-            StateEntry::Var(v) => v.label(),
-            StateEntry::Frozen { label, .. } | StateEntry::Slot { label } => label,
-        }
-    }
-    /// The current value.
-    pub fn get(&self) -> Result<Option<Value>> {
-        match self {
-            StateEntry::Var(v) => Ok(v.get()),
-            StateEntry::Frozen { value, .. } => Ok(value.clone()),
-            StateEntry::Slot { label } => {
-                Err(Error::Param(format!("state slot `{label}` is not bound")))
-            }
-        }
-    }
-    /// Sets the value (an error for frozen values and slots).
-    pub fn set(&self, v: Option<Value>) -> Result<()> {
-        match self {
-            StateEntry::Var(var) => {
-                var.set(v);
-                Ok(())
-            }
-            StateEntry::Frozen { label, .. } => Err(Error::Param(format!(
-                "state `{label}` is frozen and cannot be updated"
-            ))),
-            StateEntry::Slot { label } => {
-                Err(Error::Param(format!("state slot `{label}` is not bound")))
-            }
-        }
-    }
-}
-
-/// A deterministic sequence of random keys from a base seed (Penzai's `RandomStream`). Each
-/// [`next_key`](Self::next_key) returns a fresh 64-bit key; the sequence depends only on the
-/// base seed. Clones share the position.
-#[derive(Clone, Debug)]
-pub struct RandomStream {
-    base: u64,
-    counter: Arc<AtomicU64>,
-}
-
-impl RandomStream {
-    /// A stream starting at position 0.
-    pub fn new(base_seed: u64) -> Self {
-        RandomStream {
-            base: base_seed,
-            counter: Arc::new(AtomicU64::new(0)),
-        }
-    }
-    /// A stream starting at `position` (to resume a stream).
-    pub fn at(base_seed: u64, position: u64) -> Self {
-        RandomStream {
-            base: base_seed,
-            counter: Arc::new(AtomicU64::new(position)),
-        }
-    }
-    /// The base seed.
-    pub fn base_seed(&self) -> u64 {
-        self.base
-    }
-    /// How many keys were drawn.
-    pub fn position(&self) -> u64 {
-        self.counter.load(Ordering::SeqCst)
-    }
-    /// The next key.
-    pub fn next_key(&self) -> u64 {
-        let i = self.counter.fetch_add(1, Ordering::SeqCst);
-        init::mix(self.base, i)
     }
 }

@@ -1,17 +1,8 @@
 //! Writes a model tree back as a recipe `[model]` table, so that recipe -> tree -> TOML -> tree
 //! gives the same tree and the same parameter labels.
 
-use crate::combinators::SEQUENCE_KINDS;
-use crate::error::Result;
-use crate::tree::Node;
-
-fn is_ordered(kind: &str) -> bool {
-    SEQUENCE_KINDS.contains(&kind)
-        || matches!(
-            kind,
-            "NamedGroup" | "BranchAndAddTogether" | "BranchAndMultiplyTogether"
-        )
-}
+use crate::base::Result;
+use crate::tree::{ChildLayout, Node};
 
 /// The layer table of `node` at `path` (labels that differ from `<path>.<name>` are written
 /// under `params`).
@@ -32,7 +23,8 @@ pub fn layer_table(node: &Node, path: &[String]) -> Result<toml::Table> {
     if !labels.is_empty() {
         t.insert("params".into(), toml::Value::Table(labels));
     }
-    let kind = node.kind();
+    let layout = node.layer().child_layout();
+    let ordered = matches!(layout, ChildLayout::Sequence { .. });
     let children = node.children();
     let child_path = |n: &str| {
         let mut p = path.to_vec();
@@ -40,7 +32,7 @@ pub fn layer_table(node: &Node, path: &[String]) -> Result<toml::Table> {
         p
     };
     if children.is_empty() {
-        if is_ordered(kind) {
+        if ordered {
             t.insert("layers".into(), toml::Value::Array(vec![]));
         }
         return Ok(t);
@@ -49,13 +41,13 @@ pub fn layer_table(node: &Node, path: &[String]) -> Result<toml::Table> {
         .iter()
         .enumerate()
         .all(|(i, (n, _))| *n == i.to_string());
-    if is_ordered(kind) && numeric {
+    if ordered && numeric {
         let mut items = vec![];
         for (n, c) in children {
             items.push(toml::Value::Table(layer_table(c, &child_path(n))?));
         }
         t.insert("layers".into(), toml::Value::Array(items));
-    } else if matches!(kind, "Residual" | "Attention") {
+    } else if matches!(layout, ChildLayout::Slots { .. }) {
         for (n, c) in children {
             t.insert(
                 n.clone(),

@@ -10,16 +10,16 @@
 //! path and what was expected.
 
 pub mod decode;
+pub mod diagnose;
 pub mod emit;
 pub mod model;
 pub mod patch;
 pub mod plan;
 pub mod raw;
 pub mod resolve;
-pub mod selector;
 pub mod source;
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::layers::Axes;
 use decode::{check_keys, join, key_loc, opt_axes, opt_int, opt_str, table};
 use raw::{RNode, RVal};
@@ -125,8 +125,8 @@ fn section<T: serde::de::DeserializeOwned>(
         .collect();
     let what = format!("[{name}]");
     let v: T = crate::tree::registry::decode_config(&what, &cfg)
-        .map_err(|err| model::config_error(err, t, e.node.loc.clone(), &kp, &[]))?;
-    validate(&v).map_err(|err| model::config_error(err, t, e.node.loc.clone(), &kp, &[]))?;
+        .map_err(|err| diagnose::config_error(err, t, e.node.loc.clone(), &kp, &[]))?;
+    validate(&v).map_err(|err| diagnose::config_error(err, t, e.node.loc.clone(), &kp, &[]))?;
     Ok(Some(v))
 }
 
@@ -135,15 +135,10 @@ pub fn recipe_error(sources: &Sources, d: Diagnostic) -> Error {
     Error::Recipe(d.render(sources))
 }
 
+/// An input dtype: the float kinds, int64 or int32.
 fn parse_kind(s: &str) -> Option<tch::Kind> {
-    Some(match s {
-        "float32" => tch::Kind::Float,
-        "float64" => tch::Kind::Double,
-        "bfloat16" => tch::Kind::BFloat16,
-        "float16" => tch::Kind::Half,
-        "int64" => tch::Kind::Int64,
-        "int32" => tch::Kind::Int,
-        _ => return None,
+    crate::base::dtype::from_name(s).filter(|k| {
+        crate::base::dtype::is_float(*k) || matches!(k, tch::Kind::Int64 | tch::Kind::Int)
     })
 }
 
@@ -302,17 +297,7 @@ impl Recipe {
         let param_dtype = match opt_str(mt, "dtype", &kp)? {
             None => tch::Kind::Float,
             Some(d) => match parse_kind(&d) {
-                Some(k)
-                    if matches!(
-                        k,
-                        tch::Kind::Float
-                            | tch::Kind::Double
-                            | tch::Kind::BFloat16
-                            | tch::Kind::Half
-                    ) =>
-                {
-                    k
-                }
+                Some(k) if crate::base::dtype::is_float(k) => k,
                 _ => {
                     return Err(Diagnostic::new(format!("unknown parameter dtype `{d}`"))
                         .at(key_loc(mt, "dtype"))

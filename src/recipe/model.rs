@@ -6,163 +6,40 @@
 //! `input_to_key`, `input_to_value`, `query_key_to_attn`, `attn_value_to_output` for
 //! Attention), `params = { name = "label" }` (explicit labels: the same label twice shares one
 //! parameter) and `repeat = N` (N copies as children `0..N-1` of a Sequential). Instead of
-//! `type`, `builder = "mlp" | "transformer"` expands a builder with its arguments. Parameters
+//! `type`, `builder = "<name>"` expands a builder of the registry with its arguments. Parameters
 //! get the label `<path>.<name>` (e.g. `blocks.3.attention.query.weights`) unless given.
+//!
+//! What children a kind takes ([`ChildLayout`]), how a kind is declared by its arguments and
+//! which builders exist are answered by the layer and the [`Registry`], never by lists here.
 
-use super::decode::{check_keys, join, key_loc, opt_axes, opt_int, opt_str, table};
+use super::decode::{check_keys, join, key_loc, opt_int, opt_str, table};
+use super::diagnose::config_error;
 use super::raw::{RNode, RTable, RVal};
 use super::source::{did_you_mean, Diagnostic, Loc};
-use crate::combinators::SEQUENCE_KINDS;
-use crate::error::Error;
-use crate::layers::linear::affine;
-use crate::layers::norms::{layer_norm, rms_layer_norm};
-use crate::models::mlp::MlpConfig;
-use crate::models::transformer::TransformerConfig;
-use crate::tree::registry::{decode_config, known_kinds, make_layer};
-use crate::tree::{Builder, Node};
+use crate::base::Error;
+use crate::layers::grouping::Sequential;
+use crate::tree::{Builder, ChildLayout, Node, Registry};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 const RESERVED: [&str; 7] = [
     "type", "builder", "repeat", "params", "children", "layers", "hf",
 ];
-const ATTENTION_SLOTS: [&str; 5] = [
-    "input_to_query",
-    "input_to_key",
-    "input_to_value",
-    "query_key_to_attn",
-    "attn_value_to_output",
-];
-/// Builders a layer table can name with `builder = "..."`.
-pub const BUILDERS: [&str; 2] = ["mlp", "transformer"];
-
-/// Kinds whose children are an ordered list.
-fn is_branchy(kind: &str) -> bool {
-    SEQUENCE_KINDS.contains(&kind)
-        || matches!(
-            kind,
-            "NamedGroup" | "BranchAndAddTogether" | "BranchAndMultiplyTogether"
-        )
-}
-
-fn slots_of(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "Residual" => &["delta"],
-        "Attention" => &ATTENTION_SLOTS,
-        _ => &[],
-    }
-}
 
 /// Builds model trees from layer tables, remembering where each path was declared.
 pub struct ModelBuilder<'a> {
     pub builder: &'a Builder,
+    pub registry: &'a Registry,
     /// Tree path -> the location of the table that declared it.
     pub locs: RefCell<BTreeMap<String, Loc>>,
     /// The directory `hf = "..."` paths are relative to (the recipe's).
     pub base_dir: std::path::PathBuf,
 }
 
-fn with_key(path: &[String], k: &str) -> Vec<String> {
+pub(super) fn with_key(path: &[String], k: &str) -> Vec<String> {
     let mut p = path.to_vec();
     p.push(k.to_string());
     p
-}
-
-/// The backquoted names after "expected" in a serde message (`expected one of `a`, `b``),
-/// without the trailing "in `key`" that toml adds.
-fn expected_names(message: &str) -> Vec<String> {
-    let Some(tail) = message.split("expected ").nth(1) else {
-        return vec![];
-    };
-    let tail = tail
-        .split(" in `")
-        .next()
-        .unwrap_or(tail)
-        .split("\nin `")
-        .next()
-        .unwrap_or(tail);
-    tail.split('`')
-        .enumerate()
-        .filter(|(i, _)| i % 2 == 1)
-        .map(|(_, x)| x.to_string())
-        .collect()
-}
-
-/// Maps a library error about a config (`ConfigField`) to a located diagnostic.
-pub fn config_error(
-    e: Error,
-    t: &RTable,
-    table_loc: Option<Loc>,
-    key_path: &[String],
-    allowed_extra: &[&str],
-) -> Diagnostic {
-    match e {
-        Error::ConfigField { field, message } => {
-            let segs: Vec<String> = field
-                .split('.')
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect();
-            // serde's unknown-field message names the key and the expected ones.
-            if let Some(rest) = message.split("unknown field `").nth(1) {
-                let key = rest.split('`').next().unwrap_or("").to_string();
-                let expected = expected_names(&message);
-                let mut all: Vec<&str> = expected.iter().map(|s| s.as_str()).collect();
-                all.extend(allowed_extra.iter().copied());
-                let mut inner = segs.clone();
-                if inner.last() != Some(&key) {
-                    inner.push(key.clone());
-                }
-                let node = RNode {
-                    val: RVal::Table(t.clone()),
-                    loc: table_loc.clone(),
-                };
-                let loc = node.loc_of(&inner).or(table_loc);
-                let what = message.split(':').next().unwrap_or("layer");
-                let mut d = Diagnostic::new(format!("unknown key `{key}` in {what}"))
-                    .at(loc)
-                    .key(join(&[key_path, &inner[..]].concat()));
-                if let Some(s) = did_you_mean(&key, all.iter().copied()) {
-                    d = d.label(format!("did you mean `{s}`?"));
-                }
-                return d.note(format!("expected one of: {}", all.join(", ")));
-            }
-            let node = RNode {
-                val: RVal::Table(t.clone()),
-                loc: table_loc.clone(),
-            };
-            if let Some(rest) = message.split("unknown variant `").nth(1) {
-                let word = rest.split('`').next().unwrap_or("").to_string();
-                let expected = expected_names(&message);
-                let vloc = node.lookup(&segs).and_then(|n| n.loc.clone()).or(table_loc);
-                let what = message.split(':').next().unwrap_or("config");
-                let field = segs.last().cloned().unwrap_or_default();
-                let mut d =
-                    Diagnostic::new(format!("{what}: unknown value `{word}` for `{field}`"))
-                        .at(vloc)
-                        .key(join(&[key_path, &segs[..]].concat()));
-                if let Some(s) = did_you_mean(&word, expected.iter().map(|s| s.as_str())) {
-                    d = d.label(format!("did you mean `{s}`?"));
-                }
-                return d.note(format!("expected one of: {}", expected.join(", ")));
-            }
-            // Point at the value (which may come from a `--set`), else at its key.
-            let loc = if segs.is_empty() {
-                table_loc
-            } else {
-                node.lookup(&segs)
-                    .and_then(|n| n.loc.clone())
-                    .or_else(|| node.loc_of(&segs))
-                    .or(table_loc)
-            };
-            Diagnostic::new(message.trim().to_string())
-                .at(loc)
-                .key(join(&[key_path, &segs[..]].concat()))
-        }
-        other => Diagnostic::new(other.to_string())
-            .at(table_loc)
-            .key(join(key_path)),
-    }
 }
 
 fn config_table(t: &RTable, skip: &[&str]) -> toml::Table {
@@ -172,11 +49,23 @@ fn config_table(t: &RTable, skip: &[&str]) -> toml::Table {
         .collect()
 }
 
+/// "a `Kind` layer" / "an `Affine` layer".
+fn a_layer(kind: &str) -> String {
+    let article = if kind.starts_with(['A', 'E', 'I', 'O', 'U']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} `{kind}` layer")
+}
+
 impl<'a> ModelBuilder<'a> {
-    /// A builder of trees whose parameters come from `builder`.
-    pub fn new(builder: &'a Builder) -> Self {
+    /// A builder of trees whose parameters come from `builder` and whose kinds and builders
+    /// come from `registry`.
+    pub fn new(builder: &'a Builder, registry: &'a Registry) -> Self {
         ModelBuilder {
             builder,
+            registry,
             locs: RefCell::new(BTreeMap::new()),
             base_dir: std::path::PathBuf::new(),
         }
@@ -195,58 +84,10 @@ impl<'a> ModelBuilder<'a> {
             self.locs.borrow_mut().insert(path.join("."), l.clone());
         }
         if let Some(dir) = opt_str(t, "hf", key_path)? {
-            check_keys(
-                t,
-                &["hf"],
-                key_path,
-                "a pretrained model table (`hf = \"dir\"` stands alone)",
-            )?;
-            let dir = self.base_dir.join(&dir);
-            let at = key_loc(t, "hf");
-            let err = |e: Error| {
-                Diagnostic::new(e.to_string())
-                    .at(at.clone())
-                    .key(join(&with_key(key_path, "hf")))
-            };
-            if !dir.join("config.json").is_file() {
-                return Err(err(Error::Config(format!(
-                    "`{}` is not a HuggingFace model directory (no config.json)",
-                    dir.display()
-                ))));
-            }
-            return if self.builder.seed.is_some() {
-                crate::models::hf::load(&dir, Some(self.builder.kind), self.builder.device)
-                    .map(|m| m.tree)
-                    .map_err(err)
-            } else {
-                let cp = dir.join("config.json");
-                let text = std::fs::read_to_string(&cp)
-                    .map_err(|e| err(Error::Config(format!("{}: {e}", cp.display()))))?;
-                crate::models::hf::parse(&text, &cp.display().to_string())
-                    .and_then(|a| a.build(self.builder))
-                    .map_err(err)
-            };
+            return self.build_hf(&dir, t, key_path);
         }
         if let Some(n) = opt_int(t, "repeat", key_path)? {
-            if n < 1 {
-                return Err(
-                    Diagnostic::new(format!("`repeat` must be at least 1, got {n}"))
-                        .at(key_loc(t, "repeat"))
-                        .key(join(&with_key(key_path, "repeat"))),
-                );
-            }
-            let mut one = t.clone();
-            one.shift_remove("repeat");
-            let one = RNode {
-                val: RVal::Table(one),
-                loc: node.loc.clone(),
-            };
-            let mut children = vec![];
-            for i in 0..n {
-                let p = with_key(path, &i.to_string());
-                children.push((i.to_string(), self.build(&one, &p, key_path)?));
-            }
-            return Ok(crate::combinators::Sequential::named(children));
+            return self.build_repeat(n, node, t, path, key_path);
         }
         if let Some(b) = opt_str(t, "builder", key_path)? {
             if t.contains_key("type") {
@@ -258,6 +99,7 @@ impl<'a> ModelBuilder<'a> {
             }
             return self.build_builder(&b, t, node.loc.clone(), path, key_path);
         }
+        let kinds = self.registry.known_kinds();
         let kind = match opt_str(t, "type", key_path)? {
             Some(k) => k,
             None => {
@@ -266,11 +108,10 @@ impl<'a> ModelBuilder<'a> {
                 )
                 .at(node.loc.clone())
                 .key(join(key_path))
-                .note(format!("known kinds: {}", known_kinds().join(", "))))
+                .note(format!("known kinds: {}", kinds.join(", "))))
             }
         };
-        let kinds = known_kinds();
-        if !kinds.contains(&kind) {
+        if !self.registry.has_kind(&kind) {
             let mut d = Diagnostic::new(format!("unknown layer kind `{kind}`"))
                 .at(t.get("type").and_then(|e| e.node.loc.clone()))
                 .key(join(&with_key(key_path, "type")));
@@ -279,60 +120,209 @@ impl<'a> ModelBuilder<'a> {
             }
             return Err(d.note(format!("known kinds: {}", kinds.join(", "))));
         }
-        let slots = slots_of(&kind);
         let has_children = t.contains_key("children") || t.contains_key("layers");
-        // Composite kinds declared by their arguments expand through their builders.
-        if !has_children && matches!(kind.as_str(), "Affine" | "LayerNorm" | "RMSLayerNorm") {
-            return self.build_composite(&kind, t, node.loc.clone(), path, key_path);
+        // Kinds declared by their arguments expand through their constructors.
+        if let (false, Some(c)) = (has_children, self.registry.by_args(&kind)) {
+            let mut allowed = vec!["type"];
+            allowed.extend(c.args.iter().map(|a| a.as_str()));
+            check_keys(t, &allowed, key_path, &a_layer(&kind))?;
+            let scope = self.builder.scope(&path.join("."));
+            return (c.build)(&config_table(t, &["type"]), &scope)
+                .map_err(|e| config_error(e, t, node.loc.clone(), key_path, &[]));
         }
+        let slots: &[&str] = match self.layout_of(&kind, t) {
+            Some(ChildLayout::Slots { names, .. }) => names,
+            _ => &[],
+        };
         let mut skip: Vec<&str> = RESERVED.to_vec();
         skip.extend(slots.iter());
         let cfg = config_table(t, &skip);
-        let layer = make_layer(&kind, &cfg).map_err(|e| {
+        let layer = self.registry.make_layer(&kind, &cfg).map_err(|e| {
             let mut extra: Vec<&str> = RESERVED.iter().copied().filter(|k| *k != "hf").collect();
             extra.extend(slots.iter());
             config_error(e, t, node.loc.clone(), key_path, &extra)
         })?;
-        // Explicit labels.
-        let mut labels = BTreeMap::new();
-        if let Some(e) = t.get("params") {
-            let pt = table(&e.node, &with_key(key_path, "params"), "`params`")?;
-            let names: Vec<String> = layer.param_specs().iter().map(|s| s.name.clone()).collect();
-            for (pname, pe) in pt {
-                if !names.contains(pname) {
-                    return Err(Diagnostic::new(format!(
-                        "`{kind}` has no parameter `{pname}` (it has: {})",
-                        if names.is_empty() {
-                            "none".to_string()
-                        } else {
-                            names.join(", ")
-                        }
-                    ))
-                    .at(pe.key_loc.clone())
-                    .key(join(&with_key(&with_key(key_path, "params"), pname))));
-                }
-                match &pe.node.val {
-                    RVal::Str(l) => {
-                        labels.insert(pname.clone(), l.clone());
-                    }
-                    _ => {
-                        return Err(Diagnostic::new(format!(
-                            "a parameter label must be a string, found {}",
-                            pe.node.type_name()
-                        ))
-                        .at(pe.node.loc.clone())
-                        .key(join(&with_key(&with_key(key_path, "params"), pname))))
-                    }
-                }
-            }
-        }
+        let layout = layer.child_layout();
+        let slots: &[&str] = match layout {
+            ChildLayout::Slots { names, .. } => names,
+            _ => &[],
+        };
+        let labels = self.explicit_labels(t, &kind, &*layer, key_path)?;
         let scope = self.builder.scope(&path.join("."));
-        let mut out = Node::build_arc(layer, &scope, &labels).map_err(|e| {
+        let out = Node::build_arc(layer, &scope, &labels).map_err(|e| {
             Diagnostic::new(e.to_string())
                 .at(node.loc.clone())
                 .key(join(key_path))
         })?;
-        // Children.
+        let children = self.children(t, slots, path, key_path)?;
+        match layout {
+            ChildLayout::Slots { names, .. } => {
+                for slot in names {
+                    if !children.iter().any(|(n, _)| n == slot) {
+                        return Err(
+                            Diagnostic::new(format!("`{kind}` needs its child `{slot}`"))
+                                .at(node.loc.clone())
+                                .key(join(key_path))
+                                .note(format!("{kind} children: {}", names.join(", "))),
+                        );
+                    }
+                }
+            }
+            // An empty sequence is allowed (identity), an empty branch is not.
+            ChildLayout::Sequence { min } if children.len() < min && !has_children => {
+                return Err(Diagnostic::new(format!(
+                    "`{kind}` needs at least one branch in `layers`"
+                ))
+                .at(node.loc.clone())
+                .key(join(key_path)));
+            }
+            ChildLayout::Leaf if has_children => {
+                return Err(Diagnostic::new(format!("`{kind}` takes no children"))
+                    .at(key_loc(t, "children").or(key_loc(t, "layers")))
+                    .key(join(key_path)));
+            }
+            _ => {}
+        }
+        Ok(out.with_children(children))
+    }
+
+    /// The child layout of `kind` declared by the table `t`, if the layer can be made from it.
+    /// Which keys are child slots is the layer's to say, so it is made once without the keys
+    /// that hold layer tables (its slots are then no config keys).
+    pub fn layout_of(&self, kind: &str, t: &RTable) -> Option<ChildLayout> {
+        let declares_layer = |n: &RNode| {
+            n.as_table().is_some_and(|t| {
+                ["type", "builder", "hf", "repeat"]
+                    .iter()
+                    .any(|k| t.contains_key(*k))
+            })
+        };
+        let cfg: toml::Table = t
+            .iter()
+            .filter(|(k, e)| !RESERVED.contains(&k.as_str()) && !declares_layer(&e.node))
+            .map(|(k, e)| (k.clone(), e.node.to_toml()))
+            .collect();
+        self.registry
+            .make_layer(kind, &cfg)
+            .ok()
+            .map(|l| l.child_layout())
+    }
+
+    /// `hf = "dir"`: a pretrained model (values when the builder has a seed, slots otherwise).
+    fn build_hf(&self, dir: &str, t: &RTable, key_path: &[String]) -> Result<Node, Diagnostic> {
+        check_keys(
+            t,
+            &["hf"],
+            key_path,
+            "a pretrained model table (`hf = \"dir\"` stands alone)",
+        )?;
+        let dir = self.base_dir.join(dir);
+        let at = key_loc(t, "hf");
+        let err = |e: Error| {
+            Diagnostic::new(e.to_string())
+                .at(at.clone())
+                .key(join(&with_key(key_path, "hf")))
+        };
+        if !dir.join("config.json").is_file() {
+            return Err(err(Error::Config(format!(
+                "`{}` is not a HuggingFace model directory (no config.json)",
+                dir.display()
+            ))));
+        }
+        if self.builder.seed.is_some() {
+            crate::models::hf::load(&dir, Some(self.builder.kind), self.builder.device)
+                .map(|m| m.tree)
+                .map_err(err)
+        } else {
+            crate::models::hf::read_config(&dir)
+                .and_then(|a| a.build(self.builder))
+                .map_err(err)
+        }
+    }
+
+    /// `repeat = N`: N copies of the table as children `0..N-1` of a Sequential.
+    fn build_repeat(
+        &self,
+        n: i64,
+        node: &RNode,
+        t: &RTable,
+        path: &[String],
+        key_path: &[String],
+    ) -> Result<Node, Diagnostic> {
+        if n < 1 {
+            return Err(
+                Diagnostic::new(format!("`repeat` must be at least 1, got {n}"))
+                    .at(key_loc(t, "repeat"))
+                    .key(join(&with_key(key_path, "repeat"))),
+            );
+        }
+        let mut one = t.clone();
+        one.shift_remove("repeat");
+        let one = RNode {
+            val: RVal::Table(one),
+            loc: node.loc.clone(),
+        };
+        let mut children = vec![];
+        for i in 0..n {
+            let p = with_key(path, &i.to_string());
+            children.push((i.to_string(), self.build(&one, &p, key_path)?));
+        }
+        Ok(Sequential::named(children))
+    }
+
+    /// `params = { name = "label" }`.
+    fn explicit_labels(
+        &self,
+        t: &RTable,
+        kind: &str,
+        layer: &dyn crate::tree::Layer,
+        key_path: &[String],
+    ) -> Result<BTreeMap<String, String>, Diagnostic> {
+        let mut labels = BTreeMap::new();
+        let Some(e) = t.get("params") else {
+            return Ok(labels);
+        };
+        let kp = with_key(key_path, "params");
+        let pt = table(&e.node, &kp, "`params`")?;
+        let names: Vec<String> = layer.param_specs().iter().map(|s| s.name.clone()).collect();
+        for (pname, pe) in pt {
+            if !names.contains(pname) {
+                return Err(Diagnostic::new(format!(
+                    "`{kind}` has no parameter `{pname}` (it has: {})",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ))
+                .at(pe.key_loc.clone())
+                .key(join(&with_key(&kp, pname))));
+            }
+            match &pe.node.val {
+                RVal::Str(l) => {
+                    labels.insert(pname.clone(), l.clone());
+                }
+                _ => {
+                    return Err(Diagnostic::new(format!(
+                        "a parameter label must be a string, found {}",
+                        pe.node.type_name()
+                    ))
+                    .at(pe.node.loc.clone())
+                    .key(join(&with_key(&kp, pname))))
+                }
+            }
+        }
+        Ok(labels)
+    }
+
+    /// The children declared by `layers`, `children` and the slot keys.
+    fn children(
+        &self,
+        t: &RTable,
+        slots: &[&str],
+        path: &[String],
+        key_path: &[String],
+    ) -> Result<Vec<(String, Node)>, Diagnostic> {
         let mut children: Vec<(String, Node)> = vec![];
         if let Some(e) = t.get("layers") {
             let kp = with_key(key_path, "layers");
@@ -390,93 +380,7 @@ impl<'a> ModelBuilder<'a> {
                 ));
             }
         }
-        // Structural checks.
-        if !slots.is_empty() {
-            for slot in slots {
-                if !children.iter().any(|(n, _)| n == slot) {
-                    return Err(
-                        Diagnostic::new(format!("`{kind}` needs its child `{slot}`"))
-                            .at(node.loc.clone())
-                            .key(join(key_path))
-                            .note(format!("{kind} children: {}", slots.join(", "))),
-                    );
-                }
-            }
-        } else if !has_children && is_branchy(&kind) && !t.contains_key("layers") {
-            // An empty sequence is allowed (identity), an empty branch is not.
-            if kind.starts_with("Branch") {
-                return Err(Diagnostic::new(format!(
-                    "`{kind}` needs at least one branch in `layers`"
-                ))
-                .at(node.loc.clone())
-                .key(join(key_path)));
-            }
-        }
-        if has_children && slots.is_empty() && !is_branchy(&kind) && !custom_allows_children(&kind)
-        {
-            return Err(Diagnostic::new(format!("`{kind}` takes no children"))
-                .at(key_loc(t, "children").or(key_loc(t, "layers")))
-                .key(join(key_path)));
-        }
-        out = out.with_children(children);
-        Ok(out)
-    }
-
-    fn build_composite(
-        &self,
-        kind: &str,
-        t: &RTable,
-        loc: Option<Loc>,
-        path: &[String],
-        key_path: &[String],
-    ) -> Result<Node, Diagnostic> {
-        let scope = self.builder.scope(&path.join("."));
-        let wrap = |e: Error| {
-            Diagnostic::new(e.to_string())
-                .at(loc.clone())
-                .key(join(key_path))
-        };
-        match kind {
-            "Affine" => {
-                check_keys(
-                    t,
-                    &["type", "input_axes", "output_axes"],
-                    key_path,
-                    "an `Affine` layer",
-                )?;
-                let i = opt_axes(t, "input_axes", key_path)?
-                    .ok_or_else(|| missing(t, &loc, key_path, "input_axes", "Affine"))?;
-                let o = opt_axes(t, "output_axes", key_path)?
-                    .ok_or_else(|| missing(t, &loc, key_path, "output_axes", "Affine"))?;
-                affine(&scope, i, o).map_err(wrap)
-            }
-            _ => {
-                check_keys(
-                    t,
-                    &["type", "axes", "epsilon"],
-                    key_path,
-                    &format!("a `{kind}` layer"),
-                )?;
-                let axes = opt_axes(t, "axes", key_path)?
-                    .ok_or_else(|| missing(t, &loc, key_path, "axes", kind))?;
-                let eps = match t.get("epsilon").map(|e| &e.node.val) {
-                    None => 1e-6,
-                    Some(RVal::Float(f)) => *f,
-                    Some(RVal::Int(i)) => *i as f64,
-                    Some(_) => {
-                        return Err(Diagnostic::new("`epsilon` must be a number")
-                            .at(key_loc(t, "epsilon"))
-                            .key(join(&with_key(key_path, "epsilon"))))
-                    }
-                };
-                if kind == "LayerNorm" {
-                    layer_norm(&scope, axes, eps)
-                } else {
-                    rms_layer_norm(&scope, axes, eps)
-                }
-                .map_err(wrap)
-            }
-        }
+        Ok(children)
     }
 
     fn build_builder(
@@ -487,65 +391,18 @@ impl<'a> ModelBuilder<'a> {
         path: &[String],
         key_path: &[String],
     ) -> Result<Node, Diagnostic> {
-        let scope = self.builder.scope(&path.join("."));
-        let cfg = config_table(t, &["builder"]);
-        let res = match name {
-            "mlp" => {
-                decode_config::<MlpConfig>("the `mlp` builder", &cfg).and_then(|c| c.build(&scope))
+        let Some(build) = self.registry.builder(name) else {
+            let known = self.registry.known_builders();
+            let mut d = Diagnostic::new(format!("unknown builder `{name}`"))
+                .at(t.get("builder").and_then(|e| e.node.loc.clone()))
+                .key(join(&with_key(key_path, "builder")));
+            if let Some(s) = did_you_mean(name, known.iter().map(|s| s.as_str())) {
+                d = d.label(format!("did you mean `{s}`?"));
             }
-            "transformer" => decode_config::<TransformerConfig>("the `transformer` builder", &cfg)
-                .and_then(|c| c.build(&scope)),
-            other => {
-                let mut d = Diagnostic::new(format!("unknown builder `{other}`"))
-                    .at(t.get("builder").and_then(|e| e.node.loc.clone()))
-                    .key(join(&with_key(key_path, "builder")));
-                if let Some(s) = did_you_mean(other, BUILDERS.iter().copied()) {
-                    d = d.label(format!("did you mean `{s}`?"));
-                }
-                return Err(d.note(format!("known builders: {}", BUILDERS.join(", "))));
-            }
+            return Err(d.note(format!("known builders: {}", known.join(", "))));
         };
-        res.map_err(|e| config_error(e, t, loc, key_path, &["builder"]))
+        let scope = self.builder.scope(&path.join("."));
+        build(&config_table(t, &["builder"]), &scope)
+            .map_err(|e| config_error(e, t, loc, key_path, &["builder"]))
     }
-}
-
-fn custom_allows_children(kind: &str) -> bool {
-    // Kinds registered from Rust may take children through `children`; built-in leaf kinds do
-    // not.
-    !matches!(
-        kind,
-        "Linear"
-            | "AddBias"
-            | "Elementwise"
-            | "Softmax"
-            | "TanhSoftCap"
-            | "RenameAxes"
-            | "CastToDType"
-            | "Identity"
-            | "Rescale"
-            | "Dropout"
-            | "ContractTogether"
-            | "SaveIntermediate"
-            | "Standardize"
-            | "RMSStandardize"
-            | "EmbeddingLookup"
-            | "EmbeddingDecode"
-            | "ApplyRoPE"
-            | "ApplyCausalAttentionMask"
-            | "ApplyCausalSlidingWindowAttentionMask"
-            | "ApplyExplicitAttentionMask"
-    )
-}
-
-fn missing(
-    t: &RTable,
-    loc: &Option<Loc>,
-    key_path: &[String],
-    key: &str,
-    kind: &str,
-) -> Diagnostic {
-    let _ = t;
-    Diagnostic::new(format!("`{kind}` is missing `{key}`"))
-        .at(loc.clone())
-        .key(join(&with_key(key_path, key)))
 }

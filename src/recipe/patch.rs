@@ -11,11 +11,11 @@
 
 use super::decode::join;
 use super::model::ModelBuilder;
-use super::raw::{RNode, RVal};
-use super::selector::Selector;
+use super::raw::{REntry, RNode, RVal};
 use super::source::{Diagnostic, Loc};
 use super::{Action, PatchSpec};
-use crate::tree::{select, Node, Selection};
+use crate::tree::selector::Selector;
+use crate::tree::{select, ChildLayout, Node, Selection};
 use std::collections::BTreeSet;
 
 fn shifted(loc: &Option<Loc>, column: usize) -> Option<Loc> {
@@ -63,22 +63,66 @@ fn wrap_node(
             _ => None,
         });
     let kp = vec!["patch".to_string(), p.index.to_string(), "with".to_string()];
-    match kind.as_deref() {
-        Some("Residual") => {
+    let layout = kind.as_deref().and_then(|k| {
+        with.as_table()
+            .and_then(|t| mb.layout_of(k, t))
+            .map(|l| (k, l))
+    });
+    match layout {
+        Some((k, ChildLayout::Slots { wrap: Some(slot), .. })) => {
             let mut t = with.as_table().cloned().unwrap_or_default();
-            if t.contains_key("delta") {
-                return Err(Diagnostic::new("`wrap` puts the selected subtree in the Residual's `delta`; do not declare `delta`").at(with.loc.clone()).key(join(&kp)));
+            if t.contains_key(slot) {
+                return Err(Diagnostic::new(format!(
+                    "`wrap` puts the selected subtree in the {k}'s `{slot}`; do not declare `{slot}`"
+                ))
+                .at(with.loc.clone())
+                .key(join(&kp)));
             }
-            t.insert("delta".into(), super::raw::REntry { key_loc: None, node: RNode { val: RVal::Table([("type".to_string(), super::raw::REntry { key_loc: None, node: RNode { val: RVal::Str("Identity".into()), loc: None } })].into_iter().collect()), loc: None } });
-            let n = mb.build(&RNode { val: RVal::Table(t), loc: with.loc.clone() }, path, &kp)?;
-            Ok(n.with_child("delta", old.clone()))
+            // A placeholder that the selected subtree then replaces.
+            let placeholder = RNode {
+                val: RVal::Table(
+                    [(
+                        "type".to_string(),
+                        REntry {
+                            key_loc: None,
+                            node: RNode {
+                                val: RVal::Str("Identity".into()),
+                                loc: None,
+                            },
+                        },
+                    )]
+                    .into_iter()
+                    .collect(),
+                ),
+                loc: None,
+            };
+            t.insert(
+                slot.to_string(),
+                REntry {
+                    key_loc: None,
+                    node: placeholder,
+                },
+            );
+            let n = mb.build(
+                &RNode {
+                    val: RVal::Table(t),
+                    loc: with.loc.clone(),
+                },
+                path,
+                &kp,
+            )?;
+            Ok(n.with_child(slot, old.clone()))
         }
-        Some(k) if crate::combinators::SEQUENCE_KINDS.contains(&k) || matches!(k, "NamedGroup" | "BranchAndAddTogether" | "BranchAndMultiplyTogether") => {
+        Some((_, ChildLayout::Sequence { .. })) => {
             let n = mb.build(with, path, &kp)?;
             let mut children = vec![("0".to_string(), old.clone())];
             let numeric = n.children().iter().all(|(c, _)| c.parse::<usize>().is_ok());
             for (i, (name, c)) in n.children().iter().enumerate() {
-                let name = if numeric { (i + 1).to_string() } else { name.clone() };
+                let name = if numeric {
+                    (i + 1).to_string()
+                } else {
+                    name.clone()
+                };
                 children.push((name, c.clone()));
             }
             if !numeric {

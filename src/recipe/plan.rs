@@ -17,10 +17,11 @@ use super::patch::apply_patches;
 use super::source::Diagnostic;
 use super::{recipe_error, Recipe};
 use crate::backend::meta_empty;
-use crate::error::{Error, Result};
+use crate::base::dtype::{elem_size, name as kind_name};
+use crate::base::{Error, Result};
 use crate::named::NamedTensor;
 use crate::params::{FrozenParameter, ParamEntry};
-use crate::tree::{trace_leaf_outputs, Builder, Node, SideInputs};
+use crate::tree::{trace_leaf_outputs, Builder, Node, Registry, SideInputs};
 use serde_json::{json, Value as Json};
 use std::collections::BTreeSet;
 
@@ -59,16 +60,6 @@ pub struct Plan {
     pub memory: Memory,
 }
 
-/// Bytes per element.
-pub fn elem_size(k: tch::Kind) -> i64 {
-    match k {
-        tch::Kind::Double | tch::Kind::Int64 => 8,
-        tch::Kind::BFloat16 | tch::Kind::Half | tch::Kind::Int16 => 2,
-        tch::Kind::Bool | tch::Kind::Uint8 | tch::Kind::Int8 => 1,
-        _ => 4,
-    }
-}
-
 /// `1.50 GiB` style.
 pub fn human_bytes(b: i64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -99,19 +90,6 @@ pub fn grouped(n: i64) -> String {
         format!("-{out}")
     } else {
         out
-    }
-}
-
-pub(crate) fn kind_name(k: tch::Kind) -> &'static str {
-    match k {
-        tch::Kind::Float => "float32",
-        tch::Kind::Double => "float64",
-        tch::Kind::BFloat16 => "bfloat16",
-        tch::Kind::Half => "float16",
-        tch::Kind::Int64 => "int64",
-        tch::Kind::Int => "int32",
-        tch::Kind::Bool => "bool",
-        _ => "other",
     }
 }
 
@@ -154,24 +132,24 @@ fn param_bytes(tree: &Node) -> i64 {
 
 impl Plan {
     /// Plans a recipe with shapes only (no parameter storage).
-    pub fn shapes_only(recipe: Recipe) -> Result<Plan> {
+    pub fn shapes_only(recipe: Recipe, registry: &Registry) -> Result<Plan> {
         let b = Builder::slots().dtype(recipe.param_dtype);
-        Self::build(recipe, &b)
+        Self::build(recipe, registry, &b)
     }
 
     /// Builds the tree and applies the patches, without shape inference (for `pzt show` and
     /// `pzt select`).
-    pub fn tree_only(recipe: &Recipe) -> Result<Node> {
+    pub fn tree_only(recipe: &Recipe, registry: &Registry) -> Result<Node> {
         let b = Builder::slots().dtype(recipe.param_dtype);
-        let (tree, _) = build_tree(recipe, &b)?;
+        let (tree, _) = build_tree(recipe, registry, &b)?;
         Ok(tree)
     }
 
     /// Plans a recipe building parameters with `builder` (slots or real values).
-    pub fn build(recipe: Recipe, builder: &Builder) -> Result<Plan> {
+    pub fn build(recipe: Recipe, registry: &Registry, builder: &Builder) -> Result<Plan> {
         let sources = recipe.resolved.sources.clone();
         let fail = |d: Diagnostic| recipe_error(&sources, d);
-        let (tree, mb_locs) = build_tree(&recipe, builder)?;
+        let (tree, mb_locs) = build_tree(&recipe, registry, builder)?;
         let counts = count_params(&tree);
         let mut activations = 0;
         let mut output = None;
@@ -318,10 +296,11 @@ fn describe_input(i: &super::InputSpec) -> String {
 /// each tree path.
 fn build_tree(
     recipe: &Recipe,
+    registry: &Registry,
     builder: &Builder,
 ) -> Result<(Node, std::collections::BTreeMap<String, super::source::Loc>)> {
     let sources = &recipe.resolved.sources;
-    let mut mb = ModelBuilder::new(builder);
+    let mut mb = ModelBuilder::new(builder, registry);
     mb.base_dir = recipe
         .resolved
         .path

@@ -7,7 +7,7 @@
 //! directory is renamed into place and its parent fsynced: a crash at any moment leaves the
 //! previous checkpoints intact, and a partial one (a `.tmp-*` directory) is never read.
 
-use crate::error::{Error, Result, TorchContext};
+use crate::base::{Error, Result, TorchContext};
 use crate::params::Parameter;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -183,7 +183,7 @@ pub fn load(dir: &Path, params: &[Parameter]) -> Result<(TrainState, Vec<(String
             dir,
             format!(
                 "model.safetensors: {}",
-                crate::error::clean_torch_message(&e.to_string())
+                crate::base::error::clean_torch_message(&e.to_string())
             ),
         )
     })?;
@@ -238,7 +238,7 @@ pub fn load(dir: &Path, params: &[Parameter]) -> Result<(TrainState, Vec<(String
                 dir,
                 format!(
                     "optimizer.safetensors: {}",
-                    crate::error::clean_torch_message(&e.to_string())
+                    crate::base::error::clean_torch_message(&e.to_string())
                 ),
             )
         })?

@@ -1,6 +1,6 @@
 //! The training sections of a recipe: `[train]`, `[optim]`, `[checkpoint]`.
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 fn d_one() -> usize {

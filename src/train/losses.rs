@@ -1,6 +1,6 @@
 //! Losses over named tensors.
 
-use crate::error::{Error, Result, TorchContext};
+use crate::base::{Error, Result, TorchContext};
 use crate::named::NamedTensor;
 use tch::Tensor;
 

@@ -1,6 +1,6 @@
 //! `metrics.jsonl`: one JSON object per logged step, appended and flushed as the run goes.
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use serde_json::{Map, Value};
 use std::fs::{File, OpenOptions};
 use std::io::Write;

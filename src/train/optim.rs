@@ -9,7 +9,7 @@
 //! `p -= lr * step`.
 
 use super::config::{OptimConfig, OptimKind};
-use crate::error::{Error, Result, TorchContext};
+use crate::base::{Error, Result, TorchContext};
 use crate::params::Parameter;
 use std::collections::BTreeMap;
 use tch::Tensor;

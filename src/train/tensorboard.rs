@@ -3,7 +3,7 @@
 //! scalar summaries. Written here (prost derive + crc32c) rather than with an unmaintained
 //! crate; tested against Python's `tensorboard` reader.
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use prost::Message;
 use std::fs::File;
 use std::io::Write;

@@ -11,12 +11,12 @@ use super::config::{Precision, TrainConfig};
 use super::metrics::MetricsWriter;
 use super::optim::Optimizer;
 use super::tensorboard::EventWriter;
+use crate::base::seed::mix;
+use crate::base::{Error, Result, TorchContext};
 use crate::data::sources::{self, CsvTask, DataConfig};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::{Cursor, Dataset, Example};
-use crate::error::{Error, Result, TorchContext};
 use crate::named::NamedTensor;
-use crate::params::init::mix;
 use crate::params::RandomStream;
 use crate::recipe::plan::Plan;
 use crate::recipe::Recipe;
@@ -80,28 +80,20 @@ impl Summary {
 
 /// The device named by `[train] device`.
 pub fn pick_device(name: &str) -> Result<Device> {
-    match name {
-        "auto" => Ok(crate::backend::auto_device()),
-        "cpu" => Ok(Device::Cpu),
-        "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        "cuda" => Err(Error::ConfigField {
-            field: "device".into(),
-            message: "[train]: device = \"cuda\" but libtorch sees no CUDA device".into(),
-        }),
-        other => Err(Error::ConfigField {
-            field: "device".into(),
-            message: format!("[train]: unknown device `{other}`"),
-        }),
-    }
+    crate::backend::parse_device(name).map_err(|e| Error::ConfigField {
+        field: "device".into(),
+        message: match e {
+            crate::backend::DeviceError::NoCuda => {
+                "[train]: device = \"cuda\" but libtorch sees no CUDA device".into()
+            }
+            crate::backend::DeviceError::Unknown(other) => {
+                format!("[train]: unknown device `{other}`")
+            }
+        },
+    })
 }
 
-/// Device name for messages: `cpu`, `cuda:0`.
-pub fn device_name(d: Device) -> String {
-    match d {
-        Device::Cuda(i) => format!("cuda:{i}"),
-        _ => "cpu".into(),
-    }
-}
+use crate::backend::device_name;
 
 /// Everything a run needs, set up from a recipe.
 pub struct Setup {
@@ -135,7 +127,7 @@ fn in_section(r: &Recipe, section: &str, e: Error) -> Error {
             let Some(tab) = t.node.as_table() else {
                 return e;
             };
-            let d = crate::recipe::model::config_error(
+            let d = crate::recipe::diagnose::config_error(
                 e,
                 tab,
                 t.node.loc.clone(),
@@ -164,7 +156,7 @@ fn need<'a, T>(r: &Recipe, v: &'a Option<T>, section: &str) -> Result<&'a T> {
 
 impl Setup {
     /// Loads data, builds the model on the device with parameters from the seed.
-    pub fn new(recipe: Recipe) -> Result<Setup> {
+    pub fn new(recipe: Recipe, registry: &crate::tree::Registry) -> Result<Setup> {
         let data_cfg = need(&recipe, &recipe.data, "data")?.clone();
         let train_cfg = need(&recipe, &recipe.train, "train")?.clone();
         if let Some(n) = train_cfg.threads {
@@ -202,7 +194,7 @@ impl Setup {
         let builder = Builder::new(recipe.run.seed)
             .on(device)
             .dtype(recipe.param_dtype);
-        let plan = Plan::build(recipe.clone(), &builder)?;
+        let plan = Plan::build(recipe.clone(), registry, &builder)?;
         let tree = plan.tree;
         let axes = match &recipe.input {
             Some(i) if i.axes.len() == 2 => {
@@ -520,13 +512,17 @@ fn fmt_metrics(m: &Map<String, Value>) -> String {
 }
 
 /// Runs (or resumes) training.
-pub fn train(recipe: Recipe, opts: &TrainOptions) -> Result<Summary> {
+pub fn train(
+    recipe: Recipe,
+    registry: &crate::tree::Registry,
+    opts: &TrainOptions,
+) -> Result<Summary> {
     let start = Instant::now();
     need(&recipe, &recipe.data, "data")?;
     need(&recipe, &recipe.train, "train")?;
     let optim_cfg = need(&recipe, &recipe.optim, "optim")?.clone();
     let ck_cfg = recipe.checkpoint.clone();
-    let setup = Setup::new(recipe)?;
+    let setup = Setup::new(recipe, registry)?;
     let r = &setup.recipe;
     let tc = &setup.train_cfg;
     let out_dir = r.run.out_dir.clone();
@@ -794,6 +790,7 @@ pub fn train(recipe: Recipe, opts: &TrainOptions) -> Result<Summary> {
 /// Evaluates a checkpoint (default: the newest of the run).
 pub fn eval(
     recipe: Recipe,
+    registry: &crate::tree::Registry,
     checkpoint_dir: Option<&Path>,
 ) -> Result<(PathBuf, Map<String, Value>)> {
     let out_dir = recipe.run.out_dir.clone();
@@ -814,7 +811,7 @@ pub fn eval(
             dir.display()
         )));
     }
-    let setup = Setup::new(recipe)?;
+    let setup = Setup::new(recipe, registry)?;
     checkpoint::load(&dir, &setup.tree.parameters())?;
     Ok((dir, setup.evaluate()?))
 }

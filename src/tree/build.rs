@@ -1,7 +1,9 @@
 //! Path-scoped parameter builders (like candle's `vb.pp("mlp")`): the dotted scope is the
-//! parameter's label, its checkpoint key and its deterministic-init key.
+//! parameter's label and checkpoint key, which builders keep equal to the parameter's tree
+//! path. It is also its init name (what its initial value is drawn from), unless the builder
+//! names that otherwise with [`Scope::pp_as`].
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::params::init::Initializer;
 use crate::params::{ParamEntry, Parameter, ParameterSlot};
 use std::cell::RefCell;
@@ -56,17 +58,25 @@ impl Builder {
 
     /// The root scope (empty prefix).
     pub fn root(&self) -> Scope<'_> {
-        Scope {
-            builder: self,
-            prefix: String::new(),
-        }
+        self.scope("")
     }
     /// A scope with a prefix.
     pub fn scope(&self, prefix: &str) -> Scope<'_> {
         Scope {
             builder: self,
             prefix: prefix.to_string(),
+            init_prefix: None,
         }
+    }
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else if name.is_empty() {
+        prefix.to_string()
+    } else {
+        format!("{prefix}.{name}")
     }
 }
 
@@ -75,24 +85,40 @@ impl Builder {
 pub struct Scope<'a> {
     builder: &'a Builder,
     prefix: String,
+    /// Where init names are, when they differ from labels (see [`Scope::pp_as`]).
+    init_prefix: Option<String>,
 }
 
 impl<'a> Scope<'a> {
     /// A sub-scope: `prefix.name`.
     pub fn pp(&self, name: impl AsRef<str>) -> Scope<'a> {
+        let name = name.as_ref();
         Scope {
             builder: self.builder,
-            prefix: self.label(name.as_ref()),
+            prefix: self.label(name),
+            init_prefix: self.init_prefix.as_ref().map(|p| join(p, name)),
+        }
+    }
+    /// A sub-scope at the dotted path `path` (the labels of its parameters) whose parameters
+    /// draw their initial values from the init names under `init_path` instead. Builders use it
+    /// to keep labels equal to tree paths while the values stay those of the names pzt used
+    /// before (so that a recipe initializes the same on every version).
+    pub fn pp_as(&self, path: &str, init_path: &str) -> Scope<'a> {
+        Scope {
+            builder: self.builder,
+            prefix: self.label(path),
+            init_prefix: Some(self.init_name(init_path)),
         }
     }
     /// The full label of `name` in this scope.
     pub fn label(&self, name: &str) -> String {
-        if self.prefix.is_empty() {
-            name.to_string()
-        } else if name.is_empty() {
-            self.prefix.clone()
-        } else {
-            format!("{}.{name}", self.prefix)
+        join(&self.prefix, name)
+    }
+    /// The init name of `name` in this scope (its label unless set by [`pp_as`](Self::pp_as)).
+    pub fn init_name(&self, name: &str) -> String {
+        match &self.init_prefix {
+            Some(p) => join(p, name),
+            None => self.label(name),
         }
     }
     /// The prefix.
@@ -104,8 +130,8 @@ impl<'a> Scope<'a> {
         self.builder
     }
     /// Creates the parameter `name` of this scope: a trainable parameter initialized
-    /// deterministically from (seed, label), or a slot when building without a seed. A label
-    /// that this builder already made is shared (same parameter), if the shapes agree.
+    /// deterministically from (seed, init name), or a slot when building without a seed. A
+    /// label that this builder already made is shared (same parameter), if the shapes agree.
     pub fn param(
         &self,
         name: &str,
@@ -113,13 +139,30 @@ impl<'a> Scope<'a> {
         init: Initializer,
         fan_in: i64,
     ) -> Result<ParamEntry> {
-        self.param_labelled(&self.label(name), shape, init, fan_in)
+        self.make(
+            &self.label(name),
+            &self.init_name(name),
+            shape,
+            init,
+            fan_in,
+        )
     }
 
-    /// Like [`param`](Self::param) with an explicit full label.
+    /// Like [`param`](Self::param) with an explicit full label (which is also its init name).
     pub fn param_labelled(
         &self,
         label: &str,
+        shape: &[i64],
+        init: Initializer,
+        fan_in: i64,
+    ) -> Result<ParamEntry> {
+        self.make(label, label, shape, init, fan_in)
+    }
+
+    fn make(
+        &self,
+        label: &str,
+        init_name: &str,
         shape: &[i64],
         init: Initializer,
         fan_in: i64,
@@ -143,7 +186,7 @@ impl<'a> Scope<'a> {
             Some(seed) => {
                 let t = init.make(
                     seed,
-                    label,
+                    init_name,
                     shape,
                     fan_in,
                     self.builder.kind,

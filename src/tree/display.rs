@@ -4,19 +4,6 @@
 use super::Node;
 use crate::params::ParamEntry;
 
-fn kind_str(k: tch::Kind) -> &'static str {
-    match k {
-        tch::Kind::Float => "f32",
-        tch::Kind::Double => "f64",
-        tch::Kind::BFloat16 => "bf16",
-        tch::Kind::Half => "f16",
-        tch::Kind::Int64 => "i64",
-        tch::Kind::Int => "i32",
-        tch::Kind::Bool => "bool",
-        _ => "?",
-    }
-}
-
 fn param_str(name: &str, p: &ParamEntry) -> String {
     let state = match p {
         ParamEntry::Bound(b) if b.trainable() => "",
@@ -24,7 +11,11 @@ fn param_str(name: &str, p: &ParamEntry) -> String {
         ParamEntry::Frozen(_) => " const",
         ParamEntry::Slot(_) => "",
     };
-    format!("{name}: {}{:?}{state}", kind_str(p.kind()), p.shape())
+    format!(
+        "{name}: {}{:?}{state}",
+        crate::base::dtype::short_name(p.kind()),
+        p.shape()
+    )
 }
 
 impl Node {

@@ -12,84 +12,25 @@
 
 mod build;
 mod display;
+mod layer;
 pub mod registry;
 pub mod select;
+pub mod selector;
+mod serialize;
 mod state;
-mod value;
+mod trace;
 
+pub use crate::named::{SideInputs, SideValue, Value};
 pub use build::{Builder, Scope};
+pub use layer::{ChildLayout, Layer, ParamSpec};
+pub use registry::Registry;
 pub use select::{select, Selection};
-pub use value::{SideInputs, SideValue, Value};
+pub use trace::{trace_leaf_outputs, trace_record};
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::params::{ParamEntry, Parameter, StateEntry};
-use std::any::Any;
 use std::sync::Arc;
 use tch::Tensor;
-
-/// A layer implementation: what a node of a given kind computes. Implement it (and register a
-/// factory with [`registry::register_layer`]) to add a custom layer kind.
-pub trait Layer: Send + Sync + std::fmt::Debug + Any {
-    /// The kind name shown by `pzt show` and matched by selectors (`Linear`, `Attention`, ...).
-    fn kind(&self) -> &str;
-    /// The static configuration (everything but children, parameters and state), as TOML.
-    fn config(&self) -> Result<toml::Table>;
-    /// The forward pass. `node` is the node this layer sits in: read children, parameters and
-    /// state through it.
-    fn forward(&self, node: &Node, x: Value, side: &SideInputs) -> Result<Value>;
-    /// A one-line summary for display (axes, sizes).
-    fn summary(&self) -> String {
-        String::new()
-    }
-    /// Whether the children form an ordered sequence that `insert_before`, `insert_after` and
-    /// `remove_from_parent` may edit (Sequential and its relatives).
-    fn is_sequence(&self) -> bool {
-        false
-    }
-    /// The parameters this layer needs, derived from its config (used by [`Node::build`] and
-    /// by recipes to create them under path-derived labels).
-    fn param_specs(&self) -> Vec<ParamSpec> {
-        vec![]
-    }
-    /// The names of the state variables this layer needs.
-    fn state_specs(&self) -> Vec<String> {
-        vec![]
-    }
-    /// For downcasting.
-    fn as_any(&self) -> &dyn Any;
-}
-
-/// A parameter a layer needs: its field name, shape, initializer and fan-in.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParamSpec {
-    pub name: String,
-    pub shape: Vec<i64>,
-    pub init: crate::params::init::Initializer,
-    pub fan_in: i64,
-}
-
-thread_local! {
-    static TRACE: std::cell::RefCell<Option<Vec<(String, i64, tch::Kind)>>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Runs `f` while recording the output of every leaf layer (kind, number of elements, dtype)
-/// on this thread: what the planner sums up as activation memory.
-pub fn trace_leaf_outputs<R>(f: impl FnOnce() -> R) -> (R, Vec<(String, i64, tch::Kind)>) {
-    TRACE.with(|t| *t.borrow_mut() = Some(vec![]));
-    let r = f();
-    let v = TRACE.with(|t| t.borrow_mut().take()).unwrap_or_default();
-    (r, v)
-}
-
-/// Records an activation that no leaf layer produced (the fused attention output) in the
-/// current trace, if one is running.
-pub(crate) fn trace_record(kind: &str, numel: i64, dtype: tch::Kind) {
-    TRACE.with(|t| {
-        if let Some(v) = t.borrow_mut().as_mut() {
-            v.push((kind.to_string(), numel, dtype));
-        }
-    });
-}
 
 /// A node of the model tree.
 #[derive(Clone)]
@@ -197,6 +138,12 @@ impl Node {
         self.layer.kind()
     }
 
+    /// Whether the children form an ordered sequence that `insert_before`, `insert_after` and
+    /// `remove_from_parent` may edit (Sequential and its relatives, the branch combinators).
+    pub fn is_sequence(&self) -> bool {
+        matches!(self.layer.child_layout(), ChildLayout::Sequence { .. })
+    }
+
     /// The layer implementation.
     pub fn layer(&self) -> &Arc<dyn Layer> {
         &self.layer
@@ -269,17 +216,9 @@ impl Node {
     pub fn forward(&self, x: impl Into<Value>, side: &SideInputs) -> Result<Value> {
         let out = self.layer.forward(self, x.into(), side)?;
         if self.children.is_empty() {
-            TRACE.with(|t| {
-                if let Some(v) = t.borrow_mut().as_mut() {
-                    if let Value::Tensor(nt) = &out {
-                        v.push((
-                            self.kind().to_string(),
-                            nt.tensor().numel() as i64,
-                            nt.kind(),
-                        ));
-                    }
-                }
-            });
+            if let Value::Tensor(nt) = &out {
+                trace_record(self.kind(), nt.tensor().numel() as i64, nt.kind());
+            }
         }
         Ok(out)
     }

@@ -1,24 +1,46 @@
-//! Layer kinds by name: a registry of factories that make a layer implementation from its
-//! static config. Serialization ([`Node::to_toml`] / [`Node::from_toml`]) and recipes use it;
-//! custom layers register here (see `examples/custom_layer.rs`).
+//! The registry: a value naming every layer kind (a factory that makes the layer from its
+//! static config), the kinds that can also be declared by their arguments (`Affine` from
+//! `input_axes` and `output_axes`), and the builders a recipe can name (`builder = "mlp"`).
+//!
+//! It is built at the top of the crate ([`crate::builtin_registry`]: the built-in kinds and
+//! builders) and passed down to whatever reads models by name (TOML, recipes). Custom kinds are
+//! registered into it (see `examples/custom_layer.rs`).
 
-use super::{Layer, Node};
-use crate::error::{Error, Result};
-use crate::params::{ParamEntry, ParameterSlot, StateEntry};
+use super::{Layer, Node, Scope};
+use crate::base::{Error, Result};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::Arc;
 
 /// Makes a layer implementation from its config table.
 pub type Factory = Arc<dyn Fn(&toml::Table) -> Result<Arc<dyn Layer>> + Send + Sync>;
 
-fn registry() -> &'static RwLock<BTreeMap<String, Factory>> {
-    static REG: OnceLock<RwLock<BTreeMap<String, Factory>>> = OnceLock::new();
-    REG.get_or_init(|| {
-        let mut m = BTreeMap::new();
-        crate::layers::register_builtins(&mut m);
-        RwLock::new(m)
-    })
+/// Builds a subtree from arguments under a scope (a builder, or a kind declared by its
+/// arguments). Errors about an argument are [`Error::ConfigField`]s naming it.
+pub type Constructor = Arc<dyn Fn(&toml::Table, &Scope<'_>) -> Result<Node> + Send + Sync>;
+
+/// A kind declared by its arguments: the argument names it takes, and how it is built.
+#[derive(Clone)]
+pub struct ArgsConstructor {
+    pub args: Vec<String>,
+    pub build: Constructor,
+}
+
+/// Layer kinds and builders by name. See the module docs.
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: BTreeMap<String, Factory>,
+    by_args: BTreeMap<String, ArgsConstructor>,
+    builders: BTreeMap<String, Constructor>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("kinds", &self.known_kinds())
+            .field("builders", &self.known_builders())
+            .finish()
+    }
 }
 
 /// A factory for a layer type whose config is the type itself (serde).
@@ -43,174 +65,67 @@ pub fn decode_config<T: DeserializeOwned>(what: &str, cfg: &toml::Table) -> Resu
     })
 }
 
-/// Registers (or replaces) a layer kind.
-pub fn register_layer(kind: &str, factory: Factory) {
-    let mut reg = match registry().write() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    };
-    reg.insert(kind.to_string(), factory);
-}
-
-/// The known layer kinds, sorted.
-pub fn known_kinds() -> Vec<String> {
-    match registry().read() {
-        Ok(g) => g.keys().cloned().collect(),
-        Err(p) => p.into_inner().keys().cloned().collect(),
-    }
-}
-
-/// Makes a layer of `kind` from its config.
-pub fn make_layer(kind: &str, cfg: &toml::Table) -> Result<Arc<dyn Layer>> {
-    let factory = {
-        let reg = match registry().read() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        reg.get(kind).cloned()
-    };
-    match factory {
-        Some(f) => f(cfg),
-        None => Err(Error::Config(format!(
-            "unknown layer kind `{kind}`; known kinds: {}",
-            known_kinds().join(", ")
-        ))),
-    }
-}
-
-const RESERVED: [&str; 4] = ["type", "params", "states", "children"];
-
-fn kind_name(k: tch::Kind) -> &'static str {
-    match k {
-        tch::Kind::Double => "float64",
-        tch::Kind::BFloat16 => "bfloat16",
-        tch::Kind::Half => "float16",
-        tch::Kind::Int64 => "int64",
-        _ => "float32",
-    }
-}
-
-fn kind_from_name(s: &str) -> Result<tch::Kind> {
-    Ok(match s {
-        "float32" => tch::Kind::Float,
-        "float64" => tch::Kind::Double,
-        "bfloat16" => tch::Kind::BFloat16,
-        "float16" => tch::Kind::Half,
-        "int64" => tch::Kind::Int64,
-        other => return Err(Error::Config(format!("unknown dtype `{other}`"))),
-    })
-}
-
-impl Node {
-    /// Serializes the structure (kinds, configs, children, parameter labels and shapes; no
-    /// values) to a TOML table: `type`, the config keys, `params`, `states`, `children`.
-    pub fn to_toml(&self) -> Result<toml::Table> {
-        let mut t = toml::Table::new();
-        t.insert("type".into(), toml::Value::String(self.kind().to_string()));
-        for (k, v) in self.layer().config()? {
-            if RESERVED.contains(&k.as_str()) {
-                return Err(Error::Config(format!(
-                    "layer kind `{}` uses the reserved config key `{k}`",
-                    self.kind()
-                )));
-            }
-            t.insert(k, v);
-        }
-        if !self.param_entries().is_empty() {
-            let mut ps = toml::Table::new();
-            for (n, p) in self.param_entries() {
-                let mut e = toml::Table::new();
-                e.insert("label".into(), toml::Value::String(p.label().to_string()));
-                e.insert(
-                    "shape".into(),
-                    toml::Value::Array(p.shape().into_iter().map(toml::Value::Integer).collect()),
-                );
-                e.insert(
-                    "dtype".into(),
-                    toml::Value::String(kind_name(p.kind()).into()),
-                );
-                ps.insert(n.clone(), toml::Value::Table(e));
-            }
-            t.insert("params".into(), toml::Value::Table(ps));
-        }
-        if !self.state_entries().is_empty() {
-            let mut ss = toml::Table::new();
-            for (n, s) in self.state_entries() {
-                ss.insert(n.clone(), toml::Value::String(s.label().to_string()));
-            }
-            t.insert("states".into(), toml::Value::Table(ss));
-        }
-        if !self.children().is_empty() {
-            // An array of single-entry tables keeps the child order.
-            let mut cs = vec![];
-            for (n, c) in self.children() {
-                let mut e = c.to_toml()?;
-                e.insert("name".into(), toml::Value::String(n.clone()));
-                cs.push(toml::Value::Table(e));
-            }
-            t.insert("children".into(), toml::Value::Array(cs));
-        }
-        Ok(t)
+impl Registry {
+    /// An empty registry (no kinds at all; see [`crate::builtin_registry`]).
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Rebuilds a tree from [`to_toml`](Self::to_toml)'s output. Parameters come back as slots
-    /// (bind them with [`bind`](Self::bind)); state as slots.
-    pub fn from_toml(t: &toml::Table) -> Result<Node> {
-        let kind = match t.get("type") {
-            Some(toml::Value::String(s)) => s.clone(),
-            _ => return Err(Error::Config("layer table without a `type` string".into())),
-        };
-        let mut cfg = t.clone();
-        for k in RESERVED.iter().chain(["name"].iter()) {
-            cfg.remove(*k);
+    /// Registers (or replaces) a layer kind.
+    pub fn register_layer(&mut self, kind: &str, factory: Factory) {
+        self.kinds.insert(kind.to_string(), factory);
+    }
+
+    /// Lets a registered kind be declared in a recipe by `args` instead of children
+    /// (`{ type = "Affine", input_axes = ..., output_axes = ... }`).
+    pub fn register_by_args(&mut self, kind: &str, args: &[&str], build: Constructor) {
+        self.by_args.insert(
+            kind.to_string(),
+            ArgsConstructor {
+                args: args.iter().map(|a| a.to_string()).collect(),
+                build,
+            },
+        );
+    }
+
+    /// Registers (or replaces) a builder, named in recipes by `builder = "name"`.
+    pub fn register_builder(&mut self, name: &str, build: Constructor) {
+        self.builders.insert(name.to_string(), build);
+    }
+
+    /// The known layer kinds, sorted.
+    pub fn known_kinds(&self) -> Vec<String> {
+        self.kinds.keys().cloned().collect()
+    }
+
+    /// The known builders, sorted.
+    pub fn known_builders(&self) -> Vec<String> {
+        self.builders.keys().cloned().collect()
+    }
+
+    /// Whether `kind` is registered.
+    pub fn has_kind(&self, kind: &str) -> bool {
+        self.kinds.contains_key(kind)
+    }
+
+    /// Makes a layer of `kind` from its config.
+    pub fn make_layer(&self, kind: &str, cfg: &toml::Table) -> Result<Arc<dyn Layer>> {
+        match self.kinds.get(kind) {
+            Some(f) => f(cfg),
+            None => Err(Error::Config(format!(
+                "unknown layer kind `{kind}`; known kinds: {}",
+                self.known_kinds().join(", ")
+            ))),
         }
-        let mut node = Node::from_arc(make_layer(&kind, &cfg)?);
-        if let Some(toml::Value::Table(ps)) = t.get("params") {
-            for (n, e) in ps {
-                let get = |k: &str| {
-                    e.get(k).ok_or_else(|| {
-                        Error::Config(format!("param `{n}` of `{kind}` lacks `{k}`"))
-                    })
-                };
-                let label = get("label")?.as_str().unwrap_or_default().to_string();
-                let shape = match get("shape")? {
-                    toml::Value::Array(a) => a.iter().filter_map(|v| v.as_integer()).collect(),
-                    _ => {
-                        return Err(Error::Config(format!(
-                            "param `{n}`: shape must be an array"
-                        )))
-                    }
-                };
-                let dtype = kind_from_name(get("dtype")?.as_str().unwrap_or("float32"))?;
-                node = node.with_param(
-                    n.clone(),
-                    ParamEntry::Slot(ParameterSlot {
-                        label,
-                        shape,
-                        kind: dtype,
-                    }),
-                );
-            }
-        }
-        if let Some(toml::Value::Table(ss)) = t.get("states") {
-            for (n, l) in ss {
-                let label = l.as_str().unwrap_or_default().to_string();
-                node = node.with_state(n.clone(), StateEntry::Slot { label });
-            }
-        }
-        if let Some(toml::Value::Array(cs)) = t.get("children") {
-            for c in cs {
-                let ct = c
-                    .as_table()
-                    .ok_or_else(|| Error::Config("child must be a table".into()))?;
-                let name = match ct.get("name") {
-                    Some(toml::Value::String(s)) => s.clone(),
-                    _ => return Err(Error::Config("child table without a `name`".into())),
-                };
-                let child = Node::from_toml(ct).map_err(|e| e.in_child(&name))?;
-                node = node.with_child(name, child);
-            }
-        }
-        Ok(node)
+    }
+
+    /// How `kind` is built from its arguments, if it can be.
+    pub fn by_args(&self, kind: &str) -> Option<&ArgsConstructor> {
+        self.by_args.get(kind)
+    }
+
+    /// The builder `name`.
+    pub fn builder(&self, name: &str) -> Option<&Constructor> {
+        self.builders.get(name)
     }
 }

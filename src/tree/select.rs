@@ -10,7 +10,7 @@
 //! new tree that shares all unchanged parts, and all parameters, with the old one.
 
 use super::Node;
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 
 /// A set of selected subtrees of a tree.
 #[derive(Clone, Debug)]
@@ -319,7 +319,7 @@ fn rebuild(
         path.pop();
     }
     if edited_sequence {
-        if !n.layer().is_sequence() {
+        if !n.is_sequence() {
             return Err(Error::Select(format!(
                 "cannot insert into or remove from `{}`: it is a {}, not a sequence \
                  (Sequential); select a child of a Sequential, or use apply/set",

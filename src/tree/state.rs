@@ -1,7 +1,7 @@
 //! Unbinding, binding and freezing parameters and state variables, and `stateless_call`.
 
 use super::{Node, SideInputs, Value};
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::params::{
     FrozenParameter, ParamEntry, Parameter, ParameterSlot, StateEntry, StateVariable,
 };

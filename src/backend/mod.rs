@@ -3,7 +3,11 @@
 //! backend switches, generator state get/set for the CPU and CUDA devices, and draws from a
 //! freshly seeded generator that leave the global generators untouched.
 
-use crate::error::{Error, Result};
+mod device;
+
+pub use device::{auto_device, device_name, devices, parse_device, DeviceError};
+
+use crate::base::{Error, Result};
 use std::ffi::{c_char, CStr};
 use tch::{Device, Kind, Tensor};
 
@@ -266,22 +270,6 @@ pub fn seeded_random(
     }
     // SAFETY: as in rng_state.
     Ok(unsafe { Tensor::from_ptr(out) })
-}
-
-/// The devices libtorch sees, CPU first.
-pub fn devices() -> Vec<Device> {
-    let mut v = vec![Device::Cpu];
-    if tch::Cuda::is_available() {
-        for i in 0..tch::Cuda::device_count() {
-            v.push(Device::Cuda(i as usize));
-        }
-    }
-    v
-}
-
-/// The device pzt uses for `"auto"`: the first GPU when there is one, else the CPU.
-pub fn auto_device() -> Device {
-    Device::cuda_if_available()
 }
 
 /// c10's ScalarType code of a tch kind.

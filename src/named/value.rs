@@ -1,8 +1,8 @@
 //! Values that flow through layers, and the side inputs passed alongside them.
 
-use crate::error::{Error, Result};
-use crate::named::NamedTensor;
-use crate::params::RandomStream;
+use super::NamedTensor;
+use crate::base::seed::RandomStream;
+use crate::base::{Error, Result};
 use std::collections::BTreeMap;
 
 /// The input or output of a layer: a named tensor or a tuple of values (Attention's

@@ -1,4 +1,5 @@
-//! Combinators: layers whose only job is to route values through their children.
+//! Grouping layers (combinators): layers whose only job is to route values through their
+//! children.
 //!
 //! - `Sequential` (and its named relatives `Affine`, `LayerNorm`, `RMSLayerNorm`): children in
 //!   order, each output feeding the next.
@@ -6,15 +7,12 @@
 //! - `Residual`: `x + delta(x)` (child `delta`).
 //! - `BranchAndAddTogether` / `BranchAndMultiplyTogether`: every child sees `x`; their outputs
 //!   are summed / multiplied (by name).
-//! - [`attention::Attention`]: query/key/value/attention sublayers, each swappable.
 //!
 //! Side inputs pass through unchanged to every child.
 
-pub mod attention;
-
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::tree::registry::Factory;
-use crate::tree::{Layer, Node, SideInputs, Value};
+use crate::tree::{ChildLayout, Layer, Node, SideInputs, Value};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -53,7 +51,7 @@ impl Sequential {
     }
 }
 
-pub(crate) fn sequence_factory(kind: &str) -> Factory {
+pub fn sequence_factory(kind: &str) -> Factory {
     let kind = kind.to_string();
     Arc::new(move |cfg: &toml::Table| {
         if let Some(k) = cfg.keys().next() {
@@ -82,8 +80,8 @@ impl Layer for Sequential {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
-    fn is_sequence(&self) -> bool {
-        true
+    fn child_layout(&self) -> ChildLayout {
+        ChildLayout::Sequence { min: 0 }
     }
     fn forward(&self, node: &Node, x: Value, side: &SideInputs) -> Result<Value> {
         run_in_order(node, x, side)
@@ -115,8 +113,8 @@ impl Layer for NamedGroup {
     fn summary(&self) -> String {
         self.name.clone()
     }
-    fn is_sequence(&self) -> bool {
-        true
+    fn child_layout(&self) -> ChildLayout {
+        ChildLayout::Sequence { min: 0 }
     }
     fn forward(&self, node: &Node, x: Value, side: &SideInputs) -> Result<Value> {
         run_in_order(node, x, side)
@@ -137,6 +135,12 @@ impl Residual {
 
 impl Layer for Residual {
     crate::layer_common!("Residual");
+    fn child_layout(&self) -> ChildLayout {
+        ChildLayout::Slots {
+            names: &["delta"],
+            wrap: Some("delta"),
+        }
+    }
     fn forward(&self, node: &Node, x: Value, side: &SideInputs) -> Result<Value> {
         let d = node.call_child("delta", x.clone(), side)?.into_tensor()?;
         let x = x.into_tensor()?;
@@ -185,8 +189,8 @@ impl BranchAndAddTogether {
 
 impl Layer for BranchAndAddTogether {
     crate::layer_common!("BranchAndAddTogether");
-    fn is_sequence(&self) -> bool {
-        true
+    fn child_layout(&self) -> ChildLayout {
+        ChildLayout::Sequence { min: 1 }
     }
     fn forward(&self, node: &Node, x: Value, side: &SideInputs) -> Result<Value> {
         let outs = branches(node, &x, side, "BranchAndAddTogether")?;
@@ -218,8 +222,8 @@ impl BranchAndMultiplyTogether {
 
 impl Layer for BranchAndMultiplyTogether {
     crate::layer_common!("BranchAndMultiplyTogether");
-    fn is_sequence(&self) -> bool {
-        true
+    fn child_layout(&self) -> ChildLayout {
+        ChildLayout::Sequence { min: 1 }
     }
     fn forward(&self, node: &Node, x: Value, side: &SideInputs) -> Result<Value> {
         let outs = branches(node, &x, side, "BranchAndMultiplyTogether")?;

@@ -1,12 +1,12 @@
 //! Loading a model for `pzt logits`, `pzt generate` and `pzt export`: a HuggingFace model
 //! directory, a recipe, or a run checkpoint directory.
 
-use super::generate::LmAxes;
+use crate::base::{Error, Result};
 use crate::data::tokenizer::Tokenizer;
-use crate::error::{Error, Result};
+use crate::models::generate::LmAxes;
 use crate::recipe::plan::Plan;
 use crate::recipe::Recipe;
-use crate::tree::{Builder, Node};
+use crate::tree::{Builder, Node, Registry};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind};
 
@@ -32,7 +32,12 @@ fn axes_of(r: &Recipe) -> LmAxes {
     ax
 }
 
-fn recipe_model(r: Recipe, device: Device, dtype: Option<Kind>) -> Result<Loaded> {
+fn recipe_model(
+    r: Recipe,
+    registry: &Registry,
+    device: Device,
+    dtype: Option<Kind>,
+) -> Result<Loaded> {
     let base = r
         .resolved
         .path
@@ -55,7 +60,7 @@ fn recipe_model(r: Recipe, device: Device, dtype: Option<Kind>) -> Result<Loaded
     let b = Builder::new(r.run.seed)
         .on(device)
         .dtype(dtype.unwrap_or(r.param_dtype));
-    let plan = Plan::build(r, &b)?;
+    let plan = Plan::build(r, registry, &b)?;
     let eos = tok.as_ref().map(|t| vec![t.eos_id()]).unwrap_or_default();
     Ok(Loaded {
         tree: plan.tree,
@@ -68,9 +73,14 @@ fn recipe_model(r: Recipe, device: Device, dtype: Option<Kind>) -> Result<Loaded
 
 /// Loads `path`: an HF model directory (config.json), a run checkpoint directory
 /// (state.json + recipe.toml), or a recipe file.
-pub fn load(path: &Path, dtype: Option<Kind>, device: Device) -> Result<Loaded> {
+pub fn load(
+    path: &Path,
+    registry: &Registry,
+    dtype: Option<Kind>,
+    device: Device,
+) -> Result<Loaded> {
     if path.join("config.json").is_file() {
-        let m = super::hf::load(path, dtype, device)?;
+        let m = crate::models::hf::load(path, dtype, device)?;
         let tj = path.join("tokenizer.json");
         let tokenizer = if tj.is_file() {
             Some(Tokenizer::load(&tj.display().to_string(), Path::new(""))?)
@@ -86,12 +96,17 @@ pub fn load(path: &Path, dtype: Option<Kind>, device: Device) -> Result<Loaded> 
         });
     }
     if path.join("state.json").is_file() && path.join("recipe.toml").is_file() {
-        let m = recipe_model(Recipe::load(&path.join("recipe.toml"), &[])?, device, dtype)?;
+        let m = recipe_model(
+            Recipe::load(&path.join("recipe.toml"), &[])?,
+            registry,
+            device,
+            dtype,
+        )?;
         crate::train::checkpoint::load(path, &m.tree.parameters())?;
         return Ok(m);
     }
     if path.is_file() {
-        return recipe_model(Recipe::load(path, &[])?, device, dtype);
+        return recipe_model(Recipe::load(path, &[])?, registry, device, dtype);
     }
     Err(Error::Config(format!(
         "`{}` is not a model: expected a HuggingFace model directory (config.json), a checkpoint directory (state.json, recipe.toml) or a recipe file",

@@ -1,0 +1,8 @@
+//! The base of the crate, used by every other module: the error type, dtype names, seeds and
+//! hashing. Nothing here knows about tensors with names, layers or recipes.
+
+pub mod dtype;
+pub mod error;
+pub mod seed;
+
+pub use error::{Error, Result, TorchContext};

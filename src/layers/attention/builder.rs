@@ -1,0 +1,216 @@
+//! A builder for self-attention from combinators: projections, RoPE, the attention
+//! sublayers and the output projection.
+
+use super::Attention;
+use crate::base::{Error, Result};
+use crate::layers::grouping::Sequential;
+use crate::layers::linear::{AddBias, Linear};
+use crate::layers::masks::{ApplyCausalAttentionMask, ApplyCausalSlidingWindowAttentionMask};
+use crate::layers::misc::{ContractTogether, RenameAxes, Rescale, Softmax};
+use crate::layers::rope::{ApplyRoPE, RopeScaling};
+use crate::layers::Axes;
+use crate::tree::{Node, Scope};
+use serde::{Deserialize, Serialize};
+
+/// Which mask a built attention layer applies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionMask {
+    None,
+    Causal,
+    SlidingWindow(i64),
+}
+
+/// A builder for multi-head, grouped-query or multi-query self-attention over `seq`, from
+/// combinators: `Sequential[attention: Attention, output: Linear (+ AddBias)]`.
+///
+/// Axes: the input has `embedding_axis` (and `seq`, and any batch axes). With
+/// `num_kv_heads == num_heads` the heads axis is `heads`; otherwise keys and values have
+/// `kv_heads` and queries `kv_heads` and `q_rep` (grouped-query attention).
+#[derive(Debug, Clone)]
+pub struct SelfAttentionConfig {
+    pub embedding_axis: String,
+    pub d_model: i64,
+    pub num_heads: i64,
+    pub num_kv_heads: i64,
+    pub head_dim: i64,
+    pub mask: AttentionMask,
+    /// RoPE wavelength; `None` disables RoPE.
+    pub rope_wavelength: Option<f64>,
+    pub rope_scaling: Option<RopeScaling>,
+    pub rotary_dims: Option<i64>,
+    /// Query scale; default `1/sqrt(head_dim)`.
+    pub query_scale: Option<f64>,
+    pub qkv_bias: bool,
+    pub output_bias: bool,
+    /// RMS-normalize queries and keys over `projection` after the projection (Gemma 3's
+    /// QK-norm) with this epsilon.
+    pub qk_norm_eps: Option<f64>,
+    /// Soft-cap the attention logits at this value (Gemma 2).
+    pub logit_softcap: Option<f64>,
+}
+
+impl SelfAttentionConfig {
+    /// Causal multi-head attention with RoPE and the usual defaults.
+    pub fn new(d_model: i64, num_heads: i64, head_dim: i64) -> Self {
+        SelfAttentionConfig {
+            embedding_axis: "embedding".into(),
+            d_model,
+            num_heads,
+            num_kv_heads: num_heads,
+            head_dim,
+            mask: AttentionMask::Causal,
+            rope_wavelength: Some(10_000.0),
+            rope_scaling: None,
+            rotary_dims: None,
+            query_scale: None,
+            qkv_bias: false,
+            output_bias: false,
+            qk_norm_eps: None,
+            logit_softcap: None,
+        }
+    }
+
+    fn axes(pairs: &[(&str, i64)]) -> Axes {
+        pairs.iter().map(|(n, s)| (n.to_string(), *s)).collect()
+    }
+
+    /// Builds the attention block.
+    pub fn build(&self, scope: &Scope<'_>) -> Result<Node> {
+        if self.num_kv_heads < 1 || self.num_heads % self.num_kv_heads != 0 {
+            return Err(Error::Config(format!(
+                "attention: num_heads ({}) must be a multiple of num_kv_heads ({})",
+                self.num_heads, self.num_kv_heads
+            )));
+        }
+        let gqa = self.num_kv_heads != self.num_heads;
+        let emb = Self::axes(&[(&self.embedding_axis, self.d_model)]);
+        let (q_axes, kv_axes) = if gqa {
+            (
+                Self::axes(&[
+                    ("kv_heads", self.num_kv_heads),
+                    ("q_rep", self.num_heads / self.num_kv_heads),
+                    ("projection", self.head_dim),
+                ]),
+                Self::axes(&[
+                    ("kv_heads", self.num_kv_heads),
+                    ("projection", self.head_dim),
+                ]),
+            )
+        } else {
+            (
+                Self::axes(&[("heads", self.num_heads), ("projection", self.head_dim)]),
+                Self::axes(&[("heads", self.num_heads), ("projection", self.head_dim)]),
+            )
+        };
+        let proj = |name: &str, out: &Axes| -> Result<Vec<(String, Node)>> {
+            let s = scope.pp(name);
+            let mut v = vec![(
+                "linear".to_string(),
+                Linear::new(emb.clone(), out.clone()).build(&s.pp("linear"), None)?,
+            )];
+            if self.qkv_bias {
+                v.push((
+                    "bias".to_string(),
+                    AddBias { axes: out.clone() }.build(&s.pp("bias"))?,
+                ));
+            }
+            Ok(v)
+        };
+        let rope = |v: &mut Vec<(String, Node)>| {
+            if let Some(w) = self.rope_wavelength {
+                let mut r = ApplyRoPE::new("projection");
+                r.max_wavelength = w;
+                r.scaling = self.rope_scaling.clone();
+                r.rotary_dims = self.rotary_dims;
+                v.push(("rope".to_string(), Node::new(r)));
+            }
+        };
+        let qk_norm = |v: &mut Vec<(String, Node)>, name: &str| -> Result<()> {
+            if let Some(eps) = self.qk_norm_eps {
+                let axes: Axes = [("projection".to_string(), self.head_dim)]
+                    .into_iter()
+                    .collect();
+                v.push((
+                    "norm".to_string(),
+                    crate::layers::norms::rms_layer_norm(&scope.pp(name).pp("norm"), axes, eps)?,
+                ));
+            }
+            Ok(())
+        };
+        let mut q = proj("query", &q_axes)?;
+        qk_norm(&mut q, "query")?;
+        rope(&mut q);
+        let scale = self
+            .query_scale
+            .unwrap_or(1.0 / (self.head_dim as f64).sqrt());
+        q.push(("scale".into(), Node::new(Rescale { by: scale })));
+        let rename = || {
+            Node::new(RenameAxes {
+                rename: [("seq".to_string(), "kv_seq".to_string())]
+                    .into_iter()
+                    .collect(),
+            })
+        };
+        let mut k = proj("key", &kv_axes)?;
+        qk_norm(&mut k, "key")?;
+        rope(&mut k);
+        k.push(("rename".into(), rename()));
+        let mut v = proj("value", &kv_axes)?;
+        v.push(("rename".into(), rename()));
+        let mut qk = vec![(
+            "logits".to_string(),
+            Node::new(ContractTogether {
+                over: vec!["projection".into()],
+            }),
+        )];
+        if let Some(cap) = self.logit_softcap {
+            qk.push((
+                "softcap".into(),
+                Node::new(crate::layers::misc::TanhSoftCap { cap }),
+            ));
+        }
+        match self.mask {
+            AttentionMask::None => {}
+            AttentionMask::Causal => qk.push((
+                "mask".into(),
+                Node::new(ApplyCausalAttentionMask::default()),
+            )),
+            AttentionMask::SlidingWindow(w) => qk.push((
+                "mask".into(),
+                Node::new(ApplyCausalSlidingWindowAttentionMask::new(w)),
+            )),
+        }
+        qk.push((
+            "softmax".into(),
+            Node::new(Softmax {
+                axes: vec!["kv_seq".into()],
+            }),
+        ));
+        let av = Node::new(ContractTogether {
+            over: vec!["kv_seq".into()],
+        });
+        let attn = Attention::build(
+            Sequential::named(q),
+            Sequential::named(k),
+            Sequential::named(v),
+            Sequential::named(qk),
+            av,
+        );
+        let out_s = scope.pp("output");
+        let mut out = vec![(
+            "linear".to_string(),
+            Linear::new(q_axes, emb.clone()).build(&out_s.pp("linear"), None)?,
+        )];
+        if self.output_bias {
+            out.push((
+                "bias".to_string(),
+                AddBias { axes: emb }.build(&out_s.pp("bias"))?,
+            ));
+        }
+        Ok(Sequential::named(vec![
+            ("attention".into(), attn),
+            ("output".into(), Sequential::named(out)),
+        ]))
+    }
+}
