@@ -30,6 +30,7 @@ pub mod models;
 pub mod named;
 pub mod params;
 pub mod recipe;
+pub mod spec;
 pub mod train;
 pub mod tree;
 

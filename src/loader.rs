@@ -44,8 +44,8 @@ fn recipe_model(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let tok = match &r.data {
-        Some(d) => Some(Tokenizer::load(&d.tokenizer, &base)?),
+    let tok = match r.data.as_ref().and_then(|d| d.tokenizer()) {
+        Some(name) => Some(Tokenizer::load(name, &base)?),
         None => None,
     };
     let hf = r

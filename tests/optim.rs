@@ -1,6 +1,6 @@
 //! Optimizers and schedules against direct computations.
 use pzt::params::Parameter;
-use pzt::train::config::{OptimConfig, OptimKind, Schedule};
+use pzt::spec::{OptimConfig, OptimKind, Schedule};
 use pzt::train::optim::Optimizer;
 use tch::{Kind, Tensor};
 

@@ -32,6 +32,14 @@ pub enum Error {
     /// config (empty for the config as a whole).
     #[error("{message}")]
     ConfigField { field: String, message: String },
+    /// A bad value of a key in a recipe section, found while running (a `[data]` file, the
+    /// `[train]` device): the command line points at the key in the recipe.
+    #[error("{message}")]
+    InSection {
+        section: String,
+        field: String,
+        message: String,
+    },
     /// A training run that failed (NaN, interrupted, ...): exit code 1.
     #[error("{0}")]
     Run(String),
@@ -114,7 +122,10 @@ impl Error {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self.root_cause(),
-            Error::Recipe(_) | Error::Config(_) | Error::ConfigField { .. }
+            Error::Recipe(_)
+                | Error::Config(_)
+                | Error::ConfigField { .. }
+                | Error::InSection { .. }
         )
     }
 
@@ -123,6 +134,18 @@ impl Error {
         match self {
             Error::Layer { source, .. } => source.root_cause(),
             e => e,
+        }
+    }
+
+    /// Puts a [`Error::ConfigField`] into `section` (other errors pass through).
+    pub fn in_section(self, section: &str) -> Error {
+        match self {
+            Error::ConfigField { field, message } => Error::InSection {
+                section: section.to_string(),
+                field,
+                message,
+            },
+            other => other,
         }
     }
 

@@ -1,8 +1,10 @@
 //! The base of the crate, used by every other module: the error type, dtype names, seeds and
 //! hashing. Nothing here knows about tensors with names, layers or recipes.
 
+pub mod defaults;
 pub mod dtype;
 pub mod error;
 pub mod seed;
+pub mod text;
 
 pub use error::{Error, Result, TorchContext};

@@ -9,6 +9,7 @@
 //! feature rows and a target for MLP regression or classification.
 
 pub mod sources;
+pub mod spec;
 pub mod tokenizer;
 
 use crate::base::seed::mix;

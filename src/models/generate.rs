@@ -118,6 +118,23 @@ impl Default for LmAxes {
     }
 }
 
+impl LmAxes {
+    /// The order `[batch, seq, vocab]` of an output; when it has no `vocab` axis but exactly
+    /// one axis besides `batch` and `seq`, that one is the vocabulary.
+    fn output_order(&self, y: &NamedTensor) -> Vec<String> {
+        let others: Vec<&String> = y
+            .names()
+            .iter()
+            .filter(|n| **n != self.batch && **n != self.seq)
+            .collect();
+        let vocab = match others.as_slice() {
+            [only] if !y.has(&self.vocab) => (*only).clone(),
+            _ => self.vocab.clone(),
+        };
+        vec![self.batch.clone(), self.seq.clone(), vocab]
+    }
+}
+
 fn positions(from: i64, to: i64, axis: &str, device: Device) -> Result<NamedTensor> {
     NamedTensor::wrap(
         Tensor::f_arange_start(from, to, (Kind::Int64, device)).ctx("positions")?,
@@ -139,27 +156,31 @@ fn step(
         .and_then(|x| x.f_to_device(device))
         .ctx("tokens")?;
     let x = NamedTensor::wrap(t, &[ax.batch.as_str(), ax.seq.as_str()])?;
-    let side = SideInputs::new()
-        .with_tensor(
-            "token_positions",
-            positions(start, start + tokens.len() as i64, &ax.seq, device)?,
-        )
-        .with_tensor(
-            "kv_token_positions",
-            positions(0, kv_len, "kv_seq", device)?,
-        );
+    // Positions are implicit (0, 1, ...) when the whole sequence is fed; only a cached step
+    // (new tokens after `start` cached ones) passes them.
+    let side = if start == 0 && kv_len == tokens.len() as i64 {
+        SideInputs::new()
+    } else {
+        SideInputs::new()
+            .with_tensor(
+                "token_positions",
+                positions(start, start + tokens.len() as i64, &ax.seq, device)?,
+            )
+            .with_tensor(
+                "kv_token_positions",
+                positions(0, kv_len, "kv_seq", device)?,
+            )
+    };
     let y = model.forward(x, &side)?.into_tensor()?;
-    let y = y
-        .with_name_order(&[ax.batch.clone(), ax.seq.clone(), ax.vocab.clone()])
-        .map_err(|_| {
-            Error::Config(format!(
-                "the model output {} should have axes `{}`, `{}`, `{}`",
-                y.describe(),
-                ax.batch,
-                ax.seq,
-                ax.vocab
-            ))
-        })?;
+    let y = y.with_name_order(&ax.output_order(&y)).map_err(|_| {
+        Error::Config(format!(
+            "the model output {} should have axes `{}`, `{}`, `{}`",
+            y.describe(),
+            ax.batch,
+            ax.seq,
+            ax.vocab
+        ))
+    })?;
     y.tensor()
         .f_select(0, 0)
         .and_then(|l| l.f_to_kind(Kind::Float))

@@ -7,22 +7,23 @@
 //! an axis-name or size mismatch anywhere is reported with the layer path before anything
 //! trains.
 //!
-//! Memory estimate for training with AdamW (fp32 optimizer state): parameters (their dtype),
-//! gradients (one per trainable parameter element, parameter dtype), optimizer state (two fp32
-//! moments per trainable element), and activations: the sum of the outputs of every leaf layer
-//! for the declared input (what autograd keeps for the backward pass, roughly).
+//! Memory estimate for training: parameters (their dtype), gradients (one per trainable
+//! parameter element, parameter dtype), optimizer state (what `[optim]` keeps per trainable
+//! element: two moments for AdamW, the default; one buffer for SGD with momentum; none for
+//! plain SGD), and activations: the sum of the outputs of every leaf layer for the model input
+//! (what autograd keeps for the backward pass, roughly).
 
 use super::model::ModelBuilder;
 use super::patch::apply_patches;
 use super::source::Diagnostic;
 use super::{recipe_error, Recipe};
 use crate::backend::meta_empty;
-use crate::base::dtype::{elem_size, name as kind_name};
+use crate::base::dtype::elem_size;
 use crate::base::{Error, Result};
 use crate::named::NamedTensor;
 use crate::params::{FrozenParameter, ParamEntry};
+use crate::spec::InputSpec;
 use crate::tree::{trace_leaf_outputs, Builder, Node, Registry, SideInputs};
-use serde_json::{json, Value as Json};
 use std::collections::BTreeSet;
 
 /// Parameter counts over distinct labels.
@@ -58,39 +59,6 @@ pub struct Plan {
     pub output: Option<(Vec<(String, i64)>, tch::Kind)>,
     pub counts: Counts,
     pub memory: Memory,
-}
-
-/// `1.50 GiB` style.
-pub fn human_bytes(b: i64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < units.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.2} {}", units[u])
-    }
-}
-
-/// `6,738,415,616`.
-pub fn grouped(n: i64) -> String {
-    let s = n.abs().to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
 }
 
 /// Counts distinct labels: slots count as trainable (no strategy freezes anything yet).
@@ -186,17 +154,25 @@ impl Plan {
                         e.root_cause()
                     ))
                     .at(loc)
-                    .note(format!("the model input is {}", describe_input(input)));
+                    .note(format!(
+                        "the model input is {}",
+                        super::report::describe_input(input)
+                    ));
                     return Err(fail(d));
                 }
             }
             activations = trace.iter().map(|(_, n, k)| n * elem_size(*k)).sum();
         }
         let trainable_bytes = counts.trainable * elem_size(builder.kind);
+        // Without `[optim]`, AdamW (the default optimizer): two float32 moments.
+        let optimizer = recipe
+            .optim
+            .as_ref()
+            .map_or(8, |o| o.state_bytes_per_value());
         let memory = Memory {
             parameters: param_bytes(&tree),
             gradients: trainable_bytes,
-            optimizer: counts.trainable * 8,
+            optimizer: counts.trainable * optimizer,
             activations,
         };
         Ok(Plan {
@@ -207,89 +183,6 @@ impl Plan {
             memory,
         })
     }
-
-    /// The plan as JSON (for scripts and CI).
-    pub fn to_json(&self) -> Json {
-        let r = &self.recipe;
-        json!({
-            "recipe": r.resolved.path.display().to_string(),
-            "run": { "name": r.run.name, "seed": r.run.seed, "out_dir": r.run.out_dir.display().to_string() },
-            "input": r.input.as_ref().map(|i| json!({ "axes": i.axes, "dtype": kind_name(i.dtype) })),
-            "output": self.output.as_ref().map(|(axes, k)| json!({ "axes": axes.iter().cloned().collect::<indexmap::IndexMap<String, i64>>(), "dtype": kind_name(*k) })),
-            "parameters": { "total": self.counts.total, "trainable": self.counts.trainable, "frozen": self.counts.frozen },
-            "memory_bytes": {
-                "parameters": self.memory.parameters,
-                "gradients": self.memory.gradients,
-                "optimizer": self.memory.optimizer,
-                "activations": self.memory.activations,
-                "total": self.memory.total(),
-            },
-            "tree": tree_json(&self.tree, "", None),
-        })
-    }
-
-    /// The human-readable report, with the tree to `depth` levels.
-    pub fn render(&self, depth: usize, color: bool) -> String {
-        let r = &self.recipe;
-        let mut s = format!(
-            "recipe      {}  (run `{}`, seed {}, out_dir {})\n",
-            r.resolved.path.display(),
-            r.run.name,
-            r.run.seed,
-            r.run.out_dir.display()
-        );
-        s.push_str("\nmodel\n");
-        for line in self.tree.render_styled(depth, color).lines() {
-            s.push_str(&format!("  {line}\n"));
-        }
-        s.push('\n');
-        match (&r.input, &self.output) {
-            (Some(i), Some((o, k))) => {
-                s.push_str(&format!("input       {}\n", describe_input(i)));
-                let axes: Vec<String> = o.iter().map(|(n, v)| format!("{n}: {v}")).collect();
-                s.push_str(&format!(
-                    "output      {{{}}} {}\n",
-                    axes.join(", "),
-                    kind_name(*k)
-                ));
-            }
-            _ => s.push_str("input       not declared ([model.input]); shapes not checked\n"),
-        }
-        let c = self.counts;
-        s.push_str(&format!(
-            "parameters  {} total, {} trainable, {} frozen\n",
-            grouped(c.total),
-            grouped(c.trainable),
-            grouped(c.frozen)
-        ));
-        let m = self.memory;
-        s.push_str("memory      training estimate (AdamW, fp32 optimizer state)\n");
-        s.push_str(&format!(
-            "  parameters   {:>12}\n",
-            human_bytes(m.parameters)
-        ));
-        s.push_str(&format!(
-            "  gradients    {:>12}\n",
-            human_bytes(m.gradients)
-        ));
-        s.push_str(&format!(
-            "  optimizer    {:>12}\n",
-            human_bytes(m.optimizer)
-        ));
-        if r.input.is_some() {
-            s.push_str(&format!(
-                "  activations  {:>12}  (declared input)\n",
-                human_bytes(m.activations)
-            ));
-        }
-        s.push_str(&format!("  total        {:>12}\n", human_bytes(m.total())));
-        s
-    }
-}
-
-fn describe_input(i: &super::InputSpec) -> String {
-    let axes: Vec<String> = i.axes.iter().map(|(n, v)| format!("{n}: {v}")).collect();
-    format!("{{{}}} {}", axes.join(", "), kind_name(i.dtype))
 }
 
 /// Builds the `[model]` tree and applies the patches; returns it with the declaration place of
@@ -315,7 +208,7 @@ fn build_tree(
 }
 
 /// Runs the model on a meta input with every parameter bound to a meta tensor.
-fn infer_shapes(tree: &Node, input: &super::InputSpec) -> Result<(Vec<(String, i64)>, tch::Kind)> {
+fn infer_shapes(tree: &Node, input: &InputSpec) -> Result<(Vec<(String, i64)>, tch::Kind)> {
     // Every parameter becomes a meta tensor of its shape and dtype (real values are not
     // needed, and must not meet meta activations).
     let meta = tree.map_entries(
@@ -337,32 +230,4 @@ fn infer_shapes(tree: &Node, input: &super::InputSpec) -> Result<(Vec<(String, i
         source: Box::new(e),
     })?;
     Ok((y.named_shape(), y.kind()))
-}
-
-/// A node as JSON: kind, path, summary, config, parameters, children.
-pub fn tree_json(n: &Node, path: &str, name: Option<&str>) -> Json {
-    let params: Vec<Json> = n
-        .param_entries()
-        .iter()
-        .map(|(pn, e)| json!({ "name": pn, "label": e.label(), "shape": e.shape(), "dtype": kind_name(e.kind()), "trainable": !matches!(e, ParamEntry::Frozen(_)) && (matches!(e, ParamEntry::Slot(_)) || e.trainable()) }))
-        .collect();
-    let children: Vec<Json> = n
-        .children()
-        .iter()
-        .map(|(cn, c)| {
-            let p = if path.is_empty() {
-                cn.clone()
-            } else {
-                format!("{path}.{cn}")
-            };
-            tree_json(c, &p, Some(cn))
-        })
-        .collect();
-    let config = n
-        .layer()
-        .config()
-        .ok()
-        .map(|t| serde_json::to_value(t).unwrap_or(Json::Null))
-        .unwrap_or(Json::Null);
-    json!({ "name": name, "path": path, "kind": n.kind(), "summary": n.layer().summary(), "config": config, "params": params, "children": children })
 }

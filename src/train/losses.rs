@@ -1,4 +1,5 @@
-//! Losses over named tensors.
+//! Losses: over named tensors (`mse`, `cross_entropy`), and the masked, summed forms the
+//! training tasks use.
 
 use crate::base::{Error, Result, TorchContext};
 use crate::named::NamedTensor;
@@ -37,4 +38,93 @@ pub fn cross_entropy(logits: &NamedTensor, labels: &NamedTensor, classes: &str) 
         .f_neg()
         .and_then(|t| t.f_mean(None::<tch::Kind>))
         .ctx("cross_entropy")
+}
+
+/// Sums over a batch, for averaging over many: the summed loss, the number of targets, and the
+/// number predicted right (classification and language models).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sums {
+    pub loss: f64,
+    pub count: f64,
+    pub correct: f64,
+}
+
+impl std::ops::AddAssign for Sums {
+    fn add_assign(&mut self, o: Sums) {
+        self.loss += o.loss;
+        self.count += o.count;
+        self.correct += o.correct;
+    }
+}
+
+/// The number of targets under a 0/1 `mask` (at least 1, so that means stay finite).
+fn mask_count(mask: &Tensor) -> Result<f64> {
+    Ok(mask
+        .f_sum(tch::Kind::Float)
+        .and_then(|s| s.f_double_value(&[]))
+        .ctx("loss")?
+        .max(1.0))
+}
+
+/// Cross-entropy of `logits` (`[..., classes]`, float) against integer `targets` (`[...]`)
+/// where `mask` is 1, averaged over the masked targets; with the sums and the argmax hits.
+pub fn masked_cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+) -> Result<(Tensor, Sums)> {
+    let count = mask_count(mask)?;
+    let logp = logits
+        .f_log_softmax(-1, tch::Kind::Float)
+        .ctx("cross-entropy")?;
+    let idx = targets
+        .f_to_kind(tch::Kind::Int64)
+        .and_then(|t| t.f_unsqueeze(-1))
+        .ctx("cross-entropy")?;
+    let nll = logp
+        .f_gather(-1, &idx, false)
+        .and_then(|g| g.f_squeeze_dim(-1))
+        .and_then(|g| g.f_neg())
+        .ctx("cross-entropy")?;
+    let masked = nll.f_mul(mask).ctx("cross-entropy")?;
+    let total = masked.f_sum(tch::Kind::Float).ctx("cross-entropy")?;
+    let mean = total.f_div_scalar(count).ctx("cross-entropy")?;
+    let pred = logits.f_argmax(-1, false).ctx("accuracy")?;
+    let correct = pred
+        .f_eq_tensor(&targets.f_to_kind(tch::Kind::Int64).ctx("accuracy")?)
+        .and_then(|c| c.f_to_kind(tch::Kind::Float))
+        .and_then(|c| c.f_mul(mask))
+        .and_then(|c| c.f_sum(tch::Kind::Float))
+        .and_then(|c| c.f_double_value(&[]))
+        .ctx("accuracy")?;
+    let loss = total.f_double_value(&[]).ctx("cross-entropy")?;
+    Ok((
+        mean,
+        Sums {
+            loss,
+            count,
+            correct,
+        },
+    ))
+}
+
+/// Squared error of `pred` (one value per example) against `targets`, averaged over the
+/// examples counted by `mask`; with the sums.
+pub fn sum_squared_error(pred: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<(Tensor, Sums)> {
+    let count = mask_count(mask)?;
+    let pred = pred
+        .f_reshape([-1])
+        .ctx("mse: the regression output must have one value per example")?;
+    let se = pred.f_sub(targets).and_then(|d| d.f_square()).ctx("mse")?;
+    let total = se.f_sum(tch::Kind::Float).ctx("mse")?;
+    let mean = total.f_div_scalar(count).ctx("mse")?;
+    let loss = total.f_double_value(&[]).ctx("mse")?;
+    Ok((
+        mean,
+        Sums {
+            loss,
+            count,
+            correct: 0.0,
+        },
+    ))
 }

@@ -1,10 +1,109 @@
-//! Training: the `[train]`, `[optim]` and `[checkpoint]` sections, optimizers written over
-//! tensors (so that their state is checkpointed), losses, checkpoints, metrics and the loop.
+//! Training: the loop behind `pzt train` and the evaluation behind `pzt eval`, over a typed
+//! [`RunSpec`] (this module never reads a recipe). Optimizers written over tensors (so that
+//! their state is checkpointed), losses, tasks, checkpoints, metrics and TensorBoard events.
+//!
+//! Deterministic: parameters are initialized from (seed, init name); the data order is a pure
+//! function of (seed, epoch); dropout streams are derived from (seed, step, micro-batch); the
+//! learning rate from the step. With the same recipe, seed, machine and thread count, the
+//! metrics (except wall-clock fields) and the final parameters are bit-identical, and a run
+//! resumed from a checkpoint continues exactly as the uninterrupted run would have.
 
 pub mod checkpoint;
-pub mod config;
 pub mod losses;
 pub mod metrics;
 pub mod optim;
+mod report;
+mod session;
+pub mod task;
 pub mod tensorboard;
-pub mod trainer;
+mod trainer;
+
+pub use session::{pick_device, Session};
+pub use trainer::Trainer;
+
+use crate::base::{Error, Result};
+use crate::spec::RunSpec;
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// How `pzt train` was asked to run.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Show a progress bar (on a terminal) instead of plain log lines.
+    pub progress: bool,
+    /// Print nothing while training (for `--json`).
+    pub quiet: bool,
+}
+
+/// A request to stop after the current step (the command line sets it on Ctrl-C or SIGTERM).
+pub type StopSignal = Arc<AtomicBool>;
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub name: String,
+    pub out_dir: PathBuf,
+    pub device: String,
+    pub steps: u64,
+    pub total_steps: u64,
+    pub resumed_from: Option<u64>,
+    pub final_loss: Option<f64>,
+    pub eval: Map<String, Value>,
+    pub checkpoint: Option<PathBuf>,
+    pub elapsed_s: f64,
+    pub interrupted: bool,
+}
+
+impl Summary {
+    /// As JSON.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "out_dir": self.out_dir.display().to_string(),
+            "device": self.device,
+            "steps": self.steps,
+            "total_steps": self.total_steps,
+            "resumed_from": self.resumed_from,
+            "final_loss": self.final_loss,
+            "eval": self.eval,
+            "checkpoint": self.checkpoint.as_ref().map(|p| p.display().to_string()),
+            "elapsed_s": self.elapsed_s,
+            "interrupted": self.interrupted,
+        })
+    }
+}
+
+/// Runs (or resumes, from the newest checkpoint of the run directory) training until
+/// `[train] steps`, or until `stop` is set.
+pub fn train(spec: RunSpec, opts: &TrainOptions, stop: &StopSignal) -> Result<Summary> {
+    Trainer::new(spec, opts)?.run(stop)
+}
+
+/// The checkpoint `pzt eval` evaluates: `given`, or the newest of the run directory.
+pub fn checkpoint_to_eval(out_dir: &Path, given: Option<&Path>) -> Result<PathBuf> {
+    let dir = match given {
+        Some(d) => d.to_path_buf(),
+        None => checkpoint::latest(out_dir).map(|(_, p)| p).ok_or_else(|| {
+            Error::Config(format!(
+                "no checkpoint in {}",
+                checkpoint::dir_of(out_dir).display()
+            ))
+        })?,
+    };
+    if !dir.join("state.json").is_file() {
+        return Err(Error::Config(format!(
+            "{} is not a checkpoint (no state.json)",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// Evaluates the checkpoint `dir` on the eval split.
+pub fn eval(spec: RunSpec, dir: &Path) -> Result<Map<String, Value>> {
+    let session = Session::new(spec)?;
+    checkpoint::load(dir, &session.tree.parameters())?;
+    session.evaluate()
+}

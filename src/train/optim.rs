@@ -8,9 +8,9 @@
 //! SGD: `g += wd * p; buf = momentum * buf + g; step = nesterov ? g + momentum * buf : buf;`
 //! `p -= lr * step`.
 
-use super::config::{OptimConfig, OptimKind};
 use crate::base::{Error, Result, TorchContext};
 use crate::params::Parameter;
+use crate::spec::{OptimConfig, OptimKind, Schedule};
 use std::collections::BTreeMap;
 use tch::Tensor;
 
@@ -62,7 +62,7 @@ impl AdamW {
             momentum: 0.0,
             nesterov: false,
             clip_grad_norm: None,
-            schedule: super::config::Schedule::Constant,
+            schedule: Schedule::Constant,
             warmup_steps: 0,
             min_lr_ratio: 0.0,
         };

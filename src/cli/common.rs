@@ -1,0 +1,120 @@
+//! What the commands share: the failure kinds behind the exit codes, and parsing of the
+//! `--device`, `--dtype` and `--tokens` arguments.
+
+use pzt::backend;
+use std::io::IsTerminal;
+
+/// Why a command failed; `main` turns it into a message and an exit code.
+pub enum Failure {
+    /// Bad input (exit 2): the message, printed after `error: `.
+    BadInput(String),
+    /// A bad-input message already rendered (with `error:` and a snippet).
+    Rendered(String),
+    /// A failed run (exit 1).
+    Run(String),
+}
+
+/// The failure for a library error: recipes are rendered, bad input exits 2, the rest 1.
+pub fn lib_err(e: pzt::Error) -> Failure {
+    match e {
+        pzt::Error::Recipe(m) => Failure::Rendered(m),
+        other if other.is_bad_input() => Failure::BadInput(other.to_string()),
+        other => Failure::Run(other.to_string()),
+    }
+}
+
+/// `--device auto|cpu|cuda`.
+pub fn parse_device(s: &str) -> Result<tch::Device, Failure> {
+    backend::parse_device(s).map_err(|e| match e {
+        backend::DeviceError::NoCuda => {
+            Failure::BadInput("--device cuda: libtorch sees no CUDA device on this machine".into())
+        }
+        backend::DeviceError::Unknown(other) => Failure::BadInput(format!(
+            "--device: expected auto, cpu or cuda, got `{other}`"
+        )),
+    })
+}
+
+/// `--dtype float32|bfloat16|float16|float64`.
+pub fn parse_dtype(d: &Option<String>) -> Result<Option<tch::Kind>, Failure> {
+    match d {
+        None => Ok(None),
+        Some(s) => pzt::layers::misc::parse_dtype(s)
+            .map(Some)
+            .map_err(|e| Failure::BadInput(format!("--dtype: {e}"))),
+    }
+}
+
+/// Colours only on a terminal, and not under `NO_COLOR`.
+pub fn use_color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// libtorch's deterministic cuBLAS needs `CUBLAS_WORKSPACE_CONFIG` set before CUDA starts; a
+/// deterministic run sets it unless the user did.
+pub fn deterministic_cublas(spec: &pzt::spec::RunSpec) {
+    if spec.train.deterministic && std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+        std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
+    }
+}
+
+/// The input tokens of `pzt logits` / `pzt generate`: `--tokens`, or text tokenized with the
+/// model's tokenizer; every id must be in the vocabulary.
+pub fn model_tokens(
+    m: &pzt::loader::Loaded,
+    tokens: &Option<String>,
+    text: &Option<String>,
+) -> Result<Vec<i64>, Failure> {
+    let ids = match (tokens, text) {
+        (Some(t), _) => pzt::loader::parse_tokens(t).map_err(lib_err)?,
+        (None, Some(t)) => match &m.tokenizer {
+            Some(tok) => tok.encode(t).map_err(lib_err)?,
+            None => {
+                return Err(Failure::BadInput(
+                    "this model has no tokenizer (tokenizer.json); pass --tokens".into(),
+                ))
+            }
+        },
+        (None, None) => {
+            return Err(Failure::BadInput(
+                "give the input as --tokens \"1 2 3\" or as text".into(),
+            ))
+        }
+    };
+    if ids.is_empty() {
+        return Err(Failure::BadInput("the input is empty".into()));
+    }
+    if let Some((_, n)) = pzt::tree::select(&m.tree)
+        .at_instances_of("EmbeddingLookup")
+        .get()
+        .first()
+    {
+        if let Some(l) = n.layer_as::<pzt::layers::embedding::EmbeddingLookup>() {
+            if let Some(bad) = ids.iter().find(|&&i| i < 0 || i >= l.vocab_size) {
+                return Err(Failure::BadInput(format!(
+                    "token id {bad} is outside the vocabulary (0..{})",
+                    l.vocab_size
+                )));
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// `  name                 0.1234` lines of metrics.
+pub fn print_metrics(m: &serde_json::Map<String, serde_json::Value>) {
+    for (k, v) in m {
+        println!(
+            "  {k:<20} {}",
+            v.as_f64()
+                .map(|f| format!("{f:.4}"))
+                .unwrap_or_else(|| v.to_string())
+        );
+    }
+}
+
+/// The model tree of a recipe (patches applied, parameters as slots).
+pub fn tree_of(recipe: &std::path::Path, set: &[String]) -> Result<pzt::tree::Node, Failure> {
+    let r = pzt::recipe::Recipe::load(recipe, set).map_err(lib_err)?;
+    pzt::recipe::plan::Plan::tree_only(&r, &pzt::builtin_registry()).map_err(lib_err)
+}

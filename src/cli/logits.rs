@@ -1,0 +1,69 @@
+//! `pzt logits MODEL (--tokens IDS | --text TEXT) [--out FILE] [--dtype D] [--device D]`.
+
+use super::common::{lib_err, model_tokens, parse_device, parse_dtype, Failure};
+use std::path::PathBuf;
+
+/// Compute the logits of a token sequence (top-5 next tokens per position, or a safetensors
+/// file with `logits` [1, T, vocab] float32).
+#[derive(clap::Args)]
+pub struct Args {
+    /// An HF model directory, a recipe, or a run checkpoint directory.
+    model: PathBuf,
+    /// Token ids, e.g. "1 2 3".
+    #[arg(long, conflicts_with = "text")]
+    tokens: Option<String>,
+    /// Text, tokenized with the model's tokenizer.json (or the recipe's tokenizer).
+    #[arg(long)]
+    text: Option<String>,
+    /// Write the logits to this safetensors file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Parameter dtype: float32, bfloat16, float16 (default: the checkpoint's).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// auto, cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+pub fn run(a: Args) -> Result<(), Failure> {
+    let device = parse_device(&a.device)?;
+    let m = pzt::loader::load(
+        &a.model,
+        &pzt::builtin_registry(),
+        parse_dtype(&a.dtype)?,
+        device,
+    )
+    .map_err(lib_err)?;
+    let ids = model_tokens(&m, &a.tokens, &a.text)?;
+    let logits = pzt::models::generate::logits(&m.tree, &ids, &m.axes, device).map_err(lib_err)?;
+    match a.out {
+        Some(path) => {
+            let t = logits.to_device(tch::Device::Cpu).unsqueeze(0).contiguous();
+            tch::Tensor::write_safetensors(&[("logits", &t)], &path)
+                .map_err(|e| Failure::Run(format!("{}: {e}", path.display())))?;
+            println!("wrote {} (logits, float32, {:?})", path.display(), t.size());
+        }
+        None => {
+            let top = logits.topk(5, -1, true, true);
+            for (i, id) in ids.iter().enumerate() {
+                let v: Vec<f64> = Vec::try_from(top.0.get(i as i64).to_kind(tch::Kind::Double))
+                    .unwrap_or_default();
+                let k: Vec<i64> = Vec::try_from(top.1.get(i as i64)).unwrap_or_default();
+                let show = |t: i64| {
+                    m.tokenizer
+                        .as_ref()
+                        .map(|tok| format!("{t} {:?}", tok.decode(&[t])))
+                        .unwrap_or_else(|| t.to_string())
+                };
+                let row: Vec<String> = k
+                    .iter()
+                    .zip(&v)
+                    .map(|(t, l)| format!("{} ({l:.3})", show(*t)))
+                    .collect();
+                println!("{i:>4} {:>12}  ->  {}", show(*id), row.join(", "));
+            }
+        }
+    }
+    Ok(())
+}

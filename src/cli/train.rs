@@ -1,0 +1,87 @@
+//! `pzt train RECIPE [--set KEY=VALUE]... [--resume] [--json]`.
+
+use super::common::{deterministic_cublas, lib_err, print_metrics, Failure};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Train the model of a recipe (resumes from the newest checkpoint of its run directory).
+#[derive(clap::Args)]
+pub struct Args {
+    /// The recipe file.
+    recipe: PathBuf,
+    /// Override a recipe key: KEY.PATH=VALUE.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Resume from the newest complete checkpoint (the default whenever one exists).
+    #[arg(long)]
+    resume: bool,
+    /// Print the final summary as JSON (and nothing else on stdout).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<(), Failure> {
+    let r = pzt::recipe::Recipe::load(&a.recipe, &a.set).map_err(lib_err)?;
+    if a.resume && pzt::train::checkpoint::latest(&r.run.out_dir).is_none() && !a.json {
+        println!(
+            "--resume: no checkpoint in {} yet; starting from step 0",
+            r.run.out_dir.display()
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+    let opts = pzt::train::TrainOptions {
+        progress: std::io::stdout().is_terminal() && !a.json,
+        quiet: a.json,
+    };
+    let spec = r.train_spec(&pzt::builtin_registry()).map_err(lib_err)?;
+    deterministic_cublas(&spec);
+    let s = pzt::train::train(spec, &opts, &stop).map_err(|e| lib_err(r.locate(e)))?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&s.to_json()).unwrap_or_default()
+        );
+    } else {
+        let ck = s
+            .checkpoint
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "none".into());
+        println!(
+            "done: `{}` step {}/{} on {} in {:.1} s; final loss {}",
+            s.name,
+            s.steps,
+            s.total_steps,
+            s.device,
+            s.elapsed_s,
+            s.final_loss
+                .map(|l| format!("{l:.4}"))
+                .unwrap_or_else(|| "-".into())
+        );
+        print_metrics(&s.eval);
+        println!("  checkpoint           {ck}");
+        println!(
+            "  metrics              {}",
+            s.out_dir.join("metrics.jsonl").display()
+        );
+        println!(
+            "  tensorboard          {}",
+            s.out_dir.join("tensorboard").display()
+        );
+    }
+    if s.interrupted {
+        let ck = s
+            .checkpoint
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        return Err(Failure::Run(format!(
+            "interrupted at step {}; checkpoint written to {ck}; run the same command to resume",
+            s.steps
+        )));
+    }
+    Ok(())
+}

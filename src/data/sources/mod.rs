@@ -1,0 +1,92 @@
+//! Loading a dataset: the sources (text, jsonl, csv, synthetic), the train/eval split and the
+//! content-keyed cache.
+
+mod csv;
+mod files;
+mod lm;
+
+pub use files::expand_files;
+
+use super::spec::{DataSpec, Source};
+use super::tokenizer::Tokenizer;
+use super::{split, Dataset};
+use crate::base::seed::{fnv1a as fnv64, mix};
+use crate::base::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// The cache key of a dataset: source settings, file names and content hashes, tokenizer.
+pub fn cache_key(
+    cfg: &DataSpec,
+    files: &[PathBuf],
+    tok: Option<&Tokenizer>,
+    seed: u64,
+) -> Result<String> {
+    let mut h = fnv64(serde_json::to_string(cfg).unwrap_or_default().as_bytes());
+    h = mix(h, seed);
+    let tok_id = match tok {
+        Some(t) => t.identity()?,
+        None => "none".into(),
+    };
+    h = mix(h, fnv64(tok_id.as_bytes()));
+    for f in files {
+        let data = std::fs::read(f).map_err(|source| Error::Io {
+            path: f.display().to_string(),
+            source,
+        })?;
+        h = mix(h, fnv64(f.to_string_lossy().as_bytes()));
+        h = mix(h, fnv64(&data));
+    }
+    Ok(format!("{h:016x}"))
+}
+
+/// Loads (from the cache when possible) and splits the dataset. `base` is the recipe's
+/// directory; `cache_dir` where caches live; `tok` the tokenizer of language-model sources.
+/// Returns the dataset and whether it came from the cache.
+pub fn load(
+    cfg: &DataSpec,
+    base: &Path,
+    cache_dir: &Path,
+    seed: u64,
+    tok: Option<&Tokenizer>,
+) -> Result<(Dataset, bool)> {
+    cfg.validate()?;
+    let files = expand_files(cfg.files(), base)?;
+    let key = cache_key(cfg, &files, tok, seed)?;
+    let cache_file = cache_dir.join(format!("data-{key}.json"));
+    if let Ok(text) = std::fs::read_to_string(&cache_file) {
+        if let Ok(ds) = serde_json::from_str::<Dataset>(&text) {
+            return Ok((ds, true));
+        }
+    }
+    let need_tok = || tok.ok_or_else(|| Error::Config("[data]: no tokenizer".into()));
+    let (examples, num_classes) = match &cfg.source {
+        Source::Synthetic(s) => (lm::synthetic(s, seed, need_tok()?)?, 0),
+        Source::Text(s) => (lm::text_windows(s, &files, need_tok()?)?, 0),
+        Source::Jsonl(s) => (lm::jsonl(s, &files, need_tok()?)?, 0),
+        Source::Csv(s) => csv::csv(s, &files)?,
+    };
+    if examples.is_empty() {
+        return Err(Error::Config("[data]: the dataset is empty".into()));
+    }
+    let num_features = match &cfg.source {
+        Source::Csv(s) => s.features.len() as i64,
+        _ => 0,
+    };
+    let (train, eval) = split(examples, cfg.eval_fraction, seed)?;
+    let ds = Dataset {
+        train,
+        eval,
+        num_classes,
+        num_features,
+    };
+    // Best effort: a cache that cannot be written only costs time next run.
+    if std::fs::create_dir_all(cache_dir).is_ok() {
+        let tmp = cache_file.with_extension("json.tmp");
+        if let Ok(text) = serde_json::to_string(&ds) {
+            if std::fs::write(&tmp, text).is_ok() {
+                let _ = std::fs::rename(&tmp, &cache_file);
+            }
+        }
+    }
+    Ok((ds, false))
+}

@@ -1,0 +1,415 @@
+//! `[data]`, typed: one variant per source, each with only the keys that source reads, plus
+//! the keys every source has (`eval_fraction`, `cache_dir`).
+//!
+//! ```toml
+//! [data]
+//! source = "jsonl"            # text | jsonl | csv | synthetic
+//! files = ["train.jsonl"]     # the source's own keys ...
+//! seq_len = 512
+//! eval_fraction = 0.05        # ... and the shared ones
+//! ```
+
+use crate::base::{Error, Result};
+use crate::tree::registry::decode_config;
+use serde::{Deserialize, Serialize};
+
+/// The whole `[data]` section.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DataSpec {
+    pub source: Source,
+    /// Fraction of examples held out for evaluation (deterministic from the seed).
+    pub eval_fraction: f64,
+    /// Where tokenized data is cached (default `<out_dir>/cache`), relative to the recipe.
+    pub cache_dir: Option<String>,
+}
+
+/// Where examples come from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum Source {
+    Text(TextSource),
+    Jsonl(JsonlSource),
+    Csv(CsvSource),
+    Synthetic(SyntheticSource),
+}
+
+/// `source = "text"`: files concatenated (documents separated by the end token) and cut into
+/// windows of `seq_len + 1` tokens.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TextSource {
+    /// Files or globs (`*`, `?`), relative to the recipe's directory.
+    pub files: Vec<String>,
+    pub tokenizer: Tokenizer,
+    /// Tokens per training window.
+    pub seq_len: Option<usize>,
+}
+
+/// `source = "jsonl"`: one example per line, `text`, or `prompt` + `completion` with the loss
+/// masked on the prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JsonlSource {
+    pub files: Vec<String>,
+    pub tokenizer: Tokenizer,
+    pub seq_len: Option<usize>,
+    /// The field with plain text.
+    pub text_field: String,
+    /// The prompt field (loss masked).
+    pub prompt_field: String,
+    /// The completion field (loss on these tokens).
+    pub completion_field: String,
+    /// How the prompt is written before tokenizing; `{prompt}` is replaced.
+    pub template: String,
+}
+
+impl Default for JsonlSource {
+    fn default() -> Self {
+        JsonlSource {
+            files: vec![],
+            tokenizer: Tokenizer::default(),
+            seq_len: None,
+            text_field: "text".into(),
+            prompt_field: "prompt".into(),
+            completion_field: "completion".into(),
+            template: "{prompt}".into(),
+        }
+    }
+}
+
+/// What a csv target is.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CsvTask {
+    /// Mean squared error on a number.
+    #[default]
+    Regression,
+    /// Cross-entropy over integer classes.
+    Classification,
+}
+
+/// `source = "csv"`: numeric feature rows and a target, for MLP regression or classification.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CsvSource {
+    pub files: Vec<String>,
+    /// Feature columns.
+    pub features: Vec<String>,
+    /// The target column.
+    pub target: Option<String>,
+    pub task: CsvTask,
+}
+
+/// Built-in generators for `source = "synthetic"`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Generator {
+    /// `37+58=` -> `95\n`.
+    Addition,
+    /// `k3f9=` -> `k3f9\n`.
+    Copy,
+    /// `k3f9=` -> `9f3k\n`.
+    Reverse,
+}
+
+/// `source = "synthetic"`: examples generated from the seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyntheticSource {
+    pub generator: Option<Generator>,
+    pub tokenizer: Tokenizer,
+    pub seq_len: Option<usize>,
+    /// How many examples.
+    pub num_examples: usize,
+    /// Addition: operands have at most this many digits.
+    pub max_digits: u32,
+    /// Copy and reverse: string length.
+    pub length: usize,
+}
+
+impl Default for SyntheticSource {
+    fn default() -> Self {
+        SyntheticSource {
+            generator: None,
+            tokenizer: Tokenizer::default(),
+            seq_len: None,
+            num_examples: 20_000,
+            max_digits: 2,
+            length: 8,
+        }
+    }
+}
+
+/// `tokenizer`: `bytes` or a path to a HuggingFace tokenizer.json (relative to the recipe).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Tokenizer(pub String);
+
+impl Default for Tokenizer {
+    fn default() -> Self {
+        Tokenizer("bytes".into())
+    }
+}
+
+/// The keys every source has.
+const SHARED: [&str; 2] = ["eval_fraction", "cache_dir"];
+const SOURCES: [&str; 4] = ["text", "jsonl", "csv", "synthetic"];
+
+fn bad<T>(field: &str, message: String) -> Result<T> {
+    Err(Error::ConfigField {
+        field: field.into(),
+        message,
+    })
+}
+
+/// The field names of a struct that derives `Deserialize` (asked of serde itself, so that
+/// they can never drift from the struct).
+fn keys_of<'de, T: Deserialize<'de>>() -> Vec<String> {
+    struct Fields(Option<&'static [&'static str]>);
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("stop")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0 = Some(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut f = Fields(None);
+    let _ = T::deserialize(&mut f);
+    f.0.unwrap_or_default()
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn decode_source<T: serde::de::DeserializeOwned>(name: &str, own: &toml::Table) -> Result<T> {
+    let what = format!("[data] (source `{name}`)");
+    if let Some(k) = own.keys().find(|k| !keys_of::<T>().contains(k)) {
+        // serde's message would list only the source's keys; list the shared ones too.
+        let mut all = vec!["source".to_string()];
+        all.extend(keys_of::<T>());
+        all.extend(SHARED.iter().map(|s| s.to_string()));
+        let expected: Vec<String> = all.iter().map(|k| format!("`{k}`")).collect();
+        return bad(
+            k,
+            format!(
+                "{what}: unknown field `{k}`, expected one of {}",
+                expected.join(", ")
+            ),
+        );
+    }
+    decode_config(&what, own)
+}
+
+impl DataSpec {
+    /// Decodes the `[data]` table: `source` picks the variant, which takes its own keys and
+    /// the shared ones; anything else is an error naming the key.
+    pub fn decode(t: &toml::Table) -> Result<DataSpec> {
+        let name = match t.get("source") {
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(_) => return bad("source", "[data]: `source` must be a string".into()),
+            None => return bad("", "[data]: missing field `source`".into()),
+        };
+        let mut own = t.clone();
+        own.remove("source");
+        let mut shared = toml::Table::new();
+        for k in SHARED {
+            if let Some(v) = own.remove(k) {
+                shared.insert(k.to_string(), v);
+            }
+        }
+        let source = match name.as_str() {
+            "text" => Source::Text(decode_source("text", &own)?),
+            "jsonl" => Source::Jsonl(decode_source("jsonl", &own)?),
+            "csv" => Source::Csv(decode_source("csv", &own)?),
+            "synthetic" => Source::Synthetic(decode_source("synthetic", &own)?),
+            other => {
+                let expected: Vec<String> = SOURCES.iter().map(|k| format!("`{k}`")).collect();
+                return bad(
+                    "source",
+                    format!(
+                        "[data]: unknown variant `{other}`, expected one of {}",
+                        expected.join(", ")
+                    ),
+                );
+            }
+        };
+        let eval_fraction = match shared.get("eval_fraction") {
+            None => 0.1,
+            Some(v) => match v.as_float().or(v.as_integer().map(|i| i as f64)) {
+                Some(f) => f,
+                None => {
+                    return bad(
+                        "eval_fraction",
+                        "[data]: invalid type for `eval_fraction`, expected a number".into(),
+                    )
+                }
+            },
+        };
+        let cache_dir = match shared.get("cache_dir") {
+            None => None,
+            Some(toml::Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                return bad(
+                    "cache_dir",
+                    "[data]: invalid type for `cache_dir`, expected a string".into(),
+                )
+            }
+        };
+        let spec = DataSpec {
+            source,
+            eval_fraction,
+            cache_dir,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Whether examples are token sequences (everything but csv).
+    pub fn is_lm(&self) -> bool {
+        !matches!(self.source, Source::Csv(_))
+    }
+
+    /// Tokens per window (language models).
+    pub fn seq_len(&self) -> Option<usize> {
+        match &self.source {
+            Source::Text(s) => s.seq_len,
+            Source::Jsonl(s) => s.seq_len,
+            Source::Synthetic(s) => s.seq_len,
+            Source::Csv(_) => None,
+        }
+    }
+
+    /// The tokenizer (language models).
+    pub fn tokenizer(&self) -> Option<&str> {
+        match &self.source {
+            Source::Text(s) => Some(&s.tokenizer.0),
+            Source::Jsonl(s) => Some(&s.tokenizer.0),
+            Source::Synthetic(s) => Some(&s.tokenizer.0),
+            Source::Csv(_) => None,
+        }
+    }
+
+    /// The data files (none for synthetic data).
+    pub fn files(&self) -> &[String] {
+        match &self.source {
+            Source::Text(s) => &s.files,
+            Source::Jsonl(s) => &s.files,
+            Source::Csv(s) => &s.files,
+            Source::Synthetic(_) => &[],
+        }
+    }
+
+    /// The source's name (`text`, ...).
+    pub fn source_name(&self) -> &'static str {
+        match &self.source {
+            Source::Text(_) => "text",
+            Source::Jsonl(_) => "jsonl",
+            Source::Csv(_) => "csv",
+            Source::Synthetic(_) => "synthetic",
+        }
+    }
+
+    /// Checks the values; `field` names the offending key.
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.eval_fraction) {
+            return bad(
+                "eval_fraction",
+                format!(
+                    "[data]: eval_fraction must be in [0, 1), got {}",
+                    self.eval_fraction
+                ),
+            );
+        }
+        if !matches!(self.source, Source::Synthetic(_)) && self.files().is_empty() {
+            return bad(
+                "files",
+                format!(
+                    "[data]: source `{}` needs `files = [\"...\"]`",
+                    self.source_name()
+                ),
+            );
+        }
+        if let Source::Synthetic(s) = &self.source {
+            if s.generator.is_none() {
+                return bad("generator", "[data]: source `synthetic` needs `generator = \"addition\" | \"copy\" | \"reverse\"`".into());
+            }
+        }
+        if self.is_lm() && self.seq_len().unwrap_or(0) < 2 {
+            return bad(
+                "seq_len",
+                "[data]: language-model data needs `seq_len` of at least 2".into(),
+            );
+        }
+        match &self.source {
+            Source::Csv(c) if c.features.is_empty() || c.target.is_none() => bad(
+                "features",
+                "[data]: csv needs `features = [\"col\", ...]` and `target = \"col\"`".into(),
+            ),
+            Source::Synthetic(s) if s.num_examples < 2 => bad(
+                "num_examples",
+                "[data]: num_examples must be at least 2".into(),
+            ),
+            Source::Synthetic(s) if !(1..=9).contains(&s.max_digits) => bad(
+                "max_digits",
+                format!("[data]: max_digits must be 1..=9, got {}", s.max_digits),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(s: &str) -> toml::Table {
+        toml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn each_source_takes_only_its_keys() {
+        let d = DataSpec::decode(&table(
+            "source = \"synthetic\"\ngenerator = \"copy\"\nseq_len = 8\neval_fraction = 0.2",
+        ))
+        .unwrap();
+        assert!(matches!(d.source, Source::Synthetic(ref s) if s.length == 8));
+        assert_eq!(d.eval_fraction, 0.2);
+        let e = DataSpec::decode(&table(
+            "source = \"text\"\nfiles = [\"a.txt\"]\nseq_len = 8\ngenerator = \"copy\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("unknown field `generator`") && e.contains("`eval_fraction`"),
+            "{e}"
+        );
+        let e = DataSpec::decode(&table("source = \"txt\"")).unwrap_err();
+        assert!(e.to_string().contains("unknown variant `txt`"), "{e}");
+    }
+}

@@ -1,0 +1,135 @@
+//! The plan as text and as JSON (`pzt plan`, `pzt show --json`).
+
+use super::plan::Plan;
+use crate::base::dtype::name as kind_name;
+use crate::base::text::{grouped, human_bytes};
+use crate::params::ParamEntry;
+use crate::spec::InputSpec;
+use crate::tree::Node;
+use serde_json::{json, Value as Json};
+
+impl Plan {
+    /// The plan as JSON (for scripts and CI).
+    pub fn to_json(&self) -> Json {
+        let r = &self.recipe;
+        json!({
+            "recipe": r.resolved.path.display().to_string(),
+            "run": { "name": r.run.name, "seed": r.run.seed, "out_dir": r.run.out_dir.display().to_string() },
+            "input": r.input.as_ref().map(|i| json!({ "axes": i.axes, "dtype": kind_name(i.dtype) })),
+            "output": self.output.as_ref().map(|(axes, k)| json!({ "axes": axes.iter().cloned().collect::<indexmap::IndexMap<String, i64>>(), "dtype": kind_name(*k) })),
+            "parameters": { "total": self.counts.total, "trainable": self.counts.trainable, "frozen": self.counts.frozen },
+            "memory_bytes": {
+                "parameters": self.memory.parameters,
+                "gradients": self.memory.gradients,
+                "optimizer": self.memory.optimizer,
+                "activations": self.memory.activations,
+                "total": self.memory.total(),
+            },
+            "tree": tree_json(&self.tree, "", None),
+        })
+    }
+
+    /// The human-readable report, with the tree to `depth` levels.
+    pub fn render(&self, depth: usize, color: bool) -> String {
+        let r = &self.recipe;
+        let mut s = format!(
+            "recipe      {}  (run `{}`, seed {}, out_dir {})\n",
+            r.resolved.path.display(),
+            r.run.name,
+            r.run.seed,
+            r.run.out_dir.display()
+        );
+        s.push_str("\nmodel\n");
+        for line in self.tree.render_styled(depth, color).lines() {
+            s.push_str(&format!("  {line}\n"));
+        }
+        s.push('\n');
+        match (&r.input, &self.output) {
+            (Some(i), Some((o, k))) => {
+                s.push_str(&format!("input       {}\n", describe_input(i)));
+                let axes: Vec<String> = o.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+                s.push_str(&format!(
+                    "output      {{{}}} {}\n",
+                    axes.join(", "),
+                    kind_name(*k)
+                ));
+            }
+            _ => s.push_str("input       not declared ([model.input]); shapes not checked\n"),
+        }
+        let c = self.counts;
+        s.push_str(&format!(
+            "parameters  {} total, {} trainable, {} frozen\n",
+            grouped(c.total),
+            grouped(c.trainable),
+            grouped(c.frozen)
+        ));
+        let m = self.memory;
+        s.push_str(&format!(
+            "memory      training estimate ({})\n",
+            optimizer_label(r.optim.as_ref())
+        ));
+        s.push_str(&format!(
+            "  parameters   {:>12}\n",
+            human_bytes(m.parameters)
+        ));
+        s.push_str(&format!(
+            "  gradients    {:>12}\n",
+            human_bytes(m.gradients)
+        ));
+        s.push_str(&format!(
+            "  optimizer    {:>12}\n",
+            human_bytes(m.optimizer)
+        ));
+        if r.input.is_some() {
+            s.push_str(&format!(
+                "  activations  {:>12}  (declared input)\n",
+                human_bytes(m.activations)
+            ));
+        }
+        s.push_str(&format!("  total        {:>12}\n", human_bytes(m.total())));
+        s
+    }
+}
+
+/// `AdamW, fp32 optimizer state`, `SGD, no optimizer state`, ...
+fn optimizer_label(optim: Option<&crate::spec::OptimConfig>) -> String {
+    let (what, bytes) = optim.map_or(("AdamW", 8), |o| (o.describe(), o.state_bytes_per_value()));
+    if bytes == 0 {
+        format!("{what}, no optimizer state")
+    } else {
+        format!("{what}, fp32 optimizer state")
+    }
+}
+
+pub(super) fn describe_input(i: &InputSpec) -> String {
+    let axes: Vec<String> = i.axes.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+    format!("{{{}}} {}", axes.join(", "), kind_name(i.dtype))
+}
+
+/// A node as JSON: kind, path, summary, config, parameters, children.
+pub fn tree_json(n: &Node, path: &str, name: Option<&str>) -> Json {
+    let params: Vec<Json> = n
+        .param_entries()
+        .iter()
+        .map(|(pn, e)| json!({ "name": pn, "label": e.label(), "shape": e.shape(), "dtype": kind_name(e.kind()), "trainable": !matches!(e, ParamEntry::Frozen(_)) && (matches!(e, ParamEntry::Slot(_)) || e.trainable()) }))
+        .collect();
+    let children: Vec<Json> = n
+        .children()
+        .iter()
+        .map(|(cn, c)| {
+            let p = if path.is_empty() {
+                cn.clone()
+            } else {
+                format!("{path}.{cn}")
+            };
+            tree_json(c, &p, Some(cn))
+        })
+        .collect();
+    let config = n
+        .layer()
+        .config()
+        .ok()
+        .map(|t| serde_json::to_value(t).unwrap_or(Json::Null))
+        .unwrap_or(Json::Null);
+    json!({ "name": name, "path": path, "kind": n.kind(), "summary": n.layer().summary(), "config": config, "params": params, "children": children })
+}

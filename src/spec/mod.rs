@@ -1,0 +1,77 @@
+//! The typed run spec: what a recipe compiles into ([`crate::recipe`]) and what the trainer
+//! takes ([`crate::train`]). Everything here is plain typed values: no TOML, no spans, no
+//! diagnostics. The trainer sees only this; errors it finds in a section's values come back as
+//! [`crate::Error::InSection`] for the recipe layer to point at.
+
+pub mod checkpoint;
+pub mod optim;
+pub mod train;
+
+pub use checkpoint::{CheckpointConfig, EVAL_METRICS};
+pub use optim::{OptimConfig, OptimKind, Schedule};
+pub use train::{Precision, TrainConfig};
+
+use crate::base::Result;
+use crate::data::spec::DataSpec;
+use crate::layers::Axes;
+use crate::tree::{Builder, Node};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// `[run]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSection {
+    /// Default: the recipe file's stem.
+    pub name: String,
+    /// Base seed (default 0).
+    pub seed: u64,
+    /// Default `runs/<name>`.
+    pub out_dir: PathBuf,
+}
+
+/// The input of the model (`[model.input]`, or derived from `[train] batch_size` and `[data]`):
+/// named axes and a dtype.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputSpec {
+    pub axes: Axes,
+    pub dtype: tch::Kind,
+}
+
+/// Builds the run's model with parameters from a builder (the trainer picks the seed, device
+/// and dtype of the builder).
+pub type ModelFactory = Arc<dyn Fn(&Builder) -> Result<Node> + Send + Sync>;
+
+/// A training or evaluation run.
+#[derive(Clone)]
+pub struct RunSpec {
+    pub run: RunSection,
+    /// Builds the model tree (patches included).
+    pub model: ModelFactory,
+    /// Parameter dtype (`[model] dtype`).
+    pub param_dtype: tch::Kind,
+    /// The input axis names: (batch, seq) for language models, (batch, features) otherwise.
+    pub input_axes: (String, String),
+    pub data: DataSpec,
+    pub train: TrainConfig,
+    /// `[optim]` (needed to train, not to evaluate).
+    pub optim: Option<OptimConfig>,
+    pub checkpoint: CheckpointConfig,
+    /// The directory that data and tokenizer paths are relative to (the recipe's).
+    pub base_dir: PathBuf,
+    /// The resolved recipe as TOML, with paths made absolute (each checkpoint's
+    /// `recipe.toml`).
+    pub recipe_toml: String,
+}
+
+impl std::fmt::Debug for RunSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunSpec")
+            .field("run", &self.run)
+            .field("input_axes", &self.input_axes)
+            .field("data", &self.data)
+            .field("train", &self.train)
+            .field("optim", &self.optim)
+            .field("checkpoint", &self.checkpoint)
+            .finish_non_exhaustive()
+    }
+}

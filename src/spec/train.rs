@@ -1,0 +1,100 @@
+//! `[train]`: the loop's settings.
+
+use crate::base::defaults::{count, uint, yes};
+use crate::base::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Numeric precision of the forward pass.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Everything in float32.
+    #[default]
+    Fp32,
+    /// Autocast to bfloat16 for the forward pass; float32 master weights and optimizer state.
+    Bf16,
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+
+/// `[train]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Examples per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[serde(default = "count::<1>")]
+    pub grad_accum: usize,
+    /// Write a metrics line every this many steps.
+    #[serde(default = "uint::<10>")]
+    pub log_every: u64,
+    /// Evaluate every this many steps (0: only at the end).
+    #[serde(default)]
+    pub eval_every: u64,
+    /// `auto` (a GPU when there is one), `cpu` or `cuda`.
+    #[serde(default = "auto")]
+    pub device: String,
+    #[serde(default)]
+    pub precision: Precision,
+    /// Stop on a NaN or infinite loss or gradient.
+    #[serde(default = "yes")]
+    pub nan_watchdog: bool,
+    /// How many eval examples with a prompt are completed greedily for exact-match accuracy.
+    #[serde(default = "count::<64>")]
+    pub eval_generate: usize,
+    /// CPU threads for libtorch (default: libtorch's choice). Determinism holds for a fixed
+    /// machine and thread count.
+    #[serde(default)]
+    pub threads: Option<i32>,
+    /// Use libtorch's deterministic algorithms and deterministic cuDNN where they exist (an op
+    /// with no deterministic implementation prints a libtorch warning and runs anyway; set
+    /// false to allow the faster non-deterministic kernels on a GPU).
+    #[serde(default = "yes")]
+    pub deterministic: bool,
+}
+
+pub(super) fn bad<T>(field: &str, message: String) -> Result<T> {
+    Err(Error::ConfigField {
+        field: field.into(),
+        message,
+    })
+}
+
+impl TrainConfig {
+    /// Checks values; `field` names the offending key.
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 {
+            return bad("steps", "[train]: steps must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad(
+                "batch_size",
+                "[train]: batch_size must be at least 1".into(),
+            );
+        }
+        if self.grad_accum == 0 {
+            return bad(
+                "grad_accum",
+                "[train]: grad_accum must be at least 1".into(),
+            );
+        }
+        if self.log_every == 0 {
+            return bad("log_every", "[train]: log_every must be at least 1".into());
+        }
+        if !matches!(self.device.as_str(), "auto" | "cpu" | "cuda") {
+            return bad(
+                "device",
+                format!(
+                    "[train]: device must be auto, cpu or cuda, got `{}`",
+                    self.device
+                ),
+            );
+        }
+        Ok(())
+    }
+}

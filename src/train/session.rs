@@ -1,0 +1,191 @@
+//! A session: everything a run needs, set up from its spec. libtorch's global settings
+//! (threads, the global generators' seed, deterministic algorithms), the device, the
+//! tokenizer, the dataset (from the cache when possible), the model built on the device with
+//! parameters from the seed, and the task. Forward passes and greedy completions run here,
+//! under bfloat16 autocast when `[train] precision = "bf16"`.
+
+use super::losses::Sums;
+use super::task::{self, Task};
+use crate::base::{Error, Result};
+use crate::data::tokenizer::Tokenizer;
+use crate::data::{sources, Dataset, Example};
+use crate::models::generate::{generate, LmAxes, Sampling};
+use crate::named::NamedTensor;
+use crate::spec::{Precision, RunSpec};
+use crate::tree::{Builder, Node, SideInputs};
+use serde_json::{Map, Value};
+use tch::{Device, Kind};
+
+/// A run's model, data and settings.
+pub struct Session {
+    pub spec: RunSpec,
+    pub tokenizer: Option<Tokenizer>,
+    pub data: Dataset,
+    pub data_cached: bool,
+    pub tree: Node,
+    pub device: Device,
+    pub task: Box<dyn Task>,
+}
+
+/// The device named by `[train] device`.
+pub fn pick_device(name: &str) -> Result<Device> {
+    crate::backend::parse_device(name).map_err(|e| {
+        Error::ConfigField {
+            field: "device".into(),
+            message: match e {
+                crate::backend::DeviceError::NoCuda => {
+                    "[train]: device = \"cuda\" but libtorch sees no CUDA device".into()
+                }
+                crate::backend::DeviceError::Unknown(other) => {
+                    format!("[train]: unknown device `{other}`")
+                }
+            },
+        }
+        .in_section("train")
+    })
+}
+
+impl Session {
+    /// Sets up the run. Errors about a key of `[train]` or `[data]` are
+    /// [`Error::InSection`]s.
+    pub fn new(spec: RunSpec) -> Result<Session> {
+        let tc = &spec.train;
+        if let Some(n) = tc.threads {
+            tch::set_num_threads(n);
+        }
+        // Nothing in the loop draws from libtorch's global generators, but seed them anyway so
+        // that the saved RNG states (and any custom layer that uses them) are reproducible.
+        tch::manual_seed(spec.run.seed as i64);
+        if tc.deterministic {
+            crate::backend::set_deterministic_warn_only(true)?;
+            crate::backend::set_cudnn_deterministic(true)?;
+        }
+        let device = pick_device(&tc.device)?;
+        let base = &spec.base_dir;
+        let tokenizer = match spec.data.tokenizer() {
+            Some(name) => Some(Tokenizer::load(name, base).map_err(|e| {
+                Error::ConfigField {
+                    field: "tokenizer".into(),
+                    message: e.to_string(),
+                }
+                .in_section("data")
+            })?),
+            None => None,
+        };
+        let cache_dir = match &spec.data.cache_dir {
+            Some(c) => base.join(c),
+            None => spec.run.out_dir.join("cache"),
+        };
+        let (data, data_cached) = sources::load(
+            &spec.data,
+            base,
+            &cache_dir,
+            spec.run.seed,
+            tokenizer.as_ref(),
+        )
+        .map_err(|e| e.in_section("data"))?;
+        let builder = Builder::new(spec.run.seed)
+            .on(device)
+            .dtype(spec.param_dtype);
+        let tree = (spec.model)(&builder)?;
+        let task = task::for_data(
+            &spec.data,
+            spec.input_axes.clone(),
+            data.num_features,
+            tc.eval_generate,
+        );
+        let session = Session {
+            spec,
+            tokenizer,
+            data,
+            data_cached,
+            tree,
+            device,
+            task,
+        };
+        session.check_vocabulary()?;
+        Ok(session)
+    }
+
+    /// A language model's vocabulary must cover the tokenizer's.
+    fn check_vocabulary(&self) -> Result<()> {
+        let Some(tok) = &self.tokenizer else {
+            return Ok(());
+        };
+        let lookup = crate::tree::select(&self.tree)
+            .at_instances_of("EmbeddingLookup")
+            .get()
+            .first()
+            .and_then(|(_, n)| {
+                n.layer_as::<crate::layers::embedding::EmbeddingLookup>()
+                    .map(|l| l.vocab_size)
+            });
+        match lookup {
+            Some(v) if v < tok.vocab_size() => Err(Error::Config(format!(
+                "the model's vocabulary ({v}) is smaller than the tokenizer's ({})",
+                tok.vocab_size()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `f` under the run's autocast (bfloat16 with `precision = "bf16"`).
+    fn autocast<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let on = self.spec.train.precision == Precision::Bf16;
+        if on {
+            crate::backend::set_autocast(self.device, Some(Kind::BFloat16))?;
+        }
+        let out = f();
+        if on {
+            crate::backend::set_autocast(self.device, None)?;
+        }
+        out
+    }
+
+    /// The model's output on `x`.
+    pub fn forward(&self, x: NamedTensor, side: &SideInputs) -> Result<NamedTensor> {
+        self.autocast(|| self.tree.forward(x, side).and_then(|v| v.into_tensor()))
+    }
+
+    /// Greedy completion of `prompt` (the whole sequence recomputed per token), stopping after
+    /// the end token.
+    pub fn greedy(&self, prompt: &[i64], max_new: usize) -> Result<Vec<i64>> {
+        let eos: Vec<i64> = self.tokenizer.iter().map(|t| t.eos_id()).collect();
+        let axes = LmAxes {
+            batch: self.spec.input_axes.0.clone(),
+            seq: self.spec.input_axes.1.clone(),
+            ..LmAxes::default()
+        };
+        let sampling = Sampling::default();
+        self.autocast(|| {
+            generate(
+                &self.tree,
+                prompt,
+                max_new,
+                &eos,
+                &sampling,
+                &axes,
+                self.device,
+                false,
+                |_| {},
+            )
+        })
+    }
+
+    /// The eval metrics on the eval split (empty when there is none).
+    pub fn evaluate(&self) -> Result<Map<String, Value>> {
+        let _ng = tch::no_grad_guard();
+        if self.data.eval.is_empty() {
+            return Ok(Map::new());
+        }
+        let mut sums = Sums::default();
+        for chunk in self.data.eval.chunks(self.spec.train.batch_size) {
+            let items: Vec<&Example> = chunk.iter().collect();
+            let b = self.task.batch(&items, self.device)?;
+            let y = self.forward(b.x.clone(), &SideInputs::new())?;
+            sums += self.task.loss(&y, &b)?.1;
+        }
+        self.task
+            .metrics(sums, &self.data.eval, &|p, n| self.greedy(p, n))
+    }
+}

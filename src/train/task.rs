@@ -1,0 +1,231 @@
+//! Training tasks: how examples become batches, what the loss is and which eval metrics come
+//! out. Language modelling (next-token cross-entropy under a loss mask, perplexity, token
+//! accuracy, exact match of greedy completions), classification (cross-entropy, accuracy) and
+//! regression (mean squared error).
+
+use super::losses::{masked_cross_entropy, sum_squared_error, Sums};
+use crate::base::{Error, Result, TorchContext};
+use crate::data::spec::{CsvTask, DataSpec};
+use crate::data::Example;
+use crate::named::NamedTensor;
+use serde_json::{json, Map, Value};
+use tch::{Device, Kind, Tensor};
+
+/// A batch on the device: the model input, the targets and the loss mask.
+pub struct Batch {
+    pub x: NamedTensor,
+    pub targets: Tensor,
+    pub mask: Tensor,
+}
+
+/// Greedy completion of a prompt by the model being trained: `(prompt, max_new) -> tokens`.
+pub type Greedy<'a> = &'a dyn Fn(&[i64], usize) -> Result<Vec<i64>>;
+
+/// What a run trains the model to do.
+pub trait Task: Send + Sync {
+    /// The batch of `items` on `device`.
+    fn batch(&self, items: &[&Example], device: Device) -> Result<Batch>;
+    /// The mean loss of the model output `y` on `b` (to back-propagate), and its sums.
+    fn loss(&self, y: &NamedTensor, b: &Batch) -> Result<(Tensor, Sums)>;
+    /// The eval metrics, from the sums over the eval split and the split itself.
+    fn metrics(
+        &self,
+        sums: Sums,
+        eval: &[Example],
+        greedy: Greedy<'_>,
+    ) -> Result<Map<String, Value>>;
+    /// Tokens (or examples) in one micro-batch of `batch_size`, for throughput.
+    fn tokens_per_batch(&self, batch_size: usize) -> usize;
+}
+
+/// The task of `data`, with the model's input axes `(batch, seq or features)`.
+pub fn for_data(
+    data: &DataSpec,
+    axes: (String, String),
+    num_features: i64,
+    eval_generate: usize,
+) -> Box<dyn Task> {
+    match &data.source {
+        crate::data::spec::Source::Csv(c) => Box::new(Rows {
+            axes,
+            num_features: num_features as usize,
+            classify: c.task == CsvTask::Classification,
+        }),
+        _ => Box::new(LanguageModel {
+            axes,
+            seq_len: data.seq_len().unwrap_or(1),
+            eval_generate,
+        }),
+    }
+}
+
+/// The output rearranged to `[batch, (seq,) classes]` in float32: the output must have the
+/// input's axes and exactly one more (the classes or the vocabulary).
+fn rearranged(y: &NamedTensor, batch: &str, seq: Option<&str>) -> Result<Tensor> {
+    let extra: Vec<String> = y
+        .names()
+        .iter()
+        .filter(|n| *n != batch && Some(n.as_str()) != seq)
+        .cloned()
+        .collect();
+    if extra.len() != 1 || !y.has(batch) || seq.is_some_and(|s| !y.has(s)) {
+        return Err(Error::Config(format!(
+            "the model output {} should have the axes `{batch}`{} and one more (the classes or vocabulary)",
+            y.describe(),
+            seq.map(|s| format!(", `{s}`")).unwrap_or_default()
+        )));
+    }
+    let mut order = vec![batch.to_string()];
+    order.extend(seq.map(String::from));
+    order.push(extra[0].clone());
+    y.with_name_order(&order)?
+        .tensor()
+        .f_to_kind(Kind::Float)
+        .ctx("logits")
+}
+
+/// Next-token prediction on token sequences: the model sees `ids[..n-1]` and predicts
+/// `ids[1..]` where the mask is 1.
+pub struct LanguageModel {
+    axes: (String, String),
+    seq_len: usize,
+    eval_generate: usize,
+}
+
+impl Task for LanguageModel {
+    fn batch(&self, items: &[&Example], device: Device) -> Result<Batch> {
+        let t = self.seq_len;
+        let b = items.len();
+        let mut inp = vec![0i64; b * t];
+        let mut tgt = vec![0i64; b * t];
+        let mut msk = vec![0f32; b * t];
+        for (i, e) in items.iter().enumerate() {
+            if let Example::Tokens { ids, mask, .. } = e {
+                let n = ids.len().min(t + 1);
+                for j in 0..n.saturating_sub(1) {
+                    inp[i * t + j] = ids[j];
+                    tgt[i * t + j] = ids[j + 1];
+                    msk[i * t + j] = mask[j + 1] as f32;
+                }
+            }
+        }
+        let to = |v: Tensor| {
+            v.f_reshape([b as i64, t as i64])
+                .and_then(|x| x.f_to_device(device))
+                .ctx("batch")
+        };
+        let x = NamedTensor::wrap(
+            to(Tensor::from_slice(&inp))?,
+            &[self.axes.0.as_str(), self.axes.1.as_str()],
+        )?;
+        Ok(Batch {
+            x,
+            targets: to(Tensor::from_slice(&tgt))?,
+            mask: to(Tensor::from_slice(&msk))?,
+        })
+    }
+
+    fn loss(&self, y: &NamedTensor, b: &Batch) -> Result<(Tensor, Sums)> {
+        let logits = rearranged(y, &self.axes.0, Some(&self.axes.1))?;
+        masked_cross_entropy(&logits, &b.targets, &b.mask)
+    }
+
+    fn metrics(&self, s: Sums, eval: &[Example], greedy: Greedy<'_>) -> Result<Map<String, Value>> {
+        let mut m = Map::new();
+        let loss = s.loss / s.count.max(1.0);
+        m.insert("eval.loss".into(), json!(loss));
+        m.insert("eval.perplexity".into(), json!(loss.exp()));
+        m.insert(
+            "eval.token_accuracy".into(),
+            json!(s.correct / s.count.max(1.0)),
+        );
+        let prompted: Vec<(&[i64], &[i64])> = eval
+            .iter()
+            .filter_map(|e| match e {
+                Example::Tokens {
+                    ids, prompt_len, ..
+                } if *prompt_len > 0 => Some((&ids[..*prompt_len], &ids[*prompt_len..])),
+                _ => None,
+            })
+            .take(self.eval_generate)
+            .collect();
+        if !prompted.is_empty() {
+            let mut hits = 0usize;
+            for (prompt, want) in &prompted {
+                if greedy(prompt, want.len() + 2)? == *want {
+                    hits += 1;
+                }
+            }
+            m.insert(
+                "eval.exact_match".into(),
+                json!(hits as f64 / prompted.len() as f64),
+            );
+        }
+        Ok(m)
+    }
+
+    fn tokens_per_batch(&self, batch_size: usize) -> usize {
+        batch_size * self.seq_len
+    }
+}
+
+/// Numeric rows: classification (cross-entropy over integer classes) or regression (mean
+/// squared error on one value per example).
+pub struct Rows {
+    axes: (String, String),
+    num_features: usize,
+    classify: bool,
+}
+
+impl Task for Rows {
+    fn batch(&self, items: &[&Example], device: Device) -> Result<Batch> {
+        let f = self.num_features;
+        let b = items.len();
+        let mut xs = vec![0f32; b * f];
+        let mut ys = vec![0f32; b];
+        for (i, e) in items.iter().enumerate() {
+            if let Example::Row { x, y } = e {
+                xs[i * f..(i + 1) * f].copy_from_slice(x);
+                ys[i] = *y;
+            }
+        }
+        let x = Tensor::from_slice(&xs)
+            .f_reshape([b as i64, f as i64])
+            .and_then(|x| x.f_to_device(device))
+            .ctx("batch")?;
+        let y = Tensor::from_slice(&ys).f_to_device(device).ctx("batch")?;
+        let mask = y.f_ones_like().ctx("batch")?;
+        Ok(Batch {
+            x: NamedTensor::wrap(x, &[self.axes.0.as_str(), self.axes.1.as_str()])?,
+            targets: y,
+            mask,
+        })
+    }
+
+    fn loss(&self, y: &NamedTensor, b: &Batch) -> Result<(Tensor, Sums)> {
+        let logits = rearranged(y, &self.axes.0, None)?;
+        if self.classify {
+            masked_cross_entropy(&logits, &b.targets, &b.mask)
+        } else {
+            sum_squared_error(&logits, &b.targets, &b.mask)
+        }
+    }
+
+    fn metrics(
+        &self,
+        s: Sums,
+        _eval: &[Example],
+        _greedy: Greedy<'_>,
+    ) -> Result<Map<String, Value>> {
+        let mut m = Map::new();
+        m.insert("eval.loss".into(), json!(s.loss / s.count.max(1.0)));
+        if self.classify {
+            m.insert("eval.accuracy".into(), json!(s.correct / s.count.max(1.0)));
+        }
+        Ok(m)
+    }
+
+    fn tokens_per_batch(&self, batch_size: usize) -> usize {
+        batch_size
+    }
+}
