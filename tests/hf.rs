@@ -105,7 +105,7 @@ fn greedy_with_kv_cache_equals_recomputing() {
             pzt::tree::select(&cached)
                 .at_instances_of("KVCache")
                 .count(),
-            2 * m.arch.layers as usize
+            2 * m.arch.decoder.layers.len()
         );
         let l1 = logits(&cached, &prompt, &ax, tch::Device::Cpu).unwrap();
         let l2 = logits(&m.tree, &prompt, &ax, tch::Device::Cpu).unwrap();

@@ -2,9 +2,9 @@
 //! llama-like decoder builder shared by the native `transformer` builder and every Hugging Face
 //! family), Hugging Face import and export, and generation.
 
+pub mod decoder;
 pub mod generate;
 pub mod hf;
-pub mod hf_config;
 pub mod mlp;
 pub mod transformer;
 

@@ -1,36 +1,22 @@
-//! A decoder-only transformer language model from combinators (the `transformer` builder).
-//!
-//! ```text
-//! Sequential
-//!   embed: EmbeddingLookup                      tokens {batch, seq} -> {batch, seq, embedding}
-//!   blocks: Sequential[0..num_layers]
-//!     i: Sequential
-//!       attention: Residual(delta: Sequential[norm, attention, dropout?])
-//!       mlp:       Residual(delta: Sequential[norm, mlp, dropout?])
-//!   final_norm: RMSLayerNorm | LayerNorm
-//!   lm_head: Linear {embedding} -> {vocab}  (or EmbeddingDecode sharing embed's table)
-//! ```
+//! The `transformer` builder: a decoder-only transformer language model declared by a few
+//! numbers in a recipe, built by the shared decoder builder ([`super::decoder`], whose module
+//! docs show the tree).
 //!
 //! The MLP is gated (`swiglu`: `down(silu(gate(x)) * up(x))`, `geglu` with gelu-tanh) or plain
-//! (`gelu`, `relu`: `down(act(up(x)))`). Attention is [`SelfAttentionConfig`] (causal, or
-//! sliding-window; RoPE).
+//! (`gelu`, `relu`: `down(act(up(x)))`). Attention is causal, or sliding-window; RoPE.
 
+use super::decoder::{DecoderConfig, LayerAttention};
 use crate::base::{Error, Result};
-use crate::layers::attention::{AttentionMask, SelfAttentionConfig};
-use crate::layers::embedding::EmbeddingTable;
-use crate::layers::grouping::{BranchAndMultiplyTogether, Residual, Sequential};
-use crate::layers::linear::Linear;
-use crate::layers::misc::{Activation, Dropout, Elementwise};
-use crate::layers::norms::{layer_norm, rms_layer_norm};
-use crate::layers::Axes;
+use crate::layers::misc::Activation;
 use crate::params::init::Initializer;
 use crate::tree::{Node, Scope};
 use serde::{Deserialize, Serialize};
 
 /// The feed-forward block.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum MlpKind {
+    #[default]
     Swiglu,
     Geglu,
     Gelu,
@@ -38,19 +24,14 @@ pub enum MlpKind {
 }
 
 /// The normalization.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum NormKind {
+    #[default]
     Rms,
     Layer,
 }
 
-fn d_swiglu() -> MlpKind {
-    MlpKind::Swiglu
-}
-fn d_rms() -> NormKind {
-    NormKind::Rms
-}
 fn d_eps() -> f64 {
     1e-6
 }
@@ -82,9 +63,9 @@ pub struct TransformerConfig {
     #[serde(default)]
     pub head_dim: Option<i64>,
     pub mlp_hidden: i64,
-    #[serde(default = "d_swiglu")]
+    #[serde(default)]
     pub mlp: MlpKind,
-    #[serde(default = "d_rms")]
+    #[serde(default)]
     pub norm: NormKind,
     #[serde(default = "d_eps")]
     pub norm_eps: f64,
@@ -111,10 +92,6 @@ pub struct TransformerConfig {
     pub vocab_axis: String,
     #[serde(default = "d_neurons")]
     pub neurons_axis: String,
-}
-
-fn ax(pairs: &[(&str, i64)]) -> Axes {
-    pairs.iter().map(|(n, s)| (n.to_string(), *s)).collect()
 }
 
 impl TransformerConfig {
@@ -167,108 +144,58 @@ impl TransformerConfig {
         Ok(())
     }
 
-    fn norm(&self, scope: &Scope<'_>) -> Result<Node> {
-        let axes = ax(&[(&self.embedding_axis, self.d_model)]);
-        match self.norm {
-            NormKind::Rms => rms_layer_norm(scope, axes, self.norm_eps),
-            NormKind::Layer => layer_norm(scope, axes, self.norm_eps),
-        }
-    }
-
-    fn mlp_block(&self, scope: &Scope<'_>) -> Result<Node> {
-        let emb = ax(&[(&self.embedding_axis, self.d_model)]);
-        let hid = ax(&[(&self.neurons_axis, self.mlp_hidden)]);
-        let lin = |name: &str, i: &Axes, o: &Axes| {
-            Linear::new(i.clone(), o.clone()).build(&scope.pp(name), None)
+    /// The decoder this configuration describes.
+    pub fn to_decoder(&self) -> DecoderConfig {
+        let (gated_mlp, activation) = match self.mlp {
+            MlpKind::Swiglu => (true, Activation::Silu),
+            MlpKind::Geglu => (true, Activation::GeluTanh),
+            MlpKind::Gelu => (false, Activation::Gelu),
+            MlpKind::Relu => (false, Activation::Relu),
         };
-        Ok(match self.mlp {
-            MlpKind::Swiglu | MlpKind::Geglu => {
-                let act = if self.mlp == MlpKind::Swiglu {
-                    Activation::Silu
-                } else {
-                    Activation::GeluTanh
-                };
-                let gate = Sequential::named(vec![
-                    ("linear".into(), lin("gate", &emb, &hid)?),
-                    ("act".into(), Node::new(Elementwise { function: act })),
-                ]);
-                let gu = BranchAndMultiplyTogether::build(vec![gate, lin("up", &emb, &hid)?]);
-                Sequential::named(vec![
-                    ("gate_up".into(), gu),
-                    ("down".into(), lin("down", &hid, &emb)?),
-                ])
-            }
-            MlpKind::Gelu | MlpKind::Relu => {
-                let act = if self.mlp == MlpKind::Gelu {
-                    Activation::Gelu
-                } else {
-                    Activation::Relu
-                };
-                Sequential::named(vec![
-                    ("up".into(), lin("up", &emb, &hid)?),
-                    ("act".into(), Node::new(Elementwise { function: act })),
-                    ("down".into(), lin("down", &hid, &emb)?),
-                ])
-            }
-        })
+        let layer = LayerAttention {
+            window: self.sliding_window,
+            rope_theta: self.rope_theta,
+            rope_scaling: None,
+        };
+        DecoderConfig {
+            vocab_size: self.vocab_size,
+            d_model: self.d_model,
+            num_heads: self.num_heads,
+            num_kv_heads: self.num_kv_heads.unwrap_or(self.num_heads),
+            head_dim: self.head_dim.unwrap_or(self.d_model / self.num_heads),
+            mlp_hidden: self.mlp_hidden,
+            gated_mlp,
+            activation,
+            mlp_bias: false,
+            layer_norm: self.norm == NormKind::Layer,
+            norm_eps: self.norm_eps,
+            layers: vec![layer; self.num_layers.max(0) as usize],
+            rotary_dims: None,
+            query_scale: None,
+            qkv_bias: self.attention_bias,
+            output_bias: self.attention_bias,
+            qk_norm: false,
+            attn_softcap: None,
+            final_softcap: None,
+            embed_scale: None,
+            sandwich_norms: false,
+            parallel_residual: false,
+            tie_embeddings: self.tie_embeddings,
+            dropout: self.dropout,
+            embedding_init: Some(Initializer::Normal {
+                std: self
+                    .embedding_init_std
+                    .unwrap_or(1.0 / (self.d_model as f64).sqrt()),
+            }),
+            embedding_axis: self.embedding_axis.clone(),
+            vocab_axis: self.vocab_axis.clone(),
+            neurons_axis: self.neurons_axis.clone(),
+        }
     }
 
     /// Builds the model under `scope`.
     pub fn build(&self, scope: &Scope<'_>) -> Result<Node> {
         self.check()?;
-        let head_dim = self.head_dim.unwrap_or(self.d_model / self.num_heads);
-        let emb = ax(&[(&self.embedding_axis, self.d_model)]);
-        let std = self
-            .embedding_init_std
-            .unwrap_or(1.0 / (self.d_model as f64).sqrt());
-        let table = EmbeddingTable::build(
-            &scope.pp("embed"),
-            &self.vocab_axis,
-            self.vocab_size,
-            emb.clone(),
-            Some(Initializer::Normal { std }),
-        )?;
-        let mut attn_cfg = SelfAttentionConfig::new(self.d_model, self.num_heads, head_dim);
-        attn_cfg.embedding_axis = self.embedding_axis.clone();
-        attn_cfg.num_kv_heads = self.num_kv_heads.unwrap_or(self.num_heads);
-        attn_cfg.rope_wavelength = Some(self.rope_theta);
-        attn_cfg.qkv_bias = self.attention_bias;
-        attn_cfg.output_bias = self.attention_bias;
-        if let Some(w) = self.sliding_window {
-            attn_cfg.mask = AttentionMask::SlidingWindow(w);
-        }
-        let mut blocks = vec![];
-        for i in 0..self.num_layers {
-            let bs = scope.pp("blocks").pp(i.to_string());
-            let wrap = |name: &str, inner: Node| -> Result<Node> {
-                let s = bs.pp(name).pp("delta");
-                let mut parts = vec![
-                    ("norm".to_string(), self.norm(&s.pp("norm"))?),
-                    (name.to_string(), inner),
-                ];
-                if self.dropout > 0.0 {
-                    parts.push(("dropout".into(), Node::new(Dropout::new(self.dropout)?)));
-                }
-                Ok(Residual::build(Sequential::named(parts)))
-            };
-            let attn = attn_cfg.build(&bs.pp("attention").pp("delta").pp("attention"))?;
-            let mlp = self.mlp_block(&bs.pp("mlp").pp("delta").pp("mlp"))?;
-            blocks.push(Sequential::named(vec![
-                ("attention".into(), wrap("attention", attn)?),
-                ("mlp".into(), wrap("mlp", mlp)?),
-            ]));
-        }
-        let head = if self.tie_embeddings {
-            table.decode()
-        } else {
-            Linear::new(emb, ax(&[(&self.vocab_axis, self.vocab_size)]))
-                .build(&scope.pp("lm_head"), None)?
-        };
-        Ok(Sequential::named(vec![
-            ("embed".into(), table.lookup()),
-            ("blocks".into(), Sequential::new(blocks)),
-            ("final_norm".into(), self.norm(&scope.pp("final_norm"))?),
-            ("lm_head".into(), head),
-        ]))
+        Ok(self.to_decoder().build(scope)?.tree)
     }
 }

@@ -236,6 +236,7 @@ impl<'a> ModelBuilder<'a> {
         } else {
             crate::models::hf::read_config(&dir)
                 .and_then(|a| a.build(self.builder))
+                .map(|d| d.tree)
                 .map_err(err)
         }
     }

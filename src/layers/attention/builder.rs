@@ -22,7 +22,9 @@ pub enum AttentionMask {
 }
 
 /// A builder for multi-head, grouped-query or multi-query self-attention over `seq`, from
-/// combinators: `Sequential[attention: Attention, output: Linear (+ AddBias)]`.
+/// combinators: `Sequential[attention: Attention, output: Linear (+ AddBias)]`. Parameter
+/// labels are tree paths under the scope (`attention.input_to_query.linear.weights`,
+/// `output.linear.weights`).
 ///
 /// Axes: the input has `embedding_axis` (and `seq`, and any batch axes). With
 /// `num_kv_heads == num_heads` the heads axis is `heads`; otherwise keys and values have
@@ -103,8 +105,18 @@ impl SelfAttentionConfig {
                 Self::axes(&[("heads", self.num_heads), ("projection", self.head_dim)]),
             )
         };
+        // Labels follow the tree (`attention.input_to_query.linear.weights`); init names keep
+        // the projection's name (`query.linear.weights`).
+        let sub = |name: &str| {
+            let slot = match name {
+                "query" => "input_to_query",
+                "key" => "input_to_key",
+                _ => "input_to_value",
+            };
+            scope.pp_as(&format!("attention.{slot}"), name)
+        };
         let proj = |name: &str, out: &Axes| -> Result<Vec<(String, Node)>> {
-            let s = scope.pp(name);
+            let s = sub(name);
             let mut v = vec![(
                 "linear".to_string(),
                 Linear::new(emb.clone(), out.clone()).build(&s.pp("linear"), None)?,
@@ -133,7 +145,7 @@ impl SelfAttentionConfig {
                     .collect();
                 v.push((
                     "norm".to_string(),
-                    crate::layers::norms::rms_layer_norm(&scope.pp(name).pp("norm"), axes, eps)?,
+                    crate::layers::norms::rms_layer_norm(&sub(name).pp("norm"), axes, eps)?,
                 ));
             }
             Ok(())

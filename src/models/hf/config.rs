@@ -1,4 +1,5 @@
-//! HuggingFace `config.json` -> [`Arch`], for Llama, Mistral, Gemma 1/2/3 and GPT-NeoX, in
+//! HuggingFace `config.json` -> [`Arch`] (a [`DecoderConfig`] and what the family's checkpoint
+//! layout needs), for Llama, Mistral, Gemma 1/2/3 and GPT-NeoX, in
 //! both layouts found in the wild: the older one (top-level `rope_theta`, `rope_scaling`,
 //! `torch_dtype`, NeoX's `rotary_pct` / `rotary_emb_base`, Gemma 3's `rope_local_base_freq`)
 //! and the newer one (`rope_parameters`, `dtype`, per-layer-type `rope_parameters`).
@@ -9,6 +10,7 @@
 use crate::base::{Error, Result};
 use crate::layers::misc::Activation;
 use crate::layers::rope::RopeScaling;
+use crate::models::decoder::{DecoderConfig, LayerAttention};
 use serde_json::{Map, Value};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -24,47 +26,14 @@ pub enum Family {
     GptNeox,
 }
 
-/// Attention settings of one layer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LayerAttn {
-    pub window: Option<i64>,
-    pub rope_theta: f64,
-    pub rope_scaling: Option<RopeScaling>,
-}
-
-/// Everything the builder needs, in pzt's terms.
+/// A pretrained model's architecture: the decoder it builds, and how its checkpoint stores it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Arch {
     pub family: Family,
     pub model_type: String,
-    pub vocab: i64,
-    pub d_model: i64,
-    pub layers: i64,
-    pub heads: i64,
-    pub kv_heads: i64,
-    pub head_dim: i64,
-    pub ffn: i64,
-    pub norm_eps: f64,
-    /// Gemma's `x * (1 + w)` RMSNorm (the stored scale is `1 + w`).
+    pub decoder: DecoderConfig,
+    /// Gemma's `x * (1 + w)` RMSNorm: the checkpoint stores `w`, pzt's scale is `1 + w`.
     pub norm_plus_one: bool,
-    /// LayerNorm with bias (GPT-NeoX) instead of RMSNorm.
-    pub layer_norm: bool,
-    pub act: Activation,
-    pub gated: bool,
-    pub qkv_bias: bool,
-    pub out_bias: bool,
-    pub mlp_bias: bool,
-    pub rotary_dims: Option<i64>,
-    pub layer_attn: Vec<LayerAttn>,
-    pub attn_softcap: Option<f64>,
-    pub final_softcap: Option<f64>,
-    pub query_scale: f64,
-    pub embed_scale: Option<f64>,
-    /// Gemma 2/3 norms after attention and after the MLP.
-    pub sandwich_norms: bool,
-    pub qk_norm: bool,
-    pub parallel_residual: bool,
-    pub tied: bool,
     pub eos: Vec<i64>,
     pub dtype: tch::Kind,
 }
@@ -330,46 +299,46 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
     if let Some(lb) = c.float("rope_local_base_freq")? {
         local = Some((lb, None));
     }
-    let mut arch = Arch {
-        family,
-        model_type: model_type.clone(),
-        vocab,
+    let mut d = DecoderConfig {
+        vocab_size: vocab,
         d_model,
-        layers,
-        heads,
-        kv_heads,
+        num_heads: heads,
+        num_kv_heads: kv_heads,
         head_dim,
-        ffn,
-        norm_eps: 1e-6,
-        norm_plus_one: false,
-        layer_norm: false,
-        act: Activation::Silu,
-        gated: true,
-        qkv_bias: false,
-        out_bias: false,
+        mlp_hidden: ffn,
+        gated_mlp: true,
+        activation: Activation::Silu,
         mlp_bias: false,
+        layer_norm: false,
+        norm_eps: 1e-6,
+        layers: vec![],
         rotary_dims: None,
-        layer_attn: vec![],
+        query_scale: Some(1.0 / (head_dim as f64).sqrt()),
+        qkv_bias: false,
+        output_bias: false,
+        qk_norm: false,
         attn_softcap: None,
         final_softcap: None,
-        query_scale: 1.0 / (head_dim as f64).sqrt(),
         embed_scale: None,
         sandwich_norms: false,
-        qk_norm: false,
         parallel_residual: false,
-        tied,
-        eos,
-        dtype,
+        tie_embeddings: tied,
+        dropout: 0.0,
+        embedding_init: None,
+        embedding_axis: "embedding".into(),
+        vocab_axis: "vocab".into(),
+        neurons_axis: "neurons".into(),
     };
+    let mut norm_plus_one = false;
     let mut window: Vec<Option<i64>> = vec![None; layers as usize];
     match family {
         Family::Llama | Family::Mistral => {
-            arch.norm_eps = c.float("rms_norm_eps")?.unwrap_or(1e-6);
-            arch.act = act(path, "hidden_act", c.string("hidden_act").unwrap_or("silu"))?;
+            d.norm_eps = c.float("rms_norm_eps")?.unwrap_or(1e-6);
+            d.activation = act(path, "hidden_act", c.string("hidden_act").unwrap_or("silu"))?;
             let ab = c.boolean("attention_bias")?.unwrap_or(false);
-            arch.qkv_bias = ab;
-            arch.out_bias = ab;
-            arch.mlp_bias = c.boolean("mlp_bias")?.unwrap_or(false);
+            d.qkv_bias = ab;
+            d.output_bias = ab;
+            d.mlp_bias = c.boolean("mlp_bias")?.unwrap_or(false);
             if family == Family::Mistral {
                 if let Some(w) = c.int("sliding_window")? {
                     window = vec![Some(w); layers as usize];
@@ -377,29 +346,29 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
             }
         }
         Family::Gemma | Family::Gemma2 | Family::Gemma3 => {
-            arch.norm_eps = c.float("rms_norm_eps")?.unwrap_or(1e-6);
-            arch.norm_plus_one = true;
+            d.norm_eps = c.float("rms_norm_eps")?.unwrap_or(1e-6);
+            norm_plus_one = true;
             let a = c
                 .string("hidden_activation")
                 .or_else(|| c.string("hidden_act"))
                 .unwrap_or("gelu_pytorch_tanh");
             let _ = c.get("hidden_act");
-            arch.act = act(path, "hidden_activation", a)?;
-            if family == Family::Gemma && arch.act == Activation::Gelu {
+            d.activation = act(path, "hidden_activation", a)?;
+            if family == Family::Gemma && d.activation == Activation::Gelu {
                 // transformers maps Gemma 1's legacy `gelu` to the tanh approximation.
-                arch.act = Activation::GeluTanh;
+                d.activation = Activation::GeluTanh;
             }
             let ab = c.boolean("attention_bias")?.unwrap_or(false);
-            arch.qkv_bias = ab;
-            arch.out_bias = ab;
-            arch.embed_scale = Some((d_model as f64).sqrt());
+            d.qkv_bias = ab;
+            d.output_bias = ab;
+            d.embed_scale = Some((d_model as f64).sqrt());
             if family != Family::Gemma {
-                arch.sandwich_norms = true;
+                d.sandwich_norms = true;
                 if let Some(q) = c.float("query_pre_attn_scalar")? {
-                    arch.query_scale = q.powf(-0.5);
+                    d.query_scale = Some(q.powf(-0.5));
                 }
-                arch.attn_softcap = c.float("attn_logit_softcapping")?;
-                arch.final_softcap = c.float("final_logit_softcapping")?;
+                d.attn_softcap = c.float("attn_logit_softcapping")?;
+                d.final_softcap = c.float("final_logit_softcapping")?;
                 let sw = c.int("sliding_window")?;
                 let types: Option<Vec<String>> =
                     c.get("layer_types").and_then(|v| v.as_array()).map(|a| {
@@ -431,29 +400,29 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
                 }
             }
             if family == Family::Gemma3 {
-                arch.qk_norm = true;
+                d.qk_norm = true;
                 if local.is_none() {
                     local = Some((10_000.0, None));
                 }
             }
         }
         Family::GptNeox => {
-            arch.layer_norm = true;
-            arch.norm_eps = c.float("layer_norm_eps")?.unwrap_or(1e-5);
-            arch.gated = false;
-            arch.act = act(path, "hidden_act", c.string("hidden_act").unwrap_or("gelu"))?;
+            d.layer_norm = true;
+            d.norm_eps = c.float("layer_norm_eps")?.unwrap_or(1e-5);
+            d.gated_mlp = false;
+            d.activation = act(path, "hidden_act", c.string("hidden_act").unwrap_or("gelu"))?;
             let ab = c.boolean("attention_bias")?.unwrap_or(true);
-            arch.qkv_bias = ab;
-            arch.out_bias = ab;
-            arch.mlp_bias = true;
-            arch.parallel_residual = c.boolean("use_parallel_residual")?.unwrap_or(true);
+            d.qkv_bias = ab;
+            d.output_bias = ab;
+            d.mlp_bias = true;
+            d.parallel_residual = c.boolean("use_parallel_residual")?.unwrap_or(true);
             if let Some(base) = c.float("rotary_emb_base")? {
                 rope_theta = base;
             }
             let pct = c.float("rotary_pct")?.or(partial).unwrap_or(1.0);
             let dims = ((head_dim as f64) * pct) as i64;
             if dims < head_dim {
-                arch.rotary_dims = Some(dims);
+                d.rotary_dims = Some(dims);
             }
         }
     }
@@ -464,24 +433,24 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
             )));
         }
     }
-    arch.layer_attn = window
+    d.layers = window
         .iter()
         .map(|w| {
             let (theta, scaling) = match (w, &local) {
                 (Some(_), Some((t, s))) if family == Family::Gemma3 => (*t, s.clone()),
                 _ => (rope_theta, rope_scaling.clone()),
             };
-            LayerAttn {
+            LayerAttention {
                 window: *w,
                 rope_theta: theta,
                 rope_scaling: scaling,
             }
         })
         .collect();
-    if arch.heads % arch.kv_heads != 0 {
+    if d.num_kv_heads < 1 || d.num_heads % d.num_kv_heads != 0 {
         return Err(Error::Config(format!(
             "{path}: num_attention_heads {} is not a multiple of num_key_value_heads {}",
-            arch.heads, arch.kv_heads
+            d.num_heads, d.num_kv_heads
         )));
     }
     let mut ign: Vec<&str> = IGNORABLE.to_vec();
@@ -499,5 +468,12 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
         ign.push("head_dim");
     }
     c.finish(&ign)?;
-    Ok(arch)
+    Ok(Arch {
+        family,
+        model_type,
+        decoder: d,
+        norm_plus_one,
+        eos,
+        dtype,
+    })
 }

@@ -1,0 +1,153 @@
+//! One llama-like decoder (Penzai's `llamalike_common`): the native `transformer` builder and
+//! every Hugging Face family (Llama, Mistral, Gemma 1/2/3, GPT-NeoX) map their configuration
+//! into a [`DecoderConfig`] and build the same kind of tree with [`DecoderConfig::build`]:
+//!
+//! ```text
+//! Sequential
+//!   embed: EmbeddingLookup                   tokens {batch, seq} -> {batch, seq, embedding}
+//!   embed_scale: Rescale                     (Gemma: x sqrt(d_model))
+//!   blocks: Sequential[0..L]
+//!     i: Sequential                          serial residual
+//!       attention: Residual(delta: Sequential[norm, attention, post_norm?, dropout?])
+//!       mlp:       Residual(delta: Sequential[norm, mlp, post_norm?, dropout?])
+//!     i: BranchAndAddTogether                parallel residual (GPT-NeoX):
+//!       residual: Identity                   x + attention(norm(x)) + mlp(norm'(x))
+//!       attention: Sequential[norm, attention]
+//!       mlp: Sequential[norm, mlp]
+//!   final_norm: RMSLayerNorm | LayerNorm
+//!   lm_head: Linear {embedding} -> {vocab}   (or EmbeddingDecode sharing embed's table)
+//!   final_softcap: TanhSoftCap               (Gemma 2)
+//! ```
+//!
+//! `attention` is [`crate::layers::attention::SelfAttentionConfig`]'s block
+//! (`Sequential[attention: Attention, output]`: causal or sliding-window per layer, RoPE,
+//! grouped-query heads, optional QK-norm and logit soft-capping). `mlp` is gated
+//! (`Sequential[gate_up: BranchAndMultiplyTogether[Sequential[linear, act], up], down]`: SwiGLU,
+//! GeGLU) or plain (`Sequential[up, act, down]`).
+//!
+//! Parameter labels are tree paths (`blocks.0.attention.delta.attention.attention.
+//! input_to_query.linear.weights`). Their init names keep the names of the builder's
+//! sub-scopes (`blocks.0.attention.delta.attention.query.linear.weights`), so a native model
+//! initializes exactly as it did before labels became paths. [`Decoder::parts`] says what each
+//! parameter is, which is all a weight map (Hugging Face names) needs.
+
+mod build;
+
+use crate::layers::misc::Activation;
+use crate::layers::rope::RopeScaling;
+use crate::params::init::Initializer;
+use crate::tree::Node;
+
+/// The attention settings of one layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerAttention {
+    /// Causal sliding-window attention with this window (`None`: full causal).
+    pub window: Option<i64>,
+    /// RoPE base wavelength.
+    pub rope_theta: f64,
+    pub rope_scaling: Option<RopeScaling>,
+}
+
+/// Everything the decoder builder needs. See the module docs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecoderConfig {
+    pub vocab_size: i64,
+    pub d_model: i64,
+    pub num_heads: i64,
+    /// Key/value heads (grouped-query attention when fewer than `num_heads`).
+    pub num_kv_heads: i64,
+    pub head_dim: i64,
+    pub mlp_hidden: i64,
+    /// Gated MLP (`down(act(gate(x)) * up(x))`) or plain (`down(act(up(x)))`).
+    pub gated_mlp: bool,
+    pub activation: Activation,
+    pub mlp_bias: bool,
+    /// LayerNorm (with bias) instead of RMSNorm.
+    pub layer_norm: bool,
+    pub norm_eps: f64,
+    /// One entry per layer.
+    pub layers: Vec<LayerAttention>,
+    /// Rotate only the first this many dims of each head (GPT-NeoX's partial rotary).
+    pub rotary_dims: Option<i64>,
+    /// The query scale (default `1/sqrt(head_dim)`).
+    pub query_scale: Option<f64>,
+    pub qkv_bias: bool,
+    pub output_bias: bool,
+    /// RMS-normalize queries and keys over each head (Gemma 3).
+    pub qk_norm: bool,
+    /// Soft-cap the attention logits (Gemma 2).
+    pub attn_softcap: Option<f64>,
+    /// Soft-cap the output logits (Gemma 2).
+    pub final_softcap: Option<f64>,
+    /// Multiply the embeddings by this (Gemma: `sqrt(d_model)`).
+    pub embed_scale: Option<f64>,
+    /// A norm after attention and after the MLP too (Gemma 2 and 3).
+    pub sandwich_norms: bool,
+    /// `x + attn(ln1(x)) + mlp(ln2(x))` (GPT-NeoX) instead of two residual steps.
+    pub parallel_residual: bool,
+    /// Output logits from the embedding table (shared parameter) instead of a separate head.
+    pub tie_embeddings: bool,
+    /// Dropout at the end of each residual branch (active only with a `random_stream`).
+    pub dropout: f64,
+    /// How the embedding table is initialized (default: normal, std 1).
+    pub embedding_init: Option<Initializer>,
+    pub embedding_axis: String,
+    pub vocab_axis: String,
+    pub neurons_axis: String,
+}
+
+/// Where a norm sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormSite {
+    /// Before the attention of layer `i`.
+    Attention(usize),
+    /// After the attention of layer `i` (sandwich norms).
+    AfterAttention(usize),
+    /// Before the MLP of layer `i`.
+    Mlp(usize),
+    /// After the MLP of layer `i` (sandwich norms).
+    AfterMlp(usize),
+    /// QK-norm of the queries of layer `i`.
+    Query(usize),
+    /// QK-norm of the keys of layer `i`.
+    Key(usize),
+    /// After the last block.
+    Final,
+}
+
+/// A projection of layer `i`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Projection {
+    Query,
+    Key,
+    Value,
+    Output,
+    Gate,
+    Up,
+    Down,
+}
+
+/// What a parameter of the decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The embedding table.
+    Embedding,
+    /// A norm's scale, or its bias.
+    Norm { site: NormSite, bias: bool },
+    /// A projection's weights, or its bias.
+    Projection {
+        layer: usize,
+        which: Projection,
+        bias: bool,
+    },
+    /// The output head (untied).
+    LmHead,
+}
+
+/// A built decoder: the tree, and the role of each of its parameters (by label, in build
+/// order).
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    pub tree: Node,
+    pub parts: Vec<(String, Role)>,
+}

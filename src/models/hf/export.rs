@@ -1,0 +1,117 @@
+//! Writing a model back as a Hugging Face model directory.
+
+use super::names;
+use super::transform::{to_hf, Transform};
+use super::Arch;
+use crate::base::{Error, Result, TorchContext};
+use crate::tree::{Builder, Node};
+use std::collections::BTreeMap;
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+/// Writes `tree` (a model built for `arch`) as a HuggingFace model directory: `config.json`
+/// (the original one, with `dtype` set) and `model.safetensors` in the family's names and
+/// layouts.
+pub fn export(tree: &Node, arch: &Arch, config_json: &str, out: &Path, dtype: Kind) -> Result<()> {
+    // The HF layout can only express the family's own structure: refuse a patched tree rather
+    // than silently dropping the patch.
+    let reference = arch.build(&Builder::slots())?.tree;
+    if !reference.same_structure(tree) {
+        return Err(Error::Config(format!(
+            "export: the model's structure differs from a plain {} model (changed by [[patch]]es?); the HuggingFace layout cannot express it",
+            arch.model_type
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|source| Error::Io {
+        path: out.display().to_string(),
+        source,
+    })?;
+    let params: BTreeMap<String, Tensor> = tree
+        .all_param_entries()
+        .into_iter()
+        .map(|(_, _, e)| {
+            Ok((
+                e.label().to_string(),
+                e.value()?
+                    .f_detach()
+                    .and_then(|x| x.f_to_device(tch::Device::Cpu))
+                    .and_then(|x| x.f_to_kind(Kind::Float))
+                    .ctx("export")?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let get = |l: &str| {
+        params
+            .get(l)
+            .map(|t| t.shallow_clone())
+            .ok_or_else(|| Error::Config(format!("export: the model has no parameter `{l}`")))
+    };
+    let mut fused: BTreeMap<String, Vec<(i64, Tensor, bool)>> = BTreeMap::new();
+    let mut outt: Vec<(String, Tensor)> = vec![];
+    for (label, hf, tr) in names::weight_map(arch)? {
+        let t = get(&label)?;
+        match tr {
+            Transform::QkvWeight(k) => fused.entry(hf).or_default().push((k, t, true)),
+            Transform::QkvBias(k) => fused.entry(hf).or_default().push((k, t, false)),
+            _ => outt.push((hf, to_hf(&t, tr)?)),
+        }
+    }
+    let (h, d) = (arch.decoder.num_heads, arch.decoder.head_dim);
+    for (hf, mut parts) in fused {
+        parts.sort_by_key(|p| p.0);
+        let per: Vec<Tensor> = parts
+            .iter()
+            .map(|(_, t, w)| {
+                if *w {
+                    t.f_reshape([arch.decoder.d_model, h, d])
+                        .and_then(|x| x.f_permute([1, 2, 0]))
+                } else {
+                    t.f_reshape([h, d])
+                }
+            })
+            .collect::<std::result::Result<_, _>>()
+            .ctx("export fused QKV")?;
+        let st = Tensor::f_stack(&per, 1).ctx("export fused QKV")?;
+        let flat = if parts.first().map(|p| p.2).unwrap_or(true) {
+            st.f_reshape([3 * h * d, arch.decoder.d_model])
+        } else {
+            st.f_reshape([3 * h * d])
+        };
+        outt.push((
+            hf,
+            flat.and_then(|x| x.f_contiguous())
+                .ctx("export fused QKV")?,
+        ));
+    }
+    let outt: Vec<(String, Tensor)> = outt
+        .into_iter()
+        .map(|(n, t)| {
+            Ok((
+                n,
+                t.f_to_kind(dtype)
+                    .and_then(|x| x.f_contiguous())
+                    .ctx("export")?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let mp = out.join("model.safetensors");
+    Tensor::write_safetensors(&outt, &mp).ctx(format!("write {}", mp.display()))?;
+    let mut cfg: serde_json::Value = serde_json::from_str(config_json)
+        .map_err(|e| Error::Config(format!("config.json: {e}")))?;
+    if let Some(m) = cfg.as_object_mut() {
+        let name = crate::base::dtype::name(dtype);
+        let key = if m.contains_key("torch_dtype") {
+            "torch_dtype"
+        } else {
+            "dtype"
+        };
+        m.insert(key.into(), serde_json::Value::String(name.into()));
+    }
+    let cp = out.join("config.json");
+    let text = serde_json::to_string_pretty(&cfg)
+        .map_err(|e| Error::Config(format!("config.json: {e}")))?;
+    std::fs::write(&cp, text).map_err(|source| Error::Io {
+        path: cp.display().to_string(),
+        source,
+    })
+}

@@ -1,0 +1,124 @@
+//! Pretrained Hugging Face models: Llama, Mistral, Gemma 1/2/3 and GPT-NeoX map their
+//! `config.json` into the one decoder config ([`crate::models::decoder`]) and build its tree;
+//! the weights of `model.safetensors` (or its shards, memory-mapped) are matched to the
+//! parameters by the role the decoder builder gave each one ([`names`]), and converted
+//! ([`transform`]). [`export`] writes a model back in the family's layout.
+//!
+//! The tree is ordinary layers (so selectors, patches and `pzt show` work on it), and its
+//! parameter labels are tree paths, like every builder's.
+
+mod config;
+mod export;
+pub mod names;
+pub mod transform;
+mod weights;
+
+pub use config::{parse, Arch, Family};
+pub use export::export;
+pub use weights::Weights;
+
+use crate::base::{Error, Result, TorchContext};
+use crate::models::decoder::Decoder;
+use crate::params::Parameter;
+use crate::tree::{Builder, Node};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::Kind;
+use transform::{hf_shape, to_pzt};
+
+impl Arch {
+    /// Builds the model (parameters from `b`: slots, or values from its seed), with the role
+    /// of each parameter.
+    pub fn build(&self, b: &Builder) -> Result<Decoder> {
+        self.decoder.build(&b.root())
+    }
+}
+
+/// Tensors that some checkpoints carry and pzt recomputes (rotary caches, mask buffers).
+fn recomputed(name: &str) -> bool {
+    name.ends_with("rotary_emb.inv_freq")
+        || name.ends_with("attention.bias")
+        || name.ends_with("attention.masked_bias")
+}
+
+/// A loaded model.
+pub struct HfModel {
+    pub arch: Arch,
+    pub tree: Node,
+    pub dir: PathBuf,
+}
+
+/// Reads and parses a model directory's `config.json`.
+pub fn read_config(dir: &Path) -> Result<Arch> {
+    let cp = dir.join("config.json");
+    let text = std::fs::read_to_string(&cp)
+        .map_err(|e| Error::Config(format!("{}: {e}", cp.display())))?;
+    parse(&text, &cp.display().to_string())
+}
+
+/// Loads a model directory: config.json and its weights, in the checkpoint dtype or `dtype`.
+pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfModel> {
+    let cp = dir.join("config.json");
+    let text = std::fs::read_to_string(&cp).map_err(|source| Error::Io {
+        path: cp.display().to_string(),
+        source,
+    })?;
+    let arch = parse(&text, &cp.display().to_string())?;
+    let kind = dtype.unwrap_or(arch.dtype);
+    let built = arch.build(&Builder::slots().dtype(kind))?;
+    let tree = built.tree;
+    let weights = Weights::open(dir)?;
+    let mut params: BTreeMap<String, Parameter> = BTreeMap::new();
+    let mut used = std::collections::BTreeSet::new();
+    let slots: BTreeMap<String, Vec<i64>> = tree
+        .all_param_entries()
+        .into_iter()
+        .map(|(_, _, e)| (e.label().to_string(), e.shape()))
+        .collect();
+    for (label, hf, tr) in names::names(&arch, &built.parts) {
+        let shape = slots
+            .get(&label)
+            .ok_or_else(|| Error::Config(format!("internal: no parameter `{label}` for `{hf}`")))?;
+        let t = weights.get(&hf).map_err(|_| {
+            Error::Config(format!(
+                "{}: the checkpoint lacks `{hf}` (shape {:?} expected)",
+                dir.display(),
+                hf_shape(tr, shape, &arch)
+            ))
+        })?;
+        let want = hf_shape(tr, shape, &arch);
+        if t.size() != want {
+            return Err(Error::Config(format!(
+                "{}: `{hf}` has shape {:?}, expected {:?}",
+                dir.display(),
+                t.size(),
+                want
+            )));
+        }
+        used.insert(hf.clone());
+        let v = to_pzt(&t.f_to_kind(Kind::Float).ctx("load")?, tr, shape, &arch)?
+            .f_to_kind(kind)
+            .and_then(|x| x.f_to_device(device))
+            .ctx("load")?;
+        params.insert(label.clone(), Parameter::new(label, v));
+    }
+    for name in weights.names() {
+        if !used.contains(name)
+            && !recomputed(name)
+            && !(arch.decoder.tie_embeddings
+                && (name == "lm_head.weight" || name == "embed_out.weight"))
+        {
+            return Err(Error::Config(format!(
+                "{}: the checkpoint has a tensor pzt does not use: `{name}`",
+                dir.display()
+            )));
+        }
+    }
+    let list: Vec<Parameter> = params.into_values().collect();
+    let tree = tree.bind(&list)?;
+    Ok(HfModel {
+        arch,
+        tree,
+        dir: dir.to_path_buf(),
+    })
+}
