@@ -34,6 +34,7 @@ pub fn grouped(n: i64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
