@@ -1,16 +1,19 @@
-//! A custom layer kind written in Rust, used like a built-in one.
+//! A custom layer kind written in Rust, used like a built-in one. A new kind is one type (this
+//! file) plus one registration in a registry: nothing else in pzt changes.
 //!
 //! `ScaleShift` computes `y = x * scale + shift`, where `scale` and `shift` are learned
 //! parameters over the named `axes` (broadcast over every other axis of `x`). The example:
 //!
-//! 1. implements [`pzt::tree::Layer`] for it (serde config + `layer_common!`), with a builder
-//!    that creates its parameters through [`Scope::param`];
-//! 2. registers the kind name, so `Node::from_toml` can rebuild it;
+//! 1. implements [`pzt::tree::Layer`] for it (serde config + `layer_common!`); it declares its
+//!    parameters (`param_specs`), so recipes and `Node::build` create them under the node's
+//!    path, and it is a leaf (the default `child_layout`);
+//! 2. registers the kind in a registry of the built-in kinds (`pzt::builtin_registry()`);
 //! 3. mixes it with built-in layers and combinators (Linear, Elementwise, Residual,
 //!    Sequential) and runs a forward pass;
 //! 4. selects it with `select(&model).at_instances_of("ScaleShift")` and edits the selection;
 //! 5. round-trips the tree through TOML and rebinds the parameters;
-//! 6. prints the tree.
+//! 6. plans a recipe that declares it by `type = "ScaleShift"`;
+//! 7. prints the tree.
 //!
 //! In a crate of your own, add `serde` (with the `derive` feature) next to `pzt`; TOML types
 //! come from `pzt::toml`.
@@ -21,6 +24,7 @@ use pzt::layers::linear::Linear;
 use pzt::params::init::Initializer;
 use pzt::prelude::*;
 use pzt::tree::registry::serde_factory;
+use pzt::tree::ParamSpec;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -47,19 +51,7 @@ impl ScaleShift {
     /// Builds the node with its parameters, labelled `<scope>.scale` and `<scope>.shift`.
     /// With `Builder::slots()` these are shape-only slots; with a seed, real tensors.
     fn build(self, scope: &Scope<'_>) -> Result<Node> {
-        let shape: Vec<i64> = self.axes.values().copied().collect();
-        let scale = scope.param(
-            "scale",
-            &shape,
-            Initializer::Constant {
-                value: self.init_scale,
-            },
-            1,
-        )?;
-        let shift = scope.param("shift", &shape, Initializer::Zeros, 1)?;
-        Ok(Node::new(self)
-            .with_param("scale", scale)
-            .with_param("shift", shift))
+        Node::build(self, scope)
     }
 
     fn axis_names(&self) -> Vec<&str> {
@@ -74,6 +66,28 @@ impl Layer for ScaleShift {
     fn summary(&self) -> String {
         let axes: Vec<String> = self.axes.iter().map(|(n, s)| format!("{n}: {s}")).collect();
         format!("{{{}}}", axes.join(", "))
+    }
+
+    // The parameters, from the config: `Node::build` and recipes make them under the node's
+    // path (labels `<path>.scale`, `<path>.shift`), from the seed or as slots.
+    fn param_specs(&self) -> Vec<ParamSpec> {
+        let shape: Vec<i64> = self.axes.values().copied().collect();
+        vec![
+            ParamSpec {
+                name: "scale".into(),
+                shape: shape.clone(),
+                init: Initializer::Constant {
+                    value: self.init_scale,
+                },
+                fan_in: 1,
+            },
+            ParamSpec {
+                name: "shift".into(),
+                shape,
+                init: Initializer::Zeros,
+                fan_in: 1,
+            },
+        ]
     }
 
     fn forward(&self, node: &Node, x: Value, _side: &SideInputs) -> Result<Value> {
@@ -113,7 +127,7 @@ fn max_abs_diff(a: &NamedTensor, b: &NamedTensor) -> Result<f64> {
 }
 
 fn main() -> pzt::Result<()> {
-    // 1. Register the kind so that `Node::from_toml` (and, later, recipes) can make it by name.
+    // 1. Register the kind so that `Node::from_toml` and recipes can make it by name.
     let mut registry = pzt::builtin_registry();
     registry.register_layer("ScaleShift", serde_factory::<ScaleShift>("ScaleShift"));
 
@@ -229,7 +243,30 @@ fn main() -> pzt::Result<()> {
         .unwrap_or_default();
     println!("the `norm` child as TOML: {norm_toml}");
 
-    // 6. The tree as text.
+    // 6. A recipe declares it like any kind; it plans with this registry.
+    let dir = std::env::temp_dir().join(format!("pzt-example-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Config(e.to_string()))?;
+    let recipe_path = dir.join("scale-shift.toml");
+    std::fs::write(
+        &recipe_path,
+        "[model]\ntype = \"Sequential\"\ninput = { axes = { batch = 2, hidden = 8 } }\nlayers = [\n  { type = \"ScaleShift\", axes = { hidden = 8 } },\n  { type = \"Linear\", input_axes = { hidden = 8 }, output_axes = { out = 2 } },\n]\n",
+    )
+    .map_err(|e| Error::Config(e.to_string()))?;
+    let recipe = pzt::recipe::Recipe::load(&recipe_path, &[])?;
+    let plan = pzt::recipe::plan::Plan::shapes_only(recipe, &registry)?;
+    println!(
+        "a recipe with a ScaleShift: {} parameters, output {:?}, labels {:?}",
+        plan.counts.total,
+        plan.output.as_ref().map(|(axes, _)| axes.clone()),
+        plan.tree.children()[0]
+            .1
+            .param_entries()
+            .iter()
+            .map(|(_, e)| e.label().to_string())
+            .collect::<Vec<_>>()
+    );
+
+    // 7. The tree as text.
     println!("\n{}", model.render(usize::MAX));
     Ok(())
 }

@@ -128,32 +128,32 @@ fn init_names_keep_the_values_of_the_builder_scopes() {
     let tree = Plan::build(r, &pzt::builtin_registry(), &Builder::new(7))
         .unwrap()
         .tree;
-    let at = "blocks.0.attention.delta.attention.attention.input_to_query.linear";
-    let path: Vec<String> = at.split('.').map(String::from).collect();
-    let got = tree.get(&path).unwrap().param("weights").unwrap();
-    let want = pzt::params::init::Initializer::FanIn { scale: 1.0 }
-        .make(
-            7,
+    for (at, init_name) in [
+        (
+            "blocks.0.attention.delta.attention.attention.input_to_query.linear",
             "blocks.0.attention.delta.attention.query.linear.weights",
-            &got.size(),
-            16,
-            tch::Kind::Float,
-            tch::Device::Cpu,
-        )
-        .unwrap();
-    assert_eq!((&got - &want).abs().max().double_value(&[]), 0.0);
-    let gate = "blocks.0.mlp.delta.mlp.gate_up.0.linear";
-    let path: Vec<String> = gate.split('.').map(String::from).collect();
-    let got = tree.get(&path).unwrap().param("weights").unwrap();
-    let want = pzt::params::init::Initializer::FanIn { scale: 1.0 }
-        .make(
-            7,
+        ),
+        (
+            "blocks.0.mlp.delta.mlp.gate_up.0.linear",
             "blocks.0.mlp.delta.mlp.gate.weights",
-            &got.size(),
-            16,
-            tch::Kind::Float,
-            tch::Device::Cpu,
-        )
-        .unwrap();
-    assert_eq!((&got - &want).abs().max().double_value(&[]), 0.0);
+        ),
+        (
+            "blocks.0.mlp.delta.mlp.gate_up.1",
+            "blocks.0.mlp.delta.mlp.up.weights",
+        ),
+    ] {
+        let path: Vec<String> = at.split('.').map(String::from).collect();
+        let got = tree.get(&path).unwrap().param("weights").unwrap();
+        let want = pzt::params::init::Initializer::FanIn { scale: 1.0 }
+            .make(
+                7,
+                init_name,
+                &got.size(),
+                16,
+                tch::Kind::Float,
+                tch::Device::Cpu,
+            )
+            .unwrap();
+        assert_eq!((&got - &want).abs().max().double_value(&[]), 0.0, "{at}");
+    }
 }

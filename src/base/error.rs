@@ -40,6 +40,14 @@ pub enum Error {
         field: String,
         message: String,
     },
+    /// Bad contents of an input file: a data file (with the line), a model directory's
+    /// `config.json` or weights. Shown as `path:line: message`.
+    #[error("{}", file_message(.path, *.line, .message))]
+    BadFile {
+        path: String,
+        line: Option<usize>,
+        message: String,
+    },
     /// A training run that failed (NaN, interrupted, ...): exit code 1.
     #[error("{0}")]
     Run(String),
@@ -80,6 +88,13 @@ pub fn clean_torch_message(m: &str) -> String {
         .trim_start_matches("Internal torch error: ")
         .trim()
         .to_string()
+}
+
+fn file_message(path: &str, line: Option<usize>, message: &str) -> String {
+    match line {
+        Some(l) => format!("{path}:{l}: {message}"),
+        None => format!("{path}: {message}"),
+    }
 }
 
 fn path_display(path: &[String]) -> String {
@@ -126,6 +141,7 @@ impl Error {
                 | Error::Config(_)
                 | Error::ConfigField { .. }
                 | Error::InSection { .. }
+                | Error::BadFile { .. }
         )
     }
 
@@ -134,6 +150,28 @@ impl Error {
         match self {
             Error::Layer { source, .. } => source.root_cause(),
             e => e,
+        }
+    }
+
+    /// Bad contents of the file `path`.
+    pub fn bad_file(path: impl std::fmt::Display, message: impl Into<String>) -> Error {
+        Error::BadFile {
+            path: path.to_string(),
+            line: None,
+            message: message.into(),
+        }
+    }
+
+    /// Bad contents of line `line` (1-based) of the file `path`.
+    pub fn bad_line(
+        path: impl std::fmt::Display,
+        line: usize,
+        message: impl Into<String>,
+    ) -> Error {
+        Error::BadFile {
+            path: path.to_string(),
+            line: Some(line),
+            message: message.into(),
         }
     }
 

@@ -58,6 +58,18 @@ pub fn deterministic_cublas(spec: &pzt::spec::RunSpec) {
     }
 }
 
+/// The model at `path` (`pzt logits`, `pzt generate`) on `--device`, in `--dtype`.
+pub fn load_model(
+    path: &std::path::Path,
+    dtype: &Option<String>,
+    device: &str,
+) -> Result<(pzt::loader::Loaded, tch::Device), Failure> {
+    let device = parse_device(device)?;
+    let m = pzt::loader::load(path, &pzt::builtin_registry(), parse_dtype(dtype)?, device)
+        .map_err(lib_err)?;
+    Ok((m, device))
+}
+
 /// The input tokens of `pzt logits` / `pzt generate`: `--tokens`, or text tokenized with the
 /// model's tokenizer; every id must be in the vocabulary.
 pub fn model_tokens(

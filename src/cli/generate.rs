@@ -1,6 +1,6 @@
 //! `pzt generate MODEL (--prompt TEXT | --tokens IDS) [sampling flags]`.
 
-use super::common::{lib_err, model_tokens, parse_device, parse_dtype, Failure};
+use super::common::{lib_err, load_model, model_tokens, Failure};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -36,14 +36,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    let device = parse_device(&a.device)?;
-    let m = pzt::loader::load(
-        &a.model,
-        &pzt::builtin_registry(),
-        parse_dtype(&a.dtype)?,
-        device,
-    )
-    .map_err(lib_err)?;
+    let (m, device) = load_model(&a.model, &a.dtype, &a.device)?;
     let ids = model_tokens(&m, &a.tokens, &a.prompt)?;
     if let Some(p) = a.top_p {
         if !(p > 0.0 && p <= 1.0) {

@@ -1,6 +1,6 @@
 //! `pzt logits MODEL (--tokens IDS | --text TEXT) [--out FILE] [--dtype D] [--device D]`.
 
-use super::common::{lib_err, model_tokens, parse_device, parse_dtype, Failure};
+use super::common::{lib_err, load_model, model_tokens, Failure};
 use std::path::PathBuf;
 
 /// Compute the logits of a token sequence (top-5 next tokens per position, or a safetensors
@@ -27,14 +27,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    let device = parse_device(&a.device)?;
-    let m = pzt::loader::load(
-        &a.model,
-        &pzt::builtin_registry(),
-        parse_dtype(&a.dtype)?,
-        device,
-    )
-    .map_err(lib_err)?;
+    let (m, device) = load_model(&a.model, &a.dtype, &a.device)?;
     let ids = model_tokens(&m, &a.tokens, &a.text)?;
     let logits = pzt::models::generate::logits(&m.tree, &ids, &m.axes, device).map_err(lib_err)?;
     match a.out {

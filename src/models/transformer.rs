@@ -157,40 +157,35 @@ impl TransformerConfig {
             rope_theta: self.rope_theta,
             rope_scaling: None,
         };
-        DecoderConfig {
-            vocab_size: self.vocab_size,
-            d_model: self.d_model,
-            num_heads: self.num_heads,
-            num_kv_heads: self.num_kv_heads.unwrap_or(self.num_heads),
-            head_dim: self.head_dim.unwrap_or(self.d_model / self.num_heads),
-            mlp_hidden: self.mlp_hidden,
-            gated_mlp,
-            activation,
-            mlp_bias: false,
-            layer_norm: self.norm == NormKind::Layer,
-            norm_eps: self.norm_eps,
-            layers: vec![layer; self.num_layers.max(0) as usize],
-            rotary_dims: None,
-            query_scale: None,
-            qkv_bias: self.attention_bias,
-            output_bias: self.attention_bias,
-            qk_norm: false,
-            attn_softcap: None,
-            final_softcap: None,
-            embed_scale: None,
-            sandwich_norms: false,
-            parallel_residual: false,
-            tie_embeddings: self.tie_embeddings,
-            dropout: self.dropout,
-            embedding_init: Some(Initializer::Normal {
-                std: self
-                    .embedding_init_std
-                    .unwrap_or(1.0 / (self.d_model as f64).sqrt()),
-            }),
-            embedding_axis: self.embedding_axis.clone(),
-            vocab_axis: self.vocab_axis.clone(),
-            neurons_axis: self.neurons_axis.clone(),
-        }
+        let mut d = DecoderConfig::llama(
+            self.vocab_size,
+            self.d_model,
+            self.num_layers.max(0) as usize,
+            (
+                self.num_heads,
+                self.num_kv_heads.unwrap_or(self.num_heads),
+                self.head_dim.unwrap_or(self.d_model / self.num_heads),
+            ),
+            self.mlp_hidden,
+        );
+        d.layers = vec![layer; d.layers.len()];
+        d.gated_mlp = gated_mlp;
+        d.activation = activation;
+        d.layer_norm = self.norm == NormKind::Layer;
+        d.norm_eps = self.norm_eps;
+        d.qkv_bias = self.attention_bias;
+        d.output_bias = self.attention_bias;
+        d.tie_embeddings = self.tie_embeddings;
+        d.dropout = self.dropout;
+        d.embedding_init = Some(Initializer::Normal {
+            std: self
+                .embedding_init_std
+                .unwrap_or(1.0 / (self.d_model as f64).sqrt()),
+        });
+        d.embedding_axis = self.embedding_axis.clone();
+        d.vocab_axis = self.vocab_axis.clone();
+        d.neurons_axis = self.neurons_axis.clone();
+        d
     }
 
     /// Builds the model under `scope`.

@@ -22,11 +22,10 @@ pub(super) fn csv(cfg: &CsvSource, files: &[PathBuf]) -> Result<(Vec<Example>, i
         let cols: Vec<&str> = header.split(',').map(|s| s.trim()).collect();
         let idx = |name: &str| {
             cols.iter().position(|c| *c == name).ok_or_else(|| {
-                Error::Config(format!(
-                    "{}: no column `{name}` (columns: {})",
+                Error::bad_file(
                     f.display(),
-                    cols.join(", ")
-                ))
+                    format!("no column `{name}` (columns: {})", cols.join(", ")),
+                )
             })
         };
         let fi: Vec<usize> = cfg.features.iter().map(|c| idx(c)).collect::<Result<_>>()?;
@@ -38,23 +37,25 @@ pub(super) fn csv(cfg: &CsvSource, files: &[PathBuf]) -> Result<(Vec<Example>, i
                     .and_then(|v| v.parse::<f32>().ok())
                     .filter(|v| v.is_finite())
                     .ok_or_else(|| {
-                        Error::Config(format!(
-                            "{}:{}: column `{}` is not a finite number",
+                        Error::bad_line(
                             f.display(),
                             ln + 1,
-                            cols.get(i).copied().unwrap_or("?")
-                        ))
+                            format!(
+                                "column `{}` is not a finite number",
+                                cols.get(i).copied().unwrap_or("?")
+                            ),
+                        )
                     })
             };
             let x: Vec<f32> = fi.iter().map(|&i| num(i)).collect::<Result<_>>()?;
             let y = num(ti)?;
             if cfg.task == CsvTask::Classification {
                 if y < 0.0 || y.fract() != 0.0 {
-                    return Err(Error::Config(format!(
-                        "{}:{}: class `{y}` must be a non-negative integer",
+                    return Err(Error::bad_line(
                         f.display(),
-                        ln + 1
-                    )));
+                        ln + 1,
+                        format!("class `{y}` must be a non-negative integer"),
+                    ));
                 }
                 max_class = max_class.max(y as i64);
             }

@@ -100,9 +100,9 @@ pub(super) fn jsonl(cfg: &JsonlSource, files: &[PathBuf], tok: &Tokenizer) -> Re
             if line.trim().is_empty() {
                 continue;
             }
-            let where_ = format!("{}:{}", f.display(), i + 1);
-            let v: serde_json::Value = serde_json::from_str(line)
-                .map_err(|e| Error::Config(format!("{where_}: invalid JSON: {e}")))?;
+            let bad = |m: String| Error::bad_line(f.display(), i + 1, m);
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
             let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
             let ex = if let (Some(p), Some(c)) =
                 (field(&cfg.prompt_field), field(&cfg.completion_field))
@@ -118,8 +118,8 @@ pub(super) fn jsonl(cfg: &JsonlSource, files: &[PathBuf], tok: &Tokenizer) -> Re
                     prompt_len: 0,
                 }
             } else {
-                return Err(Error::Config(format!(
-                    "{where_}: expected a string field `{}`, or `{}` and `{}`",
+                return Err(bad(format!(
+                    "expected a string field `{}`, or `{}` and `{}`",
                     cfg.text_field, cfg.prompt_field, cfg.completion_field
                 )));
             };

@@ -96,6 +96,57 @@ pub struct DecoderConfig {
     pub neurons_axis: String,
 }
 
+impl DecoderConfig {
+    /// A Llama-style decoder of these sizes: SwiGLU MLP, RMSNorm (eps 1e-6), no biases, full
+    /// causal attention with RoPE (base 10000) in every layer, untied head, no dropout, the
+    /// axis names `embedding`, `vocab`, `neurons`. The families change what differs.
+    pub fn llama(
+        vocab_size: i64,
+        d_model: i64,
+        num_layers: usize,
+        (num_heads, num_kv_heads, head_dim): (i64, i64, i64),
+        mlp_hidden: i64,
+    ) -> Self {
+        DecoderConfig {
+            vocab_size,
+            d_model,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            mlp_hidden,
+            gated_mlp: true,
+            activation: Activation::Silu,
+            mlp_bias: false,
+            layer_norm: false,
+            norm_eps: 1e-6,
+            layers: vec![
+                LayerAttention {
+                    window: None,
+                    rope_theta: 10_000.0,
+                    rope_scaling: None,
+                };
+                num_layers
+            ],
+            rotary_dims: None,
+            query_scale: None,
+            qkv_bias: false,
+            output_bias: false,
+            qk_norm: false,
+            attn_softcap: None,
+            final_softcap: None,
+            embed_scale: None,
+            sandwich_norms: false,
+            parallel_residual: false,
+            tie_embeddings: false,
+            dropout: 0.0,
+            embedding_init: None,
+            embedding_axis: "embedding".into(),
+            vocab_axis: "vocab".into(),
+            neurons_axis: "neurons".into(),
+        }
+    }
+}
+
 /// Where a norm sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NormSite {

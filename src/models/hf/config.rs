@@ -45,7 +45,7 @@ struct Cfg<'a> {
 }
 
 fn bad(what: &str, key: &str, v: &Value, why: &str) -> Error {
-    Error::Config(format!("{what}: `{key}` = {v} is not supported: {why}"))
+    Error::bad_file(what, format!("`{key}` = {v} is not supported: {why}"))
 }
 
 impl<'a> Cfg<'a> {
@@ -57,19 +57,19 @@ impl<'a> Cfg<'a> {
         match self.get(k) {
             None => Ok(None),
             Some(v) => v.as_i64().map(Some).ok_or_else(|| {
-                Error::Config(format!("{}: `{k}` = {v} should be an integer", self.what))
+                Error::bad_file(&self.what, format!("`{k}` = {v} should be an integer"))
             }),
         }
     }
     fn req_int(&self, k: &str) -> Result<i64> {
         self.int(k)?
-            .ok_or_else(|| Error::Config(format!("{}: `{k}` is missing", self.what)))
+            .ok_or_else(|| Error::bad_file(&self.what, format!("`{k}` is missing")))
     }
     fn float(&self, k: &str) -> Result<Option<f64>> {
         match self.get(k) {
             None => Ok(None),
             Some(v) => v.as_f64().map(Some).ok_or_else(|| {
-                Error::Config(format!("{}: `{k}` = {v} should be a number", self.what))
+                Error::bad_file(&self.what, format!("`{k}` = {v} should be a number"))
             }),
         }
     }
@@ -77,7 +77,7 @@ impl<'a> Cfg<'a> {
         match self.get(k) {
             None => Ok(None),
             Some(v) => v.as_bool().map(Some).ok_or_else(|| {
-                Error::Config(format!("{}: `{k}` = {v} should be a boolean", self.what))
+                Error::bad_file(&self.what, format!("`{k}` = {v} should be a boolean"))
             }),
         }
     }
@@ -125,9 +125,7 @@ const IGNORABLE: [&str; 15] = [
 
 fn parse_rope(what: &str, rp: &Value) -> Result<(f64, Option<RopeScaling>, Option<f64>)> {
     let m = rp.as_object().ok_or_else(|| {
-        Error::Config(format!(
-            "{what}: rope parameters should be a table, got {rp}"
-        ))
+        Error::bad_file(what, format!("rope parameters should be a table, got {rp}"))
     })?;
     let f = |k: &str| m.get(k).and_then(|v| v.as_f64());
     let theta = f("rope_theta").unwrap_or(10_000.0);
@@ -138,7 +136,7 @@ fn parse_rope(what: &str, rp: &Value) -> Result<(f64, Option<RopeScaling>, Optio
         .and_then(|v| v.as_str())
         .unwrap_or("default");
     let need = |k: &str| {
-        f(k).ok_or_else(|| Error::Config(format!("{what}: rope type `{ty}` needs `{k}`")))
+        f(k).ok_or_else(|| Error::bad_file(what, format!("rope type `{ty}` needs `{k}`")))
     };
     let scaling = match ty {
         "default" => None,
@@ -152,9 +150,12 @@ fn parse_rope(what: &str, rp: &Value) -> Result<(f64, Option<RopeScaling>, Optio
             original_max_position_embeddings: need("original_max_position_embeddings")?,
         }),
         other => {
-            return Err(Error::Config(format!(
-                "{what}: rope_type `{other}` is not supported (supported: default, linear, llama3)"
-            )))
+            return Err(Error::bad_file(
+                what,
+                format!(
+                    "rope_type `{other}` is not supported (supported: default, linear, llama3)"
+                ),
+            ))
         }
     };
     for k in m.keys() {
@@ -200,10 +201,10 @@ fn act(what: &str, key: &str, v: &str) -> Result<Activation> {
 /// Parses a config.json text.
 pub fn parse(text: &str, path: &str) -> Result<Arch> {
     let v: Value = serde_json::from_str(text)
-        .map_err(|e| Error::Config(format!("{path}: invalid JSON: {e}")))?;
+        .map_err(|e| Error::bad_file(path, format!("invalid JSON: {e}")))?;
     let map = v
         .as_object()
-        .ok_or_else(|| Error::Config(format!("{path}: not a JSON object")))?;
+        .ok_or_else(|| Error::bad_file(path, "not a JSON object"))?;
     let c = Cfg {
         map,
         used: RefCell::new(BTreeSet::new()),
@@ -211,7 +212,7 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
     };
     let model_type = c
         .string("model_type")
-        .ok_or_else(|| Error::Config(format!("{path}: `model_type` is missing")))?
+        .ok_or_else(|| Error::bad_file(path, "`model_type` is missing"))?
         .to_string();
     let family = match model_type.as_str() {
         "llama" => Family::Llama,
@@ -220,7 +221,7 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
         "gemma2" => Family::Gemma2,
         "gemma3_text" => Family::Gemma3,
         "gpt_neox" => Family::GptNeox,
-        other => return Err(Error::Config(format!("{path}: model_type `{other}` is not supported (supported: llama, mistral, gemma, gemma2, gemma3_text, gpt_neox)"))),
+        other => return Err(Error::bad_file(path, format!("model_type `{other}` is not supported (supported: llama, mistral, gemma, gemma2, gemma3_text, gpt_neox)"))),
     };
     let vocab = c.req_int("vocab_size")?;
     let d_model = c.req_int("hidden_size")?;
@@ -235,7 +236,7 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
         .unwrap_or("float32");
     let dtype = crate::base::dtype::from_name(dtype_name)
         .filter(|k| matches!(k, tch::Kind::Float | tch::Kind::BFloat16 | tch::Kind::Half))
-        .ok_or_else(|| Error::Config(format!("{path}: dtype `{dtype_name}` is not supported")))?;
+        .ok_or_else(|| Error::bad_file(path, format!("dtype `{dtype_name}` is not supported")))?;
     let eos = match c.get("eos_token_id") {
         Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_i64()).collect(),
         Some(v) => v.as_i64().into_iter().collect(),
@@ -279,9 +280,9 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
     if let Some(rp) = c.get("rope_parameters") {
         let per_type = rp.get("full_attention").is_some() || rp.get("sliding_attention").is_some();
         if per_type {
-            let full = rp.get("full_attention").ok_or_else(|| {
-                Error::Config(format!("{path}: rope_parameters lacks `full_attention`"))
-            })?;
+            let full = rp
+                .get("full_attention")
+                .ok_or_else(|| Error::bad_file(path, "rope_parameters lacks `full_attention`"))?;
             let (t, sc, _) = parse_rope(path, full)?;
             rope_theta = t;
             rope_scaling = sc;
@@ -299,36 +300,9 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
     if let Some(lb) = c.float("rope_local_base_freq")? {
         local = Some((lb, None));
     }
-    let mut d = DecoderConfig {
-        vocab_size: vocab,
-        d_model,
-        num_heads: heads,
-        num_kv_heads: kv_heads,
-        head_dim,
-        mlp_hidden: ffn,
-        gated_mlp: true,
-        activation: Activation::Silu,
-        mlp_bias: false,
-        layer_norm: false,
-        norm_eps: 1e-6,
-        layers: vec![],
-        rotary_dims: None,
-        query_scale: Some(1.0 / (head_dim as f64).sqrt()),
-        qkv_bias: false,
-        output_bias: false,
-        qk_norm: false,
-        attn_softcap: None,
-        final_softcap: None,
-        embed_scale: None,
-        sandwich_norms: false,
-        parallel_residual: false,
-        tie_embeddings: tied,
-        dropout: 0.0,
-        embedding_init: None,
-        embedding_axis: "embedding".into(),
-        vocab_axis: "vocab".into(),
-        neurons_axis: "neurons".into(),
-    };
+    let mut d = DecoderConfig::llama(vocab, d_model, 0, (heads, kv_heads, head_dim), ffn);
+    d.query_scale = Some(1.0 / (head_dim as f64).sqrt());
+    d.tie_embeddings = tied;
     let mut norm_plus_one = false;
     let mut window: Vec<Option<i64>> = vec![None; layers as usize];
     match family {
@@ -383,9 +357,10 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
                             Some("sliding_attention") => true,
                             Some("full_attention") => false,
                             other => {
-                                return Err(Error::Config(format!(
-                                    "{path}: layer_types[{i}] = {other:?} is not supported"
-                                )))
+                                return Err(Error::bad_file(
+                                    path,
+                                    format!("layer_types[{i}] = {other:?} is not supported"),
+                                ))
                             }
                         },
                         (None, Some(p)) => (i as i64 + 1) % p != 0,
@@ -394,7 +369,7 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
                     };
                     if sliding {
                         *w = Some(sw.ok_or_else(|| {
-                            Error::Config(format!("{path}: sliding layers need `sliding_window`"))
+                            Error::bad_file(path, "sliding layers need `sliding_window`")
                         })?);
                     }
                 }
@@ -428,8 +403,9 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
     }
     if family != Family::GptNeox {
         if let Some(p) = partial.filter(|p| *p != 1.0) {
-            return Err(Error::Config(format!(
-                "{path}: `rope_parameters.partial_rotary_factor` = {p} is not supported for {model_type} (only GPT-NeoX rotates part of each head)"
+            return Err(Error::bad_file(
+                path,
+                format!("`rope_parameters.partial_rotary_factor` = {p} is not supported for {model_type} (only GPT-NeoX rotates part of each head)"
             )));
         }
     }
@@ -448,10 +424,13 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
         })
         .collect();
     if d.num_kv_heads < 1 || d.num_heads % d.num_kv_heads != 0 {
-        return Err(Error::Config(format!(
-            "{path}: num_attention_heads {} is not a multiple of num_key_value_heads {}",
-            d.num_heads, d.num_kv_heads
-        )));
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                d.num_heads, d.num_kv_heads
+            ),
+        ));
     }
     let mut ign: Vec<&str> = IGNORABLE.to_vec();
     ign.extend([

@@ -51,8 +51,8 @@ pub struct HfModel {
 /// Reads and parses a model directory's `config.json`.
 pub fn read_config(dir: &Path) -> Result<Arch> {
     let cp = dir.join("config.json");
-    let text = std::fs::read_to_string(&cp)
-        .map_err(|e| Error::Config(format!("{}: {e}", cp.display())))?;
+    let text =
+        std::fs::read_to_string(&cp).map_err(|e| Error::bad_file(cp.display(), e.to_string()))?;
     parse(&text, &cp.display().to_string())
 }
 
@@ -80,20 +80,20 @@ pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfMo
             .get(&label)
             .ok_or_else(|| Error::Config(format!("internal: no parameter `{label}` for `{hf}`")))?;
         let t = weights.get(&hf).map_err(|_| {
-            Error::Config(format!(
-                "{}: the checkpoint lacks `{hf}` (shape {:?} expected)",
+            Error::bad_file(
                 dir.display(),
-                hf_shape(tr, shape, &arch)
-            ))
+                format!(
+                    "the checkpoint lacks `{hf}` (shape {:?} expected)",
+                    hf_shape(tr, shape, &arch)
+                ),
+            )
         })?;
         let want = hf_shape(tr, shape, &arch);
         if t.size() != want {
-            return Err(Error::Config(format!(
-                "{}: `{hf}` has shape {:?}, expected {:?}",
+            return Err(Error::bad_file(
                 dir.display(),
-                t.size(),
-                want
-            )));
+                format!("`{hf}` has shape {:?}, expected {:?}", t.size(), want),
+            ));
         }
         used.insert(hf.clone());
         let v = to_pzt(&t.f_to_kind(Kind::Float).ctx("load")?, tr, shape, &arch)?
@@ -108,10 +108,10 @@ pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfMo
             && !(arch.decoder.tie_embeddings
                 && (name == "lm_head.weight" || name == "embed_out.weight"))
         {
-            return Err(Error::Config(format!(
-                "{}: the checkpoint has a tensor pzt does not use: `{name}`",
-                dir.display()
-            )));
+            return Err(Error::bad_file(
+                dir.display(),
+                format!("the checkpoint has a tensor pzt does not use: `{name}`"),
+            ));
         }
     }
     let list: Vec<Parameter> = params.into_values().collect();

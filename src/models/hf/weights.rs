@@ -46,11 +46,11 @@ impl Weights {
                 ))
             })?;
             let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| Error::Config(format!("{}: {e}", idx.display())))?;
+                .map_err(|e| Error::bad_file(idx.display(), e.to_string()))?;
             let wm = v
                 .get("weight_map")
                 .and_then(|w| w.as_object())
-                .ok_or_else(|| Error::Config(format!("{}: no weight_map", idx.display())))?;
+                .ok_or_else(|| Error::bad_file(idx.display(), "no weight_map"))?;
             let mut fs: Vec<String> = wm
                 .values()
                 .filter_map(|x| x.as_str().map(String::from))
@@ -66,7 +66,7 @@ impl Weights {
             // SAFETY: the file is only read; pzt does not write model files it has mapped.
             let mm = unsafe { memmap2::Mmap::map(&file) }.map_err(io(f))?;
             let st = safetensors::SafeTensors::deserialize(&mm).map_err(|e| {
-                Error::Config(format!("{}: not a safetensors file: {e:?}", f.display()))
+                Error::bad_file(f.display(), format!("not a safetensors file: {e:?}"))
             })?;
             for name in st.names() {
                 index.insert(name.to_string(), i);
@@ -89,10 +89,10 @@ impl Weights {
             .ok_or_else(|| Error::Config(format!("the checkpoint has no tensor `{name}`")))?;
         let (path, mm) = &self.maps[i];
         let st = safetensors::SafeTensors::deserialize(mm)
-            .map_err(|e| Error::Config(format!("{}: {e:?}", path.display())))?;
+            .map_err(|e| Error::bad_file(path.display(), format!("{e:?}")))?;
         let view = st
             .tensor(name)
-            .map_err(|e| Error::Config(format!("{}: `{name}`: {e:?}", path.display())))?;
+            .map_err(|e| Error::bad_file(path.display(), format!("`{name}`: {e:?}")))?;
         let shape: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
         let data = view.data();
         let t = Tensor::f_from_data_size(data, &shape, st_kind(view.dtype())?)
