@@ -135,3 +135,37 @@ impl Cursor {
         out
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permutations_and_cursors_are_pure_functions_of_the_seed() {
+        let p = permutation(10, 3);
+        let mut sorted = p.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        assert_eq!(p, permutation(10, 3));
+        let mut a = Cursor::new(1, 5, 0);
+        let first: Vec<usize> = a.next_batch(7);
+        let mut b = Cursor::new(1, 5, 3);
+        assert_eq!(b.next_batch(4), first[3..7].to_vec());
+        assert_eq!(a.position, 7);
+    }
+
+    #[test]
+    fn splits_hold_out_at_least_one_example() {
+        let ex = |i: i64| Example::Tokens {
+            ids: vec![i],
+            mask: vec![1],
+            prompt_len: 0,
+        };
+        let (train, eval) = split((0..10).map(ex).collect(), 0.01, 0).unwrap();
+        assert_eq!((train.len(), eval.len()), (9, 1));
+        let (train, eval) = split((0..10).map(ex).collect(), 0.0, 0).unwrap();
+        assert_eq!((train.len(), eval.len()), (10, 0));
+        assert!(split(vec![], 0.5, 0).is_err());
+    }
+}

@@ -9,17 +9,20 @@ use crate::params::{StateEntry, StateVariable};
 use crate::tree::{select, Layer, Node, SideInputs, Value};
 use serde::{Deserialize, Serialize};
 
-fn d_kv() -> String {
-    "kv_seq".into()
-}
-
 /// Appends its input to the cache it holds (state `cache`) along `axis` and returns the whole
 /// cache.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct KVCache {
-    #[serde(default = "d_kv")]
     pub axis: String,
+}
+
+impl Default for KVCache {
+    fn default() -> Self {
+        KVCache {
+            axis: "kv_seq".into(),
+        }
+    }
 }
 
 impl Layer for KVCache {
@@ -54,10 +57,8 @@ pub fn with_kv_cache(model: &Node) -> Result<Node> {
                 let child = att.child(slot)?;
                 let label = format!("{}.{slot}.cache", path.join("."));
                 n += 1;
-                let cache = Node::new(KVCache {
-                    axis: "kv_seq".into(),
-                })
-                .with_state("cache", StateEntry::Var(StateVariable::new(label, None)));
+                let cache = Node::new(KVCache::default())
+                    .with_state("cache", StateEntry::Var(StateVariable::new(label, None)));
                 let seq = if child.is_sequence() {
                     let mut cs = child.children().to_vec();
                     let name = if cs.iter().all(|(k, _)| k.parse::<usize>().is_ok()) {

@@ -25,9 +25,6 @@ fn default_kv() -> String {
 fn default_masked() -> f64 {
     -2.3819763e38
 }
-fn default_mask_input() -> String {
-    "attn_mask".into()
-}
 
 /// The boolean causal (optionally sliding-window) mask with axes `{q_axis, kv_axis}` (plus
 /// any batch axes of the position side inputs).
@@ -79,13 +76,10 @@ fn sizes(x: &NamedTensor, q: &str, kv: &str, layer: &str) -> Result<(i64, i64)> 
 
 /// Causal mask.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ApplyCausalAttentionMask {
-    #[serde(default = "default_q")]
     pub query_axis: String,
-    #[serde(default = "default_kv")]
     pub kv_axis: String,
-    #[serde(default = "default_masked")]
     pub masked_out_value: f64,
 }
 
@@ -187,18 +181,16 @@ impl Layer for ApplyCausalSlidingWindowAttentionMask {
 
 /// A mask from a side input (boolean named tensor, true = attend).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ApplyExplicitAttentionMask {
-    #[serde(default = "default_mask_input")]
     pub mask_input: String,
-    #[serde(default = "default_masked")]
     pub masked_out_value: f64,
 }
 
 impl Default for ApplyExplicitAttentionMask {
     fn default() -> Self {
         ApplyExplicitAttentionMask {
-            mask_input: default_mask_input(),
+            mask_input: "attn_mask".into(),
             masked_out_value: default_masked(),
         }
     }

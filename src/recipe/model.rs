@@ -407,3 +407,12 @@ impl<'a> ModelBuilder<'a> {
             .map_err(|e| config_error(e, t, loc, key_path, &["builder"]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn articles() {
+        assert_eq!(super::a_layer("Affine"), "an `Affine` layer");
+        assert_eq!(super::a_layer("RMSLayerNorm"), "a `RMSLayerNorm` layer");
+    }
+}

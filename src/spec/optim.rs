@@ -152,3 +152,38 @@ impl OptimConfig {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn cfg(schedule: Schedule) -> OptimConfig {
+        let mut c: OptimConfig =
+            toml::from_str("lr = 1.0\nwarmup_steps = 2\nmin_lr_ratio = 0.1").unwrap();
+        c.schedule = schedule;
+        c
+    }
+
+    #[test]
+    fn schedules() {
+        let c = cfg(Schedule::Cosine);
+        assert_eq!(c.lr_at(0, 12), 0.5);
+        assert_eq!(c.lr_at(1, 12), 1.0);
+        assert_eq!(c.lr_at(2, 12), 1.0);
+        assert!((c.lr_at(12, 12) - 0.1).abs() < 1e-12);
+        let l = cfg(Schedule::Linear);
+        assert!((l.lr_at(7, 12) - 0.55).abs() < 1e-12);
+        assert_eq!(cfg(Schedule::Constant).lr_at(11, 12), 1.0);
+    }
+
+    #[test]
+    fn state_sizes() {
+        let mut c = cfg(Schedule::Constant);
+        assert_eq!((c.state_bytes_per_value(), c.describe()), (8, "AdamW"));
+        c.kind = OptimKind::Sgd;
+        assert_eq!((c.state_bytes_per_value(), c.describe()), (0, "SGD"));
+        c.momentum = 0.9;
+        assert_eq!(c.state_bytes_per_value(), 4);
+    }
+}

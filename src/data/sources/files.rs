@@ -66,3 +66,18 @@ pub(super) fn read(path: &Path) -> Result<String> {
         source,
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match(b"*.txt", b"a.txt"));
+        assert!(glob_match(b"part-??.jsonl", b"part-07.jsonl"));
+        assert!(!glob_match(b"part-??.jsonl", b"part-7.jsonl"));
+        assert!(glob_match(b"*", b""));
+        assert!(!glob_match(b"*.txt", b"a.txt.bak"));
+    }
+}

@@ -42,17 +42,12 @@ pub fn fused_call_count() -> u64 {
     FUSED_CALLS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-fn yes() -> bool {
-    true
-}
-
 /// The attention combinator. Children: `input_to_query`, `input_to_key`, `input_to_value`,
 /// `query_key_to_attn`, `attn_value_to_output`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Attention {
     /// Use the fused kernel when the sublayers have the standard shape.
-    #[serde(default = "yes")]
     pub fused: bool,
 }
 
