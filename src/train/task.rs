@@ -46,10 +46,15 @@ pub fn for_data(
     eval_generate: usize,
 ) -> Box<dyn Task> {
     match &data.source {
-        crate::data::spec::Source::Csv(c) => Box::new(Rows {
+        crate::data::spec::Source::Csv(c) if c.task == CsvTask::Classification => {
+            Box::new(Classification {
+                axes,
+                num_features: num_features as usize,
+            })
+        }
+        crate::data::spec::Source::Csv(_) => Box::new(Regression {
             axes,
             num_features: num_features as usize,
-            classify: c.task == CsvTask::Classification,
         }),
         _ => Box::new(LanguageModel {
             axes,
@@ -169,46 +174,49 @@ impl Task for LanguageModel {
     }
 }
 
-/// Numeric rows: classification (cross-entropy over integer classes) or regression (mean
-/// squared error on one value per example).
-pub struct Rows {
-    axes: (String, String),
-    num_features: usize,
-    classify: bool,
+/// A batch of numeric rows: features `[batch, features]` and one target per example.
+fn row_batch(
+    items: &[&Example],
+    axes: &(String, String),
+    f: usize,
+    device: Device,
+) -> Result<Batch> {
+    let b = items.len();
+    let mut xs = vec![0f32; b * f];
+    let mut ys = vec![0f32; b];
+    for (i, e) in items.iter().enumerate() {
+        if let Example::Row { x, y } = e {
+            xs[i * f..(i + 1) * f].copy_from_slice(x);
+            ys[i] = *y;
+        }
+    }
+    let x = Tensor::from_slice(&xs)
+        .f_reshape([b as i64, f as i64])
+        .and_then(|x| x.f_to_device(device))
+        .ctx("batch")?;
+    let y = Tensor::from_slice(&ys).f_to_device(device).ctx("batch")?;
+    let mask = y.f_ones_like().ctx("batch")?;
+    Ok(Batch {
+        x: NamedTensor::wrap(x, &[axes.0.as_str(), axes.1.as_str()])?,
+        targets: y,
+        mask,
+    })
 }
 
-impl Task for Rows {
+/// Classification of numeric rows: cross-entropy over integer classes; accuracy.
+pub struct Classification {
+    axes: (String, String),
+    num_features: usize,
+}
+
+impl Task for Classification {
     fn batch(&self, items: &[&Example], device: Device) -> Result<Batch> {
-        let f = self.num_features;
-        let b = items.len();
-        let mut xs = vec![0f32; b * f];
-        let mut ys = vec![0f32; b];
-        for (i, e) in items.iter().enumerate() {
-            if let Example::Row { x, y } = e {
-                xs[i * f..(i + 1) * f].copy_from_slice(x);
-                ys[i] = *y;
-            }
-        }
-        let x = Tensor::from_slice(&xs)
-            .f_reshape([b as i64, f as i64])
-            .and_then(|x| x.f_to_device(device))
-            .ctx("batch")?;
-        let y = Tensor::from_slice(&ys).f_to_device(device).ctx("batch")?;
-        let mask = y.f_ones_like().ctx("batch")?;
-        Ok(Batch {
-            x: NamedTensor::wrap(x, &[self.axes.0.as_str(), self.axes.1.as_str()])?,
-            targets: y,
-            mask,
-        })
+        row_batch(items, &self.axes, self.num_features, device)
     }
 
     fn loss(&self, y: &NamedTensor, b: &Batch) -> Result<(Tensor, Sums)> {
         let logits = rearranged(y, &self.axes.0, None)?;
-        if self.classify {
-            masked_cross_entropy(&logits, &b.targets, &b.mask)
-        } else {
-            sum_squared_error(&logits, &b.targets, &b.mask)
-        }
+        masked_cross_entropy(&logits, &b.targets, &b.mask)
     }
 
     fn metrics(
@@ -219,9 +227,39 @@ impl Task for Rows {
     ) -> Result<Map<String, Value>> {
         let mut m = Map::new();
         m.insert("eval.loss".into(), json!(s.loss / s.count.max(1.0)));
-        if self.classify {
-            m.insert("eval.accuracy".into(), json!(s.correct / s.count.max(1.0)));
-        }
+        m.insert("eval.accuracy".into(), json!(s.correct / s.count.max(1.0)));
+        Ok(m)
+    }
+
+    fn tokens_per_batch(&self, batch_size: usize) -> usize {
+        batch_size
+    }
+}
+
+/// Regression on numeric rows: mean squared error on one value per example.
+pub struct Regression {
+    axes: (String, String),
+    num_features: usize,
+}
+
+impl Task for Regression {
+    fn batch(&self, items: &[&Example], device: Device) -> Result<Batch> {
+        row_batch(items, &self.axes, self.num_features, device)
+    }
+
+    fn loss(&self, y: &NamedTensor, b: &Batch) -> Result<(Tensor, Sums)> {
+        let pred = rearranged(y, &self.axes.0, None)?;
+        sum_squared_error(&pred, &b.targets, &b.mask)
+    }
+
+    fn metrics(
+        &self,
+        s: Sums,
+        _eval: &[Example],
+        _greedy: Greedy<'_>,
+    ) -> Result<Map<String, Value>> {
+        let mut m = Map::new();
+        m.insert("eval.loss".into(), json!(s.loss / s.count.max(1.0)));
         Ok(m)
     }
 

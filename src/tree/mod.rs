@@ -25,6 +25,7 @@ pub use build::{Builder, Scope};
 pub use layer::{ChildLayout, Layer, ParamSpec};
 pub use registry::Registry;
 pub use select::{select, Selection};
+pub use serialize::Form;
 pub use trace::{trace_leaf_outputs, trace_record};
 
 use crate::base::{Error, Result};
