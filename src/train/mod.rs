@@ -7,6 +7,22 @@
 //! learning rate from the step. With the same recipe, seed, machine and thread count, the
 //! metrics (except wall-clock fields) and the final parameters are bit-identical, and a run
 //! resumed from a checkpoint continues exactly as the uninterrupted run would have.
+//!
+//! ```no_run
+//! use pzt::train::{train, TrainOptions};
+//! use std::sync::{atomic::AtomicBool, Arc};
+//! # fn main() -> pzt::Result<()> {
+//! let registry = pzt::builtin_registry();
+//! let recipe = pzt::recipe::Recipe::load(std::path::Path::new("recipes/quickstart.toml"), &[])?;
+//! let spec = recipe.train_spec(&registry)?;
+//! let stop = Arc::new(AtomicBool::new(false)); // set it to stop after the current step
+//! let summary = train(spec, &TrainOptions::default(), &stop).map_err(|e| recipe.locate(e))?;
+//! println!("{}", summary.to_json());
+//! let dir = pzt::train::checkpoint_to_eval(&recipe.run.out_dir, None)?;
+//! let metrics = pzt::train::eval(recipe.eval_spec(&registry)?, &dir)?;
+//! # let _ = metrics;
+//! # Ok(()) }
+//! ```
 
 pub mod checkpoint;
 pub mod losses;
