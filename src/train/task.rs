@@ -46,15 +46,13 @@ pub fn for_data(
     eval_generate: usize,
 ) -> Box<dyn Task> {
     match &data.source {
-        crate::data::spec::Source::Csv(c) if c.task == CsvTask::Classification => {
-            Box::new(Classification {
-                axes,
-                num_features: num_features as usize,
-            })
-        }
-        crate::data::spec::Source::Csv(_) => Box::new(Regression {
+        crate::data::spec::Source::Csv(c) => Box::new(Rows {
             axes,
             num_features: num_features as usize,
+            target: match c.task {
+                CsvTask::Classification => RowTarget::Class,
+                CsvTask::Regression => RowTarget::Value,
+            },
         }),
         _ => Box::new(LanguageModel {
             axes,
@@ -203,20 +201,34 @@ fn row_batch(
     })
 }
 
-/// Classification of numeric rows: cross-entropy over integer classes; accuracy.
-pub struct Classification {
-    axes: (String, String),
-    num_features: usize,
+/// What a row's target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowTarget {
+    /// An integer class: cross-entropy, accuracy.
+    Class,
+    /// A number: mean squared error.
+    Value,
 }
 
-impl Task for Classification {
+/// Numeric rows: classification (cross-entropy over integer classes, accuracy) or regression
+/// (mean squared error on one value per example).
+pub struct Rows {
+    axes: (String, String),
+    num_features: usize,
+    target: RowTarget,
+}
+
+impl Task for Rows {
     fn batch(&self, items: &[&Example], device: Device) -> Result<Batch> {
         row_batch(items, &self.axes, self.num_features, device)
     }
 
     fn loss(&self, y: &NamedTensor, b: &Batch) -> Result<(Tensor, Sums)> {
-        let logits = rearranged(y, &self.axes.0, None)?;
-        masked_cross_entropy(&logits, &b.targets, &b.mask)
+        let out = rearranged(y, &self.axes.0, None)?;
+        match self.target {
+            RowTarget::Class => masked_cross_entropy(&out, &b.targets, &b.mask),
+            RowTarget::Value => sum_squared_error(&out, &b.targets, &b.mask),
+        }
     }
 
     fn metrics(
@@ -227,39 +239,9 @@ impl Task for Classification {
     ) -> Result<Map<String, Value>> {
         let mut m = Map::new();
         m.insert("eval.loss".into(), json!(s.loss / s.count.max(1.0)));
-        m.insert("eval.accuracy".into(), json!(s.correct / s.count.max(1.0)));
-        Ok(m)
-    }
-
-    fn tokens_per_batch(&self, batch_size: usize) -> usize {
-        batch_size
-    }
-}
-
-/// Regression on numeric rows: mean squared error on one value per example.
-pub struct Regression {
-    axes: (String, String),
-    num_features: usize,
-}
-
-impl Task for Regression {
-    fn batch(&self, items: &[&Example], device: Device) -> Result<Batch> {
-        row_batch(items, &self.axes, self.num_features, device)
-    }
-
-    fn loss(&self, y: &NamedTensor, b: &Batch) -> Result<(Tensor, Sums)> {
-        let pred = rearranged(y, &self.axes.0, None)?;
-        sum_squared_error(&pred, &b.targets, &b.mask)
-    }
-
-    fn metrics(
-        &self,
-        s: Sums,
-        _eval: &[Example],
-        _greedy: Greedy<'_>,
-    ) -> Result<Map<String, Value>> {
-        let mut m = Map::new();
-        m.insert("eval.loss".into(), json!(s.loss / s.count.max(1.0)));
+        if self.target == RowTarget::Class {
+            m.insert("eval.accuracy".into(), json!(s.correct / s.count.max(1.0)));
+        }
         Ok(m)
     }
 
