@@ -1,24 +1,13 @@
 //! Recipes from the CLI: the shipped recipes plan, show and select; --set; include; patches;
 //! round trip recipe -> tree -> TOML -> tree; golden error messages for bad recipes.
+mod common;
 use pzt::recipe::model::ModelBuilder;
 use pzt::recipe::plan::Plan;
 use pzt::recipe::Recipe;
 use pzt::tree::{select, Builder};
 use std::path::Path;
-use std::process::Command;
 
-fn pzt(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pzt"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::run_pzt as pzt;
 
 fn plan_json(args: &[&str]) -> serde_json::Value {
     let mut a = vec!["plan"];

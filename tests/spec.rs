@@ -1,22 +1,11 @@
 //! The typed run spec from the command line: `[data]` keys belong to their source, the model
 //! input is stated once (derived from `[train]` and `[data]`, or checked against them), and the
 //! plan's memory estimate follows `[optim]`.
+mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn pzt(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pzt"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::run_pzt as pzt;
 
 fn write(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pzt-spec-{}", std::process::id()));

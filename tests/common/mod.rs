@@ -44,3 +44,17 @@ pub fn assert_close(a: &NamedTensor, b: &NamedTensor, tol: f64) {
 pub fn axes(pairs: &[(&str, i64)]) -> Axes {
     pairs.iter().map(|(n, s)| (n.to_string(), *s)).collect()
 }
+
+/// Runs the `pzt` binary (no colour): exit code, stdout, stderr.
+pub fn run_pzt(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pzt"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
