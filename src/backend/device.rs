@@ -49,7 +49,6 @@ pub fn device_name(d: Device) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -70,7 +70,6 @@ pub fn elem_size(kind: Kind) -> i64 {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -34,7 +34,6 @@ pub fn grouped(n: i64) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

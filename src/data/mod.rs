@@ -137,7 +137,6 @@ impl Cursor {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -156,16 +155,17 @@ mod tests {
     }
 
     #[test]
-    fn splits_hold_out_at_least_one_example() {
+    fn splits_hold_out_at_least_one_example() -> Result<()> {
         let ex = |i: i64| Example::Tokens {
             ids: vec![i],
             mask: vec![1],
             prompt_len: 0,
         };
-        let (train, eval) = split((0..10).map(ex).collect(), 0.01, 0).unwrap();
+        let (train, eval) = split((0..10).map(ex).collect(), 0.01, 0)?;
         assert_eq!((train.len(), eval.len()), (9, 1));
-        let (train, eval) = split((0..10).map(ex).collect(), 0.0, 0).unwrap();
+        let (train, eval) = split((0..10).map(ex).collect(), 0.0, 0)?;
         assert_eq!((train.len(), eval.len()), (10, 0));
         assert!(split(vec![], 0.5, 0).is_err());
+        Ok(())
     }
 }

@@ -385,32 +385,37 @@ impl DataSpec {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
-    fn table(s: &str) -> toml::Table {
-        toml::from_str(s).unwrap()
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    fn table(s: &str) -> std::result::Result<toml::Table, toml::de::Error> {
+        toml::from_str(s)
     }
 
     #[test]
-    fn each_source_takes_only_its_keys() {
+    fn each_source_takes_only_its_keys() -> TestResult {
         let d = DataSpec::decode(&table(
             "source = \"synthetic\"\ngenerator = \"copy\"\nseq_len = 8\neval_fraction = 0.2",
-        ))
-        .unwrap();
+        )?)?;
         assert!(matches!(d.source, Source::Synthetic(ref s) if s.length == 8));
         assert_eq!(d.eval_fraction, 0.2);
         let e = DataSpec::decode(&table(
             "source = \"text\"\nfiles = [\"a.txt\"]\nseq_len = 8\ngenerator = \"copy\"",
-        ))
-        .unwrap_err()
-        .to_string();
+        )?)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
         assert!(
             e.contains("unknown field `generator`") && e.contains("`eval_fraction`"),
             "{e}"
         );
-        let e = DataSpec::decode(&table("source = \"txt\"")).unwrap_err();
-        assert!(e.to_string().contains("unknown variant `txt`"), "{e}");
+        let e = DataSpec::decode(&table("source = \"txt\"")?)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("unknown variant `txt`"), "{e}");
+        Ok(())
     }
 }

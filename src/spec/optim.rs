@@ -154,15 +154,24 @@ impl OptimConfig {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     fn cfg(schedule: Schedule) -> OptimConfig {
-        let mut c: OptimConfig =
-            toml::from_str("lr = 1.0\nwarmup_steps = 2\nmin_lr_ratio = 0.1").unwrap();
-        c.schedule = schedule;
-        c
+        OptimConfig {
+            kind: OptimKind::Adamw,
+            lr: 1.0,
+            betas: betas(),
+            eps: eps(),
+            weight_decay: 0.0,
+            decay_norms_and_biases: false,
+            momentum: 0.0,
+            nesterov: false,
+            clip_grad_norm: None,
+            schedule,
+            warmup_steps: 2,
+            min_lr_ratio: 0.1,
+        }
     }
 
     #[test]

@@ -68,7 +68,6 @@ pub(super) fn read(path: &Path) -> Result<String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::glob_match;
 
