@@ -196,3 +196,146 @@ extern "C" char* pzt_fused_adamw(torch::Tensor** params, torch::Tensor** grads, 
     return dup_error(e.what());
   }
 }
+
+// Activation checkpointing: a custom autograd function whose forward output was computed by
+// Rust under no_grad (nothing inside is kept for backward but the input), and whose backward
+// re-runs a Rust callback with grad enabled (under the autocast state of the forward) and back-propagates
+// through the recomputed graph. Gradients for the parameters inside the segment flow through the
+// function's extra inputs, so autograd accumulates them into the parameters as usual.
+//
+// The callback: `char* cb(void* data, torch::Tensor* x, bool recompute, torch::Tensor** out)`;
+// it takes ownership of `x`, gives ownership of `*out`, and returns a message made with
+// pzt_message on failure. `drop(data)` runs when the last holder of the callback goes away.
+typedef char* (*pzt_segment_fn)(void*, torch::Tensor*, bool, torch::Tensor**);
+typedef void (*pzt_drop_fn)(void*);
+
+extern "C" char* pzt_message(const char* s) { return dup_error(std::string(s)); }
+
+namespace {
+struct Segment : torch::CustomClassHolder {
+  pzt_segment_fn fn;
+  pzt_drop_fn drop;
+  void* data;
+  torch::Tensor output;  // the forward's result, computed by the caller under no_grad
+  bool autocast_cpu, autocast_cuda;
+  at::ScalarType dtype_cpu, dtype_cuda;
+  Segment(pzt_segment_fn f, pzt_drop_fn d, void* p) : fn(f), drop(d), data(p) {
+    autocast_cpu = at::autocast::is_autocast_enabled(at::kCPU);
+    autocast_cuda = at::autocast::is_autocast_enabled(at::kCUDA);
+    dtype_cpu = at::autocast::get_autocast_dtype(at::kCPU);
+    dtype_cuda = at::autocast::get_autocast_dtype(at::kCUDA);
+  }
+  ~Segment() override { drop(data); }
+  torch::Tensor call(const torch::Tensor& x, bool recompute) {
+    torch::Tensor* out = nullptr;
+    char* err = fn(data, new torch::Tensor(x), recompute, &out);
+    if (err != nullptr) {
+      std::string msg(err);
+      free(err);
+      throw std::runtime_error(msg);
+    }
+    if (out == nullptr) throw std::runtime_error("checkpointed segment returned no tensor");
+    torch::Tensor y = *out;
+    delete out;
+    return y;
+  }
+};
+
+// Restores an autocast state for the lifetime of the guard.
+struct AutocastAs {
+  bool cpu, cuda;
+  at::ScalarType dcpu, dcuda;
+  AutocastAs(const Segment& s) {
+    cpu = at::autocast::is_autocast_enabled(at::kCPU);
+    cuda = at::autocast::is_autocast_enabled(at::kCUDA);
+    dcpu = at::autocast::get_autocast_dtype(at::kCPU);
+    dcuda = at::autocast::get_autocast_dtype(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCPU, s.autocast_cpu);
+    at::autocast::set_autocast_enabled(at::kCUDA, s.autocast_cuda);
+    at::autocast::set_autocast_dtype(at::kCPU, s.dtype_cpu);
+    at::autocast::set_autocast_dtype(at::kCUDA, s.dtype_cuda);
+  }
+  ~AutocastAs() {
+    at::autocast::set_autocast_enabled(at::kCPU, cpu);
+    at::autocast::set_autocast_enabled(at::kCUDA, cuda);
+    at::autocast::set_autocast_dtype(at::kCPU, dcpu);
+    at::autocast::set_autocast_dtype(at::kCUDA, dcuda);
+  }
+};
+
+struct Recompute : torch::autograd::Function<Recompute> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                torch::Tensor x, at::TensorList params,
+                                                c10::intrusive_ptr<Segment> seg) {
+    torch::Tensor y = seg->output;
+    seg->output = torch::Tensor();
+    if (y.is_same(x)) y = y.clone();
+    std::vector<torch::Tensor> saved{x};
+    saved.insert(saved.end(), params.begin(), params.end());
+    ctx->save_for_backward(saved);
+    ctx->saved_data["segment"] =
+        c10::IValue::make_capsule(c10::intrusive_ptr<torch::CustomClassHolder>(seg));
+    ctx->saved_data["x_grad"] = x.requires_grad();
+    return {y};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto saved = ctx->get_saved_variables();
+    auto holder = ctx->saved_data["segment"].toCapsule();
+    auto* seg = static_cast<Segment*>(holder.get());
+    bool x_grad = ctx->saved_data["x_grad"].toBool();
+    torch::Tensor x = saved[0].detach();
+    if (x_grad) x.requires_grad_(true);
+    torch::Tensor y;
+    {
+      torch::AutoGradMode on(true);
+      AutocastAs ac(*seg);
+      y = seg->call(x, true);
+    }
+    std::vector<torch::Tensor> wrt;
+    if (x_grad) wrt.push_back(x);
+    for (size_t i = 1; i < saved.size(); ++i) wrt.push_back(saved[i]);
+    torch::autograd::variable_list grads;
+    if (y.requires_grad() && !wrt.empty()) {
+      grads = torch::autograd::grad({y}, wrt, {grad_out[0]}, false, false, true);
+    } else {
+      grads = torch::autograd::variable_list(wrt.size());
+    }
+    torch::autograd::variable_list out;
+    size_t k = 0;
+    out.push_back(x_grad ? grads[k++] : torch::Tensor());
+    for (size_t i = 1; i < saved.size(); ++i) out.push_back(grads[k++]);
+    out.push_back(torch::Tensor());  // the segment
+    return out;
+  }
+};
+}  // namespace
+
+// Attaches a checkpointed segment to the graph: `y` is its output on `x`, computed by the
+// caller under no_grad; `params` are the trainable tensors inside it.
+extern "C" char* pzt_checkpointed(torch::Tensor* x, torch::Tensor** params, int n,
+                                  torch::Tensor* y, pzt_segment_fn fn, pzt_drop_fn drop,
+                                  void* data, torch::Tensor** out) {
+  c10::intrusive_ptr<Segment> seg;
+  try {
+    seg = c10::make_intrusive<Segment>(fn, drop, data);
+    seg->output = *y;
+  } catch (const std::exception& e) {
+    drop(data);
+    return dup_error(e.what());
+  }
+  try {
+    torch::autograd::variable_list ps;
+    for (int i = 0; i < n; ++i) ps.push_back(*params[i]);
+    auto ys = Recompute::apply(*x, at::TensorList(ps), seg);
+    *out = new torch::Tensor(ys[0]);
+    return nullptr;
+  } catch (const std::exception& e) {
+    return dup_error(e.what());
+  } catch (...) {
+    return dup_error("unknown C++ exception");
+  }
+}
+
+extern "C" bool pzt_grad_enabled() { return at::GradMode::is_enabled(); }

@@ -4,8 +4,10 @@
 //! freshly seeded generator that leave the global generators untouched.
 
 mod device;
+mod recompute;
 
 pub use device::{auto_device, device_name, devices, parse_device, DeviceError};
+pub use recompute::{checkpointed, grad_enabled};
 
 use crate::base::{Error, Result};
 use std::ffi::{c_char, CStr};

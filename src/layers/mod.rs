@@ -1,7 +1,8 @@
 //! The layers: primitives (linear maps, biases, norms, embeddings, RoPE, attention masks,
 //! elementwise functions, softmax, soft-capping, dropout, casts, renames, identity), the
 //! grouping layers (`Sequential`, `Residual`, `Branch*`, `NamedGroup`), `Attention` and its
-//! builder, and the KV cache.
+//! builder, the KV cache, and the toolshed (LoRA/DoRA adapters, freezing, activation
+//! checkpointing).
 //!
 //! Every layer is a small struct holding its static config (serde, so it round-trips through
 //! TOML) and implementing [`crate::tree::Layer`]. Its parameters live in its [`Node`]: build
@@ -18,6 +19,7 @@ pub mod masks;
 pub mod misc;
 pub mod norms;
 pub mod rope;
+pub mod toolshed;
 
 use crate::base::{Error, Result};
 use crate::tree::registry::serde_factory;
@@ -89,6 +91,8 @@ pub fn register_builtins(reg: &mut Registry) {
         "BranchAndAddTogether" => grouping::BranchAndAddTogether,
         "BranchAndMultiplyTogether" => grouping::BranchAndMultiplyTogether,
         "Attention" => attention::Attention,
+        "LowRankAdapter" => toolshed::LowRankAdapter,
+        "Checkpointed" => toolshed::Checkpointed,
     }
     for kind in grouping::SEQUENCE_KINDS {
         reg.register_layer(kind, grouping::sequence_factory(kind));

@@ -122,6 +122,24 @@ impl SideInputs {
             _ => None,
         }
     }
+    /// A copy whose random streams are fresh streams at the current positions of these (not
+    /// sharing their counters): running a layer again with it draws the same keys again.
+    pub fn snapshot_streams(&self) -> SideInputs {
+        let values = self
+            .values
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    SideValue::Stream(s) => {
+                        SideValue::Stream(RandomStream::at(s.base_seed(), s.position()))
+                    }
+                    other => other.clone(),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        SideInputs { values }
+    }
     /// The keys.
     pub fn keys(&self) -> impl Iterator<Item = &String> {
         self.values.keys()

@@ -136,6 +136,12 @@ impl Parameter {
         }
     }
 
+    /// A handle to the same storage that the optimizer does not update (`requires_grad` off):
+    /// what freezing a live parameter gives.
+    pub fn frozen_view(&self) -> Parameter {
+        Parameter::with_trainable(self.label(), self.value(), false)
+    }
+
     /// Whether two handles are the same parameter.
     pub fn same(&self, other: &Parameter) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
@@ -148,6 +154,8 @@ pub struct ParameterSlot {
     pub label: String,
     pub shape: Vec<i64>,
     pub kind: Kind,
+    /// Whether the parameter bound here will be trained (false once frozen by a strategy).
+    pub trainable: bool,
 }
 
 /// An immutable snapshot of a parameter's value (Penzai's `ConstantParameter` after `freeze`).
@@ -244,5 +252,14 @@ impl ParamEntry {
     /// Whether it is a live trainable parameter.
     pub fn trainable(&self) -> bool {
         matches!(self, ParamEntry::Bound(p) if p.trainable())
+    }
+
+    /// Whether it is or will be trained: a live trainable parameter, or a slot not frozen.
+    pub fn will_train(&self) -> bool {
+        match self {
+            ParamEntry::Bound(p) => p.trainable(),
+            ParamEntry::Slot(s) => s.trainable,
+            ParamEntry::Frozen(_) => false,
+        }
     }
 }

@@ -61,7 +61,7 @@ pub struct Plan {
     pub memory: Memory,
 }
 
-/// Counts distinct labels: slots count as trainable (no strategy freezes anything yet).
+/// Counts distinct labels: trainable (live or slots that will train) and frozen.
 pub fn count_params(tree: &Node) -> Counts {
     let mut seen = BTreeSet::new();
     let mut c = Counts {
@@ -75,12 +75,7 @@ pub fn count_params(tree: &Node) -> Counts {
         }
         let n: i64 = e.shape().iter().product();
         c.total += n;
-        let trainable = match &e {
-            ParamEntry::Slot(_) => true,
-            ParamEntry::Bound(p) => p.trainable(),
-            ParamEntry::Frozen(_) => false,
-        };
-        if trainable {
+        if e.will_train() {
             c.trainable += n;
         } else {
             c.frozen += n;

@@ -182,6 +182,7 @@ impl<'a> Scope<'a> {
                 label: label.to_string(),
                 shape: shape.to_vec(),
                 kind: self.builder.kind,
+                trainable: true,
             }),
             Some(seed) => {
                 let t = init.make(

@@ -182,6 +182,7 @@ impl Node {
                         label,
                         shape,
                         kind: dtype,
+                        trainable: true,
                     }),
                 );
             }

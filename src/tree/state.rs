@@ -19,6 +19,7 @@ impl Node {
                         label: b.label().to_string(),
                         shape: b.shape(),
                         kind: b.kind(),
+                        trainable: b.trainable(),
                     }),
                     other => other.clone(),
                 })

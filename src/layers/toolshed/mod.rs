@@ -1,0 +1,16 @@
+//! Penzai's toolshed in Rust: rewrites of a model tree through a selection.
+//!
+//! - [`lora`]: `LowRankAdapter` (LoRA and DoRA) and [`lora::loraify`], which replaces each
+//!   selected `Linear` by an adapter around it; [`lora::merge_adapters`] folds them back.
+//! - [`freeze`]: [`freeze::freeze`] and [`freeze::train_only`] turn off training (no
+//!   gradient, no optimizer state) for the parameters under a selection, or outside it.
+//! - [`checkpointed`]: `Checkpointed` and [`checkpointed::checkpoint_activations`], which
+//!   recompute a subtree's activations in the backward pass.
+
+pub mod checkpointed;
+pub mod freeze;
+pub mod lora;
+
+pub use checkpointed::{checkpoint_activations, Checkpointed};
+pub use freeze::{freeze, train_only};
+pub use lora::{loraify, merge_adapters, LoraConfig, LowRankAdapter};
