@@ -14,6 +14,8 @@ use tch::{Device, Kind};
 pub struct Loaded {
     pub tree: Node,
     pub tokenizer: Option<Tokenizer>,
+    /// The tokenizer file it came from (None for the built-in bytes tokenizer).
+    pub tokenizer_path: Option<PathBuf>,
     pub eos: Vec<i64>,
     pub axes: LmAxes,
     /// The HF directory the model (or its recipe's `[model] hf`) came from.
@@ -48,14 +50,7 @@ fn recipe_model(
         Some(name) => Some(Tokenizer::load(name, &base)?),
         None => None,
     };
-    let hf = r
-        .model
-        .as_table()
-        .and_then(|t| t.get("hf"))
-        .and_then(|e| match &e.node.val {
-            crate::recipe::raw::RVal::Str(s) => Some(base.join(s)),
-            _ => None,
-        });
+    let hf = r.hf_dir();
     let axes = axes_of(&r);
     let b = Builder::new(r.run.seed)
         .on(device)
@@ -64,6 +59,10 @@ fn recipe_model(
     let eos = tok.as_ref().map(|t| vec![t.eos_id()]).unwrap_or_default();
     Ok(Loaded {
         tree: plan.tree,
+        tokenizer_path: tok
+            .as_ref()
+            .and_then(Tokenizer::path)
+            .map(Path::to_path_buf),
         tokenizer: tok,
         eos,
         axes,
@@ -89,6 +88,7 @@ pub fn load(
         };
         return Ok(Loaded {
             tree: m.tree,
+            tokenizer_path: tokenizer.as_ref().map(|_| tj.clone()),
             tokenizer,
             eos: m.arch.eos.clone(),
             axes: LmAxes::default(),
@@ -102,7 +102,7 @@ pub fn load(
             device,
             dtype,
         )?;
-        crate::train::checkpoint::load(path, &m.tree.parameters())?;
+        crate::train::checkpoint::load_model(path, &m.tree)?;
         return Ok(m);
     }
     if path.is_file() {

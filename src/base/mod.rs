@@ -4,6 +4,7 @@
 pub mod defaults;
 pub mod dtype;
 pub mod error;
+pub mod files;
 pub mod seed;
 pub mod text;
 

@@ -39,6 +39,14 @@ impl Tokenizer {
         })
     }
 
+    /// The tokenizer.json file (None for the built-in bytes tokenizer).
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Tokenizer::Bytes => None,
+            Tokenizer::Hf { path, .. } => Some(path),
+        }
+    }
+
     /// The vocabulary size.
     pub fn vocab_size(&self) -> i64 {
         match self {

@@ -8,6 +8,7 @@
 //! Building a model with no seed gives [`ParameterSlot`]s (shapes only, nothing allocated),
 //! like Penzai's `init_base_rng=None`; [`crate::tree::Node::bind`] fills them.
 
+pub mod fingerprint;
 pub mod init;
 mod state;
 

@@ -25,17 +25,20 @@ pub mod resolve;
 mod run_spec;
 pub mod sections;
 pub mod source;
+pub mod strategy;
 
 use crate::base::{Error, Result};
 use crate::data::spec::DataSpec;
-use crate::spec::{CheckpointConfig, InputSpec, OptimConfig, RunSection, TrainConfig};
+use crate::spec::{
+    CheckpointConfig, InputSpec, OptimConfig, RunSection, StrategyConfig, TrainConfig,
+};
 use decode::{check_keys, table};
 use raw::{RNode, RTable};
 use source::{Diagnostic, Loc, Sources};
 use std::path::Path;
 
 /// Top-level keys a recipe may have.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "run",
     "model",
     "patch",
@@ -44,9 +47,8 @@ pub const SECTIONS: [&str; 8] = [
     "train",
     "optim",
     "checkpoint",
+    "strategy",
 ];
-/// Sections that later versions of pzt read.
-const LATER: [&str; 1] = ["strategy"];
 
 /// What a patch does to each selected subtree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +92,8 @@ pub struct Recipe {
     pub optim: Option<OptimConfig>,
     /// `[checkpoint]` (defaults when absent).
     pub checkpoint: CheckpointConfig,
+    /// `[strategy]` (full fine-tuning when absent).
+    pub strategy: StrategyConfig,
 }
 
 /// Decodes the section `name` of `root` (if present) with `decode`, pointing errors about a
@@ -147,16 +151,6 @@ impl Recipe {
 
     fn decode_located(res: &resolve::Resolved) -> Result<Parts, Diagnostic> {
         let root = table(&res.root, &[], "a recipe")?;
-        for (k, e) in root {
-            if LATER.contains(&k.as_str()) {
-                return Err(Diagnostic::new(format!(
-                    "section `[{k}]` is not supported by this version of pzt yet"
-                ))
-                .at(e.key_loc.clone())
-                .key(k.clone())
-                .note(format!("supported sections: {}", SECTIONS.join(", "))));
-            }
-        }
         check_keys(root, &SECTIONS, &[], "a recipe")?;
         let run = sections::run(res, root)?;
         let (model, declared, param_dtype) = sections::model(res, root)?;
@@ -166,6 +160,8 @@ impl Recipe {
         let optim = serde_section(root, "optim", OptimConfig::validate)?;
         let checkpoint =
             serde_section(root, "checkpoint", CheckpointConfig::validate)?.unwrap_or_default();
+        let strategy =
+            serde_section(root, "strategy", StrategyConfig::validate)?.unwrap_or_default();
         let input = input::resolve(res, declared, train.as_ref(), data.as_ref())?;
         Ok(Parts {
             run,
@@ -177,7 +173,17 @@ impl Recipe {
             train,
             optim,
             checkpoint,
+            strategy,
         })
+    }
+
+    /// The HF model directory of `[model] hf = "..."` (absolute or relative to the recipe).
+    pub fn hf_dir(&self) -> Option<std::path::PathBuf> {
+        let t = self.model.as_table()?;
+        match &t.get("hf")?.node.val {
+            raw::RVal::Str(s) => Some(self.base_dir().join(s)),
+            _ => None,
+        }
     }
 
     /// The directory the recipe's relative paths start from.
@@ -201,6 +207,7 @@ struct Parts {
     train: Option<TrainConfig>,
     optim: Option<OptimConfig>,
     checkpoint: CheckpointConfig,
+    strategy: StrategyConfig,
 }
 
 impl Parts {
@@ -216,6 +223,7 @@ impl Parts {
             train: self.train,
             optim: self.optim,
             checkpoint: self.checkpoint,
+            strategy: self.strategy,
         }
     }
 }

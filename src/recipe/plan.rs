@@ -199,6 +199,8 @@ fn build_tree(
         .build(&recipe.model, &[], &["model".to_string()])
         .map_err(|d| recipe_error(sources, d))?;
     let tree = apply_patches(tree, &recipe.patches, &mb).map_err(|d| recipe_error(sources, d))?;
+    let tree =
+        super::strategy::apply_strategy(tree, recipe, &mb).map_err(|d| recipe_error(sources, d))?;
     Ok((tree, mb.locs.into_inner()))
 }
 

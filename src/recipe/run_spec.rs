@@ -55,6 +55,7 @@ impl Recipe {
             checkpoint: self.checkpoint.clone(),
             base_dir: self.base_dir(),
             recipe_toml: self.resolved_toml(),
+            model_source: self.hf_dir().map(|d| d.canonicalize().unwrap_or(d)),
         })
     }
 

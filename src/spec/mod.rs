@@ -5,10 +5,12 @@
 
 pub mod checkpoint;
 pub mod optim;
+pub mod strategy;
 pub mod train;
 
 pub use checkpoint::{CheckpointConfig, EVAL_METRICS};
 pub use optim::{OptimConfig, OptimKind, Schedule};
+pub use strategy::{StrategyConfig, StrategyKind};
 pub use train::{Precision, TrainConfig};
 
 use crate::base::Result;
@@ -61,6 +63,8 @@ pub struct RunSpec {
     /// The resolved recipe as TOML, with paths made absolute (each checkpoint's
     /// `recipe.toml`).
     pub recipe_toml: String,
+    /// Where the pretrained model comes from (`[model] hf`), for checkpoints to name.
+    pub model_source: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for RunSpec {

@@ -1,14 +1,18 @@
 //! Checkpoints: `<out_dir>/checkpoints/step-<N>/` with `model.safetensors` (parameters by their
 //! tree labels), `optimizer.safetensors` (optimizer state by `m.<label>` / `v.<label>` /
-//! `momentum.<label>`), `state.json` (step, data cursor, RNG states, metrics) and `recipe.toml`
-//! (the fully resolved recipe).
+//! `momentum.<label>`), `state.json` (step, data cursor, RNG states, metrics, and the
+//! fingerprint of the frozen base parameters when some are frozen) and `recipe.toml` (the fully
+//! resolved recipe). `model.safetensors` holds the trainable parameters only: a LoRA run's
+//! adapters (and whatever `[strategy] trainable` names), a full run's every parameter.
 //!
 //! A checkpoint is written into a temporary directory, every file is fsynced, then the
 //! directory is renamed into place and its parent fsynced: a crash at any moment leaves the
 //! previous checkpoints intact, and a partial one (a `.tmp-*` directory) is never read.
 
 use crate::base::{Error, Result, TorchContext};
+use crate::params::fingerprint::fingerprint;
 use crate::params::Parameter;
+use crate::tree::Node;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::Tensor;
@@ -32,6 +36,73 @@ pub struct TrainState {
     pub best: Option<(f64, u64)>,
     /// The run seed.
     pub seed: u64,
+    /// What the parameters this checkpoint does not hold (frozen ones: a LoRA run's base
+    /// model) were; absent when it holds them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseRecord>,
+}
+
+/// The frozen parameters a checkpoint was trained against.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BaseRecord {
+    /// Where they came from (the HF model directory), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// How many distinct frozen parameters there are.
+    pub parameters: usize,
+    /// [`crate::params::fingerprint::fingerprint`] of their values.
+    pub fingerprint: String,
+}
+
+impl BaseRecord {
+    /// The record of the frozen parameters of `tree` (None when everything trains).
+    pub fn of(tree: &Node, model: Option<&Path>) -> Result<Option<BaseRecord>> {
+        let frozen: Vec<Parameter> = tree
+            .parameters()
+            .into_iter()
+            .filter(|p| !p.trainable())
+            .collect();
+        if frozen.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(BaseRecord {
+            model: model.map(|p| p.display().to_string()),
+            parameters: frozen.len(),
+            fingerprint: fingerprint(&frozen)?,
+        }))
+    }
+}
+
+/// Loads checkpoint `dir` into the trainable parameters of `tree` and checks its base.
+pub fn load_model(dir: &Path, tree: &Node) -> Result<TrainState> {
+    let (state, _) = load(dir, &tree.trainable_parameters())?;
+    verify_base(dir, &state, tree)?;
+    Ok(state)
+}
+
+/// Checks that the frozen parameters of `tree` are those checkpoint `dir` was trained against.
+pub fn verify_base(dir: &Path, state: &TrainState, tree: &Node) -> Result<()> {
+    let Some(want) = &state.base else {
+        return Ok(());
+    };
+    let have = BaseRecord::of(tree, None)?;
+    let same = have
+        .as_ref()
+        .is_some_and(|h| h.fingerprint == want.fingerprint && h.parameters == want.parameters);
+    if same {
+        return Ok(());
+    }
+    let what = want
+        .model
+        .as_ref()
+        .map(|m| format!("the base model {m}"))
+        .unwrap_or_else(|| "the frozen parameters".to_string());
+    Err(Error::Config(format!(
+        "{}: {what} changed since this checkpoint was trained (fingerprint {} in state.json, {} now); the checkpoint holds only the trained parameters and needs the same base",
+        dir.join("state.json").display(),
+        want.fingerprint,
+        have.map(|h| h.fingerprint).unwrap_or_else(|| "none".into())
+    )))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -170,7 +241,7 @@ fn corrupt(dir: &Path, why: impl std::fmt::Display) -> Error {
 
 /// Reads a checkpoint's state, and copies its parameters into `params` (by label; every
 /// parameter must be present with its shape and finite values). Returns the state and the
-/// optimizer tensors.
+/// optimizer tensors. Pass the trainable parameters: a checkpoint holds only those.
 pub fn load(dir: &Path, params: &[Parameter]) -> Result<(TrainState, Vec<(String, Tensor)>)> {
     let sp = dir.join("state.json");
     let text =

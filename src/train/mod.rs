@@ -120,6 +120,6 @@ pub fn checkpoint_to_eval(out_dir: &Path, given: Option<&Path>) -> Result<PathBu
 /// Evaluates the checkpoint `dir` on the eval split.
 pub fn eval(spec: RunSpec, dir: &Path) -> Result<Map<String, Value>> {
     let session = Session::new(spec)?;
-    checkpoint::load(dir, &session.tree.parameters())?;
+    checkpoint::load_model(dir, &session.tree)?;
     session.evaluate()
 }

@@ -39,6 +39,8 @@ pub struct Trainer {
     started: Instant,
     /// Tokens (or examples) trained on since the last logged step, and since when.
     window: (usize, Instant),
+    /// The frozen parameters this run trains against (recorded in each checkpoint).
+    base: Option<checkpoint::BaseRecord>,
 }
 
 /// What one optimizer step did.
@@ -68,6 +70,7 @@ impl Trainer {
         let opt = Optimizer::new(params.clone(), optim.clone());
         let cursor = Cursor::new(session.spec.run.seed, session.data.train.len(), 0);
         let report = Reporter::new(opts, session.spec.train.steps);
+        let base = checkpoint::BaseRecord::of(&session.tree, session.spec.model_source.as_deref())?;
         let mut t = Trainer {
             session,
             optim,
@@ -81,6 +84,7 @@ impl Trainer {
             report,
             started,
             window: (0, Instant::now()),
+            base,
         };
         t.resume()?;
         Ok(t)
@@ -112,6 +116,7 @@ impl Trainer {
             return Ok(());
         };
         let (state, opt_state) = checkpoint::load(&dir, &self.params)?;
+        checkpoint::verify_base(&dir, &state, &self.session.tree)?;
         if state.step > steps {
             return Err(Error::Config(format!(
                 "{} is at step {}, past [train] steps = {steps}; raise steps or use another out_dir",
@@ -214,6 +219,7 @@ impl Trainer {
             metrics: self.last_eval.clone(),
             best: self.best,
             seed: spec.run.seed,
+            base: self.base.clone(),
         };
         let out = &spec.run.out_dir;
         let dir = checkpoint::save(

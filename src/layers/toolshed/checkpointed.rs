@@ -80,3 +80,16 @@ impl Layer for Checkpointed {
 pub fn checkpoint_activations(selection: &Selection) -> Result<Node> {
     selection.apply(|_, n| Ok(Checkpointed::build(n.clone())))
 }
+
+/// The tree with every `Checkpointed` replaced by its body (the same computation, activations
+/// kept): what export and inspection want.
+pub fn without_checkpointing(root: &Node) -> Result<Node> {
+    let mut tree = root.clone();
+    loop {
+        let found = crate::tree::select(&tree).at_instances_of("Checkpointed");
+        if found.count() == 0 {
+            return Ok(tree);
+        }
+        tree = found.apply(|_, n| n.child("body").cloned())?;
+    }
+}

@@ -11,6 +11,6 @@ pub mod checkpointed;
 pub mod freeze;
 pub mod lora;
 
-pub use checkpointed::{checkpoint_activations, Checkpointed};
+pub use checkpointed::{checkpoint_activations, without_checkpointing, Checkpointed};
 pub use freeze::{freeze, train_only};
 pub use lora::{loraify, merge_adapters, LoraConfig, LowRankAdapter};

@@ -10,6 +10,7 @@
 mod config;
 mod export;
 pub mod names;
+pub mod peft;
 pub mod transform;
 mod weights;
 

@@ -1,0 +1,352 @@
+//! PEFT LoRA adapters: reading an adapter directory (`adapter_config.json`,
+//! `adapter_model.safetensors`) into a tree's `LowRankAdapter`s, and writing a tree's adapters
+//! as one that `peft.PeftModel.from_pretrained` loads.
+//!
+//! peft names a module's adapter tensors `base_model.model.<module>.lora_A.weight` (`[r, in]`),
+//! `...lora_B.weight` (`[out, r]`) and, with DoRA, `...lora_magnitude_vector` (`[out]`), where
+//! `<module>` is the HF name of the adapted Linear (`model.layers.0.self_attn.q_proj`). pzt's
+//! adapter of the Linear whose weights are labelled `<name>.weights` holds `<name>.lora_a.weights`
+//! (`[input axes..., r]`), `<name>.lora_b.weights` (`[r, output axes...]`) and `<name>.magnitude`.
+
+use super::names::weight_map;
+use super::transform::Transform;
+use super::Arch;
+use crate::base::{Error, Result, TorchContext};
+use crate::layers::toolshed::LowRankAdapter;
+use crate::tree::Node;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+const PREFIX: &str = "base_model.model.";
+
+/// A PEFT LoRA adapter read from a directory.
+pub struct Adapter {
+    pub dir: PathBuf,
+    pub rank: i64,
+    pub alpha: f64,
+    pub dropout: f64,
+    pub dora: bool,
+    /// `target_modules`.
+    pub targets: Vec<String>,
+    pub base_model: Option<String>,
+    tensors: Vec<(String, Tensor)>,
+}
+
+/// The adaptable Linears of `arch`'s model: `(HF module name, pzt weight label)`.
+pub fn linear_modules(arch: &Arch) -> Result<Vec<(String, String)>> {
+    Ok(weight_map(arch)?
+        .into_iter()
+        .filter(|(_, _, tr)| matches!(tr, Transform::Linear(_)))
+        .filter_map(|(label, hf, _)| {
+            hf.strip_suffix(".weight")
+                .map(|m| (m.to_string(), label.clone()))
+        })
+        .collect())
+}
+
+/// Whether an HF module name is matched by a peft target (the name or its last segments).
+pub fn module_matches(module: &str, target: &str) -> bool {
+    module == target || module.ends_with(&format!(".{target}"))
+}
+
+fn adapter_name(weight_label: &str) -> String {
+    weight_label
+        .strip_suffix(".weights")
+        .unwrap_or(weight_label)
+        .to_string()
+}
+
+impl Adapter {
+    /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors`; settings pzt cannot
+    /// honour are errors naming the file and key.
+    pub fn read(dir: &Path) -> Result<Adapter> {
+        let cp = dir.join("adapter_config.json");
+        let text = crate::base::files::read_small_file(&cp)?;
+        let bad = |m: String| Error::bad_file(cp.display(), m);
+        let c: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let get = |k: &str| c.get(k).filter(|v| !v.is_null());
+        if let Some(t) = get("peft_type").and_then(|v| v.as_str()) {
+            if t != "LORA" {
+                return Err(bad(format!(
+                    "peft_type is `{t}`; pzt reads LoRA adapters only"
+                )));
+            }
+        }
+        let rank = get("r")
+            .and_then(|v| v.as_i64())
+            .filter(|r| (1..=65536).contains(r))
+            .ok_or_else(|| bad("`r` must be an integer in 1..=65536".into()))?;
+        let alpha = get("lora_alpha")
+            .and_then(|v| v.as_f64())
+            .filter(|a| a.is_finite() && *a > 0.0)
+            .ok_or_else(|| bad("`lora_alpha` must be a positive number".into()))?;
+        let dropout = get("lora_dropout").and_then(|v| v.as_f64()).unwrap_or(0.0);
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(bad(format!(
+                "`lora_dropout` must be in [0, 1), got {dropout}"
+            )));
+        }
+        let dora = get("use_dora").and_then(|v| v.as_bool()).unwrap_or(false);
+        let targets: Vec<String> = match get("target_modules") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(String::from)
+                        .ok_or_else(|| bad("`target_modules` must hold strings".into()))
+                })
+                .collect::<Result<_>>()?,
+            Some(Value::String(s)) if s == "all-linear" => vec![s.clone()],
+            Some(Value::String(s)) => {
+                return Err(bad(format!(
+                    "`target_modules` is the pattern `{s}`; pzt reads a list of module names"
+                )))
+            }
+            _ => return Err(bad("`target_modules` is missing".into())),
+        };
+        for (k, ok) in [
+            ("bias", get("bias").is_none_or(|v| v == "none")),
+            ("use_rslora", get("use_rslora").is_none_or(|v| v == false)),
+            (
+                "fan_in_fan_out",
+                get("fan_in_fan_out").is_none_or(|v| v == false),
+            ),
+            ("lora_bias", get("lora_bias").is_none_or(|v| v == false)),
+            (
+                "modules_to_save",
+                get("modules_to_save").is_none_or(|v| v == &json!([])),
+            ),
+            ("layers_to_transform", get("layers_to_transform").is_none()),
+            ("target_parameters", get("target_parameters").is_none()),
+            (
+                "rank_pattern",
+                get("rank_pattern").is_none_or(|v| v == &json!({})),
+            ),
+            (
+                "alpha_pattern",
+                get("alpha_pattern").is_none_or(|v| v == &json!({})),
+            ),
+        ] {
+            if !ok {
+                return Err(bad(format!(
+                    "`{k}` = {} is not supported by pzt (only plain LoRA/DoRA on Linear weights)",
+                    c[k]
+                )));
+            }
+        }
+        let mp = dir.join("adapter_model.safetensors");
+        if !mp.is_file() {
+            return Err(Error::bad_file(
+                mp.display(),
+                "missing (pzt reads safetensors adapters, not adapter_model.bin)",
+            ));
+        }
+        let tensors = Tensor::read_safetensors(&mp).map_err(|e| {
+            Error::bad_file(
+                mp.display(),
+                crate::base::error::clean_torch_message(&e.to_string()),
+            )
+        })?;
+        Ok(Adapter {
+            dir: dir.to_path_buf(),
+            rank,
+            alpha,
+            dropout,
+            dora,
+            targets,
+            base_model: get("base_model_name_or_path")
+                .and_then(|v| v.as_str())
+                .map(String::from),
+            tensors,
+        })
+    }
+
+    /// Copies the adapter's tensors into the adapters of `tree` (a model of `arch` whose
+    /// target Linears were adapted with this adapter's rank): every tensor must find its
+    /// parameter and every adapter parameter must get a tensor.
+    pub fn load_into(&self, tree: &Node, arch: &Arch) -> Result<()> {
+        let file = self.dir.join("adapter_model.safetensors");
+        let bad = |m: String| Error::bad_file(file.display(), m);
+        let modules: BTreeMap<String, String> = linear_modules(arch)?.into_iter().collect();
+        let params: BTreeMap<String, crate::params::Parameter> = tree
+            .parameters()
+            .into_iter()
+            .map(|p| (p.label().to_string(), p))
+            .collect();
+        let mut filled = BTreeSet::new();
+        for (key, t) in &self.tensors {
+            let rest = key.strip_prefix(PREFIX).unwrap_or(key);
+            let (module, which) = [
+                (".lora_A.weight", "lora_a.weights"),
+                (".lora_B.weight", "lora_b.weights"),
+                (".lora_magnitude_vector", "magnitude"),
+            ]
+            .iter()
+            .find_map(|(suffix, which)| rest.strip_suffix(suffix).map(|m| (m, *which)))
+            .ok_or_else(|| bad(format!("tensor `{key}` is not a LoRA A, B or magnitude")))?;
+            let wl = modules.get(module).ok_or_else(|| {
+                bad(format!(
+                    "tensor `{key}`: the model has no Linear module `{module}`"
+                ))
+            })?;
+            let label = format!("{}.{which}", adapter_name(wl));
+            let p = params.get(&label).ok_or_else(|| {
+                bad(format!(
+                    "tensor `{key}`: module `{module}` is not adapted in this model (`{label}`)"
+                ))
+            })?;
+            let shape = p.shape();
+            let v = match which {
+                "magnitude" => t.f_reshape(&shape),
+                _ => t
+                    .f_transpose(0, 1)
+                    .and_then(|x| x.f_contiguous())
+                    .and_then(|x| x.f_reshape(&shape)),
+            }
+            .map_err(|_| {
+                bad(format!(
+                    "tensor `{key}` has shape {:?}, which does not fit `{label}` {shape:?}",
+                    t.size()
+                ))
+            })?;
+            p.copy_from(&v.f_to_kind(p.kind()).ctx("adapter")?)?;
+            filled.insert(label);
+        }
+        for label in params.keys() {
+            let is_adapter = label.ends_with(".lora_a.weights")
+                || label.ends_with(".lora_b.weights")
+                || label.ends_with(".magnitude");
+            if is_adapter && !filled.contains(label) {
+                return Err(bad(format!("holds no tensor for `{label}`")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the adapters of `tree` (a model of `arch`) as a PEFT adapter directory.
+pub fn write(tree: &Node, arch: &Arch, out: &Path, base_model: &str) -> Result<()> {
+    let modules: BTreeMap<String, String> = linear_modules(arch)?
+        .into_iter()
+        .map(|(m, l)| (l, m))
+        .collect();
+    let adapters = crate::tree::select(tree).at_instances_of("LowRankAdapter");
+    let found = adapters.get();
+    if found.is_empty() {
+        return Err(Error::Config(
+            "export --peft: the model has no LoRA adapters (train with [strategy] kind = \"lora\")"
+                .into(),
+        ));
+    }
+    let mut tensors: Vec<(String, Tensor)> = vec![];
+    let mut adapted: Vec<String> = vec![];
+    let mut settings: Option<(i64, f64, f64, bool)> = None;
+    for (path, node) in &found {
+        let ad = node
+            .layer_as::<LowRankAdapter>()
+            .ok_or_else(|| Error::Config("export --peft: not an adapter".into()))?;
+        let s = (ad.rank, ad.alpha, ad.dropout, ad.dora);
+        match settings {
+            None => settings = Some(s),
+            Some(t) if t != s => {
+                return Err(Error::Config(format!(
+                    "export --peft: adapter `{path}` has rank {}, alpha {}, dropout {}, dora {}, unlike the others; one PEFT config cannot hold both",
+                    ad.rank, ad.alpha, ad.dropout, ad.dora
+                )))
+            }
+            _ => {}
+        }
+        let lin = node.child("pretrained")?.child("0")?;
+        let wl = lin.param_entry("weights")?.label().to_string();
+        let module = modules.get(&wl).ok_or_else(|| {
+            Error::Config(format!(
+                "export --peft: adapter `{path}` adapts `{wl}`, which has no HF Linear module name"
+            ))
+        })?;
+        let upd = node.child("update")?;
+        let cpu = |t: Tensor| {
+            t.f_detach()
+                .and_then(|x| x.f_to_device(tch::Device::Cpu))
+                .and_then(|x| x.f_to_kind(tch::Kind::Float))
+                .ctx("export --peft")
+        };
+        let a = cpu(upd.child("lora_a")?.param("weights")?)?;
+        let b = cpu(upd.child("lora_b")?.param("weights")?)?;
+        let r = ad.rank;
+        let a = a
+            .f_reshape([-1, r])
+            .and_then(|x| x.f_transpose(0, 1))
+            .and_then(|x| x.f_contiguous())
+            .ctx("export lora_A")?;
+        let b = b
+            .f_reshape([r, -1])
+            .and_then(|x| x.f_transpose(0, 1))
+            .and_then(|x| x.f_contiguous())
+            .ctx("export lora_B")?;
+        tensors.push((format!("{PREFIX}{module}.lora_A.weight"), a));
+        tensors.push((format!("{PREFIX}{module}.lora_B.weight"), b));
+        if ad.dora {
+            let m = cpu(node.param("magnitude")?)?
+                .f_reshape([-1])
+                .and_then(|x| x.f_contiguous())
+                .ctx("export magnitude")?;
+            tensors.push((format!("{PREFIX}{module}.lora_magnitude_vector"), m));
+        }
+        adapted.push(module.clone());
+    }
+    let (rank, alpha, dropout, dora) = settings.unwrap_or((8, 8.0, 0.0, false));
+    // Short names (`q_proj`) when they select exactly the adapted modules, else full names.
+    let all: Vec<&String> = modules.values().collect();
+    let short: BTreeSet<String> = adapted
+        .iter()
+        .filter_map(|m| m.rsplit('.').next().map(String::from))
+        .collect();
+    let covered: BTreeSet<&String> = all
+        .iter()
+        .copied()
+        .filter(|m| short.iter().any(|s| module_matches(m, s)))
+        .collect();
+    let targets: Vec<String> = if covered.len() == adapted.len() {
+        short.into_iter().collect()
+    } else {
+        adapted.clone()
+    };
+    std::fs::create_dir_all(out).map_err(|source| Error::Io {
+        path: out.display().to_string(),
+        source,
+    })?;
+    let mp = out.join("adapter_model.safetensors");
+    Tensor::write_safetensors(&tensors, &mp).ctx(format!("write {}", mp.display()))?;
+    let config = json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": rank,
+        "lora_alpha": alpha,
+        "lora_dropout": dropout,
+        "use_dora": dora,
+        "target_modules": targets,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "use_rslora": false,
+        "init_lora_weights": true,
+        "inference_mode": true,
+        "modules_to_save": null,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "layers_to_transform": null,
+        "layers_pattern": null,
+        "lora_bias": false,
+        "revision": null,
+    });
+    let cp = out.join("adapter_config.json");
+    let text = serde_json::to_string_pretty(&config)
+        .map_err(|e| Error::Config(format!("adapter_config.json: {e}")))?;
+    std::fs::write(&cp, text).map_err(|source| Error::Io {
+        path: cp.display().to_string(),
+        source,
+    })?;
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! `[strategy]`: how a run fine-tunes its model. Every strategy is a rewrite of the model tree
+//! through selections (the toolshed, [`crate::layers::toolshed`]): `kind = "lora"` adapts the
+//! `[strategy.lora] targets` and freezes everything else, `trainable` keeps only some
+//! parameters training, `freeze` turns training off under selectors, and
+//! `checkpoint_activations` recomputes the selected subtrees in the backward pass.
+
+use super::train::bad;
+use crate::base::Result;
+use serde::{Deserialize, Serialize};
+
+/// One selector or several.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The strings.
+    pub fn items(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `full` (the default) or `lora`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StrategyKind {
+    #[default]
+    Full,
+    Lora,
+}
+
+/// `[strategy.lora]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoraSection {
+    /// A selector, HF module names (`q_proj`, ...) for a model loaded from an HF directory, or
+    /// `"all-linear"`. Required unless `init_from` gives them.
+    pub targets: Option<OneOrMany>,
+    /// Default 8 (or the adapter's `r`).
+    pub rank: Option<i64>,
+    /// Default 8.0 (or the adapter's `lora_alpha`); the scale is alpha / rank.
+    pub alpha: Option<f64>,
+    /// Dropout on the adapter's input while training (default 0).
+    pub dropout: Option<f64>,
+    /// Weight-decomposed LoRA (default false).
+    pub dora: Option<bool>,
+    /// A PEFT adapter directory to start from.
+    pub init_from: Option<String>,
+}
+
+/// `[strategy]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StrategyConfig {
+    pub kind: StrategyKind,
+    /// Parameters under these selectors are not trained.
+    pub freeze: Option<OneOrMany>,
+    /// With `kind = "full"`, only these train; with `lora`, these train besides the adapters.
+    pub trainable: Option<OneOrMany>,
+    /// Each match is recomputed in the backward pass.
+    pub checkpoint_activations: Option<OneOrMany>,
+    pub lora: Option<LoraSection>,
+}
+
+impl StrategyConfig {
+    /// Checks values that need no model.
+    pub fn validate(&self) -> Result<()> {
+        match (self.kind, &self.lora) {
+            (StrategyKind::Full, Some(_)) => {
+                return bad(
+                    "kind",
+                    "[strategy]: a `[strategy.lora]` table needs kind = \"lora\"".into(),
+                )
+            }
+            (StrategyKind::Lora, None) => {
+                return bad(
+                    "kind",
+                    "[strategy]: kind = \"lora\" needs a `[strategy.lora]` table with `targets` (or `init_from`)".into(),
+                )
+            }
+            _ => {}
+        }
+        if let Some(l) = &self.lora {
+            if l.targets.is_none() && l.init_from.is_none() {
+                return bad(
+                    "lora.targets",
+                    "[strategy.lora]: `targets` is required (a selector, HF module names such as [\"q_proj\", \"v_proj\"], or \"all-linear\") unless `init_from` names a PEFT adapter".into(),
+                );
+            }
+            if let Some(r) = l.rank {
+                if !(1..=65536).contains(&r) {
+                    return bad(
+                        "lora.rank",
+                        format!("[strategy.lora]: rank must be in 1..=65536, got {r}"),
+                    );
+                }
+            }
+            if let Some(a) = l.alpha {
+                if !a.is_finite() || a <= 0.0 {
+                    return bad(
+                        "lora.alpha",
+                        format!("[strategy.lora]: alpha must be a positive number, got {a}"),
+                    );
+                }
+            }
+            if let Some(d) = l.dropout {
+                if !(0.0..1.0).contains(&d) {
+                    return bad(
+                        "lora.dropout",
+                        format!("[strategy.lora]: dropout must be in [0, 1), got {d}"),
+                    );
+                }
+            }
+        }
+        for (key, v) in [
+            ("freeze", &self.freeze),
+            ("trainable", &self.trainable),
+            ("checkpoint_activations", &self.checkpoint_activations),
+        ] {
+            if let Some(v) = v {
+                if v.items().is_empty() || v.items().iter().any(|s| s.trim().is_empty()) {
+                    return bad(key, format!("[strategy]: `{key}` has an empty selector"));
+                }
+            }
+        }
+        if let Some(l) = &self.lora {
+            if let Some(t) = &l.targets {
+                if t.items().is_empty() {
+                    return bad("lora.targets", "[strategy.lora]: `targets` is empty".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the strategy changes nothing.
+    pub fn is_plain(&self) -> bool {
+        *self == StrategyConfig::default()
+    }
+}
