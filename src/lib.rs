@@ -31,6 +31,7 @@ pub mod named;
 pub mod params;
 pub mod recipe;
 pub mod spec;
+pub mod store;
 pub mod train;
 pub mod tree;
 

@@ -102,7 +102,7 @@ pub fn load(
             device,
             dtype,
         )?;
-        crate::train::checkpoint::load_model(path, &m.tree)?;
+        crate::store::load_model(path, &m.tree)?;
         return Ok(m);
     }
     if path.is_file() {

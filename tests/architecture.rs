@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Each library module may use only the modules before it.
-const ORDER: [&str; 13] = [
-    "base", "backend", "named", "params", "tree", "layers", "models", "data", "spec", "recipe",
-    "train", "loader", "demo",
+const ORDER: [&str; 14] = [
+    "base", "backend", "named", "params", "tree", "layers", "models", "data", "spec", "store",
+    "recipe", "train", "loader", "demo",
 ];
 
 /// The binary's modules: the top, allowed to use the whole library.

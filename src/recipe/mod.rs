@@ -15,6 +15,7 @@
 pub mod decode;
 pub mod diagnose;
 pub mod emit;
+mod from_checkpoint;
 mod input;
 pub mod model;
 pub mod patch;
@@ -58,6 +59,12 @@ pub enum Action {
     InsertBefore,
     InsertAfter,
     Remove,
+    /// LoRA adapters on the Linears in each selected subtree (`with` holds the settings).
+    Lora,
+    /// Stop training the parameters in each selected subtree.
+    Freeze,
+    /// Recompute each selected subtree in the backward pass.
+    Checkpoint,
 }
 
 /// One `[[patch]]`.
@@ -177,13 +184,10 @@ impl Recipe {
         })
     }
 
-    /// The HF model directory of `[model] hf = "..."` (absolute or relative to the recipe).
+    /// The HF model directory the model comes from: `[model] hf = "..."`, or that of the run
+    /// `[model] checkpoint = "..."` continues.
     pub fn hf_dir(&self) -> Option<std::path::PathBuf> {
-        let t = self.model.as_table()?;
-        match &t.get("hf")?.node.val {
-            raw::RVal::Str(s) => Some(self.base_dir().join(s)),
-            _ => None,
-        }
+        from_checkpoint::hf_dir(self, 0)
     }
 
     /// The directory the recipe's relative paths start from.

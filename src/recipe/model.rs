@@ -22,8 +22,15 @@ use crate::tree::{Builder, ChildLayout, Node, Registry};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-const RESERVED: [&str; 7] = [
-    "type", "builder", "repeat", "params", "children", "layers", "hf",
+const RESERVED: [&str; 8] = [
+    "type",
+    "builder",
+    "repeat",
+    "params",
+    "children",
+    "layers",
+    "hf",
+    "checkpoint",
 ];
 
 /// Builds model trees from layer tables, remembering where each path was declared.
@@ -86,6 +93,9 @@ impl<'a> ModelBuilder<'a> {
         if let Some(dir) = opt_str(t, "hf", key_path)? {
             return self.build_hf(&dir, t, key_path);
         }
+        if let Some(dir) = opt_str(t, "checkpoint", key_path)? {
+            return super::from_checkpoint::build(self, &dir, t, key_path);
+        }
         if let Some(n) = opt_int(t, "repeat", key_path)? {
             return self.build_repeat(n, node, t, path, key_path);
         }
@@ -138,7 +148,11 @@ impl<'a> ModelBuilder<'a> {
         skip.extend(slots.iter());
         let cfg = config_table(t, &skip);
         let layer = self.registry.make_layer(&kind, &cfg).map_err(|e| {
-            let mut extra: Vec<&str> = RESERVED.iter().copied().filter(|k| *k != "hf").collect();
+            let mut extra: Vec<&str> = RESERVED
+                .iter()
+                .copied()
+                .filter(|k| *k != "hf" && *k != "checkpoint")
+                .collect();
             extra.extend(slots.iter());
             config_error(e, t, node.loc.clone(), key_path, &extra)
         })?;
@@ -192,7 +206,7 @@ impl<'a> ModelBuilder<'a> {
     pub fn layout_of(&self, kind: &str, t: &RTable) -> Option<ChildLayout> {
         let declares_layer = |n: &RNode| {
             n.as_table().is_some_and(|t| {
-                ["type", "builder", "hf", "repeat"]
+                ["type", "builder", "hf", "checkpoint", "repeat"]
                     .iter()
                     .any(|k| t.contains_key(*k))
             })

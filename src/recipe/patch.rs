@@ -14,6 +14,7 @@ use super::model::ModelBuilder;
 use super::raw::{REntry, RNode, RVal};
 use super::source::{Diagnostic, Loc};
 use super::{Action, PatchSpec};
+use crate::layers::toolshed::{self, LoraConfig};
 use crate::tree::selector::Selector;
 use crate::tree::{select, ChildLayout, Node, Selection};
 use std::collections::BTreeSet;
@@ -139,6 +140,47 @@ fn wrap_node(
     }
 }
 
+/// The settings of an `action = "lora"` patch: `with = { rank, alpha, dropout, dora }`
+/// (peft's defaults when absent).
+fn lora_settings(p: &PatchSpec) -> Result<LoraConfig, Diagnostic> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Settings {
+        rank: Option<i64>,
+        alpha: Option<f64>,
+        dropout: Option<f64>,
+        dora: Option<bool>,
+    }
+    let kp = format!("patch.{}.with", p.index);
+    let table = match p.with.as_ref().map(|w| w.to_toml()) {
+        Some(toml::Value::Table(t)) => t,
+        None => toml::Table::new(),
+        Some(_) => {
+            return Err(Diagnostic::new(
+                "`with` of a `lora` patch is a table: { rank = 8, alpha = 16.0 }",
+            )
+            .at(p.loc.clone())
+            .key(kp))
+        }
+    };
+    let bad = |e: crate::Error| {
+        Diagnostic::new(e.to_string())
+            .at(p.with.as_ref().and_then(|w| w.loc.clone()))
+            .key(kp.clone())
+    };
+    let s: Settings =
+        crate::tree::registry::decode_config("a `lora` patch's `with`", &table).map_err(bad)?;
+    let d = LoraConfig::default();
+    let cfg = LoraConfig {
+        rank: s.rank.unwrap_or(d.rank),
+        alpha: s.alpha.unwrap_or(d.alpha),
+        dropout: s.dropout.unwrap_or(d.dropout),
+        dora: s.dora.unwrap_or(d.dora),
+    };
+    cfg.validate().map_err(bad)?;
+    Ok(cfg)
+}
+
 /// Applies the patches in order.
 pub fn apply_patches(
     mut tree: Node,
@@ -186,6 +228,15 @@ pub fn apply_patches(
         };
         tree = match p.action {
             Action::Remove => selection.remove_from_parent().map_err(patch_err)?,
+            Action::Freeze => toolshed::freeze(&selection).map_err(patch_err)?,
+            Action::Checkpoint => {
+                toolshed::checkpoint_activations(&selection).map_err(patch_err)?
+            }
+            Action::Lora => {
+                let cfg = lora_settings(p)?;
+                let linears = selection.at_instances_of("Linear");
+                toolshed::loraify(&linears, &cfg, mb.builder).map_err(patch_err)?
+            }
             Action::Replace => {
                 let mut out = tree.clone();
                 for path in selection.path_segments() {

@@ -11,7 +11,8 @@
 //! parameter element, parameter dtype), optimizer state (what `[optim]` keeps per trainable
 //! element: two moments for AdamW, the default; one buffer for SGD with momentum; none for
 //! plain SGD), and activations: the sum of the outputs of every leaf layer for the model input
-//! (what autograd keeps for the backward pass, roughly).
+//! (what autograd keeps for the backward pass, roughly); a `Checkpointed` subtree counts only
+//! its input, plus the largest such subtree's own activations (recomputed one at a time).
 
 use super::model::ModelBuilder;
 use super::patch::apply_patches;
@@ -23,7 +24,7 @@ use crate::base::{Error, Result};
 use crate::named::NamedTensor;
 use crate::params::{FrozenParameter, ParamEntry};
 use crate::spec::InputSpec;
-use crate::tree::{trace_leaf_outputs, Builder, Node, Registry, SideInputs};
+use crate::tree::{trace_leaf_outputs, Builder, Node, Registry, SideInputs, RECOMPUTE_PEAK};
 use std::collections::BTreeSet;
 
 /// Parameter counts over distinct labels.
@@ -156,7 +157,20 @@ impl Plan {
                     return Err(fail(d));
                 }
             }
-            activations = trace.iter().map(|(_, n, k)| n * elem_size(*k)).sum();
+            // What stays for backward, plus the largest recomputed segment.
+            let bytes = |(_, n, k): &(String, i64, tch::Kind)| n * elem_size(*k);
+            let kept: i64 = trace
+                .iter()
+                .filter(|r| r.0 != RECOMPUTE_PEAK)
+                .map(bytes)
+                .sum();
+            let peak = trace
+                .iter()
+                .filter(|r| r.0 == RECOMPUTE_PEAK)
+                .map(bytes)
+                .max()
+                .unwrap_or(0);
+            activations = kept + peak;
         }
         let trainable_bytes = counts.trainable * elem_size(builder.kind);
         // Without `[optim]`, AdamW (the default optimizer): two float32 moments.
@@ -182,7 +196,7 @@ impl Plan {
 
 /// Builds the `[model]` tree and applies the patches; returns it with the declaration place of
 /// each tree path.
-fn build_tree(
+pub(crate) fn build_tree(
     recipe: &Recipe,
     registry: &Registry,
     builder: &Builder,

@@ -99,12 +99,21 @@ impl Recipe {
             let p = base.join(s);
             p.canonicalize().unwrap_or(p).display().to_string()
         };
-        if let Some(toml::Value::String(h)) = v
-            .get_mut("model")
-            .and_then(|m| m.as_table_mut())
-            .and_then(|m| m.get_mut("hf"))
-        {
-            *h = abs(h);
+        for (section, sub, key) in [
+            ("model", None, "hf"),
+            ("model", None, "checkpoint"),
+            ("strategy", Some("lora"), "init_from"),
+        ] {
+            let table = v.get_mut(section).and_then(|m| m.as_table_mut());
+            let table = match sub {
+                Some(sub) => table
+                    .and_then(|t| t.get_mut(sub))
+                    .and_then(|t| t.as_table_mut()),
+                None => table,
+            };
+            if let Some(toml::Value::String(h)) = table.and_then(|m| m.get_mut(key)) {
+                *h = abs(h);
+            }
         }
         if let Some(d) = v.get_mut("data").and_then(|d| d.as_table_mut()) {
             if let Some(toml::Value::Array(files)) = d.get_mut("files") {

@@ -163,8 +163,16 @@ pub fn patches(root: &RTable) -> Result<Vec<PatchSpec>, Diagnostic> {
                     .at(item.loc.clone())
                     .key(join(&pkp))
             })?;
-            const ACTIONS: [&str; 5] =
-                ["replace", "wrap", "insert_before", "insert_after", "remove"];
+            const ACTIONS: [&str; 8] = [
+                "replace",
+                "wrap",
+                "insert_before",
+                "insert_after",
+                "remove",
+                "lora",
+                "freeze",
+                "checkpoint",
+            ];
             let action_s = opt_str(t, "action", &pkp)?.ok_or_else(|| {
                 Diagnostic::new("a `[[patch]]` needs `action`")
                     .at(item.loc.clone())
@@ -177,6 +185,9 @@ pub fn patches(root: &RTable) -> Result<Vec<PatchSpec>, Diagnostic> {
                 "insert_before" => Action::InsertBefore,
                 "insert_after" => Action::InsertAfter,
                 "remove" => Action::Remove,
+                "lora" => Action::Lora,
+                "freeze" => Action::Freeze,
+                "checkpoint" => Action::Checkpoint,
                 other => {
                     let mut d = Diagnostic::new(format!("unknown patch action `{other}`"))
                         .at(t.get("action").and_then(|e| e.node.loc.clone()))
@@ -188,12 +199,13 @@ pub fn patches(root: &RTable) -> Result<Vec<PatchSpec>, Diagnostic> {
                 }
             };
             let with = t.get("with").map(|e| e.node.clone());
-            if action == Action::Remove && with.is_some() {
-                return Err(Diagnostic::new("`remove` takes no `with`")
+            let no_with = matches!(action, Action::Remove | Action::Freeze | Action::Checkpoint);
+            if no_with && with.is_some() {
+                return Err(Diagnostic::new(format!("`{action_s}` takes no `with`"))
                     .at(key_loc(t, "with"))
                     .key(format!("patch.{i}.with")));
             }
-            if action != Action::Remove && with.is_none() {
+            if !no_with && action != Action::Lora && with.is_none() {
                 return Err(Diagnostic::new(format!(
                     "`{action_s}` needs `with = {{ type = ... }}`"
                 ))

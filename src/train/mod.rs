@@ -24,7 +24,8 @@
 //! # Ok(()) }
 //! ```
 
-pub mod checkpoint;
+/// Checkpoint directories (the [`crate::store`] module, under its training name).
+pub use crate::store as checkpoint;
 pub mod losses;
 pub mod metrics;
 pub mod optim;

@@ -27,3 +27,26 @@ pub fn trace_record(kind: &str, numel: i64, dtype: tch::Kind) {
         }
     });
 }
+
+/// The kind of the record a recomputed segment leaves: the activation bytes it needs while it
+/// is recomputed in backward (as float32 elements). Planners add the largest one, not each.
+pub const RECOMPUTE_PEAK: &str = "recompute peak";
+
+/// Runs `f` (a segment recomputed in backward) recording its leaf outputs apart; if a trace is
+/// running, returns the bytes they take (the segment's activations are not kept in the trace).
+pub fn trace_segment<R>(f: impl FnOnce() -> R) -> (R, Option<i64>) {
+    let running = TRACE.with(|t| t.borrow().is_some());
+    if !running {
+        return (f(), None);
+    }
+    let outer = TRACE.with(|t| t.borrow_mut().replace(vec![]));
+    let r = f();
+    let inner = TRACE.with(|t| std::mem::replace(&mut *t.borrow_mut(), outer));
+    let bytes = inner.map(|v| {
+        v.iter()
+            .filter(|(k, _, _)| k != RECOMPUTE_PEAK)
+            .map(|(_, n, k)| n * crate::base::dtype::elem_size(*k))
+            .sum()
+    });
+    (r, bytes)
+}

@@ -12,7 +12,10 @@
 
 use crate::base::{Error, Result};
 use crate::named::NamedTensor;
-use crate::tree::{ChildLayout, Layer, Node, Selection, SideInputs, Value};
+use crate::tree::{
+    trace_record, trace_segment, ChildLayout, Layer, Node, Selection, SideInputs, Value,
+    RECOMPUTE_PEAK,
+};
 use serde::{Deserialize, Serialize};
 
 /// Recomputes its `body` in the backward pass instead of keeping its activations.
@@ -38,7 +41,18 @@ impl Layer for Checkpointed {
     fn forward(&self, node: &Node, x: Value, side: &SideInputs) -> Result<Value> {
         let body = node.child("body")?.clone();
         if !crate::backend::grad_enabled() {
-            return node.call_child("body", x, side);
+            // Without grad nothing is kept anyway; a planner's trace sees what training keeps:
+            // the segment's input, and its activations only while it is recomputed.
+            let (input, kind) = match &x {
+                Value::Tensor(t) => (t.tensor().numel() as i64, t.kind()),
+                _ => (0, tch::Kind::Float),
+            };
+            let (out, inner) = trace_segment(|| node.call_child("body", x, side));
+            if let Some(bytes) = inner {
+                trace_record("Checkpointed", input, kind);
+                trace_record(RECOMPUTE_PEAK, bytes / 4, tch::Kind::Float);
+            }
+            return out;
         }
         let params: Vec<tch::Tensor> = body
             .trainable_parameters()

@@ -338,12 +338,8 @@ pub fn adapt(linear: &Node, cfg: &LoraConfig, builder: &Builder) -> Result<Node>
 /// Replaces every selected `Linear` by a [`LowRankAdapter`] around it (Penzai's
 /// `loraify_linears_in_selection`); the adapter's parameters come from `builder`.
 pub fn loraify(selection: &Selection, cfg: &LoraConfig, builder: &Builder) -> Result<Node> {
-    selection.apply(|path, n| {
-        adapt(n, cfg, builder).map_err(|e| Error::Layer {
-            path: path.to_vec(),
-            source: Box::new(e),
-        })
-    })
+    // Errors get the path of the node (the selection adds it).
+    selection.apply(|_, n| adapt(n, cfg, builder))
 }
 
 /// The adapter's weight folded into the Linear: `W + (a/r) B A`, or DoRA's
@@ -376,11 +372,8 @@ pub fn merged_weight(node: &Node) -> Result<Tensor> {
 pub fn merge_adapters(root: &Node) -> Result<Node> {
     crate::tree::select(root)
         .at_instances_of("LowRankAdapter")
-        .apply(|path, n| {
-            let merged = merged_weight(n).map_err(|e| Error::Layer {
-                path: path.to_vec(),
-                source: Box::new(e),
-            })?;
+        .apply(|_, n| {
+            let merged = merged_weight(n)?;
             let (_, ln) = pretrained(n)?;
             let label = ln.param_entry("weights")?.label().to_string();
             let p = Parameter::with_trainable(label, merged, false);

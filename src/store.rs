@@ -1,4 +1,4 @@
-//! Checkpoints: `<out_dir>/checkpoints/step-<N>/` with `model.safetensors` (parameters by their
+//! Checkpoint directories on disk (also `pzt::train::checkpoint`): `<out_dir>/checkpoints/step-<N>/` with `model.safetensors` (parameters by their
 //! tree labels), `optimizer.safetensors` (optimizer state by `m.<label>` / `v.<label>` /
 //! `momentum.<label>`), `state.json` (step, data cursor, RNG states, metrics, and the
 //! fingerprint of the frozen base parameters when some are frozen) and `recipe.toml` (the fully

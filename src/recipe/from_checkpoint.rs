@@ -1,0 +1,132 @@
+//! `[model] checkpoint = "runs/x/checkpoints/step-N"`: a pzt checkpoint as the start of a new
+//! run. The checkpoint's own recipe builds its model (patches and strategy included), the
+//! checkpoint's parameters are loaded into it (its base checked), LoRA adapters are merged into
+//! their Linears and activation checkpointing is removed; every parameter then trains again,
+//! and this recipe's patches and `[strategy]` apply on top. Labels stay those of the first
+//! model, so an HF model fine-tuned this way still exports to its family's layout.
+
+use super::decode::{check_keys, join, key_loc};
+use super::model::ModelBuilder;
+use super::raw::{RTable, RVal};
+use super::source::Diagnostic;
+use super::Recipe;
+use crate::base::{Error, Result};
+use crate::layers::toolshed::{merge_adapters, without_checkpointing};
+use crate::params::{ParamEntry, Parameter, ParameterSlot};
+use crate::tree::Node;
+use std::path::{Path, PathBuf};
+
+/// How many checkpoints a chain of `checkpoint = ...` may go through.
+const MAX_DEPTH: usize = 16;
+
+thread_local! {
+    /// How deep in a chain of checkpoints the model being built is.
+    static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn checkpoint_recipe(dir: &Path) -> Result<Recipe> {
+    if !dir.join("state.json").is_file() || !dir.join("recipe.toml").is_file() {
+        return Err(Error::Config(format!(
+            "`{}` is not a pzt checkpoint directory (state.json and recipe.toml)",
+            dir.display()
+        )));
+    }
+    Recipe::load(&dir.join("recipe.toml"), &[])
+}
+
+/// The HF directory behind `recipe`'s model, following `checkpoint = ...` chains.
+pub(super) fn hf_dir(recipe: &Recipe, depth: usize) -> Option<PathBuf> {
+    let t = recipe.model.as_table()?;
+    if let Some(RVal::Str(s)) = t.get("hf").map(|e| &e.node.val) {
+        return Some(recipe.base_dir().join(s));
+    }
+    match t.get("checkpoint").map(|e| &e.node.val) {
+        Some(RVal::Str(s)) if depth < MAX_DEPTH => {
+            let inner = checkpoint_recipe(&recipe.base_dir().join(s)).ok()?;
+            hf_dir(&inner, depth + 1)
+        }
+        _ => None,
+    }
+}
+
+/// Every parameter trainable again (new handles on the same values).
+fn all_trainable(tree: &Node) -> Result<Node> {
+    tree.map_entries(
+        &mut |e| {
+            Ok(match e {
+                ParamEntry::Bound(p) if !p.trainable() => {
+                    ParamEntry::Bound(Parameter::new(p.label(), p.value()))
+                }
+                ParamEntry::Slot(s) if !s.trainable => ParamEntry::Slot(ParameterSlot {
+                    trainable: true,
+                    ..s.clone()
+                }),
+                other => other.clone(),
+            })
+        },
+        &mut |s| Ok(s.clone()),
+    )
+}
+
+fn load(mb: &ModelBuilder<'_>, dir: &Path) -> Result<Node> {
+    let inner = checkpoint_recipe(dir)?;
+    let (tree, _) = super::plan::build_tree(&inner, mb.registry, mb.builder)?;
+    if mb.builder.seed.is_some() {
+        crate::store::load_model(dir, &tree)?;
+    }
+    let before = tree.clone();
+    let tree = without_checkpointing(&tree)?;
+    let tree = if mb.builder.seed.is_some() {
+        merge_adapters(&tree)?
+    } else {
+        // Shapes only: the adapters' Linears, as slots.
+        crate::tree::select(&tree)
+            .at_instances_of("LowRankAdapter")
+            .apply(|_, n| n.child("pretrained")?.child("0").cloned())?
+    };
+    // Labels that were merged away may be declared anew (a new adapter of another rank).
+    let kept: std::collections::BTreeSet<String> = tree
+        .all_param_entries()
+        .into_iter()
+        .map(|(_, _, e)| e.label().to_string())
+        .collect();
+    for (_, _, e) in before.all_param_entries() {
+        if !kept.contains(e.label()) {
+            mb.builder.forget(e.label());
+        }
+    }
+    all_trainable(&tree)
+}
+
+/// Builds `{ checkpoint = "dir" }`.
+pub(super) fn build(
+    mb: &ModelBuilder<'_>,
+    dir: &str,
+    t: &RTable,
+    key_path: &[String],
+) -> std::result::Result<Node, Diagnostic> {
+    check_keys(
+        t,
+        &["checkpoint"],
+        key_path,
+        "a model from a checkpoint (`checkpoint = \"dir\"` stands alone)",
+    )?;
+    let mut kp = key_path.to_vec();
+    kp.push("checkpoint".into());
+    let depth = DEPTH.with(|d| d.get());
+    if depth >= MAX_DEPTH {
+        return Err(Diagnostic::new(format!(
+            "`checkpoint` chains go through at most {MAX_DEPTH} checkpoints"
+        ))
+        .at(key_loc(t, "checkpoint"))
+        .key(join(&kp)));
+    }
+    DEPTH.with(|d| d.set(depth + 1));
+    let out = load(mb, &mb.base_dir.join(dir));
+    DEPTH.with(|d| d.set(depth));
+    out.map_err(|e| {
+        Diagnostic::new(e.to_string())
+            .at(key_loc(t, "checkpoint"))
+            .key(join(&kp))
+    })
+}
