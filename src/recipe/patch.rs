@@ -234,7 +234,12 @@ pub fn apply_patches(
             }
             Action::Lora => {
                 let cfg = lora_settings(p)?;
-                let linears = selection.at_instances_of("Linear");
+                let linears = toolshed::linears_within(&selection);
+                if linears.count() == 0 {
+                    return Err(patch_err(crate::Error::Config(
+                        "the selection holds no contracting Linear to adapt".into(),
+                    )));
+                }
                 toolshed::loraify(&linears, &cfg, mb.builder).map_err(patch_err)?
             }
             Action::Replace => {

@@ -146,7 +146,7 @@ impl Ctx<'_> {
                 ));
             }
             // Penzai's loraify adapts the Linears within the selection.
-            let within = found.at_instances_of("Linear");
+            let within = toolshed::linears_within(&found);
             if within.count() == 0 {
                 return Err(self.err(&keys, format!("target `{t}` selects no Linear")));
             }

@@ -335,6 +335,34 @@ pub fn adapt(linear: &Node, cfg: &LoraConfig, builder: &Builder) -> Result<Node>
     Ok(node)
 }
 
+/// The Linears LoRA adapts for a selection: each selected `Linear` itself (an error later if it
+/// does not contract, like a norm's scale), and the contracting Linears inside each other
+/// selected subtree.
+pub fn linears_within(selection: &Selection) -> Selection {
+    let root = selection.root();
+    let mut paths: Vec<Vec<String>> = vec![];
+    for p in selection.path_segments() {
+        let Ok(n) = root.get(p) else { continue };
+        if n.layer_as::<Linear>().is_some() {
+            paths.push(p.clone());
+            continue;
+        }
+        n.walk(&mut |rel, m| {
+            let contracting = m
+                .layer_as::<Linear>()
+                .is_some_and(|l| !l.input_axes.is_empty() && !l.output_axes.is_empty());
+            if contracting {
+                let mut full = p.clone();
+                full.extend(rel.iter().cloned());
+                if !paths.contains(&full) {
+                    paths.push(full);
+                }
+            }
+        });
+    }
+    Selection::from_paths(root, paths)
+}
+
 /// Replaces every selected `Linear` by a [`LowRankAdapter`] around it (Penzai's
 /// `loraify_linears_in_selection`); the adapter's parameters come from `builder`.
 pub fn loraify(selection: &Selection, cfg: &LoraConfig, builder: &Builder) -> Result<Node> {

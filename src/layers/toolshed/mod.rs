@@ -13,4 +13,4 @@ pub mod lora;
 
 pub use checkpointed::{checkpoint_activations, without_checkpointing, Checkpointed};
 pub use freeze::{freeze, train_only};
-pub use lora::{loraify, merge_adapters, LoraConfig, LowRankAdapter};
+pub use lora::{linears_within, loraify, merge_adapters, LoraConfig, LowRankAdapter};

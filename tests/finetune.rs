@@ -1,0 +1,479 @@
+//! Fine-tuning strategies from recipes and the command line: LoRA/DoRA against peft's
+//! references, adapter-only checkpoints and their base, exact resume, exports both ways,
+//! `[model] checkpoint`, patch actions, and the errors of `[strategy]`.
+mod common;
+use common::*;
+use pzt::prelude::*;
+use pzt::recipe::plan::Plan;
+use pzt::recipe::Recipe;
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn base_dir() -> PathBuf {
+    root().join("tests/fixtures/hf/llama-lora-base")
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pzt-finetune-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn reference(case: &str) -> std::collections::BTreeMap<String, Tensor> {
+    Tensor::read_safetensors(
+        root().join(format!("tests/fixtures/peft/{case}/reference.safetensors")),
+    )
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let f = dir.join(name);
+    std::fs::write(&f, text).unwrap();
+    f
+}
+
+/// A LoRA run on the tiny pretrained Llama: `extra` is appended (more keys or sections).
+fn lora_recipe(dir: &Path, base: &Path, steps: u64, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"[run]
+name = "ft"
+seed = 2
+out_dir = "{out}"
+
+[model]
+hf = "{base}"
+
+[data]
+source = "synthetic"
+generator = "addition"
+num_examples = 300
+seq_len = 12
+tokenizer = "{base}/tokenizer.json"
+
+[train]
+steps = {steps}
+batch_size = 8
+log_every = 5
+eval_every = 10
+eval_generate = 4
+threads = 1
+
+[optim]
+lr = 1e-2
+
+[checkpoint]
+every_steps = 10
+keep_last = 2
+{extra}"#,
+        out = dir.join("run").display(),
+        base = base.display(),
+    );
+    write(dir, "ft.toml", &text)
+}
+
+const LORA: &str = r#"
+[strategy]
+kind = "lora"
+
+[strategy.lora]
+targets = ["q_proj", "v_proj", "down_proj"]
+rank = 4
+alpha = 8.0
+dropout = 0.1
+"#;
+
+fn tokens_of(t: &Tensor) -> String {
+    Vec::<i64>::try_from(t.reshape([-1]))
+        .unwrap()
+        .iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn logits_of(model: &Path, tokens: &str, dir: &Path) -> Tensor {
+    let out = dir.join("logits.safetensors");
+    let _ = std::fs::remove_file(&out);
+    let (code, o, e) = run_pzt(&[
+        "logits",
+        model.to_str().unwrap(),
+        "--tokens",
+        tokens,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{o}{e}");
+    Tensor::read_safetensors(&out).unwrap().remove(0).1
+}
+
+#[test]
+fn init_from_peft_adapters_gives_peft_logits_and_merges_like_peft() {
+    for case in ["lora", "dora"] {
+        let d = tmpdir(&format!("init-{case}"));
+        let f = write(
+            &d,
+            "r.toml",
+            &format!(
+                "[model]\nhf = \"{}\"\n[strategy]\nkind = \"lora\"\n[strategy.lora]\ninit_from = \"{}\"\n",
+                base_dir().display(),
+                root().join("tests/fixtures/peft").join(case).display()
+            ),
+        );
+        let r = reference(case);
+        let tree = Plan::build(
+            Recipe::load(&f, &[]).unwrap(),
+            &pzt::builtin_registry(),
+            &Builder::new(0),
+        )
+        .unwrap()
+        .tree;
+        let x = NamedTensor::wrap(r["tokens"].shallow_clone(), &["batch", "seq"]).unwrap();
+        let run = |t: &Node| {
+            tch::no_grad(|| t.forward(x.clone(), &SideInputs::new()))
+                .unwrap()
+                .into_tensor()
+                .unwrap()
+                .tensor()
+                .shallow_clone()
+        };
+        let d1 = max_abs_diff(&run(&tree), &r["logits"]);
+        assert!(d1 <= 1e-4, "{case}: PeftModel logits differ by {d1}");
+        let merged = pzt::layers::toolshed::merge_adapters(&tree).unwrap();
+        let d2 = max_abs_diff(&run(&merged), &r["merged_logits"]);
+        assert!(d2 <= 1e-4, "{case}: merge_and_unload logits differ by {d2}");
+
+        // Export both ways from the recipe: the PEFT adapter holds peft's tensors, the merged
+        // model gives peft's merged logits, and both carry the tokenizer.
+        let (peft, hf) = (d.join("peft"), d.join("hf"));
+        for (flag, out) in [("--peft", &peft), ("--hf", &hf)] {
+            let (code, o, e) =
+                run_pzt(&["export", f.to_str().unwrap(), flag, out.to_str().unwrap()]);
+            assert_eq!(code, 0, "{o}{e}");
+            assert!(out.join("tokenizer.json").is_file(), "{flag}: no tokenizer");
+        }
+        let ours: std::collections::BTreeMap<String, Tensor> =
+            Tensor::read_safetensors(peft.join("adapter_model.safetensors"))
+                .unwrap()
+                .into_iter()
+                .collect();
+        let theirs = Tensor::read_safetensors(root().join(format!(
+            "tests/fixtures/peft/{case}/adapter_model.safetensors"
+        )))
+        .unwrap();
+        assert_eq!(ours.len(), theirs.len(), "{case}: tensor count");
+        for (name, t) in &theirs {
+            let o = ours
+                .get(name)
+                .unwrap_or_else(|| panic!("{case}: no {name}"));
+            assert_eq!(o.size(), t.size(), "{name}");
+            assert!(max_abs_diff(o, t) <= 1e-6, "{name}");
+        }
+        let ours: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(peft.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        let theirs: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                root().join(format!("tests/fixtures/peft/{case}/adapter_config.json")),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        for k in ["r", "use_dora", "peft_type"] {
+            assert_eq!(ours[k], theirs[k], "{k}");
+        }
+        assert_eq!(ours["lora_alpha"].as_f64(), theirs["lora_alpha"].as_f64());
+        let set = |v: &serde_json::Value| {
+            let mut s: Vec<String> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string())
+                .collect();
+            s.sort();
+            s
+        };
+        assert_eq!(set(&ours["target_modules"]), set(&theirs["target_modules"]));
+        let l = logits_of(&hf, &tokens_of(&r["tokens"]), &d);
+        let d3 = max_abs_diff(&l, &r["merged_logits"]);
+        assert!(d3 <= 1e-4, "{case}: exported merged model differs by {d3}");
+    }
+}
+
+#[test]
+fn a_lora_run_saves_only_adapters_and_serves_logits_generate_eval_and_continuation() {
+    let d = tmpdir("run");
+    let f = lora_recipe(&d, &base_dir(), 20, LORA);
+    let (code, o, e) = run_pzt(&["plan", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    assert!(o.contains("trainable") && o.contains("frozen"), "{o}");
+    let (code, o, e) = run_pzt(&["show", f.to_str().unwrap(), "--depth", "9"]);
+    assert_eq!(code, 0, "{e}");
+    assert!(
+        o.contains("LowRankAdapter(rank 4, alpha 8, dropout 0.1)"),
+        "{o}"
+    );
+    assert!(o.contains("lora_b: Linear({lowrank: 4}"), "{o}");
+
+    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    let ck = d.join("run/checkpoints/step-20");
+    let saved = Tensor::read_safetensors(ck.join("model.safetensors")).unwrap();
+    // q, v, down in 2 layers, A and B each.
+    assert_eq!(saved.len(), 12);
+    assert!(saved.iter().all(|(n, _)| n.contains(".lora_")), "{saved:?}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["base"]["parameters"], 21);
+    assert!(state["base"]["model"]
+        .as_str()
+        .unwrap()
+        .ends_with("llama-lora-base"));
+
+    // The adapters trained: the checkpoint's logits are not the base model's.
+    let toks = "5 6 13 7 14 8";
+    let tuned = logits_of(&ck, toks, &d);
+    let base = logits_of(&base_dir(), toks, &d);
+    assert!(max_abs_diff(&tuned, &base) > 1e-3);
+    let (code, o, e) = run_pzt(&[
+        "generate",
+        ck.to_str().unwrap(),
+        "--prompt",
+        "12+3=",
+        "--max-new-tokens",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{o}{e}");
+    let (code, o, e) = run_pzt(&["eval", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    assert!(o.contains("eval.loss"), "{o}");
+
+    // A new run from this checkpoint starts from its (merged) weights.
+    let g = write(
+        &d,
+        "cont.toml",
+        &format!("[model]\ncheckpoint = \"{}\"\n", ck.display()),
+    );
+    let cont = logits_of(&g, toks, &d);
+    assert!(max_abs_diff(&cont, &tuned) <= 1e-4);
+    let (code, o, _) = run_pzt(&["plan", g.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(o.contains(" 0 frozen"), "everything trains again: {o}");
+}
+
+#[test]
+fn a_lora_run_resumes_exactly_after_kill_9() {
+    let steps = 200;
+    let straight = tmpdir("resume-a");
+    let (code, o, e) = run_pzt(&[
+        "train",
+        lora_recipe(&straight, &base_dir(), steps, LORA)
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_eq!(code, 0, "{o}{e}");
+    let killed = tmpdir("resume-b");
+    let f = lora_recipe(&killed, &base_dir(), steps, LORA);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pzt"))
+        .args(["train", f.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = killed.join("run");
+    let t0 = std::time::Instant::now();
+    while pzt::train::checkpoint::latest(&run).is_none() && t0.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    let newest = pzt::train::checkpoint::latest(&run).expect("a checkpoint before the kill");
+    assert!(newest.0 < steps, "the run finished before it was killed");
+    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    assert!(o.contains("resuming"), "{o}");
+    let read = |d: &Path| {
+        std::fs::read(d.join(format!("run/checkpoints/step-{steps}/model.safetensors"))).unwrap()
+    };
+    assert_eq!(read(&straight), read(&killed), "final adapters differ");
+}
+
+#[test]
+fn a_changed_base_model_is_an_error_everywhere() {
+    let d = tmpdir("base");
+    let base = d.join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    for e in std::fs::read_dir(base_dir()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), base.join(e.file_name())).unwrap();
+    }
+    let f = lora_recipe(&d, &base, 10, LORA);
+    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    // Change one base weight.
+    let mp = base.join("model.safetensors");
+    let mut ts = Tensor::read_safetensors(&mp).unwrap();
+    ts[0].1 = &ts[0].1 + 0.01;
+    Tensor::write_safetensors(&ts, &mp).unwrap();
+    let ck = d.join("run/checkpoints/step-10");
+    let more = f.to_str().unwrap().to_string();
+    for args in [
+        vec!["logits", ck.to_str().unwrap(), "--tokens", "1 2 3"],
+        vec!["eval", &more],
+        vec![
+            "export",
+            ck.to_str().unwrap(),
+            "--peft",
+            d.join("out").to_str().unwrap(),
+        ],
+        vec!["train", &more, "--set", "train.steps=20"],
+    ] {
+        let (code, o, e) = run_pzt(&args);
+        assert_eq!(code, 2, "{args:?}: {o}{e}");
+        assert!(
+            e.contains("changed since this checkpoint was trained") && e.contains("state.json"),
+            "{args:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn full_runs_with_freeze_keep_frozen_weights_and_trainable_limits_training() {
+    let d = tmpdir("freeze");
+    let f = lora_recipe(
+        &d,
+        &base_dir(),
+        10,
+        "[strategy]\nfreeze = [\"embed\", \"blocks.0\"]\n",
+    );
+    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    let out = d.join("hf");
+    let (code, o, e) = run_pzt(&[
+        "export",
+        d.join("run/checkpoints/step-10").to_str().unwrap(),
+        "--hf",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{o}{e}");
+    let get = |dir: &Path| -> std::collections::BTreeMap<String, Tensor> {
+        Tensor::read_safetensors(dir.join("model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    let (before, after) = (get(&base_dir()), get(&out));
+    for (name, t) in &before {
+        let same = max_abs_diff(t, &after[name]) == 0.0;
+        let frozen = name.starts_with("model.embed_tokens") || name.starts_with("model.layers.0.");
+        assert_eq!(same, frozen, "{name}: frozen {frozen} but unchanged {same}");
+    }
+    let saved =
+        Tensor::read_safetensors(d.join("run/checkpoints/step-10/model.safetensors")).unwrap();
+    assert!(saved
+        .iter()
+        .all(|(n, _)| !n.starts_with("embed") && !n.starts_with("blocks.0.")));
+
+    // `trainable` with a full run: only the final norm trains.
+    let g = lora_recipe(
+        &d,
+        &base_dir(),
+        10,
+        "[strategy]\ntrainable = \"final_norm\"\n",
+    );
+    let (code, o, _) = run_pzt(&["plan", g.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}");
+    assert!(o.contains(" 32 trainable"), "{o}");
+}
+
+#[test]
+fn patch_actions_apply_the_toolshed() {
+    let d = tmpdir("patch");
+    let f = lora_recipe(
+        &d,
+        &base_dir(),
+        10,
+        r#"
+[[patch]]
+select = "blocks.*"
+action = "freeze"
+
+[[patch]]
+select = "blocks.1.attention"
+action = "lora"
+with = { rank = 2, alpha = 4.0, dora = true }
+
+[[patch]]
+select = "blocks.*"
+action = "checkpoint"
+"#,
+    );
+    let (code, o, e) = run_pzt(&["show", f.to_str().unwrap(), "--depth", "4"]);
+    assert_eq!(code, 0, "{o}{e}");
+    assert_eq!(o.matches("Checkpointed").count(), 2, "{o}");
+    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    let saved =
+        Tensor::read_safetensors(d.join("run/checkpoints/step-10/model.safetensors")).unwrap();
+    assert!(saved.iter().any(|(n, _)| n.ends_with("magnitude")));
+    assert!(saved.iter().all(|(n, _)| !n.starts_with("blocks.0.")));
+}
+
+#[test]
+fn strategy_mistakes_exit_2_at_their_key() {
+    let d = tmpdir("errors");
+    for (extra, expect) in [
+        (
+            "[strategy]\nkind = \"lora\"\n[strategy.lora]\nrank = 4\nrnak = 2\n",
+            "rnak",
+        ),
+        ("[strategy]\nkind = \"lora\"\n", "[strategy.lora]"),
+        (
+            "[strategy]\nkind = \"lora\"\n[strategy.lora]\nrank = 4\n",
+            "`targets` is required",
+        ),
+        (
+            "[strategy]\nkind = \"lora\"\n[strategy.lora]\ntargets = [\"qq_proj\"]\n",
+            "matches nothing",
+        ),
+        (
+            "[strategy]\nkind = \"lora\"\n[strategy.lora]\ntargets = \"final_norm.scale\"\n",
+            "contracting",
+        ),
+        (
+            "[strategy]\nkind = \"lora\"\n[strategy.lora]\ntargets = \"final_norm\"\n",
+            "selects no Linear",
+        ),
+        (
+            "[strategy]\nkind = \"lora\"\n[strategy.lora]\ntargets = \"q_proj\"\nrank = 0\n",
+            "rank",
+        ),
+        (
+            "[strategy]\nkind = \"lora\"\n[strategy.lora]\ninit_from = \"nowhere\"\n",
+            "adapter_config.json",
+        ),
+        (
+            "[strategy]\nfreeze = [\"embed\", \"blocks.7\"]\n",
+            "`blocks.7` matches nothing",
+        ),
+        (
+            "[strategy]\ncheckpoint_activations = \"\"\n",
+            "empty selector",
+        ),
+        ("[strategy]\nkind = \"partial\"\n", "kind"),
+    ] {
+        let f = lora_recipe(&d, &base_dir(), 10, extra);
+        let (code, o, e) = run_pzt(&["plan", f.to_str().unwrap()]);
+        assert_eq!(code, 2, "{extra}: {o}{e}");
+        assert!(e.contains(expect), "{extra}: {e}");
+        assert!(e.contains("-->"), "{extra}: no location: {e}");
+        assert!(!e.contains("panicked"), "{e}");
+    }
+}
