@@ -101,9 +101,18 @@ impl Trainer {
         let Some((s, dir)) = checkpoint::latest(&run.out_dir) else {
             let data = &self.session.data;
             self.report.say(format!(
-                "training `{}`: {} parameters on {}, {} train / {} eval examples{}",
+                "training `{}`: {} parameters{} on {}, {} train / {} eval examples{}",
                 run.name,
                 crate::base::text::grouped(self.session.tree.num_params()),
+                match &self.base {
+                    Some(_) => format!(
+                        " ({} trainable)",
+                        crate::base::text::grouped(
+                            self.params.iter().map(|p| p.numel()).sum::<i64>()
+                        )
+                    ),
+                    None => String::new(),
+                },
                 device_name(self.session.device),
                 data.train.len(),
                 data.eval.len(),
