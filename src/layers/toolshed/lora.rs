@@ -8,8 +8,8 @@
 //!   pretrained: NamedGroup Pretrained [ the Linear, unchanged: W[I, O, P] ]
 //!   update:     NamedGroup Update     [ Dropout (training only, when dropout > 0),
 //!                                       lora_a: Linear I -> {lowrank: r}   A[I, r, P]
-//!                                       lora_b: Linear {lowrank} -> O      B[r, O, P], zeros
-//!                                       scale:  Rescale by a / r ]
+//!                                       scale:  Rescale by a / r
+//!                                       lora_b: Linear {lowrank} -> O      B[r, O, P], zeros ]
 //! ```
 //!
 //! so `y = W x + (a/r) B A dropout(x)`. With `dora`, the adapter also holds `magnitude[O, P]`
@@ -279,14 +279,15 @@ pub fn adapt(linear: &Node, cfg: &LoraConfig, builder: &Builder) -> Result<Node>
     if cfg.dropout > 0.0 {
         update.push(("dropout".to_string(), Node::new(Dropout::new(cfg.dropout)?)));
     }
+    // The scale applies to the rank-r activations (as cheap as it gets; the same product).
     update.push(("lora_a".into(), a));
-    update.push(("lora_b".into(), b));
     update.push((
         "scale".into(),
         Node::new(Rescale {
             by: cfg.alpha / cfg.rank as f64,
         }),
     ));
+    update.push(("lora_b".into(), b));
     let magnitude_axes: Axes = if cfg.dora {
         lin.output_axes
             .iter()
