@@ -12,7 +12,7 @@ export BATCH=${BATCH:-4} SEQ=${SEQ:-128}
 PY=.venv/bin/python
 [ -f "$DIR/model.safetensors" ] || $PY benches/finetune.py make "$DIR" >/dev/null 2>&1
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-head -c 2000000 /dev/urandom | base64 -w 0 | fold -w 100 > "$tmp/text.txt"
+head -c 150000 /dev/urandom | base64 -w 0 | fold -w 100 > "$tmp/text.txt"
 recipe() { # MODE -> recipe path
   local f="$tmp/$1.toml"
   cat > "$f" <<TOML
