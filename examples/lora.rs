@@ -44,7 +44,12 @@ fn main() -> Result<()> {
     };
     let lora = loraify(&selection(&frozen, "Attention Linear")?, &cfg, &b)?;
     let ck = checkpoint_activations(&selection(&lora, "blocks.*")?)?;
-    let count = |n: &Node| n.trainable_parameters().iter().map(|p| p.numel()).sum::<i64>();
+    let count = |n: &Node| {
+        n.trainable_parameters()
+            .iter()
+            .map(|p| p.numel())
+            .sum::<i64>()
+    };
     println!(
         "{} parameters, {} trainable after loraify ({} adapters), {} Checkpointed blocks",
         model.num_params(),
@@ -56,7 +61,11 @@ fn main() -> Result<()> {
     // B starts at zero; give it values so that the adapters change the output.
     for p in ck.trainable_parameters() {
         if p.label().ends_with("lora_b.weights") {
-            p.copy_from(&Tensor::full(p.shape(), 0.05, (Kind::Float, tch::Device::Cpu)))?;
+            p.copy_from(&Tensor::full(
+                p.shape(),
+                0.05,
+                (Kind::Float, tch::Device::Cpu),
+            ))?;
         }
     }
     let tokens = Tensor::from_slice(&[1i64, 7, 3, 9, 4, 2]).reshape([1, 6]);

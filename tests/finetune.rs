@@ -477,3 +477,107 @@ fn strategy_mistakes_exit_2_at_their_key() {
         assert!(!e.contains("panicked"), "{e}");
     }
 }
+
+#[test]
+fn activation_checkpointing_trains_like_the_plain_run_in_fp32_and_bf16_and_generates_alike() {
+    let last_loss = |dir: &Path| -> f64 {
+        let text = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+        let line = text.lines().rev().find(|l| l.contains("\"loss\"")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["loss"].as_f64().unwrap()
+    };
+    for precision in ["fp32", "bf16"] {
+        let mut losses = vec![];
+        for ck in ["", "checkpoint_activations = \"blocks.*\"\n"] {
+            let d = tmpdir(&format!("ck-{precision}-{}", ck.len()));
+            let strategy = LORA.replace("kind = \"lora\"\n", &format!("kind = \"lora\"\n{ck}"));
+            let f = lora_recipe(&d, &base_dir(), 20, &strategy);
+            let (code, o, e) = run_pzt(&[
+                "train",
+                f.to_str().unwrap(),
+                "--set",
+                &format!("train.precision=\"{precision}\""),
+            ]);
+            assert_eq!(code, 0, "{o}{e}");
+            losses.push(last_loss(&d));
+            if !ck.is_empty() {
+                let (code, o, _) = run_pzt(&["show", f.to_str().unwrap(), "--depth", "3"]);
+                assert_eq!(code, 0);
+                assert_eq!(o.matches("Checkpointed").count(), 2, "{o}");
+                // Generation (no grad, KV cache) through the checkpointed blocks.
+                let ck_dir = d.join("run/checkpoints/step-20");
+                let (code, a, e) = run_pzt(&[
+                    "generate",
+                    ck_dir.to_str().unwrap(),
+                    "--prompt",
+                    "ab=",
+                    "--max-new-tokens",
+                    "4",
+                ]);
+                assert_eq!(code, 0, "{e}");
+                // The same checkpoint with the plain recipe: the same completion.
+                let plain = d.join("plain-ck");
+                std::fs::create_dir_all(&plain).unwrap();
+                for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+                    std::fs::copy(ck_dir.join(f), plain.join(f)).unwrap();
+                }
+                let recipe = std::fs::read_to_string(ck_dir.join("recipe.toml")).unwrap();
+                assert!(recipe.contains("checkpoint_activations"));
+                let recipe: String = recipe
+                    .lines()
+                    .filter(|l| !l.starts_with("checkpoint_activations"))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                std::fs::write(plain.join("recipe.toml"), recipe).unwrap();
+                let (code, b, e) = run_pzt(&[
+                    "generate",
+                    plain.to_str().unwrap(),
+                    "--prompt",
+                    "ab=",
+                    "--max-new-tokens",
+                    "4",
+                ]);
+                assert_eq!(code, 0, "{e}");
+                assert_eq!(a, b);
+            }
+        }
+        let tol = if precision == "bf16" { 1e-2 } else { 1e-4 };
+        assert!(
+            (losses[0] - losses[1]).abs() <= tol,
+            "{precision}: {losses:?}"
+        );
+    }
+}
+
+#[test]
+fn neox_fused_query_key_value_is_a_target_and_merges_but_is_no_peft_module() {
+    let d = tmpdir("neox");
+    let f = write(
+        &d,
+        "n.toml",
+        &format!(
+            "[model]\nhf = \"{}\"\n[strategy]\nkind = \"lora\"\n[strategy.lora]\ntargets = [\"query_key_value\", \"dense_4h_to_h\"]\n",
+            root().join("tests/fixtures/hf/neox-parallel").display()
+        ),
+    );
+    let (code, o, e) = run_pzt(&["select", f.to_str().unwrap(), "LowRankAdapter"]);
+    assert_eq!(code, 0, "{e}");
+    // q, k, v and the MLP's down projection in 2 layers.
+    assert!(o.contains("8 matches"), "{o}");
+    let (code, _, e) = run_pzt(&[
+        "export",
+        f.to_str().unwrap(),
+        "--peft",
+        d.join("p").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(e.contains("fused `query_key_value`"), "{e}");
+    assert!(!d.join("p").exists(), "a refused export writes nothing");
+    let (code, o, e) = run_pzt(&[
+        "export",
+        f.to_str().unwrap(),
+        "--hf",
+        d.join("h").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{o}{e}");
+}

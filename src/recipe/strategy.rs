@@ -9,7 +9,7 @@ use super::source::{Diagnostic, Loc};
 use super::Recipe;
 use crate::layers::linear::Linear;
 use crate::layers::toolshed::{self, freeze::freeze_where, LoraConfig};
-use crate::models::hf::peft::{linear_modules, module_matches, Adapter};
+use crate::models::hf::peft::{module_matches, target_modules, Adapter};
 use crate::spec::strategy::{OneOrMany, StrategyKind};
 use crate::tree::selector::Selector;
 use crate::tree::{select, Node, Selection};
@@ -173,7 +173,7 @@ pub fn apply_strategy(
         .hf_dir()
         .and_then(|d| crate::models::hf::read_config(&d).ok());
     let modules = match &arch {
-        Some(a) => Some(linear_modules(a).map_err(|e| Diagnostic::new(e.to_string()))?),
+        Some(a) => Some(target_modules(a).map_err(|e| Diagnostic::new(e.to_string()))?),
         None => None,
     };
     let cx = Ctx { recipe, modules };

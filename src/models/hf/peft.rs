@@ -46,6 +46,19 @@ pub fn linear_modules(arch: &Arch) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// The modules `[strategy.lora] targets` may name: the Linears, and GPT-NeoX's fused
+/// `query_key_value` (which names pzt's separate query, key and value Linears).
+pub fn target_modules(arch: &Arch) -> Result<Vec<(String, String)>> {
+    Ok(weight_map(arch)?
+        .into_iter()
+        .filter(|(_, _, tr)| matches!(tr, Transform::Linear(_) | Transform::QkvWeight(_)))
+        .filter_map(|(label, hf, _)| {
+            hf.strip_suffix(".weight")
+                .map(|m| (m.to_string(), label.clone()))
+        })
+        .collect())
+}
+
 /// Whether an HF module name is matched by a peft target (the name or its last segments).
 pub fn module_matches(module: &str, target: &str) -> bool {
     module == target || module.ends_with(&format!(".{target}"))
@@ -232,6 +245,11 @@ pub fn write(tree: &Node, arch: &Arch, out: &Path, base_model: &str) -> Result<(
         .into_iter()
         .map(|(m, l)| (l, m))
         .collect();
+    let fused: BTreeSet<String> = weight_map(arch)?
+        .into_iter()
+        .filter(|(_, _, tr)| matches!(tr, Transform::QkvWeight(_)))
+        .map(|(label, _, _)| label)
+        .collect();
     let adapters = crate::tree::select(tree).at_instances_of("LowRankAdapter");
     let found = adapters.get();
     if found.is_empty() {
@@ -261,9 +279,15 @@ pub fn write(tree: &Node, arch: &Arch, out: &Path, base_model: &str) -> Result<(
         let lin = node.child("pretrained")?.child("0")?;
         let wl = lin.param_entry("weights")?.label().to_string();
         let module = modules.get(&wl).ok_or_else(|| {
-            Error::Config(format!(
-                "export --peft: adapter `{path}` adapts `{wl}`, which has no HF Linear module name"
-            ))
+            if fused.contains(&wl) {
+                Error::Config(format!(
+                    "export --peft: adapter `{path}` adapts part of GPT-NeoX's fused `query_key_value`; one PEFT module cannot hold pzt's separate query, key and value adapters (export --hf merges them)"
+                ))
+            } else {
+                Error::Config(format!(
+                    "export --peft: adapter `{path}` adapts `{wl}`, which has no HF Linear module name"
+                ))
+            }
         })?;
         let upd = node.child("update")?;
         let cpu = |t: Tensor| {
