@@ -1,4 +1,5 @@
 #![allow(dead_code)]
+pub mod finetune;
 use pzt::prelude::*;
 use tch::{Device, Kind, Tensor};
 
