@@ -21,6 +21,7 @@ fn a_lora_run_saves_only_adapters_and_serves_logits_generate_eval_and_continuati
         "{o}"
     );
     assert!(o.contains("lora_b: Linear({lowrank: 4}"), "{o}");
+    assert!(o.contains("frozen]"), "frozen parameters are marked: {o}");
 
     let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
     assert_eq!(code, 0, "{o}{e}");

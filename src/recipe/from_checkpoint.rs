@@ -22,6 +22,8 @@ const MAX_DEPTH: usize = 16;
 thread_local! {
     /// How deep in a chain of checkpoints the model being built is.
     static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The checkpoint directories being loaded, outermost first.
+    static CHAIN: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn checkpoint_recipe(dir: &Path) -> Result<Recipe> {
@@ -121,11 +123,33 @@ pub(super) fn build(
         .at(key_loc(t, "checkpoint"))
         .key(join(&kp)));
     }
+    let path = mb.base_dir.join(dir);
+    let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
+    let looped = CHAIN.with(|c| c.borrow().contains(&canonical));
+    if looped {
+        return Err(Diagnostic::new(format!(
+            "`{}` is already being loaded: the chain of `checkpoint = ...` loops",
+            path.display()
+        ))
+        .at(key_loc(t, "checkpoint"))
+        .key(join(&kp)));
+    }
     DEPTH.with(|d| d.set(depth + 1));
-    let out = load(mb, &mb.base_dir.join(dir));
+    CHAIN.with(|c| c.borrow_mut().push(canonical));
+    let out = load(mb, &path);
+    CHAIN.with(|c| c.borrow_mut().pop());
     DEPTH.with(|d| d.set(depth));
     out.map_err(|e| {
-        Diagnostic::new(e.to_string())
+        // An error in the checkpoint's own recipe is already rendered: keep it whole.
+        let message = match e {
+            Error::Recipe(r) => format!(
+                "cannot build the model of checkpoint `{}`: {}",
+                path.display(),
+                r.strip_prefix("error: ").unwrap_or(&r)
+            ),
+            other => other.to_string(),
+        };
+        Diagnostic::new(message)
             .at(key_loc(t, "checkpoint"))
             .key(join(&kp))
     })

@@ -9,6 +9,7 @@ fn param_str(name: &str, p: &ParamEntry) -> String {
         ParamEntry::Bound(b) if b.trainable() => "",
         ParamEntry::Bound(_) => " frozen",
         ParamEntry::Frozen(_) => " const",
+        ParamEntry::Slot(s) if !s.trainable => " frozen",
         ParamEntry::Slot(_) => "",
     };
     format!(
