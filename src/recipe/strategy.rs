@@ -209,16 +209,14 @@ pub fn apply_strategy(
             .note(format!("at `{}`", e.layer_path().unwrap_or_default()))
         })?;
         if let Some(a) = &adapter {
-            if mb.builder.seed.is_some() {
-                let arch = arch.as_ref().ok_or_else(|| {
-                    cx.err(
-                        &["lora", "init_from"],
-                        "`init_from` needs a model loaded from an HF directory (`[model] hf = ...`)",
-                    )
-                })?;
-                a.load_into(&tree, arch)
-                    .map_err(|e| cx.err(&["lora", "init_from"], e.to_string()))?;
-            }
+            let arch = arch.as_ref().ok_or_else(|| {
+                cx.err(
+                    &["lora", "init_from"],
+                    "`init_from` needs a model loaded from an HF directory (`[model] hf = ...`)",
+                )
+            })?;
+            a.load_into(&tree, arch)
+                .map_err(|e| cx.err(&["lora", "init_from"], e.to_string()))?;
         }
         let mut keep: BTreeSet<String> = select(&tree)
             .at_instances_of("LowRankAdapter")

@@ -178,15 +178,16 @@ impl Adapter {
 
     /// Copies the adapter's tensors into the adapters of `tree` (a model of `arch` whose
     /// target Linears were adapted with this adapter's rank): every tensor must find its
-    /// parameter and every adapter parameter must get a tensor.
+    /// parameter, with a shape that fits, and every adapter parameter must get a tensor. Slots
+    /// (a tree built for planning) are only checked.
     pub fn load_into(&self, tree: &Node, arch: &Arch) -> Result<()> {
         let file = self.dir.join("adapter_model.safetensors");
         let bad = |m: String| Error::bad_file(file.display(), m);
         let modules: BTreeMap<String, String> = linear_modules(arch)?.into_iter().collect();
-        let params: BTreeMap<String, crate::params::Parameter> = tree
-            .parameters()
+        let params: BTreeMap<String, crate::params::ParamEntry> = tree
+            .all_param_entries()
             .into_iter()
-            .map(|p| (p.label().to_string(), p))
+            .map(|(_, _, e)| (e.label().to_string(), e))
             .collect();
         let mut filled = BTreeSet::new();
         for (key, t) in &self.tensors {
@@ -224,7 +225,10 @@ impl Adapter {
                     t.size()
                 ))
             })?;
-            p.copy_from(&v.f_to_kind(p.kind()).ctx("adapter")?)?;
+            // Slots (planning) get their shapes checked; live parameters their values.
+            if let crate::params::ParamEntry::Bound(p) = p {
+                p.copy_from(&v.f_to_kind(p.kind()).ctx("adapter")?)?;
+            }
             filled.insert(label);
         }
         for label in params.keys() {
