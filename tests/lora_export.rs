@@ -135,3 +135,31 @@ fn neox_fused_query_key_value_is_a_target_and_merges_but_is_no_peft_module() {
     ]);
     assert_eq!(code, 0, "{o}{e}");
 }
+
+#[test]
+fn eval_without_a_checkpoint_scores_the_peft_adapter_as_loaded() {
+    let d = tmpdir("eval-init");
+    let adapter = root().join("tests/fixtures/peft/lora");
+    let extra = format!(
+        "[strategy]\nkind = \"lora\"\n[strategy.lora]\ninit_from = \"{}\"\n",
+        adapter.display()
+    );
+    let with = lora_recipe(&d, &base_dir(), 10, &extra);
+    let loss = |f: &std::path::Path| {
+        let (code, o, e) = run_pzt(&["eval", f.to_str().unwrap(), "--no-checkpoint", "--json"]);
+        assert_eq!(code, 0, "{o}{e}");
+        let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+        assert!(v["checkpoint"].is_null());
+        v["metrics"]["eval.loss"].as_f64().unwrap()
+    };
+    let adapted = loss(&with);
+    let d2 = tmpdir("eval-base");
+    let base = loss(&lora_recipe(&d2, &base_dir(), 10, ""));
+    assert!(
+        (adapted - base).abs() > 1e-3,
+        "the adapter changes the model: {adapted} vs {base}"
+    );
+    let (code, _, e) = run_pzt(&["eval", with.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(e.contains("--no-checkpoint"), "{e}");
+}

@@ -1,4 +1,4 @@
-//! `pzt eval RECIPE [--checkpoint DIR] [--set KEY=VALUE]... [--json]`.
+//! `pzt eval RECIPE [--checkpoint DIR | --no-checkpoint] [--set KEY=VALUE]... [--json]`.
 
 use super::common::{deterministic_cublas, lib_err, print_metrics, Failure};
 use std::path::PathBuf;
@@ -9,8 +9,12 @@ pub struct Args {
     /// The recipe file.
     recipe: PathBuf,
     /// The checkpoint directory (default: the newest of the run).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_checkpoint")]
     checkpoint: Option<PathBuf>,
+    /// Evaluate the model as the recipe builds it, without a run checkpoint: a pretrained
+    /// model, a PEFT adapter from `init_from`, a `[model] checkpoint` (or a seeded init).
+    #[arg(long)]
+    no_checkpoint: bool,
     /// Override a recipe key: KEY.PATH=VALUE.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -21,21 +25,37 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<(), Failure> {
     let r = pzt::recipe::Recipe::load(&a.recipe, &a.set).map_err(lib_err)?;
-    let dir =
-        pzt::train::checkpoint_to_eval(&r.run.out_dir, a.checkpoint.as_deref()).map_err(lib_err)?;
+    let dir = if a.no_checkpoint {
+        None
+    } else {
+        Some(
+            pzt::train::checkpoint_to_eval(&r.run.out_dir, a.checkpoint.as_deref())
+                .map_err(lib_err)?,
+        )
+    };
     let spec = r.eval_spec(&pzt::builtin_registry()).map_err(lib_err)?;
     deterministic_cublas(&spec);
-    let m = pzt::train::eval(spec, &dir).map_err(|e| lib_err(r.locate(e)))?;
+    let m = match &dir {
+        Some(d) => pzt::train::eval(spec, d),
+        None => pzt::train::eval_as_built(spec),
+    }
+    .map_err(|e| lib_err(r.locate(e)))?;
+    let shown = dir
+        .as_ref()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|| "none (the model as the recipe builds it)".into());
     if a.json {
         let mut j = serde_json::Map::new();
         j.insert(
             "checkpoint".into(),
-            serde_json::Value::String(dir.display().to_string()),
+            dir.as_ref()
+                .map(|d| serde_json::Value::String(d.display().to_string()))
+                .unwrap_or(serde_json::Value::Null),
         );
         j.insert("metrics".into(), serde_json::Value::Object(m));
         println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
     } else {
-        println!("checkpoint {}", dir.display());
+        println!("checkpoint {shown}");
         print_metrics(&m);
     }
     Ok(())

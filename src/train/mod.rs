@@ -104,7 +104,7 @@ pub fn checkpoint_to_eval(out_dir: &Path, given: Option<&Path>) -> Result<PathBu
         Some(d) => d.to_path_buf(),
         None => checkpoint::latest(out_dir).map(|(_, p)| p).ok_or_else(|| {
             Error::Config(format!(
-                "no checkpoint in {}",
+                "no checkpoint in {} (train first, or evaluate the model as the recipe builds it with `pzt eval --no-checkpoint`)",
                 checkpoint::dir_of(out_dir).display()
             ))
         })?,
@@ -116,6 +116,11 @@ pub fn checkpoint_to_eval(out_dir: &Path, given: Option<&Path>) -> Result<PathBu
         )));
     }
     Ok(dir)
+}
+
+/// Evaluates the model as the spec builds it (no run checkpoint) on the eval split.
+pub fn eval_as_built(spec: RunSpec) -> Result<Map<String, Value>> {
+    Session::new(spec)?.evaluate()
 }
 
 /// Evaluates the checkpoint `dir` on the eval split.
