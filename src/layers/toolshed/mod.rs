@@ -2,7 +2,7 @@
 //!
 //! - [`lora`]: `LowRankAdapter` (LoRA and DoRA) and [`lora::loraify`], which replaces each
 //!   selected `Linear` by an adapter around it; [`lora::merge_adapters`] folds them back.
-//! - [`freeze`]: [`freeze::freeze`] and [`freeze::train_only`] turn off training (no
+//! - [`mod@freeze`]: [`freeze::freeze`] and [`freeze::train_only`] turn off training (no
 //!   gradient, no optimizer state) for the parameters under a selection, or outside it.
 //! - [`checkpointed`]: `Checkpointed` and [`checkpointed::checkpoint_activations`], which
 //!   recompute a subtree's activations in the backward pass.
