@@ -6,8 +6,10 @@
 //! concatenated (documents separated by the end token) and cut into windows of `seq_len + 1`
 //! tokens; `jsonl` gives one example per line (`text`, or `prompt` + `completion` with the loss
 //! masked on the prompt); `synthetic` generates examples from the seed; `csv` gives numeric
-//! feature rows and a target for MLP regression or classification.
+//! feature rows and a target for MLP regression or classification; `chat` renders conversations
+//! with the tokenizer's chat template ([`chat`]) with the loss on the assistant turns.
 
+pub mod chat;
 pub mod sources;
 pub mod spec;
 pub mod tokenizer;
@@ -40,6 +42,18 @@ pub struct Dataset {
     pub num_classes: i64,
     /// Number of features (csv) or 0.
     pub num_features: i64,
+    /// What preparing the examples dropped or cut.
+    #[serde(default)]
+    pub stats: PrepStats,
+}
+
+/// What preparing a dataset dropped or cut (counted over all examples, before the split).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrepStats {
+    /// Examples longer than `seq_len + 1` tokens that were skipped.
+    pub skipped: usize,
+    /// Examples longer than `seq_len + 1` tokens that were cut to it.
+    pub truncated: usize,
 }
 
 /// A permutation of `0..n` from a seed (Fisher-Yates with splitmix keys).

@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [data]
-//! source = "jsonl"            # text | jsonl | csv | synthetic
+//! source = "jsonl"            # text | jsonl | csv | synthetic | chat
 //! files = ["train.jsonl"]     # the source's own keys ...
 //! seq_len = 512
 //! eval_fraction = 0.05        # ... and the shared ones
@@ -31,6 +31,58 @@ pub enum Source {
     Jsonl(JsonlSource),
     Csv(CsvSource),
     Synthetic(SyntheticSource),
+    Chat(ChatSource),
+}
+
+/// Which tokens of a conversation carry the loss.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainOn {
+    /// Each assistant message's content and the end-of-turn tokens after it.
+    #[default]
+    Assistant,
+    /// Every token.
+    All,
+}
+
+/// What to do with an example longer than `seq_len + 1` tokens.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Leave it out (and count it).
+    #[default]
+    Skip,
+    /// Keep its first `seq_len + 1` tokens (and count it).
+    Truncate,
+}
+
+/// `source = "chat"`: one conversation per jsonl line, rendered with a chat template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatSource {
+    pub files: Vec<String>,
+    pub tokenizer: Tokenizer,
+    pub seq_len: Option<usize>,
+    /// The field holding the `[{"role": ..., "content": ...}, ...]` list.
+    pub messages_field: String,
+    /// A Jinja template file (relative to the recipe); default: the tokenizer's.
+    pub chat_template: Option<String>,
+    pub train_on: TrainOn,
+    pub overflow: Overflow,
+}
+
+impl Default for ChatSource {
+    fn default() -> Self {
+        ChatSource {
+            files: vec![],
+            tokenizer: Tokenizer::default(),
+            seq_len: None,
+            messages_field: "messages".into(),
+            chat_template: None,
+            train_on: TrainOn::default(),
+            overflow: Overflow::default(),
+        }
+    }
 }
 
 /// `source = "text"`: files concatenated (documents separated by the end token) and cut into
@@ -140,7 +192,8 @@ impl Default for SyntheticSource {
     }
 }
 
-/// `tokenizer`: `bytes` or a path to a HuggingFace tokenizer.json (relative to the recipe).
+/// `tokenizer`: `bytes`, or a HuggingFace tokenizer.json or a directory holding one (relative
+/// to the recipe). Default: the `[model] hf` directory's, else `bytes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Tokenizer(pub String);
@@ -153,7 +206,7 @@ impl Default for Tokenizer {
 
 /// The keys every source has.
 const SHARED: [&str; 2] = ["eval_fraction", "cache_dir"];
-const SOURCES: [&str; 4] = ["text", "jsonl", "csv", "synthetic"];
+const SOURCES: [&str; 5] = ["text", "jsonl", "csv", "synthetic", "chat"];
 
 fn bad<T>(field: &str, message: String) -> Result<T> {
     Err(Error::ConfigField {
@@ -248,6 +301,7 @@ impl DataSpec {
             "jsonl" => Source::Jsonl(decode_source("jsonl", &own)?),
             "csv" => Source::Csv(decode_source("csv", &own)?),
             "synthetic" => Source::Synthetic(decode_source("synthetic", &own)?),
+            "chat" => Source::Chat(decode_source("chat", &own)?),
             other => {
                 let expected: Vec<String> = SOURCES.iter().map(|k| format!("`{k}`")).collect();
                 return bad(
@@ -301,6 +355,7 @@ impl DataSpec {
             Source::Text(s) => s.seq_len,
             Source::Jsonl(s) => s.seq_len,
             Source::Synthetic(s) => s.seq_len,
+            Source::Chat(s) => s.seq_len,
             Source::Csv(_) => None,
         }
     }
@@ -311,8 +366,21 @@ impl DataSpec {
             Source::Text(s) => Some(&s.tokenizer.0),
             Source::Jsonl(s) => Some(&s.tokenizer.0),
             Source::Synthetic(s) => Some(&s.tokenizer.0),
+            Source::Chat(s) => Some(&s.tokenizer.0),
             Source::Csv(_) => None,
         }
+    }
+
+    /// Sets the tokenizer of a language-model source (the model's own, by default).
+    pub fn set_tokenizer(&mut self, t: &str) {
+        let slot = match &mut self.source {
+            Source::Text(s) => &mut s.tokenizer,
+            Source::Jsonl(s) => &mut s.tokenizer,
+            Source::Synthetic(s) => &mut s.tokenizer,
+            Source::Chat(s) => &mut s.tokenizer,
+            Source::Csv(_) => return,
+        };
+        *slot = Tokenizer(t.to_string());
     }
 
     /// The data files (none for synthetic data).
@@ -321,6 +389,7 @@ impl DataSpec {
             Source::Text(s) => &s.files,
             Source::Jsonl(s) => &s.files,
             Source::Csv(s) => &s.files,
+            Source::Chat(s) => &s.files,
             Source::Synthetic(_) => &[],
         }
     }
@@ -332,6 +401,7 @@ impl DataSpec {
             Source::Jsonl(_) => "jsonl",
             Source::Csv(_) => "csv",
             Source::Synthetic(_) => "synthetic",
+            Source::Chat(_) => "chat",
         }
     }
 

@@ -1,7 +1,20 @@
-//! Tokenizers: `bytes` (one id per UTF-8 byte, 256 ids) and a HuggingFace `tokenizer.json`.
+//! Tokenizers: `bytes` (one id per UTF-8 byte, 256 ids) and a HuggingFace `tokenizer.json`,
+//! named directly or by its directory. Next to it, `tokenizer_config.json` gives the special
+//! tokens (`eos_token`, `bos_token`) and the `chat_template` (or a `chat_template.jinja` file
+//! does), as transformers reads them.
 
+use crate::base::files::read_small_file;
 use crate::base::{Error, Result};
 use std::path::{Path, PathBuf};
+
+/// What `tokenizer_config.json` (and `chat_template.jinja`) say.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenizerConfig {
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    /// The Jinja chat template.
+    pub chat_template: Option<String>,
+}
 
 /// A tokenizer.
 pub enum Tokenizer {
@@ -11,6 +24,7 @@ pub enum Tokenizer {
     Hf {
         path: PathBuf,
         inner: Box<tokenizers::Tokenizer>,
+        config: TokenizerConfig,
     },
 }
 
@@ -23,19 +37,73 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
+/// A special token as `tokenizer_config.json` writes it: a string or `{"content": ...}`.
+fn token_text(v: Option<&serde_json::Value>) -> Option<String> {
+    match v? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => o.get("content")?.as_str().map(String::from),
+        _ => None,
+    }
+}
+
+/// Reads the tokenizer's directory companions (absent files are no error; bad ones are).
+pub fn read_config(dir: &Path) -> Result<TokenizerConfig> {
+    let mut c = TokenizerConfig::default();
+    let cp = dir.join("tokenizer_config.json");
+    if cp.exists() {
+        let text = read_small_file(&cp)?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::bad_file(cp.display(), e.to_string()))?;
+        c.bos_token = token_text(v.get("bos_token"));
+        c.eos_token = token_text(v.get("eos_token"));
+        c.chat_template = match v.get("chat_template") {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            // A list of named templates: the one named `default`.
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|t| t.get("template"))
+                .and_then(|t| t.as_str())
+                .map(String::from),
+            _ => None,
+        };
+    }
+    let jp = dir.join("chat_template.jinja");
+    if c.chat_template.is_none() && jp.exists() {
+        c.chat_template = Some(read_small_file(&jp)?);
+    }
+    Ok(c)
+}
+
 impl Tokenizer {
-    /// `bytes`, or a path to a tokenizer.json.
+    /// `bytes`, or a tokenizer.json (or a directory holding one), relative to `base_dir`.
     pub fn load(spec: &str, base_dir: &Path) -> Result<Tokenizer> {
         if spec == "bytes" {
             return Ok(Tokenizer::Bytes);
         }
-        let path = base_dir.join(spec);
+        let given = base_dir.join(spec);
+        let path = if given.is_dir() {
+            given.join("tokenizer.json")
+        } else {
+            given
+        };
+        let meta = std::fs::metadata(&path).map_err(|e| {
+            Error::Config(format!("cannot load tokenizer `{}`: {e}", path.display()))
+        })?;
+        if !meta.is_file() {
+            return Err(Error::Config(format!(
+                "cannot load tokenizer `{}`: not a regular file",
+                path.display()
+            )));
+        }
         let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| {
             Error::Config(format!("cannot load tokenizer `{}`: {e}", path.display()))
         })?;
+        let config = read_config(path.parent().unwrap_or(Path::new(".")))?;
         Ok(Tokenizer::Hf {
             path,
             inner: Box::new(inner),
+            config,
         })
     }
 
@@ -47,6 +115,14 @@ impl Tokenizer {
         }
     }
 
+    /// The special tokens and chat template (empty for bytes).
+    pub fn config(&self) -> TokenizerConfig {
+        match self {
+            Tokenizer::Bytes => TokenizerConfig::default(),
+            Tokenizer::Hf { config, .. } => config.clone(),
+        }
+    }
+
     /// The vocabulary size.
     pub fn vocab_size(&self) -> i64 {
         match self {
@@ -55,14 +131,28 @@ impl Tokenizer {
         }
     }
 
-    /// Token ids of `text` (no special tokens added).
+    /// Token ids of `text` (no special tokens added; special tokens written in the text are
+    /// recognized).
     pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
+        Ok(self.encode_with_offsets(text)?.0)
+    }
+
+    /// Token ids of `text` with the byte span of each in `text`.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<i64>, Vec<(usize, usize)>)> {
         match self {
-            Tokenizer::Bytes => Ok(text.bytes().map(|b| b as i64).collect()),
-            Tokenizer::Hf { inner, path } => inner
-                .encode(text, false)
-                .map(|e| e.get_ids().iter().map(|&i| i as i64).collect())
-                .map_err(|e| Error::Config(format!("tokenizer `{}` failed: {e}", path.display()))),
+            Tokenizer::Bytes => Ok((
+                text.bytes().map(|b| b as i64).collect(),
+                (0..text.len()).map(|i| (i, i + 1)).collect(),
+            )),
+            Tokenizer::Hf { inner, path, .. } => {
+                let e = inner.encode(text, false).map_err(|e| {
+                    Error::Config(format!("tokenizer `{}` failed: {e}", path.display()))
+                })?;
+                Ok((
+                    e.get_ids().iter().map(|&i| i as i64).collect(),
+                    e.get_offsets().to_vec(),
+                ))
+            }
         }
     }
 
@@ -84,27 +174,47 @@ impl Tokenizer {
         }
     }
 
-    /// An identity string for cache keys: `bytes`, or the tokenizer file's content hash.
+    /// An identity string for cache keys: `bytes`, or the content hash of the tokenizer file
+    /// and its config.
     pub fn identity(&self) -> Result<String> {
         match self {
             Tokenizer::Bytes => Ok("bytes".into()),
-            Tokenizer::Hf { path, .. } => {
+            Tokenizer::Hf { path, config, .. } => {
                 let data = std::fs::read(path).map_err(|source| Error::Io {
                     path: path.display().to_string(),
                     source,
                 })?;
-                Ok(format!("hf:{:016x}", crate::base::seed::fnv1a(&data)))
+                let h = crate::base::seed::mix(
+                    crate::base::seed::fnv1a(&data),
+                    crate::base::seed::fnv1a(format!("{config:?}").as_bytes()),
+                );
+                Ok(format!("hf:{h:016x}"))
             }
         }
     }
 
-    /// The id that ends an answer or document (`\n` for bytes; `eos` if the tokenizer has one).
+    /// The id of a token, if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<i64> {
+        match self {
+            Tokenizer::Bytes => None,
+            Tokenizer::Hf { inner, .. } => inner.token_to_id(token).map(|i| i as i64),
+        }
+    }
+
+    /// The id that ends an answer or document: `\n` for bytes; the configured `eos_token`, or
+    /// a conventional end token the vocabulary has.
     pub fn eos_id(&self) -> i64 {
         match self {
             Tokenizer::Bytes => b'\n' as i64,
-            Tokenizer::Hf { inner, .. } => ["</s>", "<|endoftext|>", "<eos>", "[SEP]"]
-                .iter()
-                .find_map(|t| inner.token_to_id(t))
+            Tokenizer::Hf { inner, config, .. } => config
+                .eos_token
+                .as_deref()
+                .and_then(|t| inner.token_to_id(t))
+                .or_else(|| {
+                    ["</s>", "<|endoftext|>", "<eos>", "[SEP]"]
+                        .iter()
+                        .find_map(|t| inner.token_to_id(t))
+                })
                 .map(|i| i as i64)
                 .unwrap_or(0),
         }

@@ -151,9 +151,34 @@ impl Recipe {
 
     /// Decodes a resolved raw recipe.
     pub fn decode(resolved: resolve::Resolved) -> Result<Recipe> {
-        Self::decode_located(&resolved)
+        let mut r = Self::decode_located(&resolved)
             .map(|parts| parts.into_recipe(resolved.clone()))
-            .map_err(|d| recipe_error(&resolved.sources, d))
+            .map_err(|d| recipe_error(&resolved.sources, d))?;
+        r.default_tokenizer();
+        Ok(r)
+    }
+
+    /// A pretrained model's data is tokenized with the model's own tokenizer unless `[data]`
+    /// names one.
+    fn default_tokenizer(&mut self) {
+        let given = self
+            .resolved
+            .root
+            .as_table()
+            .and_then(|t| t.get("data"))
+            .and_then(|d| d.node.as_table())
+            .is_some_and(|d| d.contains_key("tokenizer"));
+        if given {
+            return;
+        }
+        let Some(dir) = self.hf_dir() else { return };
+        if !dir.join("tokenizer.json").is_file() {
+            return;
+        }
+        let dir = dir.canonicalize().unwrap_or(dir);
+        if let Some(d) = self.data.as_mut() {
+            d.set_tokenizer(&dir.display().to_string());
+        }
     }
 
     fn decode_located(res: &resolve::Resolved) -> Result<Parts, Diagnostic> {

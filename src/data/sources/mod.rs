@@ -1,6 +1,7 @@
 //! Loading a dataset: the sources (text, jsonl, csv, synthetic), the train/eval split and the
 //! content-keyed cache.
 
+pub mod chat;
 mod csv;
 mod files;
 mod lm;
@@ -9,14 +10,16 @@ pub use files::expand_files;
 
 use super::spec::{DataSpec, Source};
 use super::tokenizer::Tokenizer;
-use super::{split, Dataset};
+use super::{split, Dataset, PrepStats};
 use crate::base::seed::{fnv1a as fnv64, mix};
 use crate::base::{Error, Result};
 use std::path::{Path, PathBuf};
 
-/// The cache key of a dataset: source settings, file names and content hashes, tokenizer.
+/// The cache key of a dataset: source settings, file names and content hashes, tokenizer
+/// (its files and config, chat template included), and a chat source's template file.
 pub fn cache_key(
     cfg: &DataSpec,
+    base: &Path,
     files: &[PathBuf],
     tok: Option<&Tokenizer>,
     seed: u64,
@@ -28,6 +31,12 @@ pub fn cache_key(
         None => "none".into(),
     };
     h = mix(h, fnv64(tok_id.as_bytes()));
+    if let Source::Chat(c) = &cfg.source {
+        if let Some(f) = &c.chat_template {
+            let text = crate::base::files::read_small_file(&base.join(f))?;
+            h = mix(h, fnv64(text.as_bytes()));
+        }
+    }
     for f in files {
         let data = std::fs::read(f).map_err(|source| Error::Io {
             path: f.display().to_string(),
@@ -51,7 +60,7 @@ pub fn load(
 ) -> Result<(Dataset, bool)> {
     cfg.validate()?;
     let files = expand_files(cfg.files(), base)?;
-    let key = cache_key(cfg, &files, tok, seed)?;
+    let key = cache_key(cfg, base, &files, tok, seed)?;
     let cache_file = cache_dir.join(format!("data-{key}.json"));
     if let Ok(text) = std::fs::read_to_string(&cache_file) {
         if let Ok(ds) = serde_json::from_str::<Dataset>(&text) {
@@ -59,10 +68,16 @@ pub fn load(
         }
     }
     let need_tok = || tok.ok_or_else(|| Error::Config("[data]: no tokenizer".into()));
+    let mut stats = PrepStats::default();
     let (examples, num_classes) = match &cfg.source {
         Source::Synthetic(s) => (lm::synthetic(s, seed, need_tok()?)?, 0),
         Source::Text(s) => (lm::text_windows(s, &files, need_tok()?)?, 0),
         Source::Jsonl(s) => (lm::jsonl(s, &files, need_tok()?)?, 0),
+        Source::Chat(s) => {
+            let (ex, st) = chat::chat(s, &files, base, need_tok()?)?;
+            stats = st;
+            (ex, 0)
+        }
         Source::Csv(s) => csv::csv(s, &files)?,
     };
     if examples.is_empty() {
@@ -78,6 +93,7 @@ pub fn load(
         eval,
         num_classes,
         num_features,
+        stats,
     };
     // Best effort: a cache that cannot be written only costs time next run.
     if std::fs::create_dir_all(cache_dir).is_ok() {
