@@ -16,6 +16,8 @@ pub struct Loaded {
     pub tokenizer: Option<Tokenizer>,
     /// The tokenizer file it came from (None for the built-in bytes tokenizer).
     pub tokenizer_path: Option<PathBuf>,
+    /// The chat template: a chat recipe's `chat_template` file, else the tokenizer's.
+    pub chat_template: Option<String>,
     pub eos: Vec<i64>,
     pub axes: LmAxes,
     /// The HF directory the model (or its recipe's `[model] hf`) came from.
@@ -52,12 +54,14 @@ fn recipe_model(
     };
     let hf = r.hf_dir();
     let axes = axes_of(&r);
+    let data = r.data.clone();
     let b = Builder::new(r.run.seed)
         .on(device)
         .dtype(dtype.unwrap_or(r.param_dtype));
     let plan = Plan::build(r, registry, &b)?;
     let eos = tok.as_ref().map(|t| vec![t.eos_id()]).unwrap_or_default();
     Ok(Loaded {
+        chat_template: chat_template_of(data.as_ref(), &base, tok.as_ref())?,
         tree: plan.tree,
         tokenizer_path: tok
             .as_ref()
@@ -68,6 +72,19 @@ fn recipe_model(
         axes,
         hf_dir: hf,
     })
+}
+
+fn chat_template_of(
+    data: Option<&crate::data::spec::DataSpec>,
+    base: &Path,
+    tok: Option<&Tokenizer>,
+) -> Result<Option<String>> {
+    if let Some(crate::data::spec::Source::Chat(c)) = data.map(|d| &d.source) {
+        if let Some(f) = &c.chat_template {
+            return crate::base::files::read_small_file(&base.join(f)).map(Some);
+        }
+    }
+    Ok(tok.and_then(|t| t.config().chat_template))
 }
 
 /// Loads `path`: an HF model directory (config.json), a run checkpoint directory
@@ -87,6 +104,7 @@ pub fn load(
             None
         };
         return Ok(Loaded {
+            chat_template: tokenizer.as_ref().and_then(|t| t.config().chat_template),
             tree: m.tree,
             tokenizer_path: tokenizer.as_ref().map(|_| tj.clone()),
             tokenizer,

@@ -18,7 +18,11 @@ fn reference() -> serde_json::Value {
 }
 
 fn ids(v: &serde_json::Value) -> Vec<i64> {
-    v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
 }
 
 #[test]
@@ -39,7 +43,11 @@ fn templates_render_and_tokenize_like_transformers() {
             let got = conversation(&t, &tok, msgs, false).unwrap();
             assert_eq!(got.ids, ids(&c["ids"]), "{name} case {i}");
             let prompt = t.render(c["prompt"].as_array().unwrap(), true).unwrap();
-            assert_eq!(tok.encode(&prompt).unwrap(), ids(&c["prompt_ids"]), "{name} prompt {i}");
+            assert_eq!(
+                tok.encode(&prompt).unwrap(),
+                ids(&c["prompt_ids"]),
+                "{name} prompt {i}"
+            );
         }
     }
 }
@@ -78,9 +86,195 @@ fn the_loss_covers_assistant_content_and_end_of_turn_only() {
         assert_eq!(text, expect);
         // The prompt ends where the last assistant content starts (after its role header).
         let prompt = tok.decode(&r.ids[..r.prompt_len]);
-        assert!(prompt.contains("Say dog twice.") && !prompt.contains("dog dog"), "{prompt:?}");
-        assert!(prompt.ends_with("assistant\n") || prompt.ends_with("<|end_header_id|>\n\n"), "{prompt:?}");
+        assert!(
+            prompt.contains("Say dog twice.") && !prompt.contains("dog dog"),
+            "{prompt:?}"
+        );
+        assert!(
+            prompt.ends_with("assistant\n") || prompt.ends_with("<|end_header_id|>\n\n"),
+            "{prompt:?}"
+        );
         let all = conversation(t, &tok, &msgs, true).unwrap();
         assert!(all.mask.iter().all(|&m| m == 1));
     }
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pzt-chat-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A chat recipe on the tiny chat model; `data` is appended to `[data]`.
+fn chat_recipe(dir: &Path, data: &str, steps: u64) -> PathBuf {
+    let f = dir.join("chat.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "[run]\nname = \"chat\"\nout_dir = \"{out}\"\n[model]\nhf = \"{m}\"\n[data]\nsource = \"chat\"\nfiles = [\"{c}\"]\nseq_len = 96\n{data}\n[train]\nsteps = {steps}\nbatch_size = 8\nlog_every = 10\nthreads = 1\n[optim]\nlr = 3e-3\n",
+            out = dir.join("run").display(),
+            m = fixtures().join("hf/chat-tiny").display(),
+            c = fixtures().join("chat.jsonl").display(),
+        ),
+    )
+    .unwrap();
+    f
+}
+
+#[test]
+fn pzt_data_shows_exports_and_counts_what_overflows() {
+    let d = tmpdir("data");
+    let f = chat_recipe(&d, "", 10);
+    let (code, o, e) = run_pzt(&["data", f.to_str().unwrap(), "--show", "1"]);
+    assert_eq!(code, 0, "{e}");
+    // The model's own tokenizer and template (no `tokenizer` key): special tokens decode.
+    assert!(o.contains("<|im_start|>assistant\\n[["), "{o}");
+    assert!(o.contains("<|im_end|>\\n]]"), "{o}");
+    let out = d.join("train.jsonl");
+    let (code, o, e) = run_pzt(&[
+        "data",
+        f.to_str().unwrap(),
+        "--export",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{o}{e}");
+    let st: serde_json::Value = serde_json::from_str(&o).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, st["train_examples"].as_u64().unwrap());
+    // Source order: the exported examples appear in the file's order (a subsequence of it).
+    let tok = Tokenizer::load("hf/chat-tiny", &fixtures()).unwrap();
+    let t = ChatTemplate::new(
+        tok.config().chat_template.as_deref().unwrap(),
+        &tok.config(),
+    )
+    .unwrap();
+    let all: Vec<Vec<i64>> = std::fs::read_to_string(fixtures().join("chat.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            conversation(&t, &tok, v["messages"].as_array().unwrap(), false)
+                .unwrap()
+                .ids
+        })
+        .collect();
+    let mut at = 0;
+    for l in &lines {
+        let ids = ids(&l["tokens"]);
+        let found = all[at..]
+            .iter()
+            .position(|a| *a == ids)
+            .expect("in source order");
+        at += found + 1;
+        assert_eq!(l["loss_mask"].as_array().unwrap().len(), ids.len());
+    }
+    // Overflow: with seq_len 40 some conversations do not fit.
+    for (overflow, key) in [("skip", "skipped"), ("truncate", "truncated")] {
+        let g = chat_recipe(&d, &format!("overflow = \"{overflow}\""), 10);
+        let (code, o, e) = run_pzt(&[
+            "data",
+            g.to_str().unwrap(),
+            "--set",
+            "data.seq_len=40",
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{o}{e}");
+        let st: serde_json::Value = serde_json::from_str(&o).unwrap();
+        assert!(st[key].as_u64().unwrap() > 0, "{overflow}: {st}");
+        assert!(st["max_length"].as_u64().unwrap() <= 41, "{st}");
+    }
+}
+
+#[test]
+fn chat_training_lowers_the_loss_and_generation_stops_at_the_end_of_turn() {
+    let d = tmpdir("train");
+    let f = chat_recipe(&d, "", 60);
+    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    let losses: Vec<f64> = std::fs::read_to_string(d.join("run/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
+        .collect();
+    assert!(losses.last().unwrap() < &(losses[0] * 0.7), "{losses:?}");
+    let ck = d.join("run/checkpoints/step-60");
+    let (code, o, e) = run_pzt(&[
+        "generate",
+        ck.to_str().unwrap(),
+        "--chat",
+        "--prompt",
+        "Say dog twice.",
+        "--max-new-tokens",
+        "40",
+    ]);
+    assert_eq!(code, 0, "{e}");
+    assert!(
+        o.contains("<|im_start|>user\nSay dog twice.<|im_end|>\n<|im_start|>assistant\n"),
+        "{o}"
+    );
+    assert!(
+        o.trim_end().ends_with("<|im_end|>"),
+        "stops at the end of turn: {o}"
+    );
+    assert_eq!(o.matches("<|im_end|>").count(), 3, "{o}");
+}
+
+#[test]
+fn chat_mistakes_exit_2() {
+    let d = tmpdir("faults");
+    std::fs::write(
+        d.join("bad.jsonl"),
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n{\"messages\": 3}\n",
+    )
+    .unwrap();
+    let bad = chat_recipe(&d, "", 10);
+    let text = std::fs::read_to_string(&bad).unwrap().replace(
+        &fixtures().join("chat.jsonl").display().to_string(),
+        &d.join("bad.jsonl").display().to_string(),
+    );
+    std::fs::write(&bad, text).unwrap();
+    let (code, _, e) = run_pzt(&["data", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        e.contains("bad.jsonl:2:") && e.contains("not an array"),
+        "{e}"
+    );
+    // A template that does not parse, at its key.
+    std::fs::write(d.join("t.jinja"), "{% for m in messages %}").unwrap();
+    let g = chat_recipe(
+        &d,
+        &format!("chat_template = \"{}\"", d.join("t.jinja").display()),
+        10,
+    );
+    let (code, _, e) = run_pzt(&["data", g.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        e.contains("chat template does not parse") && e.contains("data.chat_template"),
+        "{e}"
+    );
+    // A tokenizer larger than the model's vocabulary names both sizes.
+    let h = d.join("small.toml");
+    std::fs::write(
+        &h,
+        std::fs::read_to_string(chat_recipe(&d, "", 10))
+            .unwrap()
+            .replace("hf/chat-tiny", "hf/llama-gqa")
+            .replace(
+                "seq_len = 96",
+                &format!(
+                    "seq_len = 96\ntokenizer = \"{}\"",
+                    fixtures().join("hf/chat-tiny").display()
+                ),
+            ),
+    )
+    .unwrap();
+    let (code, _, e) = run_pzt(&["train", h.to_str().unwrap()]);
+    assert_eq!(code, 2, "{e}");
+    assert!(e.contains("(96)") && e.contains("(360)"), "{e}");
 }

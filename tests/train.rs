@@ -429,10 +429,19 @@ fn data_faults_are_bad_input() {
             small_lm(
                 &d,
                 "source = \"synthetic\"\ngenerator = \"addition\"",
-                8,
+                10,
                 100,
             ),
             "vocabulary (100) is smaller than the tokenizer's (256)",
+        ),
+        (
+            small_lm(
+                &d,
+                "source = \"synthetic\"\ngenerator = \"addition\"",
+                8,
+                256,
+            ),
+            "the generated examples are up to 10 tokens, longer than seq_len + 1 = 9; set seq_len = 9",
         ),
     ];
     std::fs::write(d.join("empty.txt"), "").unwrap();

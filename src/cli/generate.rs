@@ -1,4 +1,4 @@
-//! `pzt generate MODEL (--prompt TEXT | --tokens IDS) [sampling flags]`.
+//! `pzt generate MODEL (--prompt TEXT [--chat] | --tokens IDS) [sampling flags]`.
 
 use super::common::{lib_err, load_model, model_tokens, Failure};
 use std::io::Write;
@@ -15,6 +15,10 @@ pub struct Args {
     /// The prompt as token ids, e.g. "1 2 3".
     #[arg(long)]
     tokens: Option<String>,
+    /// Render the prompt as a user message with the chat template (and its generation
+    /// prompt); generation stops at the template's end-of-turn token.
+    #[arg(long, requires = "prompt")]
+    chat: bool,
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
     /// 0 = greedy.
@@ -36,8 +40,24 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    let (m, device) = load_model(&a.model, &a.dtype, &a.device)?;
-    let ids = model_tokens(&m, &a.tokens, &a.prompt)?;
+    let (mut m, device) = load_model(&a.model, &a.dtype, &a.device)?;
+    let mut prompt = a.prompt.clone();
+    if a.chat {
+        let tok = m.tokenizer.as_ref().ok_or_else(|| {
+            Failure::BadInput("--chat needs a tokenizer (the model's, or the recipe's)".into())
+        })?;
+        let source = m.chat_template.clone().ok_or_else(|| {
+            Failure::BadInput("--chat: the model has no chat template (tokenizer_config.json `chat_template`, chat_template.jinja, or a chat recipe's `chat_template`)".into())
+        })?;
+        let t = pzt::data::chat::ChatTemplate::new(&source, &tok.config()).map_err(lib_err)?;
+        let msgs = vec![
+            serde_json::json!({"role": "user", "content": prompt.clone().unwrap_or_default()}),
+        ];
+        prompt = Some(t.render(&msgs, true).map_err(lib_err)?);
+        m.eos.push(tok.eos_id());
+        m.eos.extend(t.end_of_turn(tok));
+    }
+    let ids = model_tokens(&m, &a.tokens, &prompt)?;
     if let Some(p) = a.top_p {
         if !(p > 0.0 && p <= 1.0) {
             return Err(Failure::BadInput(format!(
@@ -52,9 +72,9 @@ pub fn run(a: Args) -> Result<(), Failure> {
         seed: a.seed,
     };
     let mut out = std::io::stdout();
-    let text_mode = m.tokenizer.is_some() && a.prompt.is_some();
+    let text_mode = m.tokenizer.is_some() && prompt.is_some();
     if text_mode {
-        print!("{}", a.prompt.clone().unwrap_or_default());
+        print!("{}", prompt.clone().unwrap_or_default());
     }
     let mut all = vec![];
     let mut shown = String::new();

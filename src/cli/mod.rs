@@ -3,6 +3,7 @@
 //! errors into messages and exit codes (in `main`). The library never depends on clap.
 
 pub mod common;
+mod data;
 mod demo;
 mod eval;
 mod export;
@@ -41,6 +42,7 @@ enum Command {
     Logits(logits::Args),
     Generate(generate::Args),
     Export(export::Args),
+    Data(data::Args),
     Demo(demo::Args),
 }
 
@@ -78,6 +80,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Logits(a)) => logits::run(a),
         Some(Command::Generate(a)) => generate::run(a),
         Some(Command::Export(a)) => export::run(a),
+        Some(Command::Data(a)) => data::run(a),
         Some(Command::Demo(a)) => demo::run(a),
     }
 }

@@ -57,16 +57,23 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<Value, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-        });
-        env.add_filter("tojson", |v: Value| -> std::result::Result<Value, minijinja::Error> {
-            let j: Json = serde_json::to_value(&v)
-                .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
-            let mut s = String::new();
-            py_json(&j, &mut s);
-            Ok(Value::from_safe_string(s))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<Value, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_filter(
+            "tojson",
+            |v: Value| -> std::result::Result<Value, minijinja::Error> {
+                let j: Json = serde_json::to_value(&v).map_err(|e| {
+                    minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string())
+                })?;
+                let mut s = String::new();
+                py_json(&j, &mut s);
+                Ok(Value::from_safe_string(s))
+            },
+        );
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| Error::Config(format!("the chat template does not parse: {e}")))?;
         Ok(ChatTemplate {
@@ -98,6 +105,21 @@ impl ChatTemplate {
             }
             Error::Config(msg)
         })
+    }
+}
+
+impl ChatTemplate {
+    /// The token the template ends an assistant turn with (`<|im_end|>`, `<|eot_id|>`, ...):
+    /// the first token of what it writes after an assistant message's content.
+    pub fn end_of_turn(&self, tok: &Tokenizer) -> Option<i64> {
+        let marker = "pzt-end-of-turn-probe";
+        let msgs: Vec<Json> = vec![
+            serde_json::json!({"role": "user", "content": "hi"}),
+            serde_json::json!({"role": "assistant", "content": marker}),
+        ];
+        let text = self.render(&msgs, false).ok()?;
+        let after = &text[text.find(marker)? + marker.len()..];
+        tok.encode(after).ok()?.first().copied()
     }
 }
 
@@ -135,10 +157,7 @@ pub fn conversation(
     }
     let (ids, offsets) = tok.encode_with_offsets(&full)?;
     let inside = |o: &(usize, usize)| spans.iter().any(|&(a, b)| o.0 >= a && o.0 < b);
-    let mask: Vec<u8> = offsets
-        .iter()
-        .map(|o| u8::from(all || inside(o)))
-        .collect();
+    let mask: Vec<u8> = offsets.iter().map(|o| u8::from(all || inside(o))).collect();
     let prompt_len = match spans.last() {
         Some(&(a, _)) => offsets.iter().take_while(|o| o.0 < a).count(),
         None => 0,

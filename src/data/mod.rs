@@ -10,8 +10,10 @@
 //! with the tokenizer's chat template ([`chat`]) with the loss on the assistant turns.
 
 pub mod chat;
+pub mod report;
 pub mod sources;
 pub mod spec;
+mod spec_keys;
 pub mod tokenizer;
 
 use crate::base::seed::mix;

@@ -9,8 +9,8 @@
 //! eval_fraction = 0.05        # ... and the shared ones
 //! ```
 
+use super::spec_keys::decode_source;
 use crate::base::{Error, Result};
-use crate::tree::registry::decode_config;
 use serde::{Deserialize, Serialize};
 
 /// The whole `[data]` section.
@@ -205,7 +205,7 @@ impl Default for Tokenizer {
 }
 
 /// The keys every source has.
-const SHARED: [&str; 2] = ["eval_fraction", "cache_dir"];
+pub(super) const SHARED: [&str; 2] = ["eval_fraction", "cache_dir"];
 const SOURCES: [&str; 5] = ["text", "jsonl", "csv", "synthetic", "chat"];
 
 fn bad<T>(field: &str, message: String) -> Result<T> {
@@ -213,70 +213,6 @@ fn bad<T>(field: &str, message: String) -> Result<T> {
         field: field.into(),
         message,
     })
-}
-
-/// The field names of a struct that derives `Deserialize` (asked of serde itself, so that
-/// they can never drift from the struct).
-fn keys_of<'de, T: Deserialize<'de>>() -> Vec<String> {
-    struct Fields(Option<&'static [&'static str]>);
-    #[derive(Debug)]
-    struct Stop;
-    impl std::fmt::Display for Stop {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("stop")
-        }
-    }
-    impl std::error::Error for Stop {}
-    impl serde::de::Error for Stop {
-        fn custom<M: std::fmt::Display>(_: M) -> Self {
-            Stop
-        }
-    }
-    impl<'de> serde::Deserializer<'de> for &mut Fields {
-        type Error = Stop;
-        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-            Err(Stop)
-        }
-        fn deserialize_struct<V: serde::de::Visitor<'de>>(
-            self,
-            _: &'static str,
-            fields: &'static [&'static str],
-            _: V,
-        ) -> Result<V::Value, Stop> {
-            self.0 = Some(fields);
-            Err(Stop)
-        }
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
-            identifier ignored_any
-        }
-    }
-    let mut f = Fields(None);
-    let _ = T::deserialize(&mut f);
-    f.0.unwrap_or_default()
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-}
-
-fn decode_source<T: serde::de::DeserializeOwned>(name: &str, own: &toml::Table) -> Result<T> {
-    let what = format!("[data] (source `{name}`)");
-    if let Some(k) = own.keys().find(|k| !keys_of::<T>().contains(k)) {
-        // serde's message would list only the source's keys; list the shared ones too.
-        let mut all = vec!["source".to_string()];
-        all.extend(keys_of::<T>());
-        all.extend(SHARED.iter().map(|s| s.to_string()));
-        let expected: Vec<String> = all.iter().map(|k| format!("`{k}`")).collect();
-        return bad(
-            k,
-            format!(
-                "{what}: unknown field `{k}`, expected one of {}",
-                expected.join(", ")
-            ),
-        );
-    }
-    decode_config(&what, own)
 }
 
 impl DataSpec {

@@ -7,6 +7,9 @@ use crate::base::files::read_small_file;
 use crate::base::{Error, Result};
 use std::path::{Path, PathBuf};
 
+/// A token's byte range `[start, end)` in the text it came from.
+pub type Span = (usize, usize);
+
 /// What `tokenizer_config.json` (and `chat_template.jinja`) say.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TokenizerConfig {
@@ -52,8 +55,8 @@ pub fn read_config(dir: &Path) -> Result<TokenizerConfig> {
     let cp = dir.join("tokenizer_config.json");
     if cp.exists() {
         let text = read_small_file(&cp)?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::bad_file(cp.display(), e.to_string()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::bad_file(cp.display(), e.to_string()))?;
         c.bos_token = token_text(v.get("bos_token"));
         c.eos_token = token_text(v.get("eos_token"));
         c.chat_template = match v.get("chat_template") {
@@ -138,7 +141,7 @@ impl Tokenizer {
     }
 
     /// Token ids of `text` with the byte span of each in `text`.
-    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<i64>, Vec<(usize, usize)>)> {
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<i64>, Vec<Span>)> {
         match self {
             Tokenizer::Bytes => Ok((
                 text.bytes().map(|b| b as i64).collect(),

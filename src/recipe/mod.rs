@@ -84,6 +84,8 @@ pub struct PatchSpec {
 pub struct Recipe {
     pub resolved: resolve::Resolved,
     pub run: RunSection,
+    /// Whether the recipe has `[model]` (only `pzt data` reads recipes without one).
+    pub has_model: bool,
     /// The `[model]` layer table (without `input` and `dtype`).
     pub model: RNode,
     /// The model input: `[model.input]`, or derived from `[train] batch_size` and `[data]`.
@@ -185,7 +187,20 @@ impl Recipe {
         let root = table(&res.root, &[], "a recipe")?;
         check_keys(root, &SECTIONS, &[], "a recipe")?;
         let run = sections::run(res, root)?;
-        let (model, declared, param_dtype) = sections::model(res, root)?;
+        // Only `pzt data` reads a recipe without a model; everything that builds one says so.
+        let has_model = root.contains_key("model");
+        let (model, declared, param_dtype) = if has_model {
+            sections::model(res, root)?
+        } else {
+            (
+                RNode {
+                    val: raw::RVal::Table(Default::default()),
+                    loc: None,
+                },
+                None,
+                tch::Kind::Float,
+            )
+        };
         let patches = sections::patches(root)?;
         let data = section(root, "data", DataSpec::decode)?;
         let train = serde_section(root, "train", TrainConfig::validate)?;
@@ -197,6 +212,7 @@ impl Recipe {
         let input = input::resolve(res, declared, train.as_ref(), data.as_ref())?;
         Ok(Parts {
             run,
+            has_model,
             model,
             input,
             param_dtype,
@@ -228,6 +244,7 @@ impl Recipe {
 /// The decoded sections, before they are put together with the sources.
 struct Parts {
     run: RunSection,
+    has_model: bool,
     model: RNode,
     input: Option<InputSpec>,
     param_dtype: tch::Kind,
@@ -244,6 +261,7 @@ impl Parts {
         Recipe {
             resolved,
             run: self.run,
+            has_model: self.has_model,
             model: self.model,
             input: self.input,
             param_dtype: self.param_dtype,

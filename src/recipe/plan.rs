@@ -202,6 +202,12 @@ pub(crate) fn build_tree(
     builder: &Builder,
 ) -> Result<(Node, std::collections::BTreeMap<String, super::source::Loc>)> {
     let sources = &recipe.resolved.sources;
+    if !recipe.has_model {
+        return Err(recipe_error(
+            sources,
+            super::sections::no_model(&recipe.resolved),
+        ));
+    }
     let mut mb = ModelBuilder::new(builder, registry);
     mb.base_dir = recipe
         .resolved

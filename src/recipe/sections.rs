@@ -75,6 +75,14 @@ pub struct DeclaredInput {
     pub loc: Option<Loc>,
 }
 
+/// The error of a recipe without `[model]` where one is needed.
+pub fn no_model(res: &Resolved) -> Diagnostic {
+    Diagnostic::new("the recipe has no `[model]` section").at(res.root.loc.clone().or(Some(Loc {
+        file: 0,
+        span: 0..0,
+    })))
+}
+
 /// The `[model]` section: the layer table (without `input` and `dtype`), what `[model.input]`
 /// declares, and the parameter dtype.
 pub fn model(
@@ -82,14 +90,7 @@ pub fn model(
     root: &RTable,
 ) -> Result<(RNode, Option<DeclaredInput>, tch::Kind), Diagnostic> {
     let Some(me) = root.get("model") else {
-        return Err(
-            Diagnostic::new("the recipe has no `[model]` section").at(res.root.loc.clone().or(
-                Some(Loc {
-                    file: 0,
-                    span: 0..0,
-                }),
-            )),
-        );
+        return Err(no_model(res));
     };
     let kp = vec!["model".to_string()];
     let mt = table(&me.node, &kp, "`[model]`")?;

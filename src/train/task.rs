@@ -155,7 +155,13 @@ impl Task for LanguageModel {
         if !prompted.is_empty() {
             let mut hits = 0usize;
             for (prompt, want) in &prompted {
-                if greedy(prompt, want.len() + 2)? == *want {
+                let got = greedy(prompt, want.len() + 2)?;
+                // Greedy decoding stops early only at an end token: stopping where the
+                // reference has that token (a chat turn's end, before the template's trailing
+                // newline) is a match too.
+                let stopped_with_it =
+                    !got.is_empty() && got.len() < want.len() && want.starts_with(&got);
+                if got == *want || stopped_with_it {
                     hits += 1;
                 }
             }

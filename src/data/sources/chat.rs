@@ -68,7 +68,7 @@ pub(super) fn chat(
                     }
                 }
             }
-            if !mask.iter().any(|&m| m == 1) {
+            if !mask.contains(&1) {
                 // Nothing to learn from (no assistant turn, or it was cut off).
                 stats.skipped += 1;
                 continue;

@@ -91,7 +91,12 @@ pub(super) fn text_windows(
         .collect())
 }
 
-pub(super) fn jsonl(cfg: &JsonlSource, files: &[PathBuf], tok: &Tokenizer) -> Result<Vec<Example>> {
+/// The examples of jsonl files, and how many were skipped for being longer than `seq_len + 1`.
+pub(super) fn jsonl(
+    cfg: &JsonlSource,
+    files: &[PathBuf],
+    tok: &Tokenizer,
+) -> Result<(Vec<Example>, usize)> {
     let seq = cfg.seq_len.unwrap_or(0);
     let mut out = vec![];
     let mut too_long = 0usize;
@@ -138,5 +143,5 @@ pub(super) fn jsonl(cfg: &JsonlSource, files: &[PathBuf], tok: &Tokenizer) -> Re
             message: format!("[data]: every example ({too_long}) is longer than seq_len {seq} + 1 tokens; raise seq_len"),
         });
     }
-    Ok(out)
+    Ok((out, too_long))
 }

@@ -70,9 +70,34 @@ pub fn load(
     let need_tok = || tok.ok_or_else(|| Error::Config("[data]: no tokenizer".into()));
     let mut stats = PrepStats::default();
     let (examples, num_classes) = match &cfg.source {
-        Source::Synthetic(s) => (lm::synthetic(s, seed, need_tok()?)?, 0),
+        Source::Synthetic(s) => {
+            let ex = lm::synthetic(s, seed, need_tok()?)?;
+            let window = s.seq_len.unwrap_or(0) + 1;
+            let longest = ex
+                .iter()
+                .filter_map(|e| match e {
+                    super::Example::Tokens { ids, .. } => Some(ids.len()),
+                    super::Example::Row { .. } => None,
+                })
+                .max()
+                .unwrap_or(0);
+            if longest > window {
+                return Err(Error::ConfigField {
+                    field: "seq_len".into(),
+                    message: format!(
+                        "[data]: the generated examples are up to {longest} tokens, longer than seq_len + 1 = {window}; set seq_len = {}",
+                        longest - 1
+                    ),
+                });
+            }
+            (ex, 0)
+        }
         Source::Text(s) => (lm::text_windows(s, &files, need_tok()?)?, 0),
-        Source::Jsonl(s) => (lm::jsonl(s, &files, need_tok()?)?, 0),
+        Source::Jsonl(s) => {
+            let (ex, skipped) = lm::jsonl(s, &files, need_tok()?)?;
+            stats.skipped = skipped;
+            (ex, 0)
+        }
         Source::Chat(s) => {
             let (ex, st) = chat::chat(s, &files, base, need_tok()?)?;
             stats = st;

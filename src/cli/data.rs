@@ -1,0 +1,159 @@
+//! `pzt data RECIPE [--show N] [--export FILE] [--set KEY=VALUE]... [--json]`.
+
+use super::common::{lib_err, Failure};
+use pzt::data::report::{export_line, marked, stats, train_source_order};
+use pzt::data::tokenizer::Tokenizer;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Prepare (or reuse) a recipe's dataset and print its statistics; needs only `[run]` and
+/// `[data]`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The recipe file.
+    recipe: PathBuf,
+    /// Print the first N training examples (in source order) with the tokens that carry loss
+    /// between [[ and ]].
+    #[arg(long, value_name = "N")]
+    show: Option<usize>,
+    /// Write the train split in source order as JSON lines {"tokens": [...], "loss_mask": [...]}.
+    #[arg(long, value_name = "FILE")]
+    export: Option<PathBuf>,
+    /// Override a recipe key: KEY.PATH=VALUE.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Print the statistics as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<(), Failure> {
+    let r = pzt::recipe::Recipe::load(&a.recipe, &a.set).map_err(lib_err)?;
+    let Some(data) = r.data.clone() else {
+        return Err(Failure::BadInput(format!(
+            "{}: `pzt data` needs a `[data]` section",
+            a.recipe.display()
+        )));
+    };
+    let base = r.base_dir();
+    let located = |e: pzt::Error| lib_err(r.locate(e.in_section("data")));
+    let tok = match data.tokenizer() {
+        Some(t) => Some(Tokenizer::load(t, &base).map_err(|e| {
+            lib_err(
+                r.locate(
+                    pzt::Error::ConfigField {
+                        field: "tokenizer".into(),
+                        message: e.to_string(),
+                    }
+                    .in_section("data"),
+                ),
+            )
+        })?),
+        None => None,
+    };
+    let cache_dir = match &data.cache_dir {
+        Some(c) => base.join(c),
+        None => r.run.out_dir.join("cache"),
+    };
+    let (ds, cached) = pzt::data::sources::load(&data, &base, &cache_dir, r.run.seed, tok.as_ref())
+        .map_err(located)?;
+    let window = data.seq_len().map(|s| s + 1).unwrap_or(0);
+    let st = stats(&ds, window);
+    let order = train_source_order(&ds, r.run.seed);
+    if let Some(path) = &a.export {
+        let mut text = String::new();
+        for &j in &order {
+            if let Some(line) = export_line(&ds.train[j]) {
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|e| Failure::Run(format!("write {}: {e}", path.display())))?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+        return Ok(());
+    }
+    let mut out = String::new();
+    let g = |v: &serde_json::Value| {
+        v.as_u64()
+            .map(|n| pzt::base::text::grouped(n as i64))
+            .unwrap_or_else(|| "-".into())
+    };
+    out.push_str(&format!(
+        "data        `{}` ({}, {})\n",
+        r.run.name,
+        data.source_name(),
+        if cached { "from the cache" } else { "prepared" }
+    ));
+    out.push_str(&format!(
+        "examples    {} train, {} eval\n",
+        g(&st["train_examples"]),
+        g(&st["eval_examples"])
+    ));
+    out.push_str(&format!(
+        "tokens      {} ({} carry loss)\n",
+        g(&st["tokens"]),
+        g(&st["loss_tokens"])
+    ));
+    out.push_str(&format!(
+        "overflow    {} skipped, {} truncated (longer than {} tokens)\n",
+        g(&st["skipped"]),
+        g(&st["truncated"]),
+        window
+    ));
+    if let Some(mean) = st["mean_length"].as_f64() {
+        out.push_str(&format!(
+            "length      {} to {}, mean {mean:.1}; unpacked windows of {window} are {:.1}% full\n",
+            g(&st["min_length"]),
+            g(&st["max_length"]),
+            100.0 * st["unpacked_fill"].as_f64().unwrap_or(0.0)
+        ));
+        out.push_str("histogram\n");
+        let max = st["length_histogram"]
+            .as_array()
+            .map(|h| {
+                h.iter()
+                    .filter_map(|b| b["examples"].as_u64())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+            .max(1);
+        for b in st["length_histogram"].as_array().into_iter().flatten() {
+            let n = b["examples"].as_u64().unwrap_or(0);
+            out.push_str(&format!(
+                "  {:>6} - {:<6} {:>8}  {}\n",
+                g(&b["from"]),
+                g(&b["to"]),
+                pzt::base::text::grouped(n as i64),
+                "#".repeat(((n * 40).div_ceil(max)) as usize)
+            ));
+        }
+    }
+    if let (Some(n), Some(t)) = (a.show, tok.as_ref()) {
+        for (k, &j) in order.iter().take(n).enumerate() {
+            let e = &ds.train[j];
+            if let pzt::data::Example::Tokens { ids, mask, .. } = e {
+                out.push_str(&format!(
+                    "--- example {k}: {} tokens, {} carry loss\n{}\n",
+                    ids.len(),
+                    mask.iter().filter(|&&m| m == 1).count(),
+                    marked(t, e)
+                ));
+            }
+        }
+    }
+    if let Some(p) = &a.export {
+        out.push_str(&format!(
+            "wrote {} ({} examples)\n",
+            p.display(),
+            order.len()
+        ));
+    }
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    Ok(())
+}
