@@ -125,13 +125,15 @@ pub fn run(a: Args) -> Result<(), Failure> {
             .max(1);
         for b in st["length_histogram"].as_array().into_iter().flatten() {
             let n = b["examples"].as_u64().unwrap_or(0);
-            out.push_str(&format!(
-                "  {:>6} - {:<6} {:>8}  {}\n",
+            let line = format!(
+                "  {:>6} - {:<6} {:>8}  {}",
                 g(&b["from"]),
                 g(&b["to"]),
                 pzt::base::text::grouped(n as i64),
                 "#".repeat(((n * 40).div_ceil(max)) as usize)
-            ));
+            );
+            out.push_str(line.trim_end());
+            out.push('\n');
         }
     }
     if let (Some(n), Some(t)) = (a.show, tok.as_ref()) {
