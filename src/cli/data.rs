@@ -59,11 +59,20 @@ pub fn run(a: Args) -> Result<(), Failure> {
         .map_err(located)?;
     let window = data.seq_len().map(|s| s + 1).unwrap_or(0);
     let st = stats(&ds, window);
-    let order = train_source_order(&ds, r.run.seed);
+    // --show and --export read the examples unpacked.
+    let (ds_plain, _) = if data.pack {
+        let mut plain = data.clone();
+        plain.pack = false;
+        pzt::data::sources::load(&plain, &base, &cache_dir, r.run.seed, tok.as_ref())
+            .map_err(located)?
+    } else {
+        (ds.clone(), cached)
+    };
+    let order = train_source_order(&ds_plain, r.run.seed);
     if let Some(path) = &a.export {
         let mut text = String::new();
         for &j in &order {
-            if let Some(line) = export_line(&ds.train[j]) {
+            if let Some(line) = export_line(&ds_plain.train[j]) {
                 text.push_str(&line);
                 text.push('\n');
             }
@@ -105,6 +114,14 @@ pub fn run(a: Args) -> Result<(), Failure> {
         g(&st["truncated"]),
         window
     ));
+    if st["packed"].as_bool() == Some(true) {
+        out.push_str(&format!(
+            "packing     {} documents in {} train windows of {window} tokens, {:.1}% full\n",
+            g(&st["documents"]),
+            g(&st["train_examples"]),
+            100.0 * st["packed_fill"].as_f64().unwrap_or(0.0)
+        ));
+    }
     if let Some(mean) = st["mean_length"].as_f64() {
         out.push_str(&format!(
             "length      {} to {}, mean {mean:.1}; unpacked windows of {window} are {:.1}% full\n",
@@ -138,7 +155,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     }
     if let (Some(n), Some(t)) = (a.show, tok.as_ref()) {
         for (k, &j) in order.iter().take(n).enumerate() {
-            let e = &ds.train[j];
+            let e = &ds_plain.train[j];
             if let pzt::data::Example::Tokens { ids, mask, .. } = e {
                 out.push_str(&format!(
                     "--- example {k}: {} tokens, {} carry loss\n{}\n",

@@ -10,6 +10,7 @@
 //! with the tokenizer's chat template ([`chat`]) with the loss on the assistant turns.
 
 pub mod chat;
+pub mod pack;
 pub mod report;
 pub mod sources;
 pub mod spec;
@@ -30,6 +31,10 @@ pub enum Example {
         ids: Vec<i64>,
         mask: Vec<u8>,
         prompt_len: usize,
+        /// For a packed window: the document of each token (0, 0, 1, 1, 1, 2, ...); empty for
+        /// one document.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        docs: Vec<u32>,
     },
     /// A numeric row: features and a target (a value, or a class index).
     Row { x: Vec<f32>, y: f32 },
@@ -176,6 +181,7 @@ mod tests {
             ids: vec![i],
             mask: vec![1],
             prompt_len: 0,
+            docs: vec![],
         };
         let (train, eval) = split((0..10).map(ex).collect(), 0.01, 0)?;
         assert_eq!((train.len(), eval.len()), (9, 1));

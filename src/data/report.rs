@@ -60,7 +60,28 @@ pub fn stats(ds: &Dataset, window: usize) -> Value {
     } else {
         json!(tokens as f64 / (lens.len() * window) as f64)
     };
+    // Packed windows: how many documents they hold and how full they are.
+    let docs_in = |e: &Example| match e {
+        Example::Tokens { docs, .. } if !docs.is_empty() => {
+            docs.iter().max().map_or(1, |&m| m as usize + 1)
+        }
+        _ => 1,
+    };
+    let packed = ds
+        .train
+        .iter()
+        .any(|e| matches!(e, Example::Tokens { docs, .. } if !docs.is_empty()));
+    let documents: usize = all.iter().map(|e| docs_in(e)).sum();
+    let train_tokens: usize = lengths(&ds.train).iter().sum();
+    let packed_fill = if packed && window > 0 {
+        json!(train_tokens as f64 / (ds.train.len() * window) as f64)
+    } else {
+        Value::Null
+    };
     json!({
+        "packed": packed,
+        "documents": documents,
+        "packed_fill": packed_fill,
         "train_examples": ds.train.len(),
         "eval_examples": ds.eval.len(),
         "tokens": tokens,

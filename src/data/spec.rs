@@ -21,6 +21,8 @@ pub struct DataSpec {
     pub eval_fraction: f64,
     /// Where tokenized data is cached (default `<out_dir>/cache`), relative to the recipe.
     pub cache_dir: Option<String>,
+    /// Pack training examples into `seq_len + 1`-token windows (language models).
+    pub pack: bool,
 }
 
 /// Where examples come from.
@@ -205,7 +207,7 @@ impl Default for Tokenizer {
 }
 
 /// The keys every source has.
-pub(super) const SHARED: [&str; 2] = ["eval_fraction", "cache_dir"];
+pub(super) const SHARED: [&str; 3] = ["eval_fraction", "cache_dir", "pack"];
 const SOURCES: [&str; 5] = ["text", "jsonl", "csv", "synthetic", "chat"];
 
 fn bad<T>(field: &str, message: String) -> Result<T> {
@@ -271,10 +273,21 @@ impl DataSpec {
                 )
             }
         };
+        let pack = match shared.get("pack") {
+            None => false,
+            Some(toml::Value::Boolean(b)) => *b,
+            Some(_) => {
+                return bad(
+                    "pack",
+                    "[data]: invalid type for `pack`, expected true or false".into(),
+                )
+            }
+        };
         let spec = DataSpec {
             source,
             eval_fraction,
             cache_dir,
+            pack,
         };
         spec.validate()?;
         Ok(spec)
@@ -365,6 +378,12 @@ impl DataSpec {
             if s.generator.is_none() {
                 return bad("generator", "[data]: source `synthetic` needs `generator = \"addition\" | \"copy\" | \"reverse\"`".into());
             }
+        }
+        if self.pack && !self.is_lm() {
+            return bad(
+                "pack",
+                "[data]: `pack` packs token examples; csv rows cannot be packed".into(),
+            );
         }
         if self.is_lm() && self.seq_len().unwrap_or(0) < 2 {
             return bad(

@@ -6,7 +6,9 @@
 //!   by name.
 //!
 //! Positions come from the side inputs `token_positions` (queries) and `kv_token_positions`
-//! (keys; defaults to the query positions when the lengths agree) or default to `0..len`.
+//! (keys; defaults to the query positions when the lengths agree) or default to `0..len`. With
+//! the side input `document_ids` (packed windows: `{batch, seq}` integers), the causal masks
+//! also keep each query to the keys of its own document.
 //! Masked logits are set to `masked_out_value` (default -2.3819763e38, finite in bf16 and
 //! float32).
 
@@ -50,7 +52,23 @@ pub fn causal_mask(
         None => positions(&SideInputs::new(), "", kv_axis, kv_len, like)?,
     };
     let diff = qpos.sub(&kpos)?; // i - j
-    let m = diff.map_elementwise(|t| t.f_ge(0).ctx("mask"))?;
+    let mut m = diff.map_elementwise(|t| t.f_ge(0).ctx("mask"))?;
+    // Packed windows: a query sees only keys of its own document.
+    if side.tensor("document_ids")?.is_some() {
+        let qdoc = positions(side, "document_ids", q_axis, q_len, like)?;
+        let kdoc = if q_len == kv_len {
+            qdoc.rename(&[(q_axis, kv_axis)])?
+        } else {
+            positions(side, "document_ids", kv_axis, kv_len, like)?
+        };
+        let same = qdoc
+            .sub(&kdoc)?
+            .map_elementwise(|t| t.f_eq(0).ctx("mask"))?;
+        let both = m
+            .to_kind(tch::Kind::Int8)?
+            .mul(&same.to_kind(tch::Kind::Int8)?)?;
+        m = both.map_elementwise(|t| t.f_gt(0).ctx("mask"))?;
+    }
     match window {
         None => Ok(m),
         Some(w) => {

@@ -182,7 +182,7 @@ impl Session {
         for chunk in self.data.eval.chunks(self.spec.train.batch_size) {
             let items: Vec<&Example> = chunk.iter().collect();
             let b = self.task.batch(&items, self.device)?;
-            let y = self.forward(b.x.clone(), &SideInputs::new())?;
+            let y = self.forward(b.x.clone(), &b.side)?;
             sums += self.task.loss(&y, &b)?.1;
         }
         self.task

@@ -11,11 +11,14 @@ use crate::named::NamedTensor;
 use serde_json::{json, Map, Value};
 use tch::{Device, Kind, Tensor};
 
-/// A batch on the device: the model input, the targets and the loss mask.
+/// A batch on the device: the model input, the targets, the loss mask, and the side inputs
+/// the model needs for it (per-document `token_positions` and `document_ids` of packed
+/// windows).
 pub struct Batch {
     pub x: NamedTensor,
     pub targets: Tensor,
     pub mask: Tensor,
+    pub side: crate::tree::SideInputs,
 }
 
 /// Greedy completion of a prompt by the model being trained: `(prompt, max_new) -> tokens`.
@@ -102,13 +105,30 @@ impl Task for LanguageModel {
         let mut inp = vec![0i64; b * t];
         let mut tgt = vec![0i64; b * t];
         let mut msk = vec![0f32; b * t];
+        let packed = items
+            .iter()
+            .any(|e| matches!(e, Example::Tokens { docs, .. } if !docs.is_empty()));
+        let mut pos = vec![0i64; if packed { b * t } else { 0 }];
+        let mut doc = vec![0i64; if packed { b * t } else { 0 }];
         for (i, e) in items.iter().enumerate() {
-            if let Example::Tokens { ids, mask, .. } = e {
+            if let Example::Tokens {
+                ids, mask, docs, ..
+            } = e
+            {
                 let n = ids.len().min(t + 1);
                 for j in 0..n.saturating_sub(1) {
                     inp[i * t + j] = ids[j];
                     tgt[i * t + j] = ids[j + 1];
                     msk[i * t + j] = mask[j + 1] as f32;
+                }
+                if packed {
+                    let p = crate::data::pack::positions(docs, t);
+                    pos[i * t..(i + 1) * t].copy_from_slice(&p);
+                    // Padding is a document of its own.
+                    let pad = docs.iter().max().map_or(1, |&m| m as i64 + 1);
+                    for j in 0..t {
+                        doc[i * t + j] = docs.get(j).map_or(pad, |&d| d as i64);
+                    }
                 }
             }
         }
@@ -121,10 +141,24 @@ impl Task for LanguageModel {
             to(Tensor::from_slice(&inp))?,
             &[self.axes.0.as_str(), self.axes.1.as_str()],
         )?;
+        let names = [self.axes.0.as_str(), self.axes.1.as_str()];
+        let mut side = crate::tree::SideInputs::new();
+        if packed {
+            side = side
+                .with_tensor(
+                    "token_positions",
+                    NamedTensor::wrap(to(Tensor::from_slice(&pos))?, &names)?,
+                )
+                .with_tensor(
+                    "document_ids",
+                    NamedTensor::wrap(to(Tensor::from_slice(&doc))?, &names)?,
+                );
+        }
         Ok(Batch {
             x,
             targets: to(Tensor::from_slice(&tgt))?,
             mask: to(Tensor::from_slice(&msk))?,
+            side,
         })
     }
 
@@ -204,6 +238,7 @@ fn row_batch(
         x: NamedTensor::wrap(x, &[axes.0.as_str(), axes.1.as_str()])?,
         targets: y,
         mask,
+        side: crate::tree::SideInputs::new(),
     })
 }
 

@@ -15,7 +15,7 @@ use crate::base::{Error, Result, TorchContext};
 use crate::data::{Cursor, Example};
 use crate::params::{Parameter, RandomStream};
 use crate::spec::{OptimConfig, RunSpec};
-use crate::tree::{SideInputs, SideValue};
+use crate::tree::SideValue;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -166,7 +166,10 @@ impl Trainer {
                 mix(seed, 0xD409),
                 self.step * grad_accum as u64 + micro as u64,
             ));
-            let side = SideInputs::new().with("random_stream", SideValue::Stream(stream));
+            let side = b
+                .side
+                .clone()
+                .with("random_stream", SideValue::Stream(stream));
             let y = self.session.forward(b.x.clone(), &side)?;
             let (loss, _) = self.session.task.loss(&y, &b)?;
             let scaled = loss.f_div_scalar(grad_accum as f64).ctx("loss")?;

@@ -75,6 +75,7 @@ pub(super) fn chat(
             }
             out.push(Example::Tokens {
                 prompt_len: r.prompt_len.min(ids.len()),
+                docs: vec![],
                 ids,
                 mask,
             });

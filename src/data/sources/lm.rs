@@ -53,6 +53,7 @@ fn prompt_completion(tok: &Tokenizer, prompt: &str, completion: &str) -> Result<
         ids,
         mask,
         prompt_len,
+        docs: vec![],
     })
 }
 
@@ -87,6 +88,7 @@ pub(super) fn text_windows(
             ids: w.to_vec(),
             mask: vec![1; w.len()],
             prompt_len: 0,
+            docs: vec![],
         })
         .collect())
 }
@@ -121,6 +123,7 @@ pub(super) fn jsonl(
                     ids,
                     mask: vec![1; n],
                     prompt_len: 0,
+                    docs: vec![],
                 }
             } else {
                 return Err(bad(format!(

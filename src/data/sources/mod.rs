@@ -113,6 +113,13 @@ pub fn load(
         _ => 0,
     };
     let (train, eval) = split(examples, cfg.eval_fraction, seed)?;
+    // Packing joins training examples only: evaluation (and its greedy completions) reads
+    // whole examples.
+    let train = if cfg.pack {
+        super::pack::pack(train, cfg.seq_len().unwrap_or(0) + 1)
+    } else {
+        train
+    };
     let ds = Dataset {
         train,
         eval,
