@@ -155,3 +155,74 @@ fn packed_runs_report_their_packing_train_and_resume_exactly() {
     let resumed = std::fs::read(d2.join("run/checkpoints/step-60/model.safetensors")).unwrap();
     assert_eq!(straight, resumed);
 }
+
+#[test]
+fn mixtures_draw_each_source_by_weight_and_check_their_keys() {
+    let d = tmpdir("mix");
+    let body = |extra: &str| {
+        format!(
+            "[run]\nname = \"m\"\nout_dir = \"{out}\"\n[model]\nhf = \"{m}\"\n[data]\nseq_len = 96\n[[data.sources]]\nsource = \"chat\"\nfiles = [\"{c}\"]\n[[data.sources]]\nsource = \"synthetic\"\ngenerator = \"copy\"\nlength = 5\nnum_examples = 40\nweight = 3.0\n{extra}[train]\nsteps = 6\nbatch_size = 4\nthreads = 1\n[optim]\nlr = 1e-3\n",
+            out = d.join("run").display(),
+            m = fixtures().join("hf/chat-tiny").display(),
+            c = fixtures().join("chat.jsonl").display(),
+        )
+    };
+    let f = d.join("m.toml");
+    std::fs::write(&f, body("")).unwrap();
+    let (code, o, e) = run_pzt(&["data", f.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{o}{e}");
+    let st: serde_json::Value = serde_json::from_str(&o).unwrap();
+    // 100 examples in all (60 conversations, 40 generated), drawn 1 : 3.
+    assert_eq!(st["mixture"], serde_json::json!([25, 75]), "{st}");
+    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    // The same recipe prepares the same data (and so resumes it the same way).
+    let again = d.join("again.json");
+    let (code, _, _) = run_pzt(&[
+        "data",
+        f.to_str().unwrap(),
+        "--export",
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let g = d.join("g.toml");
+    std::fs::write(
+        &g,
+        body("")
+            .replace("name = \"m\"", "name = \"m2\"")
+            .replace("/run\"", "/run2\""),
+    )
+    .unwrap();
+    let again2 = d.join("again2.json");
+    let (code, _, _) = run_pzt(&[
+        "data",
+        g.to_str().unwrap(),
+        "--export",
+        again2.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        std::fs::read(&again2).unwrap()
+    );
+    // A source may not set the shared keys, and weights are positive.
+    for (bad, want) in [
+        (
+            body("").replace("length = 5\n", "length = 5\nseq_len = 12\n"),
+            "set `seq_len` once in [data]",
+        ),
+        (
+            body("").replace("weight = 3.0", "weight = -1"),
+            "weight must be a positive number",
+        ),
+        (
+            body("").replace("source = \"synthetic\"", "source = \"csv\""),
+            "csv cannot be mixed",
+        ),
+    ] {
+        std::fs::write(&f, bad).unwrap();
+        let (code, _, e) = run_pzt(&["data", f.to_str().unwrap()]);
+        assert_eq!(code, 2, "{e}");
+        assert!(e.contains(want), "{e}");
+    }
+}

@@ -114,6 +114,14 @@ pub fn run(a: Args) -> Result<(), Failure> {
         g(&st["truncated"]),
         window
     ));
+    if let Some(m) = st["mixture"].as_array().filter(|m| !m.is_empty()) {
+        let parts: Vec<String> = m
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("source {i}: {}", g(n)))
+            .collect();
+        out.push_str(&format!("mixture     {} examples\n", parts.join(", ")));
+    }
     if st["packed"].as_bool() == Some(true) {
         out.push_str(&format!(
             "packing     {} documents in {} train windows of {window} tokens, {:.1}% full\n",

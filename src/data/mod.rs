@@ -15,6 +15,7 @@ pub mod report;
 pub mod sources;
 pub mod spec;
 mod spec_keys;
+mod spec_source;
 pub mod tokenizer;
 
 use crate::base::seed::mix;
@@ -55,12 +56,15 @@ pub struct Dataset {
 }
 
 /// What preparing a dataset dropped or cut (counted over all examples, before the split).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrepStats {
     /// Examples longer than `seq_len + 1` tokens that were skipped.
     pub skipped: usize,
     /// Examples longer than `seq_len + 1` tokens that were cut to it.
     pub truncated: usize,
+    /// For a mixture: how many examples each source contributed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mixture: Vec<usize>,
 }
 
 /// A permutation of `0..n` from a seed (Fisher-Yates with splitmix keys).

@@ -87,6 +87,7 @@ pub fn stats(ds: &Dataset, window: usize) -> Value {
         "tokens": tokens,
         "loss_tokens": loss,
         "skipped": ds.stats.skipped,
+        "mixture": ds.stats.mixture,
         "truncated": ds.stats.truncated,
         "min_length": lens.iter().min(),
         "max_length": lens.iter().max(),

@@ -34,6 +34,15 @@ pub enum Source {
     Csv(CsvSource),
     Synthetic(SyntheticSource),
     Chat(ChatSource),
+    /// `[[data.sources]]`: several sources mixed by weight.
+    Mixture(Vec<Weighted>),
+}
+
+/// One source of a mixture and its weight.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Weighted {
+    pub weight: f64,
+    pub source: Source,
 }
 
 /// Which tokens of a conversation carry the loss.
@@ -217,38 +226,60 @@ fn bad<T>(field: &str, message: String) -> Result<T> {
     })
 }
 
+/// Decodes one source named `name` from its keys (without `source`).
+pub(super) fn source_of(name: &str, own: &toml::Table) -> Result<Source> {
+    Ok(match name {
+        "text" => Source::Text(decode_source("text", own)?),
+        "jsonl" => Source::Jsonl(decode_source("jsonl", own)?),
+        "csv" => Source::Csv(decode_source("csv", own)?),
+        "synthetic" => Source::Synthetic(decode_source("synthetic", own)?),
+        "chat" => Source::Chat(decode_source("chat", own)?),
+        other => {
+            let expected: Vec<String> = SOURCES.iter().map(|k| format!("`{k}`")).collect();
+            return bad(
+                "source",
+                format!(
+                    "[data]: unknown variant `{other}`, expected one of {}",
+                    expected.join(", ")
+                ),
+            );
+        }
+    })
+}
+
 impl DataSpec {
     /// Decodes the `[data]` table: `source` picks the variant, which takes its own keys and
     /// the shared ones; anything else is an error naming the key.
     pub fn decode(t: &toml::Table) -> Result<DataSpec> {
-        let name = match t.get("source") {
-            Some(toml::Value::String(s)) => s.clone(),
-            Some(_) => return bad("source", "[data]: `source` must be a string".into()),
-            None => return bad("", "[data]: missing field `source`".into()),
-        };
         let mut own = t.clone();
-        own.remove("source");
         let mut shared = toml::Table::new();
         for k in SHARED {
             if let Some(v) = own.remove(k) {
                 shared.insert(k.to_string(), v);
             }
         }
-        let source = match name.as_str() {
-            "text" => Source::Text(decode_source("text", &own)?),
-            "jsonl" => Source::Jsonl(decode_source("jsonl", &own)?),
-            "csv" => Source::Csv(decode_source("csv", &own)?),
-            "synthetic" => Source::Synthetic(decode_source("synthetic", &own)?),
-            "chat" => Source::Chat(decode_source("chat", &own)?),
-            other => {
-                let expected: Vec<String> = SOURCES.iter().map(|k| format!("`{k}`")).collect();
-                return bad(
-                    "source",
-                    format!(
-                        "[data]: unknown variant `{other}`, expected one of {}",
-                        expected.join(", ")
-                    ),
-                );
+        let source = match own.remove("sources") {
+            Some(list) => {
+                if own.contains_key("source") {
+                    return bad(
+                        "source",
+                        "[data]: give either `source` or `[[data.sources]]`, not both".into(),
+                    );
+                }
+                super::spec_keys::decode_mixture(&list, &own)?
+            }
+            None => {
+                let name = match own.remove("source") {
+                    Some(toml::Value::String(s)) => s,
+                    Some(_) => return bad("source", "[data]: `source` must be a string".into()),
+                    None => {
+                        return bad(
+                            "",
+                            "[data]: missing field `source` (or `[[data.sources]]`)".into(),
+                        )
+                    }
+                };
+                source_of(&name, &own)?
             }
         };
         let eval_fraction = match shared.get("eval_fraction") {
@@ -300,58 +331,27 @@ impl DataSpec {
 
     /// Tokens per window (language models).
     pub fn seq_len(&self) -> Option<usize> {
-        match &self.source {
-            Source::Text(s) => s.seq_len,
-            Source::Jsonl(s) => s.seq_len,
-            Source::Synthetic(s) => s.seq_len,
-            Source::Chat(s) => s.seq_len,
-            Source::Csv(_) => None,
-        }
+        self.source.seq_len()
     }
 
     /// The tokenizer (language models).
     pub fn tokenizer(&self) -> Option<&str> {
-        match &self.source {
-            Source::Text(s) => Some(&s.tokenizer.0),
-            Source::Jsonl(s) => Some(&s.tokenizer.0),
-            Source::Synthetic(s) => Some(&s.tokenizer.0),
-            Source::Chat(s) => Some(&s.tokenizer.0),
-            Source::Csv(_) => None,
-        }
+        self.source.tokenizer()
     }
 
     /// Sets the tokenizer of a language-model source (the model's own, by default).
     pub fn set_tokenizer(&mut self, t: &str) {
-        let slot = match &mut self.source {
-            Source::Text(s) => &mut s.tokenizer,
-            Source::Jsonl(s) => &mut s.tokenizer,
-            Source::Synthetic(s) => &mut s.tokenizer,
-            Source::Chat(s) => &mut s.tokenizer,
-            Source::Csv(_) => return,
-        };
-        *slot = Tokenizer(t.to_string());
+        self.source.set_tokenizer(t)
     }
 
-    /// The data files (none for synthetic data).
-    pub fn files(&self) -> &[String] {
-        match &self.source {
-            Source::Text(s) => &s.files,
-            Source::Jsonl(s) => &s.files,
-            Source::Csv(s) => &s.files,
-            Source::Chat(s) => &s.files,
-            Source::Synthetic(_) => &[],
-        }
+    /// The data files (none for synthetic data; every source's for a mixture).
+    pub fn files(&self) -> Vec<String> {
+        self.source.files()
     }
 
     /// The source's name (`text`, ...).
     pub fn source_name(&self) -> &'static str {
-        match &self.source {
-            Source::Text(_) => "text",
-            Source::Jsonl(_) => "jsonl",
-            Source::Csv(_) => "csv",
-            Source::Synthetic(_) => "synthetic",
-            Source::Chat(_) => "chat",
-        }
+        self.source.name()
     }
 
     /// Checks the values; `field` names the offending key.
@@ -365,47 +365,13 @@ impl DataSpec {
                 ),
             );
         }
-        if !matches!(self.source, Source::Synthetic(_)) && self.files().is_empty() {
-            return bad(
-                "files",
-                format!(
-                    "[data]: source `{}` needs `files = [\"...\"]`",
-                    self.source_name()
-                ),
-            );
-        }
-        if let Source::Synthetic(s) = &self.source {
-            if s.generator.is_none() {
-                return bad("generator", "[data]: source `synthetic` needs `generator = \"addition\" | \"copy\" | \"reverse\"`".into());
-            }
-        }
         if self.pack && !self.is_lm() {
             return bad(
                 "pack",
                 "[data]: `pack` packs token examples; csv rows cannot be packed".into(),
             );
         }
-        if self.is_lm() && self.seq_len().unwrap_or(0) < 2 {
-            return bad(
-                "seq_len",
-                "[data]: language-model data needs `seq_len` of at least 2".into(),
-            );
-        }
-        match &self.source {
-            Source::Csv(c) if c.features.is_empty() || c.target.is_none() => bad(
-                "features",
-                "[data]: csv needs `features = [\"col\", ...]` and `target = \"col\"`".into(),
-            ),
-            Source::Synthetic(s) if s.num_examples < 2 => bad(
-                "num_examples",
-                "[data]: num_examples must be at least 2".into(),
-            ),
-            Source::Synthetic(s) if !(1..=9).contains(&s.max_digits) => bad(
-                "max_digits",
-                format!("[data]: max_digits must be 1..=9, got {}", s.max_digits),
-            ),
-            _ => Ok(()),
-        }
+        self.source.validate()
     }
 }
 

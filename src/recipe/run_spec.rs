@@ -115,7 +115,8 @@ impl Recipe {
                 *h = abs(h);
             }
         }
-        if let Some(d) = v.get_mut("data").and_then(|d| d.as_table_mut()) {
+        // Paths in `[data]` (and in each `[[data.sources]]`): files, tokenizer, chat template.
+        let fix = |d: &mut toml::Table| {
             if let Some(toml::Value::Array(files)) = d.get_mut("files") {
                 for f in files.iter_mut() {
                     if let toml::Value::String(s) = f {
@@ -126,6 +127,19 @@ impl Recipe {
             if let Some(toml::Value::String(t)) = d.get_mut("tokenizer") {
                 if t != "bytes" {
                     *t = abs(t);
+                }
+            }
+            if let Some(toml::Value::String(t)) = d.get_mut("chat_template") {
+                *t = abs(t);
+            }
+        };
+        if let Some(d) = v.get_mut("data").and_then(|d| d.as_table_mut()) {
+            fix(d);
+            if let Some(toml::Value::Array(parts)) = d.get_mut("sources") {
+                for p in parts.iter_mut() {
+                    if let Some(t) = p.as_table_mut() {
+                        fix(t);
+                    }
                 }
             }
         }

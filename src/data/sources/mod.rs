@@ -59,7 +59,7 @@ pub fn load(
     tok: Option<&Tokenizer>,
 ) -> Result<(Dataset, bool)> {
     cfg.validate()?;
-    let files = expand_files(cfg.files(), base)?;
+    let files = expand_files(&cfg.files(), base)?;
     let key = cache_key(cfg, base, &files, tok, seed)?;
     let cache_file = cache_dir.join(format!("data-{key}.json"));
     if let Ok(text) = std::fs::read_to_string(&cache_file) {
@@ -67,44 +67,8 @@ pub fn load(
             return Ok((ds, true));
         }
     }
-    let need_tok = || tok.ok_or_else(|| Error::Config("[data]: no tokenizer".into()));
     let mut stats = PrepStats::default();
-    let (examples, num_classes) = match &cfg.source {
-        Source::Synthetic(s) => {
-            let ex = lm::synthetic(s, seed, need_tok()?)?;
-            let window = s.seq_len.unwrap_or(0) + 1;
-            let longest = ex
-                .iter()
-                .filter_map(|e| match e {
-                    super::Example::Tokens { ids, .. } => Some(ids.len()),
-                    super::Example::Row { .. } => None,
-                })
-                .max()
-                .unwrap_or(0);
-            if longest > window {
-                return Err(Error::ConfigField {
-                    field: "seq_len".into(),
-                    message: format!(
-                        "[data]: the generated examples are up to {longest} tokens, longer than seq_len + 1 = {window}; set seq_len = {}",
-                        longest - 1
-                    ),
-                });
-            }
-            (ex, 0)
-        }
-        Source::Text(s) => (lm::text_windows(s, &files, need_tok()?)?, 0),
-        Source::Jsonl(s) => {
-            let (ex, skipped) = lm::jsonl(s, &files, need_tok()?)?;
-            stats.skipped = skipped;
-            (ex, 0)
-        }
-        Source::Chat(s) => {
-            let (ex, st) = chat::chat(s, &files, base, need_tok()?)?;
-            stats = st;
-            (ex, 0)
-        }
-        Source::Csv(s) => csv::csv(s, &files)?,
-    };
+    let (examples, num_classes) = examples_of(&cfg.source, base, seed, tok, &mut stats)?;
     if examples.is_empty() {
         return Err(Error::Config("[data]: the dataset is empty".into()));
     }
@@ -137,4 +101,99 @@ pub fn load(
         }
     }
     Ok((ds, false))
+}
+
+/// The examples of one source (for csv also the number of classes), counting what was
+/// skipped or cut in `stats`.
+fn examples_of(
+    source: &Source,
+    base: &Path,
+    seed: u64,
+    tok: Option<&Tokenizer>,
+    stats: &mut PrepStats,
+) -> Result<(Vec<super::Example>, i64)> {
+    let need_tok = || tok.ok_or_else(|| Error::Config("[data]: no tokenizer".into()));
+    let files = expand_files(&source.files(), base)?;
+    Ok(match source {
+        Source::Synthetic(s) => {
+            let ex = lm::synthetic(s, seed, need_tok()?)?;
+            let window = s.seq_len.unwrap_or(0) + 1;
+            let longest = ex
+                .iter()
+                .filter_map(|e| match e {
+                    super::Example::Tokens { ids, .. } => Some(ids.len()),
+                    super::Example::Row { .. } => None,
+                })
+                .max()
+                .unwrap_or(0);
+            if longest > window {
+                return Err(Error::ConfigField {
+                    field: "seq_len".into(),
+                    message: format!(
+                        "[data]: the generated examples are up to {longest} tokens, longer than seq_len + 1 = {window}; set seq_len = {}",
+                        longest - 1
+                    ),
+                });
+            }
+            (ex, 0)
+        }
+        Source::Text(s) => (lm::text_windows(s, &files, need_tok()?)?, 0),
+        Source::Jsonl(s) => {
+            let (ex, skipped) = lm::jsonl(s, &files, need_tok()?)?;
+            stats.skipped += skipped;
+            (ex, 0)
+        }
+        Source::Chat(s) => {
+            let (ex, st) = chat::chat(s, &files, base, need_tok()?)?;
+            stats.skipped += st.skipped;
+            stats.truncated += st.truncated;
+            (ex, 0)
+        }
+        Source::Csv(s) => csv::csv(s, &files)?,
+        Source::Mixture(parts) => (mixture(parts, base, seed, tok, stats)?, 0),
+    })
+}
+
+/// A weighted mixture: source `k` contributes `round(w_k / sum(w) * total)` examples (at least
+/// one), where `total` is the number of examples of all sources, drawn from a permutation of
+/// its own examples seeded by (seed, k), cycling when it has fewer. Sources follow each other
+/// in order; the split and the epoch order then interleave them.
+fn mixture(
+    parts: &[super::spec::Weighted],
+    base: &Path,
+    seed: u64,
+    tok: Option<&Tokenizer>,
+    stats: &mut PrepStats,
+) -> Result<Vec<super::Example>> {
+    let mut each = vec![];
+    for (k, w) in parts.iter().enumerate() {
+        let (ex, _) = examples_of(&w.source, base, mix(seed, 0x313C + k as u64), tok, stats)
+            .map_err(|e| match e {
+                Error::ConfigField { field, message } => Error::ConfigField {
+                    field: format!("sources.{k}.{field}"),
+                    message,
+                },
+                other => other,
+            })?;
+        if ex.is_empty() {
+            return Err(Error::ConfigField {
+                field: format!("sources.{k}"),
+                message: format!("[data.sources] {k}: the source has no examples"),
+            });
+        }
+        each.push(ex);
+    }
+    let total: usize = each.iter().map(Vec::len).sum();
+    let sum_w: f64 = parts.iter().map(|w| w.weight).sum();
+    let mut out = vec![];
+    stats.mixture.clear();
+    for (k, (ex, w)) in each.into_iter().zip(parts).enumerate() {
+        let want = ((w.weight / sum_w) * total as f64).round().max(1.0) as usize;
+        let perm = super::permutation(ex.len(), mix(seed, 0x3130_0000 + k as u64));
+        for i in 0..want {
+            out.push(ex[perm[i % ex.len()]].clone());
+        }
+        stats.mixture.push(want);
+    }
+    Ok(out)
 }
