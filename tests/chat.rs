@@ -278,3 +278,26 @@ fn chat_mistakes_exit_2() {
     assert_eq!(code, 2, "{e}");
     assert!(e.contains("(96)") && e.contains("(360)"), "{e}");
 }
+
+#[test]
+fn the_prepared_store_is_reused_and_a_damaged_one_is_prepared_again() {
+    let d = tmpdir("store");
+    let f = chat_recipe(&d, "", 10);
+    let data = |want: &str| {
+        let (code, o, e) = run_pzt(&["data", f.to_str().unwrap()]);
+        assert_eq!(code, 0, "{e}");
+        assert!(o.lines().next().unwrap().contains(want), "{o}");
+    };
+    data("prepared");
+    data("from the cache");
+    let stores: Vec<PathBuf> = std::fs::read_dir(d.join("run/cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(stores.len(), 1, "{stores:?}");
+    let ids = stores[0].join("train.ids");
+    assert!(std::fs::metadata(&ids).unwrap().len() > 0);
+    std::fs::write(&ids, b"x").unwrap();
+    data("prepared");
+    data("from the cache");
+}

@@ -58,7 +58,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let (ds, cached) = pzt::data::sources::load(&data, &base, &cache_dir, r.run.seed, tok.as_ref())
         .map_err(located)?;
     let window = data.seq_len().map(|s| s + 1).unwrap_or(0);
-    let st = stats(&ds, window);
+    let st = stats(&ds, window).map_err(lib_err)?;
     // --show and --export read the examples unpacked.
     let (ds_plain, _) = if data.pack {
         let mut plain = data.clone();
@@ -66,13 +66,14 @@ pub fn run(a: Args) -> Result<(), Failure> {
         pzt::data::sources::load(&plain, &base, &cache_dir, r.run.seed, tok.as_ref())
             .map_err(located)?
     } else {
-        (ds.clone(), cached)
+        pzt::data::sources::load(&data, &base, &cache_dir, r.run.seed, tok.as_ref())
+            .map_err(located)?
     };
     let order = train_source_order(&ds_plain, r.run.seed);
     if let Some(path) = &a.export {
         let mut text = String::new();
         for &j in &order {
-            if let Some(line) = export_line(&ds_plain.train[j]) {
+            if let Some(line) = export_line(&ds_plain.train.get(j).map_err(lib_err)?) {
                 text.push_str(&line);
                 text.push('\n');
             }
@@ -163,7 +164,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     }
     if let (Some(n), Some(t)) = (a.show, tok.as_ref()) {
         for (k, &j) in order.iter().take(n).enumerate() {
-            let e = &ds_plain.train[j];
+            let e = &ds_plain.train.get(j).map_err(lib_err)?;
             if let pzt::data::Example::Tokens { ids, mask, .. } = e {
                 out.push_str(&format!(
                     "--- example {k}: {} tokens, {} carry loss\n{}\n",

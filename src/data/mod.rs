@@ -16,11 +16,13 @@ pub mod sources;
 pub mod spec;
 mod spec_keys;
 mod spec_source;
+pub mod store;
 pub mod tokenizer;
 
 use crate::base::seed::mix;
 use crate::base::{Error, Result};
 use serde::{Deserialize, Serialize};
+pub use store::Split;
 
 /// One example.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,17 +43,15 @@ pub enum Example {
     Row { x: Vec<f32>, y: f32 },
 }
 
-/// A split dataset.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A split dataset (read from the memory-mapped store when it was prepared before).
 pub struct Dataset {
-    pub train: Vec<Example>,
-    pub eval: Vec<Example>,
+    pub train: Split,
+    pub eval: Split,
     /// Number of classes (csv classification) or 0.
     pub num_classes: i64,
     /// Number of features (csv) or 0.
     pub num_features: i64,
     /// What preparing the examples dropped or cut.
-    #[serde(default)]
     pub stats: PrepStats,
 }
 

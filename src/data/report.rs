@@ -5,6 +5,7 @@
 use super::tokenizer::Tokenizer;
 use super::{permutation, Dataset, Example};
 use crate::base::seed::mix;
+use crate::base::Result;
 use serde_json::{json, Value};
 
 /// The indices into `ds.train` in the order the examples came from their source (the split
@@ -22,29 +23,30 @@ pub fn train_source_order(ds: &Dataset, seed: u64) -> Vec<usize> {
     order.into_iter().map(|(_, j)| j).collect()
 }
 
-fn lengths(xs: &[Example]) -> Vec<usize> {
-    xs.iter()
-        .filter_map(|e| match e {
-            Example::Tokens { ids, .. } => Some(ids.len()),
-            Example::Row { .. } => None,
-        })
-        .collect()
-}
-
-/// Statistics of a prepared dataset whose windows hold `window` tokens (`seq_len + 1`).
-pub fn stats(ds: &Dataset, window: usize) -> Value {
-    let all: Vec<&Example> = ds.train.iter().chain(&ds.eval).collect();
-    let lens = lengths(&ds.train.iter().chain(&ds.eval).cloned().collect::<Vec<_>>());
+/// Statistics of a prepared dataset whose windows hold `window` tokens (`seq_len + 1`),
+/// read in one pass over the examples.
+pub fn stats(ds: &Dataset, window: usize) -> Result<Value> {
+    let (mut lens, mut loss, mut documents) = (vec![], 0usize, 0usize);
+    let (mut packed, mut train_tokens) = (false, 0usize);
+    for (is_train, split) in [(true, &ds.train), (false, &ds.eval)] {
+        for e in split.examples() {
+            if let Example::Tokens {
+                ids, mask, docs, ..
+            } = e?
+            {
+                lens.push(ids.len());
+                loss += mask.iter().filter(|&&m| m == 1).count();
+                documents += docs.iter().max().map_or(1, |&m| m as usize + 1);
+                if is_train {
+                    train_tokens += ids.len();
+                    packed |= !docs.is_empty();
+                }
+            }
+        }
+    }
     let tokens: usize = lens.iter().sum();
-    let loss: usize = all
-        .iter()
-        .map(|e| match e {
-            Example::Tokens { mask, .. } => mask.iter().filter(|&&m| m == 1).count(),
-            Example::Row { .. } => 0,
-        })
-        .sum();
     let mut hist = vec![];
-    if let (Some(&lo), Some(&hi)) = (lens.iter().min(), lens.iter().max()) {
+    if let Some(&hi) = lens.iter().max() {
         // Eight equal bins from 1 to the window (or the longest example).
         let top = hi.max(window).max(1);
         let width = top.div_ceil(8).max(1);
@@ -53,32 +55,18 @@ pub fn stats(ds: &Dataset, window: usize) -> Value {
             let count = lens.iter().filter(|&&l| l >= a && l <= z).count();
             hist.push(json!({"from": a, "to": z, "examples": count}));
         }
-        let _ = lo;
     }
     let fill = if lens.is_empty() || window == 0 {
         Value::Null
     } else {
         json!(tokens as f64 / (lens.len() * window) as f64)
     };
-    // Packed windows: how many documents they hold and how full they are.
-    let docs_in = |e: &Example| match e {
-        Example::Tokens { docs, .. } if !docs.is_empty() => {
-            docs.iter().max().map_or(1, |&m| m as usize + 1)
-        }
-        _ => 1,
-    };
-    let packed = ds
-        .train
-        .iter()
-        .any(|e| matches!(e, Example::Tokens { docs, .. } if !docs.is_empty()));
-    let documents: usize = all.iter().map(|e| docs_in(e)).sum();
-    let train_tokens: usize = lengths(&ds.train).iter().sum();
-    let packed_fill = if packed && window > 0 {
+    let packed_fill = if packed && window > 0 && !ds.train.is_empty() {
         json!(train_tokens as f64 / (ds.train.len() * window) as f64)
     } else {
         Value::Null
     };
-    json!({
+    Ok(json!({
         "packed": packed,
         "documents": documents,
         "packed_fill": packed_fill,
@@ -95,7 +83,7 @@ pub fn stats(ds: &Dataset, window: usize) -> Value {
         "window": window,
         "unpacked_fill": fill,
         "length_histogram": hist,
-    })
+    }))
 }
 
 /// One example as text with the tokens that carry loss between `[[` and `]]` (newlines

@@ -179,7 +179,12 @@ impl Session {
             return Ok(Map::new());
         }
         let mut sums = Sums::default();
-        for chunk in self.data.eval.chunks(self.spec.train.batch_size) {
+        let n = self.data.eval.len();
+        let bs = self.spec.train.batch_size.max(1);
+        for start in (0..n).step_by(bs) {
+            let chunk: Vec<Example> = (start..(start + bs).min(n))
+                .map(|i| self.data.eval.get(i))
+                .collect::<Result<_>>()?;
             let items: Vec<&Example> = chunk.iter().collect();
             let b = self.task.batch(&items, self.device)?;
             let y = self.forward(b.x.clone(), &b.side)?;

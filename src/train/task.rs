@@ -34,7 +34,7 @@ pub trait Task: Send + Sync {
     fn metrics(
         &self,
         sums: Sums,
-        eval: &[Example],
+        eval: &crate::data::Split,
         greedy: Greedy<'_>,
     ) -> Result<Map<String, Value>>;
     /// Tokens (or examples) in one micro-batch of `batch_size`, for throughput.
@@ -167,7 +167,12 @@ impl Task for LanguageModel {
         masked_cross_entropy(&logits, &b.targets, &b.mask)
     }
 
-    fn metrics(&self, s: Sums, eval: &[Example], greedy: Greedy<'_>) -> Result<Map<String, Value>> {
+    fn metrics(
+        &self,
+        s: Sums,
+        eval: &crate::data::Split,
+        greedy: Greedy<'_>,
+    ) -> Result<Map<String, Value>> {
         let mut m = Map::new();
         let loss = s.loss / s.count.max(1.0);
         m.insert("eval.loss".into(), json!(loss));
@@ -176,16 +181,20 @@ impl Task for LanguageModel {
             "eval.token_accuracy".into(),
             json!(s.correct / s.count.max(1.0)),
         );
-        let prompted: Vec<(&[i64], &[i64])> = eval
-            .iter()
-            .filter_map(|e| match e {
-                Example::Tokens {
-                    ids, prompt_len, ..
-                } if *prompt_len > 0 => Some((&ids[..*prompt_len], &ids[*prompt_len..])),
-                _ => None,
-            })
-            .take(self.eval_generate)
-            .collect();
+        let mut prompted: Vec<(Vec<i64>, Vec<i64>)> = vec![];
+        for e in eval.examples() {
+            if prompted.len() >= self.eval_generate {
+                break;
+            }
+            if let Example::Tokens {
+                ids, prompt_len, ..
+            } = e?
+            {
+                if prompt_len > 0 && prompt_len <= ids.len() {
+                    prompted.push((ids[..prompt_len].to_vec(), ids[prompt_len..].to_vec()));
+                }
+            }
+        }
         if !prompted.is_empty() {
             let mut hits = 0usize;
             for (prompt, want) in &prompted {
@@ -275,7 +284,7 @@ impl Task for Rows {
     fn metrics(
         &self,
         s: Sums,
-        _eval: &[Example],
+        _eval: &crate::data::Split,
         _greedy: Greedy<'_>,
     ) -> Result<Map<String, Value>> {
         let mut m = Map::new();

@@ -160,7 +160,11 @@ impl Trainer {
         let mut loss_sum = 0.0;
         for micro in 0..grad_accum {
             let idx = self.cursor.next_batch(batch_size);
-            let items: Vec<&Example> = idx.iter().map(|&i| &self.session.data.train[i]).collect();
+            let owned: Vec<Example> = idx
+                .iter()
+                .map(|&i| self.session.data.train.get(i))
+                .collect::<Result<_>>()?;
+            let items: Vec<&Example> = owned.iter().collect();
             let b = self.session.task.batch(&items, self.session.device)?;
             let stream = RandomStream::new(mix(
                 mix(seed, 0xD409),

@@ -1,5 +1,5 @@
-//! Loading a dataset: the sources (text, jsonl, csv, synthetic), the train/eval split and the
-//! content-keyed cache.
+//! Loading a dataset: the sources (text, jsonl, csv, synthetic, chat, mixtures), the train/eval
+//! split, packing, and the content-keyed store of prepared data ([`super::store`]).
 
 pub mod chat;
 mod csv;
@@ -61,11 +61,18 @@ pub fn load(
     cfg.validate()?;
     let files = expand_files(&cfg.files(), base)?;
     let key = cache_key(cfg, base, &files, tok, seed)?;
-    let cache_file = cache_dir.join(format!("data-{key}.json"));
-    if let Ok(text) = std::fs::read_to_string(&cache_file) {
-        if let Ok(ds) = serde_json::from_str::<Dataset>(&text) {
-            return Ok((ds, true));
-        }
+    let store_dir = super::store::dir_of(cache_dir, &key);
+    if let Some(s) = super::store::open(&store_dir) {
+        return Ok((
+            Dataset {
+                train: s.train,
+                eval: s.eval,
+                num_classes: s.num_classes,
+                num_features: s.num_features,
+                stats: s.stats,
+            },
+            true,
+        ));
     }
     let mut stats = PrepStats::default();
     let (examples, num_classes) = examples_of(&cfg.source, base, seed, tok, &mut stats)?;
@@ -84,22 +91,27 @@ pub fn load(
     } else {
         train
     };
+    // Best effort: a store that cannot be written only costs time next run (the data is
+    // then used from memory).
+    if super::store::write(&store_dir, &train, &eval, num_classes, num_features, &stats).is_ok() {
+        if let Some(s) = super::store::open(&store_dir) {
+            let ds = Dataset {
+                train: s.train,
+                eval: s.eval,
+                num_classes,
+                num_features,
+                stats,
+            };
+            return Ok((ds, false));
+        }
+    }
     let ds = Dataset {
-        train,
-        eval,
+        train: super::Split::Memory(train),
+        eval: super::Split::Memory(eval),
         num_classes,
         num_features,
         stats,
     };
-    // Best effort: a cache that cannot be written only costs time next run.
-    if std::fs::create_dir_all(cache_dir).is_ok() {
-        let tmp = cache_file.with_extension("json.tmp");
-        if let Ok(text) = serde_json::to_string(&ds) {
-            if std::fs::write(&tmp, text).is_ok() {
-                let _ = std::fs::rename(&tmp, &cache_file);
-            }
-        }
-    }
     Ok((ds, false))
 }
 
