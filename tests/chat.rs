@@ -295,7 +295,7 @@ fn the_prepared_store_is_reused_and_a_damaged_one_is_prepared_again() {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(stores.len(), 1, "{stores:?}");
-    let ids = stores[0].join("train.ids");
+    let ids = stores[0].join("all.ids");
     assert!(std::fs::metadata(&ids).unwrap().len() > 0);
     std::fs::write(&ids, b"x").unwrap();
     data("prepared");

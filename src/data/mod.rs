@@ -17,6 +17,7 @@ pub mod spec;
 mod spec_keys;
 mod spec_source;
 pub mod store;
+mod store_write;
 pub mod tokenizer;
 
 use crate::base::seed::mix;
@@ -77,6 +78,20 @@ pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
     v
 }
 
+/// Which of `n` examples go to the eval split and which to train, in the order each split
+/// visits them (deterministic from `seed`).
+pub fn split_indices(n: usize, eval_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let n_eval = ((n as f64) * eval_fraction).round() as usize;
+    let n_eval = if eval_fraction > 0.0 {
+        n_eval.max(1).min(n.saturating_sub(1))
+    } else {
+        0
+    };
+    let perm = permutation(n, mix(seed, 0x5EED_5B17));
+    let (eval, train) = perm.split_at(n_eval.min(n));
+    (train.to_vec(), eval.to_vec())
+}
+
 /// Splits examples into train and eval deterministically from `seed`.
 pub fn split(
     examples: Vec<Example>,
@@ -86,26 +101,13 @@ pub fn split(
     if examples.is_empty() {
         return Err(Error::Config("the dataset is empty".into()));
     }
-    let n = examples.len();
-    let n_eval = ((n as f64) * eval_fraction).round() as usize;
-    let n_eval = if eval_fraction > 0.0 {
-        n_eval.max(1).min(n.saturating_sub(1))
-    } else {
-        0
-    };
-    let perm = permutation(n, mix(seed, 0x5EED_5B17));
+    let (train_i, eval_i) = split_indices(examples.len(), eval_fraction, seed);
     let mut slots: Vec<Option<Example>> = examples.into_iter().map(Some).collect();
-    let mut eval = Vec::with_capacity(n_eval);
-    let mut train = Vec::with_capacity(n - n_eval);
-    for (k, &i) in perm.iter().enumerate() {
-        if let Some(e) = slots[i].take() {
-            if k < n_eval {
-                eval.push(e);
-            } else {
-                train.push(e);
-            }
-        }
-    }
+    let mut take = |idx: &[usize]| -> Vec<Example> {
+        idx.iter().filter_map(|&i| slots.get_mut(i).and_then(Option::take)).collect()
+    };
+    let eval = take(&eval_i);
+    let train = take(&train_i);
     if train.is_empty() {
         return Err(Error::Config(
             "the training split is empty (too few examples)".into(),

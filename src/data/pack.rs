@@ -8,44 +8,75 @@ use super::Example;
 
 /// Packs token examples greedily, in order, into windows of at most `window` tokens.
 pub fn pack(examples: Vec<Example>, window: usize) -> Vec<Example> {
-    let mut out = vec![];
-    let (mut ids, mut mask, mut docs): (Vec<i64>, Vec<u8>, Vec<u32>) = (vec![], vec![], vec![]);
-    let mut doc = 0u32;
-    let mut flush = |ids: &mut Vec<i64>, mask: &mut Vec<u8>, docs: &mut Vec<u32>, doc: &mut u32| {
-        if !ids.is_empty() {
-            out.push(Example::Tokens {
-                ids: std::mem::take(ids),
-                mask: std::mem::take(mask),
-                prompt_len: 0,
-                docs: std::mem::take(docs),
-            });
+    let mut p = Packer::new(window);
+    let mut out: Vec<Example> = examples.into_iter().filter_map(|e| p.push(e)).collect();
+    out.extend(p.finish());
+    out
+}
+
+/// Packs a stream of examples: each `push` may give the window that the example did not fit.
+pub struct Packer {
+    window: usize,
+    ids: Vec<i64>,
+    mask: Vec<u8>,
+    docs: Vec<u32>,
+    doc: u32,
+}
+
+impl Packer {
+    /// A packer into windows of at most `window` tokens.
+    pub fn new(window: usize) -> Packer {
+        Packer {
+            window,
+            ids: vec![],
+            mask: vec![],
+            docs: vec![],
+            doc: 0,
         }
-        *doc = 0;
-    };
-    for e in examples {
+    }
+
+    fn take(&mut self) -> Option<Example> {
+        if self.ids.is_empty() {
+            return None;
+        }
+        self.doc = 0;
+        Some(Example::Tokens {
+            ids: std::mem::take(&mut self.ids),
+            mask: std::mem::take(&mut self.mask),
+            prompt_len: 0,
+            docs: std::mem::take(&mut self.docs),
+        })
+    }
+
+    /// Adds an example; returns the full window it did not fit into, if any.
+    pub fn push(&mut self, e: Example) -> Option<Example> {
         let Example::Tokens {
-            ids: e_ids,
-            mask: mut e_mask,
-            ..
+            ids, mut mask, ..
         } = e
         else {
-            continue;
+            return None;
         };
-        if !ids.is_empty() && ids.len() + e_ids.len() > window {
-            flush(&mut ids, &mut mask, &mut docs, &mut doc);
-        }
-        if !ids.is_empty() {
-            if let Some(m) = e_mask.first_mut() {
+        let done = if !self.ids.is_empty() && self.ids.len() + ids.len() > self.window {
+            self.take()
+        } else {
+            None
+        };
+        if !self.ids.is_empty() {
+            if let Some(m) = mask.first_mut() {
                 *m = 0;
             }
         }
-        docs.extend(std::iter::repeat_n(doc, e_ids.len()));
-        doc += 1;
-        ids.extend(e_ids);
-        mask.extend(e_mask);
+        self.docs.extend(std::iter::repeat_n(self.doc, ids.len()));
+        self.doc += 1;
+        self.ids.extend(ids);
+        self.mask.extend(mask);
+        done
     }
-    flush(&mut ids, &mut mask, &mut docs, &mut doc);
-    out
+
+    /// The last, partly filled window.
+    pub fn finish(mut self) -> Option<Example> {
+        self.take()
+    }
 }
 
 /// Per-token positions within their document, for `n` tokens of a window whose documents are

@@ -4,11 +4,12 @@
 //! | file | contents |
 //! |---|---|
 //! | `manifest.json` | format, id width, example and token counts, classes, features, stats |
-//! | `<split>.ids` | token ids, little-endian u16 (vocabularies up to 65,536) or u32 |
-//! | `<split>.offsets` | u64 per example + 1: where each example's tokens start |
-//! | `<split>.mask` | one bit per token (LSB first): 1 = a loss target |
-//! | `<split>.prompt` | u32 per example: its prompt length |
-//! | `<split>.docs` | u32 per token: its document in a packed window (only when packed) |
+//! | `all.ids` | token ids of every example in source order, little-endian u16 (vocabularies up to 65,536) or u32 |
+//! | `all.offsets` | u64 per example + 1: where each example's tokens start |
+//! | `all.mask` | one bit per token (LSB first): 1 = a loss target |
+//! | `all.prompt` | u32 per example: its prompt length |
+//! | `train.index`, `eval.index` | u64 per example of the split: its index in `all` |
+//! | `train.{ids,offsets,mask,prompt,docs}` | the packed training windows (only when packed); `docs`: u32 per token, its document |
 //!
 //! csv rows are small and stay in the manifest. The directory is written under a temporary
 //! name, every file fsynced, and renamed into place, so a crash leaves no half store; a store
@@ -17,31 +18,35 @@
 use super::{Example, PrepStats};
 use crate::base::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const FORMAT: &str = "pzt-tokens-v1";
+pub(super) const FORMAT: &str = "pzt-tokens-v2";
 
 /// What `manifest.json` holds about one split.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct SplitInfo {
-    examples: usize,
-    tokens: usize,
-    packed: bool,
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub(super) struct SplitInfo {
+    pub examples: usize,
+    pub tokens: usize,
+    pub packed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Manifest {
-    format: String,
-    id_bytes: usize,
-    num_classes: i64,
-    num_features: i64,
-    stats: PrepStats,
-    train: SplitInfo,
-    eval: SplitInfo,
-    /// csv rows (train, eval).
+pub(super) struct Manifest {
+    pub format: String,
+    pub id_bytes: usize,
+    pub num_classes: i64,
+    pub num_features: i64,
+    pub stats: PrepStats,
+    /// Every example in source order (files `all.*`).
+    pub all: SplitInfo,
+    /// The training split's packed windows (files `train.*`), when packed.
+    pub packed: Option<SplitInfo>,
+    /// How many examples `train.index` and `eval.index` list (indices into `all`).
+    pub train_examples: usize,
+    pub eval_examples: usize,
+    /// csv rows (train, eval), kept here instead.
     #[serde(default)]
-    rows: Option<(Vec<Example>, Vec<Example>)>,
+    pub rows: Option<(Vec<Example>, Vec<Example>)>,
 }
 
 /// A read-only file, memory-mapped (empty files are not mapped).
@@ -78,6 +83,8 @@ pub struct MappedSplit {
     docs: Option<Bytes>,
     id_bytes: usize,
     examples: usize,
+    /// The examples of this split as indices into the files (u64 each), when it lists them.
+    index: Option<Bytes>,
 }
 
 fn u64_at(b: &[u8], i: usize) -> Option<u64> {
@@ -108,6 +115,13 @@ impl MappedSplit {
     /// Example `i`.
     pub fn get(&self, i: usize) -> Result<Example> {
         let bad = || Error::Config(format!("the prepared data store has no example {i}"));
+        if i >= self.examples {
+            return Err(bad());
+        }
+        let i = match &self.index {
+            Some(ix) => u64_at(ix.get(), i).ok_or_else(bad)? as usize,
+            None => i,
+        };
         let off = self.offsets.get();
         let (a, z) = (
             u64_at(off, i).ok_or_else(bad)? as usize,
@@ -148,7 +162,15 @@ impl MappedSplit {
         })
     }
 
-    fn open(dir: &Path, name: &str, info: &SplitInfo, id_bytes: usize) -> Result<MappedSplit> {
+    /// Opens the files `<name>.*`; with `index` (a file and its length), the split is the
+    /// examples it lists.
+    pub(super) fn open(
+        dir: &Path,
+        name: &str,
+        info: &SplitInfo,
+        id_bytes: usize,
+        index: Option<(&str, usize)>,
+    ) -> Result<MappedSplit> {
         let f = |ext: &str| dir.join(format!("{name}.{ext}"));
         let s = MappedSplit {
             ids: Bytes::open(&f("ids"))?,
@@ -162,6 +184,7 @@ impl MappedSplit {
             },
             id_bytes,
             examples: info.examples,
+            index: None,
         };
         // The files must agree with the manifest (and the offsets with each other).
         let ok = s.ids.get().len() == info.tokens * id_bytes
@@ -179,7 +202,23 @@ impl MappedSplit {
                 format!("the `{name}` files do not agree with manifest.json"),
             ));
         }
-        Ok(s)
+        let Some((file, n)) = index else {
+            return Ok(s);
+        };
+        let ix = Bytes::open(&dir.join(file))?;
+        let fits = ix.get().len() == n * 8
+            && (0..n).all(|k| u64_at(ix.get(), k).is_some_and(|j| (j as usize) < info.examples));
+        if !fits {
+            return Err(Error::bad_file(
+                dir.join(file).display(),
+                "does not agree with manifest.json",
+            ));
+        }
+        Ok(MappedSplit {
+            examples: n,
+            index: Some(ix),
+            ..s
+        })
     }
 }
 
@@ -220,79 +259,6 @@ impl Split {
     }
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::Io {
-        path: path.display().to_string(),
-        source: e,
-    }
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = std::fs::File::create(path).map_err(io(path))?;
-    f.write_all(bytes).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
-}
-
-fn write_split(dir: &Path, name: &str, xs: &[Example], id_bytes: usize) -> Result<SplitInfo> {
-    let (mut ids, mut offsets, mut mask, mut prompt, mut docs) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let packed = xs
-        .iter()
-        .any(|e| matches!(e, Example::Tokens { docs, .. } if !docs.is_empty()));
-    let mut t = 0usize;
-    for e in xs {
-        let Example::Tokens {
-            ids: e_ids,
-            mask: e_mask,
-            prompt_len,
-            docs: e_docs,
-        } = e
-        else {
-            continue;
-        };
-        offsets.extend_from_slice(&(t as u64).to_le_bytes());
-        for (k, &id) in e_ids.iter().enumerate() {
-            if id < 0 || (id_bytes == 2 && id > u16::MAX as i64) || id > u32::MAX as i64 {
-                return Err(Error::Config(format!(
-                    "token id {id} does not fit the store"
-                )));
-            }
-            if id_bytes == 2 {
-                ids.extend_from_slice(&(id as u16).to_le_bytes());
-            } else {
-                ids.extend_from_slice(&(id as u32).to_le_bytes());
-            }
-            let bit = t + k;
-            if bit / 8 >= mask.len() {
-                mask.push(0u8);
-            }
-            if e_mask.get(k).copied().unwrap_or(0) == 1 {
-                mask[bit / 8] |= 1 << (bit % 8);
-            }
-            if packed {
-                let d = e_docs.get(k).copied().unwrap_or(0);
-                docs.extend_from_slice(&d.to_le_bytes());
-            }
-        }
-        t += e_ids.len();
-        prompt.extend_from_slice(&(*prompt_len as u32).to_le_bytes());
-    }
-    offsets.extend_from_slice(&(t as u64).to_le_bytes());
-    let f = |ext: &str| dir.join(format!("{name}.{ext}"));
-    write_file(&f("ids"), &ids)?;
-    write_file(&f("offsets"), &offsets)?;
-    write_file(&f("mask"), &mask)?;
-    write_file(&f("prompt"), &prompt)?;
-    if packed {
-        write_file(&f("docs"), &docs)?;
-    }
-    Ok(SplitInfo {
-        examples: prompt.len() / 4,
-        tokens: t,
-        packed,
-    })
-}
-
 /// The store directory of a cache key.
 pub fn dir_of(cache_dir: &Path, key: &str) -> PathBuf {
     cache_dir.join(format!("data-{key}"))
@@ -307,70 +273,6 @@ pub struct Stored {
     pub stats: PrepStats,
 }
 
-/// Writes a prepared dataset as a store, atomically.
-pub fn write(
-    dir: &Path,
-    train: &[Example],
-    eval: &[Example],
-    num_classes: i64,
-    num_features: i64,
-    stats: &PrepStats,
-) -> Result<()> {
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = parent.join(format!(".tmp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let rows = matches!(train.first(), Some(Example::Row { .. }));
-    let max_id = train
-        .iter()
-        .chain(eval)
-        .filter_map(|e| match e {
-            Example::Tokens { ids, .. } => ids.iter().max().copied(),
-            Example::Row { .. } => None,
-        })
-        .max()
-        .unwrap_or(0);
-    let id_bytes = if max_id <= u16::MAX as i64 { 2 } else { 4 };
-    let (ti, ei) = if rows {
-        let z = SplitInfo {
-            examples: 0,
-            tokens: 0,
-            packed: false,
-        };
-        (z.clone(), z)
-    } else {
-        (
-            write_split(&tmp, "train", train, id_bytes)?,
-            write_split(&tmp, "eval", eval, id_bytes)?,
-        )
-    };
-    let m = Manifest {
-        format: FORMAT.into(),
-        id_bytes,
-        num_classes,
-        num_features,
-        stats: stats.clone(),
-        train: ti,
-        eval: ei,
-        rows: rows.then(|| (train.to_vec(), eval.to_vec())),
-    };
-    let text = serde_json::to_string(&m).map_err(|e| Error::Config(format!("manifest: {e}")))?;
-    write_file(&tmp.join("manifest.json"), text.as_bytes())?;
-    if dir.exists() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    std::fs::rename(&tmp, dir).map_err(io(dir))?;
-    if let Ok(d) = std::fs::File::open(parent) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 /// Opens a store (None when there is none, or it does not agree with itself).
 pub fn open(dir: &Path) -> Option<Stored> {
     let text = crate::base::files::read_small_file(&dir.join("manifest.json")).ok()?;
@@ -380,10 +282,28 @@ pub fn open(dir: &Path) -> Option<Stored> {
     }
     let (train, eval) = match m.rows {
         Some((t, e)) => (Split::Memory(t), Split::Memory(e)),
-        None => (
-            Split::Mapped(MappedSplit::open(dir, "train", &m.train, m.id_bytes).ok()?),
-            Split::Mapped(MappedSplit::open(dir, "eval", &m.eval, m.id_bytes).ok()?),
-        ),
+        None => {
+            let train = match &m.packed {
+                Some(p) => MappedSplit::open(dir, "train", p, m.id_bytes, None).ok()?,
+                None => MappedSplit::open(
+                    dir,
+                    "all",
+                    &m.all,
+                    m.id_bytes,
+                    Some(("train.index", m.train_examples)),
+                )
+                .ok()?,
+            };
+            let eval = MappedSplit::open(
+                dir,
+                "all",
+                &m.all,
+                m.id_bytes,
+                Some(("eval.index", m.eval_examples)),
+            )
+            .ok()?;
+            (Split::Mapped(train), Split::Mapped(eval))
+        }
     };
     if train.is_empty() {
         return None;
@@ -395,70 +315,4 @@ pub fn open(dir: &Path) -> Option<Stored> {
         num_features: m.num_features,
         stats: m.stats,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tok(ids: &[i64], mask: &[u8], prompt_len: usize, docs: &[u32]) -> Example {
-        Example::Tokens {
-            ids: ids.to_vec(),
-            mask: mask.to_vec(),
-            prompt_len,
-            docs: docs.to_vec(),
-        }
-    }
-
-    #[test]
-    fn examples_round_trip_through_the_store_and_bad_stores_are_not_used() -> Result<()> {
-        let dir = std::env::temp_dir().join(format!("pzt-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        for big in [false, true] {
-            let hi = if big { 70_000 } else { 300 };
-            let train = vec![
-                tok(
-                    &[1, 2, hi, 4, 5, 6, 7, 8, 9],
-                    &[0, 0, 1, 1, 0, 1, 1, 1, 1],
-                    2,
-                    &[],
-                ),
-                tok(&[3], &[1], 0, &[]),
-            ];
-            let eval = vec![tok(&[hi, 0], &[0, 1], 1, &[])];
-            let d = dir.join(format!("data-{big}"));
-            write(&d, &train, &eval, 0, 0, &PrepStats::default())?;
-            let s = open(&d).ok_or_else(|| Error::Config("no store".into()))?;
-            assert_eq!(s.train.len(), 2);
-            for (i, e) in train.iter().enumerate() {
-                assert_eq!(&s.train.get(i)?, e);
-            }
-            assert_eq!(s.eval.get(0)?, eval[0]);
-            assert!(s.train.get(2).is_err());
-            let ids =
-                std::fs::metadata(d.join("train.ids")).map_err(|e| Error::Config(e.to_string()))?;
-            assert_eq!(ids.len(), 10 * if big { 4 } else { 2 });
-        }
-        // Packed windows keep their documents.
-        let d = dir.join("data-packed");
-        let w = tok(&[1, 2, 3, 4], &[0, 1, 0, 1], 0, &[0, 0, 1, 1]);
-        write(
-            &d,
-            std::slice::from_ref(&w),
-            &[],
-            0,
-            0,
-            &PrepStats::default(),
-        )?;
-        let s = open(&d).ok_or_else(|| Error::Config("no store".into()))?;
-        assert_eq!(s.train.get(0)?, w);
-        // A truncated file, or a manifest that does not match, is not used.
-        let f = d.join("train.ids");
-        std::fs::write(&f, [0u8; 3]).map_err(|e| Error::Config(e.to_string()))?;
-        assert!(open(&d).is_none());
-        std::fs::write(d.join("manifest.json"), "{}").map_err(|e| Error::Config(e.to_string()))?;
-        assert!(open(&d).is_none());
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(())
-    }
 }

@@ -1,43 +1,46 @@
-//! Language-model sources: token sequences with a loss mask (1 where the token is a target).
+//! Language-model sources, one item at a time: token sequences with a loss mask (1 where the
+//! token is a target). The driver ([`super::stream`]) reads the files in bounded chunks and
+//! tokenizes each chunk in parallel with these.
 
-use super::files::read;
 use crate::base::seed::mix;
 use crate::base::{Error, Result};
-use crate::data::spec::{Generator, JsonlSource, SyntheticSource, TextSource};
+use crate::data::spec::{Generator, JsonlSource, SyntheticSource};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::Example;
-use std::path::PathBuf;
+use std::path::Path;
 
-pub(super) fn synthetic(cfg: &SyntheticSource, seed: u64, tok: &Tokenizer) -> Result<Vec<Example>> {
+/// Synthetic example `i` (a pure function of the seed and `i`).
+pub(super) fn synthetic_one(
+    cfg: &SyntheticSource,
+    seed: u64,
+    tok: &Tokenizer,
+    i: u64,
+) -> Result<Example> {
     let gen = cfg
         .generator
         .ok_or_else(|| Error::Config("[data]: no generator".into()))?;
-    let mut out = Vec::with_capacity(cfg.num_examples);
     let base = mix(seed, 0xDA7A);
-    for i in 0..cfg.num_examples as u64 {
-        let r = |k: u64| mix(base, i * 16 + k);
-        let (prompt, completion) = match gen {
-            Generator::Addition => {
-                let m = 10u64.pow(cfg.max_digits);
-                let (a, b) = (r(0) % m, r(1) % m);
-                (format!("{a}+{b}="), format!("{}", a + b))
-            }
-            Generator::Copy | Generator::Reverse => {
-                let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
-                let s: String = (0..cfg.length)
-                    .map(|k| alphabet[(r(k as u64) % alphabet.len() as u64) as usize] as char)
-                    .collect();
-                let c = if gen == Generator::Copy {
-                    s.clone()
-                } else {
-                    s.chars().rev().collect()
-                };
-                (format!("{s}="), c)
-            }
-        };
-        out.push(prompt_completion(tok, &prompt, &completion)?);
-    }
-    Ok(out)
+    let r = |k: u64| mix(base, i * 16 + k);
+    let (prompt, completion) = match gen {
+        Generator::Addition => {
+            let m = 10u64.pow(cfg.max_digits);
+            let (a, b) = (r(0) % m, r(1) % m);
+            (format!("{a}+{b}="), format!("{}", a + b))
+        }
+        Generator::Copy | Generator::Reverse => {
+            let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
+            let s: String = (0..cfg.length)
+                .map(|k| alphabet[(r(k as u64) % alphabet.len() as u64) as usize] as char)
+                .collect();
+            let c = if gen == Generator::Copy {
+                s.clone()
+            } else {
+                s.chars().rev().collect()
+            };
+            (format!("{s}="), c)
+        }
+    };
+    prompt_completion(tok, &prompt, &completion)
 }
 
 fn prompt_completion(tok: &Tokenizer, prompt: &str, completion: &str) -> Result<Example> {
@@ -57,94 +60,84 @@ fn prompt_completion(tok: &Tokenizer, prompt: &str, completion: &str) -> Result<
     })
 }
 
-pub(super) fn text_windows(
-    cfg: &TextSource,
-    files: &[PathBuf],
-    tok: &Tokenizer,
-) -> Result<Vec<Example>> {
-    let seq = cfg.seq_len.unwrap_or(0);
-    let mut stream: Vec<i64> = vec![];
-    for f in files {
-        let t = read(f)?;
-        if t.trim().is_empty() {
-            continue;
-        }
-        stream.extend(tok.encode(&t)?);
-        stream.push(tok.eos_id());
+/// The tokens of a text file followed by the end token (none for a blank file).
+pub(super) fn text_tokens(text: &str, tok: &Tokenizer) -> Result<Vec<i64>> {
+    if text.trim().is_empty() {
+        return Ok(vec![]);
     }
-    if stream.is_empty() {
-        return Err(Error::Config("[data]: the text files are empty".into()));
-    }
-    if stream.len() < seq + 1 {
-        return Err(Error::ConfigField {
-            field: "seq_len".into(),
-            message: format!("[data]: seq_len {seq} is longer than the whole dataset ({} tokens); lower seq_len or add data", stream.len()),
-        });
-    }
-    Ok(stream
-        .windows(seq + 1)
-        .step_by(seq)
-        .map(|w| Example::Tokens {
-            ids: w.to_vec(),
-            mask: vec![1; w.len()],
-            prompt_len: 0,
-            docs: vec![],
-        })
-        .collect())
+    let mut ids = tok.encode(text)?;
+    ids.push(tok.eos_id());
+    Ok(ids)
 }
 
-/// The examples of jsonl files, and how many were skipped for being longer than `seq_len + 1`.
-pub(super) fn jsonl(
-    cfg: &JsonlSource,
-    files: &[PathBuf],
-    tok: &Tokenizer,
-) -> Result<(Vec<Example>, usize)> {
-    let seq = cfg.seq_len.unwrap_or(0);
-    let mut out = vec![];
-    let mut too_long = 0usize;
-    for f in files {
-        for (i, line) in read(f)?.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let bad = |m: String| Error::bad_line(f.display(), i + 1, m);
-            let v: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-            let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
-            let ex = if let (Some(p), Some(c)) =
-                (field(&cfg.prompt_field), field(&cfg.completion_field))
-            {
-                prompt_completion(tok, &cfg.template.replace("{prompt}", &p), &c)?
-            } else if let Some(t) = field(&cfg.text_field) {
-                let mut ids = tok.encode(&t)?;
-                ids.push(tok.eos_id());
-                let n = ids.len();
-                Example::Tokens {
-                    ids,
-                    mask: vec![1; n],
-                    prompt_len: 0,
-                    docs: vec![],
-                }
-            } else {
-                return Err(bad(format!(
-                    "expected a string field `{}`, or `{}` and `{}`",
-                    cfg.text_field, cfg.prompt_field, cfg.completion_field
-                )));
-            };
-            if let Example::Tokens { ids, .. } = &ex {
-                if ids.len() > seq + 1 {
-                    too_long += 1;
-                    continue;
-                }
-            }
-            out.push(ex);
+/// Cuts a token stream into windows of `seq + 1` tokens with stride `seq`, as tokens arrive.
+pub(super) struct Windows {
+    seq: usize,
+    buf: Vec<i64>,
+    pub total: usize,
+}
+
+impl Windows {
+    pub fn new(seq: usize) -> Windows {
+        Windows {
+            seq,
+            buf: vec![],
+            total: 0,
         }
     }
-    if out.is_empty() && too_long > 0 {
-        return Err(Error::ConfigField {
-            field: "seq_len".into(),
-            message: format!("[data]: every example ({too_long}) is longer than seq_len {seq} + 1 tokens; raise seq_len"),
-        });
+
+    /// Appends tokens and gives the windows that are complete.
+    pub fn push(&mut self, tokens: &[i64]) -> Vec<Example> {
+        self.total += tokens.len();
+        self.buf.extend_from_slice(tokens);
+        let mut out = vec![];
+        let mut start = 0;
+        while self.seq > 0 && self.buf.len() - start > self.seq {
+            let w = &self.buf[start..start + self.seq + 1];
+            out.push(Example::Tokens {
+                ids: w.to_vec(),
+                mask: vec![1; w.len()],
+                prompt_len: 0,
+                docs: vec![],
+            });
+            start += self.seq;
+        }
+        self.buf.drain(..start);
+        out
     }
-    Ok((out, too_long))
+}
+
+/// One jsonl line: an example (None for a blank line), or an error naming file and line.
+pub(super) fn jsonl_line(
+    cfg: &JsonlSource,
+    tok: &Tokenizer,
+    file: &Path,
+    line_no: usize,
+    line: &str,
+) -> Result<Option<Example>> {
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let bad = |m: String| Error::bad_line(file.display(), line_no, m);
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
+    if let (Some(p), Some(c)) = (field(&cfg.prompt_field), field(&cfg.completion_field)) {
+        return prompt_completion(tok, &cfg.template.replace("{prompt}", &p), &c).map(Some);
+    }
+    if let Some(t) = field(&cfg.text_field) {
+        let mut ids = tok.encode(&t)?;
+        ids.push(tok.eos_id());
+        let n = ids.len();
+        return Ok(Some(Example::Tokens {
+            ids,
+            mask: vec![1; n],
+            prompt_len: 0,
+            docs: vec![],
+        }));
+    }
+    Err(bad(format!(
+        "expected a string field `{}`, or `{}` and `{}`",
+        cfg.text_field, cfg.prompt_field, cfg.completion_field
+    )))
 }

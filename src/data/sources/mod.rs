@@ -5,12 +5,14 @@ pub mod chat;
 mod csv;
 mod files;
 mod lm;
+mod stream;
 
 pub use files::expand_files;
 
 use super::spec::{DataSpec, Source};
 use super::tokenizer::Tokenizer;
-use super::{split, Dataset, PrepStats};
+use super::store_write::StoreBuilder;
+use super::{split, Dataset, PrepStats, Split};
 use crate::base::seed::{fnv1a as fnv64, mix};
 use crate::base::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -38,19 +40,34 @@ pub fn cache_key(
         }
     }
     for f in files {
-        let data = std::fs::read(f).map_err(|source| Error::Io {
-            path: f.display().to_string(),
-            source,
-        })?;
         h = mix(h, fnv64(f.to_string_lossy().as_bytes()));
-        h = mix(h, fnv64(&data));
+        h = mix(h, file_hash(f)?);
     }
     Ok(format!("{h:016x}"))
 }
 
-/// Loads (from the cache when possible) and splits the dataset. `base` is the recipe's
-/// directory; `cache_dir` where caches live; `tok` the tokenizer of language-model sources.
-/// Returns the dataset and whether it came from the cache.
+/// A hash of a file's content, read 1 MiB at a time.
+fn file_hash(path: &Path) -> Result<u64> {
+    use std::io::Read;
+    let io = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut h = fnv64(b"pzt file");
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            return Ok(h);
+        }
+        h = mix(h, fnv64(&buf[..n]));
+    }
+}
+
+/// Loads (from the store when it was prepared before) and splits the dataset. `base` is the
+/// recipe's directory; `cache_dir` where stores live; `tok` the tokenizer of language-model
+/// sources. Returns the dataset and whether it came from the store.
 pub fn load(
     cfg: &DataSpec,
     base: &Path,
@@ -63,114 +80,98 @@ pub fn load(
     let key = cache_key(cfg, base, &files, tok, seed)?;
     let store_dir = super::store::dir_of(cache_dir, &key);
     if let Some(s) = super::store::open(&store_dir) {
-        return Ok((
-            Dataset {
-                train: s.train,
-                eval: s.eval,
-                num_classes: s.num_classes,
-                num_features: s.num_features,
-                stats: s.stats,
-            },
-            true,
-        ));
+        return Ok((from_store(s), true));
     }
     let mut stats = PrepStats::default();
-    let (examples, num_classes) = examples_of(&cfg.source, base, seed, tok, &mut stats)?;
-    if examples.is_empty() {
-        return Err(Error::Config("[data]: the dataset is empty".into()));
+    let window = cfg.seq_len().unwrap_or(0) + 1;
+    if let Source::Csv(c) = &cfg.source {
+        let (rows, num_classes) = csv::csv(c, &files)?;
+        if rows.is_empty() {
+            return Err(Error::Config("[data]: the dataset is empty".into()));
+        }
+        let (train, eval) = split(rows, cfg.eval_fraction, seed)?;
+        let num_features = c.features.len() as i64;
+        // Best effort: a store that cannot be written only costs time next run.
+        if let Ok(b) = StoreBuilder::new(&store_dir, 2) {
+            let _ = b.finish_rows((train.clone(), eval.clone()), num_classes, num_features, &stats);
+        }
+        let ds = Dataset {
+            train: Split::Memory(train),
+            eval: Split::Memory(eval),
+            num_classes,
+            num_features,
+            stats,
+        };
+        return Ok((ds, false));
     }
-    let num_features = match &cfg.source {
-        Source::Csv(s) => s.features.len() as i64,
-        _ => 0,
+    let id_bytes = if tok.map_or(256, |t| t.vocab_size()) <= 65_536 { 2 } else { 4 };
+    let Ok(b) = StoreBuilder::new(&store_dir, id_bytes) else {
+        return in_memory(cfg, base, seed, tok);
     };
+    let mut all = b.all()?;
+    let streamed = stream::stream_source(&cfg.source, base, seed, tok, &mut stats, &mut |e| {
+        all.push(&e)
+    });
+    if let Err(e) = streamed {
+        b.abandon();
+        return Err(e);
+    }
+    let info = all.finish()?;
+    let pack = cfg.pack.then_some(window);
+    b.finish(info, cfg.eval_fraction, seed, pack, 0, &stats)?;
+    let s = super::store::open(&store_dir).ok_or_else(|| {
+        Error::Config(format!(
+            "the prepared data in {} cannot be read back",
+            store_dir.display()
+        ))
+    })?;
+    Ok((from_store(s), false))
+}
+
+fn from_store(s: super::store::Stored) -> Dataset {
+    Dataset {
+        train: s.train,
+        eval: s.eval,
+        num_classes: s.num_classes,
+        num_features: s.num_features,
+        stats: s.stats,
+    }
+}
+
+/// Prepares the dataset in memory (when no store can be written).
+fn in_memory(
+    cfg: &DataSpec,
+    base: &Path,
+    seed: u64,
+    tok: Option<&Tokenizer>,
+) -> Result<(Dataset, bool)> {
+    let mut stats = PrepStats::default();
+    let mut examples = vec![];
+    stream::stream_source(&cfg.source, base, seed, tok, &mut stats, &mut |e| {
+        examples.push(e);
+        Ok(())
+    })?;
     let (train, eval) = split(examples, cfg.eval_fraction, seed)?;
-    // Packing joins training examples only: evaluation (and its greedy completions) reads
-    // whole examples.
     let train = if cfg.pack {
         super::pack::pack(train, cfg.seq_len().unwrap_or(0) + 1)
     } else {
         train
     };
-    // Best effort: a store that cannot be written only costs time next run (the data is
-    // then used from memory).
-    if super::store::write(&store_dir, &train, &eval, num_classes, num_features, &stats).is_ok() {
-        if let Some(s) = super::store::open(&store_dir) {
-            let ds = Dataset {
-                train: s.train,
-                eval: s.eval,
-                num_classes,
-                num_features,
-                stats,
-            };
-            return Ok((ds, false));
-        }
-    }
     let ds = Dataset {
-        train: super::Split::Memory(train),
-        eval: super::Split::Memory(eval),
-        num_classes,
-        num_features,
+        train: Split::Memory(train),
+        eval: Split::Memory(eval),
+        num_classes: 0,
+        num_features: 0,
         stats,
     };
     Ok((ds, false))
-}
-
-/// The examples of one source (for csv also the number of classes), counting what was
-/// skipped or cut in `stats`.
-fn examples_of(
-    source: &Source,
-    base: &Path,
-    seed: u64,
-    tok: Option<&Tokenizer>,
-    stats: &mut PrepStats,
-) -> Result<(Vec<super::Example>, i64)> {
-    let need_tok = || tok.ok_or_else(|| Error::Config("[data]: no tokenizer".into()));
-    let files = expand_files(&source.files(), base)?;
-    Ok(match source {
-        Source::Synthetic(s) => {
-            let ex = lm::synthetic(s, seed, need_tok()?)?;
-            let window = s.seq_len.unwrap_or(0) + 1;
-            let longest = ex
-                .iter()
-                .filter_map(|e| match e {
-                    super::Example::Tokens { ids, .. } => Some(ids.len()),
-                    super::Example::Row { .. } => None,
-                })
-                .max()
-                .unwrap_or(0);
-            if longest > window {
-                return Err(Error::ConfigField {
-                    field: "seq_len".into(),
-                    message: format!(
-                        "[data]: the generated examples are up to {longest} tokens, longer than seq_len + 1 = {window}; set seq_len = {}",
-                        longest - 1
-                    ),
-                });
-            }
-            (ex, 0)
-        }
-        Source::Text(s) => (lm::text_windows(s, &files, need_tok()?)?, 0),
-        Source::Jsonl(s) => {
-            let (ex, skipped) = lm::jsonl(s, &files, need_tok()?)?;
-            stats.skipped += skipped;
-            (ex, 0)
-        }
-        Source::Chat(s) => {
-            let (ex, st) = chat::chat(s, &files, base, need_tok()?)?;
-            stats.skipped += st.skipped;
-            stats.truncated += st.truncated;
-            (ex, 0)
-        }
-        Source::Csv(s) => csv::csv(s, &files)?,
-        Source::Mixture(parts) => (mixture(parts, base, seed, tok, stats)?, 0),
-    })
 }
 
 /// A weighted mixture: source `k` contributes `round(w_k / sum(w) * total)` examples (at least
 /// one), where `total` is the number of examples of all sources, drawn from a permutation of
 /// its own examples seeded by (seed, k), cycling when it has fewer. Sources follow each other
 /// in order; the split and the epoch order then interleave them.
-fn mixture(
+pub(super) fn mixture(
     parts: &[super::spec::Weighted],
     base: &Path,
     seed: u64,
@@ -179,8 +180,12 @@ fn mixture(
 ) -> Result<Vec<super::Example>> {
     let mut each = vec![];
     for (k, w) in parts.iter().enumerate() {
-        let (ex, _) = examples_of(&w.source, base, mix(seed, 0x313C + k as u64), tok, stats)
-            .map_err(|e| match e {
+        let mut ex = vec![];
+        stream::stream_source(&w.source, base, mix(seed, 0x313C + k as u64), tok, stats, &mut |e| {
+            ex.push(e);
+            Ok(())
+        })
+        .map_err(|e| match e {
                 Error::ConfigField { field, message } => Error::ConfigField {
                     field: format!("sources.{k}.{field}"),
                     message,

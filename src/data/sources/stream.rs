@@ -1,0 +1,201 @@
+//! Streaming preparation: a source's examples go to a sink one by one, in source order, while
+//! the input is read in bounded pieces (a text file at a time, jsonl and chat files 4,096 lines
+//! at a time) and each piece is tokenized in parallel (rayon). Memory is bounded by a piece,
+//! not by the dataset.
+
+use super::{chat, csv, files::expand_files, lm};
+use crate::base::{Error, Result};
+use crate::data::spec::Source;
+use crate::data::tokenizer::Tokenizer;
+use crate::data::{Example, PrepStats};
+use rayon::prelude::*;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+/// Where examples go.
+pub type Sink<'a> = dyn FnMut(Example) -> Result<()> + 'a;
+
+/// Lines tokenized together.
+const LINES: usize = 4096;
+
+/// Reads `path` in pieces of up to [`LINES`] numbered lines (1-based).
+fn line_pieces(
+    path: &Path,
+    mut each: impl FnMut(Vec<(usize, String)>) -> Result<()>,
+) -> Result<()> {
+    let f = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut piece = Vec::with_capacity(LINES);
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| Error::bad_line(path.display(), i + 1, e.to_string()))?;
+        piece.push((i + 1, line));
+        if piece.len() == LINES {
+            each(std::mem::take(&mut piece))?;
+        }
+    }
+    if !piece.is_empty() {
+        each(piece)?;
+    }
+    Ok(())
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn seq_error(message: String) -> Error {
+    Error::ConfigField {
+        field: "seq_len".into(),
+        message,
+    }
+}
+
+/// Streams the examples of `source` into `sink`; returns the number of classes (csv).
+pub fn stream_source(
+    source: &Source,
+    base: &Path,
+    seed: u64,
+    tok: Option<&Tokenizer>,
+    stats: &mut PrepStats,
+    sink: &mut Sink<'_>,
+) -> Result<i64> {
+    let need_tok = || tok.ok_or_else(|| Error::Config("[data]: no tokenizer".into()));
+    let files: Vec<PathBuf> = expand_files(&source.files(), base)?;
+    let window = source.seq_len().unwrap_or(0) + 1;
+    match source {
+        Source::Synthetic(s) => {
+            let tok = need_tok()?;
+            let n = s.num_examples as u64;
+            let mut start = 0;
+            while start < n {
+                let end = (start + LINES as u64).min(n);
+                let piece: Vec<Result<Example>> = (start..end)
+                    .into_par_iter()
+                    .map(|i| lm::synthetic_one(s, seed, tok, i))
+                    .collect();
+                for e in piece {
+                    let e = e?;
+                    if let Example::Tokens { ids, .. } = &e {
+                        if ids.len() > window {
+                            return Err(seq_error(format!(
+                                "[data]: the generated examples are up to {} tokens, longer than seq_len + 1 = {window}; set seq_len = {}",
+                                ids.len(),
+                                ids.len() - 1
+                            )));
+                        }
+                    }
+                    sink(e)?;
+                }
+                start = end;
+            }
+            Ok(0)
+        }
+        Source::Text(s) => {
+            let tok = need_tok()?;
+            let seq = s.seq_len.unwrap_or(0);
+            let mut w = lm::Windows::new(seq);
+            let mut emitted = 0usize;
+            let group = rayon::current_num_threads().max(1);
+            for chunk in files.chunks(group) {
+                let toks: Vec<Result<Vec<i64>>> = chunk
+                    .par_iter()
+                    .map(|f| lm::text_tokens(&read_text(f)?, tok))
+                    .collect();
+                for t in toks {
+                    for e in w.push(&t?) {
+                        emitted += 1;
+                        sink(e)?;
+                    }
+                }
+            }
+            if w.total == 0 {
+                return Err(Error::Config("[data]: the text files are empty".into()));
+            }
+            if emitted == 0 {
+                return Err(seq_error(format!("[data]: seq_len {seq} is longer than the whole dataset ({} tokens); lower seq_len or add data", w.total)));
+            }
+            Ok(0)
+        }
+        Source::Jsonl(s) => {
+            let tok = need_tok()?;
+            let (mut kept, mut too_long) = (0usize, 0usize);
+            for f in &files {
+                line_pieces(f, |piece| {
+                    let out: Vec<Result<Option<Example>>> = piece
+                        .par_iter()
+                        .map(|(i, l)| lm::jsonl_line(s, tok, f, *i, l))
+                        .collect();
+                    for e in out {
+                        let Some(e) = e? else { continue };
+                        if matches!(&e, Example::Tokens { ids, .. } if ids.len() > window) {
+                            too_long += 1;
+                            continue;
+                        }
+                        kept += 1;
+                        sink(e)?;
+                    }
+                    Ok(())
+                })?;
+            }
+            stats.skipped += too_long;
+            if kept == 0 && too_long > 0 {
+                return Err(seq_error(format!("[data]: every example ({too_long}) is longer than seq_len {} + 1 tokens; raise seq_len", window - 1)));
+            }
+            Ok(0)
+        }
+        Source::Chat(s) => {
+            let tok = need_tok()?;
+            let t = chat::template(s, base, tok)?;
+            let mut kept = 0usize;
+            for f in &files {
+                line_pieces(f, |piece| {
+                    let out: Vec<Result<chat::Line>> = piece
+                        .par_iter()
+                        .map(|(i, l)| chat::chat_line(s, &t, tok, f, *i, l))
+                        .collect();
+                    for line in out {
+                        match line? {
+                            chat::Line::Blank => {}
+                            chat::Line::Skipped => stats.skipped += 1,
+                            chat::Line::Truncated(e) => {
+                                stats.truncated += 1;
+                                kept += 1;
+                                sink(e)?;
+                            }
+                            chat::Line::Example(e) => {
+                                kept += 1;
+                                sink(e)?;
+                            }
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+            if kept == 0 && stats.skipped > 0 {
+                return Err(seq_error(format!(
+                    "[data]: no conversation is left: {} skipped (longer than seq_len + 1 = {window} tokens, or without an assistant turn to learn); raise seq_len or set overflow = \"truncate\"",
+                    stats.skipped
+                )));
+            }
+            Ok(0)
+        }
+        Source::Csv(s) => {
+            let (rows, classes) = csv::csv(s, &files)?;
+            for r in rows {
+                sink(r)?;
+            }
+            Ok(classes)
+        }
+        Source::Mixture(parts) => {
+            for e in super::mixture(parts, base, seed, tok, stats)? {
+                sink(e)?;
+            }
+            Ok(0)
+        }
+    }
+}
