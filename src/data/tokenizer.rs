@@ -137,7 +137,13 @@ impl Tokenizer {
     /// Token ids of `text` (no special tokens added; special tokens written in the text are
     /// recognized).
     pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
-        Ok(self.encode_with_offsets(text)?.0)
+        match self {
+            Tokenizer::Bytes => Ok(text.bytes().map(|b| b as i64).collect()),
+            Tokenizer::Hf { inner, path, .. } => inner
+                .encode_fast(text, false)
+                .map(|e| e.get_ids().iter().map(|&i| i as i64).collect())
+                .map_err(|e| Error::Config(format!("tokenizer `{}` failed: {e}", path.display()))),
+        }
     }
 
     /// Token ids of `text` with the byte span of each in `text`.

@@ -60,16 +60,6 @@ fn prompt_completion(tok: &Tokenizer, prompt: &str, completion: &str) -> Result<
     })
 }
 
-/// The tokens of a text file followed by the end token (none for a blank file).
-pub(super) fn text_tokens(text: &str, tok: &Tokenizer) -> Result<Vec<i64>> {
-    if text.trim().is_empty() {
-        return Ok(vec![]);
-    }
-    let mut ids = tok.encode(text)?;
-    ids.push(tok.eos_id());
-    Ok(ids)
-}
-
 /// Cuts a token stream into windows of `seq + 1` tokens with stride `seq`, as tokens arrive.
 pub(super) struct Windows {
     seq: usize,

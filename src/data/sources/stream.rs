@@ -41,11 +41,51 @@ fn line_pieces(
     Ok(())
 }
 
-fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Io {
+/// Bytes of text tokenized in one call.
+const PIECE: usize = 256 << 10;
+
+/// Reads a text file in pieces of about [`PIECE`] bytes, each cut after a line end (whole
+/// lines; a line longer than a piece is one piece), and hands them over `group` at a time. A
+/// file that is blank as a whole gives nothing.
+fn text_pieces(
+    path: &Path,
+    group: usize,
+    mut each: impl FnMut(Vec<String>) -> Result<()>,
+) -> Result<()> {
+    let io = |e: std::io::Error| Error::Io {
         path: path.display().to_string(),
-        source,
-    })
+        source: e,
+    };
+    let f = std::fs::File::open(path).map_err(io)?;
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+    let (mut pieces, mut cur, mut blank) = (vec![], String::new(), true);
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).map_err(|e| {
+            Error::bad_file(path.display(), format!("not UTF-8 text ({e})"))
+        })?;
+        if n == 0 {
+            break;
+        }
+        blank &= line.trim().is_empty();
+        cur.push_str(&line);
+        if cur.len() >= PIECE {
+            pieces.push(std::mem::take(&mut cur));
+            if pieces.len() == group {
+                each(std::mem::take(&mut pieces))?;
+            }
+        }
+    }
+    if !cur.is_empty() {
+        pieces.push(cur);
+    }
+    if blank {
+        return Ok(());
+    }
+    if !pieces.is_empty() {
+        each(pieces)?;
+    }
+    Ok(())
 }
 
 fn seq_error(message: String) -> Error {
@@ -100,14 +140,26 @@ pub fn stream_source(
             let seq = s.seq_len.unwrap_or(0);
             let mut w = lm::Windows::new(seq);
             let mut emitted = 0usize;
-            let group = rayon::current_num_threads().max(1);
-            for chunk in files.chunks(group) {
-                let toks: Vec<Result<Vec<i64>>> = chunk
-                    .par_iter()
-                    .map(|f| lm::text_tokens(&read_text(f)?, tok))
-                    .collect();
-                for t in toks {
-                    for e in w.push(&t?) {
+            let group = 4 * rayon::current_num_threads().max(1);
+            for f in &files {
+                // A file is tokenized in pieces cut after a line end, then followed by the end
+                // token (none for a blank file).
+                let mut any = false;
+                text_pieces(f, group, |pieces| {
+                    let toks: Vec<Result<Vec<i64>>> =
+                        pieces.par_iter().map(|t| tok.encode(t)).collect();
+                    for t in toks {
+                        let t = t?;
+                        any |= !t.is_empty();
+                        for e in w.push(&t) {
+                            emitted += 1;
+                            sink(e)?;
+                        }
+                    }
+                    Ok(())
+                })?;
+                if any {
+                    for e in w.push(&[tok.eos_id()]) {
                         emitted += 1;
                         sink(e)?;
                     }
