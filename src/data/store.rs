@@ -72,6 +72,14 @@ impl Bytes {
     fn get(&self) -> &[u8] {
         self.0.as_deref().unwrap_or(&[])
     }
+    /// Lets the kernel drop the mapped pages (they are read again from the file when needed).
+    fn release(&self) {
+        if let Some(m) = &self.0 {
+            // SAFETY: the mapping is a read-only view of a file that is not written; dropped
+            // pages are refilled from the file on the next access.
+            let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
 }
 
 /// One split of the store, memory-mapped.
@@ -110,6 +118,16 @@ impl MappedSplit {
     /// Whether it has no examples.
     pub fn is_empty(&self) -> bool {
         self.examples == 0
+    }
+
+    /// Drops the pages read so far from memory (a pass over a large store stays small).
+    pub fn release(&self) {
+        for b in [&self.ids, &self.offsets, &self.mask, &self.prompt] {
+            b.release();
+        }
+        for b in [&self.docs, &self.index].into_iter().flatten() {
+            b.release();
+        }
     }
 
     /// Example `i`.
@@ -253,9 +271,23 @@ impl Split {
         }
     }
 
-    /// Every example, in order.
+    /// Lets the kernel drop the pages of a mapped split read so far (nothing for one in
+    /// memory): a long run touching a large store keeps its resident set small.
+    pub fn release(&self) {
+        if let Split::Mapped(m) = self {
+            m.release();
+        }
+    }
+
+    /// Every example, in order (a pass that keeps memory small: mapped pages are released
+    /// as it goes).
     pub fn examples(&self) -> impl Iterator<Item = Result<Example>> + '_ {
-        (0..self.len()).map(|i| self.get(i))
+        (0..self.len()).map(move |i| {
+            if let (Split::Mapped(m), true) = (self, i % 65_536 == 65_535) {
+                m.release();
+            }
+            self.get(i)
+        })
     }
 }
 

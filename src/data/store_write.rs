@@ -216,6 +216,9 @@ impl StoreBuilder {
                 let mut w = SplitWriter::create(&self.tmp, "train", self.id_bytes, true)?;
                 let mut p = Packer::new(window);
                 for k in 0..src.len() {
+                    if k % 65_536 == 65_535 {
+                        src.release();
+                    }
                     if let Some(done) = p.push(src.get(k)?) {
                         w.push(&done)?;
                     }

@@ -191,6 +191,9 @@ impl Trainer {
         }
         self.opt.step(lr)?;
         self.step += 1;
+        if self.step.is_multiple_of(256) {
+            self.session.data.train.release();
+        }
         Ok(StepOutcome {
             loss,
             lr,
