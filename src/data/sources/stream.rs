@@ -1,7 +1,7 @@
 //! Streaming preparation: a source's examples go to a sink one by one, in source order, while
 //! the input is read in bounded pieces (a text file at a time, jsonl and chat files 4,096 lines
 //! at a time) and each piece is tokenized in parallel (rayon). Memory is bounded by a piece,
-//! not by the dataset.
+//! not by the dataset. A progress bar over the input's bytes shows on a terminal.
 
 use super::{chat, csv, files::expand_files, lm};
 use crate::base::{Error, Result};
@@ -11,6 +11,26 @@ use crate::data::{Example, PrepStats};
 use rayon::prelude::*;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
+
+/// A progress bar over the bytes of the input files, on standard error when it is a terminal
+/// (hidden otherwise, so logs and tests see nothing).
+fn progress(files: &[PathBuf], what: &str) -> indicatif::ProgressBar {
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let pb = indicatif::ProgressBar::new(total);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "preparing {msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
 
 /// Where examples go.
 pub type Sink<'a> = dyn FnMut(Example) -> Result<()> + 'a;
@@ -141,13 +161,16 @@ pub fn stream_source(
             let mut w = lm::Windows::new(seq);
             let mut emitted = 0usize;
             let group = 4 * rayon::current_num_threads().max(1);
+            let pb = progress(&files, "text");
             for f in &files {
                 // A file is tokenized in pieces cut after a line end, then followed by the end
                 // token (none for a blank file).
                 let mut any = false;
                 text_pieces(f, group, |pieces| {
+                    let bytes: u64 = pieces.iter().map(|p| p.len() as u64).sum();
                     let toks: Vec<Result<Vec<i64>>> =
                         pieces.par_iter().map(|t| tok.encode(t)).collect();
+                    pb.inc(bytes);
                     for t in toks {
                         let t = t?;
                         any |= !t.is_empty();
@@ -165,6 +188,7 @@ pub fn stream_source(
                     }
                 }
             }
+            pb.finish_and_clear();
             if w.total == 0 {
                 return Err(Error::Config("[data]: the text files are empty".into()));
             }
@@ -176,8 +200,10 @@ pub fn stream_source(
         Source::Jsonl(s) => {
             let tok = need_tok()?;
             let (mut kept, mut too_long) = (0usize, 0usize);
+            let pb = progress(&files, "jsonl");
             for f in &files {
                 line_pieces(f, |piece| {
+                    pb.inc(piece.iter().map(|(_, l)| l.len() as u64 + 1).sum());
                     let out: Vec<Result<Option<Example>>> = piece
                         .par_iter()
                         .map(|(i, l)| lm::jsonl_line(s, tok, f, *i, l))
@@ -194,6 +220,7 @@ pub fn stream_source(
                     Ok(())
                 })?;
             }
+            pb.finish_and_clear();
             stats.skipped += too_long;
             if kept == 0 && too_long > 0 {
                 return Err(seq_error(format!("[data]: every example ({too_long}) is longer than seq_len {} + 1 tokens; raise seq_len", window - 1)));
@@ -204,8 +231,10 @@ pub fn stream_source(
             let tok = need_tok()?;
             let t = chat::template(s, base, tok)?;
             let mut kept = 0usize;
+            let pb = progress(&files, "chat");
             for f in &files {
                 line_pieces(f, |piece| {
+                    pb.inc(piece.iter().map(|(_, l)| l.len() as u64 + 1).sum());
                     let out: Vec<Result<chat::Line>> = piece
                         .par_iter()
                         .map(|(i, l)| chat::chat_line(s, &t, tok, f, *i, l))
@@ -228,6 +257,7 @@ pub fn stream_source(
                     Ok(())
                 })?;
             }
+            pb.finish_and_clear();
             if kept == 0 && stats.skipped > 0 {
                 return Err(seq_error(format!(
                     "[data]: no conversation is left: {} skipped (longer than seq_len + 1 = {window} tokens, or without an assistant turn to learn); raise seq_len or set overflow = \"truncate\"",
