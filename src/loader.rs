@@ -79,10 +79,13 @@ fn chat_template_of(
     base: &Path,
     tok: Option<&Tokenizer>,
 ) -> Result<Option<String>> {
-    if let Some(crate::data::spec::Source::Chat(c)) = data.map(|d| &d.source) {
-        if let Some(f) = &c.chat_template {
-            return crate::base::files::read_small_file(&base.join(f)).map(Some);
-        }
+    let file = match data.map(|d| &d.source) {
+        Some(crate::data::spec::Source::Chat(c)) => c.chat_template.as_ref(),
+        Some(crate::data::spec::Source::Parquet(p)) => p.chat_template.as_ref(),
+        _ => None,
+    };
+    if let Some(f) = file {
+        return crate::base::files::read_small_file(&base.join(f)).map(Some);
     }
     Ok(tok.and_then(|t| t.config().chat_template))
 }

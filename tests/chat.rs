@@ -301,3 +301,64 @@ fn the_prepared_store_is_reused_and_a_damaged_one_is_prepared_again() {
     data("prepared");
     data("from the cache");
 }
+
+#[test]
+fn parquet_rows_prepare_like_their_jsonl_lines() {
+    let d = tmpdir("parquet");
+    // (source of the jsonl twin, parquet file, jsonl file, extra keys)
+    for (twin, pq, jl, model) in [
+        ("chat", "chat.parquet", "chat.jsonl", true),
+        ("jsonl", "tiny.parquet", "tiny.jsonl", false),
+    ] {
+        let export = |source: &str, file: &str| {
+            let f = d.join(format!("{source}-{file}.toml"));
+            let head = if model {
+                format!(
+                    "[model]\nhf = \"{}\"\n",
+                    fixtures().join("hf/chat-tiny").display()
+                )
+            } else {
+                String::new()
+            };
+            std::fs::write(
+                &f,
+                format!(
+                    "[run]\nname = \"p\"\nout_dir = \"{}\"\n{head}[data]\nsource = \"{source}\"\nfiles = [\"{}\"]\nseq_len = 96\n",
+                    d.join(format!("run-{source}-{file}")).display(),
+                    fixtures().join(file).display()
+                ),
+            )
+            .unwrap();
+            let out = d.join(format!("{source}-{file}.jsonl"));
+            let (code, o, e) = run_pzt(&[
+                "data",
+                f.to_str().unwrap(),
+                "--export",
+                out.to_str().unwrap(),
+            ]);
+            assert_eq!(code, 0, "{o}{e}");
+            std::fs::read_to_string(out).unwrap()
+        };
+        let a = export("parquet", pq);
+        let b = export(twin, jl);
+        assert!(!a.is_empty());
+        assert_eq!(a, b, "{pq} and {jl} give other examples");
+    }
+    // A file that is not parquet names itself.
+    std::fs::write(d.join("bad.parquet"), "not parquet").unwrap();
+    let f = d.join("bad.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "[data]\nsource = \"parquet\"\nfiles = [\"{}\"]\nseq_len = 8\n",
+            d.join("bad.parquet").display()
+        ),
+    )
+    .unwrap();
+    let (code, _, e) = run_pzt(&["data", f.to_str().unwrap()]);
+    assert_eq!(code, 2, "{e}");
+    assert!(
+        e.contains("bad.parquet") && e.contains("not a readable parquet file"),
+        "{e}"
+    );
+}

@@ -104,7 +104,9 @@ pub fn split(
     let (train_i, eval_i) = split_indices(examples.len(), eval_fraction, seed);
     let mut slots: Vec<Option<Example>> = examples.into_iter().map(Some).collect();
     let mut take = |idx: &[usize]| -> Vec<Example> {
-        idx.iter().filter_map(|&i| slots.get_mut(i).and_then(Option::take)).collect()
+        idx.iter()
+            .filter_map(|&i| slots.get_mut(i).and_then(Option::take))
+            .collect()
     };
     let eval = take(&eval_i);
     let train = take(&train_i);

@@ -50,10 +50,7 @@ impl Packer {
 
     /// Adds an example; returns the full window it did not fit into, if any.
     pub fn push(&mut self, e: Example) -> Option<Example> {
-        let Example::Tokens {
-            ids, mut mask, ..
-        } = e
-        else {
+        let Example::Tokens { ids, mut mask, .. } = e else {
             return None;
         };
         let done = if !self.ids.is_empty() && self.ids.len() + ids.len() > self.window {

@@ -34,8 +34,75 @@ pub enum Source {
     Csv(CsvSource),
     Synthetic(SyntheticSource),
     Chat(ChatSource),
+    Parquet(ParquetSource),
     /// `[[data.sources]]`: several sources mixed by weight.
     Mixture(Vec<Weighted>),
+}
+
+/// `source = "parquet"`: rows of parquet files, read a row group at a time. A file with the
+/// `messages_field` column holds conversations (as `chat`); otherwise rows are read as jsonl
+/// lines are (`text_field`, or `prompt_field` + `completion_field`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ParquetSource {
+    pub files: Vec<String>,
+    pub tokenizer: Tokenizer,
+    pub seq_len: Option<usize>,
+    pub text_field: String,
+    pub prompt_field: String,
+    pub completion_field: String,
+    pub template: String,
+    pub messages_field: String,
+    pub chat_template: Option<String>,
+    pub train_on: TrainOn,
+    pub overflow: Overflow,
+}
+
+impl Default for ParquetSource {
+    fn default() -> Self {
+        let j = JsonlSource::default();
+        let c = ChatSource::default();
+        ParquetSource {
+            files: vec![],
+            tokenizer: Tokenizer::default(),
+            seq_len: None,
+            text_field: j.text_field,
+            prompt_field: j.prompt_field,
+            completion_field: j.completion_field,
+            template: j.template,
+            messages_field: c.messages_field,
+            chat_template: None,
+            train_on: c.train_on,
+            overflow: c.overflow,
+        }
+    }
+}
+
+impl ParquetSource {
+    /// Its rows read as jsonl records.
+    pub fn as_jsonl(&self) -> JsonlSource {
+        JsonlSource {
+            files: self.files.clone(),
+            tokenizer: self.tokenizer.clone(),
+            seq_len: self.seq_len,
+            text_field: self.text_field.clone(),
+            prompt_field: self.prompt_field.clone(),
+            completion_field: self.completion_field.clone(),
+            template: self.template.clone(),
+        }
+    }
+    /// Its rows read as conversations.
+    pub fn as_chat(&self) -> ChatSource {
+        ChatSource {
+            files: self.files.clone(),
+            tokenizer: self.tokenizer.clone(),
+            seq_len: self.seq_len,
+            messages_field: self.messages_field.clone(),
+            chat_template: self.chat_template.clone(),
+            train_on: self.train_on,
+            overflow: self.overflow,
+        }
+    }
 }
 
 /// One source of a mixture and its weight.
@@ -217,7 +284,7 @@ impl Default for Tokenizer {
 
 /// The keys every source has.
 pub(super) const SHARED: [&str; 3] = ["eval_fraction", "cache_dir", "pack"];
-const SOURCES: [&str; 5] = ["text", "jsonl", "csv", "synthetic", "chat"];
+const SOURCES: [&str; 6] = ["text", "jsonl", "csv", "synthetic", "chat", "parquet"];
 
 fn bad<T>(field: &str, message: String) -> Result<T> {
     Err(Error::ConfigField {
@@ -234,6 +301,7 @@ pub(super) fn source_of(name: &str, own: &toml::Table) -> Result<Source> {
         "csv" => Source::Csv(decode_source("csv", own)?),
         "synthetic" => Source::Synthetic(decode_source("synthetic", own)?),
         "chat" => Source::Chat(decode_source("chat", own)?),
+        "parquet" => Source::Parquet(decode_source("parquet", own)?),
         other => {
             let expected: Vec<String> = SOURCES.iter().map(|k| format!("`{k}`")).collect();
             return bad(

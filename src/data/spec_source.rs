@@ -19,6 +19,7 @@ impl Source {
             Source::Jsonl(s) => s.seq_len,
             Source::Synthetic(s) => s.seq_len,
             Source::Chat(s) => s.seq_len,
+            Source::Parquet(s) => s.seq_len,
             Source::Mixture(m) => m.first().and_then(|w| w.source.seq_len()),
             Source::Csv(_) => None,
         }
@@ -31,6 +32,7 @@ impl Source {
             Source::Jsonl(s) => Some(&s.tokenizer.0),
             Source::Synthetic(s) => Some(&s.tokenizer.0),
             Source::Chat(s) => Some(&s.tokenizer.0),
+            Source::Parquet(s) => Some(&s.tokenizer.0),
             Source::Mixture(m) => m.first().and_then(|w| w.source.tokenizer()),
             Source::Csv(_) => None,
         }
@@ -43,6 +45,7 @@ impl Source {
             Source::Jsonl(s) => &mut s.tokenizer,
             Source::Synthetic(s) => &mut s.tokenizer,
             Source::Chat(s) => &mut s.tokenizer,
+            Source::Parquet(s) => &mut s.tokenizer,
             Source::Mixture(m) => {
                 for w in m {
                     w.source.set_tokenizer(t);
@@ -61,6 +64,7 @@ impl Source {
             Source::Jsonl(s) => s.files.clone(),
             Source::Csv(s) => s.files.clone(),
             Source::Chat(s) => s.files.clone(),
+            Source::Parquet(s) => s.files.clone(),
             Source::Synthetic(_) => vec![],
             Source::Mixture(m) => m.iter().flat_map(|w| w.source.files()).collect(),
         }
@@ -74,6 +78,7 @@ impl Source {
             Source::Csv(_) => "csv",
             Source::Synthetic(_) => "synthetic",
             Source::Chat(_) => "chat",
+            Source::Parquet(_) => "parquet",
             Source::Mixture(_) => "mixture",
         }
     }

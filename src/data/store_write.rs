@@ -86,10 +86,16 @@ impl SplitWriter {
             docs,
         } = e
         else {
-            return Err(Error::Config("the token store holds token examples only".into()));
+            return Err(Error::Config(
+                "the token store holds token examples only".into(),
+            ));
         };
         for (k, &id) in ids.iter().enumerate() {
-            let max = if self.id_bytes == 2 { u16::MAX as i64 } else { u32::MAX as i64 };
+            let max = if self.id_bytes == 2 {
+                u16::MAX as i64
+            } else {
+                u32::MAX as i64
+            };
             if !(0..=max).contains(&id) {
                 return Err(Error::Config(format!(
                     "token id {id} does not fit the store's {}-byte ids",
@@ -268,8 +274,7 @@ impl StoreBuilder {
     }
 
     fn place(self, m: &Manifest) -> Result<()> {
-        let text =
-            serde_json::to_string(m).map_err(|e| Error::Config(format!("manifest: {e}")))?;
+        let text = serde_json::to_string(m).map_err(|e| Error::Config(format!("manifest: {e}")))?;
         write_small(&self.tmp.join("manifest.json"), text.as_bytes())?;
         if let Ok(d) = std::fs::File::open(&self.tmp) {
             let _ = d.sync_all();
@@ -320,7 +325,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         for (id_bytes, hi) in [(2, 300), (4, 70_000)] {
             let xs = vec![
-                tok(&[1, 2, hi, 4, 5, 6, 7, 8, 9], &[0, 0, 1, 1, 0, 1, 1, 1, 1], 2),
+                tok(
+                    &[1, 2, hi, 4, 5, 6, 7, 8, 9],
+                    &[0, 0, 1, 1, 0, 1, 1, 1, 1],
+                    2,
+                ),
                 tok(&[3], &[1], 0),
                 tok(&[hi, 0], &[0, 1], 1),
             ];
@@ -336,12 +345,17 @@ mod tests {
                 assert_eq!(s.eval.get(k)?, xs[i]);
             }
             assert!(s.train.get(train.len()).is_err());
-            let n = std::fs::metadata(d.join("all.ids")).map_err(|e| Error::Config(e.to_string()))?;
+            let n =
+                std::fs::metadata(d.join("all.ids")).map_err(|e| Error::Config(e.to_string()))?;
             assert_eq!(n.len() as usize, 12 * id_bytes);
         }
         // Packed windows keep their documents; a small id width refuses large ids.
         let d = dir.join("data-packed");
-        let xs = vec![tok(&[1, 2], &[0, 1], 0), tok(&[3, 4], &[1, 1], 0), tok(&[5], &[1], 0)];
+        let xs = vec![
+            tok(&[1, 2], &[0, 1], 0),
+            tok(&[3, 4], &[1, 1], 0),
+            tok(&[5], &[1], 0),
+        ];
         store(&d, &xs, 2, Some(8))?;
         let s = open(&d).ok_or_else(|| Error::Config("no store".into()))?;
         assert_eq!(s.train.len(), 1);

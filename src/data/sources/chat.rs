@@ -50,16 +50,28 @@ pub(super) fn chat_line(
     if line.trim().is_empty() {
         return Ok(Line::Blank);
     }
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| Error::bad_line(file.display(), line_no, format!("invalid JSON: {e}")))?;
+    chat_value(cfg, t, tok, file, line_no, &v)
+}
+
+/// One conversation record (a line's object, or a parquet row).
+pub(super) fn chat_value(
+    cfg: &ChatSource,
+    t: &ChatTemplate,
+    tok: &Tokenizer,
+    file: &Path,
+    line_no: usize,
+    v: &serde_json::Value,
+) -> Result<Line> {
     let limit = cfg.seq_len.unwrap_or(0) + 1;
     let bad = |m: String| Error::bad_line(file.display(), line_no, m);
-    let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
     let msgs = v
         .get(&cfg.messages_field)
         .ok_or_else(|| bad(format!("no `{}` field", cfg.messages_field)))?;
     let msgs = check_messages(msgs).map_err(bad)?;
-    let r = conversation(t, tok, msgs, cfg.train_on == TrainOn::All)
-        .map_err(|e| bad(e.to_string()))?;
+    let r =
+        conversation(t, tok, msgs, cfg.train_on == TrainOn::All).map_err(|e| bad(e.to_string()))?;
     let (mut ids, mut mask) = (r.ids, r.mask);
     let mut cut = false;
     if ids.len() > limit {
@@ -82,5 +94,9 @@ pub(super) fn chat_line(
         ids,
         mask,
     };
-    Ok(if cut { Line::Truncated(e) } else { Line::Example(e) })
+    Ok(if cut {
+        Line::Truncated(e)
+    } else {
+        Line::Example(e)
+    })
 }

@@ -108,23 +108,34 @@ pub(super) fn jsonl_line(
     if line.trim().is_empty() {
         return Ok(None);
     }
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| Error::bad_line(file.display(), line_no, format!("invalid JSON: {e}")))?;
+    jsonl_value(cfg, tok, file, line_no, &v).map(Some)
+}
+
+/// One jsonl record (a line's object, or a parquet row): `prompt` + `completion`, or `text`.
+pub(super) fn jsonl_value(
+    cfg: &JsonlSource,
+    tok: &Tokenizer,
+    file: &Path,
+    line_no: usize,
+    v: &serde_json::Value,
+) -> Result<Example> {
     let bad = |m: String| Error::bad_line(file.display(), line_no, m);
-    let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
     let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
     if let (Some(p), Some(c)) = (field(&cfg.prompt_field), field(&cfg.completion_field)) {
-        return prompt_completion(tok, &cfg.template.replace("{prompt}", &p), &c).map(Some);
+        return prompt_completion(tok, &cfg.template.replace("{prompt}", &p), &c);
     }
     if let Some(t) = field(&cfg.text_field) {
         let mut ids = tok.encode(&t)?;
         ids.push(tok.eos_id());
         let n = ids.len();
-        return Ok(Some(Example::Tokens {
+        return Ok(Example::Tokens {
             ids,
             mask: vec![1; n],
             prompt_len: 0,
             docs: vec![],
-        }));
+        });
     }
     Err(bad(format!(
         "expected a string field `{}`, or `{}` and `{}`",

@@ -5,13 +5,14 @@ pub mod chat;
 mod csv;
 mod files;
 mod lm;
+mod parquet;
 mod stream;
 
 pub use files::expand_files;
 
 use super::spec::{DataSpec, Source};
-use super::tokenizer::Tokenizer;
 use super::store_write::StoreBuilder;
+use super::tokenizer::Tokenizer;
 use super::{split, Dataset, PrepStats, Split};
 use crate::base::seed::{fnv1a as fnv64, mix};
 use crate::base::{Error, Result};
@@ -33,8 +34,13 @@ pub fn cache_key(
         None => "none".into(),
     };
     h = mix(h, fnv64(tok_id.as_bytes()));
-    if let Source::Chat(c) = &cfg.source {
-        if let Some(f) = &c.chat_template {
+    let template = match &cfg.source {
+        Source::Chat(c) => c.chat_template.as_ref(),
+        Source::Parquet(p) => p.chat_template.as_ref(),
+        _ => None,
+    };
+    {
+        if let Some(f) = template {
             let text = crate::base::files::read_small_file(&base.join(f))?;
             h = mix(h, fnv64(text.as_bytes()));
         }
@@ -93,7 +99,12 @@ pub fn load(
         let num_features = c.features.len() as i64;
         // Best effort: a store that cannot be written only costs time next run.
         if let Ok(b) = StoreBuilder::new(&store_dir, 2) {
-            let _ = b.finish_rows((train.clone(), eval.clone()), num_classes, num_features, &stats);
+            let _ = b.finish_rows(
+                (train.clone(), eval.clone()),
+                num_classes,
+                num_features,
+                &stats,
+            );
         }
         let ds = Dataset {
             train: Split::Memory(train),
@@ -104,7 +115,11 @@ pub fn load(
         };
         return Ok((ds, false));
     }
-    let id_bytes = if tok.map_or(256, |t| t.vocab_size()) <= 65_536 { 2 } else { 4 };
+    let id_bytes = if tok.map_or(256, |t| t.vocab_size()) <= 65_536 {
+        2
+    } else {
+        4
+    };
     let Ok(b) = StoreBuilder::new(&store_dir, id_bytes) else {
         return in_memory(cfg, base, seed, tok);
     };
@@ -181,17 +196,24 @@ pub(super) fn mixture(
     let mut each = vec![];
     for (k, w) in parts.iter().enumerate() {
         let mut ex = vec![];
-        stream::stream_source(&w.source, base, mix(seed, 0x313C + k as u64), tok, stats, &mut |e| {
-            ex.push(e);
-            Ok(())
-        })
+        stream::stream_source(
+            &w.source,
+            base,
+            mix(seed, 0x313C + k as u64),
+            tok,
+            stats,
+            &mut |e| {
+                ex.push(e);
+                Ok(())
+            },
+        )
         .map_err(|e| match e {
-                Error::ConfigField { field, message } => Error::ConfigField {
-                    field: format!("sources.{k}.{field}"),
-                    message,
-                },
-                other => other,
-            })?;
+            Error::ConfigField { field, message } => Error::ConfigField {
+                field: format!("sources.{k}.{field}"),
+                message,
+            },
+            other => other,
+        })?;
         if ex.is_empty() {
             return Err(Error::ConfigField {
                 field: format!("sources.{k}"),

@@ -81,9 +81,9 @@ fn text_pieces(
     let (mut pieces, mut cur, mut blank) = (vec![], String::new(), true);
     loop {
         let mut line = String::new();
-        let n = r.read_line(&mut line).map_err(|e| {
-            Error::bad_file(path.display(), format!("not UTF-8 text ({e})"))
-        })?;
+        let n = r
+            .read_line(&mut line)
+            .map_err(|e| Error::bad_file(path.display(), format!("not UTF-8 text ({e})")))?;
         if n == 0 {
             break;
         }
@@ -261,6 +261,60 @@ pub fn stream_source(
             if kept == 0 && stats.skipped > 0 {
                 return Err(seq_error(format!(
                     "[data]: no conversation is left: {} skipped (longer than seq_len + 1 = {window} tokens, or without an assistant turn to learn); raise seq_len or set overflow = \"truncate\"",
+                    stats.skipped
+                )));
+            }
+            Ok(0)
+        }
+        Source::Parquet(s) => {
+            let tok = need_tok()?;
+            let jsonl = s.as_jsonl();
+            let chat_cfg = s.as_chat();
+            let mut template = None;
+            let mut kept = 0usize;
+            let pb = progress(&files, "parquet");
+            for f in &files {
+                let is_chat = super::parquet::has_column(f, &s.messages_field)?;
+                if is_chat && template.is_none() {
+                    template = Some(chat::template(&chat_cfg, base, tok)?);
+                }
+                super::parquet::row_pieces(f, LINES, |piece| {
+                    let out: Vec<Result<chat::Line>> = piece
+                        .par_iter()
+                        .map(|(i, v)| match &template {
+                            Some(t) if is_chat => chat::chat_value(&chat_cfg, t, tok, f, *i, v),
+                            _ => lm::jsonl_value(&jsonl, tok, f, *i, v).map(|e| {
+                                if matches!(&e, Example::Tokens { ids, .. } if ids.len() > window) {
+                                    chat::Line::Skipped
+                                } else {
+                                    chat::Line::Example(e)
+                                }
+                            }),
+                        })
+                        .collect();
+                    for line in out {
+                        match line? {
+                            chat::Line::Blank => {}
+                            chat::Line::Skipped => stats.skipped += 1,
+                            chat::Line::Truncated(e) => {
+                                stats.truncated += 1;
+                                kept += 1;
+                                sink(e)?;
+                            }
+                            chat::Line::Example(e) => {
+                                kept += 1;
+                                sink(e)?;
+                            }
+                        }
+                    }
+                    Ok(())
+                })?;
+                pb.inc(std::fs::metadata(f).map(|m| m.len()).unwrap_or(0));
+            }
+            pb.finish_and_clear();
+            if kept == 0 && stats.skipped > 0 {
+                return Err(seq_error(format!(
+                    "[data]: no row is left: {} skipped (longer than seq_len + 1 = {window} tokens, or nothing to learn); raise seq_len",
                     stats.skipped
                 )));
             }
