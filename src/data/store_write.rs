@@ -184,6 +184,25 @@ impl StoreBuilder {
         SplitWriter::create(&self.tmp, "all", self.id_bytes, false)
     }
 
+    /// The writer of an intermediate set of examples `name` (a mixture's source).
+    pub fn part(&self, name: &str) -> Result<SplitWriter> {
+        SplitWriter::create(&self.tmp, name, self.id_bytes, false)
+    }
+
+    /// The intermediate set `name`, memory-mapped.
+    pub fn open_part(&self, name: &str, info: &SplitInfo) -> Result<MappedSplit> {
+        MappedSplit::open(&self.tmp, name, info, self.id_bytes, None)
+    }
+
+    /// Deletes the intermediate sets `src-0 .. src-{n-1}`.
+    pub fn remove_parts(&self, n: usize) {
+        for k in 0..n {
+            for ext in ["ids", "offsets", "mask", "prompt"] {
+                let _ = std::fs::remove_file(self.tmp.join(format!("src-{k}.{ext}")));
+            }
+        }
+    }
+
     /// Splits the written examples, packs the training ones into `window`-token windows if
     /// asked, writes the manifest and moves the store into place.
     #[allow(clippy::too_many_arguments)]

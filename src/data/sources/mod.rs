@@ -124,9 +124,13 @@ pub fn load(
         return in_memory(cfg, base, seed, tok);
     };
     let mut all = b.all()?;
-    let streamed = stream::stream_source(&cfg.source, base, seed, tok, &mut stats, &mut |e| {
-        all.push(&e)
-    });
+    let streamed = match &cfg.source {
+        Source::Mixture(parts) => {
+            stream_mixture(&b, parts, base, seed, tok, &mut stats, &mut all)
+        }
+        other => stream::stream_source(other, base, seed, tok, &mut stats, &mut |e| all.push(&e))
+            .map(|_| ()),
+    };
     if let Err(e) = streamed {
         b.abandon();
         return Err(e);
@@ -185,7 +189,55 @@ fn in_memory(
 /// A weighted mixture: source `k` contributes `round(w_k / sum(w) * total)` examples (at least
 /// one), where `total` is the number of examples of all sources, drawn from a permutation of
 /// its own examples seeded by (seed, k), cycling when it has fewer. Sources follow each other
-/// in order; the split and the epoch order then interleave them.
+/// in order; the split and the epoch order then interleave them. This gives, per source, the
+/// indices of its examples to take, in order.
+fn draws(parts: &[super::spec::Weighted], sizes: &[usize], seed: u64) -> Vec<Vec<usize>> {
+    let total: usize = sizes.iter().sum();
+    let sum_w: f64 = parts.iter().map(|w| w.weight).sum();
+    parts
+        .iter()
+        .zip(sizes)
+        .enumerate()
+        .map(|(k, (w, &n))| {
+            let want = ((w.weight / sum_w) * total as f64).round().max(1.0) as usize;
+            let perm = super::permutation(n, mix(seed, 0x3130_0000 + k as u64));
+            (0..want).map(|i| perm[i % n.max(1)]).collect()
+        })
+        .collect()
+}
+
+/// Streams source `k` of a mixture into `sink` (its errors name the source).
+fn stream_part(
+    k: usize,
+    w: &super::spec::Weighted,
+    base: &Path,
+    seed: u64,
+    tok: Option<&Tokenizer>,
+    stats: &mut PrepStats,
+    sink: &mut stream::Sink<'_>,
+) -> Result<usize> {
+    let mut n = 0usize;
+    stream::stream_source(&w.source, base, mix(seed, 0x313C + k as u64), tok, stats, &mut |e| {
+        n += 1;
+        sink(e)
+    })
+    .map_err(|e| match e {
+        Error::ConfigField { field, message } => Error::ConfigField {
+            field: format!("sources.{k}.{field}"),
+            message,
+        },
+        other => other,
+    })?;
+    if n == 0 {
+        return Err(Error::ConfigField {
+            field: format!("sources.{k}"),
+            message: format!("[data.sources] {k}: the source has no examples"),
+        });
+    }
+    Ok(n)
+}
+
+/// A mixture drawn in memory (see [`draws`]).
 pub(super) fn mixture(
     parts: &[super::spec::Weighted],
     base: &Path,
@@ -196,43 +248,51 @@ pub(super) fn mixture(
     let mut each = vec![];
     for (k, w) in parts.iter().enumerate() {
         let mut ex = vec![];
-        stream::stream_source(
-            &w.source,
-            base,
-            mix(seed, 0x313C + k as u64),
-            tok,
-            stats,
-            &mut |e| {
-                ex.push(e);
-                Ok(())
-            },
-        )
-        .map_err(|e| match e {
-            Error::ConfigField { field, message } => Error::ConfigField {
-                field: format!("sources.{k}.{field}"),
-                message,
-            },
-            other => other,
+        stream_part(k, w, base, seed, tok, stats, &mut |e| {
+            ex.push(e);
+            Ok(())
         })?;
-        if ex.is_empty() {
-            return Err(Error::ConfigField {
-                field: format!("sources.{k}"),
-                message: format!("[data.sources] {k}: the source has no examples"),
-            });
-        }
         each.push(ex);
     }
-    let total: usize = each.iter().map(Vec::len).sum();
-    let sum_w: f64 = parts.iter().map(|w| w.weight).sum();
-    let mut out = vec![];
-    stats.mixture.clear();
-    for (k, (ex, w)) in each.into_iter().zip(parts).enumerate() {
-        let want = ((w.weight / sum_w) * total as f64).round().max(1.0) as usize;
-        let perm = super::permutation(ex.len(), mix(seed, 0x3130_0000 + k as u64));
-        for i in 0..want {
-            out.push(ex[perm[i % ex.len()]].clone());
-        }
-        stats.mixture.push(want);
+    let sizes: Vec<usize> = each.iter().map(Vec::len).collect();
+    let picks = draws(parts, &sizes, seed);
+    stats.mixture = picks.iter().map(Vec::len).collect();
+    Ok(each
+        .iter()
+        .zip(&picks)
+        .flat_map(|(ex, idx)| idx.iter().map(|&i| ex[i].clone()))
+        .collect())
+}
+
+/// A mixture streamed through the store: each source into its own files, then the draws
+/// copied into `all`, so no source is held in memory.
+fn stream_mixture(
+    b: &StoreBuilder,
+    parts: &[super::spec::Weighted],
+    base: &Path,
+    seed: u64,
+    tok: Option<&Tokenizer>,
+    stats: &mut PrepStats,
+    all: &mut super::store_write::SplitWriter,
+) -> Result<()> {
+    let mut infos = vec![];
+    for (k, w) in parts.iter().enumerate() {
+        let mut part = b.part(&format!("src-{k}"))?;
+        stream_part(k, w, base, seed, tok, stats, &mut |e| part.push(&e))?;
+        infos.push(part.finish()?);
     }
-    Ok(out)
+    let sizes: Vec<usize> = infos.iter().map(|i| i.examples).collect();
+    let picks = draws(parts, &sizes, seed);
+    stats.mixture = picks.iter().map(Vec::len).collect();
+    for (k, (info, idx)) in infos.iter().zip(&picks).enumerate() {
+        let src = b.open_part(&format!("src-{k}"), info)?;
+        for (n, &i) in idx.iter().enumerate() {
+            if n % 65_536 == 65_535 {
+                src.release();
+            }
+            all.push(&src.get(i)?)?;
+        }
+    }
+    b.remove_parts(parts.len());
+    Ok(())
 }
