@@ -362,3 +362,62 @@ fn parquet_rows_prepare_like_their_jsonl_lines() {
         "{e}"
     );
 }
+
+#[test]
+fn the_store_key_follows_the_template_the_tokenizer_config_and_packing() {
+    let d = tmpdir("key");
+    let tpl = d.join("t.jinja");
+    let llama3 = std::fs::read_to_string(fixtures().join("templates/llama3.jinja")).unwrap();
+    std::fs::write(&tpl, &llama3).unwrap();
+    let f = chat_recipe(&d, &format!("chat_template = \"{}\"", tpl.display()), 10);
+    let first = |args: &[&str]| {
+        let mut a = vec!["data", f.to_str().unwrap()];
+        a.extend_from_slice(args);
+        let (code, o, e) = run_pzt(&a);
+        assert_eq!(code, 0, "{e}");
+        o.lines().next().unwrap().to_string()
+    };
+    assert!(first(&[]).contains("prepared"));
+    assert!(first(&[]).contains("from the cache"));
+    // Another template: prepared again.
+    std::fs::write(&tpl, llama3.replace("<|eot_id|>", "<|im_end|>")).unwrap();
+    assert!(first(&[]).contains("prepared"));
+    // Packing is part of the key.
+    assert!(first(&["--set", "data.pack=true"]).contains("prepared"));
+    assert!(first(&["--set", "data.pack=true"]).contains("from the cache"));
+    // So is the tokenizer's config (a copy of the model directory with another eos_token).
+    let m = d.join("model");
+    std::fs::create_dir_all(&m).unwrap();
+    for e in std::fs::read_dir(fixtures().join("hf/chat-tiny")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), m.join(e.file_name())).unwrap();
+    }
+    let g = d.join("g.toml");
+    std::fs::write(
+        &g,
+        std::fs::read_to_string(&f).unwrap().replace(
+            &fixtures().join("hf/chat-tiny").display().to_string(),
+            &m.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let run = |p: &Path| {
+        run_pzt(&["data", p.to_str().unwrap()])
+            .1
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert!(run(&g).contains("prepared"));
+    assert!(run(&g).contains("from the cache"));
+    let cfg = m.join("tokenizer_config.json");
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("<|im_end|>", "<|endoftext|>"),
+    )
+    .unwrap();
+    assert!(run(&g).contains("prepared"));
+}

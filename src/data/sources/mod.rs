@@ -125,9 +125,7 @@ pub fn load(
     };
     let mut all = b.all()?;
     let streamed = match &cfg.source {
-        Source::Mixture(parts) => {
-            stream_mixture(&b, parts, base, seed, tok, &mut stats, &mut all)
-        }
+        Source::Mixture(parts) => stream_mixture(&b, parts, base, seed, tok, &mut stats, &mut all),
         other => stream::stream_source(other, base, seed, tok, &mut stats, &mut |e| all.push(&e))
             .map(|_| ()),
     };
@@ -217,10 +215,17 @@ fn stream_part(
     sink: &mut stream::Sink<'_>,
 ) -> Result<usize> {
     let mut n = 0usize;
-    stream::stream_source(&w.source, base, mix(seed, 0x313C + k as u64), tok, stats, &mut |e| {
-        n += 1;
-        sink(e)
-    })
+    stream::stream_source(
+        &w.source,
+        base,
+        mix(seed, 0x313C + k as u64),
+        tok,
+        stats,
+        &mut |e| {
+            n += 1;
+            sink(e)
+        },
+    )
     .map_err(|e| match e {
         Error::ConfigField { field, message } => Error::ConfigField {
             field: format!("sources.{k}.{field}"),
