@@ -180,6 +180,32 @@ pub fn save(
     optimizer_state: &std::collections::BTreeMap<String, Tensor>,
     recipe_toml: &str,
 ) -> Result<PathBuf> {
+    // A checkpoint is only written when everything in it is finite: a run going bad must not
+    // replace (and prune) the good checkpoints it has.
+    let finite = |t: &Tensor| -> Result<bool> {
+        Ok(t.f_isfinite()
+            .and_then(|x| x.f_all())
+            .and_then(|x| x.f_int64_value(&[]))
+            .ctx("checkpoint")?
+            != 0)
+    };
+    for p in params {
+        if crate::base::dtype::is_float(p.kind()) && !finite(&p.value())? {
+            return Err(Error::Run(format!(
+                "not writing checkpoint step-{}: parameter `{}` holds NaN or infinite values (the earlier checkpoints are kept)",
+                state.step,
+                p.label()
+            )));
+        }
+    }
+    for (k, t) in optimizer_state {
+        if crate::base::dtype::is_float(t.kind()) && !finite(t)? {
+            return Err(Error::Run(format!(
+                "not writing checkpoint step-{}: optimizer state `{k}` holds NaN or infinite values (the earlier checkpoints are kept)",
+                state.step
+            )));
+        }
+    }
     let root = dir_of(out_dir);
     std::fs::create_dir_all(&root).map_err(io(&root))?;
     let final_dir = root.join(format!("step-{}", state.step));

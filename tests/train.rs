@@ -314,39 +314,45 @@ for tag in ["train/loss", "eval/loss"]:
 
 #[test]
 fn nan_watchdog_stops_and_keeps_the_last_good_checkpoint() {
-    let d = tmpdir("nan");
-    let r = lm_recipe(&d, 40);
-    let o = pzt(&[
-        "train",
-        r.to_str().unwrap(),
-        "--set",
-        "optim.kind=\"sgd\"",
-        "--set",
-        "optim.lr=1e12",
-        "--set",
-        "optim.clip_grad_norm=1e30",
-        "--set",
-        "optim.warmup_steps=0",
-        "--set",
-        "checkpoint.every_steps=1",
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let t = text(&o);
-    assert!(
-        t.contains("NaN watchdog") && (t.contains("the loss is") || t.contains("gradient")),
-        "{t}"
-    );
-    assert!(!t.contains("panicked"), "{t}");
-    let (step, path) =
-        pzt::train::checkpoint::latest(&d.join("run")).expect("last good checkpoint");
-    assert!(t.contains(&path.display().to_string()), "{t}");
-    let model = tch::Tensor::read_safetensors(path.join("model.safetensors")).unwrap();
-    assert!(
-        model
-            .iter()
-            .all(|(_, v)| v.isfinite().all().int64_value(&[]) == 1),
-        "checkpoint {step} holds non-finite values"
-    );
+    // With keep_last = 1 too: a checkpoint holding NaN is never written, so it never
+    // replaces (and prunes) the good one.
+    for keep in ["3", "1"] {
+        let d = tmpdir(&format!("nan-{keep}"));
+        let r = lm_recipe(&d, 40);
+        let o = pzt(&[
+            "train",
+            r.to_str().unwrap(),
+            "--set",
+            "optim.kind=\"sgd\"",
+            "--set",
+            "optim.lr=1e12",
+            "--set",
+            "optim.clip_grad_norm=1e30",
+            "--set",
+            "optim.warmup_steps=0",
+            "--set",
+            "checkpoint.every_steps=1",
+            "--set",
+            &format!("checkpoint.keep_last={keep}"),
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let t = text(&o);
+        assert!(
+            (t.contains("NaN watchdog") && (t.contains("the loss is") || t.contains("gradient")))
+                || t.contains("not writing checkpoint"),
+            "{t}"
+        );
+        assert!(!t.contains("panicked"), "{t}");
+        let (step, path) =
+            pzt::train::checkpoint::latest(&d.join("run")).expect("last good checkpoint");
+        let model = tch::Tensor::read_safetensors(path.join("model.safetensors")).unwrap();
+        assert!(
+            model
+                .iter()
+                .all(|(_, v)| v.isfinite().all().int64_value(&[]) == 1),
+            "keep_last {keep}: checkpoint {step} holds non-finite values"
+        );
+    }
 }
 
 #[test]

@@ -58,6 +58,15 @@ pub fn run(a: Args) -> Result<(), Failure> {
         m.eos.extend(t.end_of_turn(tok));
     }
     let ids = model_tokens(&m, &a.tokens, &prompt)?;
+    if !(a.temperature.is_finite() && a.temperature >= 0.0) {
+        return Err(Failure::BadInput(format!(
+            "--temperature must be a finite number >= 0 (0 = greedy), got {}",
+            a.temperature
+        )));
+    }
+    if a.top_k == Some(0) {
+        return Err(Failure::BadInput("--top-k must be at least 1".into()));
+    }
     if let Some(p) = a.top_p {
         if !(p > 0.0 && p <= 1.0) {
             return Err(Failure::BadInput(format!(

@@ -4,6 +4,12 @@
 use super::spec::{Source, Tokenizer};
 use crate::base::{Error, Result};
 
+/// The longest `seq_len` (and synthetic `length`) pzt accepts.
+pub const MAX_SEQ: usize = 1 << 20;
+
+/// The most synthetic examples pzt generates.
+pub const MAX_SYNTHETIC: usize = 1 << 26;
+
 fn bad<T>(field: &str, message: String) -> Result<T> {
     Err(Error::ConfigField {
         field: field.into(),
@@ -108,6 +114,29 @@ impl Source {
         if let Source::Synthetic(s) = self {
             if s.generator.is_none() {
                 return bad("generator", "[data]: source `synthetic` needs `generator = \"addition\" | \"copy\" | \"reverse\"`".into());
+            }
+        }
+        if let Some(n) = self.seq_len().filter(|&n| n > MAX_SEQ) {
+            return bad(
+                "seq_len",
+                format!("[data]: seq_len {n} is more than pzt accepts ({MAX_SEQ})"),
+            );
+        }
+        if let Source::Synthetic(s) = self {
+            if s.num_examples > MAX_SYNTHETIC {
+                return bad(
+                    "num_examples",
+                    format!(
+                        "[data]: num_examples {} is more than pzt generates ({MAX_SYNTHETIC})",
+                        s.num_examples
+                    ),
+                );
+            }
+            if s.length == 0 || s.length > MAX_SEQ {
+                return bad(
+                    "length",
+                    format!("[data]: length must be 1 to {MAX_SEQ}, got {}", s.length),
+                );
             }
         }
         if !matches!(self, Source::Csv(_)) && self.seq_len().unwrap_or(0) < 2 {

@@ -35,9 +35,10 @@ pub fn run(res: &Resolved, root: &RTable) -> Result<RunSection, Diagnostic> {
             let t = table(&e.node, &kp, "`[run]`")?;
             check_keys(t, &["name", "seed", "out_dir"], &kp, "`[run]`")?;
             let name = opt_str(t, "name", &kp)?.unwrap_or(stem);
-            if name.is_empty() || name.contains('/') {
+            if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
                 return Err(Diagnostic::new(format!(
-                    "run name `{name}` must be non-empty and without `/`"
+                    "run name `{}` must be one path component: non-empty, not `.` or `..`, without `/`, `\\` or NUL",
+                    name.escape_debug()
                 ))
                 .at(key_loc(t, "name"))
                 .key("run.name"));
@@ -53,7 +54,23 @@ pub fn run(res: &Resolved, root: &RTable) -> Result<RunSection, Diagnostic> {
                 }
                 None => 0,
             };
-            let out_dir = opt_str(t, "out_dir", &kp)?
+            let out_dir = opt_str(t, "out_dir", &kp)?;
+            if let Some(d) = &out_dir {
+                let p = std::path::Path::new(d.trim_end_matches('/'));
+                let is_here = d.trim().is_empty()
+                    || p.components()
+                        .all(|c| matches!(c, std::path::Component::CurDir))
+                    || p.file_name().is_none()
+                    || d.contains('\0');
+                if is_here {
+                    return Err(Diagnostic::new(format!(
+                        "`out_dir` = {d:?} is not a run directory: name a directory of its own (the run writes and truncates files there)"
+                    ))
+                    .at(key_loc(t, "out_dir"))
+                    .key("run.out_dir"));
+                }
+            }
+            let out_dir = out_dir
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("runs").join(&name));
             RunSection {

@@ -58,6 +58,12 @@ pub struct TrainConfig {
     pub deterministic: bool,
 }
 
+/// The most CPU threads `[train] threads` may ask for.
+pub const MAX_THREADS: i32 = 1024;
+
+/// The largest `[train] batch_size` (examples per micro-batch).
+pub const MAX_BATCH: usize = 1 << 20;
+
 pub(super) fn bad<T>(field: &str, message: String) -> Result<T> {
     Err(Error::ConfigField {
         field: field.into(),
@@ -85,6 +91,24 @@ impl TrainConfig {
         }
         if self.log_every == 0 {
             return bad("log_every", "[train]: log_every must be at least 1".into());
+        }
+        if let Some(t) = self.threads {
+            if !(1..=MAX_THREADS).contains(&t) {
+                return bad(
+                    "threads",
+                    format!("[train]: threads must be 1 to {MAX_THREADS}, got {t}"),
+                );
+            }
+        }
+        // A batch the machine cannot hold is refused before anything is allocated.
+        if self.batch_size > MAX_BATCH {
+            return bad(
+                "batch_size",
+                format!(
+                    "[train]: batch_size {} is more than pzt accepts ({MAX_BATCH})",
+                    self.batch_size
+                ),
+            );
         }
         if !matches!(self.device.as_str(), "auto" | "cpu" | "cuda") {
             return bad(
