@@ -349,3 +349,36 @@ fn activation_checkpointing_trains_like_the_plain_run_in_fp32_and_bf16_and_gener
         );
     }
 }
+
+#[test]
+fn one_train_per_run_directory_and_crash_debris_is_cleaned() {
+    let d = tmpdir("lock");
+    let f = lora_recipe(&d, &base_dir(), 3000, LORA);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pzt"))
+        .args(["train", f.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = d.join("run/.pzt-lock");
+    let t0 = std::time::Instant::now();
+    while !lock.exists() && t0.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (code, _, e) = run_pzt(&["train", f.to_str().unwrap()]);
+    assert_eq!(code, 2, "{e}");
+    assert!(e.contains("is in use by another `pzt train`"), "{e}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    assert!(lock.exists(), "a killed run leaves its lock");
+    // Debris of crashed runs: a temporary checkpoint and a checkpoint without state.json.
+    let ck = d.join("run/checkpoints");
+    std::fs::create_dir_all(ck.join(".tmp-step-7-99999")).unwrap();
+    std::fs::create_dir_all(ck.join("step-999999")).unwrap();
+    // The stale lock is taken over, and the debris removed.
+    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap(), "--set", "train.steps=20"]);
+    assert!(code == 0 || e.contains("past [train] steps"), "{o}{e}");
+    assert!(!ck.join(".tmp-step-7-99999").exists());
+    assert!(!ck.join("step-999999").exists());
+    assert!(!lock.exists(), "the lock is released at the end");
+}

@@ -41,6 +41,8 @@ pub struct Trainer {
     window: (usize, Instant),
     /// The frozen parameters this run trains against (recorded in each checkpoint).
     base: Option<checkpoint::BaseRecord>,
+    /// One `pzt train` per run directory.
+    _lock: super::lock::RunLock,
 }
 
 /// What one optimizer step did.
@@ -66,6 +68,8 @@ impl Trainer {
             path: out_dir.display().to_string(),
             source,
         })?;
+        let lock = super::lock::RunLock::take(&out_dir)?;
+        lock.clean_debris(&checkpoint::dir_of(&out_dir));
         let params = session.tree.trainable_parameters();
         let opt = Optimizer::new(params.clone(), optim.clone());
         let cursor = Cursor::new(session.spec.run.seed, session.data.train.len(), 0);
@@ -85,6 +89,7 @@ impl Trainer {
             started,
             window: (0, Instant::now()),
             base,
+            _lock: lock,
         };
         t.resume()?;
         Ok(t)
