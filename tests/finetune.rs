@@ -82,17 +82,9 @@ fn a_lora_run_resumes_exactly_after_kill_9() {
     assert_eq!(code, 0, "{o}{e}");
     let killed = tmpdir("resume-b");
     let f = lora_recipe(&killed, &base_dir(), steps, LORA);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pzt"))
-        .args(["train", f.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_train(&f);
     let run = killed.join("run");
-    let t0 = std::time::Instant::now();
-    while pzt::train::checkpoint::latest(&run).is_none() && t0.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    wait_for(|| pzt::train::checkpoint::latest(&run).is_some());
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
     let newest = pzt::train::checkpoint::latest(&run).expect("a checkpoint before the kill");
@@ -354,17 +346,9 @@ fn activation_checkpointing_trains_like_the_plain_run_in_fp32_and_bf16_and_gener
 fn one_train_per_run_directory_and_crash_debris_is_cleaned() {
     let d = tmpdir("lock");
     let f = lora_recipe(&d, &base_dir(), 3000, LORA);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pzt"))
-        .args(["train", f.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_train(&f);
     let lock = d.join("run/.pzt-lock");
-    let t0 = std::time::Instant::now();
-    while !lock.exists() && t0.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for(|| lock.exists());
     let (code, _, e) = run_pzt(&["train", f.to_str().unwrap()]);
     assert_eq!(code, 2, "{e}");
     assert!(e.contains("is in use by another `pzt train`"), "{e}");

@@ -107,3 +107,21 @@ pub fn logits_of(model: &Path, tokens: &str, dir: &Path) -> Tensor {
     assert_eq!(code, 0, "{o}{e}");
     Tensor::read_safetensors(&out).unwrap().remove(0).1
 }
+
+/// Starts `pzt train RECIPE` in the background (output discarded).
+pub fn spawn_train(recipe: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pzt"))
+        .args(["train", recipe.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (up to a minute) until `ready()` holds.
+pub fn wait_for(ready: impl Fn() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !ready() && t0.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
