@@ -108,6 +108,32 @@ fn text_pieces(
     Ok(())
 }
 
+/// Sends the examples of a piece's lines to `sink` in order, counting what was skipped or cut;
+/// returns how many were kept.
+fn take_lines(
+    out: Vec<Result<chat::Line>>,
+    stats: &mut PrepStats,
+    sink: &mut Sink<'_>,
+) -> Result<usize> {
+    let mut kept = 0;
+    for line in out {
+        match line? {
+            chat::Line::Blank => {}
+            chat::Line::Skipped => stats.skipped += 1,
+            chat::Line::Truncated(e) => {
+                stats.truncated += 1;
+                kept += 1;
+                sink(e)?;
+            }
+            chat::Line::Example(e) => {
+                kept += 1;
+                sink(e)?;
+            }
+        }
+    }
+    Ok(kept)
+}
+
 fn seq_error(message: String) -> Error {
     Error::ConfigField {
         field: "seq_len".into(),
@@ -239,21 +265,7 @@ pub fn stream_source(
                         .par_iter()
                         .map(|(i, l)| chat::chat_line(s, &t, tok, f, *i, l))
                         .collect();
-                    for line in out {
-                        match line? {
-                            chat::Line::Blank => {}
-                            chat::Line::Skipped => stats.skipped += 1,
-                            chat::Line::Truncated(e) => {
-                                stats.truncated += 1;
-                                kept += 1;
-                                sink(e)?;
-                            }
-                            chat::Line::Example(e) => {
-                                kept += 1;
-                                sink(e)?;
-                            }
-                        }
-                    }
+                    kept += take_lines(out, stats, sink)?;
                     Ok(())
                 })?;
             }
@@ -292,21 +304,7 @@ pub fn stream_source(
                             }),
                         })
                         .collect();
-                    for line in out {
-                        match line? {
-                            chat::Line::Blank => {}
-                            chat::Line::Skipped => stats.skipped += 1,
-                            chat::Line::Truncated(e) => {
-                                stats.truncated += 1;
-                                kept += 1;
-                                sink(e)?;
-                            }
-                            chat::Line::Example(e) => {
-                                kept += 1;
-                                sink(e)?;
-                            }
-                        }
-                    }
+                    kept += take_lines(out, stats, sink)?;
                     Ok(())
                 })?;
                 pb.inc(std::fs::metadata(f).map(|m| m.len()).unwrap_or(0));
