@@ -10,7 +10,7 @@ fn fixture(case: &str) -> PathBuf {
         .join(case)
 }
 
-pub const CASES: [&str; 10] = [
+pub const CASES: [&str; 11] = [
     "gemma-geglu-exact",
     "llama-gqa",
     "llama3-tied-bias",
@@ -21,6 +21,7 @@ pub const CASES: [&str; 10] = [
     "gemma3",
     "neox-parallel",
     "neox-serial",
+    "neox-odd-rotary",
 ];
 
 fn reference(case: &str) -> (tch::Tensor, tch::Tensor) {

@@ -104,9 +104,26 @@ fn set_overrides_are_typed_and_applied() {
             && err.contains("expected one of: addition, copy, reverse\n"),
         "{err}"
     );
-    let (code, _, err) = pzt(&["plan", "recipes/mlp.toml", "--set", "run.name=x"]);
+    // A value that is not TOML is the string it spells.
+    let (code, out, err) = pzt(&["plan", "recipes/mlp.toml", "--set", "run.name=my-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("my-run"), "{out}");
+    let (code, _, err) = pzt(&["plan", "recipes/mlp.toml", "--set", "train.steps=12abc"]);
     assert_eq!(code, 2);
-    assert!(err.contains("strings need quotes"), "{err}");
+    assert!(err.contains("invalid type: string \"12abc\""), "{err}");
+    // Includes are read before --set: changing them is refused, not ignored.
+    let (code, _, err) = pzt(&["plan", "recipes/mlp.toml", "--set", "include=[\"x.toml\"]"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--set cannot change `include`"), "{err}");
+    // A table replaces the table (its other keys are gone), it does not merge.
+    let (code, _, err) = pzt(&[
+        "plan",
+        "recipes/quickstart.toml",
+        "--set",
+        "model.input={ axes = { batch = 32 } }",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("the model input is {batch: 32}"), "{err}");
     let (code, _, err) = pzt(&["plan", "recipes/mlp.toml", "--set", "run.name"]);
     assert_eq!(code, 2);
     assert!(err.contains("KEY=VALUE"), "{err}");

@@ -13,7 +13,7 @@ pub enum Error {
     #[error("{0}")]
     Axis(String),
     /// An error reported by libtorch, with what pzt was doing when it happened.
-    #[error("{context}: {}", clean_torch_message(&source.to_string()))]
+    #[error("{}", torch_message(.context, .source))]
     Torch {
         context: String,
         #[source]
@@ -64,7 +64,7 @@ pub enum Error {
     #[error("libtorch: {0}")]
     Shim(String),
     /// File input/output.
-    #[error("{path}: {source}")]
+    #[error("{}", io_message(.path, .source))]
     Io {
         path: String,
         #[source]
@@ -88,6 +88,40 @@ pub fn clean_torch_message(m: &str) -> String {
         .trim_start_matches("Internal torch error: ")
         .trim()
         .to_string()
+}
+
+/// An input/output error in words: a full disk says so and names the file being written.
+pub fn io_message(path: &str, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(libc::ENOSPC) {
+        return format!("no space left on device (writing {path})");
+    }
+    let mut m = e.to_string();
+    if let Some(i) = m.find(" (os error") {
+        m.truncate(i);
+    }
+    format!("{path}: {}", m.to_lowercase())
+}
+
+/// The input/output error inside a libtorch error (reading or writing a safetensors file).
+fn torch_io(e: &tch::TchError) -> Option<(&str, &std::io::Error)> {
+    match e {
+        tch::TchError::Io(io) => Some(("", io)),
+        tch::TchError::SafeTensorError {
+            path,
+            err: safetensors::SafeTensorError::IoError(io),
+        } => Some((path, io)),
+        _ => None,
+    }
+}
+
+fn torch_message(context: &str, e: &tch::TchError) -> String {
+    match torch_io(e) {
+        Some((path, io)) => {
+            let path = if path.is_empty() { context } else { path };
+            io_message(path, io)
+        }
+        None => format!("{context}: {}", clean_torch_message(&e.to_string())),
+    }
 }
 
 fn file_message(path: &str, line: Option<usize>, message: &str) -> String {
@@ -142,7 +176,8 @@ impl Error {
                 | Error::ConfigField { .. }
                 | Error::InSection { .. }
                 | Error::BadFile { .. }
-        )
+                | Error::Io { .. }
+        ) || matches!(self.root_cause(), Error::Torch { source, .. } if torch_io(source).is_some())
     }
 
     /// The innermost error (below any layer-path wrappers).

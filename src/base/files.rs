@@ -12,8 +12,14 @@ pub const SMALL_FILE_LIMIT: u64 = 64 << 20;
 pub fn read_small_file(path: &Path) -> Result<String> {
     let shown = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|e| Error::bad_file(&shown, e.to_string()))?;
+    if meta.is_dir() {
+        return Err(Error::bad_file(&shown, "is a directory, not a file"));
+    }
     if !meta.is_file() {
-        return Err(Error::bad_file(&shown, "not a regular file"));
+        return Err(Error::bad_file(
+            &shown,
+            "not a regular file (a FIFO or device would block or never end)",
+        ));
     }
     if meta.len() > SMALL_FILE_LIMIT {
         return Err(Error::bad_file(

@@ -5,6 +5,7 @@ pub mod defaults;
 pub mod dtype;
 pub mod error;
 pub mod files;
+pub mod memory;
 pub mod seed;
 pub mod text;
 

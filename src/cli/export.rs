@@ -84,8 +84,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let Some(src) = m.hf_dir.clone() else {
         return Err(Failure::BadInput(format!("{}: export needs a model loaded from a HuggingFace directory (`[model] hf = \"...\"` in its recipe)", a.checkpoint.display())));
     };
-    let cfg = std::fs::read_to_string(src.join("config.json"))
-        .map_err(|e| Failure::BadInput(format!("{}: {e}", src.join("config.json").display())))?;
+    let cfg = pzt::base::files::read_small_file(&src.join("config.json")).map_err(lib_err)?;
     let arch = pzt::models::hf::parse(&cfg, &src.display().to_string()).map_err(lib_err)?;
     let tree = without_checkpointing(&m.tree).map_err(lib_err)?;
     let tokenizer = m.tokenizer_path.as_deref();

@@ -13,6 +13,7 @@ mod plan;
 mod select;
 mod show;
 mod train;
+mod verify;
 
 use clap::{Parser, Subcommand};
 pub use common::Failure;
@@ -43,6 +44,7 @@ enum Command {
     Generate(generate::Args),
     Export(export::Args),
     Data(data::Args),
+    Verify(verify::Args),
     Demo(demo::Args),
 }
 
@@ -81,6 +83,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Generate(a)) => generate::run(a),
         Some(Command::Export(a)) => export::run(a),
         Some(Command::Data(a)) => data::run(a),
+        Some(Command::Verify(a)) => verify::run(a),
         Some(Command::Demo(a)) => demo::run(a),
     }
 }

@@ -22,6 +22,43 @@ fn bad<T>(field: String, message: String) -> Result<T> {
     Err(Error::ConfigField { field, message })
 }
 
+/// Refuses the value `v` of `kind`'s field `field` unless `ok` holds; `want` says what is
+/// accepted (`a finite number > 0`).
+pub fn check_number(kind: &str, field: &str, v: f64, ok: bool, want: &str) -> Result<()> {
+    if ok {
+        return Ok(());
+    }
+    bad(
+        field.into(),
+        format!("{kind}: `{field}` must be {want}, got {v}"),
+    )
+}
+
+/// Refuses an axis that appears in two of the axis groups `groups` (name, axes) of `kind`.
+pub fn check_disjoint(kind: &str, groups: &[(&str, &Axes)]) -> Result<()> {
+    for (i, (a, ax)) in groups.iter().enumerate() {
+        for (b, bx) in &groups[i + 1..] {
+            let both = ax.keys().find(|k| bx.contains_key(*k));
+            // A Linear's output axes may reuse input names (they are contracted first).
+            if let Some(k) = both.filter(|_| !(*a == "input_axes" && *b == "output_axes")) {
+                return bad(
+                    (*b).into(),
+                    format!("{kind}: axis `{k}` is in both `{a}` and `{b}`"),
+                );
+            }
+        }
+    }
+    for (g, ax) in groups {
+        if let Some((k, n)) = ax.iter().find(|(_, &n)| n < 1) {
+            return bad(
+                (*g).into(),
+                format!("{kind}: axis `{k}` of `{g}` has size {n}; sizes are at least 1"),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The required axes argument `key` (`{ name = size, ... }`, sizes at least 1) of `kind`.
 pub fn axes(cfg: &toml::Table, key: &str, kind: &str) -> Result<Axes> {
     let Some(v) = cfg.get(key) else {

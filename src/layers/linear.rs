@@ -72,6 +72,16 @@ fn letter(i: usize) -> Result<char> {
 
 impl Layer for Linear {
     crate::layer_common!("Linear");
+    fn check(&self) -> Result<()> {
+        super::args::check_disjoint(
+            "Linear",
+            &[
+                ("input_axes", &self.input_axes),
+                ("output_axes", &self.output_axes),
+                ("parallel_axes", &self.parallel_axes),
+            ],
+        )
+    }
 
     fn param_specs(&self) -> Vec<crate::tree::ParamSpec> {
         vec![crate::tree::ParamSpec {
@@ -179,6 +189,9 @@ impl AddBias {
 
 impl Layer for AddBias {
     crate::layer_common!("AddBias");
+    fn check(&self) -> Result<()> {
+        super::args::check_disjoint("AddBias", &[("axes", &self.axes)])
+    }
 
     fn param_specs(&self) -> Vec<crate::tree::ParamSpec> {
         vec![crate::tree::ParamSpec {

@@ -109,6 +109,16 @@ pub struct TanhSoftCap {
 
 impl Layer for TanhSoftCap {
     crate::layer_common!("TanhSoftCap");
+    fn check(&self) -> Result<()> {
+        let c = self.cap;
+        super::args::check_number(
+            "TanhSoftCap",
+            "cap",
+            c,
+            c > 0.0 && c.is_finite(),
+            "a finite number > 0",
+        )
+    }
     fn summary(&self) -> String {
         format!("cap {}", self.cap)
     }
@@ -203,6 +213,15 @@ pub struct Rescale {
 
 impl Layer for Rescale {
     crate::layer_common!("Rescale");
+    fn check(&self) -> Result<()> {
+        super::args::check_number(
+            "Rescale",
+            "by",
+            self.by,
+            self.by.is_finite(),
+            "a finite number",
+        )
+    }
     fn summary(&self) -> String {
         format!("x {}", self.by)
     }
@@ -256,6 +275,10 @@ impl Dropout {
 
 impl Layer for Dropout {
     crate::layer_common!("Dropout");
+    fn check(&self) -> Result<()> {
+        let r = self.rate;
+        super::args::check_number("Dropout", "rate", r, (0.0..1.0).contains(&r), "in [0, 1)")
+    }
     fn summary(&self) -> String {
         format!("rate {}", self.rate)
     }

@@ -51,6 +51,16 @@ fn axes_of<'a>(
 
 impl Layer for Standardize {
     crate::layer_common!("Standardize");
+    fn check(&self) -> Result<()> {
+        let e = self.epsilon;
+        super::args::check_number(
+            "Standardize",
+            "epsilon",
+            e,
+            e >= 0.0 && e.is_finite(),
+            "a finite number >= 0",
+        )
+    }
     fn summary(&self) -> String {
         format!("over {:?}, eps {}", self.axes, self.epsilon)
     }
@@ -69,6 +79,16 @@ impl Layer for Standardize {
 
 impl Layer for RMSStandardize {
     crate::layer_common!("RMSStandardize");
+    fn check(&self) -> Result<()> {
+        let e = self.epsilon;
+        super::args::check_number(
+            "RMSStandardize",
+            "epsilon",
+            e,
+            e >= 0.0 && e.is_finite(),
+            "a finite number >= 0",
+        )
+    }
     fn summary(&self) -> String {
         format!("over {:?}, eps {}", self.axes, self.epsilon)
     }

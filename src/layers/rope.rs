@@ -1,7 +1,8 @@
 //! Rotary position embeddings (`ApplyRoPE`), rotate-half convention (as HF `transformers`):
 //!
-//! `inv_freq[i] = 1 / max_wavelength^(2i / d)` for `i < d/2`, where `d` is the number of
-//! rotated dims (all of the embedding axis, or its leading `rotary_dims`);
+//! `inv_freq[i] = 1 / max_wavelength^(2i / d)` for `i < ceil(d/2)`, where `d` is the number of
+//! rotated dims (all of the embedding axis, or its leading `rotary_dims`; an odd `d` rotates
+//! `d + 1` dims, as transformers does for GPT-NeoX);
 //! `theta[p, i] = position[p] * inv_freq[i]`, `cos`/`sin` are `theta` repeated twice along the
 //! dim, and `y = x * cos + rotate_half(x) * sin` with `rotate_half([x1, x2]) = [-x2, x1]`.
 //! Dims past `rotary_dims` pass through unchanged.
@@ -152,6 +153,22 @@ pub(crate) fn positions(
 
 impl Layer for ApplyRoPE {
     crate::layer_common!("ApplyRoPE");
+    fn check(&self) -> Result<()> {
+        let w = self.max_wavelength;
+        super::args::check_number(
+            "ApplyRoPE",
+            "max_wavelength",
+            w,
+            w > 0.0 && w.is_finite(),
+            "a finite number > 0",
+        )?;
+        match self.rotary_dims {
+            Some(d) if d < 1 => {
+                super::args::check_number("ApplyRoPE", "rotary_dims", d as f64, false, "at least 1")
+            }
+            _ => Ok(()),
+        }
+    }
     fn summary(&self) -> String {
         let mut s = format!(
             "{} over {}, wavelength {}",
@@ -178,15 +195,18 @@ impl Layer for ApplyRoPE {
                 x.describe()
             ))
         })?;
-        let d = self.rotary_dims.unwrap_or(e);
-        if d % 2 != 0 || d > e || d <= 0 {
+        // An odd count `d` (GPT-NeoX's head size x rotary_pct) rotates `d + 1` dims, with the
+        // frequencies of `d` (as transformers does: its cos/sin have 2 * ceil(d / 2) entries).
+        let rd = self.rotary_dims.unwrap_or(e);
+        let d = rd + rd % 2;
+        if d > e || rd <= 0 {
             return Err(Error::Config(format!(
-                "ApplyRoPE: rotary dims must be even and at most the `{}` size {e}, got {d}",
+                "ApplyRoPE: rotary dims must be 1 to the `{}` size {e} (rounded up to even), got {rd}",
                 self.embedding_axis
             )));
         }
         let pos = positions(side, &self.positions_input, &self.seq_axis, s, x.tensor())?;
-        let inv = crate::backend::to_device_like(&self.inv_freq(d)?, x.tensor())?;
+        let inv = crate::backend::to_device_like(&self.inv_freq(rd)?, x.tensor())?;
         let pf = pos.tensor().f_to_kind(Kind::Float).ctx("rope")?;
         let ang = pf
             .f_unsqueeze(-1)

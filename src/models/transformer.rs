@@ -132,6 +132,34 @@ impl TransformerConfig {
                 ),
             );
         }
+        let max = crate::models::decoder::MAX_LAYERS;
+        if self.num_layers > max {
+            return bad(
+                "num_layers",
+                format!(
+                    "transformer: `num_layers` must be 1 to {max}, got {}",
+                    self.num_layers
+                ),
+            );
+        }
+        if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
+            return bad(
+                "rope_theta",
+                format!(
+                    "transformer: `rope_theta` must be a finite number > 0, got {}",
+                    self.rope_theta
+                ),
+            );
+        }
+        if !(self.norm_eps >= 0.0 && self.norm_eps.is_finite()) {
+            return bad(
+                "norm_eps",
+                format!(
+                    "transformer: `norm_eps` must be a finite number >= 0, got {}",
+                    self.norm_eps
+                ),
+            );
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(
                 "dropout",

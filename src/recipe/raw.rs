@@ -234,7 +234,8 @@ pub fn set_path(
         RVal::Table(t) => {
             if rest.is_empty() {
                 match t.get_mut(first) {
-                    Some(e) => merge(&mut e.node, value),
+                    // A `--set` replaces the value, a table included (it does not merge).
+                    Some(e) => e.node = value,
                     None => {
                         t.insert(
                             first.clone(),

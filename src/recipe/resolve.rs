@@ -29,13 +29,17 @@ fn load(
             Diagnostic::new(format!("include cycle: {}", cycle.join(" -> "))).at(include_loc),
         );
     }
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::base::files::read_small_file(path).map_err(|e| {
         let what = if include_loc.is_some() {
             "include"
         } else {
             "recipe"
         };
-        Diagnostic::new(format!("cannot read {what} `{}`: {e}", path.display()))
+        let why = match e {
+            crate::Error::BadFile { message, .. } => message,
+            other => other.to_string(),
+        };
+        Diagnostic::new(format!("cannot read {what} `{}`: {why}", path.display()))
             .at(include_loc.clone())
     })?;
     let file = sources.add(path.display().to_string(), text);
@@ -118,22 +122,22 @@ pub fn apply_set(
     let doc_text = format!("v = {value_text}");
     let mut tmp = Sources::default();
     let tf = tmp.add("--set", doc_text);
-    let parsed = raw::parse(&tmp, tf).map_err(|d| {
-        let mut msg = d.message.replace("invalid TOML", "invalid --set value");
-        if !value_text.trim_start().starts_with(['"', '\'', '[', '{'])
-            && value_text.parse::<f64>().is_err()
-            && value_text != "true"
-            && value_text != "false"
-        {
-            msg.push_str(&format!(
-                " (strings need quotes: --set {key}='\"{value_text}\"')"
-            ));
+    // A value that is not TOML is the string it spells: `--set run.name=x`.
+    let (parsed, prefix) = match raw::parse(&tmp, tf) {
+        Ok(p) => (p, 4),
+        Err(d) => {
+            let quoted = format!("v = {}", toml_quote(value_text));
+            let mut tmp2 = Sources::default();
+            let tf2 = tmp2.add("--set", quoted);
+            if value_text.trim_start().starts_with(['"', '\'', '[', '{']) || value_text.is_empty() {
+                return Err(set_syntax_error(d, file, eq, arg));
+            }
+            match raw::parse(&tmp2, tf2) {
+                Ok(p) => (p, usize::MAX),
+                Err(_) => return Err(set_syntax_error(d, file, eq, arg)),
+            }
         }
-        Diagnostic::new(msg).at(Some(Loc {
-            file,
-            span: eq + 1..arg.len().max(eq + 2),
-        }))
-    })?;
+    };
     let mut value = match parsed.val {
         RVal::Table(mut t) => match t.shift_remove("v") {
             Some(e) => e.node,
@@ -141,9 +145,44 @@ pub fn apply_set(
         },
         _ => return Err(Diagnostic::new("--set: no value").at(whole)),
     };
-    relocate(&mut value, file, eq + 1, 4);
+    if prefix == 4 {
+        relocate(&mut value, file, eq + 1, 4);
+    } else {
+        value.loc = Some(Loc {
+            file,
+            span: eq + 1..arg.len().max(eq + 2),
+        });
+    }
     let path: Vec<String> = key.split('.').map(|s| s.trim().to_string()).collect();
+    if path[0] == "include" {
+        return Err(Diagnostic::new(
+            "--set cannot change `include`: includes are read before --set applies; list them in the recipe",
+        )
+        .at(key_loc));
+    }
     raw::set_path(root, &path, value, key_loc)
+}
+
+fn set_syntax_error(d: Diagnostic, file: usize, eq: usize, arg: &str) -> Diagnostic {
+    Diagnostic::new(d.message.replace("invalid TOML", "invalid --set value")).at(Some(Loc {
+        file,
+        span: eq + 1..arg.len().max(eq + 2),
+    }))
+}
+
+/// `s` as a TOML basic string.
+fn toml_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn relocate(n: &mut RNode, file: usize, base: usize, prefix: usize) {

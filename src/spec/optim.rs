@@ -85,10 +85,19 @@ impl OptimConfig {
                 format!("[optim]: betas must be in [0, 1), got {:?}", self.betas),
             );
         }
-        if self.weight_decay < 0.0 {
+        if !(self.eps > 0.0 && self.eps.is_finite()) {
+            return bad(
+                "eps",
+                format!("[optim]: eps must be a positive number, got {}", self.eps),
+            );
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             return bad(
                 "weight_decay",
-                "[optim]: weight_decay must be non-negative".into(),
+                format!(
+                    "[optim]: weight_decay must be a finite number >= 0, got {}",
+                    self.weight_decay
+                ),
             );
         }
         if !(0.0..1.0).contains(&self.momentum) {
@@ -98,10 +107,10 @@ impl OptimConfig {
             return bad("nesterov", "[optim]: nesterov needs momentum > 0".into());
         }
         if let Some(c) = self.clip_grad_norm {
-            if c <= 0.0 {
+            if !(c > 0.0 && c.is_finite()) {
                 return bad(
                     "clip_grad_norm",
-                    "[optim]: clip_grad_norm must be positive".into(),
+                    format!("[optim]: clip_grad_norm must be a positive finite number, got {c} (leave it out to not clip)"),
                 );
             }
         }

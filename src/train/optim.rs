@@ -347,6 +347,12 @@ impl Optimizer {
                     "optimizer state `{k}` belongs to no trainable parameter"
                 )));
             };
+            if t.kind() != tch::Kind::Float {
+                return Err(Error::Param(format!(
+                    "optimizer state `{k}` is {:?}; pzt keeps optimizer state in float32",
+                    t.kind()
+                )));
+            }
             if p.shape() != t.size() {
                 return Err(Error::Param(format!(
                     "optimizer state `{k}` has shape {:?}, the parameter {:?}",
@@ -356,6 +362,19 @@ impl Optimizer {
             }
             let dev = p.value().device();
             out.insert(k, t.f_to_device(dev).ctx("optimizer state")?);
+        }
+        // AdamW keeps both moments of a parameter or neither.
+        for k in out.keys() {
+            let twin = match k.split_once('.') {
+                Some(("m", l)) => format!("v.{l}"),
+                Some(("v", l)) => format!("m.{l}"),
+                _ => continue,
+            };
+            if !out.contains_key(&twin) {
+                return Err(Error::Param(format!(
+                    "optimizer state `{k}` is there but `{twin}` is missing"
+                )));
+            }
         }
         self.state = out;
         self.step = step;

@@ -6,7 +6,7 @@
 use crate::base::{Error, Result};
 use crate::params::init::Initializer;
 use crate::params::{ParamEntry, Parameter, ParameterSlot};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use tch::{Device, Kind};
 
@@ -19,6 +19,9 @@ pub struct Builder {
     pub kind: Kind,
     /// Parameters made so far, by label: asking again for a label shares the parameter.
     made: RefCell<BTreeMap<String, ParamEntry>>,
+    /// Bytes of parameters allocated so far, and what the CPU can hold (read on first use).
+    allocated: Cell<u64>,
+    budget: Cell<Option<u64>>,
 }
 
 impl Builder {
@@ -29,6 +32,8 @@ impl Builder {
             device: Device::Cpu,
             kind: Kind::Float,
             made: Default::default(),
+            allocated: Cell::new(0),
+            budget: Cell::new(None),
         }
     }
     /// Builds parameter slots only (Penzai's `init_base_rng=None`).
@@ -38,6 +43,8 @@ impl Builder {
             device: Device::Cpu,
             kind: Kind::Float,
             made: Default::default(),
+            allocated: Cell::new(0),
+            budget: Cell::new(None),
         }
     }
     /// Sets the device.
@@ -54,6 +61,34 @@ impl Builder {
     /// patch replaces the only subtree that held it).
     pub fn forget(&self, label: &str) {
         self.made.borrow_mut().remove(label);
+    }
+
+    /// Counts `values` more parameter values against what the machine can hold, before they
+    /// are allocated: a model that cannot fit is refused with its size, not an abort.
+    fn reserve(&self, label: &str, values: i64) -> Result<()> {
+        let bytes = (values as u64).saturating_mul(self.kind.elt_size_in_bytes() as u64);
+        let total = self.allocated.get().saturating_add(bytes);
+        self.allocated.set(total);
+        if self.device != Device::Cpu {
+            return Ok(());
+        }
+        let budget = match self.budget.get() {
+            Some(b) => b,
+            None => {
+                let b = crate::base::memory::available_bytes().unwrap_or(u64::MAX);
+                self.budget.set(Some(b));
+                b
+            }
+        };
+        if total > budget {
+            let show = |b: u64| crate::base::text::human_bytes(b.min(i64::MAX as u64) as i64);
+            return Err(Error::Config(format!(
+                "the model's parameters need more than {} (at `{label}`), and this machine has {} available",
+                show(total),
+                show(budget)
+            )));
+        }
+        Ok(())
     }
 
     /// The root scope (empty prefix).
@@ -177,6 +212,8 @@ impl<'a> Scope<'a> {
             }
             return Ok(existing.clone());
         }
+        let values = crate::base::memory::tensor_values(shape)
+            .map_err(|m| Error::Config(format!("parameter `{label}`: {m}")))?;
         let entry = match self.builder.seed {
             None => ParamEntry::Slot(ParameterSlot {
                 label: label.to_string(),
@@ -185,6 +222,7 @@ impl<'a> Scope<'a> {
                 trainable: true,
             }),
             Some(seed) => {
+                self.builder.reserve(label, values)?;
                 let t = init.make(
                     seed,
                     init_name,

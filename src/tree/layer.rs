@@ -54,6 +54,12 @@ pub trait Layer: Send + Sync + std::fmt::Debug + Any {
     fn state_specs(&self) -> Vec<String> {
         vec![]
     }
+    /// Checks the config's values (ranges, axes that must differ): called when a recipe's
+    /// config is decoded and when a node is built, so that a bad value is refused up front
+    /// rather than poisoning a run.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
     /// For downcasting.
     fn as_any(&self) -> &dyn Any;
 }

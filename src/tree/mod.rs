@@ -73,6 +73,7 @@ impl Node {
         scope: &Scope<'_>,
         labels: &std::collections::BTreeMap<String, String>,
     ) -> Result<Node> {
+        layer.check()?;
         let mut node = Node::from_arc(layer.clone());
         for spec in layer.param_specs() {
             let entry = match labels.get(&spec.name) {

@@ -48,6 +48,7 @@ pub fn serde_factory<T: Layer + DeserializeOwned>(kind: &str) -> Factory {
     let kind = kind.to_string();
     Arc::new(move |cfg: &toml::Table| {
         let layer: T = decode_config(&kind, cfg)?;
+        layer.check()?;
         Ok(Arc::new(layer) as Arc<dyn Layer>)
     })
 }

@@ -23,7 +23,11 @@ pub fn expand_files(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         if name.contains('*') || name.contains('?') {
-            let dir = full.parent().map(Path::to_path_buf).unwrap_or_default();
+            // A bare pattern (`*.txt` beside a recipe given without a directory) is in `.`.
+            let dir = match full.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
             let rd = std::fs::read_dir(&dir).map_err(|e| {
                 Error::Config(format!(
                     "[data] files: pattern `{p}`: cannot read the directory {}: {e}",

@@ -209,6 +209,8 @@ impl DecoderConfig {
 
     /// Builds the decoder under `scope`.
     pub fn build(&self, scope: &Scope<'_>) -> Result<Decoder> {
+        self.check()
+            .map_err(|m| Error::Config(format!("decoder: {m}")))?;
         if self.num_kv_heads < 1 || self.num_heads % self.num_kv_heads != 0 {
             return Err(Error::Config(format!(
                 "decoder: num_heads ({}) must be a multiple of num_kv_heads ({})",

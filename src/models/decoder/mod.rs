@@ -147,6 +147,59 @@ impl DecoderConfig {
     }
 }
 
+/// The most layers a decoder may have (the largest published models have under 200): a
+/// bound checked before the per-layer settings are allocated.
+pub const MAX_LAYERS: i64 = 100_000;
+
+impl DecoderConfig {
+    /// Checks sizes and numbers: every size at least 1, at most [`MAX_LAYERS`] layers, finite
+    /// norm epsilon >= 0, finite RoPE bases > 0, windows and rotary dimensions at least 1.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("d_model", self.d_model),
+            ("num_heads", self.num_heads),
+            ("num_kv_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+            ("mlp_hidden", self.mlp_hidden),
+        ] {
+            if v < 1 {
+                return Err(format!("{name} must be at least 1, got {v}"));
+            }
+        }
+        let n = self.layers.len() as i64;
+        if !(1..=MAX_LAYERS).contains(&n) {
+            return Err(format!(
+                "the number of layers must be 1 to {MAX_LAYERS}, got {n}"
+            ));
+        }
+        if !(self.norm_eps >= 0.0 && self.norm_eps.is_finite()) {
+            return Err(format!(
+                "the norm epsilon must be a finite number >= 0, got {}",
+                self.norm_eps
+            ));
+        }
+        for l in &self.layers {
+            if !(l.rope_theta > 0.0 && l.rope_theta.is_finite()) {
+                return Err(format!(
+                    "rope_theta must be a finite number > 0, got {}",
+                    l.rope_theta
+                ));
+            }
+            if let Some(w) = l.window.filter(|&w| w < 1) {
+                return Err(format!("the sliding window must be at least 1, got {w}"));
+            }
+        }
+        if let Some(r) = self.rotary_dims.filter(|&r| r < 1) {
+            return Err(format!("the rotary dimensions must be at least 1, got {r}"));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        Ok(())
+    }
+}
+
 /// Where a norm sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NormSite {

@@ -210,10 +210,13 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
         used: RefCell::new(BTreeSet::new()),
         what: path.to_string(),
     };
-    let model_type = c
-        .string("model_type")
-        .ok_or_else(|| Error::bad_file(path, "`model_type` is missing"))?
-        .to_string();
+    let model_type = match c.get("model_type") {
+        None => return Err(Error::bad_file(path, "`model_type` is missing")),
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| Error::bad_file(path, format!("`model_type` = {v} should be a string")))?
+            .to_string(),
+    };
     let family = match model_type.as_str() {
         "llama" => Family::Llama,
         "mistral" => Family::Mistral,
@@ -226,10 +229,30 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
     let vocab = c.req_int("vocab_size")?;
     let d_model = c.req_int("hidden_size")?;
     let layers = c.req_int("num_hidden_layers")?;
+    let max = crate::models::decoder::MAX_LAYERS;
+    if !(1..=max).contains(&layers) {
+        return Err(Error::bad_file(
+            path,
+            format!("`num_hidden_layers` must be 1 to {max}, got {layers}"),
+        ));
+    }
     let heads = c.req_int("num_attention_heads")?;
     let kv_heads = c.int("num_key_value_heads")?.unwrap_or(heads);
     let head_dim = c.int("head_dim")?.unwrap_or(d_model / heads.max(1));
     let ffn = c.req_int("intermediate_size")?;
+    for (k, v) in [
+        ("vocab_size", vocab),
+        ("hidden_size", d_model),
+        ("num_attention_heads", heads),
+        ("intermediate_size", ffn),
+    ] {
+        if v < 1 {
+            return Err(Error::bad_file(
+                path,
+                format!("`{k}` must be at least 1, got {v}"),
+            ));
+        }
+    }
     let dtype_name = c
         .string("dtype")
         .or_else(|| c.string("torch_dtype"))
@@ -432,6 +455,7 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
             ),
         ));
     }
+    d.check().map_err(|m| Error::bad_file(path, m))?;
     let mut ign: Vec<&str> = IGNORABLE.to_vec();
     ign.extend([
         "model_type",

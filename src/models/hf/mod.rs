@@ -52,18 +52,14 @@ pub struct HfModel {
 /// Reads and parses a model directory's `config.json`.
 pub fn read_config(dir: &Path) -> Result<Arch> {
     let cp = dir.join("config.json");
-    let text =
-        std::fs::read_to_string(&cp).map_err(|e| Error::bad_file(cp.display(), e.to_string()))?;
+    let text = crate::base::files::read_small_file(&cp)?;
     parse(&text, &cp.display().to_string())
 }
 
 /// Loads a model directory: config.json and its weights, in the checkpoint dtype or `dtype`.
 pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfModel> {
     let cp = dir.join("config.json");
-    let text = std::fs::read_to_string(&cp).map_err(|source| Error::Io {
-        path: cp.display().to_string(),
-        source,
-    })?;
+    let text = crate::base::files::read_small_file(&cp)?;
     let arch = parse(&text, &cp.display().to_string())?;
     let kind = dtype.unwrap_or(arch.dtype);
     let built = arch.build(&Builder::slots().dtype(kind))?;

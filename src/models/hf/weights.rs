@@ -39,12 +39,13 @@ impl Weights {
             vec![single]
         } else {
             let idx = dir.join("model.safetensors.index.json");
-            let text = std::fs::read_to_string(&idx).map_err(|_| {
-                Error::Config(format!(
+            if !idx.exists() {
+                return Err(Error::Config(format!(
                     "{} has neither model.safetensors nor model.safetensors.index.json",
                     dir.display()
-                ))
-            })?;
+                )));
+            }
+            let text = crate::base::files::read_small_file(&idx)?;
             let v: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| Error::bad_file(idx.display(), e.to_string()))?;
             let wm = v

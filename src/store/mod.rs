@@ -8,6 +8,9 @@
 //! A checkpoint is written into a temporary directory, every file is fsynced, then the
 //! directory is renamed into place and its parent fsynced: a crash at any moment leaves the
 //! previous checkpoints intact, and a partial one (a `.tmp-*` directory) is never read.
+//! `manifest.json` holds every file's checksums ([`manifest`]); loading verifies them first.
+
+pub mod manifest;
 
 use crate::base::{Error, Result, TorchContext};
 use crate::params::fingerprint::fingerprint;
@@ -168,8 +171,22 @@ pub fn cpu_rng_hex() -> Result<String> {
 
 /// Restores the CPU generator state from hex.
 pub fn set_cpu_rng_hex(s: &str) -> Result<()> {
+    check_rng_hex(s).map_err(|m| Error::Config(format!("checkpoint: {m}")))?;
     let v = unhex(s).ok_or_else(|| Error::Config("checkpoint: bad rng_cpu".into()))?;
     crate::backend::set_rng_state(tch::Device::Cpu, &Tensor::from_slice(&v))
+}
+
+/// Checks that `s` is a CPU generator state of this libtorch: hex of the same length as the
+/// current state (a truncated one would be rejected by libtorch with its C++ stack).
+fn check_rng_hex(s: &str) -> std::result::Result<(), String> {
+    let want = cpu_rng_hex().map(|h| h.len()).unwrap_or(s.len());
+    if s.len() != want || unhex(s).is_none() {
+        return Err(format!(
+            "rng_cpu is not a generator state ({} hex digits, expected {want})",
+            s.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Writes checkpoint `step` atomically and returns its directory.
@@ -214,41 +231,11 @@ pub fn save(
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let cpu = |t: &Tensor| {
-        t.f_detach()
-            .and_then(|d| d.f_to_device(tch::Device::Cpu))
-            .and_then(|d| d.f_contiguous())
-    };
-    let model: Vec<(String, Tensor)> = params
-        .iter()
-        .map(|p| Ok((p.label().to_string(), cpu(&p.value()).ctx("checkpoint")?)))
-        .collect::<Result<_>>()?;
-    let mp = tmp.join("model.safetensors");
-    Tensor::write_safetensors(&model, &mp).ctx(format!("write {}", mp.display()))?;
-    let opt: Vec<(String, Tensor)> = optimizer_state
-        .iter()
-        .map(|(k, t)| Ok((k.clone(), cpu(t).ctx("checkpoint")?)))
-        .collect::<Result<_>>()?;
-    let op = tmp.join("optimizer.safetensors");
-    if opt.is_empty() {
-        // safetensors needs at least a header; an empty state is an empty JSON header.
-        let header = b"{}      ";
-        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-        bytes.extend_from_slice(header);
-        std::fs::write(&op, bytes).map_err(io(&op))?;
-    } else {
-        Tensor::write_safetensors(&opt, &op).ctx(format!("write {}", op.display()))?;
+    if let Err(e) = write_files(&tmp, state, params, optimizer_state, recipe_toml) {
+        // A failed write (a full disk) leaves no partial directory behind.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
     }
-    let rp = tmp.join("recipe.toml");
-    std::fs::write(&rp, recipe_toml).map_err(io(&rp))?;
-    let sp = tmp.join("state.json");
-    let text = serde_json::to_string_pretty(state)
-        .map_err(|e| Error::Config(format!("checkpoint state: {e}")))?;
-    std::fs::write(&sp, text).map_err(io(&sp))?;
-    for f in [&mp, &op, &rp, &sp] {
-        fsync(f)?;
-    }
-    fsync(&tmp)?;
     if final_dir.exists() {
         let old = root.join(format!(".old-step-{}-{}", state.step, std::process::id()));
         std::fs::rename(&final_dir, &old).map_err(io(&final_dir))?;
@@ -265,15 +252,37 @@ fn corrupt(dir: &Path, why: impl std::fmt::Display) -> Error {
     Error::Config(format!("checkpoint {} is unreadable: {why}", dir.display()))
 }
 
+/// Verifies checkpoint `dir` against its manifest and reads its `state.json` (whose step must
+/// be the directory's), without touching any tensor.
+pub fn read_state(dir: &Path) -> Result<(TrainState, manifest::Verified)> {
+    let verified = manifest::verify(dir)?;
+    let sp = dir.join("state.json");
+    let text = crate::base::files::read_small_file(&sp).map_err(|e| corrupt(dir, e.to_string()))?;
+    let state: TrainState =
+        serde_json::from_str(&text).map_err(|e| corrupt(dir, format!("state.json: {e}")))?;
+    let named = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("step-"))
+        .and_then(|n| n.parse::<u64>().ok());
+    if let Some(n) = named.filter(|&n| n != state.step) {
+        return Err(corrupt(
+            dir,
+            format!(
+                "state.json says step {}, the directory step {n}; the checkpoint is corrupt",
+                state.step
+            ),
+        ));
+    }
+    check_rng_hex(&state.rng_cpu).map_err(|m| corrupt(dir, format!("state.json: {m}")))?;
+    Ok((state, verified))
+}
+
 /// Reads a checkpoint's state, and copies its parameters into `params` (by label; every
 /// parameter must be present with its shape and finite values). Returns the state and the
 /// optimizer tensors. Pass the trainable parameters: a checkpoint holds only those.
 pub fn load(dir: &Path, params: &[Parameter]) -> Result<(TrainState, Vec<(String, Tensor)>)> {
-    let sp = dir.join("state.json");
-    let text =
-        std::fs::read_to_string(&sp).map_err(|e| corrupt(dir, format!("state.json: {e}")))?;
-    let state: TrainState =
-        serde_json::from_str(&text).map_err(|e| corrupt(dir, format!("state.json: {e}")))?;
+    let (state, _) = read_state(dir)?;
     let mp = dir.join("model.safetensors");
     let tensors = Tensor::read_safetensors(&mp).map_err(|e| {
         corrupt(
@@ -290,6 +299,16 @@ pub fn load(dir: &Path, params: &[Parameter]) -> Result<(TrainState, Vec<(String
         let t = by
             .get(p.label())
             .ok_or_else(|| corrupt(dir, format!("model.safetensors has no `{}`", p.label())))?;
+        if t.kind() != p.kind() && !crate::base::dtype::is_float(t.kind()) {
+            return Err(corrupt(
+                dir,
+                format!(
+                    "`{}` is {:?}, not a floating-point tensor like the parameter",
+                    p.label(),
+                    t.kind()
+                ),
+            ));
+        }
         if t.size() != p.shape() {
             return Err(corrupt(
                 dir,
@@ -341,6 +360,59 @@ pub fn load(dir: &Path, params: &[Parameter]) -> Result<(TrainState, Vec<(String
         })?
     };
     Ok((state, opt))
+}
+
+/// The files of a checkpoint (besides its manifest).
+const FILES: [&str; 4] = [
+    "model.safetensors",
+    "optimizer.safetensors",
+    "recipe.toml",
+    "state.json",
+];
+
+fn write_files(
+    tmp: &Path,
+    state: &TrainState,
+    params: &[Parameter],
+    optimizer_state: &std::collections::BTreeMap<String, Tensor>,
+    recipe_toml: &str,
+) -> Result<()> {
+    let cpu = |t: &Tensor| {
+        t.f_detach()
+            .and_then(|d| d.f_to_device(tch::Device::Cpu))
+            .and_then(|d| d.f_contiguous())
+    };
+    let model: Vec<(String, Tensor)> = params
+        .iter()
+        .map(|p| Ok((p.label().to_string(), cpu(&p.value()).ctx("checkpoint")?)))
+        .collect::<Result<_>>()?;
+    let mp = tmp.join("model.safetensors");
+    Tensor::write_safetensors(&model, &mp).ctx(format!("write {}", mp.display()))?;
+    let opt: Vec<(String, Tensor)> = optimizer_state
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), cpu(t).ctx("checkpoint")?)))
+        .collect::<Result<_>>()?;
+    let op = tmp.join("optimizer.safetensors");
+    if opt.is_empty() {
+        // safetensors needs at least a header; an empty state is an empty JSON header.
+        let header = b"{}      ";
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        std::fs::write(&op, bytes).map_err(io(&op))?;
+    } else {
+        Tensor::write_safetensors(&opt, &op).ctx(format!("write {}", op.display()))?;
+    }
+    let rp = tmp.join("recipe.toml");
+    std::fs::write(&rp, recipe_toml).map_err(io(&rp))?;
+    let sp = tmp.join("state.json");
+    let text = serde_json::to_string_pretty(state)
+        .map_err(|e| Error::Config(format!("checkpoint state: {e}")))?;
+    std::fs::write(&sp, text).map_err(io(&sp))?;
+    let man = manifest::write(tmp, &FILES)?;
+    for f in [&mp, &op, &rp, &sp, &man] {
+        fsync(f)?;
+    }
+    fsync(tmp)
 }
 
 /// Deletes checkpoints beyond the newest `keep_last`, sparing `keep_step`.

@@ -1,0 +1,49 @@
+//! What the machine can hold: sizes are checked against it before anything is allocated, so
+//! an absurd model or batch is refused with a message instead of aborting the process.
+
+/// The most values one tensor that pzt allocates may hold (2^40, terabytes at any dtype):
+/// beyond what any machine holds, and well inside `i64`.
+pub const MAX_TENSOR_VALUES: i64 = 1 << 40;
+
+/// Bytes of memory the system can still give this process: `MemAvailable` plus free swap
+/// from `/proc/meminfo`, or `None` where that is not known.
+pub fn available_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb.saturating_mul(1024))
+    };
+    Some(field("MemAvailable:")?.saturating_add(field("SwapFree:").unwrap_or(0)))
+}
+
+/// The number of values of `shape`, or a message when a dimension is below 1 or the count
+/// is beyond [`MAX_TENSOR_VALUES`].
+pub fn tensor_values(shape: &[i64]) -> Result<i64, String> {
+    let mut n: i64 = 1;
+    for &d in shape {
+        if d < 1 {
+            return Err(format!("shape {shape:?} has a dimension below 1"));
+        }
+        n = n
+            .checked_mul(d)
+            .filter(|&n| n <= MAX_TENSOR_VALUES)
+            .ok_or_else(|| {
+                format!("shape {shape:?} holds more than {MAX_TENSOR_VALUES} values, more than pzt accepts")
+            })?;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_are_bounded() {
+        assert_eq!(tensor_values(&[2, 3]), Ok(6));
+        assert!(tensor_values(&[2, 0]).is_err());
+        assert!(tensor_values(&[-4]).is_err());
+        assert!(tensor_values(&[1_000_000_000_000, 1_000_000_000_000]).is_err());
+    }
+}
