@@ -7,6 +7,10 @@ use clap::Parser;
 use cli::Failure;
 use std::process::ExitCode;
 
+/// The most characters of an error message printed (a message quoting a huge input value
+/// is cut, not printed whole).
+const MAX_MESSAGE: usize = 4000;
+
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`pzt show ... | head`), like other command-line tools,
     // instead of panicking in println!.
@@ -25,7 +29,7 @@ fn main() -> ExitCode {
     match cli::run(parsed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::BadInput(m)) => {
-            eprintln!("error: {m}");
+            eprintln!("error: {}", pzt::base::text::clip(&m, MAX_MESSAGE));
             ExitCode::from(2)
         }
         Err(Failure::Rendered(m)) => {
@@ -33,7 +37,7 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(Failure::Run(m)) => {
-            eprintln!("error: {m}");
+            eprintln!("error: {}", pzt::base::text::clip(&m, MAX_MESSAGE));
             ExitCode::from(1)
         }
     }

@@ -204,7 +204,7 @@ fn partial_checkpoints_are_ignored_and_corrupt_ones_are_errors() {
     let o = pzt(&["train", r.to_str().unwrap(), "--set", "train.steps=20"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
-        text(&o).contains("step-15 is unreadable: model.safetensors"),
+        text(&o).contains("step-15 is damaged: model.safetensors is 15 bytes"),
         "{}",
         text(&o)
     );

@@ -16,6 +16,16 @@ pub fn human_bytes(b: i64) -> String {
     }
 }
 
+/// `s` cut to at most `max` characters, saying how much was left out.
+pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(s),
+        Some((i, _)) => {
+            std::borrow::Cow::Owned(format!("{}... ({} more bytes)", &s[..i], s.len() - i))
+        }
+    }
+}
+
 /// `6,738,415,616`.
 pub fn grouped(n: i64) -> String {
     let s = n.abs().to_string();

@@ -96,11 +96,13 @@ pub fn model_tokens(
     if ids.is_empty() {
         return Err(Failure::BadInput("the input is empty".into()));
     }
-    if let Some((_, n)) = pzt::tree::select(&m.tree)
-        .at_instances_of("EmbeddingLookup")
-        .get()
-        .first()
-    {
+    let lookups = pzt::tree::select(&m.tree).at_instances_of("EmbeddingLookup");
+    if lookups.count() == 0 {
+        return Err(Failure::BadInput(
+            "this model is not a language model (it has no EmbeddingLookup of token ids); logits and generate need one".into(),
+        ));
+    }
+    if let Some((_, n)) = lookups.get().first() {
         if let Some(l) = n.layer_as::<pzt::layers::embedding::EmbeddingLookup>() {
             if let Some(bad) = ids.iter().find(|&&i| i < 0 || i >= l.vocab_size) {
                 return Err(Failure::BadInput(format!(

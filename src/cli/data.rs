@@ -81,7 +81,13 @@ pub fn run(a: Args) -> Result<(), Failure> {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, text)
             .and_then(|_| std::fs::rename(&tmp, path))
-            .map_err(|e| Failure::Run(format!("write {}: {e}", path.display())))?;
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                Failure::BadInput(pzt::base::error::io_message(
+                    &path.display().to_string(),
+                    &e,
+                ))
+            })?;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());

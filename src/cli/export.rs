@@ -32,6 +32,12 @@ const COMPANIONS: [&str; 5] = [
 ];
 
 fn fresh_dir(out: &Path) -> Result<(), Failure> {
+    if out.exists() && !out.is_dir() {
+        return Err(Failure::BadInput(format!(
+            "{} exists and is not a directory; choose a new directory",
+            out.display()
+        )));
+    }
     if out.exists()
         && std::fs::read_dir(out)
             .map(|mut d| d.next().is_some())
@@ -60,7 +66,7 @@ fn copy_companions(src: &Path, tokenizer: Option<&Path>, out: &Path) -> Result<(
         let to = out.join(&name);
         if from.is_file() && !to.exists() {
             std::fs::copy(&from, &to).map_err(|e| {
-                Failure::Run(format!("copy {} to {}: {e}", from.display(), to.display()))
+                Failure::BadInput(pzt::base::error::io_message(&to.display().to_string(), &e))
             })?;
         }
     }

@@ -33,8 +33,12 @@ pub fn run(a: Args) -> Result<(), Failure> {
     match a.out {
         Some(path) => {
             let t = logits.to_device(tch::Device::Cpu).unsqueeze(0).contiguous();
-            tch::Tensor::write_safetensors(&[("logits", &t)], &path)
-                .map_err(|e| Failure::Run(format!("{}: {e}", path.display())))?;
+            tch::Tensor::write_safetensors(&[("logits", &t)], &path).map_err(|e| {
+                lib_err(pzt::Error::Torch {
+                    context: format!("write {}", path.display()),
+                    source: e,
+                })
+            })?;
             println!("wrote {} (logits, float32, {:?})", path.display(), t.size());
         }
         None => {

@@ -60,16 +60,16 @@ pub fn run(a: Args) -> Result<(), Failure> {
                     Failure::BadInput(m) | Failure::Rendered(m) | Failure::Run(m) => m,
                 };
                 println!("damaged  {m}");
-                damaged.push(dir.display().to_string());
+                damaged.push(m);
             }
         }
     }
     match damaged.len() {
         0 => Ok(()),
         n => Err(Failure::BadInput(format!(
-            "{n} of {} checkpoints damaged: {}",
+            "{n} of {} checkpoints damaged:\n  {}",
             all.len(),
-            damaged.join(", ")
+            damaged.join("\n  ")
         ))),
     }
 }

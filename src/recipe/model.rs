@@ -339,6 +339,8 @@ impl<'a> ModelBuilder<'a> {
         key_path: &[String],
     ) -> Result<Vec<(String, Node)>, Diagnostic> {
         let mut children: Vec<(String, Node)> = vec![];
+        // Names taken so far (a set: a layer may have tens of thousands of children).
+        let mut taken = std::collections::HashSet::new();
         if let Some(e) = t.get("layers") {
             let kp = with_key(key_path, "layers");
             let items = match &e.node.val {
@@ -354,6 +356,7 @@ impl<'a> ModelBuilder<'a> {
             };
             for (i, item) in items.iter().enumerate() {
                 let name = i.to_string();
+                taken.insert(name.clone());
                 children.push((
                     name.clone(),
                     self.build(item, &with_key(path, &name), &with_key(&kp, &name))?,
@@ -371,7 +374,7 @@ impl<'a> ModelBuilder<'a> {
                     .at(ce.key_loc.clone())
                     .key(join(&kp)));
                 }
-                if children.iter().any(|(n, _)| n == name) {
+                if !taken.insert(name.clone()) {
                     return Err(Diagnostic::new(format!("child `{name}` is declared twice"))
                         .at(ce.key_loc.clone())
                         .key(join(&kp)));
@@ -384,7 +387,7 @@ impl<'a> ModelBuilder<'a> {
         }
         for slot in slots {
             if let Some(e) = t.get(*slot) {
-                if children.iter().any(|(n, _)| n == slot) {
+                if !taken.insert(slot.to_string()) {
                     return Err(Diagnostic::new(format!("child `{slot}` is declared twice"))
                         .at(e.key_loc.clone())
                         .key(join(key_path)));

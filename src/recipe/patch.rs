@@ -16,8 +16,8 @@ use super::source::{Diagnostic, Loc};
 use super::{Action, PatchSpec};
 use crate::layers::toolshed::{self, LoraConfig};
 use crate::tree::selector::Selector;
-use crate::tree::{select, ChildLayout, Node, Selection};
-use std::collections::BTreeSet;
+use crate::tree::{ChildLayout, Node, Selection};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 fn shifted(loc: &Option<Loc>, column: usize) -> Option<Loc> {
     loc.as_ref().map(|l| {
@@ -243,65 +243,87 @@ pub fn apply_patches(
                 toolshed::loraify(&linears, &cfg, mb.builder).map_err(patch_err)?
             }
             Action::Replace => {
-                let mut out = tree.clone();
-                for path in selection.path_segments() {
-                    let old = out.get(path).map_err(patch_err)?.clone();
-                    // Labels only the replaced subtree held are forgotten: the replacement
-                    // makes fresh parameters for them.
-                    let elsewhere = select(&out).at_path(&path.join(".")).invert();
-                    let keep: BTreeSet<String> = elsewhere
-                        .get()
-                        .iter()
-                        .flat_map(|(_, n)| labels_in(n))
-                        .collect();
-                    for l in labels_in(&old) {
-                        if !keep.contains(&l) {
+                // One rewrite for all matches. Labels only a replaced subtree held are
+                // forgotten, so that its replacement makes fresh parameters for them; a label
+                // also held outside the matches, by a match still to come or by a replacement
+                // already built is kept (as replacing one match after the other would).
+                let outside: HashSet<String> = selection
+                    .invert()
+                    .get()
+                    .iter()
+                    .flat_map(|(_, n)| labels_in(n))
+                    .collect();
+                let mut remaining: HashMap<String, usize> = HashMap::new();
+                for (_, n) in selection.get() {
+                    for l in labels_in(n) {
+                        *remaining.entry(l).or_default() += 1;
+                    }
+                }
+                let mut built: HashSet<String> = HashSet::new();
+                let mut news: HashMap<Vec<String>, Node> = HashMap::new();
+                for (path, (_, old)) in selection.path_segments().iter().zip(selection.get()) {
+                    let mine = labels_in(old);
+                    for l in &mine {
+                        if let Some(c) = remaining.get_mut(l) {
+                            *c -= 1;
+                        }
+                    }
+                    for l in mine {
+                        let held = outside.contains(&l)
+                            || built.contains(&l)
+                            || remaining.get(&l).is_some_and(|&c| c > 0);
+                        if !held {
                             mb.builder.forget(&l);
                         }
                     }
                     let new = build_with(mb, p, path)?;
-                    out = Selection::from_paths(&out, vec![path.clone()])
-                        .set(&new)
-                        .map_err(patch_err)?;
+                    built.extend(labels_in(&new));
+                    news.insert(path.clone(), new);
                 }
-                out
+                selection
+                    .apply(|path, old| Ok(news.remove(path).unwrap_or_else(|| old.clone())))
+                    .map_err(patch_err)?
             }
             Action::Wrap => {
-                let mut out = tree.clone();
-                for path in selection.path_segments() {
-                    let old = out.get(path).map_err(patch_err)?.clone();
-                    let new = wrap_node(mb, p, path, &old)?;
-                    out = Selection::from_paths(&out, vec![path.clone()])
-                        .set(&new)
-                        .map_err(patch_err)?;
+                let mut news: HashMap<Vec<String>, Node> = HashMap::new();
+                for (path, (_, old)) in selection.path_segments().iter().zip(selection.get()) {
+                    news.insert(path.clone(), wrap_node(mb, p, path, old)?);
                 }
-                out
+                selection
+                    .apply(|path, old| Ok(news.remove(path).unwrap_or_else(|| old.clone())))
+                    .map_err(patch_err)?
             }
             Action::InsertBefore | Action::InsertAfter => {
-                let mut out = tree.clone();
-                // Last match first, so that earlier paths stay valid while siblings renumber.
-                for path in selection.path_segments().iter().rev() {
-                    let suffix = if p.action == Action::InsertBefore {
-                        "_before"
-                    } else {
-                        "_after"
-                    };
-                    let mut lp = path.clone();
+                let after = p.action == Action::InsertAfter;
+                let suffix = if after { "_after" } else { "_before" };
+                let mut failed: Option<Diagnostic> = None;
+                let out = selection.insert_each(after, |path| {
+                    let mut lp = path.to_vec();
                     if let Some(last) = lp.last_mut() {
                         last.push_str(suffix);
                     }
-                    let new = build_with(mb, p, &lp)?;
-                    let one = Selection::from_paths(&out, vec![path.clone()]);
-                    out = if p.action == Action::InsertBefore {
-                        one.insert_before(&new)
-                    } else {
-                        one.insert_after(&new)
-                    }
-                    .map_err(patch_err)?;
+                    build_with(mb, p, &lp).map_err(|d| {
+                        failed = Some(d);
+                        crate::Error::Config(String::new())
+                    })
+                });
+                match (out, failed) {
+                    (_, Some(d)) => return Err(d),
+                    (r, None) => r.map_err(patch_err)?,
                 }
-                out
             }
         };
+        let mut depth = 0;
+        tree.walk(&mut |path, _| depth = depth.max(path.len()));
+        if depth > MAX_TREE_DEPTH {
+            return Err(patch_err(crate::Error::Config(format!(
+                "the patched tree is {depth} levels deep; pzt accepts at most {MAX_TREE_DEPTH} (are wraps nesting one inside the other?)"
+            ))));
+        }
     }
     Ok(tree)
 }
+
+/// The deepest a patched tree may be: far beyond any model (a Llama is under 10 levels), and
+/// shallow enough that every walk over paths stays fast.
+const MAX_TREE_DEPTH: usize = 256;

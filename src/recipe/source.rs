@@ -136,9 +136,14 @@ impl Diagnostic {
 
     /// Renders in the rustc style.
     pub fn render(&self, sources: &Sources) -> String {
-        let mut out = format!("error: {}\n", self.message);
+        let mut out = format!(
+            "error: {}\n",
+            crate::base::text::clip(&self.message, MAX_MESSAGE)
+        );
         if let Some(loc) = &self.loc {
             if let Some((line, col, text)) = sources.line_col(loc) {
+                // A long line is shown as a window around the column.
+                let (text, col) = window(&text, col);
                 let name = sources
                     .file(loc.file)
                     .map(|f| f.name.as_str())
@@ -220,4 +225,34 @@ pub fn did_you_mean<'a>(
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
+}
+
+/// The most characters of a message shown.
+const MAX_MESSAGE: usize = 2000;
+/// The widest source line quoted whole; longer ones are cut to a window around the column.
+const MAX_LINE: usize = 160;
+
+/// `text` cut to at most [`MAX_LINE`] characters around the 1-based column `col` (with `...`
+/// where it was cut), and the column in the cut text.
+fn window(text: &str, col: usize) -> (String, usize) {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= MAX_LINE {
+        return (text.to_string(), col);
+    }
+    let start = col
+        .saturating_sub(1)
+        .saturating_sub(MAX_LINE / 3)
+        .min(chars.len());
+    let end = (start + MAX_LINE).min(chars.len());
+    let mut out = String::new();
+    let mut new_col = col - start;
+    if start > 0 {
+        out.push_str("...");
+        new_col += 3;
+    }
+    out.extend(&chars[start..end]);
+    if end < chars.len() {
+        out.push_str("...");
+    }
+    (out, new_col)
 }

@@ -317,6 +317,9 @@ impl Trainer {
     /// best.
     fn eval_step(&mut self, line: &mut Map<String, Value>, tb: &mut EventWriter) -> Result<bool> {
         self.last_eval = self.evaluate()?;
+        if self.last_eval.is_empty() {
+            return Ok(false); // no eval split (eval_fraction = 0): nothing to log
+        }
         if !line.contains_key("step") {
             line.insert("step".into(), json!(self.step));
         }
@@ -342,23 +345,28 @@ impl Trainer {
             self.spec().train.eval_every,
         );
         let mut metrics = MetricsWriter::open(&out_dir.join("metrics.jsonl"), self.resumed_from)?;
-        let mut tb = EventWriter::create(&out_dir.join("tensorboard"))?;
+        // Opened at the first step: a finished run asked to train again writes no event file.
+        let mut tb: Option<EventWriter> = None;
         self.report.start_bar(self.step);
         let mut last_ckpt = None;
         let mut final_loss = None;
         let mut interrupted = false;
         self.window = (0, Instant::now());
         while self.step < steps {
+            if tb.is_none() {
+                tb = Some(EventWriter::create(&out_dir.join("tensorboard"))?);
+            }
+            let Some(tb) = tb.as_mut() else { break };
             let o = self.step()?;
             final_loss = Some(o.loss);
             let step = self.step;
             let mut line = Map::new();
             if step.is_multiple_of(log_every) || step == steps {
-                self.log_step(&o, &mut line, &mut tb)?;
+                self.log_step(&o, &mut line, tb)?;
             }
             self.report.position(step);
             let new_best = if (eval_every > 0 && step.is_multiple_of(eval_every)) || step == steps {
-                self.eval_step(&mut line, &mut tb)?
+                self.eval_step(&mut line, tb)?
             } else {
                 false
             };

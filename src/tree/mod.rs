@@ -13,6 +13,7 @@
 mod build;
 mod display;
 mod layer;
+mod pathset;
 pub mod registry;
 pub mod select;
 pub mod selector;
@@ -40,7 +41,15 @@ pub struct Node {
     children: Vec<(String, Node)>,
     params: Vec<(String, ParamEntry)>,
     states: Vec<(String, StateEntry)>,
+    /// Child positions by name, built on first lookup in a wide node (so that selecting among
+    /// tens of thousands of children stays linear); reset whenever the children change.
+    index: ChildIndex,
 }
+
+type ChildIndex = Arc<std::sync::OnceLock<std::collections::HashMap<String, usize>>>;
+
+/// Below this many children a lookup scans them.
+const INDEXED_WIDTH: usize = 32;
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,6 +65,7 @@ impl Node {
             children: vec![],
             params: vec![],
             states: vec![],
+            index: ChildIndex::default(),
         }
     }
 
@@ -96,15 +106,34 @@ impl Node {
             children: vec![],
             params: vec![],
             states: vec![],
+            index: ChildIndex::default(),
         }
+    }
+
+    /// The position of the child `name`.
+    fn child_position(&self, name: &str) -> Option<usize> {
+        if self.children.len() < INDEXED_WIDTH {
+            return self.children.iter().position(|(n, _)| n == name);
+        }
+        let index = self.index.get_or_init(|| {
+            let mut m = std::collections::HashMap::with_capacity(self.children.len());
+            for (i, (n, _)) in self.children.iter().enumerate() {
+                m.entry(n.clone()).or_insert(i);
+            }
+            m
+        });
+        index.get(name).copied()
     }
 
     /// Adds (or replaces) a child.
     pub fn with_child(mut self, name: impl Into<String>, child: Node) -> Node {
         let name = name.into();
-        match self.children.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = child,
-            None => self.children.push((name, child)),
+        match self.child_position(&name) {
+            Some(i) => self.children[i].1 = child,
+            None => {
+                self.children.push((name, child));
+                self.index = ChildIndex::default();
+            }
         }
         self
     }
@@ -132,6 +161,7 @@ impl Node {
     /// Replaces all children.
     pub fn with_children(mut self, children: Vec<(String, Node)>) -> Node {
         self.children = children;
+        self.index = ChildIndex::default();
         self
     }
 
@@ -173,7 +203,7 @@ impl Node {
 
     /// A child by name.
     pub fn child(&self, name: &str) -> Result<&Node> {
-        match self.children.iter().find(|(n, _)| n == name) {
+        match self.child_position(name).map(|i| &self.children[i]) {
             Some((_, c)) => Ok(c),
             None => Err(Error::Config(format!(
                 "{} has no child `{name}` (children: {})",
@@ -235,7 +265,7 @@ impl Node {
     pub fn get(&self, path: &[String]) -> Result<&Node> {
         let mut cur = self;
         for (i, seg) in path.iter().enumerate() {
-            cur = match cur.children.iter().find(|(n, _)| n == seg) {
+            cur = match cur.child_position(seg).map(|i| &cur.children[i]) {
                 Some((_, c)) => c,
                 None => {
                     return Err(Error::Select(format!(
@@ -335,6 +365,7 @@ impl Node {
             children,
             params,
             states,
+            index: ChildIndex::default(),
         })
     }
 

@@ -9,6 +9,7 @@
 //! rewrites (`apply`, `set`, `insert_before`, `insert_after`, `remove_from_parent`) return a
 //! new tree that shares all unchanged parts, and all parameters, with the old one.
 
+use super::pathset::PathSet;
 use super::Node;
 use crate::base::{Error, Result};
 
@@ -27,17 +28,15 @@ pub fn select(tree: &Node) -> Selection {
     }
 }
 
-fn is_prefix(a: &[String], b: &[String]) -> bool {
-    a.len() <= b.len() && a.iter().zip(b).all(|(x, y)| x == y)
-}
-
 type RefineFn<'a> = &'a mut dyn FnMut(&[String], &Node, &mut Vec<Vec<String>>);
 type EditFn<'a> = &'a mut dyn FnMut(&[String], &Node) -> Result<Node>;
 
+type MakeFn<'a> = &'a mut dyn FnMut(&[String]) -> Result<Node>;
+
 enum Edit<'a> {
     Apply(EditFn<'a>),
-    InsertBefore(Node),
-    InsertAfter(Node),
+    InsertBefore(MakeFn<'a>),
+    InsertAfter(MakeFn<'a>),
     Remove,
 }
 
@@ -45,14 +44,15 @@ impl Selection {
     /// A selection of the given paths of `root` (paths that do not exist are dropped; nested
     /// paths keep only the outermost).
     pub fn from_paths(root: &Node, paths: Vec<Vec<String>>) -> Selection {
-        let mut order: Vec<Vec<String>> = vec![];
-        root.walk(&mut |p, _| order.push(p.to_vec()));
+        let want = PathSet::new(&paths);
+        let mut taken = PathSet::default();
         let mut selected: Vec<Vec<String>> = vec![];
-        for p in order {
-            if paths.contains(&p) && !selected.iter().any(|s| is_prefix(s, &p)) {
-                selected.push(p);
+        root.walk(&mut |p, _| {
+            if want.contains(p) && !taken.inside(p) {
+                taken.insert(p.to_vec());
+                selected.push(p.to_vec());
             }
-        }
+        });
         Selection {
             root: root.clone(),
             selected,
@@ -179,7 +179,12 @@ impl Selection {
             .selected
             .iter()
             .filter(|p| {
-                (0..p.len()).any(|i| root.get(&p[..i]).map(|n| n.kind() == kind).unwrap_or(false))
+                let mut cur = Some(&root);
+                p.iter().any(|seg| {
+                    let inside = cur.is_some_and(|n| n.kind() == kind);
+                    cur = cur.and_then(|n| n.child(seg).ok());
+                    inside
+                })
             })
             .cloned()
             .collect();
@@ -216,11 +221,11 @@ impl Selection {
     /// Selects the complement: the largest subtrees that neither contain nor lie inside a
     /// selected subtree.
     pub fn invert(&self) -> Selection {
-        fn go(n: &Node, path: &mut Vec<String>, sel: &[Vec<String>], out: &mut Vec<Vec<String>>) {
-            if sel.iter().any(|s| is_prefix(s, path)) {
+        fn go(n: &Node, path: &mut Vec<String>, sel: &PathSet, out: &mut Vec<Vec<String>>) {
+            if sel.inside(path) {
                 return; // selected or inside a selected subtree
             }
-            if !sel.iter().any(|s| is_prefix(path, s)) {
+            if !sel.has_below(path) {
                 out.push(path.clone()); // contains no selection: maximal unselected subtree
                 return;
             }
@@ -231,7 +236,12 @@ impl Selection {
             }
         }
         let mut out = vec![];
-        go(&self.root, &mut vec![], &self.selected, &mut out);
+        go(
+            &self.root,
+            &mut vec![],
+            &PathSet::new(&self.selected),
+            &mut out,
+        );
         Selection {
             root: self.root.clone(),
             selected: out,
@@ -252,12 +262,26 @@ impl Selection {
     /// Inserts `node` before each selected subtree, which must be a child of a sequence
     /// (Sequential and relatives).
     pub fn insert_before(&self, node: &Node) -> Result<Node> {
-        self.edit(Edit::InsertBefore(node.clone()))
+        self.edit(Edit::InsertBefore(&mut |_| Ok(node.clone())))
     }
 
     /// Inserts `node` after each selected subtree, which must be a child of a sequence.
     pub fn insert_after(&self, node: &Node) -> Result<Node> {
-        self.edit(Edit::InsertAfter(node.clone()))
+        self.edit(Edit::InsertAfter(&mut |_| Ok(node.clone())))
+    }
+
+    /// Inserts `make(path)` before (or, with `after`, after) each selected subtree at `path`,
+    /// in one rewrite of the tree.
+    pub fn insert_each(
+        &self,
+        after: bool,
+        mut make: impl FnMut(&[String]) -> Result<Node>,
+    ) -> Result<Node> {
+        if after {
+            self.edit(Edit::InsertAfter(&mut make))
+        } else {
+            self.edit(Edit::InsertBefore(&mut make))
+        }
     }
 
     /// Removes each selected subtree from its parent sequence.
@@ -271,41 +295,37 @@ impl Selection {
                 "the root is selected, and the root has no parent sequence to edit".into(),
             ));
         }
-        rebuild(&self.root, &mut vec![], &self.selected, &mut edit)
+        let sel = PathSet::new(&self.selected);
+        rebuild(&self.root, &mut vec![], &sel, &mut edit)
     }
 }
 
-fn rebuild(
-    n: &Node,
-    path: &mut Vec<String>,
-    sel: &[Vec<String>],
-    edit: &mut Edit<'_>,
-) -> Result<Node> {
+fn rebuild(n: &Node, path: &mut Vec<String>, sel: &PathSet, edit: &mut Edit<'_>) -> Result<Node> {
     if let Edit::Apply(f) = edit {
-        if sel.iter().any(|s| s == path) {
+        if sel.contains(path) {
             return f(path, n);
         }
     }
-    if !sel
-        .iter()
-        .any(|s| is_prefix(path, s) && s.len() > path.len())
-    {
+    if !sel.has_below(path) {
         return Ok(n.clone()); // nothing selected below: share the subtree as is
     }
     let mut children: Vec<(String, Node)> = Vec::with_capacity(n.children().len() + 1);
     let mut edited_sequence = false;
+    let mut taken: Option<std::collections::HashSet<String>> = None;
     for (name, c) in n.children() {
         path.push(name.clone());
-        let hit = sel.iter().any(|s| s == path);
+        let hit = sel.contains(path);
         match edit {
-            Edit::InsertBefore(new) if hit => {
-                children.push((fresh_name(n, new), new.clone()));
+            Edit::InsertBefore(make) if hit => {
+                let new = make(path)?;
+                children.push((fresh_name(n, &new, &mut taken), new));
                 children.push((name.clone(), c.clone()));
                 edited_sequence = true;
             }
-            Edit::InsertAfter(new) if hit => {
+            Edit::InsertAfter(make) if hit => {
+                let new = make(path)?;
                 children.push((name.clone(), c.clone()));
-                children.push((fresh_name(n, new), new.clone()));
+                children.push((fresh_name(n, &new, &mut taken), new));
                 edited_sequence = true;
             }
             Edit::Remove if hit => edited_sequence = true,
@@ -344,30 +364,42 @@ fn rebuild(
     Ok(n.clone().with_children(children))
 }
 
-fn fresh_name(parent: &Node, new: &Node) -> String {
+/// A name for a child inserted into `parent`, after its kind; `taken` caches the parent's
+/// names (built on first use).
+fn fresh_name(
+    parent: &Node,
+    new: &Node,
+    taken: &mut Option<std::collections::HashSet<String>>,
+) -> String {
+    let taken =
+        taken.get_or_insert_with(|| parent.children().iter().map(|(k, _)| k.clone()).collect());
     let base = new.kind().to_lowercase();
-    let taken = |s: &str| parent.children().iter().any(|(k, _)| k == s);
-    if !taken(&base) {
+    if !taken.contains(&base) {
         return base;
     }
     (1..)
         .map(|i| format!("{base}_{i}"))
-        .find(|s| !taken(s))
+        .find(|s| !taken.contains(s))
         .unwrap_or(base)
 }
 
 fn dedupe_names(children: &mut [(String, Node)]) {
-    for i in 0..children.len() {
-        let mut k = 1;
-        while children[..i].iter().any(|(n, _)| *n == children[i].0) {
-            children[i].0 = format!(
-                "{}_{k}",
-                children[i]
-                    .0
-                    .trim_end_matches(char::is_numeric)
-                    .trim_end_matches('_')
-            );
-            k += 1;
+    let mut seen = std::collections::HashSet::new();
+    // The next suffix to try per stem: renaming stays linear with thousands of clashes.
+    let mut next: std::collections::HashMap<String, usize> = Default::default();
+    for child in children.iter_mut() {
+        if seen.contains(&child.0) {
+            let stem = child
+                .0
+                .trim_end_matches(char::is_numeric)
+                .trim_end_matches('_')
+                .to_string();
+            let k = next.entry(stem.clone()).or_insert(1);
+            while seen.contains(&child.0) {
+                child.0 = format!("{stem}_{k}");
+                *k += 1;
+            }
         }
+        seen.insert(child.0.clone());
     }
 }

@@ -214,17 +214,15 @@ impl Selector {
 
     /// Evaluates against a tree.
     pub fn select(&self, root: &Node) -> Selection {
-        let mut all: Vec<(Vec<String>, &Node)> = vec![];
-        root.walk(&mut |p, n| all.push((p.to_vec(), n)));
         let mut current: Vec<Vec<String>> = vec![vec![]];
         for step in &self.steps {
             let mut next: Vec<Vec<String>> = vec![];
+            let mut seen = std::collections::HashSet::new();
+            // The bases are never nested in each other: walking each one's subtree visits
+            // every node at most once.
             for base in &current {
-                for (p, n) in &all {
-                    if p.len() < base.len() || p[..base.len()] != base[..] {
-                        continue;
-                    }
-                    let rel = &p[base.len()..];
+                let Ok(b) = root.get(base) else { continue };
+                b.walk(&mut |rel, n| {
                     let ok = match (&step.rel, &step.term) {
                         (Rel::Root, Term::Kind(k)) => n.kind() == k,
                         (Rel::Descendant, Term::Kind(k)) => !rel.is_empty() && n.kind() == k,
@@ -234,10 +232,14 @@ impl Selector {
                         (Rel::Root | Rel::Descendant, Term::Glob(g)) => glob_match(g, rel),
                         (Rel::Child, Term::Glob(g)) => rel.len() == 1 && glob_match(g, rel),
                     };
-                    if ok && !next.contains(p) {
-                        next.push(p.clone());
+                    if ok {
+                        let mut p = base.clone();
+                        p.extend(rel.iter().cloned());
+                        if seen.insert(p.clone()) {
+                            next.push(p);
+                        }
                     }
-                }
+                });
             }
             // Outermost only, in tree order.
             let sel = Selection::from_paths(root, next);

@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 pub mod finetune;
+pub mod tiny;
 use pzt::prelude::*;
 use tch::{Device, Kind, Tensor};
 

@@ -1,0 +1,216 @@
+//! Checkpoints are checked before they are used: checksums per file and tensor (`pzt verify`
+//! and every command that loads one), the step, the RNG state and the tensor dtypes; and a
+//! run killed at random moments resumes to the very parameters of an uninterrupted run.
+mod common;
+use common::run_pzt;
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+fn tmpdir(name: &str) -> PathBuf {
+    common::tiny::tmpdir("checkpoints", name)
+}
+
+/// Trains the tiny run for `steps` and returns (recipe, run dir).
+fn trained(name: &str, steps: u64, extra: &str) -> (PathBuf, PathBuf) {
+    let d = tmpdir(name);
+    let f = common::tiny::recipe(&d, steps, extra);
+    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    (f, d.join("run"))
+}
+
+/// The byte range of tensor `name`'s data in a safetensors file.
+fn tensor_range(file: &Path, name: &str) -> std::ops::Range<usize> {
+    let b = std::fs::read(file).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    let h: serde_json::Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
+    let o = &h[name]["data_offsets"];
+    let (s, e) = (
+        o[0].as_u64().unwrap() as usize,
+        o[1].as_u64().unwrap() as usize,
+    );
+    8 + n + s..8 + n + e
+}
+
+fn flip(file: &Path, at: usize) {
+    let mut b = std::fs::read(file).unwrap();
+    b[at] ^= 0x10;
+    std::fs::write(file, b).unwrap();
+}
+
+fn refused(args: &[&str], want: &str) {
+    let (code, o, e) = run_pzt(args);
+    assert_eq!(code, 2, "{args:?}: {o}{e}");
+    assert!(e.contains(want), "{args:?}: wanted `{want}` in:\n{e}");
+    assert!(!e.contains("panicked") && !e.contains("frame #"), "{e}");
+}
+
+#[test]
+fn a_flipped_byte_is_found_naming_the_file_and_tensor() {
+    let (f, run) = trained("flip", 4, "");
+    let f = f.to_str().unwrap();
+    let (code, o, e) = run_pzt(&["verify", run.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    assert_eq!(o.matches("ok ").count(), 2, "{o}");
+    let ck = run.join("checkpoints/step-4");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("manifest.json")).unwrap()).unwrap();
+    let names: Vec<String> = manifest["files"]["model.safetensors"]["tensors"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert!(names.len() > 5, "{manifest}");
+    let victim = &names[names.len() / 2];
+    let mp = ck.join("model.safetensors");
+    let r = tensor_range(&mp, victim);
+    flip(&mp, r.start + (r.end - r.start) / 2);
+    let want = format!("model.safetensors: tensor `{victim}` is damaged");
+    let cks = ck.to_str().unwrap();
+    refused(&["verify", cks], &want);
+    refused(
+        &["verify", run.to_str().unwrap()],
+        "1 of 2 checkpoints damaged",
+    );
+    refused(&["eval", f, "--checkpoint", cks], &want);
+    refused(&["logits", cks, "--tokens", "1 2 3"], &want);
+    refused(&["train", f, "--set", "train.steps=6"], &want);
+    // The header, the state and a truncated optimizer file are found too.
+    flip(&mp, r.start + (r.end - r.start) / 2);
+    flip(&mp, 8);
+    refused(
+        &["verify", cks],
+        "model.safetensors: the safetensors header is damaged",
+    );
+    flip(&mp, 8);
+    let sp = ck.join("state.json");
+    let mut state = std::fs::read_to_string(&sp).unwrap();
+    state = state.replacen("\"cursor\": ", "\"cursor\": 1", 1);
+    std::fs::write(&sp, state).unwrap();
+    refused(&["verify", cks], "state.json is");
+    let old = run.join("checkpoints/step-2");
+    let op = old.join("optimizer.safetensors");
+    let b = std::fs::read(&op).unwrap();
+    std::fs::write(&op, &b[..b.len() - 7]).unwrap();
+    refused(
+        &["verify", old.to_str().unwrap()],
+        "optimizer.safetensors is",
+    );
+    refused(
+        &["verify", run.join("nothing").to_str().unwrap()],
+        "no such checkpoint",
+    );
+}
+
+/// Rewrites one tensor file of a checkpoint with `edit` applied to its tensors.
+fn edit_tensors(file: &Path, edit: impl FnOnce(&mut Vec<(String, Tensor)>)) {
+    let mut ts = Tensor::read_safetensors(file).unwrap();
+    edit(&mut ts);
+    Tensor::write_safetensors(&ts, file).unwrap();
+}
+
+#[test]
+fn a_resume_checks_step_rng_and_tensor_dtypes() {
+    let (f, run) = trained("resume", 4, "");
+    let f = f.to_str().unwrap();
+    let ck = run.join("checkpoints/step-4");
+    // Without a manifest (an older checkpoint) the contents are still checked.
+    std::fs::remove_file(ck.join("manifest.json")).unwrap();
+    let (code, o, e) = run_pzt(&["verify", ck.to_str().unwrap()]);
+    assert_eq!(code, 0, "{e}");
+    assert!(o.contains("no manifest.json"), "{o}");
+    let keep = tmpdir("resume-keep");
+    for file in ["state.json", "model.safetensors", "optimizer.safetensors"] {
+        std::fs::copy(ck.join(file), keep.join(file)).unwrap();
+    }
+    let restore = || {
+        for file in ["state.json", "model.safetensors", "optimizer.safetensors"] {
+            std::fs::copy(keep.join(file), ck.join(file)).unwrap();
+        }
+    };
+    let more = ["train", f, "--set", "train.steps=6"];
+    let sp = ck.join("state.json");
+    let state = std::fs::read_to_string(&sp).unwrap();
+    std::fs::write(&sp, state.replacen("\"step\": 4", "\"step\": 2", 1)).unwrap();
+    refused(&more, "state.json says step 2, the directory step 4");
+    let mut v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let rng = v["rng_cpu"].as_str().unwrap().to_string();
+    v["rng_cpu"] = serde_json::json!(rng[..100]);
+    std::fs::write(&sp, v.to_string()).unwrap();
+    refused(&more, "rng_cpu is not a generator state");
+    restore();
+    edit_tensors(&ck.join("optimizer.safetensors"), |ts| {
+        ts[0].1 = ts[0].1.to_kind(tch::Kind::Double)
+    });
+    refused(&more, "pzt keeps optimizer state in float32");
+    restore();
+    edit_tensors(&ck.join("optimizer.safetensors"), |ts| {
+        let _ = ts.remove(0);
+    });
+    refused(&more, "is missing");
+    restore();
+    edit_tensors(&ck.join("model.safetensors"), |ts| {
+        ts[0].1 = ts[0].1.to_kind(tch::Kind::Int64)
+    });
+    refused(&more, "is Int64, not a floating-point tensor");
+    restore();
+    let (code, o, e) = run_pzt(&more);
+    assert_eq!(code, 0, "{o}{e}");
+}
+
+#[test]
+fn random_kills_resume_to_the_uninterrupted_parameters_without_debris() {
+    let steps = 30;
+    let extra = "";
+    let set = ["--set", "checkpoint.every_steps=1"];
+    let straight = tmpdir("kill-straight");
+    let f = common::tiny::recipe(&straight, steps, extra);
+    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap(), set[0], set[1]]);
+    assert_eq!(code, 0, "{o}{e}");
+    let killed = tmpdir("kill-killed");
+    let f = common::tiny::recipe(&killed, steps, extra);
+    let run = killed.join("run");
+    // A fixed pseudo-random sequence of moments, from process start to well into the run.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut kills = 0;
+    for _ in 0..20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let wait = 150 + x % 900;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pzt"))
+            .args(["train", f.to_str().unwrap(), set[0], set[1]])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(wait));
+        if child.try_wait().unwrap().is_none() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            kills += 1;
+        }
+        let _ = child.wait();
+    }
+    assert!(
+        kills >= 10,
+        "only {kills} of 20 runs were still going when killed"
+    );
+    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap(), set[0], set[1]]);
+    assert_eq!(code, 0, "{o}{e}");
+    let model = |d: &Path| {
+        std::fs::read(d.join(format!("run/checkpoints/step-{steps}/model.safetensors"))).unwrap()
+    };
+    assert_eq!(model(&straight), model(&killed), "the parameters differ");
+    let left: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.iter().all(|n| n.starts_with("step-")) && left.len() == 2,
+        "debris: {left:?}"
+    );
+    assert!(!run.join(".pzt-lock").exists());
+    let (code, o, e) = run_pzt(&["verify", run.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+}

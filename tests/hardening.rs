@@ -1,0 +1,285 @@
+//! Bad input of every kind gets a clear message and exit 2, never a panic, a hang, a C++
+//! stack or lost work (the red-team list of the hardening issue). Each case here failed before
+//! its fix: a panic, an abort, a hang, exit 0 with garbage, or exit 1.
+mod common;
+use common::run_pzt;
+use std::path::{Path, PathBuf};
+
+fn tmpdir(name: &str) -> PathBuf {
+    common::tiny::tmpdir("hardening", name)
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tiny(dir: &Path, steps: u64, extra: &str) -> PathBuf {
+    common::tiny::recipe(dir, steps, extra)
+}
+
+/// Runs pzt and checks exit 2 with `want` in stderr and no panic or C++ frames.
+fn refused(args: &[&str], want: &str) {
+    let (code, o, e) = run_pzt(args);
+    assert_eq!(code, 2, "{args:?}: {o}{e}");
+    assert!(e.contains(want), "{args:?}: wanted `{want}` in:\n{e}");
+    for bad in [
+        "panicked",
+        "RUST_BACKTRACE",
+        "frame #",
+        "memory allocation of",
+    ] {
+        assert!(!e.contains(bad), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn numeric_keys_have_ranges() {
+    let d = tmpdir("ranges");
+    let f = tiny(&d, 2, "");
+    let f = f.to_str().unwrap();
+    for (set, want) in [
+        (
+            "optim.weight_decay=nan",
+            "weight_decay must be a finite number >= 0",
+        ),
+        (
+            "optim.clip_grad_norm=inf",
+            "clip_grad_norm must be a positive finite number",
+        ),
+        ("optim.eps=-1", "eps must be a positive number"),
+        (
+            "model.rope_theta=0",
+            "`rope_theta` must be a finite number > 0",
+        ),
+        (
+            "model.norm_eps=-1",
+            "`norm_eps` must be a finite number >= 0",
+        ),
+        ("model.dropout=1.5", "dropout must be in [0, 1)"),
+        (
+            "model.num_layers=1000000000",
+            "`num_layers` must be 1 to 100000",
+        ),
+    ] {
+        refused(&["plan", f, "--set", set], want);
+    }
+    let t = root().join("recipes/tiny-transformer.toml");
+    let t = t.to_str().unwrap();
+    let head = "model.children.lm_head";
+    for (set, want) in [
+        (format!("{head}.output_axes={{vocab=-256}}"), "has size -256; sizes are at least 1"),
+        (
+            format!("{head}.parallel_axes={{embedding=64}}"),
+            "axis `embedding` is in both `input_axes` and `parallel_axes`",
+        ),
+        (
+            format!("{head}.output_axes={{vocab=1000000000000}}"),
+            "more than pzt accepts",
+        ),
+        (
+            "model.children.final_norm={ type = \"RMSStandardize\", axes = [\"embedding\"], epsilon = -1.0 }".into(),
+            "`epsilon` must be a finite number >= 0",
+        ),
+    ] {
+        refused(&["plan", t, "--set", &set], want);
+    }
+}
+
+#[test]
+fn hf_configs_are_checked_before_anything_is_allocated() {
+    let d = tmpdir("hfcfg");
+    let src = root().join("tests/fixtures/hf/llama-gqa");
+    let base: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let m = d.join("m");
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::copy(src.join("model.safetensors"), m.join("model.safetensors")).unwrap();
+    let mm = m.to_str().unwrap();
+    for (key, value, want) in [
+        (
+            "num_hidden_layers",
+            serde_json::json!(1_000_000_000),
+            "`num_hidden_layers` must be 1 to 100000",
+        ),
+        (
+            "model_type",
+            serde_json::json!(5),
+            "`model_type` = 5 should be a string",
+        ),
+        (
+            "rms_norm_eps",
+            serde_json::json!(-1.0),
+            "the norm epsilon must be a finite number >= 0",
+        ),
+        (
+            "hidden_size",
+            serde_json::json!(-32),
+            "`hidden_size` must be at least 1",
+        ),
+    ] {
+        let mut c = base.clone();
+        c[key] = value;
+        std::fs::write(m.join("config.json"), c.to_string()).unwrap();
+        refused(&["logits", mm, "--tokens", "1 2"], want);
+    }
+    std::fs::write(m.join("config.json"), b"\xff\xfe{").unwrap();
+    refused(&["logits", mm, "--tokens", "1 2"], "not UTF-8 text");
+    // A sharded checkpoint whose shard is missing.
+    std::fs::write(m.join("config.json"), base.to_string()).unwrap();
+    std::fs::remove_file(m.join("model.safetensors")).unwrap();
+    std::fs::write(
+        m.join("model.safetensors.index.json"),
+        r#"{"weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors"}}"#,
+    )
+    .unwrap();
+    refused(
+        &["logits", mm, "--tokens", "1 2"],
+        "model-00001-of-00002.safetensors",
+    );
+}
+
+#[test]
+fn fifos_and_devices_are_refused_not_read_forever() {
+    let d = tmpdir("fifo");
+    let fifo = d.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    refused(&["plan", fifo.to_str().unwrap()], "not a regular file");
+    for inc in [fifo.to_str().unwrap(), "/dev/zero"] {
+        let r = d.join("inc.toml");
+        let body = std::fs::read_to_string(tiny(&d, 2, "")).unwrap();
+        std::fs::write(&r, format!("include = [\"{inc}\"]\n{body}")).unwrap();
+        refused(&["plan", r.to_str().unwrap()], "not a regular file");
+    }
+    refused(&["plan", d.to_str().unwrap()], "is a directory");
+}
+
+#[test]
+fn wide_and_deep_recipes_stay_fast_or_are_refused() {
+    let d = tmpdir("wide");
+    // 20,000 children, each followed by an inserted layer (quadratic before: minutes).
+    let mut r = String::from(
+        "[run]\nname = \"w\"\n[model]\ntype = \"Sequential\"\ninput = { axes = { batch = 2, x = 4 }, dtype = \"float32\" }\n",
+    );
+    for i in 0..20_000 {
+        r.push_str(&format!("children.c{i} = {{ type = \"Identity\" }}\n"));
+    }
+    r.push_str("[[patch]]\nselect = \"Identity\"\naction = \"insert_after\"\nwith = { type = \"Identity\" }\n");
+    let f = d.join("wide.toml");
+    std::fs::write(&f, r).unwrap();
+    let (code, o, e) = run_pzt(&["select", f.to_str().unwrap(), "Identity"]);
+    assert_eq!(code, 0, "{e}");
+    assert!(
+        o.contains("40000 matches"),
+        "{}",
+        &o[o.len().saturating_sub(300)..]
+    );
+    let (code, _, e) = run_pzt(&["show", f.to_str().unwrap(), "--depth", "1"]);
+    assert_eq!(code, 0, "{e}");
+    // 2,000 wraps of one node nest 2,000 levels deep: refused at the depth limit.
+    let mut w = std::fs::read_to_string(tiny(&d, 2, "")).unwrap();
+    for _ in 0..2000 {
+        w.push_str("[[patch]]\nselect = \"lm_head\"\naction = \"wrap\"\nwith = { type = \"Sequential\" }\n");
+    }
+    let f = d.join("deep.toml");
+    std::fs::write(&f, w).unwrap();
+    refused(
+        &["plan", f.to_str().unwrap()],
+        "levels deep; pzt accepts at most 256",
+    );
+}
+
+#[test]
+fn long_lines_are_cut_in_messages() {
+    let d = tmpdir("long");
+    let f = tiny(&d, 2, "");
+    let long = format!("x{}", "y".repeat(5_000_000));
+    let text = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace("kind = \"adamw\"", &format!("kind = \"{long}\""));
+    std::fs::write(&f, text).unwrap();
+    let (code, _, e) = run_pzt(&["plan", f.to_str().unwrap()]);
+    assert_eq!(code, 2, "{}", &e[..e.len().min(500)]);
+    assert!(e.len() < 20_000, "{} bytes of stderr", e.len());
+    assert!(e.contains("more bytes") || e.contains("..."), "{e}");
+}
+
+#[test]
+fn bad_commands_exit_2() {
+    let d = tmpdir("cmds");
+    // logits of a model that takes no tokens.
+    refused(
+        &[
+            "logits",
+            root().join("recipes/mlp.toml").to_str().unwrap(),
+            "--tokens",
+            "1 2",
+        ],
+        "not a language model",
+    );
+    // A binary data file.
+    std::fs::write(d.join("bin.txt"), [0xffu8, 0xfe, 0x00, 0x81, 0x92]).unwrap();
+    let text = std::fs::read_to_string(tiny(&d, 2, "")).unwrap().replace(
+        "source = \"synthetic\"\ngenerator = \"addition\"\nmax_digits = 2\nnum_examples = 200\n",
+        "source = \"text\"\nfiles = [\"*.txt\"]\n",
+    );
+    let f = d.join("bin.toml");
+    std::fs::write(&f, text).unwrap();
+    // A bare glob beside a recipe given without a directory part.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pzt"))
+        .args(["train", "bin.toml"])
+        .current_dir(&d)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(e.contains("bin.txt: not UTF-8 text"), "{e}");
+    // A NUL in a run name.
+    refused(
+        &[
+            "plan",
+            tiny(&d, 2, "").to_str().unwrap(),
+            "--set",
+            "run.name=\"a\\u0000b\"",
+        ],
+        "one path component",
+    );
+    // A full disk says so.
+    let hf = root().join("tests/fixtures/hf/llama-gqa");
+    refused(
+        &[
+            "logits",
+            hf.to_str().unwrap(),
+            "--tokens",
+            "1 2",
+            "--out",
+            "/dev/full",
+        ],
+        "no space left on device (writing /dev/full)",
+    );
+}
+
+#[test]
+fn a_finished_run_adds_no_event_file_and_no_empty_eval_line() {
+    let d = tmpdir("finished");
+    let f = tiny(&d, 2, "");
+    let f = f.to_str().unwrap();
+    let set = "data.eval_fraction=0.0";
+    let (code, o, e) = run_pzt(&["train", f, "--set", set]);
+    assert_eq!(code, 0, "{o}{e}");
+    assert!(
+        !o.contains("step      2/2  \n") && !e.contains("step      2/2  \n"),
+        "{o}{e}"
+    );
+    let metrics = std::fs::read_to_string(d.join("run/metrics.jsonl")).unwrap();
+    assert!(!metrics.contains("eval."), "{metrics}");
+    let events = || {
+        std::fs::read_dir(d.join("run/tensorboard"))
+            .unwrap()
+            .count()
+    };
+    let before = events();
+    let (code, o, e) = run_pzt(&["train", f, "--set", set]);
+    assert_eq!(code, 0, "{o}{e}");
+    assert_eq!(events(), before, "a finished run wrote another event file");
+}
