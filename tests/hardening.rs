@@ -58,7 +58,7 @@ fn numeric_keys_have_ranges() {
         ("model.dropout=1.5", "dropout must be in [0, 1)"),
         (
             "model.num_layers=1000000000",
-            "`num_layers` must be 1 to 100000",
+            "`num_layers` must be 1 to 4096",
         ),
     ] {
         refused(&["plan", f, "--set", set], want);
@@ -99,7 +99,7 @@ fn hf_configs_are_checked_before_anything_is_allocated() {
         (
             "num_hidden_layers",
             serde_json::json!(1_000_000_000),
-            "`num_hidden_layers` must be 1 to 100000",
+            "`num_hidden_layers` must be 1 to 4096",
         ),
         (
             "model_type",
@@ -244,6 +244,16 @@ fn bad_commands_exit_2() {
         ],
         "one path component",
     );
+    // Parameters that cannot fit in memory are refused before they are allocated.
+    refused(
+        &[
+            "train",
+            tiny(&d, 2, "").to_str().unwrap(),
+            "--set",
+            "model.vocab_size=10000000000",
+        ],
+        "and this machine has",
+    );
     // A full disk says so.
     let hf = root().join("tests/fixtures/hf/llama-gqa");
     refused(
@@ -282,4 +292,38 @@ fn a_finished_run_adds_no_event_file_and_no_empty_eval_line() {
     let (code, o, e) = run_pzt(&["train", f, "--set", set]);
     assert_eq!(code, 0, "{o}{e}");
     assert_eq!(events(), before, "a finished run wrote another event file");
+}
+
+#[test]
+fn csv_labels_and_rows_are_checked_at_load() {
+    let d = tmpdir("csv");
+    let recipe = |csv: &str, classes: i64| {
+        std::fs::write(d.join("c.csv"), csv).unwrap();
+        let body = format!(
+            "[run]\nname = \"c\"\nout_dir = \"{}\"\n[model]\nbuilder = \"mlp\"\nwidths = [2, 8, {classes}]\naxis = \"features\"\ninput = {{ axes = {{ batch = 2, features = 2 }} }}\n[data]\nsource = \"csv\"\nfiles = [\"c.csv\"]\nfeatures = [\"x1\", \"x2\"]\ntarget = \"label\"\ntask = \"classification\"\n[train]\nsteps = 2\nbatch_size = 2\n[optim]\nlr = 1e-2\n",
+            d.join("run").display()
+        );
+        let f = d.join("c.toml");
+        std::fs::write(&f, body).unwrap();
+        f
+    };
+    let rows = "x1,x2,label\n0.1,0.2,0\n0.3,0.4,1\n0.5,0.6,2\n0.7,0.8,1\n";
+    let f = recipe(&rows.replace(",2\n", ",5\n"), 3);
+    refused(
+        &["train", f.to_str().unwrap()],
+        "the largest class label in the data is 5, but the model outputs 3 classes",
+    );
+    let f = recipe(&rows.replace(",2\n", ",1e30\n"), 3);
+    refused(
+        &["train", f.to_str().unwrap()],
+        "must be an integer from 0 to 16777215",
+    );
+    let f = recipe(&rows.replace("0.3,0.4,1", "0.3,0.4,1,9"), 3);
+    refused(
+        &["train", f.to_str().unwrap()],
+        "c.csv:3: the row has 4 values, the header 3 columns",
+    );
+    let f = recipe(rows, 3);
+    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
 }

@@ -134,6 +134,36 @@ fn neox_fused_query_key_value_is_a_target_and_merges_but_is_no_peft_module() {
         d.join("h").to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{o}{e}");
+    // --dtype float64: F64 tensors, and config.json says so.
+    let h64 = d.join("h64");
+    let (code, o, e) = run_pzt(&[
+        "export",
+        f.to_str().unwrap(),
+        "--hf",
+        h64.to_str().unwrap(),
+        "--dtype",
+        "float64",
+    ]);
+    assert_eq!(code, 0, "{o}{e}");
+    let cfg = std::fs::read_to_string(h64.join("config.json")).unwrap();
+    assert!(
+        cfg.contains("\"float64\"") && !cfg.contains("\"float32\""),
+        "{cfg}"
+    );
+    let ts = Tensor::read_safetensors(h64.join("model.safetensors")).unwrap();
+    assert!(ts.iter().all(|(_, t)| t.kind() == tch::Kind::Double));
+    // Onto an existing file: refused, the file untouched.
+    let file = d.join("a-file");
+    std::fs::write(&file, "keep").unwrap();
+    let (code, _, e) = run_pzt(&[
+        "export",
+        f.to_str().unwrap(),
+        "--hf",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{e}");
+    assert!(e.contains("exists and is not a directory"), "{e}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
 }
 
 #[test]

@@ -32,7 +32,14 @@ pub fn run(a: Args) -> Result<(), Failure> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+    // The first Ctrl-C or SIGTERM stops after the current step, with a checkpoint; a second
+    // one exits at once (the checkpoints already written stay intact).
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nerror: stopped again: exiting now, without a checkpoint of this step");
+            std::process::exit(1);
+        }
+    });
     let opts = pzt::train::TrainOptions {
         progress: std::io::stdout().is_terminal() && !a.json,
         quiet: a.json,

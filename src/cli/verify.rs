@@ -59,8 +59,13 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 let m = match lib_err(e) {
                     Failure::BadInput(m) | Failure::Rendered(m) | Failure::Run(m) => m,
                 };
-                println!("damaged  {m}");
-                damaged.push(m);
+                // `checkpoint DIR is damaged: WHY` -> `damaged  DIR: WHY`.
+                let why = m
+                    .strip_prefix(&format!("checkpoint {} is ", dir.display()))
+                    .map(|r| r.strip_prefix("damaged: ").unwrap_or(r))
+                    .unwrap_or(&m);
+                println!("damaged  {}: {why}", dir.display());
+                damaged.push(m.clone());
             }
         }
     }

@@ -150,7 +150,7 @@ impl Cursor {
                 _ => {
                     self.epoch_perm = Some((
                         epoch,
-                        permutation(self.n, mix(self.seed, 0xE90C_0000 + epoch)),
+                        permutation(self.n, mix(self.seed, epoch.wrapping_add(0xE90C_0000))),
                     ));
                     match &self.epoch_perm {
                         Some((_, p)) => p,
@@ -159,7 +159,7 @@ impl Cursor {
                 }
             };
             out.push(perm[within]);
-            self.position += 1;
+            self.position = self.position.saturating_add(1);
         }
         out
     }

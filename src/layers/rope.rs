@@ -35,6 +35,45 @@ pub enum RopeScaling {
     },
 }
 
+impl RopeScaling {
+    /// Checks the factors: finite and positive, with Llama 3's high frequency factor above its
+    /// low one (the smoothing divides by their difference).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let pos = |name: &str, v: f64| {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "rope scaling `{name}` must be a finite number > 0, got {v}"
+                ))
+            }
+        };
+        match self {
+            RopeScaling::Linear { factor } => pos("factor", *factor),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                pos("factor", *factor)?;
+                pos("low_freq_factor", *low_freq_factor)?;
+                pos("high_freq_factor", *high_freq_factor)?;
+                pos(
+                    "original_max_position_embeddings",
+                    *original_max_position_embeddings,
+                )?;
+                if high_freq_factor <= low_freq_factor {
+                    return Err(format!(
+                        "rope scaling `high_freq_factor` ({high_freq_factor}) must be above `low_freq_factor` ({low_freq_factor})"
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 fn default_seq() -> String {
     "seq".into()
 }
@@ -162,6 +201,12 @@ impl Layer for ApplyRoPE {
             w > 0.0 && w.is_finite(),
             "a finite number > 0",
         )?;
+        if let Some(sc) = &self.scaling {
+            sc.check().map_err(|m| Error::ConfigField {
+                field: "scaling".into(),
+                message: format!("ApplyRoPE: {m}"),
+            })?;
+        }
         match self.rotary_dims {
             Some(d) if d < 1 => {
                 super::args::check_number("ApplyRoPE", "rotary_dims", d as f64, false, "at least 1")

@@ -43,6 +43,11 @@ pub struct ModelBuilder<'a> {
     pub base_dir: std::path::PathBuf,
 }
 
+/// The most copies one `repeat` makes.
+const MAX_REPEAT: i64 = 100_000;
+/// The most layers (tree nodes) a recipe's model may have: a 400-layer model has ~10,000.
+const MAX_NODES: usize = 1_000_000;
+
 pub(super) fn with_key(path: &[String], k: &str) -> Vec<String> {
     let mut p = path.to_vec();
     p.push(k.to_string());
@@ -89,6 +94,12 @@ impl<'a> ModelBuilder<'a> {
         let t = table(node, key_path, "a layer")?;
         if let Some(l) = &node.loc {
             self.locs.borrow_mut().insert(path.join("."), l.clone());
+        }
+        if self.locs.borrow().len() > MAX_NODES {
+            return Err(Diagnostic::new(format!(
+                "the model has more than {MAX_NODES} layers; pzt accepts at most that many"
+            ))
+            .at(node.loc.clone()));
         }
         if let Some(dir) = opt_str(t, "hf", key_path)? {
             return self.build_hf(&dir, t, key_path);
@@ -264,9 +275,9 @@ impl<'a> ModelBuilder<'a> {
         path: &[String],
         key_path: &[String],
     ) -> Result<Node, Diagnostic> {
-        if n < 1 {
+        if !(1..=MAX_REPEAT).contains(&n) {
             return Err(
-                Diagnostic::new(format!("`repeat` must be at least 1, got {n}"))
+                Diagnostic::new(format!("`repeat` must be 1 to {MAX_REPEAT}, got {n}"))
                     .at(key_loc(t, "repeat"))
                     .key(join(&with_key(key_path, "repeat"))),
             );

@@ -71,6 +71,9 @@ pub(super) fn bad<T>(field: &str, message: String) -> Result<T> {
     })
 }
 
+/// The most micro-batches one optimizer step may accumulate.
+pub const MAX_GRAD_ACCUM: usize = 65_536;
+
 impl TrainConfig {
     /// Checks values; `field` names the offending key.
     pub fn validate(&self) -> Result<()> {
@@ -83,10 +86,13 @@ impl TrainConfig {
                 "[train]: batch_size must be at least 1".into(),
             );
         }
-        if self.grad_accum == 0 {
+        if !(1..=MAX_GRAD_ACCUM).contains(&self.grad_accum) {
             return bad(
                 "grad_accum",
-                "[train]: grad_accum must be at least 1".into(),
+                format!(
+                    "[train]: grad_accum must be 1 to {MAX_GRAD_ACCUM}, got {}",
+                    self.grad_accum
+                ),
             );
         }
         if self.log_every == 0 {

@@ -6,7 +6,7 @@
 
 use super::losses::Sums;
 use super::task::{self, Task};
-use crate::base::{Error, Result};
+use crate::base::{Error, Result, TorchContext};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::{sources, Dataset, Example};
 use crate::models::generate::{generate, LmAxes, Sampling};
@@ -14,7 +14,7 @@ use crate::named::NamedTensor;
 use crate::spec::{Precision, RunSpec};
 use crate::tree::{Builder, Node, SideInputs};
 use serde_json::{Map, Value};
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 /// A run's model, data and settings.
 pub struct Session {
@@ -104,6 +104,7 @@ impl Session {
             task,
         };
         session.check_vocabulary()?;
+        session.check_classes()?;
         Ok(session)
     }
 
@@ -124,6 +125,35 @@ impl Session {
             Some(v) if v < tok.vocab_size() => Err(Error::Config(format!(
                 "the model's vocabulary ({v}) is smaller than the tokenizer's ({})",
                 tok.vocab_size()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// A classifier's output must have a place for every class label in the data: one forward
+    /// of a single zero row finds the output's class count before any step runs.
+    fn check_classes(&self) -> Result<()> {
+        let classes = self.data.num_classes;
+        if !matches!(&self.spec.data.source, crate::data::spec::Source::Csv(_)) || classes <= 0 {
+            return Ok(());
+        }
+        let (b, f) = &self.spec.input_axes;
+        let x = Tensor::f_zeros(&[1, self.data.num_features], (Kind::Float, self.device))
+            .ctx("class check")?;
+        let x = NamedTensor::wrap(x, &[b.as_str(), f.as_str()])?;
+        let _ng = tch::no_grad_guard();
+        let y = self.forward(x, &SideInputs::new())?;
+        let out: Vec<i64> = y
+            .names()
+            .iter()
+            .filter(|n| *n != b)
+            .filter_map(|n| y.size_of(n).ok())
+            .collect();
+        match out.as_slice() {
+            [n] if *n < classes => Err(Error::Config(format!(
+                "[data]: the largest class label in the data is {}, but the model outputs {n} classes (labels 0 to {})",
+                classes - 1,
+                n - 1
             ))),
             _ => Ok(()),
         }

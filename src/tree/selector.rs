@@ -260,12 +260,20 @@ impl Selector {
 }
 
 fn glob_match(pat: &[String], path: &[String]) -> bool {
-    match pat.split_first() {
-        None => path.is_empty(),
-        Some((p, rest)) if p == "**" => (0..=path.len()).any(|k| glob_match(rest, &path[k..])),
-        Some((p, rest)) => match path.split_first() {
-            Some((h, t)) => (p == "*" || p == h) && glob_match(rest, t),
-            None => false,
-        },
+    // ok[j] after pattern segment i: whether pat[..=i] matches path[..j] (a table, so that
+    // many `**` segments stay O(pattern x path) instead of exponential).
+    let mut ok = vec![false; path.len() + 1];
+    ok[0] = true;
+    for p in pat {
+        let mut next = vec![false; path.len() + 1];
+        for j in 0..=path.len() {
+            next[j] = if p == "**" {
+                ok[j] || (j > 0 && next[j - 1])
+            } else {
+                j > 0 && ok[j - 1] && (p == "*" || *p == path[j - 1])
+            };
+        }
+        ok = next;
     }
+    ok[path.len()]
 }

@@ -6,6 +6,9 @@ use crate::data::spec::{CsvSource, CsvTask};
 use crate::data::Example;
 use std::path::PathBuf;
 
+/// The largest class label (labels are read as float32, exact up to 2^24).
+const MAX_CLASS: f32 = 16_777_215.0;
+
 pub(super) fn csv(cfg: &CsvSource, files: &[PathBuf]) -> Result<(Vec<Example>, i64)> {
     let target = cfg.target.clone().unwrap_or_default();
     let mut out = vec![];
@@ -32,6 +35,17 @@ pub(super) fn csv(cfg: &CsvSource, files: &[PathBuf]) -> Result<(Vec<Example>, i
         let ti = idx(&target)?;
         for (ln, line) in lines {
             let vals: Vec<&str> = line.split(',').map(|s| s.trim()).collect();
+            if vals.len() != cols.len() {
+                return Err(Error::bad_line(
+                    f.display(),
+                    ln + 1,
+                    format!(
+                        "the row has {} values, the header {} columns",
+                        vals.len(),
+                        cols.len()
+                    ),
+                ));
+            }
             let num = |i: usize| -> Result<f32> {
                 vals.get(i)
                     .and_then(|v| v.parse::<f32>().ok())
@@ -50,11 +64,11 @@ pub(super) fn csv(cfg: &CsvSource, files: &[PathBuf]) -> Result<(Vec<Example>, i
             let x: Vec<f32> = fi.iter().map(|&i| num(i)).collect::<Result<_>>()?;
             let y = num(ti)?;
             if cfg.task == CsvTask::Classification {
-                if y < 0.0 || y.fract() != 0.0 {
+                if y < 0.0 || y.fract() != 0.0 || y > MAX_CLASS {
                     return Err(Error::bad_line(
                         f.display(),
                         ln + 1,
-                        format!("class `{y}` must be a non-negative integer"),
+                        format!("class `{y}` must be an integer from 0 to {MAX_CLASS}"),
                     ));
                 }
                 max_class = max_class.max(y as i64);

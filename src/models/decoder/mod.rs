@@ -149,7 +149,7 @@ impl DecoderConfig {
 
 /// The most layers a decoder may have (the largest published models have under 200): a
 /// bound checked before the per-layer settings are allocated.
-pub const MAX_LAYERS: i64 = 100_000;
+pub const MAX_LAYERS: i64 = 4096;
 
 impl DecoderConfig {
     /// Checks sizes and numbers: every size at least 1, at most [`MAX_LAYERS`] layers, finite
@@ -185,6 +185,9 @@ impl DecoderConfig {
                     "rope_theta must be a finite number > 0, got {}",
                     l.rope_theta
                 ));
+            }
+            if let Some(sc) = &l.rope_scaling {
+                sc.check()?;
             }
             if let Some(w) = l.window.filter(|&w| w < 1) {
                 return Err(format!("the sliding window must be at least 1, got {w}"));
