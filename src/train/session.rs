@@ -138,7 +138,7 @@ impl Session {
             return Ok(());
         }
         let (b, f) = &self.spec.input_axes;
-        let x = Tensor::f_zeros(&[1, self.data.num_features], (Kind::Float, self.device))
+        let x = Tensor::f_zeros([1, self.data.num_features], (Kind::Float, self.device))
             .ctx("class check")?;
         let x = NamedTensor::wrap(x, &[b.as_str(), f.as_str()])?;
         let _ng = tch::no_grad_guard();
