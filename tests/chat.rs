@@ -300,6 +300,19 @@ fn the_prepared_store_is_reused_and_a_damaged_one_is_prepared_again() {
     std::fs::write(&ids, b"x").unwrap();
     data("prepared");
     data("from the cache");
+    // Valid JSON with contents that disagree with the files: an empty train split, a mask of
+    // the wrong length. Each is prepared again, not trusted.
+    let man = stores[0].join("manifest.json");
+    let good = std::fs::read_to_string(&man).unwrap();
+    let mut m: serde_json::Value = serde_json::from_str(&good).unwrap();
+    m["train_examples"] = serde_json::json!(0);
+    std::fs::write(&man, m.to_string()).unwrap();
+    data("prepared");
+    let mask = stores[0].join("all.mask");
+    let b = std::fs::read(&mask).unwrap();
+    std::fs::write(&mask, &b[..b.len() / 2]).unwrap();
+    data("prepared");
+    data("from the cache");
 }
 
 #[test]
