@@ -90,16 +90,15 @@ impl Tokenizer {
         } else {
             given
         };
-        let meta = std::fs::metadata(&path).map_err(|e| {
-            Error::Config(format!("cannot load tokenizer `{}`: {e}", path.display()))
+        // A regular file of bounded size (a FIFO or device is refused, not read forever).
+        let text = read_small_file(&path).map_err(|e| {
+            let why = match e {
+                Error::BadFile { message, .. } => message,
+                other => other.to_string(),
+            };
+            Error::Config(format!("cannot load tokenizer `{}`: {why}", path.display()))
         })?;
-        if !meta.is_file() {
-            return Err(Error::Config(format!(
-                "cannot load tokenizer `{}`: not a regular file",
-                path.display()
-            )));
-        }
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| {
+        let inner = text.parse::<tokenizers::Tokenizer>().map_err(|e| {
             Error::Config(format!("cannot load tokenizer `{}`: {e}", path.display()))
         })?;
         let config = read_config(path.parent().unwrap_or(Path::new(".")))?;
