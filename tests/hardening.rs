@@ -13,6 +13,10 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+fn hf_dir() -> PathBuf {
+    root().join("tests/fixtures/hf/llama-gqa")
+}
+
 fn tiny(dir: &Path, steps: u64, extra: &str) -> PathBuf {
     common::tiny::recipe(dir, steps, extra)
 }
@@ -253,6 +257,18 @@ fn bad_commands_exit_2() {
             "model.vocab_size=10000000000",
         ],
         "and this machine has",
+    );
+    // Generating without end.
+    refused(
+        &[
+            "generate",
+            hf_dir().to_str().unwrap(),
+            "--tokens",
+            "1 2",
+            "--max-new-tokens",
+            "1000000000000",
+        ],
+        "--max-new-tokens 1000000000000 is more than pzt generates",
     );
     // A full disk says so.
     let hf = root().join("tests/fixtures/hf/llama-gqa");

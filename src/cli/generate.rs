@@ -64,6 +64,13 @@ pub fn run(a: Args) -> Result<(), Failure> {
             a.temperature
         )));
     }
+    let most = pzt::data::MAX_SEQ;
+    if a.max_new_tokens > most {
+        return Err(Failure::BadInput(format!(
+            "--max-new-tokens {} is more than pzt generates ({most})",
+            a.max_new_tokens
+        )));
+    }
     if a.top_k == Some(0) {
         return Err(Failure::BadInput("--top-k must be at least 1".into()));
     }

@@ -23,6 +23,7 @@ pub mod tokenizer;
 use crate::base::seed::mix;
 use crate::base::{Error, Result};
 use serde::{Deserialize, Serialize};
+pub use spec_source::MAX_SEQ;
 pub use store::Split;
 
 /// One example.
