@@ -98,6 +98,14 @@ impl Tokenizer {
             };
             Error::Config(format!("cannot load tokenizer `{}`: {why}", path.display()))
         })?;
+        // The tokenizers crate panics on some malformed JSON (inside `decoder`): check the
+        // JSON first.
+        serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| {
+            Error::Config(format!(
+                "cannot load tokenizer `{}`: not valid JSON: {e}",
+                path.display()
+            ))
+        })?;
         let inner = text.parse::<tokenizers::Tokenizer>().map_err(|e| {
             Error::Config(format!("cannot load tokenizer `{}`: {e}", path.display()))
         })?;
