@@ -161,7 +161,7 @@ fn a_resume_checks_step_rng_and_tensor_dtypes() {
 
 #[test]
 fn random_kills_resume_to_the_uninterrupted_parameters_without_debris() {
-    let steps = 30;
+    let steps = 100;
     let extra = "";
     let set = ["--set", "checkpoint.every_steps=1"];
     let straight = tmpdir("kill-straight");
@@ -171,30 +171,44 @@ fn random_kills_resume_to_the_uninterrupted_parameters_without_debris() {
     let killed = tmpdir("kill-killed");
     let f = common::tiny::recipe(&killed, steps, extra);
     let run = killed.join("run");
-    // A fixed pseudo-random sequence of moments, from process start to well into the run.
+    let latest = || pzt::train::checkpoint::latest(&run).map_or(0, |(s, _)| s);
+    // Each run is killed at a pseudo-random moment (0-40 ms) after it has written one new
+    // checkpoint: every run gets further, and the kills land anywhere in the steps and the
+    // checkpoint writes that follow.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut kills = 0;
     for _ in 0..20 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let wait = 150 + x % 900;
+        let before = latest();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pzt"))
             .args(["train", f.to_str().unwrap(), set[0], set[1]])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(wait));
-        if child.try_wait().unwrap().is_none() {
+        let t0 = std::time::Instant::now();
+        while latest() <= before
+            && child.try_wait().unwrap().is_none()
+            && t0.elapsed().as_secs() < 60
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(x % 40));
+        let running = child.try_wait().unwrap().is_none();
+        if running {
             unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
             kills += 1;
         }
         let _ = child.wait();
+        if !running {
+            break; // the run finished
+        }
     }
     assert!(
-        kills >= 10,
-        "only {kills} of 20 runs were still going when killed"
+        kills >= 15,
+        "only {kills} runs were still going when killed"
     );
     let (code, o, e) = run_pzt(&["train", f.to_str().unwrap(), set[0], set[1]]);
     assert_eq!(code, 0, "{o}{e}");
