@@ -90,6 +90,69 @@ fn chat_template_of(
     Ok(tok.and_then(|t| t.config().chat_template))
 }
 
+/// What a model path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelPath {
+    /// A HuggingFace model directory (config.json).
+    Hf,
+    /// A run checkpoint directory (state.json + recipe.toml).
+    Checkpoint,
+    /// A recipe file.
+    Recipe,
+}
+
+/// Which kind of model `path` is, or why it is none.
+pub fn model_path(path: &Path) -> Result<ModelPath> {
+    if path.join("config.json").is_file() {
+        return Ok(ModelPath::Hf);
+    }
+    if path.join("state.json").is_file() && path.join("recipe.toml").is_file() {
+        return Ok(ModelPath::Checkpoint);
+    }
+    if path.is_dir() {
+        return Err(Error::Config(format!(
+            "`{}` is a directory but not a model: expected a HuggingFace model directory (config.json) or a checkpoint directory (state.json, recipe.toml)",
+            path.display()
+        )));
+    }
+    if path.exists() {
+        return Ok(ModelPath::Recipe);
+    }
+    Err(Error::Config(format!(
+        "`{}` does not exist: expected a recipe file, a HuggingFace model directory (config.json) or a checkpoint directory (state.json, recipe.toml)",
+        path.display()
+    )))
+}
+
+/// The recipe behind any model path, with `sets` applied: the file itself, a checkpoint's
+/// `recipe.toml`, or for a HuggingFace directory the recipe `[model] hf = DIR` with a declared
+/// input of one sequence of 8 tokens (what `pzt plan` checks shapes on).
+pub fn recipe_of(path: &Path, sets: &[String]) -> Result<Recipe> {
+    match model_path(path)? {
+        ModelPath::Recipe => Recipe::load(path, sets),
+        ModelPath::Checkpoint => Recipe::load(&path.join("recipe.toml"), sets),
+        ModelPath::Hf => {
+            let name = path
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "hf".into());
+            let text = format!(
+                "# generated for the HuggingFace model directory {}\n[run]\nname = {}\n\n[model]\nhf = \".\"\ninput = {{ axes = {{ batch = 1, seq = 8 }}, dtype = \"int64\" }}\n",
+                path.display(),
+                toml::Value::String(name)
+            );
+            let resolved = crate::recipe::resolve::resolve_text(&path.join(HF_RECIPE), text, sets)
+                .map_err(|(s, d)| crate::recipe::recipe_error(&s, d))?;
+            Recipe::decode(resolved)
+        }
+    }
+}
+
+/// The name of the recipe `recipe_of` makes for a HuggingFace directory (shown in messages;
+/// no such file is written).
+pub const HF_RECIPE: &str = "(hf-model).toml";
+
 /// Loads `path`: an HF model directory (config.json), a run checkpoint directory
 /// (state.json + recipe.toml), or a recipe file.
 pub fn load(
@@ -98,7 +161,20 @@ pub fn load(
     dtype: Option<Kind>,
     device: Device,
 ) -> Result<Loaded> {
-    if path.join("config.json").is_file() {
+    load_with(path, &[], registry, dtype, device)
+}
+
+/// [`load`] with `--set` edits applied to the model's recipe (a HuggingFace directory is then
+/// loaded through the recipe `recipe_of` makes for it).
+pub fn load_with(
+    path: &Path,
+    sets: &[String],
+    registry: &Registry,
+    dtype: Option<Kind>,
+    device: Device,
+) -> Result<Loaded> {
+    let kind = model_path(path)?;
+    if kind == ModelPath::Hf && sets.is_empty() {
         let m = crate::models::hf::load(path, dtype, device)?;
         let tj = path.join("tokenizer.json");
         let tokenizer = if tj.is_file() {
@@ -116,23 +192,11 @@ pub fn load(
             hf_dir: Some(path.to_path_buf()),
         });
     }
-    if path.join("state.json").is_file() && path.join("recipe.toml").is_file() {
-        let m = recipe_model(
-            Recipe::load(&path.join("recipe.toml"), &[])?,
-            registry,
-            device,
-            dtype,
-        )?;
+    let m = recipe_model(recipe_of(path, sets)?, registry, device, dtype)?;
+    if kind == ModelPath::Checkpoint {
         crate::store::load_model(path, &m.tree)?;
-        return Ok(m);
     }
-    if path.is_file() {
-        return recipe_model(Recipe::load(path, &[])?, registry, device, dtype);
-    }
-    Err(Error::Config(format!(
-        "`{}` is not a model: expected a HuggingFace model directory (config.json), a checkpoint directory (state.json, recipe.toml) or a recipe file",
-        path.display()
-    )))
+    Ok(m)
 }
 
 /// Parses `--tokens "1 2 3"` (spaces or commas).

@@ -1,5 +1,6 @@
 //! The `pzt` binary. Only this file turns errors into messages and exit codes:
-//! 0 success, 2 bad input (arguments, recipes, files), 1 anything else.
+//! 0 success, 2 bad input (arguments, recipes, files), 3 a failed `--expect`, 1 anything
+//! else.
 
 mod cli;
 
@@ -35,6 +36,10 @@ fn main() -> ExitCode {
         Err(Failure::Rendered(m)) => {
             eprint!("{m}");
             ExitCode::from(2)
+        }
+        Err(Failure::Expectation(m)) => {
+            eprintln!("error: {}", pzt::base::text::clip(&m, MAX_MESSAGE));
+            ExitCode::from(3)
         }
         Err(Failure::Run(m)) => {
             eprintln!("error: {}", pzt::base::text::clip(&m, MAX_MESSAGE));

@@ -12,6 +12,8 @@ pub enum Failure {
     Rendered(String),
     /// A failed run (exit 1).
     Run(String),
+    /// An expectation on the metrics failed (exit 3): what to print on stderr.
+    Expectation(String),
 }
 
 /// The failure for a library error: recipes are rendered, bad input exits 2, the rest 1.
@@ -127,8 +129,9 @@ pub fn print_metrics(m: &serde_json::Map<String, serde_json::Value>) {
     }
 }
 
-/// The model tree of a recipe (patches applied, parameters as slots).
-pub fn tree_of(recipe: &std::path::Path, set: &[String]) -> Result<pzt::tree::Node, Failure> {
-    let r = pzt::recipe::Recipe::load(recipe, set).map_err(lib_err)?;
+/// The model tree of a recipe, a HuggingFace directory or a checkpoint directory (patches
+/// applied, parameters as slots).
+pub fn tree_of(model: &std::path::Path, set: &[String]) -> Result<pzt::tree::Node, Failure> {
+    let r = pzt::loader::recipe_of(model, set).map_err(lib_err)?;
     pzt::recipe::plan::Plan::tree_only(&r, &pzt::builtin_registry()).map_err(lib_err)
 }

@@ -1,6 +1,8 @@
-//! `pzt eval RECIPE [--checkpoint DIR | --no-checkpoint] [--set KEY=VALUE]... [--json]`.
+//! `pzt eval RECIPE [--checkpoint DIR | --no-checkpoint] [--set KEY=VALUE]... [--json]
+//! [--expect 'METRIC>=X']...`.
 
 use super::common::{deterministic_cublas, lib_err, print_metrics, Failure};
+use pzt::train::expect::Expectation;
 use std::path::PathBuf;
 
 /// Evaluate a checkpoint of a recipe's run on its eval split.
@@ -18,12 +20,22 @@ pub struct Args {
     /// Override a recipe key: KEY.PATH=VALUE.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// Print the metrics as JSON.
+    /// Print the metrics (and the verdicts of --expect) as JSON.
     #[arg(long)]
     json: bool,
+    /// A gate for CI: METRIC OP NUMBER, e.g. 'eval.exact_match>=0.9' (OP: >= > <= < == !=).
+    /// Exit 3 when one fails. Repeatable.
+    #[arg(long = "expect", value_name = "EXPECTATION")]
+    expect: Vec<String>,
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
+    let exps = a
+        .expect
+        .iter()
+        .map(|e| Expectation::parse(e))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(lib_err)?;
     let r = pzt::recipe::Recipe::load(&a.recipe, &a.set).map_err(lib_err)?;
     let dir = if a.no_checkpoint {
         None
@@ -40,6 +52,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         None => pzt::train::eval_as_built(spec),
     }
     .map_err(|e| lib_err(r.locate(e)))?;
+    let verdicts = pzt::train::expect::check_all(&exps, &m).map_err(lib_err)?;
     let shown = dir
         .as_ref()
         .map(|d| d.display().to_string())
@@ -53,10 +66,38 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 .unwrap_or(serde_json::Value::Null),
         );
         j.insert("metrics".into(), serde_json::Value::Object(m));
+        if !exps.is_empty() {
+            j.insert(
+                "expectations".into(),
+                verdicts.iter().map(|v| v.to_json()).collect(),
+            );
+        }
         println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
     } else {
         println!("checkpoint {shown}");
         print_metrics(&m);
+        for v in &verdicts {
+            println!("  {}", v.line());
+        }
+    }
+    let failed: Vec<String> = verdicts
+        .iter()
+        .filter(|v| !v.pass)
+        .map(|v| {
+            format!(
+                "{} is {}, expected {} {}",
+                v.expectation.metric,
+                v.value,
+                v.expectation.cmp.symbol(),
+                v.expectation.bound
+            )
+        })
+        .collect();
+    if !failed.is_empty() {
+        return Err(Failure::Expectation(format!(
+            "expectation failed: {}",
+            failed.join("; ")
+        )));
     }
     Ok(())
 }

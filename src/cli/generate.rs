@@ -9,8 +9,8 @@ use std::path::PathBuf;
 pub struct Args {
     /// An HF model directory, a recipe, or a run checkpoint directory.
     model: PathBuf,
-    /// The prompt text (needs a tokenizer).
-    #[arg(long, conflicts_with = "tokens")]
+    /// The prompt text (needs a tokenizer); `--text` is the same.
+    #[arg(long, visible_alias = "text", conflicts_with = "tokens")]
     prompt: Option<String>,
     /// The prompt as token ids, e.g. "1 2 3".
     #[arg(long)]
@@ -91,6 +91,11 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let text_mode = m.tokenizer.is_some() && prompt.is_some();
     if text_mode {
         print!("{}", prompt.clone().unwrap_or_default());
+        // Without a decoder the new tokens come out separated by spaces: separate the first
+        // from the prompt too.
+        if m.tokenizer.as_ref().is_some_and(|t| !t.has_decoder()) {
+            print!(" ");
+        }
     }
     let mut all = vec![];
     let mut shown = String::new();

@@ -12,8 +12,9 @@ pub struct Args {
     /// Token ids, e.g. "1 2 3".
     #[arg(long, conflicts_with = "text")]
     tokens: Option<String>,
-    /// Text, tokenized with the model's tokenizer.json (or the recipe's tokenizer).
-    #[arg(long)]
+    /// Text, tokenized with the model's tokenizer.json (or the recipe's tokenizer);
+    /// `--prompt` is the same.
+    #[arg(long, visible_alias = "prompt")]
     text: Option<String>,
     /// Write the logits to this safetensors file.
     #[arg(long)]

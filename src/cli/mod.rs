@@ -10,6 +10,7 @@ mod export;
 mod generate;
 mod logits;
 mod plan;
+mod runs;
 mod select;
 mod show;
 mod train;
@@ -45,6 +46,7 @@ enum Command {
     Export(export::Args),
     Data(data::Args),
     Verify(verify::Args),
+    Runs(runs::Args),
     Demo(demo::Args),
 }
 
@@ -84,6 +86,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Export(a)) => export::run(a),
         Some(Command::Data(a)) => data::run(a),
         Some(Command::Verify(a)) => verify::run(a),
+        Some(Command::Runs(a)) => runs::run(a),
         Some(Command::Demo(a)) => demo::run(a),
     }
 }

@@ -1,4 +1,4 @@
-//! `pzt plan RECIPE [--set KEY=VALUE]... [--json] [--depth N]`.
+//! `pzt plan MODEL [--set KEY=VALUE]... [--json] [--depth N]`.
 
 use super::common::{lib_err, use_color, Failure};
 use std::path::PathBuf;
@@ -7,8 +7,8 @@ use std::path::PathBuf;
 /// print the tree, parameter counts and a training-memory estimate.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The recipe file.
-    recipe: PathBuf,
+    /// A recipe, a HuggingFace model directory, or a run checkpoint directory.
+    model: PathBuf,
     /// Override a recipe key: KEY.PATH=VALUE, VALUE a TOML value (strings quoted).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -21,7 +21,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    let r = pzt::recipe::Recipe::load(&a.recipe, &a.set).map_err(lib_err)?;
+    let r = pzt::loader::recipe_of(&a.model, &a.set).map_err(lib_err)?;
     let plan =
         pzt::recipe::plan::Plan::shapes_only(r, &pzt::builtin_registry()).map_err(lib_err)?;
     if a.json {

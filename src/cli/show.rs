@@ -1,4 +1,4 @@
-//! `pzt show RECIPE [--depth N] [--json] [--set KEY=VALUE]...`.
+//! `pzt show MODEL [--depth N] [--json] [--set KEY=VALUE]...`.
 
 use super::common::{tree_of, use_color, Failure};
 use std::path::PathBuf;
@@ -6,8 +6,8 @@ use std::path::PathBuf;
 /// Print the model tree of a recipe.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The recipe file.
-    recipe: PathBuf,
+    /// A recipe, a HuggingFace model directory, or a run checkpoint directory.
+    model: PathBuf,
     /// Collapse nodes below this depth (default: show everything).
     #[arg(long)]
     depth: Option<usize>,
@@ -20,7 +20,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    let tree = tree_of(&a.recipe, &a.set)?;
+    let tree = tree_of(&a.model, &a.set)?;
     if a.json {
         let j = pzt::recipe::report::tree_json(&tree, "", None);
         println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());

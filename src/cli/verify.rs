@@ -57,7 +57,10 @@ pub fn run(a: Args) -> Result<(), Failure> {
             ),
             Err(e) => {
                 let m = match lib_err(e) {
-                    Failure::BadInput(m) | Failure::Rendered(m) | Failure::Run(m) => m,
+                    Failure::BadInput(m)
+                    | Failure::Rendered(m)
+                    | Failure::Run(m)
+                    | Failure::Expectation(m) => m,
                 };
                 // `checkpoint DIR is damaged: WHY` -> `damaged  DIR: WHY`.
                 let why = m

@@ -172,6 +172,15 @@ impl Tokenizer {
         }
     }
 
+    /// Whether decoding joins tokens back into text (a byte tokenizer, or a tokenizer.json
+    /// with a `decoder`); without a decoder, decoded tokens are separated by spaces.
+    pub fn has_decoder(&self) -> bool {
+        match self {
+            Tokenizer::Bytes => true,
+            Tokenizer::Hf { inner, .. } => inner.get_decoder().is_some(),
+        }
+    }
+
     /// Text of token ids (lossy for partial UTF-8).
     pub fn decode(&self, ids: &[i64]) -> String {
         match self {

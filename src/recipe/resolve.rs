@@ -15,8 +15,26 @@ pub struct Resolved {
     pub path: PathBuf,
 }
 
+/// The text of a recipe or include file, or the diagnostic saying why it cannot be read.
+fn read_recipe(path: &Path, include_loc: Option<&Loc>) -> Result<String, Diagnostic> {
+    crate::base::files::read_small_file(path).map_err(|e| {
+        let what = if include_loc.is_some() {
+            "include"
+        } else {
+            "recipe"
+        };
+        let why = match e {
+            crate::Error::BadFile { message, .. } => message,
+            other => other.to_string(),
+        };
+        Diagnostic::new(format!("cannot read {what} `{}`: {why}", path.display()))
+            .at(include_loc.cloned())
+    })
+}
+
 fn load(
     path: &Path,
+    text: Option<String>,
     sources: &mut Sources,
     stack: &mut Vec<(PathBuf, String)>,
     include_loc: Option<Loc>,
@@ -29,19 +47,10 @@ fn load(
             Diagnostic::new(format!("include cycle: {}", cycle.join(" -> "))).at(include_loc),
         );
     }
-    let text = crate::base::files::read_small_file(path).map_err(|e| {
-        let what = if include_loc.is_some() {
-            "include"
-        } else {
-            "recipe"
-        };
-        let why = match e {
-            crate::Error::BadFile { message, .. } => message,
-            other => other.to_string(),
-        };
-        Diagnostic::new(format!("cannot read {what} `{}`: {why}", path.display()))
-            .at(include_loc.clone())
-    })?;
+    let text = match text {
+        Some(t) => t,
+        None => read_recipe(path, include_loc.as_ref())?,
+    };
     let file = sources.add(path.display().to_string(), text);
     let mut node = raw::parse(sources, file)?;
     let includes = match &mut node.val {
@@ -76,7 +85,7 @@ fn load(
                 .key("include"))
             }
         };
-        let sub = load(&dir.join(&rel), sources, stack, item.loc.clone())?;
+        let sub = load(&dir.join(&rel), None, sources, stack, item.loc.clone())?;
         match &mut merged {
             None => merged = Some(sub),
             Some(m) => raw::merge(m, sub),
@@ -209,8 +218,26 @@ fn relocate(n: &mut RNode, file: usize, base: usize, prefix: usize) {
 
 /// Reads `path` with its includes and applies `sets` in order.
 pub fn resolve(path: &Path, sets: &[String]) -> Result<Resolved, (Sources, Diagnostic)> {
+    resolve_with(path, None, sets)
+}
+
+/// Resolves the recipe `text` as if it were the file `path` (which need not exist: its
+/// directory is where relative paths and includes are found), then applies `sets`.
+pub fn resolve_text(
+    path: &Path,
+    text: String,
+    sets: &[String],
+) -> Result<Resolved, (Sources, Diagnostic)> {
+    resolve_with(path, Some(text), sets)
+}
+
+fn resolve_with(
+    path: &Path,
+    text: Option<String>,
+    sets: &[String],
+) -> Result<Resolved, (Sources, Diagnostic)> {
     let mut sources = Sources::default();
-    let mut root = match load(path, &mut sources, &mut vec![], None) {
+    let mut root = match load(path, text, &mut sources, &mut vec![], None) {
         Ok(r) => r,
         Err(d) => return Err((sources, d)),
     };

@@ -13,7 +13,7 @@ pub struct RunLock {
     path: PathBuf,
 }
 
-fn alive(pid: i32) -> bool {
+pub(super) fn alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }

@@ -26,11 +26,13 @@
 
 /// Checkpoint directories (the [`crate::store`] module, under its training name).
 pub use crate::store as checkpoint;
+pub mod expect;
 mod lock;
 pub mod losses;
 pub mod metrics;
 pub mod optim;
 mod report;
+pub mod runs;
 mod session;
 pub mod task;
 pub mod tensorboard;
