@@ -2,7 +2,8 @@
 # Creates (when missing) the project's virtualenv .venv with the PyPI wheel torch==2.11.0, whose
 # libtorch pzt builds and links against. A second run only checks and takes seconds.
 # PZT_PYTHON picks the interpreter (default: python3). Extra packages for dev/test tools are
-# (tensorboard, for the tests) are installed with `scripts/bootstrap.sh --dev`.
+# (tensorboard and, when missing, Debian's chromium, for the tests) are installed with
+# `scripts/bootstrap.sh --dev`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PZT_PYTHON:-python3}
@@ -22,5 +23,19 @@ if [ "${1:-}" = "--dev" ]; then
   # The tests read TensorBoard event files back with Python's tensorboard package.
   "$VENV/bin/python" -c 'import tensorboard' 2>/dev/null ||
     "$VENV/bin/python" -m pip install --disable-pip-version-check -q "tensorboard==2.20.0"
+  # The HTML pages' tests open them in a headless browser: Debian's chromium.
+  if [ -z "${PZT_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    if command -v apt-get >/dev/null && { [ -z "$SUDO" ] || command -v sudo >/dev/null; }; then
+      echo "bootstrap: installing chromium (Debian's package) for the browser tests"
+      export DEBIAN_FRONTEND=noninteractive
+      $SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null ||
+        { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+    else
+      echo "bootstrap: the browser tests need chromium; install it (apt-get install chromium) or set PZT_CHROMIUM" >&2
+      exit 1
+    fi
+  fi
 fi
 echo "bootstrap: torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)') ready in $VENV"

@@ -34,6 +34,7 @@ pub mod spec;
 pub mod store;
 pub mod train;
 pub mod tree;
+pub mod viz;
 
 pub use base::error::{Error, Result};
 

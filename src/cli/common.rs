@@ -135,3 +135,26 @@ pub fn tree_of(model: &std::path::Path, set: &[String]) -> Result<pzt::tree::Nod
     let r = pzt::loader::recipe_of(model, set).map_err(lib_err)?;
     pzt::recipe::plan::Plan::tree_only(&r, &pzt::builtin_registry()).map_err(lib_err)
 }
+
+/// Checks, before any work, that `out` can be a file written: not a directory, in a directory
+/// that exists.
+pub fn check_out_file(out: &std::path::Path) -> Result<(), Failure> {
+    if out.is_dir() {
+        return Err(Failure::BadInput(format!(
+            "{} is a directory; give a file name",
+            out.display()
+        )));
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !parent.is_dir() {
+        return Err(Failure::BadInput(format!(
+            "cannot write {}: the directory {} does not exist",
+            out.display(),
+            parent.display()
+        )));
+    }
+    Ok(())
+}

@@ -87,6 +87,9 @@ impl Layer for EmbeddingLookup {
     fn param_specs(&self) -> Vec<crate::tree::ParamSpec> {
         table_spec(self.vocab_size, &self.embedding_axes, self.init)
     }
+    fn param_axes(&self, _name: &str) -> Vec<String> {
+        table_axes(&self.vocab_axis, &self.embedding_axes)
+    }
     fn summary(&self) -> String {
         format!(
             "{}: {} -> {}",
@@ -134,6 +137,9 @@ impl Layer for EmbeddingDecode {
     fn param_specs(&self) -> Vec<crate::tree::ParamSpec> {
         table_spec(self.vocab_size, &self.embedding_axes, self.init)
     }
+    fn param_axes(&self, _name: &str) -> Vec<String> {
+        table_axes(&self.vocab_axis, &self.embedding_axes)
+    }
     fn summary(&self) -> String {
         format!(
             "{} -> {}: {}",
@@ -154,6 +160,13 @@ impl Layer for EmbeddingDecode {
         let over: Vec<&str> = self.embedding_axes.keys().map(|s| s.as_str()).collect();
         Ok(x.contract(&t, &over)?.into())
     }
+}
+
+/// The axes of an embedding table: the vocabulary, then the embedding axes.
+fn table_axes(vocab: &str, embedding: &Axes) -> Vec<String> {
+    std::iter::once(vocab.to_string())
+        .chain(embedding.keys().cloned())
+        .collect()
 }
 
 fn table_spec(vocab: i64, emb: &Axes, init: Option<Initializer>) -> Vec<crate::tree::ParamSpec> {

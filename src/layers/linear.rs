@@ -92,6 +92,18 @@ impl Layer for Linear {
         }]
     }
 
+    fn param_axes(&self, name: &str) -> Vec<String> {
+        if name != "weights" {
+            return vec![];
+        }
+        self.input_axes
+            .keys()
+            .chain(self.output_axes.keys())
+            .chain(self.parallel_axes.keys())
+            .cloned()
+            .collect()
+    }
+
     fn summary(&self) -> String {
         let mut s = format!(
             "{} -> {}",
@@ -200,6 +212,14 @@ impl Layer for AddBias {
             init: Initializer::Zeros,
             fan_in: 1,
         }]
+    }
+
+    fn param_axes(&self, name: &str) -> Vec<String> {
+        if name == "bias" {
+            self.axes.keys().cloned().collect()
+        } else {
+            vec![]
+        }
     }
 
     fn summary(&self) -> String {

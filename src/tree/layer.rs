@@ -50,6 +50,11 @@ pub trait Layer: Send + Sync + std::fmt::Debug + Any {
     fn param_specs(&self) -> Vec<ParamSpec> {
         vec![]
     }
+    /// The axis names of parameter `name`'s dimensions, in order (empty when unknown): what
+    /// the HTML viewer labels a parameter's rows and columns with.
+    fn param_axes(&self, _name: &str) -> Vec<String> {
+        vec![]
+    }
     /// The names of the state variables this layer needs.
     fn state_specs(&self) -> Vec<String> {
         vec![]

@@ -173,6 +173,13 @@ impl Layer for LowRankAdapter {
             wrap: None,
         }
     }
+    fn param_axes(&self, name: &str) -> Vec<String> {
+        if name == "magnitude" {
+            self.magnitude_axes.keys().cloned().collect()
+        } else {
+            vec![]
+        }
+    }
     fn param_specs(&self) -> Vec<ParamSpec> {
         if !self.dora {
             return vec![];
