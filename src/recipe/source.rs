@@ -42,7 +42,7 @@ impl Sources {
     /// 1-based line and column (in characters) of a byte offset, and the line's text.
     pub fn line_col(&self, loc: &Loc) -> Option<(usize, usize, String)> {
         let f = self.files.get(loc.file)?;
-        let start = loc.span.start.min(f.text.len());
+        let start = floor_boundary(&f.text, loc.span.start);
         let before = &f.text[..start];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
@@ -158,8 +158,8 @@ impl Diagnostic {
                         .file(loc.file)
                         .map(|f| f.text.as_str())
                         .unwrap_or("");
-                    let end = loc.span.end.min(f.len());
-                    let start = loc.span.start.min(end);
+                    let end = floor_boundary(f, loc.span.end);
+                    let start = floor_boundary(f, loc.span.start.min(end));
                     let seg = &f[start..end];
                     let first_line = seg.split('\n').next().unwrap_or("");
                     first_line.chars().count().max(1)
@@ -195,6 +195,16 @@ impl Diagnostic {
         }
         out
     }
+}
+
+/// The largest char boundary of `s` at or before byte `i` (a span can land inside a character:
+/// an offset into a string value that has escapes in the file is only close).
+fn floor_boundary(s: &str, i: usize) -> usize {
+    let mut i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 /// Levenshtein distance, for "did you mean".
