@@ -29,6 +29,7 @@ pub mod loader;
 pub mod models;
 pub mod named;
 pub mod params;
+pub mod probe;
 pub mod recipe;
 pub mod spec;
 pub mod store;

@@ -99,7 +99,11 @@ fn runs_lists_states_steps_and_metrics() {
             .split_whitespace()
             .collect::<Vec<_>>()
     };
-    assert_eq!(line("done")[1..4], ["4/4", "finished", "eval.loss"], "{out}");
+    assert_eq!(
+        line("done")[1..4],
+        ["4/4", "finished", "eval.loss"],
+        "{out}"
+    );
     assert_eq!(line("half")[1..3], ["4/6", "interrupted"], "{out}");
     assert_eq!(line("live")[1..3], ["0/?", "running"], "{out}");
 

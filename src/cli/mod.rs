@@ -2,6 +2,7 @@
 //! of built-in kinds, reads recipes, hands the library a stop signal, and turns the library's
 //! errors into messages and exit codes (in `main`). The library never depends on clap.
 
+mod capture;
 pub mod common;
 mod data;
 mod demo;
@@ -39,6 +40,7 @@ enum Command {
     Plan(plan::Args),
     Show(show::Args),
     Select(select::Args),
+    Capture(capture::Args),
     Train(train::Args),
     Eval(eval::Args),
     Logits(logits::Args),
@@ -79,6 +81,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Plan(a)) => plan::run(a),
         Some(Command::Show(a)) => show::run(a),
         Some(Command::Select(a)) => select::run(a),
+        Some(Command::Capture(a)) => capture::run(a),
         Some(Command::Train(a)) => train::run(a),
         Some(Command::Eval(a)) => eval::run(a),
         Some(Command::Logits(a)) => logits::run(a),

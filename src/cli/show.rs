@@ -33,14 +33,8 @@ pub fn write_page(
     selector_text: &str,
 ) -> Result<(), Failure> {
     super::common::check_out_file(out)?;
-    let m = pzt::loader::load_with(
-        model,
-        set,
-        &pzt::builtin_registry(),
-        None,
-        tch::Device::Cpu,
-    )
-    .map_err(lib_err)?;
+    let m = pzt::loader::load_with(model, set, &pzt::builtin_registry(), None, tch::Device::Cpu)
+        .map_err(lib_err)?;
     let vocab = m.tokenizer.as_ref().map(|t| {
         let n = pzt::tree::select(&m.tree)
             .at_instances_of("EmbeddingLookup")
@@ -53,7 +47,12 @@ pub fn write_page(
         (0..n).map(|i| t.decode(&[i])).collect::<Vec<String>>()
     });
     let selection = selection.map(|s| {
-        let paths: Vec<String> = s.select(&m.tree).get().into_iter().map(|(p, _)| p).collect();
+        let paths: Vec<String> = s
+            .select(&m.tree)
+            .get()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
         (selector_text.to_string(), paths)
     });
     let view = pzt::viz::ModelView {

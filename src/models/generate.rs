@@ -151,6 +151,18 @@ fn step(
     ax: &LmAxes,
     device: Device,
 ) -> Result<Tensor> {
+    step_with(model, tokens, start, kv_len, ax, device, &SideInputs::new())
+}
+
+fn step_with(
+    model: &Node,
+    tokens: &[i64],
+    start: i64,
+    kv_len: i64,
+    ax: &LmAxes,
+    device: Device,
+    extra: &SideInputs,
+) -> Result<Tensor> {
     let t = Tensor::from_slice(tokens)
         .f_reshape([1, tokens.len() as i64])
         .and_then(|x| x.f_to_device(device))
@@ -159,9 +171,10 @@ fn step(
     // Positions are implicit (0, 1, ...) when the whole sequence is fed; only a cached step
     // (new tokens after `start` cached ones) passes them.
     let side = if start == 0 && kv_len == tokens.len() as i64 {
-        SideInputs::new()
+        extra.clone()
     } else {
-        SideInputs::new()
+        extra
+            .clone()
             .with_tensor(
                 "token_positions",
                 positions(start, start + tokens.len() as i64, &ax.seq, device)?,
@@ -239,6 +252,17 @@ pub fn generate(
 
 /// Logits `[seq, vocab]` of a whole sequence.
 pub fn logits(model: &Node, tokens: &[i64], ax: &LmAxes, device: Device) -> Result<Tensor> {
+    logits_with(model, tokens, ax, &SideInputs::new(), device)
+}
+
+/// [`logits`] with side inputs (an `attn_mask` for `ApplyExplicitAttentionMask`).
+pub fn logits_with(
+    model: &Node,
+    tokens: &[i64],
+    ax: &LmAxes,
+    side: &SideInputs,
+    device: Device,
+) -> Result<Tensor> {
     let _ng = tch::no_grad_guard();
-    step(model, tokens, 0, tokens.len() as i64, ax, device)
+    step_with(model, tokens, 0, tokens.len() as i64, ax, device, side)
 }

@@ -225,6 +225,30 @@ pub(crate) fn build_tree(
 }
 
 /// Runs the model on a meta input with every parameter bound to a meta tensor.
+/// The side inputs a shape check passes: for each `ApplyExplicitAttentionMask`, a boolean meta
+/// mask `{seq, kv_seq}` over the input's `seq` axis (its last axis when none is named so), as
+/// `pzt logits --mask` gives one.
+fn planning_side_inputs(tree: &Node, input: &InputSpec) -> Result<SideInputs> {
+    let mut side = SideInputs::new();
+    let n = input
+        .axes
+        .get("seq")
+        .or_else(|| input.axes.values().last())
+        .copied()
+        .unwrap_or(1);
+    for (_, m) in crate::tree::select(tree)
+        .at_instances_of("ApplyExplicitAttentionMask")
+        .get()
+    {
+        if let Some(l) = m.layer_as::<crate::layers::masks::ApplyExplicitAttentionMask>() {
+            let mask =
+                NamedTensor::wrap(meta_empty(&[n, n], tch::Kind::Bool)?, &["seq", "kv_seq"])?;
+            side = side.with_tensor(&l.mask_input, mask);
+        }
+    }
+    Ok(side)
+}
+
 fn infer_shapes(tree: &Node, input: &InputSpec) -> Result<(Vec<(String, i64)>, tch::Kind)> {
     // Every parameter becomes a meta tensor of its shape and dtype (real values are not
     // needed, and must not meet meta activations).
@@ -241,7 +265,7 @@ fn infer_shapes(tree: &Node, input: &InputSpec) -> Result<(Vec<(String, i64)>, t
     let names: Vec<&str> = input.axes.keys().map(|s| s.as_str()).collect();
     let x = NamedTensor::wrap(meta_empty(&sizes, input.dtype)?, &names)?;
     let _ng = tch::no_grad_guard();
-    let y = meta.forward(x, &SideInputs::new())?;
+    let y = meta.forward(x, &planning_side_inputs(tree, input)?)?;
     let y = y.into_tensor().map_err(|e| Error::Layer {
         path: vec![],
         source: Box::new(e),

@@ -10,6 +10,7 @@
 //! previous checkpoints intact, and a partial one (a `.tmp-*` directory) is never read.
 //! `manifest.json` holds every file's checksums ([`manifest`]); loading verifies them first.
 
+pub mod arrays;
 pub mod manifest;
 
 use crate::base::{Error, Result, TorchContext};

@@ -169,6 +169,7 @@ pub fn check_all(exps: &[Expectation], metrics: &Map<String, Value>) -> Result<V
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -120,7 +120,11 @@ impl Stats {
             "mean {:.4} std {:.4} [{:.4}, {:.4}] zeros {}",
             self.mean, self.std, self.min, self.max, self.zeros
         );
-        for (n, what) in [(self.nan, "NaN"), (self.posinf, "+inf"), (self.neginf, "-inf")] {
+        for (n, what) in [
+            (self.nan, "NaN"),
+            (self.posinf, "+inf"),
+            (self.neginf, "-inf"),
+        ] {
             if n > 0 {
                 s.push_str(&format!(" {what} {n}"));
             }
@@ -231,14 +235,26 @@ impl ArrayView {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn stats_count_specials_and_skip_them() {
-        let t = Tensor::from_slice(&[1.0f32, -1.0, 0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3.0]);
+        let t = Tensor::from_slice(&[
+            1.0f32,
+            -1.0,
+            0.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            3.0,
+        ]);
         let s = stats(&t).unwrap();
-        assert_eq!((s.numel, s.nan, s.posinf, s.neginf, s.zeros), (7, 1, 1, 1, 1));
+        assert_eq!(
+            (s.numel, s.nan, s.posinf, s.neginf, s.zeros),
+            (7, 1, 1, 1, 1)
+        );
         assert_eq!((s.min, s.max), (-1.0, 3.0));
         assert!((s.mean - 0.75).abs() < 1e-12);
         let var = (0.0625 + 3.0625 + 0.5625 + 5.0625) / 4.0;
@@ -258,7 +274,10 @@ mod tests {
         assert_eq!(v.axes, ["a", "dim1"]);
         assert_eq!(v.shown, [4, 3]);
         assert!(v.truncated());
-        assert_eq!(v.values, [0.0, 1., 2., 6., 7., 8., 12., 13., 14., 18., 19., 20.]);
+        assert_eq!(
+            v.values,
+            [0.0, 1., 2., 6., 7., 8., 12., 13., 14., 18., 19., 20.]
+        );
         assert_eq!(v.stats.max, 23.0);
     }
 }

@@ -9,3 +9,13 @@ pub mod page;
 
 pub use array::{stats, ArrayView, Stats};
 pub use model::{model_data, ModelView};
+
+/// The page data of a list of arrays (a capture): one section each, the first open.
+pub fn arrays_data(title: &str, subtitle: &str, arrays: &[ArrayView]) -> serde_json::Value {
+    serde_json::json!({
+        "page": "arrays",
+        "title": title,
+        "subtitle": subtitle,
+        "arrays": arrays.iter().map(ArrayView::to_json).collect::<Vec<_>>(),
+    })
+}

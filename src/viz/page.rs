@@ -68,6 +68,7 @@ pub fn write(path: &Path, title: &str, data: &Json) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -89,7 +90,10 @@ mod tests {
 
     #[test]
     fn the_data_cannot_close_its_script() {
-        let p = html("<x>", &serde_json::json!({ "s": "</script><script>alert(1)" }));
+        let p = html(
+            "<x>",
+            &serde_json::json!({ "s": "</script><script>alert(1)" }),
+        );
         assert_eq!(p.matches("</script>").count(), 2);
         assert!(p.contains("<title>&lt;x&gt;</title>"));
     }

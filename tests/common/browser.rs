@@ -49,7 +49,8 @@ fn pipe() -> (RawFd, RawFd) {
 
 impl Browser {
     pub fn launch(name: &str) -> Browser {
-        let profile = std::env::temp_dir().join(format!("pzt-chromium-{name}-{}", std::process::id()));
+        let profile =
+            std::env::temp_dir().join(format!("pzt-chromium-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
         let (cmd_r, cmd_w) = pipe();
         let (ev_r, ev_w) = pipe();
@@ -90,7 +91,10 @@ impl Browser {
         let (to, from_file) = unsafe {
             libc::close(cmd_r);
             libc::close(ev_w);
-            (std::fs::File::from_raw_fd(cmd_w), std::fs::File::from_raw_fd(ev_r))
+            (
+                std::fs::File::from_raw_fd(cmd_w),
+                std::fs::File::from_raw_fd(ev_r),
+            )
         };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -108,7 +112,15 @@ impl Browser {
                 buf.clear();
             }
         });
-        Browser { child, to, from: rx, next: 0, session: None, events: vec![], profile }
+        Browser {
+            child,
+            to,
+            from: rx,
+            next: 0,
+            session: None,
+            events: vec![],
+            profile,
+        }
     }
 
     fn recv(&mut self, until: Instant) -> Value {
@@ -164,21 +176,33 @@ impl Browser {
 
     /// Opens `file` in a new page and waits for its load event.
     pub fn open(&mut self, file: &Path) {
-        let target = self.command("Target.createTarget", json!({ "url": "about:blank" }), false);
+        let target = self.command(
+            "Target.createTarget",
+            json!({ "url": "about:blank" }),
+            false,
+        );
         let attached = self.command(
             "Target.attachToTarget",
             json!({ "targetId": target["targetId"], "flatten": true }),
             false,
         );
         self.session = attached["sessionId"].as_str().map(String::from);
-        for d in ["Runtime.enable", "Log.enable", "Page.enable", "Network.enable"] {
+        for d in [
+            "Runtime.enable",
+            "Log.enable",
+            "Page.enable",
+            "Network.enable",
+        ] {
             self.page(d, json!({}));
         }
         self.page(
             "Emulation.setDeviceMetricsOverride",
             json!({ "width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": false }),
         );
-        let url = format!("file://{}", file.canonicalize().expect("page file").display());
+        let url = format!(
+            "file://{}",
+            file.canonicalize().expect("page file").display()
+        );
         self.events.clear();
         self.page("Page.navigate", json!({ "url": url }));
         self.wait_event("Page.loadEventFired");
@@ -240,7 +264,9 @@ impl Browser {
             "(() => {{ const e = document.querySelector({s}); if (!e) return null; e.scrollIntoView({{block: 'center'}}); const b = e.getBoundingClientRect(); return [b.left + b.width / 2, b.top + b.height / 2]; }})()",
             s = json!(selector)
         ));
-        let a = v.as_array().unwrap_or_else(|| panic!("no element matches {selector}"));
+        let a = v
+            .as_array()
+            .unwrap_or_else(|| panic!("no element matches {selector}"));
         (a[0].as_f64().unwrap(), a[1].as_f64().unwrap())
     }
 
@@ -284,7 +310,10 @@ pub fn unbase64(s: &str) -> Vec<u8> {
         b'/' => 63,
         _ => panic!("bad base64 byte {c}"),
     };
-    let b: Vec<u8> = s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()).collect();
+    let b: Vec<u8> = s
+        .bytes()
+        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
+        .collect();
     let mut out = Vec::with_capacity(b.len() * 3 / 4);
     for chunk in b.chunks(4) {
         let n = chunk

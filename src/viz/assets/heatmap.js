@@ -48,7 +48,8 @@ function lerpStops(stops, t) {
 
 // The colour scale of an array: diverging around zero when it has both signs, else
 // sequential. Values beyond Tukey's far fences (3 interquartile ranges outside the quartiles
-// of the embedded values) are outliers: drawn at the end of the scale, with a corner mark.
+// of the embedded values) are outliers when they are few (at most 1% of the values, or one):
+// the scale stops at the fences and they are drawn at its end, with a corner mark.
 function colourScale(stats, values) {
   if (stats.mean == null) return { kind: "none", lo: 0, hi: 0, colour: () => "#cccccc" };
   const fin = Float64Array.from(values.filter(Number.isFinite)).sort();
@@ -56,7 +57,11 @@ function colourScale(stats, values) {
   let lo = stats.min, hi = stats.max;
   if (fin.length >= 4) {
     const q1 = q(0.25), q3 = q(0.75), iqr = q3 - q1;
-    if (iqr > 0) { lo = Math.max(lo, q1 - 3 * iqr); hi = Math.min(hi, q3 + 3 * iqr); }
+    const flo = q1 - 3 * iqr, fhi = q3 + 3 * iqr;
+    let beyond = 0;
+    for (const v of fin) if (v < flo || v > fhi) beyond++;
+    // Only a few far values are outliers; many of them are the shape of the data.
+    if (iqr > 0 && beyond <= Math.max(1, 0.01 * fin.length)) { lo = Math.max(lo, flo); hi = Math.min(hi, fhi); }
   }
   if (stats.min < 0 && stats.max > 0) {
     const lim = Math.max(Math.abs(lo), Math.abs(hi)) || 1;

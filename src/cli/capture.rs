@@ -1,0 +1,113 @@
+//! `pzt capture MODEL --select SELECTOR (--tokens IDS | --text TEXT) --out FILE.safetensors
+//! [--html FILE.html] [--mask FILE] [--set KEY=VALUE]... [--dtype D] [--device D]`.
+
+use super::common::{check_out_file, lib_err, model_tokens, parse_device, parse_dtype, Failure};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Save the output of every layer a selector matches, on one token sequence (Penzai's
+/// save_intermediates): one tensor per match, named by its path, axis names in the metadata.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A recipe, a HuggingFace model directory, or a run checkpoint directory.
+    model: PathBuf,
+    /// Which layers' outputs to save, e.g. 'blocks.*' or 'Attention'.
+    #[arg(long = "select", value_name = "SELECTOR")]
+    select: String,
+    /// Token ids, e.g. "1 2 3".
+    #[arg(long, conflicts_with = "text")]
+    tokens: Option<String>,
+    /// Text, tokenized with the model's tokenizer; `--prompt` is the same.
+    #[arg(long, visible_alias = "prompt")]
+    text: Option<String>,
+    /// The safetensors file to write.
+    #[arg(long, value_name = "FILE.safetensors")]
+    out: PathBuf,
+    /// Also write the arrays as an HTML page of heatmaps.
+    #[arg(long, value_name = "FILE.html")]
+    html: Option<PathBuf>,
+    /// An attention mask (boolean safetensors `[seq, kv_seq]`) for `ApplyExplicitAttentionMask`.
+    #[arg(long, value_name = "FILE")]
+    mask: Option<PathBuf>,
+    /// Override a recipe key: KEY.PATH=VALUE.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Parameter dtype: float32, bfloat16, float16 (default: the model's).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// auto, cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+pub fn run(a: Args) -> Result<(), Failure> {
+    let sel = pzt::tree::selector::Selector::parse(&a.select)
+        .map_err(|e| Failure::Rendered(e.render(&a.select)))?;
+    check_out_file(&a.out)?;
+    if let Some(h) = &a.html {
+        check_out_file(h)?;
+    }
+    let device = parse_device(&a.device)?;
+    let m = pzt::loader::load_with(
+        &a.model,
+        &a.set,
+        &pzt::builtin_registry(),
+        parse_dtype(&a.dtype)?,
+        device,
+    )
+    .map_err(lib_err)?;
+    let ids = model_tokens(&m, &a.tokens, &a.text)?;
+    if a.mask.is_some() {
+        super::logits::check_reads_mask(&m.tree)?;
+    }
+    let side = super::logits::mask_side_inputs(a.mask.as_deref(), ids.len(), device)?;
+    let selection = sel.select(&m.tree);
+    let (arrays, _) =
+        pzt::probe::capture(&selection, &ids, &m.axes, &side, device).map_err(|e| match e {
+            pzt::Error::Select(msg) => Failure::BadInput(format!("--select `{}`: {msg}", a.select)),
+            other => lib_err(other),
+        })?;
+    let tokens: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    let meta = BTreeMap::from([
+        ("model".to_string(), a.model.display().to_string()),
+        ("selector".to_string(), a.select.clone()),
+        ("tokens".to_string(), tokens.join(" ")),
+    ]);
+    let named: Vec<(String, pzt::named::NamedTensor)> = arrays
+        .iter()
+        .map(|c| (c.name.clone(), c.value.clone()))
+        .collect();
+    pzt::store::arrays::write(&a.out, &named, &meta).map_err(lib_err)?;
+    for c in &arrays {
+        println!("{}  {}", c.name, c.value.describe());
+    }
+    println!("wrote {} ({} arrays)", a.out.display(), arrays.len());
+    if let Some(h) = &a.html {
+        let labels: Vec<String> = ids
+            .iter()
+            .map(|&i| match &m.tokenizer {
+                Some(t) => t.decode(&[i]),
+                None => i.to_string(),
+            })
+            .collect();
+        let mut views = vec![];
+        for c in &arrays {
+            let v = pzt::viz::ArrayView::new(
+                &c.name,
+                c.value.tensor(),
+                c.value.names(),
+                pzt::viz::model::MAX_ARRAY_VALUES,
+            )
+            .map_err(lib_err)?
+            .label(&m.axes.seq, labels.clone())
+            .label("kv_seq", labels.clone());
+            views.push(v);
+        }
+        let title = format!("pzt capture · {} · {}", a.model.display(), a.select);
+        let sub = format!("{} tokens: {}", ids.len(), tokens.join(" "));
+        let data = pzt::viz::arrays_data(&title, &sub, &views);
+        pzt::viz::page::write(h, &title, &data).map_err(lib_err)?;
+        println!("wrote {}", h.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! Looking inside models: `saving_intermediates`, `pzt capture` against transformers' hidden
+//! states, and explicit attention masks through `pzt logits --mask`.
+mod common;
+use common::run_pzt;
+use common::tiny::tmpdir;
+use pzt::layers::toolshed::{saved_values, saving_all_intermediates, saving_intermediates};
+use pzt::prelude::*;
+use std::path::Path;
+
+fn fixture(p: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(p)
+        .display()
+        .to_string()
+}
+
+fn reference(case: &str) -> Vec<(String, tch::Tensor)> {
+    tch::Tensor::read_safetensors(fixture(&format!("hf/{case}/hidden_states.safetensors"))).unwrap()
+}
+
+fn get<'a>(v: &'a [(String, tch::Tensor)], k: &str) -> &'a tch::Tensor {
+    &v.iter()
+        .find(|(n, _)| n == k)
+        .unwrap_or_else(|| panic!("no {k}"))
+        .1
+}
+
+fn max_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
+    assert_eq!(a.size(), b.size());
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn captured_activations_equal_transformers_hidden_states() {
+    let d = tmpdir("probe", "hidden");
+    for (case, first) in [
+        ("llama-gqa", "embed"),
+        ("neox-parallel", "embed"),
+        ("gemma", "embed_scale"),
+    ] {
+        let r = reference(case);
+        let tokens: Vec<i64> = Vec::try_from(get(&r, "tokens").reshape([-1])).unwrap();
+        let toks: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
+        let toks = toks.join(" ");
+        let out = d.join(format!("{case}.safetensors"));
+        let dir = fixture(&format!("hf/{case}"));
+        let layers = r.len() - 2; // tokens, hidden.0 ..= hidden.L
+                                  // blocks.* are hidden.1 .. hidden.L-1; the last block's output is normalized by
+                                  // transformers before it reports it, which is pzt's `final_norm` output.
+        for (sel, want) in [
+            (
+                first.to_string(),
+                vec![(first.to_string(), "hidden.0".to_string())],
+            ),
+            (
+                "blocks.*".to_string(),
+                (0..layers - 1)
+                    .map(|i| (format!("blocks.{i}"), format!("hidden.{}", i + 1)))
+                    .collect(),
+            ),
+            (
+                "final_norm".to_string(),
+                vec![("final_norm".into(), format!("hidden.{layers}"))],
+            ),
+        ] {
+            let (code, stdout, err) = run_pzt(&[
+                "capture",
+                &dir,
+                "--select",
+                &sel,
+                "--tokens",
+                &toks,
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+            assert_eq!(code, 0, "{case} {sel}: {err}");
+            assert!(stdout.contains("wrote"), "{stdout}");
+            let (arrays, meta) = pzt::store::arrays::read(&out).unwrap();
+            assert_eq!(meta["tokens"], toks);
+            assert_eq!(meta["selector"], sel);
+            if sel == "blocks.*" {
+                assert_eq!(arrays.len(), layers, "{case}: every block");
+            }
+            for (path, key) in &want {
+                let (_, a) = arrays
+                    .iter()
+                    .find(|(n, _)| n == path)
+                    .unwrap_or_else(|| panic!("{case}: no {path}"));
+                assert_eq!(a.names(), ["batch", "seq", "embedding"], "{case} {path}");
+                let diff = max_diff(&a.tensor().to_kind(tch::Kind::Float), get(&r, key));
+                assert!(diff < 1e-4, "{case} {path} vs {key}: {diff}");
+            }
+        }
+    }
+}
+
+#[test]
+fn saving_intermediates_keeps_paths_and_parameters() {
+    let r = pzt::recipe::Recipe::load(
+        Path::new(&fixture("../../recipes/tiny-transformer.toml")),
+        &[],
+    )
+    .unwrap();
+    let b = Builder::new(0).dtype(r.param_dtype);
+    let tree = pzt::recipe::plan::Plan::build(r, &pzt::builtin_registry(), &b)
+        .unwrap()
+        .tree;
+    let x = NamedTensor::wrap(
+        tch::Tensor::from_slice(&[1i64, 5, 9, 2, 7, 3]).reshape([1, 6]),
+        &["batch", "seq"],
+    )
+    .unwrap();
+    let want = tree
+        .forward(x.clone(), &SideInputs::new())
+        .unwrap()
+        .into_tensor()
+        .unwrap();
+    // A child of a sequence (blocks.0), a slot child (a Residual's delta) and the root.
+    let paths = ["blocks.0", "blocks.1.mlp.delta"];
+    let segs = |p: &str| {
+        p.split('.')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let sel = Selection::from_paths(&tree, paths.iter().map(|p| segs(p)).collect());
+    let (edited, saved) = saving_intermediates(&sel).unwrap();
+    assert_eq!(
+        saved.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(),
+        paths
+    );
+    let got = edited
+        .forward(x.clone(), &SideInputs::new())
+        .unwrap()
+        .into_tensor()
+        .unwrap();
+    assert!(got.tensor().equal(want.tensor()), "saving changes nothing");
+    let values = saved_values(&saved).unwrap();
+    // blocks.1's residual delta on what blocks.0 gave equals what was saved for it.
+    let b0 = values[0].1.clone().into_tensor().unwrap();
+    let norm_and_mlp = tree.get(&segs("blocks.1.mlp.delta")).unwrap();
+    let after_attn = tree
+        .get(&segs("blocks.1.attention"))
+        .unwrap()
+        .forward(b0, &SideInputs::new())
+        .unwrap();
+    let delta = norm_and_mlp
+        .forward(after_attn, &SideInputs::new())
+        .unwrap()
+        .into_tensor()
+        .unwrap();
+    assert!(values[1]
+        .1
+        .clone()
+        .into_tensor()
+        .unwrap()
+        .tensor()
+        .equal(delta.tensor()));
+    // The model's own paths are still there (a sibling `save_0` was added after blocks.0, the
+    // slot child was wrapped), and every parameter is shared, not copied.
+    assert!(edited.get(&segs("blocks.0")).is_ok());
+    assert_eq!(
+        edited.get(&segs("blocks.save_0")).unwrap().kind(),
+        "SaveIntermediate"
+    );
+    assert_eq!(
+        edited.get(&segs("blocks.1.mlp.delta.save")).unwrap().kind(),
+        "SaveIntermediate"
+    );
+    let a: Vec<_> = tree.parameters();
+    let e: Vec<_> = edited.parameters();
+    assert_eq!(a.len(), e.len());
+    assert!(a.iter().zip(&e).all(|(p, q)| p.same(q)));
+    // The root: wrapped, its output saved.
+    let (rooted, saved) =
+        saving_intermediates(&Selection::from_paths(&tree, vec![vec![]])).unwrap();
+    rooted.forward(x.clone(), &SideInputs::new()).unwrap();
+    let root = saved_values(&saved).unwrap().remove(0);
+    assert_eq!(root.0, "");
+    assert!(root.1.into_tensor().unwrap().tensor().equal(want.tensor()));
+    // Every layer, nested ones included: blocks.1 and the Linears inside it.
+    let (all, saved) = saving_all_intermediates(&tree).unwrap();
+    let mut n = 0;
+    tree.walk(&mut |p, _| n += usize::from(!p.is_empty()));
+    assert_eq!(saved.len(), n);
+    // (Saving inside an Attention turns off its fused kernel: the same math, other rounding.)
+    let out = all
+        .forward(x, &SideInputs::new())
+        .unwrap()
+        .into_tensor()
+        .unwrap();
+    let gap = max_diff(out.tensor(), want.tensor());
+    assert!(gap < 1e-5, "{gap}");
+    let values = saved_values(&saved).unwrap();
+    assert_eq!(values.len(), n);
+    let last = values.iter().find(|(p, _)| p == "lm_head").unwrap();
+    assert!(last
+        .1
+        .clone()
+        .into_tensor()
+        .unwrap()
+        .tensor()
+        .equal(out.tensor()));
+    assert!(values.iter().any(|(p, _)| p == "blocks.1.mlp.delta.down"));
+}
+
+#[test]
+fn capture_refuses_bad_input() {
+    let d = tmpdir("probe", "bad");
+    let hf = fixture("hf/chat-tiny");
+    let out = d.join("c.safetensors");
+    let o = out.to_str().unwrap();
+    for (args, msg) in [
+        (
+            vec!["--select", "Nope", "--tokens", "1 2"],
+            "matches nothing",
+        ),
+        (
+            vec!["--select", "blocks..x", "--tokens", "1 2"],
+            "bad selector",
+        ),
+        (
+            vec!["--select", "blocks.*", "--tokens", "1 99999"],
+            "outside the vocabulary",
+        ),
+        (
+            vec!["--select", "blocks.*", "--tokens", "1 2", "--mask", o],
+            "no ApplyExplicitAttentionMask",
+        ),
+    ] {
+        let mut a = vec!["capture", hf.as_str(), "--out", o];
+        a.extend(args);
+        let (code, _, err) = run_pzt(&a);
+        assert_eq!(code, 2, "{a:?}: {err}");
+        assert!(err.contains(msg), "{a:?}: {err}");
+    }
+    let missing = d.join("no/such/dir/c.safetensors");
+    let (code, _, err) = run_pzt(&[
+        "capture",
+        &hf,
+        "--select",
+        "blocks.*",
+        "--tokens",
+        "1",
+        "--out",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+fn write_mask(path: &Path, m: &tch::Tensor) {
+    tch::Tensor::write_safetensors(&[("attn_mask", m)], path).unwrap();
+}
+
+fn logits_file(args: &[&str], out: &Path) -> tch::Tensor {
+    let mut a = args.to_vec();
+    a.extend(["--out", out.to_str().unwrap()]);
+    let (code, _, err) = run_pzt(&a);
+    assert_eq!(code, 0, "{a:?}: {err}");
+    tch::Tensor::read_safetensors(out).unwrap().remove(0).1
+}
+
+#[test]
+fn explicit_masks_match_causal_and_change_when_not_causal() {
+    let d = tmpdir("probe", "mask");
+    let patch = r#"patch=[{select = "ApplyCausalAttentionMask", action = "replace", with = {type = "ApplyExplicitAttentionMask"}}]"#;
+    let hf = fixture("hf/llama-gqa");
+    let toks = "3 14 15 92 65 35";
+    let causal = tch::Tensor::ones([6, 6], (tch::Kind::Bool, tch::Device::Cpu)).tril(0);
+    let full = tch::Tensor::ones([6, 6], (tch::Kind::Bool, tch::Device::Cpu));
+    let (mc, mf) = (d.join("causal.safetensors"), d.join("full.safetensors"));
+    write_mask(&mc, &causal);
+    write_mask(&mf, &full);
+    let out = d.join("l.safetensors");
+    let plain = logits_file(&["logits", &hf, "--tokens", toks], &out);
+    let with_causal = logits_file(
+        &[
+            "logits",
+            &hf,
+            "--tokens",
+            toks,
+            "--set",
+            patch,
+            "--mask",
+            mc.to_str().unwrap(),
+        ],
+        &out,
+    );
+    let with_full = logits_file(
+        &[
+            "logits",
+            &hf,
+            "--tokens",
+            toks,
+            "--set",
+            patch,
+            "--mask",
+            mf.to_str().unwrap(),
+        ],
+        &out,
+    );
+    let gap = max_diff(&plain, &with_causal);
+    assert!(gap < 1e-5, "{gap}");
+    // Without causality every earlier position sees later tokens (and through the second
+    // layer, so does the last).
+    let diff = (&plain - &with_full).abs().amax([0, 2], false);
+    let per_pos: Vec<f64> = Vec::try_from(diff).unwrap();
+    assert!(per_pos.iter().all(|&x| x > 1e-4), "{per_pos:?}");
+    // A mask of the wrong shape or dtype, and a model that does not read masks: exit 2.
+    let wrong = d.join("wrong.safetensors");
+    write_mask(
+        &wrong,
+        &tch::Tensor::ones([5, 5], (tch::Kind::Bool, tch::Device::Cpu)),
+    );
+    let (code, _, err) = run_pzt(&[
+        "logits",
+        &hf,
+        "--tokens",
+        toks,
+        "--set",
+        patch,
+        "--mask",
+        wrong.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("must be [6, 6]"), "{err}");
+    tch::Tensor::write_safetensors(
+        &[(
+            "attn_mask",
+            &tch::Tensor::ones([6, 6], (tch::Kind::Float, tch::Device::Cpu)),
+        )],
+        &wrong,
+    )
+    .unwrap();
+    let (code, _, err) = run_pzt(&[
+        "logits",
+        &hf,
+        "--tokens",
+        toks,
+        "--set",
+        patch,
+        "--mask",
+        wrong.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("boolean"), "{err}");
+    let (code, _, err) = run_pzt(&[
+        "logits",
+        &hf,
+        "--tokens",
+        toks,
+        "--mask",
+        mc.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no ApplyExplicitAttentionMask"), "{err}");
+}
