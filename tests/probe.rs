@@ -357,3 +357,172 @@ fn explicit_masks_match_causal_and_change_when_not_causal() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no ApplyExplicitAttentionMask"), "{err}");
 }
+
+#[test]
+fn isolate_and_replay_reproduce_and_test_interventions() {
+    let d = tmpdir("probe", "isolate");
+    let hf = fixture("hf/chat-tiny");
+    let dir = d.join("iso");
+    let ds = dir.to_str().unwrap();
+    let (code, out, err) = run_pzt(&[
+        "isolate",
+        &hf,
+        "--select",
+        "blocks.1.attention",
+        "--text",
+        "hello world",
+        "--out",
+        ds,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("isolated blocks.1.attention (Residual)"),
+        "{out}"
+    );
+    for f in [
+        "submodel.toml",
+        "parameters.safetensors",
+        "io.safetensors",
+        "isolate.json",
+    ] {
+        assert!(dir.join(f).is_file(), "{f}");
+    }
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("isolate.json")).unwrap()).unwrap();
+    assert_eq!(info["path"], "blocks.1.attention");
+    assert_eq!(info["kind"], "Residual");
+    // The saved input is what blocks.0 gave: capture it and compare.
+    let cap = d.join("cap.safetensors");
+    let toks: Vec<String> = info["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let (code, _, err) = run_pzt(&[
+        "capture",
+        &hf,
+        "--select",
+        "blocks.0.mlp",
+        "--tokens",
+        &toks.join(" "),
+        "--out",
+        cap.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (io, _) = pzt::store::arrays::read(&dir.join("io.safetensors")).unwrap();
+    let (c, _) = pzt::store::arrays::read(&cap).unwrap();
+    let input = &io.iter().find(|(n, _)| n == "input").unwrap().1;
+    assert!(input.tensor().equal(c[0].1.tensor()));
+
+    // The same machine replays it exactly.
+    let (code, out, err) = run_pzt(&["replay", ds, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["max_abs_diff"], 0.0);
+    assert_eq!(j["parameters_loaded"], 5);
+    let (_, out, _) = run_pzt(&["replay", ds]);
+    assert!(
+        out.ends_with("max abs diff to the saved output: 0\n"),
+        "{out}"
+    );
+
+    // An edit through --set (the norm's epsilon) changes the output.
+    let (code, out, err) = run_pzt(&[
+        "replay",
+        ds,
+        "--json",
+        "--set",
+        "model.delta.children.norm.children.standardize.epsilon=0.5",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(j["max_abs_diff"].as_f64().unwrap() > 1e-3, "{j}");
+    // A patch file: a tight soft cap on the attention logits changes it too.
+    let patch = d.join("cap.toml");
+    std::fs::write(&patch, "[[patch]]\nselect = \"Attention > query_key_to_attn > ContractTogether\"\naction = \"insert_after\"\nwith = { type = \"TanhSoftCap\", cap = 0.0001 }\nexpect_count = 1\n").unwrap();
+    let (code, out, err) = run_pzt(&["replay", ds, "--json", "--patch", patch.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(j["max_abs_diff"].as_f64().unwrap() > 1e-5, "{j}");
+    // A patch that selects nothing says so, with the patch file's line.
+    std::fs::write(
+        &patch,
+        "[[patch]]\nselect = \"Nope\"\naction = \"remove\"\nexpect_count = 1\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_pzt(&["replay", ds, "--patch", patch.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cap.toml:2"), "{err}");
+    // A bad --set key is reported as such, not as a slot.
+    let (code, _, err) = run_pzt(&["replay", ds, "--set", "model.nope=1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown key `nope`"), "{err}");
+
+    // Isolating needs exactly one layer, and a fresh directory.
+    let (code, _, err) = run_pzt(&[
+        "isolate",
+        &hf,
+        "--select",
+        "Linear",
+        "--text",
+        "hi",
+        "--out",
+        d.join("x").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("exactly one layer") && err.contains("matches 20"),
+        "{err}"
+    );
+    let (code, _, err) = run_pzt(&[
+        "isolate", &hf, "--select", "blocks.0", "--text", "hi", "--out", ds,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("already holds"), "{err}");
+    let (code, _, err) = run_pzt(&["replay", d.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not an isolated submodel"), "{err}");
+}
+
+#[test]
+fn isolate_keeps_state_before_and_after() {
+    let d = tmpdir("probe", "state");
+    let r = fixture("../../recipes/tiny-transformer.toml");
+    let dir = d.join("iso");
+    let set = r#"patch=[{select = "blocks.0.mlp", action = "insert_after", with = {type = "SaveIntermediate"}}]"#;
+    let (code, out, err) = run_pzt(&[
+        "isolate",
+        &r,
+        "--set",
+        set,
+        "--select",
+        "blocks.0",
+        "--tokens",
+        "1 2 3 4",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("state   1 variable(s)"), "{out}");
+    let (io, meta) = pzt::store::arrays::read(&dir.join("io.safetensors")).unwrap();
+    let s: serde_json::Value = serde_json::from_str(&meta["structure"]).unwrap();
+    assert!(
+        s["before"][0]["value"].is_null(),
+        "nothing saved before the call"
+    );
+    assert_eq!(s["after"][0]["value"], "tensor");
+    let after = &io.iter().find(|(n, _)| n == "after.0").unwrap().1;
+    let output = &io.iter().find(|(n, _)| n == "output").unwrap().1;
+    assert!(
+        after.tensor().equal(output.tensor()),
+        "the saver kept the block's output"
+    );
+    let (code, out, err) = run_pzt(&["replay", dir.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (j["max_abs_diff"].as_f64(), j["state_max_abs_diff"].as_f64()),
+        (Some(0.0), Some(0.0))
+    );
+}

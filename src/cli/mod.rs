@@ -9,6 +9,7 @@ mod demo;
 mod eval;
 mod export;
 mod generate;
+mod isolate;
 mod logits;
 mod plan;
 mod runs;
@@ -41,6 +42,8 @@ enum Command {
     Show(show::Args),
     Select(select::Args),
     Capture(capture::Args),
+    Isolate(isolate::IsolateArgs),
+    Replay(isolate::ReplayArgs),
     Train(train::Args),
     Eval(eval::Args),
     Logits(logits::Args),
@@ -82,6 +85,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Show(a)) => show::run(a),
         Some(Command::Select(a)) => select::run(a),
         Some(Command::Capture(a)) => capture::run(a),
+        Some(Command::Isolate(a)) => isolate::isolate(a),
+        Some(Command::Replay(a)) => isolate::replay(a),
         Some(Command::Train(a)) => train::run(a),
         Some(Command::Eval(a)) => eval::run(a),
         Some(Command::Logits(a)) => logits::run(a),

@@ -94,6 +94,10 @@ impl SideInputs {
     pub fn insert(&mut self, key: &str, v: SideValue) {
         self.values.insert(key.to_string(), v);
     }
+    /// Every entry, by key.
+    pub fn entries(&self) -> impl Iterator<Item = (&String, &SideValue)> {
+        self.values.iter()
+    }
     /// A value.
     pub fn get(&self, key: &str) -> Option<&SideValue> {
         self.values.get(key)

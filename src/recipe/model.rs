@@ -227,8 +227,11 @@ impl<'a> ModelBuilder<'a> {
             .filter(|(k, e)| !RESERVED.contains(&k.as_str()) && !declares_layer(&e.node))
             .map(|(k, e)| (k.clone(), e.node.to_toml()))
             .collect();
+        // A bad config key must not hide the slots (and get them reported as unknown keys):
+        // a kind whose config is bad is asked again with its defaults.
         self.registry
             .make_layer(kind, &cfg)
+            .or_else(|_| self.registry.make_layer(kind, &toml::Table::new()))
             .ok()
             .map(|l| l.child_layout())
     }

@@ -259,7 +259,12 @@ fn infer_shapes(tree: &Node, input: &InputSpec) -> Result<(Vec<(String, i64)>, t
                 &meta_empty(&p.shape(), p.kind())?,
             )?))
         },
-        &mut |s| Ok(s.clone()),
+        // Fresh state variables: a meta forward must not leave meta values in the model's.
+        &mut |s| {
+            Ok(crate::params::StateEntry::Var(
+                crate::params::StateVariable::new(s.label().to_string(), None),
+            ))
+        },
     )?;
     let sizes: Vec<i64> = input.axes.values().copied().collect();
     let names: Vec<&str> = input.axes.keys().map(|s| s.as_str()).collect();
