@@ -93,6 +93,8 @@ pub fn register_builtins(reg: &mut Registry) {
         "Attention" => attention::Attention,
         "LowRankAdapter" => toolshed::LowRankAdapter,
         "Checkpointed" => toolshed::Checkpointed,
+        "LinearizeAndAdjust" => toolshed::LinearizeAndAdjust,
+        "KnockOutAttentionHeads" => toolshed::KnockOutAttentionHeads,
     }
     for kind in grouping::SEQUENCE_KINDS {
         reg.register_layer(kind, grouping::sequence_factory(kind));

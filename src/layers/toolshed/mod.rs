@@ -6,15 +6,22 @@
 //!   gradient, no optimizer state) for the parameters under a selection, or outside it.
 //! - [`checkpointed`]: `Checkpointed` and [`checkpointed::checkpoint_activations`], which
 //!   recompute a subtree's activations in the backward pass.
+//! - [`knockout`]: `KnockOutAttentionHeads`, which zeroes chosen heads' attention weights.
+//! - [`linearize`]: `LinearizeAndAdjust`, a layer replaced by its first-order expansion
+//!   around a point (Penzai's `model_rewiring`).
 //! - [`save`]: [`save::saving_intermediates`] and [`save::saving_all_intermediates`], which
 //!   keep the outputs of selected subtrees in state variables (Penzai's `save_intermediates`).
 
 pub mod checkpointed;
 pub mod freeze;
+pub mod knockout;
+pub mod linearize;
 pub mod lora;
 pub mod save;
 
 pub use checkpointed::{checkpoint_activations, without_checkpointing, Checkpointed};
 pub use freeze::{freeze, train_only};
+pub use knockout::KnockOutAttentionHeads;
+pub use linearize::LinearizeAndAdjust;
 pub use lora::{linears_within, loraify, merge_adapters, LoraConfig, LowRankAdapter};
 pub use save::{saved_values, saving_all_intermediates, saving_intermediates, Saved};
