@@ -318,3 +318,117 @@ fn capture_page_shows_each_array_with_token_labels() {
     b.screenshot(&shot(&d, "capture.png"));
     clean(&mut b);
 }
+
+#[test]
+fn report_overlays_runs_and_zooms() {
+    let d = tmpdir("browser", "report");
+    let mut dirs = vec![];
+    for (name, lr) in [("a", "3e-3"), ("b", "1e-2")] {
+        let sub = d.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let r = common::tiny::recipe(&sub, 4, "");
+        let (code, _, err) = run_pzt(&[
+            "train",
+            r.to_str().unwrap(),
+            "--set",
+            &format!("optim.lr={lr}"),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        dirs.push(sub.join("run").display().to_string());
+    }
+    let page = d.join("report.html");
+    let (code, _, err) = run_pzt(&[
+        "report",
+        &dirs[0],
+        &dirs[1],
+        "--html",
+        page.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let mut b = Browser::launch("report");
+    b.open(&page);
+    clean(&mut b);
+    let metrics = b.eval("pztData.metrics");
+    let names: Vec<&str> = metrics
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names[..4],
+        ["loss", "eval.loss", "lr", "grad_norm"],
+        "{names:?}"
+    );
+    assert_eq!(count(&mut b, "svg.plot"), names.len() as u64);
+    // Both runs on every plot: 4 logged steps of loss each, 2 evals each.
+    let n = |b: &mut Browser, m: &str| {
+        b.eval(&format!("[...document.querySelectorAll('svg.plot[data-metric=\"{m}\"] polyline')].map(p => Number(p.dataset.n))"))
+    };
+    assert_eq!(n(&mut b, "loss"), json!([4, 4]));
+    assert_eq!(n(&mut b, "eval.loss"), json!([2, 2]));
+    // Drag across the loss plot from step ~1.5 to ~3.5: every plot shows steps 2 and 3.
+    let r = b.eval("(() => { const s = document.querySelector('svg.plot[data-metric=\"loss\"]'); s.scrollIntoView({block: 'center'}); const b = s.getBoundingClientRect(); return [b.left, b.top]; })()");
+    let (x, y) = (r[0].as_f64().unwrap(), r[1].as_f64().unwrap());
+    let at = |step: f64| x + 58.0 + step / 4.0 * (560.0 - 58.0 - 12.0);
+    b.page(
+        "Input.dispatchMouseEvent",
+        json!({ "type": "mouseMoved", "x": at(1.5), "y": y + 100.0 }),
+    );
+    b.page("Input.dispatchMouseEvent", json!({ "type": "mousePressed", "x": at(1.5), "y": y + 100.0, "button": "left", "clickCount": 1 }));
+    b.page(
+        "Input.dispatchMouseEvent",
+        json!({ "type": "mouseMoved", "x": at(3.5), "y": y + 100.0, "button": "left" }),
+    );
+    b.page("Input.dispatchMouseEvent", json!({ "type": "mouseReleased", "x": at(3.5), "y": y + 100.0, "button": "left", "clickCount": 1 }));
+    assert_eq!(n(&mut b, "loss"), json!([2, 2]));
+    assert_eq!(n(&mut b, "lr"), json!([2, 2]), "the zoom is shared");
+    let x0 = b
+        .eval("Number(document.querySelector('svg.plot[data-metric=\"grad_norm\"]').dataset.x0)")
+        .as_f64()
+        .unwrap();
+    assert!((x0 - 1.5).abs() < 0.05, "{x0}");
+    // Hovering names each run's value at the nearest step.
+    b.hover(at(3.0), y + 100.0);
+    let tip = b
+        .eval("document.querySelector('.tip').textContent")
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        tip.starts_with("loss\n") && tip.matches("step 3: ").count() == 2,
+        "{tip:?}"
+    );
+    // Double-click zooms out.
+    b.page("Input.dispatchMouseEvent", json!({ "type": "mousePressed", "x": at(2.0), "y": y + 100.0, "button": "left", "clickCount": 2 }));
+    b.page("Input.dispatchMouseEvent", json!({ "type": "mouseReleased", "x": at(2.0), "y": y + 100.0, "button": "left", "clickCount": 2 }));
+    assert_eq!(n(&mut b, "loss"), json!([4, 4]));
+    // Each run: its checkpoints (steps 2 and 4, the best marked), its environment, its recipe.
+    for i in 0..2 {
+        let rows = b.eval(&format!("[...document.querySelectorAll('.run[data-run=\"{i}\"] table.checkpoints tr')].slice(1).map(r => r.cells[0].textContent)"));
+        assert_eq!(rows, json!(["step-2", "step-4"]));
+        assert_eq!(
+            count(
+                &mut b,
+                &format!(".run[data-run=\"{i}\"] table.checkpoints tr.best")
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &mut b,
+                &format!(".run[data-run=\"{i}\"] table.environment tr")
+            ),
+            2
+        );
+        assert!(b
+            .eval(&format!(
+                "document.querySelector('.run[data-run=\"{i}\"] pre.recipe').textContent"
+            ))
+            .as_str()
+            .unwrap()
+            .contains("[train]"));
+    }
+    b.screenshot(&shot(&d, "report.png"));
+    clean(&mut b);
+}

@@ -12,6 +12,7 @@ mod generate;
 mod isolate;
 mod logits;
 mod plan;
+mod report;
 mod runs;
 mod select;
 mod show;
@@ -52,6 +53,7 @@ enum Command {
     Data(data::Args),
     Verify(verify::Args),
     Runs(runs::Args),
+    Report(report::Args),
     Demo(demo::Args),
 }
 
@@ -95,6 +97,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Data(a)) => data::run(a),
         Some(Command::Verify(a)) => verify::run(a),
         Some(Command::Runs(a)) => runs::run(a),
+        Some(Command::Report(a)) => report::run(a),
         Some(Command::Demo(a)) => demo::run(a),
     }
 }

@@ -1,6 +1,11 @@
 //! What a run directory holds, read back without loading a model (`pzt runs`, `pzt report`):
 //! the run's name and length from its newest checkpoint's `recipe.toml`, the steps done and the
-//! eval metrics from `metrics.jsonl`, whether a `pzt train` holds its lock, and its size.
+//! eval metrics from `metrics.jsonl`, the machines it ran on from `environment.jsonl`, whether
+//! a `pzt train` holds its lock, and its size.
+//!
+//! `environment.jsonl` gets one line each time `pzt train` starts or resumes the run: the
+//! Unix time, the pzt and libtorch versions, the device, libtorch's thread count and the step
+//! it started from.
 
 use crate::base::{Error, Result};
 use crate::spec::CheckpointConfig;
@@ -60,6 +65,8 @@ pub struct RunInfo {
     pub metrics: Vec<Map<String, Value>>,
     /// Bytes of all files under the directory.
     pub bytes: u64,
+    /// The lines of `environment.jsonl`: one per `pzt train` start or resume.
+    pub environment: Vec<Map<String, Value>>,
 }
 
 fn dir_bytes(p: &Path) -> u64 {
@@ -73,6 +80,33 @@ fn dir_bytes(p: &Path) -> u64 {
             _ => 0,
         })
         .sum()
+}
+
+/// Appends this process's line to `<out_dir>/environment.jsonl`.
+pub fn record_environment(out_dir: &Path, step: u64, device: &str) -> Result<()> {
+    use std::io::Write;
+    let path = out_dir.join("environment.jsonl");
+    let line = json!({
+        "time": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        "pzt": env!("CARGO_PKG_VERSION"),
+        "libtorch": crate::backend::torch_version(),
+        "device": device,
+        "threads": tch::get_num_threads(),
+        "start_step": step,
+    });
+    let io = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io)?;
+    writeln!(f, "{line}").map_err(io)
 }
 
 /// Reads `metrics.jsonl` (lines that are not JSON objects, such as a line cut by a crash, are
@@ -207,6 +241,7 @@ pub fn read_run(dir: &Path) -> Result<RunInfo> {
         last,
         metrics,
         bytes: dir_bytes(dir),
+        environment: read_metrics(&dir.join("environment.jsonl"))?,
     })
 }
 

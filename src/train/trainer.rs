@@ -92,6 +92,9 @@ impl Trainer {
             _lock: lock,
         };
         t.resume()?;
+        if t.step < t.spec().train.steps {
+            super::runs::record_environment(&out_dir, t.step, &device_name(t.session.device))?;
+        }
         Ok(t)
     }
 

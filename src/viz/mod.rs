@@ -6,6 +6,7 @@
 pub mod array;
 pub mod model;
 pub mod page;
+pub mod report;
 
 pub use array::{stats, ArrayView, Stats};
 pub use model::{model_data, ModelView};

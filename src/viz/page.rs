@@ -6,9 +6,10 @@ use serde_json::Value as Json;
 use std::path::Path;
 
 const STYLE: &str = include_str!("assets/style.css");
-const SCRIPTS: [&str; 3] = [
+const SCRIPTS: [&str; 4] = [
     include_str!("assets/heatmap.js"),
     include_str!("assets/tree.js"),
+    include_str!("assets/plot.js"),
     include_str!("assets/main.js"),
 ];
 
