@@ -260,7 +260,12 @@ fn knockout_refuses_bad_masks() {
             .to_string();
         assert!(e.contains(msg), "{mask}: {e}");
     }
-    // A mask axis the weights lack, through a recipe patch: exit 2 naming the axis.
+    // A good mask plans (shapes on the meta device); a mask axis the weights lack, through a
+    // recipe patch: exit 2 naming the axis.
+    let good = r#"patch=[{select = "blocks.0 Attention > query_key_to_attn > Softmax", action = "insert_after", with = {type = "KnockOutAttentionHeads", head_mask = {axes = ["heads"], values = [1, 0, 1, 1]}}}]"#;
+    let (code, out, err) = run_pzt(&["plan", &fixture("../../recipes/quickstart.toml"), "--set", good, "--depth", "9"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("KnockOutAttentionHeads([\"heads\"]: 3 of 4 kept)"), "{out}");
     let patch = r#"patch=[{select = "Attention > query_key_to_attn > Softmax", action = "insert_after", with = {type = "KnockOutAttentionHeads", head_mask = {axes = ["kv_heads"], values = [1, 0]}}}]"#;
     let (code, _, err) = run_pzt(&[
         "plan",

@@ -132,8 +132,8 @@ impl Layer for KnockOutAttentionHeads {
         let m = tch::Tensor::from_slice(&v)
             .f_reshape(&shape)
             .and_then(|m| m.f_to_kind(x.kind()))
-            .and_then(|m| m.f_to_device(x.device()))
             .ctx("KnockOutAttentionHeads: mask")?;
+        let m = crate::backend::to_device_like(&m, x.tensor())?;
         Ok(x.mul(&NamedTensor::wrap(m, &names)?)?.into())
     }
 }
