@@ -4,18 +4,10 @@
 //! README's pictures: `scripts/screenshots.sh`) or the test's temporary directory.
 mod common;
 use common::browser::Browser;
-use common::run_pzt;
 use common::tiny::tmpdir;
+use common::{fixture, run_pzt};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-
-fn fixture(p: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(p)
-        .display()
-        .to_string()
-}
 
 fn shot(dir: &Path, name: &str) -> PathBuf {
     match std::env::var_os("PZT_SCREENSHOTS") {

@@ -1,17 +1,9 @@
 //! The inspection commands on every kind of model (recipe, HF directory, checkpoint), `pzt runs`,
 //! `pzt eval --expect` and the `--text` / `--prompt` spellings.
 mod common;
-use common::run_pzt;
 use common::tiny::{recipe, tmpdir};
+use common::{fixture, run_pzt};
 use std::path::{Path, PathBuf};
-
-fn fixture(p: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(p)
-        .display()
-        .to_string()
-}
 
 /// A finished 4-step tiny run: (dir, recipe, newest checkpoint).
 fn trained(name: &str) -> (PathBuf, PathBuf, PathBuf) {

@@ -1,19 +1,11 @@
 //! Looking inside models: `saving_intermediates`, `pzt capture` against transformers' hidden
 //! states, and explicit attention masks through `pzt logits --mask`.
 mod common;
-use common::run_pzt;
 use common::tiny::tmpdir;
+use common::{fixture, run_pzt};
 use pzt::layers::toolshed::{saved_values, saving_all_intermediates, saving_intermediates};
 use pzt::prelude::*;
 use std::path::Path;
-
-fn fixture(p: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(p)
-        .display()
-        .to_string()
-}
 
 fn reference(case: &str) -> Vec<(String, tch::Tensor)> {
     tch::Tensor::read_safetensors(fixture(&format!("hf/{case}/hidden_states.safetensors"))).unwrap()
@@ -310,52 +302,31 @@ fn explicit_masks_match_causal_and_change_when_not_causal() {
     assert!(per_pos.iter().all(|&x| x > 1e-4), "{per_pos:?}");
     // A mask of the wrong shape or dtype, and a model that does not read masks: exit 2.
     let wrong = d.join("wrong.safetensors");
-    write_mask(
-        &wrong,
-        &tch::Tensor::ones([5, 5], (tch::Kind::Bool, tch::Device::Cpu)),
+    let (bool5, float6) = (
+        tch::Tensor::ones([5, 5], (tch::Kind::Bool, tch::Device::Cpu)),
+        tch::Tensor::ones([6, 6], (tch::Kind::Float, tch::Device::Cpu)),
     );
-    let (code, _, err) = run_pzt(&[
-        "logits",
-        &hf,
-        "--tokens",
-        toks,
-        "--set",
-        patch,
-        "--mask",
-        wrong.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("must be [6, 6]"), "{err}");
-    tch::Tensor::write_safetensors(
-        &[(
-            "attn_mask",
-            &tch::Tensor::ones([6, 6], (tch::Kind::Float, tch::Device::Cpu)),
-        )],
-        &wrong,
-    )
-    .unwrap();
-    let (code, _, err) = run_pzt(&[
-        "logits",
-        &hf,
-        "--tokens",
-        toks,
-        "--set",
-        patch,
-        "--mask",
-        wrong.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("boolean"), "{err}");
-    let (code, _, err) = run_pzt(&[
-        "logits",
-        &hf,
-        "--tokens",
-        toks,
-        "--mask",
-        mc.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("no ApplyExplicitAttentionMask"), "{err}");
+    for (mask, patched, msg) in [
+        (&bool5, true, "must be [6, 6]"),
+        (&float6, true, "boolean"),
+        (&causal, false, "no ApplyExplicitAttentionMask"),
+    ] {
+        write_mask(&wrong, mask);
+        let mut args = vec![
+            "logits",
+            &hf,
+            "--tokens",
+            toks,
+            "--mask",
+            wrong.to_str().unwrap(),
+        ];
+        if patched {
+            args.extend(["--set", patch]);
+        }
+        let (code, _, err) = run_pzt(&args);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(msg), "{msg}: {err}");
+    }
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! Model rewiring (Penzai's `model_rewiring`): `LinearizeAndAdjust` against finite differences,
 //! and `KnockOutAttentionHeads` against zeroing the head's output weights.
 mod common;
-use common::run_pzt;
 use common::tiny::tmpdir;
+use common::{fixture, run_pzt};
 use pzt::layers::misc::{Identity, Rescale};
 use pzt::layers::toolshed::LinearizeAndAdjust;
 use pzt::prelude::*;
@@ -121,14 +121,6 @@ fn linearize_trains_its_parameters() {
             p.label()
         );
     }
-}
-
-fn fixture(p: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(p)
-        .display()
-        .to_string()
 }
 
 fn logits(args: &[&str], out: &Path) -> Tensor {
@@ -263,9 +255,19 @@ fn knockout_refuses_bad_masks() {
     // A good mask plans (shapes on the meta device); a mask axis the weights lack, through a
     // recipe patch: exit 2 naming the axis.
     let good = r#"patch=[{select = "blocks.0 Attention > query_key_to_attn > Softmax", action = "insert_after", with = {type = "KnockOutAttentionHeads", head_mask = {axes = ["heads"], values = [1, 0, 1, 1]}}}]"#;
-    let (code, out, err) = run_pzt(&["plan", &fixture("../../recipes/quickstart.toml"), "--set", good, "--depth", "9"]);
+    let (code, out, err) = run_pzt(&[
+        "plan",
+        &fixture("../../recipes/quickstart.toml"),
+        "--set",
+        good,
+        "--depth",
+        "9",
+    ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("KnockOutAttentionHeads([\"heads\"]: 3 of 4 kept)"), "{out}");
+    assert!(
+        out.contains("KnockOutAttentionHeads([\"heads\"]: 3 of 4 kept)"),
+        "{out}"
+    );
     let patch = r#"patch=[{select = "Attention > query_key_to_attn > Softmax", action = "insert_after", with = {type = "KnockOutAttentionHeads", head_mask = {axes = ["kv_heads"], values = [1, 0]}}}]"#;
     let (code, _, err) = run_pzt(&[
         "plan",

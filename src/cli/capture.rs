@@ -1,7 +1,8 @@
 //! `pzt capture MODEL --select SELECTOR (--tokens IDS | --text TEXT) --out FILE.safetensors
 //! [--html FILE.html] [--mask FILE] [--set KEY=VALUE]... [--dtype D] [--device D]`.
 
-use super::common::{check_out_file, lib_err, model_tokens, parse_device, parse_dtype, Failure};
+use super::common::{check_out_file, lib_err, Failure};
+use super::input::ModelInput;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -9,35 +10,17 @@ use std::path::PathBuf;
 /// save_intermediates): one tensor per match, named by its path, axis names in the metadata.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A recipe, a HuggingFace model directory, or a run checkpoint directory.
-    model: PathBuf,
+    #[command(flatten)]
+    input: ModelInput,
     /// Which layers' outputs to save, e.g. 'blocks.*' or 'Attention'.
     #[arg(long = "select", value_name = "SELECTOR")]
     select: String,
-    /// Token ids, e.g. "1 2 3".
-    #[arg(long, conflicts_with = "text")]
-    tokens: Option<String>,
-    /// Text, tokenized with the model's tokenizer; `--prompt` is the same.
-    #[arg(long, visible_alias = "prompt")]
-    text: Option<String>,
     /// The safetensors file to write.
     #[arg(long, value_name = "FILE.safetensors")]
     out: PathBuf,
     /// Also write the arrays as an HTML page of heatmaps.
     #[arg(long, value_name = "FILE.html")]
     html: Option<PathBuf>,
-    /// An attention mask (boolean safetensors `[seq, kv_seq]`) for `ApplyExplicitAttentionMask`.
-    #[arg(long, value_name = "FILE")]
-    mask: Option<PathBuf>,
-    /// Override a recipe key: KEY.PATH=VALUE.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
-    /// Parameter dtype: float32, bfloat16, float16 (default: the model's).
-    #[arg(long)]
-    dtype: Option<String>,
-    /// auto, cpu or cuda.
-    #[arg(long, default_value = "auto")]
-    device: String,
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
@@ -47,29 +30,17 @@ pub fn run(a: Args) -> Result<(), Failure> {
     if let Some(h) = &a.html {
         check_out_file(h)?;
     }
-    let device = parse_device(&a.device)?;
-    let m = pzt::loader::load_with(
-        &a.model,
-        &a.set,
-        &pzt::builtin_registry(),
-        parse_dtype(&a.dtype)?,
-        device,
-    )
-    .map_err(lib_err)?;
-    let ids = model_tokens(&m, &a.tokens, &a.text)?;
-    if a.mask.is_some() {
-        super::logits::check_reads_mask(&m.tree)?;
-    }
-    let side = super::logits::mask_side_inputs(a.mask.as_deref(), ids.len(), device)?;
+    let r = a.input.load()?;
+    let (m, ids, side, device) = (&r.model, &r.ids, &r.side, r.device);
     let selection = sel.select(&m.tree);
     let (arrays, _) =
-        pzt::probe::capture(&selection, &ids, &m.axes, &side, device).map_err(|e| match e {
+        pzt::probe::capture(&selection, ids, &m.axes, side, device).map_err(|e| match e {
             pzt::Error::Select(msg) => Failure::BadInput(format!("--select `{}`: {msg}", a.select)),
             other => lib_err(other),
         })?;
     let tokens: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
     let meta = BTreeMap::from([
-        ("model".to_string(), a.model.display().to_string()),
+        ("model".to_string(), a.input.model.display().to_string()),
         ("selector".to_string(), a.select.clone()),
         ("tokens".to_string(), tokens.join(" ")),
     ]);
@@ -103,7 +74,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             .label("kv_seq", labels.clone());
             views.push(v);
         }
-        let title = format!("pzt capture · {} · {}", a.model.display(), a.select);
+        let title = format!("pzt capture · {} · {}", a.input.model.display(), a.select);
         let sub = format!("{} tokens: {}", ids.len(), tokens.join(" "));
         let data = pzt::viz::arrays_data(&title, &sub, &views);
         pzt::viz::page::write(h, &title, &data).map_err(lib_err)?;

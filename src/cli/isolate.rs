@@ -1,7 +1,8 @@
 //! `pzt isolate MODEL --select PATH (--tokens IDS | --text TEXT) --out DIR` and
 //! `pzt replay DIR [--set KEY=VALUE]... [--patch FILE] [--json]`.
 
-use super::common::{lib_err, model_tokens, Failure};
+use super::common::{lib_err, Failure};
+use super::input::ModelInput;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,26 +12,14 @@ use std::path::PathBuf;
 /// its state before and after.
 #[derive(clap::Args)]
 pub struct IsolateArgs {
-    /// A recipe, a HuggingFace model directory, or a run checkpoint directory.
-    model: PathBuf,
+    #[command(flatten)]
+    input: ModelInput,
     /// The one layer to isolate, e.g. 'blocks.0.attention' (it must match exactly one).
     #[arg(long = "select", value_name = "SELECTOR")]
     select: String,
-    /// Token ids, e.g. "1 2 3".
-    #[arg(long, conflicts_with = "text")]
-    tokens: Option<String>,
-    /// Text, tokenized with the model's tokenizer; `--prompt` is the same.
-    #[arg(long, visible_alias = "prompt")]
-    text: Option<String>,
     /// The directory to write (created).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// An attention mask for `ApplyExplicitAttentionMask` (as `pzt logits --mask`).
-    #[arg(long, value_name = "FILE")]
-    mask: Option<PathBuf>,
-    /// Override a recipe key of the model: KEY.PATH=VALUE.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
 }
 
 pub fn isolate(a: IsolateArgs) -> Result<(), Failure> {
@@ -48,22 +37,19 @@ pub fn isolate(a: IsolateArgs) -> Result<(), Failure> {
             a.out.display()
         )));
     }
-    let device = tch::Device::Cpu;
-    let m = pzt::loader::load_with(&a.model, &a.set, &pzt::builtin_registry(), None, device)
-        .map_err(lib_err)?;
-    let ids = model_tokens(&m, &a.tokens, &a.text)?;
-    if a.mask.is_some() {
-        super::logits::check_reads_mask(&m.tree)?;
-    }
-    let side = super::logits::mask_side_inputs(a.mask.as_deref(), ids.len(), device)?;
+    let r = a.input.load()?;
+    let (m, ids, side, device) = (&r.model, &r.ids, &r.side, r.device);
     let selection = sel.select(&m.tree);
-    let x = pzt::probe::token_input(&ids, &m.axes, device).map_err(lib_err)?;
-    let iso = pzt::probe::isolate(&selection, x, &side).map_err(|e| match e {
+    let x = pzt::probe::token_input(ids, &m.axes, device).map_err(lib_err)?;
+    let iso = pzt::probe::isolate(&selection, x, side).map_err(|e| match e {
         pzt::Error::Select(msg) => Failure::BadInput(format!("--select `{}`: {msg}", a.select)),
         other => lib_err(other),
     })?;
     let about = BTreeMap::from([
-        ("model".to_string(), json!(a.model.display().to_string())),
+        (
+            "model".to_string(),
+            json!(a.input.model.display().to_string()),
+        ),
         ("selector".to_string(), json!(a.select)),
         ("tokens".to_string(), json!(ids)),
     ]);

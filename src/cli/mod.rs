@@ -9,6 +9,7 @@ mod demo;
 mod eval;
 mod export;
 mod generate;
+mod input;
 mod isolate;
 mod logits;
 mod plan;

@@ -150,17 +150,6 @@ fn step(
     kv_len: i64,
     ax: &LmAxes,
     device: Device,
-) -> Result<Tensor> {
-    step_with(model, tokens, start, kv_len, ax, device, &SideInputs::new())
-}
-
-fn step_with(
-    model: &Node,
-    tokens: &[i64],
-    start: i64,
-    kv_len: i64,
-    ax: &LmAxes,
-    device: Device,
     extra: &SideInputs,
 ) -> Result<Tensor> {
     let t = Tensor::from_slice(tokens)
@@ -232,11 +221,27 @@ pub fn generate(
         let logits = match &cached {
             Some(m) => {
                 let new = &seq[fed..];
-                let l = step(m, new, fed as i64, seq.len() as i64, ax, device)?;
+                let l = step(
+                    m,
+                    new,
+                    fed as i64,
+                    seq.len() as i64,
+                    ax,
+                    device,
+                    &SideInputs::new(),
+                )?;
                 fed = seq.len();
                 l
             }
-            None => step(model, &seq, 0, seq.len() as i64, ax, device)?,
+            None => step(
+                model,
+                &seq,
+                0,
+                seq.len() as i64,
+                ax,
+                device,
+                &SideInputs::new(),
+            )?,
         };
         let last = logits.f_select(0, logits.size()[0] - 1).ctx("logits")?;
         let tok = pick(&last, sampling, &stream)?;
@@ -264,5 +269,5 @@ pub fn logits_with(
     device: Device,
 ) -> Result<Tensor> {
     let _ng = tch::no_grad_guard();
-    step_with(model, tokens, 0, tokens.len() as i64, ax, device, side)
+    step(model, tokens, 0, tokens.len() as i64, ax, device, side)
 }

@@ -373,7 +373,11 @@ fn fresh_name(
 ) -> String {
     let taken =
         taken.get_or_insert_with(|| parent.children().iter().map(|(k, _)| k.clone()).collect());
-    let base = new.kind().to_lowercase();
+    unused_name(taken, new.kind().to_lowercase())
+}
+
+/// `base`, or `base_1`, `base_2`, ..., the first not in `taken` (a name for a new child).
+pub fn unused_name(taken: &std::collections::HashSet<String>, base: String) -> String {
     if !taken.contains(&base) {
         return base;
     }

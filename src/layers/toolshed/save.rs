@@ -13,6 +13,7 @@ use crate::base::Result;
 use crate::layers::grouping::{NamedGroup, Sequential};
 use crate::layers::misc::SaveIntermediate;
 use crate::params::{StateEntry, StateVariable};
+use crate::tree::select::unused_name;
 use crate::tree::{Node, Selection};
 use std::collections::HashSet;
 
@@ -46,16 +47,6 @@ fn join(path: &str, name: &str) -> String {
     }
 }
 
-fn fresh(taken: &HashSet<String>, base: String) -> String {
-    if !taken.contains(&base) {
-        return base;
-    }
-    (1..)
-        .map(|i| format!("{base}_{i}"))
-        .find(|s| !taken.contains(s))
-        .unwrap_or(base)
-}
-
 /// The selected paths and every prefix of them (the nodes a rewrite has to go through).
 struct Marks {
     hit: HashSet<String>,
@@ -77,7 +68,7 @@ fn rebuild(n: &Node, path: &str, sel: &Marks, out: &mut Vec<Saved>) -> Node {
         let hit = sel.hit.contains(&p);
         if hit && seq {
             children.push((name.clone(), c2));
-            let s = fresh(&taken, format!("save_{name}"));
+            let s = unused_name(&taken, format!("save_{name}"));
             taken.insert(s.clone());
             children.push((s, saver(&p, out)));
         } else if hit {
