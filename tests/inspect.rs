@@ -241,3 +241,142 @@ fn generate_separates_the_prompt_when_the_tokenizer_has_no_decoder() {
     ]);
     assert!(out.starts_with("hello"), "{out:?}");
 }
+
+/// The JSON a page carries.
+fn page_data(path: &Path) -> serde_json::Value {
+    let html = std::fs::read_to_string(path).unwrap();
+    let start = html
+        .find(r#"<script id="pzt-data" type="application/json">"#)
+        .unwrap();
+    let rest = &html[start..];
+    let body = &rest[rest.find('>').unwrap() + 1..rest.find("</script>").unwrap()];
+    serde_json::from_str(&body.replace("<\\/", "</")).unwrap()
+}
+
+fn params(node: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+    out.extend(node["params"].as_array().unwrap().iter().cloned());
+    for c in node["children"].as_array().unwrap() {
+        params(c, out);
+    }
+}
+
+fn kinds(node: &serde_json::Value, out: &mut Vec<String>) {
+    out.push(node["kind"].as_str().unwrap().to_string());
+    for c in node["children"].as_array().unwrap() {
+        kinds(c, out);
+    }
+}
+
+#[test]
+fn model_pages_carry_parameters_sharing_adapters_and_values() {
+    let d = tmpdir("inspect", "pages");
+    // LoRA after the [strategy] rewrite: adapters are nodes, their factors train, the base is
+    // frozen.
+    let lora = d.join("lora.html");
+    let r = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/lora-finetune.toml");
+    let (code, _, err) = run_pzt(&[
+        "show",
+        r.to_str().unwrap(),
+        "--html",
+        lora.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j = page_data(&lora);
+    assert_eq!(j["page"], "model");
+    let mut ks = vec![];
+    kinds(&j["tree"], &mut ks);
+    assert_eq!(
+        ks.iter().filter(|k| *k == "LowRankAdapter").count(),
+        14,
+        "7 targets x 2 blocks"
+    );
+    let mut ps = vec![];
+    params(&j["tree"], &mut ps);
+    let status = |p: &serde_json::Value| p["status"].as_str().unwrap().to_string();
+    assert!(ps
+        .iter()
+        .filter(|p| p["path"].as_str().unwrap().contains("lora_"))
+        .all(|p| status(p) == "trainable"));
+    assert_eq!(
+        ps.iter()
+            .find(|p| p["path"] == "embed.embeddings")
+            .map(status)
+            .as_deref(),
+        Some("frozen")
+    );
+    let t = &j["parameters"];
+    assert!(t["frozen"].as_i64().unwrap() > 0 && t["trainable"].as_i64().unwrap() > 0);
+    // The quickstart ties its embeddings: the decoder's table is the lookup's, shown once.
+    let qs = d.join("qs.html");
+    let r = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/quickstart.toml");
+    let (code, _, err) = run_pzt(&["show", r.to_str().unwrap(), "--html", qs.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let j = page_data(&qs);
+    let mut ps = vec![];
+    params(&j["tree"], &mut ps);
+    let head = ps
+        .iter()
+        .find(|p| p["path"] == "lm_head.embeddings")
+        .unwrap();
+    assert_eq!(head["shared_with"], "embed.embeddings");
+    assert!(
+        head["array"].is_null(),
+        "a shared parameter's values are embedded once"
+    );
+    let emb = ps.iter().find(|p| p["path"] == "embed.embeddings").unwrap();
+    assert_eq!(emb["axes"], serde_json::json!(["vocab", "embedding"]));
+    let arr = &j["arrays"][emb["array"].as_u64().unwrap() as usize];
+    assert_eq!(arr["shown"], serde_json::json!([256, 64]));
+    // A checkpoint's page shows the checkpoint's values: its statistics are the stored tensor's.
+    let (_d2, _r, ck) = trained("pagevalues");
+    let page = d.join("ck.html");
+    let (code, _, err) = run_pzt(&[
+        "show",
+        ck.to_str().unwrap(),
+        "--html",
+        page.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j = page_data(&page);
+    let mut ps = vec![];
+    params(&j["tree"], &mut ps);
+    let stored = tch::Tensor::read_safetensors(ck.join("model.safetensors")).unwrap();
+    let (label, t) = &stored[0];
+    let p = ps.iter().find(|p| p["label"] == label.as_str()).unwrap();
+    let mean = t
+        .to_kind(tch::Kind::Double)
+        .mean(tch::Kind::Double)
+        .double_value(&[]);
+    assert!(
+        (p["stats"]["mean"].as_f64().unwrap() - mean).abs() < 1e-12,
+        "{p}"
+    );
+    assert_eq!(p["stats"]["numel"].as_i64().unwrap(), t.numel() as i64);
+    // An output file in a missing directory is bad input before anything loads.
+    let (code, _, err) = run_pzt(&[
+        "show",
+        ck.to_str().unwrap(),
+        "--html",
+        d.join("no/x.html").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn a_bad_key_is_reported_as_such_in_a_layer_with_slots() {
+    let d = tmpdir("inspect", "slots");
+    let r = d.join("r.toml");
+    std::fs::write(
+        &r,
+        "[model]\ntype = \"Residual\"\n[model.delta]\ntype = \"Identity\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_pzt(&["show", r.to_str().unwrap(), "--set", "model.nope=1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown key `nope` in Residual"), "{err}");
+    assert!(
+        err.contains("layers, delta"),
+        "the slot is listed as allowed: {err}"
+    );
+}
