@@ -156,6 +156,37 @@ fn fifos_and_devices_are_refused_not_read_forever() {
         refused(&["plan", r.to_str().unwrap()], "not a regular file");
     }
     refused(&["plan", d.to_str().unwrap()], "is a directory");
+    // The inspection commands' inputs and outputs: a FIFO mask, a FIFO metrics.jsonl, a FIFO
+    // page or capture file.
+    let f = fifo.to_str().unwrap();
+    let hf = hf_dir();
+    let hf = hf.to_str().unwrap();
+    refused(
+        &[
+            "logits",
+            hf,
+            "--tokens",
+            "1 2",
+            "--mask",
+            f,
+            "--set",
+            r#"patch=[{select = "ApplyCausalAttentionMask", action = "replace", with = {type = "ApplyExplicitAttentionMask"}}]"#,
+        ],
+        "not a regular file",
+    );
+    refused(&["show", hf, "--html", f], "not a regular file");
+    refused(
+        &[
+            "capture", hf, "--select", "embed", "--tokens", "1", "--out", f,
+        ],
+        "not a regular file",
+    );
+    let run = d.join("run");
+    std::fs::create_dir_all(run.join("checkpoints")).unwrap();
+    let m = std::ffi::CString::new(run.join("metrics.jsonl").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(m.as_ptr(), 0o600) }, 0);
+    refused(&["runs", run.to_str().unwrap()], "not a regular file");
+    refused(&["report", run.to_str().unwrap()], "not a regular file");
 }
 
 #[test]

@@ -145,6 +145,12 @@ pub fn check_out_file(out: &std::path::Path) -> Result<(), Failure> {
             out.display()
         )));
     }
+    if std::fs::metadata(out).is_ok_and(|m| !m.is_file()) {
+        return Err(Failure::BadInput(format!(
+            "{} exists and is not a regular file (a FIFO or a device); give a file name",
+            out.display()
+        )));
+    }
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

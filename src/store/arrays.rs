@@ -86,10 +86,11 @@ pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
         path: path.display().to_string(),
         source,
     };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    if !f.metadata().map_err(io)?.is_file() {
+    // Checked before opening: opening a FIFO would wait for a writer.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
         return Err(bad(path, "not a regular file".into()));
     }
+    let mut f = std::fs::File::open(path).map_err(io)?;
     let mut n = [0u8; 8];
     f.read_exact(&mut n).map_err(|_| {
         bad(

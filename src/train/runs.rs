@@ -101,6 +101,13 @@ pub fn record_environment(out_dir: &Path, step: u64, device: &str) -> Result<()>
         path: path.display().to_string(),
         source,
     };
+    if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
+        return Err(Error::BadFile {
+            path: path.display().to_string(),
+            line: None,
+            message: "not a regular file".into(),
+        });
+    }
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -112,8 +119,16 @@ pub fn record_environment(out_dir: &Path, step: u64, device: &str) -> Result<()>
 /// Reads `metrics.jsonl` (lines that are not JSON objects, such as a line cut by a crash, are
 /// skipped).
 pub fn read_metrics(path: &Path) -> Result<Vec<Map<String, Value>>> {
-    let f = match std::fs::File::open(path) {
-        Ok(f) => f,
+    // Checked before opening: opening a FIFO would wait for a writer.
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(Error::BadFile {
+                path: path.display().to_string(),
+                line: None,
+                message: "not a regular file".into(),
+            })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
         Err(source) => {
             return Err(Error::Io {
@@ -121,14 +136,11 @@ pub fn read_metrics(path: &Path) -> Result<Vec<Map<String, Value>>> {
                 source,
             })
         }
-    };
-    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
-        return Err(Error::BadFile {
-            path: path.display().to_string(),
-            line: None,
-            message: "not a regular file".into(),
-        });
     }
+    let f = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     let mut out = vec![];
     for line in std::io::BufReader::new(f).split(b'\n') {
         let line = line.map_err(|source| Error::Io {
