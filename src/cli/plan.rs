@@ -3,8 +3,9 @@
 use super::common::{lib_err, use_color, Failure};
 use std::path::PathBuf;
 
-/// Resolve a recipe, build its model (shapes only), check shapes on the declared input, and
-/// print the tree, parameter counts and a training-memory estimate.
+/// Resolve a recipe (or an HF directory's or a checkpoint's), build its model (shapes only),
+/// check shapes on the declared input, and print the tree, parameter counts and a
+/// training-memory estimate.
 #[derive(clap::Args)]
 pub struct Args {
     /// A recipe, a HuggingFace model directory, or a run checkpoint directory.
