@@ -29,6 +29,12 @@ function niceTicks(lo, hi, n) {
   return out;
 }
 
+// Min and max without spreading (a long run has more points than a call takes arguments).
+function extent(xs, lo, hi) {
+  for (const x of xs) { if (x < lo) lo = x; if (x > hi) hi = x; }
+  return [lo, hi];
+}
+
 function renderReport(app, data) {
   app.append(el("header", {}, el("h1", { text: data.title }),
     el("div", { class: "meta", text: data.runs.length + " run(s) \u00b7 drag across a plot to zoom, double-click to zoom out" })));
@@ -38,7 +44,7 @@ function renderReport(app, data) {
   data.runs.forEach((r, i) => legend.append(el("span", {}, el("span", { class: "swatch", style: "background:" + PALETTE[i % PALETTE.length] }), r.name + " (" + r.dir + ")")));
   main.append(legend);
   const steps = data.runs.flatMap(r => Object.values(r.series).flatMap(s => s.map(p => p[0])));
-  const full = [Math.min(...steps, 0), Math.max(...steps, 1)];
+  const full = extent(steps, 0, 1);
   let domain = full.slice();
   const plots = el("div", { class: "plots" });
   main.append(plots);
@@ -56,8 +62,7 @@ function renderReport(app, data) {
     svg.setAttribute("data-x0", domain[0]); svg.setAttribute("data-x1", domain[1]);
     const lines = data.runs.map(r => (r.series[metric] || []).filter(p => p[0] >= domain[0] && p[0] <= domain[1]));
     const ys = lines.flat().map(p => p[1]);
-    let y0 = Math.min(...ys), y1 = Math.max(...ys);
-    if (!ys.length) { y0 = 0; y1 = 1; }
+    let [y0, y1] = ys.length ? extent(ys, Infinity, -Infinity) : [0, 1];
     if (y1 === y0) { y0 -= Math.abs(y0) * 0.1 || 1; y1 += Math.abs(y1) * 0.1 || 1; }
     const pad = (y1 - y0) * 0.05; y0 -= pad; y1 += pad;
     const sx = x => M.l + (x - domain[0]) / ((domain[1] - domain[0]) || 1) * (PW - M.l - M.r);
