@@ -10,7 +10,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 CARGO ?= cargo
 
-.PHONY: setup build demo test doc lint fmt clean
+.PHONY: setup build demo test bench doc lint fmt clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -25,6 +25,14 @@ demo: build
 test: setup
 	@scripts/bootstrap.sh --dev
 	$(CARGO) test --release -- --test-threads=2
+
+# Dev only (never in CI): the benchmarks side by side with PyTorch (benches/README.md). It
+# installs transformers and peft into .venv for the PyTorch side.
+bench: build
+	@scripts/bootstrap.sh --dev
+	@$(VENV)/bin/python -c 'import transformers, peft' 2>/dev/null || \
+		$(VENV)/bin/python -m pip install --disable-pip-version-check -q "transformers==5.23.0" "peft==0.21.2"
+	benches/run.sh
 
 doc: setup
 	$(CARGO) doc --no-deps
