@@ -11,6 +11,8 @@ for size in small large; do
   echo "== training, $size (runs alternate; best of ${RUNS:-3})"
   rows+=("$(benches/train_speed.sh "$size")")
 done
+echo "== training on a busy machine (one core taken by a busy loop)"
+benches/busy.sh
 echo "== generation"
 rows+=("$(benches/generate.sh)")
 echo "== fine-tuning: full and LoRA steps, with and without activation checkpointing"

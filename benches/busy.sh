@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Training on a busy machine: the small case of train_speed.sh (pzt only) with one core taken by
+# a busy-loop shell, under libtorch's default threading, OMP_WAIT_POLICY=ACTIVE and PASSIVE, and
+# [train] threads = 1; then the same idle. Prints tokens/s (steps 2..STEPS) per setting, best of
+# RUNS. libgomp reads OMP_WAIT_POLICY when it loads, so it is set per process.
+# Usage: benches/busy.sh   (after `make build`; dev only, needs transformers to make the model)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-2}; STEPS=${STEPS:-8}; BATCH=8; SEQ=128
+PY=.venv/bin/python
+DIR=/tmp/pzt-bench-train-small
+[ -f "$DIR/model.safetensors" ] || $PY benches/train_speed.py make "$DIR" small >/dev/null 2>&1
+tmp=$(mktemp -d); hog=""
+trap 'rm -rf "$tmp"; [ -n "$hog" ] && kill "$hog" 2>/dev/null || true' EXIT
+head -c $((BATCH * (SEQ + 1) * (STEPS + 2))) /dev/urandom | base64 -w 0 | fold -w 1000 > "$tmp/text.txt"
+recipe() { # THREADS_LINE -> recipe path
+  cat > "$tmp/r.toml" <<TOML
+[run]
+name = "busy"
+out_dir = "$tmp/run"
+[model]
+hf = "$DIR"
+[data]
+source = "text"
+files = ["$tmp/text.txt"]
+tokenizer = "$DIR/tokenizer.json"
+seq_len = $SEQ
+eval_fraction = 0.0
+[train]
+steps = $STEPS
+batch_size = $BATCH
+log_every = 1
+$1
+[optim]
+lr = 1e-4
+[checkpoint]
+every_steps = 1000000
+TOML
+  echo "$tmp/r.toml"
+}
+run() { # ENV THREADS_LINE -> best tokens/s
+  local best=0 r
+  for _ in $(seq "$RUNS"); do
+    rm -rf "$tmp/run"
+    r=$(env $1 ./target/release/pzt train "$(recipe "$2")" 2>&1 | grep -o 'tok/s [0-9]*' | tail -n +2 |
+      awk -v k=$((BATCH * SEQ)) '{s += k / $2; n++} END {printf "%.0f", n * k / s}')
+    best=$(awk -v a="$r" -v b="$best" 'BEGIN {print (a > b) ? a : b}')
+  done
+  echo "$best"
+}
+settings=("default|X=1|" "OMP_WAIT_POLICY=ACTIVE|OMP_WAIT_POLICY=ACTIVE|" "OMP_WAIT_POLICY=PASSIVE|OMP_WAIT_POLICY=PASSIVE|" "threads = 1|X=1|threads = 1")
+declare -A idle busy
+for s in "${settings[@]}"; do IFS='|' read -r name env line <<<"$s"; idle[$name]=$(run "$env" "$line"); done
+sh -c 'while :; do :; done' & hog=$!
+for s in "${settings[@]}"; do IFS='|' read -r name env line <<<"$s"; busy[$name]=$(run "$env" "$line"); done
+echo "| threads and OpenMP waiting (small case) | idle tok/s | one core busy tok/s |"
+echo "|---|---|---|"
+for s in "${settings[@]}"; do IFS='|' read -r name _ _ <<<"$s"; echo "| $name | ${idle[$name]} | ${busy[$name]} |"; done
