@@ -152,34 +152,36 @@ pub fn read(path: &Path) -> Result<(Arrays, BTreeMap<String, String>)> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
-    fn arrays_round_trip_with_axes_and_metadata() {
+    fn arrays_round_trip_with_axes_and_metadata(
+    ) -> std::result::Result<(), Box<dyn std::error::Error>> {
         let dir = std::env::temp_dir().join(format!("pzt-arrays-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir)?;
         let p = dir.join("a.safetensors");
         let x = NamedTensor::wrap(
             tch::Tensor::arange(6, (tch::Kind::Float, tch::Device::Cpu)).reshape([2, 3]),
             &["seq", "embedding"],
-        )
-        .unwrap();
-        let ids = NamedTensor::wrap(tch::Tensor::from_slice(&[1i64, 2]), &["seq"]).unwrap();
+        )?;
+        let ids = NamedTensor::wrap(tch::Tensor::from_slice(&[1i64, 2]), &["seq"])?;
         let meta = BTreeMap::from([("tokens".to_string(), "1 2".to_string())]);
-        write(&p, &[("b.x".into(), x.clone()), ("a".into(), ids)], &meta).unwrap();
-        let (arrays, m) = read(&p).unwrap();
+        write(&p, &[("b.x".into(), x.clone()), ("a".into(), ids)], &meta)?;
+        let (arrays, m) = read(&p)?;
         assert_eq!(m, meta);
         assert_eq!(arrays[0].0, "a");
         assert_eq!(arrays[1].1.names(), ["seq", "embedding"]);
         assert!(arrays[1].1.tensor().equal(x.tensor()));
         assert_eq!(arrays[0].1.kind(), tch::Kind::Int64);
-        std::fs::write(&p, b"\xff\xff\xff\xff\xff\xff\xff\xffjunk").unwrap();
-        assert!(read(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("not a safetensors file"));
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::write(&p, b"\xff\xff\xff\xff\xff\xff\xff\xffjunk")?;
+        let msg = read(&p).err().map(|e| e.to_string());
+        assert!(
+            msg.as_deref()
+                .is_some_and(|m| m.contains("not a safetensors file")),
+            "{msg:?}"
+        );
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 }

@@ -235,12 +235,11 @@ impl ArrayView {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
-    fn stats_count_specials_and_skip_them() {
+    fn stats_count_specials_and_skip_them() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let t = Tensor::from_slice(&[
             1.0f32,
             -1.0,
@@ -250,7 +249,7 @@ mod tests {
             f32::NEG_INFINITY,
             3.0,
         ]);
-        let s = stats(&t).unwrap();
+        let s = stats(&t)?;
         assert_eq!(
             (s.numel, s.nan, s.posinf, s.neginf, s.zeros),
             (7, 1, 1, 1, 1)
@@ -260,17 +259,19 @@ mod tests {
         let var = (0.0625 + 3.0625 + 0.5625 + 5.0625) / 4.0;
         assert!((s.std - f64::sqrt(var)).abs() < 1e-12);
         assert!(s.line().contains("NaN 1 +inf 1 -inf 1"), "{}", s.line());
-        let all_nan = stats(&Tensor::from_slice(&[f32::NAN])).unwrap();
+        let all_nan = stats(&Tensor::from_slice(&[f32::NAN]))?;
         assert!(all_nan.mean.is_nan() && all_nan.to_json()["mean"].is_null());
+        Ok(())
     }
 
     #[test]
-    fn big_arrays_are_cut_to_a_leading_block() {
+    fn big_arrays_are_cut_to_a_leading_block() -> std::result::Result<(), Box<dyn std::error::Error>>
+    {
         assert_eq!(leading_block(&[4, 5], 100), vec![4, 5]);
         assert_eq!(leading_block(&[4096, 11008], 65536), vec![256, 172]);
         assert_eq!(leading_block(&[3, 1_000_000_000_000], 10), vec![3, 2]);
         let t = Tensor::arange(24, (Kind::Float, tch::Device::Cpu)).reshape([4, 6]);
-        let v = ArrayView::new("x", &t, &["a".into()], 12).unwrap();
+        let v = ArrayView::new("x", &t, &["a".into()], 12)?;
         assert_eq!(v.axes, ["a", "dim1"]);
         assert_eq!(v.shown, [4, 3]);
         assert!(v.truncated());
@@ -279,5 +280,6 @@ mod tests {
             [0.0, 1., 2., 6., 7., 8., 12., 13., 14., 18., 19., 20.]
         );
         assert_eq!(v.stats.max, 23.0);
+        Ok(())
     }
 }

@@ -69,7 +69,6 @@ pub fn write(path: &Path, title: &str, data: &Json) -> Result<()> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
