@@ -12,30 +12,10 @@ DIR=/tmp/pzt-bench-train-small
 [ -f "$DIR/model.safetensors" ] || $PY benches/train_speed.py make "$DIR" small >/dev/null 2>&1
 tmp=$(mktemp -d); hog=""
 trap 'rm -rf "$tmp"; [ -n "$hog" ] && kill "$hog" 2>/dev/null || true' EXIT
-head -c $((BATCH * (SEQ + 1) * (STEPS + 2))) /dev/urandom | base64 -w 0 | fold -w 1000 > "$tmp/text.txt"
-recipe() { # THREADS_LINE -> recipe path
-  cat > "$tmp/r.toml" <<TOML
-[run]
-name = "busy"
-out_dir = "$tmp/run"
-[model]
-hf = "$DIR"
-[data]
-source = "text"
-files = ["$tmp/text.txt"]
-tokenizer = "$DIR/tokenizer.json"
-seq_len = $SEQ
-eval_fraction = 0.0
-[train]
-steps = $STEPS
-batch_size = $BATCH
-log_every = 1
-$1
-[optim]
-lr = 1e-4
-[checkpoint]
-every_steps = 1000000
-TOML
+. benches/lib.sh
+random_text "$tmp/text.txt" $((BATCH * (SEQ + 1) * (STEPS + 2)))
+recipe() { # TRAIN_LINE -> recipe path
+  text_recipe "$tmp/r.toml" busy "$tmp/run" "$DIR" "$tmp/text.txt" "$SEQ" "$BATCH" "$STEPS" "$1"
   echo "$tmp/r.toml"
 }
 run() { # ENV THREADS_LINE -> best tokens/s

@@ -13,30 +13,10 @@ PY=.venv/bin/python
 [ -f "$DIR/model.safetensors" ] || $PY benches/finetune.py make "$DIR" >/dev/null 2>&1
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 head -c 150000 /dev/urandom | base64 -w 0 | fold -w 100 > "$tmp/text.txt"
+. benches/lib.sh
 recipe() { # MODE -> recipe path
   local f="$tmp/$1.toml"
-  cat > "$f" <<TOML
-[run]
-name = "$1"
-out_dir = "$tmp/run-$1"
-[model]
-hf = "$DIR"
-[data]
-source = "text"
-files = ["$tmp/text.txt"]
-tokenizer = "$DIR/tokenizer.json"
-seq_len = $SEQ
-eval_fraction = 0.0
-[train]
-steps = $N
-batch_size = $BATCH
-log_every = 1
-threads = 2
-[optim]
-lr = 1e-4
-[checkpoint]
-every_steps = 100000
-TOML
+  text_recipe "$f" "$1" "$tmp/run-$1" "$DIR" "$tmp/text.txt" "$SEQ" "$BATCH" "$N" "threads = 2"
   case $1 in
     full) ;;
     lora) printf '[strategy]\nkind = "lora"\n[strategy.lora]\ntargets = "all-linear"\nrank = 16\nalpha = 32.0\n' >> "$f";;

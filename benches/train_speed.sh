@@ -20,29 +20,9 @@ DIR=/tmp/pzt-bench-train-$SIZE
 [ -f "$DIR/model.safetensors" ] || $PY benches/train_speed.py make "$DIR" "$SIZE" >/dev/null 2>&1
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 # Enough random text for every step (bytes of base64: one token each with the byte tokenizer).
-head -c $((BATCH * (SEQ + 1) * (STEPS + 2))) /dev/urandom | base64 -w 0 | fold -w 1000 > "$tmp/text.txt"
-cat > "$tmp/r.toml" <<TOML
-[run]
-name = "speed-$SIZE"
-out_dir = "$tmp/run"
-[model]
-hf = "$DIR"
-[data]
-source = "text"
-files = ["$tmp/text.txt"]
-tokenizer = "$DIR/tokenizer.json"
-seq_len = $SEQ
-eval_fraction = 0.0
-[train]
-steps = $STEPS
-batch_size = $BATCH
-log_every = 1
-threads = $THREADS
-[optim]
-lr = 1e-4
-[checkpoint]
-every_steps = 1000000
-TOML
+. benches/lib.sh
+random_text "$tmp/text.txt" $((BATCH * (SEQ + 1) * (STEPS + 2)))
+text_recipe "$tmp/r.toml" "speed-$SIZE" "$tmp/run" "$DIR" "$tmp/text.txt" "$SEQ" "$BATCH" "$STEPS" "threads = $THREADS"
 pzt_run() { # -> "tokens_per_s peak_MB": tokens over the time of steps 2..STEPS
   rm -rf "$tmp/run"
   local out rss
