@@ -37,6 +37,28 @@ fn cell_rgb(b: &mut Browser, r: i64, c: i64) -> [u8; 3] {
     [a[0], a[1], a[2]]
 }
 
+/// The text content of the element `selector` matches.
+fn text(b: &mut Browser, selector: &str) -> String {
+    b.eval(&format!(
+        "document.querySelector({}).textContent",
+        json!(selector)
+    ))
+    .as_str()
+    .unwrap()
+    .to_string()
+}
+
+/// The page position of the top-left corner of the canvas `selector` matches (scrolled into
+/// view) and its pixels per cell.
+fn canvas_origin(b: &mut Browser, selector: &str) -> (f64, f64, f64) {
+    let v = b.eval(&format!(
+        "(() => {{ const c = document.querySelector({}); c.scrollIntoView({{block: 'start'}}); const r = c.getBoundingClientRect(); return [r.left, r.top, Number(c.dataset.px)]; }})()",
+        json!(selector)
+    ));
+    let f = |i: usize| v[i].as_f64().unwrap();
+    (f(0), f(1), f(2))
+}
+
 fn count(b: &mut Browser, selector: &str) -> u64 {
     b.eval(&format!(
         "document.querySelectorAll({}).length",
@@ -111,16 +133,10 @@ fn model_page_expands_and_draws_parameters() {
     let w = pzt::models::hf::Weights::open(Path::new(&hf)).unwrap();
     let table = w.get("model.embed_tokens.weight").unwrap();
     let want = table.double_value(&[5, 7]);
-    let corner = b.eval("(() => { const c = document.querySelector('#detail canvas.heatmap'); c.scrollIntoView({block: 'start'}); const r = c.getBoundingClientRect(); return [r.left, r.top]; })()");
-    let (x0, y0) = (corner[0].as_f64().unwrap(), corner[1].as_f64().unwrap());
-    let px = v[2] as f64;
+    let (x0, y0, px) = canvas_origin(&mut b, "#detail canvas.heatmap");
     // Aim at the centre of cell (5, 7).
     b.hover(x0 + 7.5 * px, y0 + 5.5 * px);
-    let tip = b
-        .eval("document.querySelector('#detail .tip').textContent")
-        .as_str()
-        .unwrap()
-        .to_string();
+    let tip = text(&mut b, "#detail .tip");
     let mut lines = tip.lines();
     let head = lines.next().unwrap();
     assert!(
@@ -234,11 +250,7 @@ fn arrays_mark_nan_infinities_and_outliers_and_axes_move() {
     // Hover: the tooltip names the row by its label.
     let (x, y) = b.centre("canvas.heatmap");
     b.hover(x, y);
-    let tip = b
-        .eval("document.querySelector('.tip').textContent")
-        .as_str()
-        .unwrap()
-        .to_string();
+    let tip = text(&mut b, ".tip");
     assert!(tip.starts_with("a=2 \"third\"  b=2\n"), "{tip:?}");
     let shown: f32 = tip.lines().nth(1).unwrap().parse().unwrap();
     assert!((shown - vals[12]).abs() < 1e-6, "{shown}");
@@ -291,18 +303,9 @@ fn capture_page_shows_each_array_with_token_labels() {
     b.click(&format!(".section[data-name=\"{}\"] > .row", names[1]));
     assert_eq!(count(&mut b, "canvas.heatmap"), 2);
     // Hover names the token of the seq and kv_seq axes.
-    let corner = b.eval("(() => { const c = document.querySelector('canvas.heatmap'); c.scrollIntoView({block: 'start'}); const r = c.getBoundingClientRect(); return [r.left, r.top, Number(c.dataset.px)]; })()");
-    let (x0, y0, px) = (
-        corner[0].as_f64().unwrap(),
-        corner[1].as_f64().unwrap(),
-        corner[2].as_f64().unwrap(),
-    );
+    let (x0, y0, px) = canvas_origin(&mut b, "canvas.heatmap");
     b.hover(x0 + 0.5 * px, y0 + 0.5 * px);
-    let tip = b
-        .eval("document.querySelector('.tip').textContent")
-        .as_str()
-        .unwrap()
-        .to_string();
+    let tip = text(&mut b, ".tip");
     assert!(
         tip.starts_with("batch=0  seq=0 \"") && tip.contains("kv_seq=0 \""),
         "{tip:?}"
@@ -382,11 +385,7 @@ fn report_overlays_runs_and_zooms() {
     assert!((x0 - 1.5).abs() < 0.05, "{x0}");
     // Hovering names each run's value at the nearest step.
     b.hover(at(3.0), y + 100.0);
-    let tip = b
-        .eval("document.querySelector('.tip').textContent")
-        .as_str()
-        .unwrap()
-        .to_string();
+    let tip = text(&mut b, ".tip");
     assert!(
         tip.starts_with("loss\n") && tip.matches("step 3: ").count() == 2,
         "{tip:?}"
