@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/shim.cpp");
+    println!("cargo:rerun-if-changed=csrc/profiler.cpp");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=PZT_CXX11_ABI");
     // torch-sys declares `links = "tch"` and prints `libtorch_lib`, which cargo hands to direct
@@ -34,6 +35,7 @@ fn main() {
     cc::Build::new()
         .cpp(true)
         .file("csrc/shim.cpp")
+        .file("csrc/profiler.cpp")
         .include(&include)
         .include(&api_include)
         .flag("-std=c++17")

@@ -339,3 +339,29 @@ extern "C" char* pzt_checkpointed(torch::Tensor* x, torch::Tensor** params, int 
 }
 
 extern "C" bool pzt_grad_enabled() { return at::GradMode::is_enabled(); }
+
+// Drops the gradients of `params` (PyTorch's `zero_grad(set_to_none=True)`): the next backward
+// hands each parameter its gradient buffer instead of adding into a zeroed one.
+extern "C" char* pzt_clear_grads(torch::Tensor** params, int n) {
+  PZT_TRY
+  for (int i = 0; i < n; ++i) params[i]->mutable_grad().reset();
+  PZT_CATCH
+}
+
+// The L2 norm of each of `grads` (computed in float32 or wider, like `clip_grad_norm_`), into
+// `out[0..n]`, with one transfer to the host.
+extern "C" char* pzt_grad_norms(torch::Tensor** grads, int n, double* out) {
+  PZT_TRY
+  if (n == 0) return nullptr;
+  at::NoGradGuard ng;
+  std::vector<at::Tensor> g;
+  for (int i = 0; i < n; ++i) g.push_back(*grads[i]);
+  std::vector<at::Tensor> norms;
+  for (const auto& t : g) {
+    auto kind = t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    norms.push_back(at::linalg_vector_norm(t, 2, std::nullopt, false, kind));
+  }
+  auto all = at::stack(norms).to(at::kCPU, at::kDouble).contiguous();
+  memcpy(out, all.data_ptr<double>(), sizeof(double) * static_cast<size_t>(n));
+  PZT_CATCH
+}

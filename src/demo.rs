@@ -85,7 +85,7 @@ pub fn train_xor(cfg: &XorConfig, mut on_step: impl FnMut(usize, f64)) -> Result
     let side = SideInputs::new();
     let mut losses = vec![];
     for step in 1..=cfg.max_steps {
-        opt.zero_grad();
+        opt.zero_grad()?;
         let pred = model.forward(x.clone(), &side)?.into_tensor()?;
         let loss = mse(&pred, &y)?;
         loss.f_backward().ctx("backward")?;

@@ -41,7 +41,7 @@ fn adamw_matches_the_formula_and_skips_decay_for_1d() {
     let mut wv = 1f64; // track w[0,0]
     let mut bv = 1f64;
     for t in 1..=3 {
-        opt.zero_grad();
+        opt.zero_grad().unwrap();
         let g = 0.3 * t as f32;
         set_grad(&w, &[g, 0., 0., 0.]);
         set_grad(&b, &[g, 0.]);
@@ -73,7 +73,7 @@ fn sgd_momentum_and_nesterov() {
         let mut opt = Optimizer::new(vec![p.clone()], c);
         let (mut x, mut buf) = (1f64, 0f64);
         for t in 0..3 {
-            opt.zero_grad();
+            opt.zero_grad().unwrap();
             let g = 1.0 + t as f64;
             set_grad(&p, &[g as f32]);
             opt.step(0.1).unwrap();
@@ -131,7 +131,7 @@ fn adamw_falls_back_for_other_dtypes_with_the_same_numbers() {
         c.weight_decay = 0.1;
         let mut opt = Optimizer::new(vec![p.clone()], c);
         for _ in 0..3 {
-            opt.zero_grad();
+            opt.zero_grad().unwrap();
             let v = p.value();
             (&v * &v).sum(Kind::Float).backward();
             opt.step(0.05).unwrap();

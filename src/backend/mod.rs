@@ -4,9 +4,13 @@
 //! freshly seeded generator that leave the global generators untouched.
 
 mod device;
+mod grads;
+mod profiler;
 mod recompute;
 
 pub use device::{auto_device, device_name, devices, parse_device, DeviceError};
+pub use grads::{clear_grads, grad_norms};
+pub use profiler::Profiler;
 pub use recompute::{checkpointed, grad_enabled};
 
 use crate::base::{Error, Result};

@@ -1,6 +1,6 @@
-//! `pzt train RECIPE [--set KEY=VALUE]... [--resume] [--json]`.
+//! `pzt train RECIPE [--set KEY=VALUE]... [--resume] [--json] [--profile TRACE.json]`.
 
-use super::common::{deterministic_cublas, lib_err, print_metrics, Failure};
+use super::common::{check_out_file, deterministic_cublas, lib_err, print_metrics, Failure};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,9 +20,25 @@ pub struct Args {
     /// Print the final summary as JSON (and nothing else on stdout).
     #[arg(long)]
     json: bool,
+    /// Profile steps with libtorch's operator profiler: write a Chrome trace (Perfetto,
+    /// chrome://tracing) to this file and print the operators by self time on stderr.
+    #[arg(long, value_name = "TRACE.json")]
+    profile: Option<PathBuf>,
+    /// How many steps to profile (after the first, which warms up).
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "profile")]
+    profile_steps: u64,
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
+    if let Some(p) = &a.profile {
+        check_out_file(p)?;
+        if a.profile_steps == 0 || a.profile_steps > 1_000_000 {
+            return Err(Failure::BadInput(format!(
+                "--profile-steps {}: give 1 to 1000000 steps",
+                a.profile_steps
+            )));
+        }
+    }
     let r = pzt::recipe::Recipe::load(&a.recipe, &a.set).map_err(lib_err)?;
     if a.resume && pzt::train::checkpoint::latest(&r.run.out_dir).is_none() && !a.json {
         println!(
@@ -43,10 +59,17 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let opts = pzt::train::TrainOptions {
         progress: std::io::stdout().is_terminal() && !a.json,
         quiet: a.json,
+        profile: a.profile.clone().map(|trace| pzt::train::ProfileOptions {
+            trace,
+            steps: a.profile_steps,
+        }),
     };
     let spec = r.train_spec(&pzt::builtin_registry()).map_err(lib_err)?;
     deterministic_cublas(&spec);
     let s = pzt::train::train(spec, &opts, &stop).map_err(|e| lib_err(r.locate(e)))?;
+    if let Some(p) = &s.profile {
+        eprintln!("{p}");
+    }
     if a.json {
         println!(
             "{}",

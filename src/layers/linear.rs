@@ -134,6 +134,14 @@ impl Layer for Linear {
                 self.weight_shape()
             )));
         }
+        let w = if w.kind() != x.kind() {
+            w.f_to_kind(x.kind()).ctx("Linear: cast weights")?
+        } else {
+            w
+        };
+        if let Some(y) = self.fast_path(&x, &w)? {
+            return Ok(y.into());
+        }
         // Letters: x's axes first, then the output axes.
         let xnames = x.names().to_vec();
         let mut eq_x = String::new();
@@ -174,14 +182,67 @@ impl Layer for Linear {
             }
         }
         let eq = format!("{eq_x},{eq_w}->{eq_out}");
-        let w = if w.kind() != x.kind() {
-            w.f_to_kind(x.kind()).ctx("Linear: cast weights")?
-        } else {
-            w
-        };
         let y = Tensor::f_einsum(&eq, &[x.tensor(), &w], None::<&[i64]>)
             .ctx(format!("Linear einsum `{eq}`"))?;
         Ok(NamedTensor::from_parts(y, out_names)?.into())
+    }
+}
+
+impl Linear {
+    /// The common cases without `einsum` (which re-parses its equation and may permute and
+    /// copy): a scale over parallel axes alone is a broadcast multiply, and a contraction
+    /// without parallel axes is one matrix product of `x` (its other axes first, then the
+    /// input axes in the weights' order; a permutation only when they are not already so) with
+    /// the weights viewed as `[inputs, outputs]`. `None`: the einsum path applies.
+    fn fast_path(&self, x: &NamedTensor, w: &Tensor) -> Result<Option<NamedTensor>> {
+        if self.input_axes.is_empty() && self.output_axes.is_empty() {
+            let names: Vec<&str> = self.parallel_axes.keys().map(|s| s.as_str()).collect();
+            let scale = NamedTensor::wrap(w.shallow_clone(), &names)?;
+            return Ok(Some(x.mul(&scale)?));
+        }
+        if !self.parallel_axes.is_empty() || self.input_axes.is_empty() {
+            return Ok(None);
+        }
+        let names = x.names();
+        let batch: Vec<&String> = names
+            .iter()
+            .filter(|n| !self.input_axes.contains_key(*n))
+            .collect();
+        if batch.iter().any(|n| self.output_axes.contains_key(*n)) {
+            return Ok(None); // the einsum path names the clash
+        }
+        let order: Vec<String> = batch
+            .iter()
+            .map(|n| n.to_string())
+            .chain(self.input_axes.keys().cloned())
+            .collect();
+        let x = if order.as_slice() == names {
+            x.clone()
+        } else {
+            x.with_name_order(&order)?
+        };
+        let k: i64 = self.input_axes.values().product();
+        let m: i64 = self.output_axes.values().product();
+        let t = x.tensor();
+        let lead: Vec<i64> = t.size()[..batch.len()].to_vec();
+        let y = t
+            .f_reshape([-1, k])
+            .and_then(|x2| x2.f_matmul(&w.f_reshape([k, m])?))
+            .and_then(|y2| {
+                let shape: Vec<i64> = lead
+                    .iter()
+                    .copied()
+                    .chain(self.output_axes.values().copied())
+                    .collect();
+                y2.f_reshape(shape.as_slice())
+            })
+            .ctx("Linear matmul")?;
+        let out_names = batch
+            .into_iter()
+            .cloned()
+            .chain(self.output_axes.keys().cloned())
+            .collect();
+        Ok(Some(NamedTensor::from_parts(y, out_names)?))
     }
 }
 

@@ -257,31 +257,39 @@ impl Layer for ApplyRoPE {
             .f_unsqueeze(-1)
             .and_then(|a| a.f_mul(&inv))
             .ctx("rope angles")?;
-        let ang = Tensor::f_cat(&[&ang, &ang], -1).ctx("rope")?;
+        let ang2 = Tensor::f_cat(&[&ang, &ang], -1).ctx("rope")?;
         let cos = NamedTensor::from_parts(
-            ang.f_cos()
+            ang2.f_cos()
                 .and_then(|c| c.f_to_kind(x.kind()))
                 .ctx("rope")?,
             pos.names().to_vec(),
         )?;
-        let sin = NamedTensor::from_parts(
-            ang.f_sin()
-                .and_then(|c| c.f_to_kind(x.kind()))
-                .ctx("rope")?,
-            pos.names().to_vec(),
-        )?;
+        // rotate_half(x) * sin, with rotate_half(x) = [-x2, x1], is [x2, x1] * [-sin, sin]:
+        // one flip of the halves (its backward is a flip too) and the sign folded into sin.
+        let sin_half = ang.f_sin().ctx("rope")?;
+        let signed = Tensor::f_cat(&[&sin_half.f_neg().ctx("rope")?, &sin_half], -1)
+            .and_then(|c| c.f_to_kind(x.kind()))
+            .ctx("rope")?;
+        let sin = NamedTensor::from_parts(signed, pos.names().to_vec())?;
         let xp = x.untag_prefix(&[self.embedding_axis.as_str()])?;
         let half = d / 2;
-        let x_rot = xp.nmap(|t| t.f_narrow(-1, 0, d).ctx("rope"))?;
-        let rot_half = x_rot.nmap(|t| {
-            {
-                let x1 = t.f_narrow(-1, 0, half)?;
-                let x2 = t.f_narrow(-1, half, half)?;
-                Tensor::f_cat(&[&x2.f_neg()?, &x1], -1)
+        let x_rot = if d < e {
+            xp.nmap(|t| t.f_narrow(-1, 0, d).ctx("rope"))?
+        } else {
+            xp.clone()
+        };
+        // (libtorch has no meta kernel for flip; on the meta device the shape is all there is.)
+        let meta = crate::backend::is_meta(x_rot.tensor());
+        let swapped = x_rot.nmap(|t| {
+            if meta {
+                return Ok(t.shallow_clone());
             }
-            .ctx("rotate_half")
+            t.f_unflatten(-1, [2, half])
+                .and_then(|h| h.f_flip([-2]))
+                .and_then(|h| h.f_flatten(-2, -1))
+                .ctx("rotate_half")
         })?;
-        let y = x_rot.mul(&cos)?.add(&rot_half.mul(&sin)?)?;
+        let y = x_rot.mul(&cos)?.add(&swapped.mul(&sin)?)?;
         let y = y.with_name_order(xp.names())?;
         let y = if d < e {
             let pass = xp.nmap(|t| t.f_narrow(-1, d, e - d).ctx("rope"))?;

@@ -66,6 +66,40 @@ fn mask_count(mask: &Tensor) -> Result<f64> {
         .max(1.0))
 }
 
+/// The summed negative log-likelihood of `targets` under `logits` (`[..., classes]`) where
+/// `mask` is 1 (a 0-dim float tensor, on the device).
+fn masked_nll_sum(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let logp = logits
+        .f_log_softmax(-1, tch::Kind::Float)
+        .ctx("cross-entropy")?;
+    let idx = targets
+        .f_to_kind(tch::Kind::Int64)
+        .and_then(|t| t.f_unsqueeze(-1))
+        .ctx("cross-entropy")?;
+    logp.f_gather(-1, &idx, false)
+        .and_then(|g| g.f_squeeze_dim(-1))
+        .and_then(|g| g.f_neg())
+        .and_then(|g| g.f_mul(mask))
+        .and_then(|g| g.f_sum(tch::Kind::Float))
+        .ctx("cross-entropy")
+}
+
+/// Cross-entropy of `logits` (`[..., classes]`, float) against integer `targets` (`[...]`)
+/// where `mask` is 1, averaged over the masked targets (at least 1), without reading anything
+/// back from the device (what a training step back-propagates).
+pub fn masked_cross_entropy_mean(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+) -> Result<Tensor> {
+    let total = masked_nll_sum(logits, targets, mask)?;
+    let count = mask
+        .f_sum(tch::Kind::Float)
+        .and_then(|c| c.f_clamp_min(1.0))
+        .ctx("cross-entropy")?;
+    total.f_div(&count).ctx("cross-entropy")
+}
+
 /// Cross-entropy of `logits` (`[..., classes]`, float) against integer `targets` (`[...]`)
 /// where `mask` is 1, averaged over the masked targets; with the sums and the argmax hits.
 pub fn masked_cross_entropy(
@@ -74,20 +108,7 @@ pub fn masked_cross_entropy(
     mask: &Tensor,
 ) -> Result<(Tensor, Sums)> {
     let count = mask_count(mask)?;
-    let logp = logits
-        .f_log_softmax(-1, tch::Kind::Float)
-        .ctx("cross-entropy")?;
-    let idx = targets
-        .f_to_kind(tch::Kind::Int64)
-        .and_then(|t| t.f_unsqueeze(-1))
-        .ctx("cross-entropy")?;
-    let nll = logp
-        .f_gather(-1, &idx, false)
-        .and_then(|g| g.f_squeeze_dim(-1))
-        .and_then(|g| g.f_neg())
-        .ctx("cross-entropy")?;
-    let masked = nll.f_mul(mask).ctx("cross-entropy")?;
-    let total = masked.f_sum(tch::Kind::Float).ctx("cross-entropy")?;
+    let total = masked_nll_sum(logits, targets, mask)?;
     let mean = total.f_div_scalar(count).ctx("cross-entropy")?;
     let pred = logits.f_argmax(-1, false).ctx("accuracy")?;
     let correct = pred

@@ -55,6 +55,16 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Print nothing while training (for `--json`).
     pub quiet: bool,
+    /// Profile some steps with libtorch's operator profiler (`pzt train --profile`).
+    pub profile: Option<ProfileOptions>,
+}
+
+/// Which steps to profile and where the trace goes: the `steps` steps after the first one this
+/// invocation runs (the first warms up), as a Chrome trace written to `trace`.
+#[derive(Debug, Clone)]
+pub struct ProfileOptions {
+    pub trace: PathBuf,
+    pub steps: u64,
 }
 
 /// A request to stop after the current step (the command line sets it on Ctrl-C or SIGTERM).
@@ -74,6 +84,8 @@ pub struct Summary {
     pub checkpoint: Option<PathBuf>,
     pub elapsed_s: f64,
     pub interrupted: bool,
+    /// The operator tables of the profiled steps (`--profile`), markdown.
+    pub profile: Option<String>,
 }
 
 impl Summary {

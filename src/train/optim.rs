@@ -69,7 +69,7 @@ impl AdamW {
         AdamW(Optimizer::new(params, config))
     }
     /// Clears gradients.
-    pub fn zero_grad(&mut self) {
+    pub fn zero_grad(&mut self) -> Result<()> {
         self.0.zero_grad()
     }
     /// One step at the configured learning rate.
@@ -116,29 +116,20 @@ impl Optimizer {
         self.fused
     }
 
-    /// Clears gradients.
-    pub fn zero_grad(&mut self) {
-        for p in &self.params {
-            let mut v = p.value();
-            v.zero_grad();
-        }
+    /// Drops the gradients (PyTorch's `zero_grad(set_to_none=True)`): the next backward
+    /// writes fresh ones, and a parameter that gets none is left alone by the next step.
+    pub fn zero_grad(&mut self) -> Result<()> {
+        let values: Vec<tch::Tensor> = self.params.iter().map(|p| p.value()).collect();
+        crate::backend::clear_grads(&values)
     }
 
-    /// The global L2 norm of the gradients (0 without gradients).
+    /// The global L2 norm of the gradients (0 without gradients): each gradient's norm in
+    /// float32 (as `clip_grad_norm_` computes it), combined in float64.
     pub fn grad_norm(&self) -> Result<f64> {
         let _ng = tch::no_grad_guard();
-        let mut total = 0f64;
-        for p in &self.params {
-            if let Some(g) = p.grad() {
-                let n = g
-                    .f_to_kind(tch::Kind::Double)
-                    .and_then(|x| x.f_square())
-                    .and_then(|x| x.f_sum(None::<tch::Kind>))
-                    .ctx("grad norm")?;
-                total += n.f_double_value(&[]).ctx("grad norm")?;
-            }
-        }
-        Ok(total.sqrt())
+        let grads: Vec<tch::Tensor> = self.params.iter().filter_map(|p| p.grad()).collect();
+        let norms = crate::backend::grad_norms(&grads)?;
+        Ok(norms.iter().map(|n| n * n).sum::<f64>().sqrt())
     }
 
     /// The label of the first parameter whose gradient has a NaN or an infinity.

@@ -3,7 +3,7 @@
 //! accuracy, exact match of greedy completions), classification (cross-entropy, accuracy) and
 //! regression (mean squared error).
 
-use super::losses::{masked_cross_entropy, sum_squared_error, Sums};
+use super::losses::{masked_cross_entropy, masked_cross_entropy_mean, sum_squared_error, Sums};
 use crate::base::{Error, Result, TorchContext};
 use crate::data::spec::{CsvTask, DataSpec};
 use crate::data::Example;
@@ -30,6 +30,10 @@ pub trait Task: Send + Sync {
     fn batch(&self, items: &[&Example], device: Device) -> Result<Batch>;
     /// The mean loss of the model output `y` on `b` (to back-propagate), and its sums.
     fn loss(&self, y: &NamedTensor, b: &Batch) -> Result<(Tensor, Sums)>;
+    /// The mean loss alone, for a training step: nothing is read back from the device.
+    fn train_loss(&self, y: &NamedTensor, b: &Batch) -> Result<Tensor> {
+        Ok(self.loss(y, b)?.0)
+    }
     /// The eval metrics, from the sums over the eval split and the split itself.
     fn metrics(
         &self,
@@ -165,6 +169,11 @@ impl Task for LanguageModel {
     fn loss(&self, y: &NamedTensor, b: &Batch) -> Result<(Tensor, Sums)> {
         let logits = rearranged(y, &self.axes.0, Some(&self.axes.1))?;
         masked_cross_entropy(&logits, &b.targets, &b.mask)
+    }
+
+    fn train_loss(&self, y: &NamedTensor, b: &Batch) -> Result<Tensor> {
+        let logits = rearranged(y, &self.axes.0, Some(&self.axes.1))?;
+        masked_cross_entropy_mean(&logits, &b.targets, &b.mask)
     }
 
     fn metrics(

@@ -43,6 +43,8 @@ pub struct Trainer {
     base: Option<checkpoint::BaseRecord>,
     /// One `pzt train` per run directory.
     _lock: super::lock::RunLock,
+    /// `--profile`: which steps to profile.
+    profile: Option<super::ProfileOptions>,
 }
 
 /// What one optimizer step did.
@@ -90,6 +92,7 @@ impl Trainer {
             window: (0, Instant::now()),
             base,
             _lock: lock,
+            profile: opts.profile.clone(),
         };
         t.resume()?;
         if t.step < t.spec().train.steps {
@@ -164,7 +167,7 @@ impl Trainer {
         let (seed, steps) = (self.spec().run.seed, self.spec().train.steps);
         let (batch_size, grad_accum) = (self.spec().train.batch_size, self.spec().train.grad_accum);
         let lr = self.optim.lr_at(self.step, steps);
-        self.opt.zero_grad();
+        self.opt.zero_grad()?;
         let mut loss_sum = 0.0;
         for micro in 0..grad_accum {
             let idx = self.cursor.next_batch(batch_size);
@@ -183,7 +186,7 @@ impl Trainer {
                 .clone()
                 .with("random_stream", SideValue::Stream(stream));
             let y = self.session.forward(b.x.clone(), &side)?;
-            let (loss, _) = self.session.task.loss(&y, &b)?;
+            let loss = self.session.task.train_loss(&y, &b)?;
             let scaled = loss.f_div_scalar(grad_accum as f64).ctx("loss")?;
             scaled.f_backward().ctx("backward")?;
             loss_sum += loss.f_double_value(&[]).ctx("loss")?;
@@ -355,12 +358,20 @@ impl Trainer {
         let mut final_loss = None;
         let mut interrupted = false;
         self.window = (0, Instant::now());
+        let (mut ran, mut profiler, mut profile) = (0u64, None, None);
         while self.step < steps {
             if tb.is_none() {
                 tb = Some(EventWriter::create(&out_dir.join("tensorboard"))?);
             }
             let Some(tb) = tb.as_mut() else { break };
+            if ran == 1 && self.profile.is_some() {
+                profiler = Some(crate::backend::Profiler::start(true)?);
+            }
             let o = self.step()?;
+            ran += 1;
+            if self.profile.as_ref().is_some_and(|p| ran == 1 + p.steps) {
+                profile = self.finish_profile(profiler.take())?;
+            }
             final_loss = Some(o.loss);
             let step = self.step;
             let mut line = Map::new();
@@ -390,6 +401,9 @@ impl Trainer {
                 break;
             }
         }
+        if profiler.is_some() {
+            profile = self.finish_profile(profiler.take())?;
+        }
         self.report.finish();
         if last_ckpt.is_none() {
             last_ckpt = checkpoint::latest(&out_dir).map(|(_, p)| p);
@@ -406,6 +420,20 @@ impl Trainer {
             checkpoint: last_ckpt,
             elapsed_s: self.started.elapsed().as_secs_f64(),
             interrupted,
+            profile,
         })
+    }
+
+    /// Stops the profiler of `--profile` (if it ran), writes its trace and returns its tables.
+    fn finish_profile(&self, p: Option<crate::backend::Profiler>) -> Result<Option<String>> {
+        let (Some(p), Some(o)) = (p, &self.profile) else {
+            return Ok(None);
+        };
+        let tables = p.stop(Some(&o.trace), 30)?;
+        Ok(Some(format!(
+            "profile of {} step(s), trace in {}:\n\n{tables}",
+            o.steps.min(self.step),
+            o.trace.display()
+        )))
     }
 }
