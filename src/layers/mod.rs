@@ -19,6 +19,7 @@ pub mod masks;
 pub mod misc;
 pub mod norms;
 pub mod rope;
+mod rope_table;
 pub mod toolshed;
 
 use crate::base::{Error, Result};

@@ -251,25 +251,23 @@ impl Layer for ApplyRoPE {
             )));
         }
         let pos = positions(side, &self.positions_input, &self.seq_axis, s, x.tensor())?;
-        let inv = crate::backend::to_device_like(&self.inv_freq(rd)?, x.tensor())?;
-        let pf = pos.tensor().f_to_kind(Kind::Float).ctx("rope")?;
-        let ang = pf
-            .f_unsqueeze(-1)
-            .and_then(|a| a.f_mul(&inv))
-            .ctx("rope angles")?;
-        let ang2 = Tensor::f_cat(&[&ang, &ang], -1).ctx("rope")?;
-        let cos = NamedTensor::from_parts(
-            ang2.f_cos()
-                .and_then(|c| c.f_to_kind(x.kind()))
-                .ctx("rope")?,
-            pos.names().to_vec(),
-        )?;
+        let default_len = side.tensor(&self.positions_input)?.is_none().then_some(s);
+        let tabled = if crate::backend::is_meta(x.tensor()) {
+            None
+        } else {
+            super::rope_table::lookup(self, rd, pos.tensor(), default_len, x.tensor())?
+        };
         // rotate_half(x) * sin, with rotate_half(x) = [-x2, x1], is [x2, x1] * [-sin, sin]:
         // one flip of the halves (its backward is a flip too) and the sign folded into sin.
-        let sin_half = ang.f_sin().ctx("rope")?;
-        let signed = Tensor::f_cat(&[&sin_half.f_neg().ctx("rope")?, &sin_half], -1)
-            .and_then(|c| c.f_to_kind(x.kind()))
-            .ctx("rope")?;
+        let (cos, signed) = match tabled {
+            Some(t) => t,
+            None => {
+                let inv = crate::backend::to_device_like(&self.inv_freq(rd)?, x.tensor())?;
+                let ang = super::rope_table::angles(&inv, pos.tensor())?;
+                super::rope_table::cos_sin(&ang, x.kind())?
+            }
+        };
+        let cos = NamedTensor::from_parts(cos, pos.names().to_vec())?;
         let sin = NamedTensor::from_parts(signed, pos.names().to_vec())?;
         let xp = x.untag_prefix(&[self.embedding_axis.as_str()])?;
         let half = d / 2;

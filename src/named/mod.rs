@@ -235,7 +235,11 @@ impl NamedTensor {
         let mut perm: Vec<i64> = keep.iter().map(|&i| i as i64).collect();
         perm.extend(idx.iter().map(|&i| i as i64));
         perm.extend((self.names.len()..self.tensor.dim()).map(|i| i as i64));
-        let tensor = self.tensor.f_permute(perm.as_slice()).ctx("untag")?;
+        let tensor = if perm.iter().enumerate().all(|(i, &p)| p == i as i64) {
+            self.tensor.shallow_clone()
+        } else {
+            self.tensor.f_permute(perm.as_slice()).ctx("untag")?
+        };
         let names = keep.iter().map(|&i| self.names[i].clone()).collect();
         Ok(NamedTensor { tensor, names })
     }
@@ -304,10 +308,13 @@ impl NamedTensor {
         let batch: i64 = named_sizes.iter().product();
         let mut flat_shape = vec![batch];
         flat_shape.extend(self.positional_shape());
-        let flat = self
-            .tensor
-            .f_reshape(flat_shape.as_slice())
-            .ctx("nmap: flatten named axes")?;
+        let flat = if flat_shape == self.tensor.size() {
+            self.tensor.shallow_clone()
+        } else {
+            self.tensor
+                .f_reshape(flat_shape.as_slice())
+                .ctx("nmap: flatten named axes")?
+        };
         let out = f(&flat)?;
         let osize = out.size();
         if osize.first() != Some(&batch) {
@@ -319,9 +326,12 @@ impl NamedTensor {
         }
         let mut new_shape = named_sizes;
         new_shape.extend(&osize[1..]);
-        let tensor = out
-            .f_reshape(new_shape.as_slice())
-            .ctx("nmap: restore named axes")?;
+        let tensor = if new_shape == osize {
+            out
+        } else {
+            out.f_reshape(new_shape.as_slice())
+                .ctx("nmap: restore named axes")?
+        };
         Ok(NamedTensor {
             tensor,
             names: self.names.clone(),

@@ -50,7 +50,13 @@ impl NamedTensor {
             }
         }
         perm.extend((own.len()..self.tensor().dim()).map(|i| i as i64));
-        let t = self.tensor().f_permute(perm.as_slice()).ctx("align")?;
+        // The common case, already in order, adds no permute (nor a node to back-propagate).
+        let identity = perm.iter().enumerate().all(|(i, &p)| p == i as i64);
+        let t = if identity {
+            self.tensor().shallow_clone()
+        } else {
+            self.tensor().f_permute(perm.as_slice()).ctx("align")?
+        };
         let tsize = t.size();
         let mut shape = Vec::with_capacity(order.len() + pos_ndim);
         let mut k = 0;
@@ -65,6 +71,9 @@ impl NamedTensor {
         let pos = self.positional_shape();
         shape.extend(std::iter::repeat_n(1, pos_ndim - pos.len()));
         shape.extend(pos);
+        if shape == tsize {
+            return Ok(t);
+        }
         t.f_reshape(shape.as_slice()).ctx("align")
     }
 
