@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    pzt::base::memory::tune_allocator();
     let parsed = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
