@@ -20,6 +20,11 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     pzt::base::memory::tune_allocator();
+    // libtorch's profiler (`train --profile`) logs its start-up stages and, on a machine
+    // without a GPU, a CUDA error line; keep it quiet unless the user asked for its log.
+    if std::env::var_os("KINETO_LOG_LEVEL").is_none() {
+        std::env::set_var("KINETO_LOG_LEVEL", "5");
+    }
     let parsed = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
