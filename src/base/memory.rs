@@ -35,19 +35,6 @@ pub fn tensor_values(shape: &[i64]) -> Result<i64, String> {
     Ok(n)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shapes_are_bounded() {
-        assert_eq!(tensor_values(&[2, 3]), Ok(6));
-        assert!(tensor_values(&[2, 0]).is_err());
-        assert!(tensor_values(&[-4]).is_err());
-        assert!(tensor_values(&[1_000_000_000_000, 1_000_000_000_000]).is_err());
-    }
-}
-
 /// glibc malloc settings pzt starts with (see [`tune_allocator`]): blocks up to 32 MiB come
 /// from the heap instead of fresh `mmap`s, and up to 256 MiB of freed heap top is kept.
 pub const MMAP_THRESHOLD: i32 = 32 << 20;
@@ -85,4 +72,17 @@ fn apply_malloc_settings() -> bool {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn apply_malloc_settings() -> bool {
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_are_bounded() {
+        assert_eq!(tensor_values(&[2, 3]), Ok(6));
+        assert!(tensor_values(&[2, 0]).is_err());
+        assert!(tensor_values(&[-4]).is_err());
+        assert!(tensor_values(&[1_000_000_000_000, 1_000_000_000_000]).is_err());
+    }
 }
