@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Training on a busy machine: the small case of train_speed.sh (pzt only) with one core taken by
-# a busy-loop shell, under libtorch's default threading, OMP_WAIT_POLICY=ACTIVE and PASSIVE, and
-# [train] threads = 1; then the same idle. Prints tokens/s (steps 2..STEPS) per setting, best of
-# RUNS. libgomp reads OMP_WAIT_POLICY when it loads, so it is set per process.
+# Training on a busy machine: the small case of train_speed.sh (pzt only), idle and then with one
+# core taken by a busy-loop shell, under pzt's default (GOMP_SPINCOUNT=10000), libgomp's own
+# default spin count, a shorter one, OMP_WAIT_POLICY=PASSIVE and [train] threads = 1. Prints
+# tokens/s (steps 2..STEPS) per setting, best of RUNS. libgomp reads these variables when it
+# loads, so they are set per process; SETTINGS="name|ENV=VALUE|train line ..." replaces the list.
 # Usage: benches/busy.sh   (after `make build`; dev only, needs transformers to make the model)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,7 @@ run() { # ENV THREADS_LINE -> best tokens/s
   done
   echo "$best"
 }
-settings=("default|X=1|" "OMP_WAIT_POLICY=ACTIVE|OMP_WAIT_POLICY=ACTIVE|" "OMP_WAIT_POLICY=PASSIVE|OMP_WAIT_POLICY=PASSIVE|" "threads = 1|X=1|threads = 1")
+settings=(${SETTINGS:-"default (pzt: GOMP_SPINCOUNT=10000)|X=1|" "libgomp's own default (GOMP_SPINCOUNT=300000)|GOMP_SPINCOUNT=300000|" "GOMP_SPINCOUNT=1000|GOMP_SPINCOUNT=1000|" "OMP_WAIT_POLICY=PASSIVE|OMP_WAIT_POLICY=PASSIVE|" "threads = 1|X=1|threads = 1"})
 declare -A idle busy
 for s in "${settings[@]}"; do IFS='|' read -r name env line <<<"$s"; idle[$name]=$(run "$env" "$line"); done
 sh -c 'while :; do :; done' & hog=$!

@@ -83,6 +83,21 @@ fn dir_bytes(p: &Path) -> u64 {
 }
 
 /// Appends this process's line to `<out_dir>/environment.jsonl`.
+/// The environment variables that change how fast (not what) libtorch computes: OpenMP's
+/// waiting and thread settings and glibc's malloc tunables, as this process sees them.
+fn threading_env() -> serde_json::Map<String, Value> {
+    std::env::vars()
+        .filter(|(k, _)| {
+            k.starts_with("OMP_")
+                || k.starts_with("GOMP_")
+                || k.starts_with("MKL_")
+                || (k.starts_with("MALLOC_") && k.ends_with('_'))
+                || k == "GLIBC_TUNABLES"
+        })
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect()
+}
+
 pub fn record_environment(out_dir: &Path, step: u64, device: &str) -> Result<()> {
     use std::io::Write;
     let path = out_dir.join("environment.jsonl");
@@ -96,6 +111,7 @@ pub fn record_environment(out_dir: &Path, step: u64, device: &str) -> Result<()>
         "device": device,
         "threads": tch::get_num_threads(),
         "start_step": step,
+        "env": threading_env(),
     });
     let io = |source| Error::Io {
         path: path.display().to_string(),
