@@ -6,12 +6,13 @@
                                   decoder layer); prints the mean seconds per step after the first
 """
 import os
-import shutil
 import sys
 import time
 
 import torch
 import transformers
+
+from hf_dir import save_with_tokenizer
 
 B, T = int(os.environ.get("BATCH", "4")), int(os.environ.get("SEQ", "128"))
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -25,12 +26,7 @@ def make(out):
         bos_token_id=1, eos_token_id=2,
     )
     model = transformers.LlamaForCausalLM(cfg)
-    shutil.rmtree(out, ignore_errors=True)
-    model.save_pretrained(out)
-    here = os.path.dirname(os.path.abspath(__file__))
-    tok = os.path.join(here, "..", "tests", "fixtures", "hf", "llama-lora-base")
-    for f in ["tokenizer.json", "tokenizer_config.json"]:
-        shutil.copy(os.path.join(tok, f), out)
+    save_with_tokenizer(model, out)
 
 
 def train(d, mode, n):

@@ -11,12 +11,13 @@ and peft; or on the CPU with SHAPE=tiny, to try the script).
     gpu.py flops DIR SEQ               training FLOPs per token (6 N + 12 L d T, N without embeddings)
 """
 import os
-import shutil
 import sys
 import time
 
 import torch
 import transformers
+
+from hf_dir import save_with_tokenizer
 
 SHAPES = {
     "tinyllama": dict(num_hidden_layers=22, hidden_size=2048, num_attention_heads=32, num_key_value_heads=4,
@@ -32,12 +33,7 @@ def make(out, shape):
     cfg = transformers.LlamaConfig(max_position_embeddings=2048, bos_token_id=1, eos_token_id=2,
                                    rms_norm_eps=1e-5, **SHAPES[shape])
     model = transformers.LlamaForCausalLM(cfg).to(torch.bfloat16)
-    shutil.rmtree(out, ignore_errors=True)
-    model.save_pretrained(out)
-    here = os.path.dirname(os.path.abspath(__file__))
-    tok = os.path.join(here, "..", "tests", "fixtures", "hf", "llama-lora-base")
-    for f in ["tokenizer.json", "tokenizer_config.json"]:
-        shutil.copy(os.path.join(tok, f), out)
+    save_with_tokenizer(model, out)
 
 
 def flops(d, seq):

@@ -6,12 +6,13 @@
                                     tokens [BATCH, SEQ]; prints the tokens/s of steps 2..N
 """
 import os
-import shutil
 import sys
 import time
 
 import torch
 import transformers
+
+from hf_dir import save_with_tokenizer
 
 SIZES = {
     # layers, hidden, heads, MLP, vocab
@@ -26,12 +27,7 @@ def make(out, size):
     cfg = transformers.LlamaConfig(num_key_value_heads=kw["num_attention_heads"], max_position_embeddings=1024,
                                    bos_token_id=1, eos_token_id=2, **kw)
     model = transformers.LlamaForCausalLM(cfg)
-    shutil.rmtree(out, ignore_errors=True)
-    model.save_pretrained(out)
-    here = os.path.dirname(os.path.abspath(__file__))
-    tok = os.path.join(here, "..", "tests", "fixtures", "hf", "llama-lora-base")
-    for f in ["tokenizer.json", "tokenizer_config.json"]:
-        shutil.copy(os.path.join(tok, f), out)
+    save_with_tokenizer(model, out)
 
 
 def train(d, n):

@@ -143,3 +143,29 @@ fn adamw_falls_back_for_other_dtypes_with_the_same_numbers() {
     assert!(fa && !fb);
     assert!((a - b).abs().max().double_value(&[]) < 1e-5);
 }
+
+#[test]
+fn zero_grad_drops_gradients_and_a_parameter_without_one_is_not_updated() {
+    let a = Parameter::new("a", Tensor::from_slice(&[1f32, 2.]));
+    let b = Parameter::new("b", Tensor::from_slice(&[3f32, 4.]));
+    let mut config = cfg(OptimKind::Adamw);
+    config.weight_decay = 0.1;
+    config.decay_norms_and_biases = true;
+    let mut opt = Optimizer::new(vec![a.clone(), b.clone()], config);
+    for _ in 0..2 {
+        opt.zero_grad().unwrap();
+        assert!(a.grad().is_none() && b.grad().is_none());
+        // Only `a` takes part in the loss.
+        (a.value() * 2.0).sum(Kind::Float).backward();
+        assert!(b.grad().is_none());
+        assert!(opt.grad_norm().unwrap() > 0.0);
+        opt.step(0.1).unwrap();
+    }
+    let bv = Vec::<f32>::try_from(&b.value()).unwrap();
+    assert_eq!(bv, vec![3.0, 4.0], "no gradient: no update, no decay");
+    let av = Vec::<f32>::try_from(&a.value()).unwrap();
+    assert!(av[0] < 1.0 && av[1] < 2.0);
+    // The norm is each gradient's float32 norm, combined: sqrt(2^2 + 2^2).
+    let norm = opt.grad_norm().unwrap();
+    assert!((norm - 8f64.sqrt()).abs() < 1e-6, "{norm}");
+}
