@@ -106,3 +106,39 @@ fn train_profile_writes_a_trace_and_prints_the_operators() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// The `env` of the last line of a run's environment.jsonl.
+fn recorded_env(run: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run.join("environment.jsonl")).unwrap();
+    let last = text.lines().last().unwrap();
+    serde_json::from_str::<serde_json::Value>(last).unwrap()["env"].clone()
+}
+
+#[test]
+fn train_spins_less_unless_the_user_chose() {
+    let d = std::env::temp_dir().join(format!("pzt-speed-spin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    for (name, user) in [("default", None), ("chosen", Some("PASSIVE"))] {
+        let out = d.join(name);
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pzt"));
+        cmd.args(["train", "recipes/quickstart.toml", "--set", "train.steps=2"])
+            .args(["--set", "train.eval_every=0", "--set"])
+            .arg(format!("run.out_dir=\"{}\"", out.display()))
+            .env_remove("GOMP_SPINCOUNT")
+            .env_remove("OMP_WAIT_POLICY");
+        if let Some(p) = user {
+            cmd.env("OMP_WAIT_POLICY", p);
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let env = recorded_env(&out);
+        match user {
+            None => assert_eq!(env["GOMP_SPINCOUNT"], "10000", "{env}"),
+            Some(p) => {
+                assert_eq!(env["OMP_WAIT_POLICY"], p, "{env}");
+                assert!(env.get("GOMP_SPINCOUNT").is_none(), "{env}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

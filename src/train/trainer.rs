@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+use tch::Tensor;
 
 /// A run in progress: the session, the optimizer and where the run is.
 pub struct Trainer {
@@ -168,7 +169,9 @@ impl Trainer {
         let (batch_size, grad_accum) = (self.spec().train.batch_size, self.spec().train.grad_accum);
         let lr = self.optim.lr_at(self.step, steps);
         self.opt.zero_grad()?;
-        let mut loss_sum = 0.0;
+        // The micro-batch losses add up on the device, in float64 (the same sum as on the host),
+        // and are read once per step.
+        let mut loss_sum: Option<Tensor> = None;
         for micro in 0..grad_accum {
             let idx = self.cursor.next_batch(batch_size);
             let owned: Vec<Example> = idx
@@ -189,9 +192,17 @@ impl Trainer {
             let loss = self.session.task.train_loss(&y, &b)?;
             let scaled = loss.f_div_scalar(grad_accum as f64).ctx("loss")?;
             scaled.f_backward().ctx("backward")?;
-            loss_sum += loss.f_double_value(&[]).ctx("loss")?;
+            let l = loss.detach().f_to_kind(tch::Kind::Double).ctx("loss")?;
+            loss_sum = Some(match loss_sum {
+                Some(acc) => acc.f_add(&l).ctx("loss")?,
+                None => l,
+            });
             self.window.0 += self.session.task.tokens_per_batch(batch_size);
         }
+        let loss_sum = match loss_sum {
+            Some(t) => t.f_double_value(&[]).ctx("loss")?,
+            None => 0.0,
+        };
         let loss = loss_sum / grad_accum as f64;
         let grad_norm = self.opt.grad_norm()?;
         if self.spec().train.nan_watchdog && (!loss.is_finite() || !grad_norm.is_finite()) {

@@ -139,9 +139,9 @@ function runSection(r, i) {
   }
   if (r.environment.length) {
     const env = el("table", { class: "info environment" });
-    env.append(el("tr", {}, ...["started", "from step", "pzt", "libtorch", "device", "threads"].map(h => el("th", { text: h }))));
+    env.append(el("tr", {}, ...["started", "from step", "pzt", "libtorch", "device", "threads", "settings"].map(h => el("th", { text: h }))));
     for (const e of r.environment) {
-      env.append(el("tr", {}, ...[new Date(e.time * 1000).toISOString(), e.start_step, e.pzt, e.libtorch, e.device, e.threads].map(v => el("td", { class: "mono", text: String(v) }))));
+      env.append(el("tr", {}, ...[new Date(e.time * 1000).toISOString(), e.start_step, e.pzt, e.libtorch, e.device, e.threads, Object.entries(e.env || {}).map(([k, v]) => k + "=" + v).join(" ")].map(v => el("td", { class: "mono", text: String(v) }))));
     }
     sec.append(el("h3", { text: "environment" }), env);
   }
