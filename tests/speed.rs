@@ -1,13 +1,10 @@
 //! What the speed work changed, checked for what it must keep: `Linear`'s matmul path equals
 //! the einsum it replaced (values and gradients, any axis order), and `pzt train --profile`
-//! writes its trace and tables (dropped gradients: tests/optim.rs).
+//! writes its trace and tables, and spins less unless told (dropped gradients: tests/optim.rs).
 mod common;
 use common::*;
 use pzt::layers::linear::Linear;
-use pzt::params::Parameter;
 use pzt::prelude::*;
-use pzt::spec::{OptimConfig, OptimKind, Schedule};
-use pzt::train::optim::Optimizer;
 use tch::{Kind, Tensor};
 
 fn grads_of(x: &Tensor, w: &Tensor, y: &Tensor) -> (Tensor, Tensor) {
