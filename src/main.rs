@@ -14,8 +14,9 @@ const MAX_MESSAGE: usize = 4000;
 
 /// How long an idle OpenMP worker spins before it sleeps (`GOMP_SPINCOUNT`) in `pzt train` and
 /// `pzt eval` unless the user chose (`GOMP_SPINCOUNT` or `OMP_WAIT_POLICY`). libgomp's own
-/// default, 300000, made training 4x slower when another process took one of two cores; 10000
-/// costs about 2 % idle and is 1.7x faster than it on such a busy machine (benches/README.md).
+/// default, 300000, made training 3 to 8 times slower when another process took one of two
+/// cores; 10000 costs about 2 % idle and is 1.3 to 3 times faster than it on such a busy
+/// machine (benches/README.md).
 const SPIN_COUNT: &str = "10000";
 
 /// libgomp reads its settings when it is loaded, before `main`: to change its default, `train`
