@@ -132,9 +132,9 @@ mod tests {
                 Some(n) => Tensor::f_arange(n, (Kind::Int64, tch::Device::Cpu)).ctx("arange")?,
                 None => pos.shallow_clone(),
             };
-            let Some((cos, sin)) = lookup(&rope, 16, &p, default_len, &like)? else {
-                panic!("positions in range are tabled");
-            };
+            let (cos, sin) = lookup(&rope, 16, &p, default_len, &like)?.ok_or_else(|| {
+                crate::base::Error::Config("positions in range should be tabled".into())
+            })?;
             let (c2, s2) = cos_sin(&angles(&inv, &p)?, Kind::Float)?;
             assert_eq!(cos.size(), c2.size());
             assert!(max_diff(&cos, &c2)? < 1e-6 && max_diff(&sin, &s2)? < 1e-6);
