@@ -31,6 +31,9 @@ c10::Device make_device(int device) {
 #define PZT_CATCH                                   \
   return nullptr;                                   \
   }                                                 \
+  catch (const c10::Error& e) {                     \
+    return dup_error(e.what_without_backtrace());   \
+  }                                                 \
   catch (const std::exception& e) {                 \
     return dup_error(e.what());                     \
   }                                                 \

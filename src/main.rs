@@ -82,5 +82,6 @@ fn main() -> ExitCode {
             eprintln!("error: {}", pzt::base::text::clip(&m, MAX_MESSAGE));
             ExitCode::from(1)
         }
+        Err(Failure::Exit(code)) => ExitCode::from(code),
     }
 }

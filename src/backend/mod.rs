@@ -4,6 +4,7 @@
 //! freshly seeded generator that leave the global generators untouched.
 
 mod device;
+pub mod dist;
 mod grads;
 mod profiler;
 mod recompute;

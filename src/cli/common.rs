@@ -14,6 +14,8 @@ pub enum Failure {
     Run(String),
     /// An expectation on the metrics failed (exit 3): what to print on stderr.
     Expectation(String),
+    /// Exit with this code, printing nothing more (what failed has said so already).
+    Exit(u8),
 }
 
 /// The failure for a library error: recipes are rendered, bad input exits 2, the rest 1.

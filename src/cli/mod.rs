@@ -11,6 +11,7 @@ mod export;
 mod generate;
 mod input;
 mod isolate;
+mod launch;
 mod logits;
 mod plan;
 mod report;

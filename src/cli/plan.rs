@@ -1,4 +1,4 @@
-//! `pzt plan MODEL [--set KEY=VALUE]... [--json] [--depth N]`.
+//! `pzt plan MODEL [--set KEY=VALUE]... [--json] [--depth N] [--nproc N]`.
 
 use super::common::{lib_err, use_color, Failure};
 use std::path::PathBuf;
@@ -19,12 +19,30 @@ pub struct Args {
     /// Collapse the tree below this depth (default 3).
     #[arg(long, default_value_t = 3)]
     depth: usize,
+    /// Plan for a data-parallel run on N processes (default: WORLD_SIZE when set, else 1).
+    #[arg(long, value_name = "N")]
+    nproc: Option<u64>,
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
     let r = pzt::loader::recipe_of(&a.model, &a.set).map_err(lib_err)?;
-    let plan =
+    let world = match a.nproc {
+        Some(n) if (1..=pzt::train::world::MAX_WORLD as u64).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(Failure::BadInput(format!(
+                "--nproc {n}: give 1 to {} processes",
+                pzt::train::world::MAX_WORLD
+            )))
+        }
+        None => std::env::var("WORLD_SIZE")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| (1..=pzt::train::world::MAX_WORLD).contains(n))
+            .unwrap_or(1),
+    };
+    let mut plan =
         pzt::recipe::plan::Plan::shapes_only(r, &pzt::builtin_registry()).map_err(lib_err)?;
+    plan.world_size = world;
     if a.json {
         println!(
             "{}",

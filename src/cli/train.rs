@@ -1,4 +1,5 @@
-//! `pzt train RECIPE [--set KEY=VALUE]... [--resume] [--json] [--profile TRACE.json]`.
+//! `pzt train RECIPE [--set KEY=VALUE]... [--resume] [--json] [--profile TRACE.json]
+//! [--nproc N]`.
 
 use super::common::{check_out_file, deterministic_cublas, lib_err, print_metrics, Failure};
 use std::io::IsTerminal;
@@ -27,6 +28,10 @@ pub struct Args {
     /// How many steps to profile (after the first, which warms up).
     #[arg(long, value_name = "N", default_value_t = 3, requires = "profile")]
     profile_steps: u64,
+    /// Data-parallel training on N local processes (ranks 0..N-1, Gloo on the CPU or NCCL on
+    /// GPUs): the global batch is N x batch_size x grad_accum.
+    #[arg(long, value_name = "N")]
+    nproc: Option<u64>,
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
@@ -40,6 +45,23 @@ pub fn run(a: Args) -> Result<(), Failure> {
         }
     }
     let r = pzt::recipe::Recipe::load(&a.recipe, &a.set).map_err(lib_err)?;
+    if let Some(n) = a.nproc {
+        // Mistakes are found here once, before any rank starts.
+        let spec = r.train_spec(&pzt::builtin_registry()).map_err(lib_err)?;
+        let max = super::launch::MAX_NPROC;
+        let n = match usize::try_from(n) {
+            Ok(n) if (1..=max).contains(&n) => n,
+            _ => {
+                return Err(Failure::BadInput(format!(
+                    "--nproc {n}: give 1 to {max} processes"
+                )))
+            }
+        };
+        if n > 1 {
+            check_world(&r.run.out_dir, n)?;
+            return super::launch::launch(n, spec.train.distributed_timeout_s, &r.run.out_dir);
+        }
+    }
     if a.resume && pzt::train::checkpoint::latest(&r.run.out_dir).is_none() && !a.json {
         println!(
             "--resume: no checkpoint in {} yet; starting from step 0",
@@ -67,6 +89,14 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let spec = r.train_spec(&pzt::builtin_registry()).map_err(lib_err)?;
     deterministic_cublas(&spec);
     let s = pzt::train::train(spec, &opts, &stop).map_err(|e| lib_err(r.locate(e)))?;
+    if s.rank > 0 {
+        // Rank 0 speaks for the run.
+        return if s.interrupted {
+            Err(Failure::Exit(1))
+        } else {
+            Ok(())
+        };
+    }
     if let Some(p) = &s.profile {
         eprintln!("{p}");
     }
@@ -111,6 +141,28 @@ pub fn run(a: Args) -> Result<(), Failure> {
         return Err(Failure::Run(format!(
             "interrupted at step {}; checkpoint written to {ck}; run the same command to resume",
             s.steps
+        )));
+    }
+    Ok(())
+}
+
+/// A run directory whose newest checkpoint was written on another number of processes is
+/// refused before any rank starts.
+fn check_world(out_dir: &std::path::Path, n: usize) -> Result<(), Failure> {
+    let Some((_, dir)) = pzt::train::checkpoint::latest(out_dir) else {
+        return Ok(());
+    };
+    let Ok(text) = std::fs::read_to_string(dir.join("state.json")) else {
+        return Ok(()); // the ranks read it, and say what is wrong with it
+    };
+    let had = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("world_size").and_then(|w| w.as_u64()))
+        .unwrap_or(1);
+    if had != n as u64 {
+        return Err(Failure::BadInput(format!(
+            "{} was written by a run on {had} process(es); resume it with --nproc {had} (or train into another out_dir)",
+            dir.display()
         )));
     }
     Ok(())

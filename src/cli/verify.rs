@@ -61,6 +61,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
                     | Failure::Rendered(m)
                     | Failure::Run(m)
                     | Failure::Expectation(m) => m,
+                    Failure::Exit(c) => format!("exit code {c}"),
                 };
                 // `checkpoint DIR is damaged: WHY` -> `damaged  DIR: WHY`.
                 let why = m

@@ -60,6 +60,8 @@ pub struct Plan {
     pub output: Option<(Vec<(String, i64)>, tch::Kind)>,
     pub counts: Counts,
     pub memory: Memory,
+    /// The processes of the data-parallel run the plan is for (1: one process).
+    pub world_size: usize,
 }
 
 /// Counts distinct labels: trainable (live or slots that will train) and frozen.
@@ -190,6 +192,7 @@ impl Plan {
             output,
             counts,
             memory,
+            world_size: 1,
         })
     }
 }

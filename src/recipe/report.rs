@@ -17,6 +17,7 @@ impl Plan {
             "run": { "name": r.run.name, "seed": r.run.seed, "out_dir": r.run.out_dir.display().to_string() },
             "input": r.input.as_ref().map(|i| json!({ "axes": i.axes, "dtype": kind_name(i.dtype) })),
             "output": self.output.as_ref().map(|(axes, k)| json!({ "axes": axes.iter().cloned().collect::<indexmap::IndexMap<String, i64>>(), "dtype": kind_name(*k) })),
+            "training": r.train.as_ref().map(|t| json!({ "world_size": self.world_size, "batch_size": t.batch_size, "grad_accum": t.grad_accum, "global_batch": self.world_size * t.batch_size * t.grad_accum })),
             "parameters": { "total": self.counts.total, "trainable": self.counts.trainable, "frozen": self.counts.frozen },
             "memory_bytes": {
                 "parameters": self.memory.parameters,
@@ -55,6 +56,16 @@ impl Plan {
                 ));
             }
             _ => s.push_str("input       not declared ([model.input]); shapes not checked\n"),
+        }
+        if let Some(t) = &r.train {
+            s.push_str(&format!(
+                "training    global batch {} ({} process{} x batch_size {} x grad_accum {})\n",
+                self.world_size * t.batch_size * t.grad_accum,
+                self.world_size,
+                if self.world_size == 1 { "" } else { "es" },
+                t.batch_size,
+                t.grad_accum
+            ));
         }
         let c = self.counts;
         s.push_str(&format!(

@@ -11,7 +11,7 @@ pub mod train;
 pub use checkpoint::{CheckpointConfig, EVAL_METRICS};
 pub use optim::{OptimConfig, OptimKind, Schedule};
 pub use strategy::{StrategyConfig, StrategyKind};
-pub use train::{Precision, TrainConfig};
+pub use train::{DistBackend, Precision, TrainConfig};
 
 use crate::base::Result;
 use crate::data::spec::DataSpec;

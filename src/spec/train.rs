@@ -15,6 +15,19 @@ pub enum Precision {
     Bf16,
 }
 
+/// Which c10d process group a data-parallel run uses (`[train] distributed_backend`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DistBackend {
+    /// NCCL when every rank trains on a GPU, else Gloo.
+    #[default]
+    Auto,
+    /// Gloo (CPU tensors; CUDA tensors go through the host).
+    Gloo,
+    /// NCCL (every rank on a GPU).
+    Nccl,
+}
+
 fn auto() -> String {
     "auto".into()
 }
@@ -56,7 +69,18 @@ pub struct TrainConfig {
     /// false to allow the faster non-deterministic kernels on a GPU).
     #[serde(default = "yes")]
     pub deterministic: bool,
+    /// The process group of a data-parallel run (`pzt train --nproc N`, or torchrun's
+    /// environment).
+    #[serde(default)]
+    pub distributed_backend: DistBackend,
+    /// How long a data-parallel rank waits for the others (the rendezvous and every
+    /// collective) before it gives up, in seconds.
+    #[serde(default = "uint::<1800>")]
+    pub distributed_timeout_s: u64,
 }
+
+/// The longest `[train] distributed_timeout_s` (a week).
+pub const MAX_DIST_TIMEOUT_S: u64 = 7 * 24 * 3600;
 
 /// The most CPU threads `[train] threads` may ask for.
 pub const MAX_THREADS: i32 = 1024;
@@ -113,6 +137,15 @@ impl TrainConfig {
                 format!(
                     "[train]: batch_size {} is more than pzt accepts ({MAX_BATCH})",
                     self.batch_size
+                ),
+            );
+        }
+        if !(1..=MAX_DIST_TIMEOUT_S).contains(&self.distributed_timeout_s) {
+            return bad(
+                "distributed_timeout_s",
+                format!(
+                    "[train]: distributed_timeout_s must be 1 to {MAX_DIST_TIMEOUT_S}, got {}",
+                    self.distributed_timeout_s
                 ),
             );
         }

@@ -44,6 +44,20 @@ pub struct TrainState {
     /// model) were; absent when it holds them all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<BaseRecord>,
+    /// The processes of the data-parallel run that wrote it (1: one process).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub world_size: u64,
+    /// The CPU generator states of ranks 1 and up, hex (rank 0's is `rng_cpu`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rng_ranks: Vec<String>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 /// The frozen parameters a checkpoint was trained against.

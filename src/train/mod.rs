@@ -28,6 +28,7 @@
 pub use crate::store as checkpoint;
 pub mod expect;
 mod lock;
+mod looping;
 pub mod losses;
 pub mod metrics;
 pub mod optim;
@@ -37,6 +38,7 @@ mod session;
 pub mod task;
 pub mod tensorboard;
 mod trainer;
+pub mod world;
 
 pub use session::{pick_device, Session};
 pub use trainer::Trainer;
@@ -86,6 +88,9 @@ pub struct Summary {
     pub interrupted: bool,
     /// The operator tables of the profiled steps (`--profile`), markdown.
     pub profile: Option<String>,
+    /// This process's rank in a data-parallel run (0 when alone), and the world size.
+    pub rank: usize,
+    pub world_size: usize,
 }
 
 impl Summary {
@@ -103,14 +108,27 @@ impl Summary {
             "checkpoint": self.checkpoint.as_ref().map(|p| p.display().to_string()),
             "elapsed_s": self.elapsed_s,
             "interrupted": self.interrupted,
+            "world_size": self.world_size,
         })
     }
 }
 
 /// Runs (or resumes, from the newest checkpoint of the run directory) training until
 /// `[train] steps`, or until `stop` is set.
+///
+/// When the environment says this process is one rank of a data-parallel run (`RANK`,
+/// `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`, as torchrun and `pzt train
+/// --nproc` set them), it joins the others first.
 pub fn train(spec: RunSpec, opts: &TrainOptions, stop: &StopSignal) -> Result<Summary> {
-    Trainer::new(spec, opts)?.run(stop)
+    let world = match world::Launch::from_env()? {
+        None => world::World::single(),
+        Some(l) => {
+            let device = session::rank_device(&spec.train.device, l.local_rank)?;
+            let timeout = std::time::Duration::from_secs(spec.train.distributed_timeout_s);
+            world::World::join(&l, spec.train.distributed_backend, device, timeout)?
+        }
+    };
+    Trainer::new(spec, opts, world)?.run(stop)
 }
 
 /// The checkpoint `pzt eval` evaluates: `given`, or the newest of the run directory.

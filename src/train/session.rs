@@ -45,10 +45,33 @@ pub fn pick_device(name: &str) -> Result<Device> {
     })
 }
 
+/// The device of the rank with `local_rank` on its machine: `[train] device`, and a GPU
+/// chosen there is GPU `local_rank`.
+pub fn rank_device(name: &str, local_rank: usize) -> Result<Device> {
+    match pick_device(name)? {
+        Device::Cuda(_) => {
+            let n = tch::Cuda::device_count().max(0) as usize;
+            if local_rank >= n {
+                return Err(Error::Config(format!(
+                    "LOCAL_RANK={local_rank}, but this machine has {n} GPU(s): start at most {n} GPU rank(s) per machine (or set [train] device = \"cpu\")"
+                )));
+            }
+            Ok(Device::Cuda(local_rank))
+        }
+        d => Ok(d),
+    }
+}
+
 impl Session {
     /// Sets up the run. Errors about a key of `[train]` or `[data]` are
     /// [`Error::InSection`]s.
     pub fn new(spec: RunSpec) -> Result<Session> {
+        Session::on_rank(spec, 0)
+    }
+
+    /// Sets up the run for the rank with `local_rank` on its machine (it trains on GPU
+    /// `local_rank` when the run is on GPUs).
+    pub fn on_rank(spec: RunSpec, local_rank: usize) -> Result<Session> {
         let tc = &spec.train;
         if let Some(n) = tc.threads {
             tch::set_num_threads(n);
@@ -60,7 +83,7 @@ impl Session {
             crate::backend::set_deterministic_warn_only(true)?;
             crate::backend::set_cudnn_deterministic(true)?;
         }
-        let device = pick_device(&tc.device)?;
+        let device = rank_device(&tc.device, local_rank)?;
         let base = &spec.base_dir;
         let tokenizer = match spec.data.tokenizer() {
             Some(name) => Some(Tokenizer::load(name, base).map_err(|e| {

@@ -1,51 +1,52 @@
-//! The trainer: one optimizer step at a time (gradient accumulation, the NaN watchdog,
-//! clipping), evaluation, checkpoints, and resuming from the newest checkpoint; and the loop
-//! that logs metrics and TensorBoard events and honours a stop signal.
+//! The trainer: one optimizer step at a time (gradient accumulation, the gradient all-reduce of
+//! a data-parallel run, the NaN watchdog, clipping), checkpoints, and resuming from the newest
+//! checkpoint. The loop around it is in `looping.rs`.
 
 use super::checkpoint::{self, TrainState};
-use super::metrics::MetricsWriter;
 use super::optim::Optimizer;
 use super::report::Reporter;
 use super::session::Session;
-use super::tensorboard::EventWriter;
-use super::{StopSignal, Summary, TrainOptions};
+use super::world::World;
+use super::TrainOptions;
 use crate::backend::device_name;
+use crate::backend::dist::ReduceOp;
 use crate::base::seed::mix;
 use crate::base::{Error, Result, TorchContext};
 use crate::data::{Cursor, Example};
 use crate::params::{Parameter, RandomStream};
 use crate::spec::{OptimConfig, RunSpec};
 use crate::tree::SideValue;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tch::Tensor;
 
 /// A run in progress: the session, the optimizer and where the run is.
 pub struct Trainer {
     pub session: Session,
-    optim: OptimConfig,
+    pub(super) optim: OptimConfig,
     opt: Optimizer,
     params: Vec<Parameter>,
     /// Optimizer steps completed.
     pub step: u64,
     cursor: Cursor,
-    best: Option<(f64, u64)>,
+    pub(super) best: Option<(f64, u64)>,
     /// The last eval metrics.
     pub last_eval: Map<String, Value>,
     /// The step this invocation resumed from.
     pub resumed_from: Option<u64>,
-    report: Reporter,
-    started: Instant,
+    pub(super) report: Reporter,
+    pub(super) started: Instant,
     /// Tokens (or examples) trained on since the last logged step, and since when.
-    window: (usize, Instant),
+    pub(super) window: (usize, Instant),
     /// The frozen parameters this run trains against (recorded in each checkpoint).
     base: Option<checkpoint::BaseRecord>,
-    /// One `pzt train` per run directory.
-    _lock: super::lock::RunLock,
-    /// `--profile`: which steps to profile.
-    profile: Option<super::ProfileOptions>,
+    /// One `pzt train` per run directory (held by rank 0).
+    _lock: Option<super::lock::RunLock>,
+    /// `--profile`: which steps to profile (rank 0).
+    pub(super) profile: Option<super::ProfileOptions>,
+    /// The ranks of a data-parallel run (one process: a world of 1).
+    pub world: World,
 }
 
 /// What one optimizer step did.
@@ -59,24 +60,39 @@ pub struct StepOutcome {
 impl Trainer {
     /// Sets up the run and resumes it from the newest complete checkpoint of its run
     /// directory, if there is one.
-    pub fn new(spec: RunSpec, opts: &TrainOptions) -> Result<Trainer> {
+    /// In a data-parallel run every rank calls this; rank 0 sets up first (it takes the run
+    /// directory and writes the data cache), the others after it.
+    pub fn new(spec: RunSpec, opts: &TrainOptions, world: World) -> Result<Trainer> {
         let started = Instant::now();
         let optim = spec
             .optim
             .clone()
             .ok_or_else(|| Error::Config("training needs an `[optim]` section".into()))?;
-        let session = Session::new(spec)?;
-        let out_dir = session.spec.run.out_dir.clone();
-        std::fs::create_dir_all(&out_dir).map_err(|source| Error::Io {
-            path: out_dir.display().to_string(),
-            source,
-        })?;
-        let lock = super::lock::RunLock::take(&out_dir)?;
-        lock.clean_debris(&checkpoint::dir_of(&out_dir));
+        let out_dir = spec.run.out_dir.clone();
+        let mut lock = None;
+        if world.is_main() {
+            std::fs::create_dir_all(&out_dir).map_err(|source| Error::Io {
+                path: out_dir.display().to_string(),
+                source,
+            })?;
+            let l = super::lock::RunLock::take(&out_dir)?;
+            l.clean_debris(&checkpoint::dir_of(&out_dir));
+            lock = Some(l);
+        } else {
+            world.barrier()?;
+        }
+        let session = Session::on_rank(spec, world.local_rank)?;
+        if world.is_main() {
+            world.barrier()?;
+        }
         let params = session.tree.trainable_parameters();
         let opt = Optimizer::new(params.clone(), optim.clone());
         let cursor = Cursor::new(session.spec.run.seed, session.data.train.len(), 0);
-        let report = Reporter::new(opts, session.spec.train.steps);
+        let mut opts = opts.clone();
+        if !world.is_main() {
+            (opts.progress, opts.quiet, opts.profile) = (false, true, None);
+        }
+        let report = Reporter::new(&opts, session.spec.train.steps);
         let base = checkpoint::BaseRecord::of(&session.tree, session.spec.model_source.as_deref())?;
         let mut t = Trainer {
             session,
@@ -94,15 +110,17 @@ impl Trainer {
             base,
             _lock: lock,
             profile: opts.profile.clone(),
+            world,
         };
         t.resume()?;
-        if t.step < t.spec().train.steps {
+        t.agree_on_start()?;
+        if t.step < t.spec().train.steps && t.world.is_main() {
             super::runs::record_environment(&out_dir, t.step, &device_name(t.session.device))?;
         }
         Ok(t)
     }
 
-    fn spec(&self) -> &RunSpec {
+    pub(super) fn spec(&self) -> &RunSpec {
         &self.session.spec
     }
 
@@ -113,7 +131,7 @@ impl Trainer {
         let Some((s, dir)) = checkpoint::latest(&run.out_dir) else {
             let data = &self.session.data;
             self.report.say(format!(
-                "training `{}`: {} parameters{} on {}, {} train / {} eval examples{}",
+                "training `{}`: {} parameters{} on {}, {} train / {} eval examples{}{}",
                 run.name,
                 crate::base::text::grouped(self.session.tree.num_params()),
                 match &self.base {
@@ -132,7 +150,8 @@ impl Trainer {
                     " (tokenized data from cache)"
                 } else {
                     ""
-                }
+                },
+                self.world_line(),
             ));
             return Ok(());
         };
@@ -148,7 +167,29 @@ impl Trainer {
         self.opt
             .load_state(state.optimizer_step, opt_state)
             .map_err(|e| Error::Config(format!("checkpoint {}: {e}", dir.display())))?;
-        checkpoint::set_cpu_rng_hex(&state.rng_cpu)?;
+        if state.world_size != self.world.size as u64 {
+            return Err(Error::Config(format!(
+                "{} was written by a run on {} process(es), and this one has {}: resume it on {} (`pzt train --nproc {}`, or WORLD_SIZE={}), or train into another out_dir",
+                dir.display(),
+                state.world_size,
+                self.world.size,
+                state.world_size,
+                state.world_size,
+                state.world_size,
+            )));
+        }
+        let rng = match self.world.rank {
+            0 => Some(&state.rng_cpu),
+            r => state.rng_ranks.get(r - 1),
+        }
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "{}: no generator state for rank {}",
+                dir.display(),
+                self.world.rank
+            ))
+        })?;
+        checkpoint::set_cpu_rng_hex(rng)?;
         self.step = state.step;
         self.cursor = Cursor::new(run.seed, self.session.data.train.len(), state.cursor);
         self.best = state.best;
@@ -168,28 +209,40 @@ impl Trainer {
         let (seed, steps) = (self.spec().run.seed, self.spec().train.steps);
         let (batch_size, grad_accum) = (self.spec().train.batch_size, self.spec().train.grad_accum);
         let lr = self.optim.lr_at(self.step, steps);
+        let (rank, world) = (self.world.rank, self.world.size);
         self.opt.zero_grad()?;
         // The micro-batch losses add up on the device, in float64 (the same sum as on the host),
         // and are read once per step.
         let mut loss_sum: Option<Tensor> = None;
         for micro in 0..grad_accum {
-            let idx = self.cursor.next_batch(batch_size);
-            let owned: Vec<Example> = idx
+            // The global micro-batch (what one process with batch_size x world would take);
+            // this rank trains on its slice, by position.
+            let idx = self.cursor.next_batch(batch_size * world);
+            let owned: Vec<Example> = idx[rank * batch_size..(rank + 1) * batch_size]
                 .iter()
                 .map(|&i| self.session.data.train.get(i))
                 .collect::<Result<_>>()?;
             let items: Vec<&Example> = owned.iter().collect();
             let b = self.session.task.batch(&items, self.session.device)?;
-            let stream = RandomStream::new(mix(
+            let mut stream_seed = mix(
                 mix(seed, 0xD409),
                 self.step * grad_accum as u64 + micro as u64,
-            ));
+            );
+            if world > 1 {
+                stream_seed = mix(stream_seed, rank as u64); // each rank its own dropout
+            }
+            let stream = RandomStream::new(stream_seed);
             let side = b
                 .side
                 .clone()
                 .with("random_stream", SideValue::Stream(stream));
             let y = self.session.forward(b.x.clone(), &side)?;
-            let loss = self.session.task.train_loss(&y, &b)?;
+            let mut loss = self.session.task.train_loss(&y, &b)?;
+            if world > 1 {
+                // This rank's mean over its c targets, weighted by c / (all ranks' targets): the
+                // ranks' summed gradients are those of the global batch's mean.
+                loss = loss.f_mul_scalar(self.target_share(&b)?).ctx("loss")?;
+            }
             let scaled = loss.f_div_scalar(grad_accum as f64).ctx("loss")?;
             scaled.f_backward().ctx("backward")?;
             let l = loss.detach().f_to_kind(tch::Kind::Double).ctx("loss")?;
@@ -197,9 +250,13 @@ impl Trainer {
                 Some(acc) => acc.f_add(&l).ctx("loss")?,
                 None => l,
             });
-            self.window.0 += self.session.task.tokens_per_batch(batch_size);
+            self.window.0 += self.session.task.tokens_per_batch(batch_size * world);
+        }
+        if world > 1 {
+            self.world.sum_gradients(&self.opt.grads())?;
         }
         let loss_sum = match loss_sum {
+            Some(t) if world > 1 => self.world.reduce_scalar(&t, ReduceOp::Sum)?,
             Some(t) => t.f_double_value(&[]).ctx("loss")?,
             None => 0.0,
         };
@@ -248,19 +305,81 @@ impl Trainer {
         self.session.evaluate()
     }
 
+    /// This rank's share of a micro-batch's loss targets: its count over all ranks' count.
+    fn target_share(&self, b: &super::task::Batch) -> Result<f64> {
+        let mine = b
+            .mask
+            .f_sum(tch::Kind::Double)
+            .and_then(|c| c.f_double_value(&[]))
+            .ctx("loss targets")?;
+        let all = self.world.reduce_values(&[mine], ReduceOp::Sum)?[0];
+        Ok(mine / all.max(1.0))
+    }
+
+    /// The start line's data-parallel part: the world size and the global batch.
+    fn world_line(&self) -> String {
+        let t = &self.spec().train;
+        if self.world.size == 1 {
+            return String::new();
+        }
+        format!(
+            "; {} processes ({}), global batch {} ({} x {} x {})",
+            self.world.size,
+            self.world.backend,
+            self.world.size * t.batch_size * t.grad_accum,
+            self.world.size,
+            t.batch_size,
+            t.grad_accum
+        )
+    }
+
+    /// Every rank must start from the same step.
+    fn agree_on_start(&self) -> Result<()> {
+        if self.world.size == 1 {
+            return Ok(());
+        }
+        let s = self.step as f64;
+        let lo = self.world.reduce_values(&[s], ReduceOp::Min)?[0];
+        let hi = self.world.reduce_values(&[s], ReduceOp::Max)?[0];
+        if lo != hi {
+            return Err(Error::Run(format!(
+                "rank {}: the ranks resumed from different steps ({lo} to {hi}); do they share one out_dir?",
+                self.world.rank
+            )));
+        }
+        Ok(())
+    }
+
     /// Writes a checkpoint of the current step (and prunes old ones); returns its directory.
-    pub fn checkpoint(&self) -> Result<PathBuf> {
+    /// Every rank of a data-parallel run calls it (their generator states go in); rank 0
+    /// writes, and the others get `None`.
+    pub fn checkpoint(&self) -> Result<Option<PathBuf>> {
         let spec = self.spec();
+        let rng = checkpoint::cpu_rng_hex()?;
+        let mut ranks = vec![];
+        if self.world.size > 1 {
+            ranks = self.world.gather_bytes(rng.as_bytes())?;
+        }
+        if !self.world.is_main() {
+            return Ok(None);
+        }
+        let rng_ranks = ranks
+            .iter()
+            .skip(1)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
         let state = TrainState {
             step: self.step,
             cursor: self.cursor.position,
             optimizer_step: self.opt.steps(),
             next_lr: self.optim.lr_at(self.step, spec.train.steps),
-            rng_cpu: checkpoint::cpu_rng_hex()?,
+            rng_cpu: rng,
             metrics: self.last_eval.clone(),
             best: self.best,
             seed: spec.run.seed,
             base: self.base.clone(),
+            world_size: self.world.size as u64,
+            rng_ranks,
         };
         let out = &spec.run.out_dir;
         let dir = checkpoint::save(
@@ -271,180 +390,6 @@ impl Trainer {
             &spec.recipe_toml,
         )?;
         checkpoint::prune(out, spec.checkpoint.keep_last, self.best.map(|b| b.1))?;
-        Ok(dir)
-    }
-
-    /// Whether `metrics` hold a new best value of `[checkpoint] keep_best` (and records it).
-    fn note_best(&mut self) -> bool {
-        let ck = &self.session.spec.checkpoint;
-        let Some(v) = ck
-            .keep_best
-            .as_ref()
-            .and_then(|m| self.last_eval.get(m))
-            .and_then(|v| v.as_f64())
-        else {
-            return false;
-        };
-        let better = match self.best {
-            None => true,
-            Some((b, _)) if ck.maximize() => v > b,
-            Some((b, _)) => v < b,
-        };
-        if better {
-            self.best = Some((v, self.step));
-        }
-        better
-    }
-
-    /// The metrics line of a logged step (and its TensorBoard scalars and printed line).
-    fn log_step(
-        &mut self,
-        o: &StepOutcome,
-        line: &mut Map<String, Value>,
-        tb: &mut EventWriter,
-    ) -> Result<()> {
-        let secs = self.window.1.elapsed().as_secs_f64().max(1e-9);
-        let tps = self.window.0 as f64 / secs;
-        self.window = (0, Instant::now());
-        line.insert("step".into(), json!(self.step));
-        line.insert("loss".into(), json!(o.loss));
-        line.insert("lr".into(), json!(o.lr));
-        line.insert("grad_norm".into(), json!(o.grad_norm));
-        line.insert("tokens_per_s".into(), json!(tps));
-        tb.scalars(
-            self.step as i64,
-            &[
-                ("train/loss".into(), o.loss),
-                ("train/lr".into(), o.lr),
-                ("train/grad_norm".into(), o.grad_norm),
-                ("train/tokens_per_s".into(), tps),
-            ],
-        )?;
-        self.report.step(
-            self.step,
-            format!(
-                "loss {:.4}  lr {:.2e}  grad_norm {:.3}  tok/s {tps:.0}",
-                o.loss, o.lr, o.grad_norm
-            ),
-        );
-        Ok(())
-    }
-
-    /// Evaluates at this step, adding the metrics to `line`; returns whether they are a new
-    /// best.
-    fn eval_step(&mut self, line: &mut Map<String, Value>, tb: &mut EventWriter) -> Result<bool> {
-        self.last_eval = self.evaluate()?;
-        if self.last_eval.is_empty() {
-            return Ok(false); // no eval split (eval_fraction = 0): nothing to log
-        }
-        if !line.contains_key("step") {
-            line.insert("step".into(), json!(self.step));
-        }
-        let mut scalars = vec![];
-        for (k, v) in &self.last_eval {
-            line.insert(k.clone(), v.clone());
-            if let Some(f) = v.as_f64() {
-                scalars.push((k.replace("eval.", "eval/"), f));
-            }
-        }
-        tb.scalars(self.step as i64, &scalars)?;
-        self.report.eval(self.step, &self.last_eval);
-        Ok(self.note_best())
-    }
-
-    /// Trains until `[train] steps` or until `stop` is set, logging, evaluating and
-    /// checkpointing as the spec says.
-    pub fn run(mut self, stop: &StopSignal) -> Result<Summary> {
-        let out_dir = self.spec().run.out_dir.clone();
-        let (steps, log_every, eval_every) = (
-            self.spec().train.steps,
-            self.spec().train.log_every,
-            self.spec().train.eval_every,
-        );
-        let mut metrics = MetricsWriter::open(&out_dir.join("metrics.jsonl"), self.resumed_from)?;
-        // Opened at the first step: a finished run asked to train again writes no event file.
-        let mut tb: Option<EventWriter> = None;
-        self.report.start_bar(self.step);
-        let mut last_ckpt = None;
-        let mut final_loss = None;
-        let mut interrupted = false;
-        self.window = (0, Instant::now());
-        let (mut ran, mut profiler, mut profile) = (0u64, None, None);
-        while self.step < steps {
-            if tb.is_none() {
-                tb = Some(EventWriter::create(&out_dir.join("tensorboard"))?);
-            }
-            let Some(tb) = tb.as_mut() else { break };
-            if ran == 1 && self.profile.is_some() {
-                profiler = Some(crate::backend::Profiler::start(true)?);
-            }
-            let o = self.step()?;
-            ran += 1;
-            if self.profile.as_ref().is_some_and(|p| ran == 1 + p.steps) {
-                profile = self.finish_profile(profiler.take())?;
-            }
-            final_loss = Some(o.loss);
-            let step = self.step;
-            let mut line = Map::new();
-            if step.is_multiple_of(log_every) || step == steps {
-                self.log_step(&o, &mut line, tb)?;
-            }
-            self.report.position(step);
-            let new_best = if (eval_every > 0 && step.is_multiple_of(eval_every)) || step == steps {
-                self.eval_step(&mut line, tb)?
-            } else {
-                false
-            };
-            if !line.is_empty() {
-                metrics.write(&line)?;
-            }
-            let stopping = stop.load(Ordering::SeqCst);
-            let every = self.spec().checkpoint.every_steps;
-            if new_best
-                || step == steps
-                || stopping
-                || every.is_some_and(|e| step.is_multiple_of(e))
-            {
-                last_ckpt = Some(self.checkpoint()?);
-            }
-            if stopping {
-                interrupted = true;
-                break;
-            }
-        }
-        if profiler.is_some() {
-            profile = self.finish_profile(profiler.take())?;
-        }
-        self.report.finish();
-        if last_ckpt.is_none() {
-            last_ckpt = checkpoint::latest(&out_dir).map(|(_, p)| p);
-        }
-        Ok(Summary {
-            name: self.spec().run.name.clone(),
-            out_dir,
-            device: device_name(self.session.device),
-            steps: self.step,
-            total_steps: steps,
-            resumed_from: self.resumed_from,
-            final_loss,
-            eval: self.last_eval.clone(),
-            checkpoint: last_ckpt,
-            elapsed_s: self.started.elapsed().as_secs_f64(),
-            interrupted,
-            profile,
-        })
-    }
-
-    /// Stops the profiler of `--profile` (if it ran), writes its trace and returns its tables.
-    fn finish_profile(&self, p: Option<crate::backend::Profiler>) -> Result<Option<String>> {
-        let (Some(p), Some(o)) = (p, &self.profile) else {
-            return Ok(None);
-        };
-        let tables = p.stop(Some(&o.trace), 30)?;
-        Ok(Some(format!(
-            "profile of {} step(s), trace in {}:\n\n{tables}",
-            o.steps.min(self.step),
-            o.trace.display()
-        )))
+        Ok(Some(dir))
     }
 }
