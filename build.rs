@@ -12,6 +12,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/dist.cpp");
     println!("cargo:rerun-if-changed=csrc/dist_nccl.cpp");
     println!("cargo:rerun-if-changed=csrc/dist.h");
+    println!("cargo:rerun-if-changed=csrc/reducer.cpp");
     println!("cargo:rerun-if-env-changed=PZT_GLOO_INCLUDE");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=PZT_CXX11_ABI");
@@ -56,6 +57,7 @@ fn main() {
         .file("csrc/shim.cpp")
         .file("csrc/profiler.cpp")
         .file("csrc/dist.cpp")
+        .file("csrc/reducer.cpp")
         .include(&include)
         .include(&gloo)
         .include(&api_include)

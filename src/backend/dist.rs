@@ -49,6 +49,17 @@ extern "C" {
     fn pzt_group_barrier(g: *mut c_void) -> *mut c_char;
     fn pzt_free_error(e: *mut c_char);
     fn pzt_quiet_c10d();
+    fn pzt_reducer_new(
+        g: *mut c_void,
+        params: *mut *mut C_tensor,
+        n: i32,
+        bucket_bytes: i64,
+        out: *mut *mut c_void,
+    ) -> *mut c_char;
+    fn pzt_reducer_arm(r: *mut c_void);
+    fn pzt_reducer_finish(r: *mut c_void) -> *mut c_char;
+    fn pzt_reducer_free(r: *mut c_void);
+    fn pzt_reducer_counts(r: *mut c_void, early: *mut i64, total: *mut i64);
 }
 
 #[cfg(pzt_has_nccl)]
@@ -271,5 +282,64 @@ impl Drop for Group {
     fn drop(&mut self) {
         // SAFETY: `raw` came from `pzt_group_new` and is freed once.
         unsafe { pzt_group_free(self.raw) }
+    }
+}
+
+/// Sums the gradients of a set of parameters over a group while the backward pass runs:
+/// a post-accumulate-grad hook on each parameter launches a bucket's all-reduce once all of
+/// its gradients are there (buckets in reverse parameter order, launched in bucket order).
+pub struct Reducer {
+    raw: *mut c_void,
+}
+
+impl Reducer {
+    /// Hooks `params` (leaf tensors that require grad) for `group`.
+    pub fn new(group: &Group, params: &[Tensor], bucket_bytes: i64) -> Result<Reducer> {
+        let mut hold: Vec<Tensor> = params.iter().map(|t| t.shallow_clone()).collect();
+        let mut ptrs: Vec<*mut C_tensor> = hold.iter_mut().map(|t| t.as_mut_ptr()).collect();
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: a live group; valid tensor handles alive in `hold` for the call (the shim
+        // keeps its own references); `raw` receives the reducer.
+        check(unsafe {
+            pzt_reducer_new(
+                group.raw,
+                ptrs.as_mut_ptr(),
+                ptrs.len() as i32,
+                bucket_bytes,
+                &mut raw,
+            )
+        })?;
+        Ok(Reducer { raw })
+    }
+
+    /// The next backward pass's gradients are reduced as they arrive.
+    pub fn arm(&self) {
+        // SAFETY: a live reducer.
+        unsafe { pzt_reducer_arm(self.raw) }
+    }
+
+    /// After that backward pass: launches what is left, waits, and writes the sums into the
+    /// gradients.
+    pub fn finish(&self) -> Result<()> {
+        // SAFETY: a live reducer.
+        check(unsafe { pzt_reducer_finish(self.raw) })
+    }
+}
+
+impl Reducer {
+    /// How many buckets the last armed backward pass launched while it ran, and how many
+    /// buckets there are.
+    pub fn counts(&self) -> (usize, usize) {
+        let (mut early, mut total) = (0i64, 0i64);
+        // SAFETY: a live reducer; two out-pointers.
+        unsafe { pzt_reducer_counts(self.raw, &mut early, &mut total) };
+        (early.max(0) as usize, total.max(0) as usize)
+    }
+}
+
+impl Drop for Reducer {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from `pzt_reducer_new` and is freed once.
+        unsafe { pzt_reducer_free(self.raw) }
     }
 }

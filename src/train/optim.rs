@@ -123,11 +123,6 @@ impl Optimizer {
         crate::backend::clear_grads(&values)
     }
 
-    /// The gradients there are (a parameter that got none has none).
-    pub fn grads(&self) -> Vec<tch::Tensor> {
-        self.params.iter().filter_map(|p| p.grad()).collect()
-    }
-
     /// The global L2 norm of the gradients (0 without gradients): each gradient's norm in
     /// float32 (as `clip_grad_norm_` computes it), combined in float64.
     pub fn grad_norm(&self) -> Result<f64> {

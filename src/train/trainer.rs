@@ -86,6 +86,11 @@ impl Trainer {
             world.barrier()?;
         }
         let params = session.tree.trainable_parameters();
+        let mut world = world;
+        if world.size > 1 {
+            let values: Vec<Tensor> = params.iter().map(|p| p.value()).collect();
+            world.attach(&values)?;
+        }
         let opt = Optimizer::new(params.clone(), optim.clone());
         let cursor = Cursor::new(session.spec.run.seed, session.data.train.len(), 0);
         let mut opts = opts.clone();
@@ -244,6 +249,11 @@ impl Trainer {
                 loss = loss.f_mul_scalar(self.target_share(&b)?).ctx("loss")?;
             }
             let scaled = loss.f_div_scalar(grad_accum as f64).ctx("loss")?;
+            if world > 1 && micro + 1 == grad_accum {
+                // The last backward pass of the step sums the gradients over the ranks as
+                // they arrive.
+                self.world.arm();
+            }
             scaled.f_backward().ctx("backward")?;
             let l = loss.detach().f_to_kind(tch::Kind::Double).ctx("loss")?;
             loss_sum = Some(match loss_sum {
@@ -253,7 +263,7 @@ impl Trainer {
             self.window.0 += self.session.task.tokens_per_batch(batch_size * world);
         }
         if world > 1 {
-            self.world.sum_gradients(&self.opt.grads())?;
+            self.world.finish_gradients()?;
         }
         let loss_sum = match loss_sum {
             Some(t) if world > 1 => self.world.reduce_scalar(&t, ReduceOp::Sum)?,

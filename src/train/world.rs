@@ -4,7 +4,7 @@
 //! control values (losses, stop flags, generator states), and the gradient group (NCCL when
 //! every rank trains on a GPU, else the same Gloo group).
 
-use crate::backend::dist::{Group, ReduceOp, Store, Transport, HAS_NCCL};
+use crate::backend::dist::{Group, ReduceOp, Reducer, Store, Transport, HAS_NCCL};
 use crate::base::{Error, Result, TorchContext};
 use crate::spec::DistBackend;
 use std::time::Duration;
@@ -111,6 +111,8 @@ pub struct World {
     ctl: Option<Group>,
     /// Gradients, on the training device (`None`: the control group).
     grads: Option<Group>,
+    /// The hooks that sum the gradients during the backward pass (see [`World::attach`]).
+    reducer: Option<Reducer>,
     _store: Option<Store>,
 }
 
@@ -134,6 +136,7 @@ impl World {
             backend: "none",
             ctl: None,
             grads: None,
+            reducer: None,
             _store: None,
         }
     }
@@ -172,6 +175,7 @@ impl World {
             backend: "gloo",
             ctl: Some(ctl),
             grads: None,
+            reducer: None,
             _store: None,
         };
         // auto: NCCL only when every rank trains on a GPU (and this build has it).
@@ -207,13 +211,30 @@ impl World {
         self.rank == 0
     }
 
-    /// Sums the gradients `ts` over the ranks, in place, in flat buckets.
-    pub fn sum_gradients(&self, ts: &[Tensor]) -> Result<()> {
-        let Some(g) = self.grads.as_ref().or(self.ctl.as_ref()) else {
-            return Ok(());
-        };
-        g.all_reduce(ts, ReduceOp::Sum, BUCKET_BYTES)
-            .map_err(|e| failed(self.rank, "the gradient all-reduce", e))
+    /// Hooks the trainable parameters, so that their gradients are summed over the ranks in
+    /// flat buckets while a backward pass runs (after [`World::arm`]).
+    pub fn attach(&mut self, params: &[Tensor]) -> Result<()> {
+        if let Some(g) = self.grads.as_ref().or(self.ctl.as_ref()) {
+            self.reducer = Some(Reducer::new(g, params, BUCKET_BYTES)?);
+        }
+        Ok(())
+    }
+
+    /// The next backward pass's gradients are summed over the ranks as they arrive.
+    pub fn arm(&self) {
+        if let Some(r) = &self.reducer {
+            r.arm();
+        }
+    }
+
+    /// After the armed backward pass: waits for the sums and writes them into the gradients.
+    pub fn finish_gradients(&self) -> Result<()> {
+        match &self.reducer {
+            Some(r) => r
+                .finish()
+                .map_err(|e| failed(self.rank, "the gradient all-reduce", e)),
+            None => Ok(()),
+        }
     }
 
     /// Combines `values` over the ranks (every rank gets the result).
