@@ -334,3 +334,49 @@ fn bad_launches_exit_2_with_a_message() {
         "{o}"
     );
 }
+
+#[test]
+fn sigterm_to_the_launcher_stops_every_rank_after_one_step_with_a_checkpoint() {
+    let d = tmpdir("term");
+    let out = d.join("run");
+    let sets = quick_sets(&out, 2000, 4, &["checkpoint.every_steps=10"]);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pzt"));
+    cmd.args(["train", &quickstart(), "--nproc", "2", "--json"]);
+    for s in &sets {
+        cmd.args(["--set", s]);
+    }
+    let launcher = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !out.join("checkpoints/step-10").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ranks = children_of(launcher.id());
+    assert_eq!(ranks.len(), 2, "{ranks:?}");
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(launcher.id() as i32, libc::SIGTERM) };
+    let o = launcher.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(1), "{stdout}{stderr}");
+    // One summary (rank 0's), saying where it stopped; the ranks are gone.
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["interrupted"], true);
+    assert_eq!(summary["world_size"], 2);
+    let step = summary["steps"].as_u64().unwrap();
+    assert!(step < 2000);
+    assert!(out.join(format!("checkpoints/step-{step}")).exists());
+    assert!(stderr.contains(&format!("interrupted at step {step}")), "{stderr}");
+    for r in ranks {
+        assert!(!Path::new(&format!("/proc/{r}")).exists() || {
+            let s = std::fs::read_to_string(format!("/proc/{r}/stat")).unwrap_or_default();
+            s.contains(") Z ")
+        });
+    }
+}
