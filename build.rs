@@ -12,6 +12,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/dist.cpp");
     println!("cargo:rerun-if-changed=csrc/dist_nccl.cpp");
     println!("cargo:rerun-if-changed=csrc/dist.h");
+    println!("cargo:rerun-if-changed=csrc/errors.h");
     println!("cargo:rerun-if-changed=csrc/reducer.cpp");
     println!("cargo:rerun-if-env-changed=PZT_GLOO_INCLUDE");
     println!("cargo:rerun-if-changed=build.rs");

@@ -7,6 +7,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/torch.h>
 #include "dist.h"
+#include "errors.h"
 #include <c10/util/Logging.h>
 #include <chrono>
 #include <cstdlib>
@@ -14,33 +15,11 @@
 #include <string>
 #include <vector>
 
-namespace {
-char* dup_msg(const std::string& s) {
-  char* out = static_cast<char*>(malloc(s.size() + 1));
-  if (out != nullptr) memcpy(out, s.c_str(), s.size() + 1);
-  return out;
-}
-}  // namespace
-
-#define DIST_TRY try {
-#define DIST_CATCH                             \
-  return nullptr;                              \
-  }                                            \
-  catch (const c10::Error& e) {                \
-    return dup_msg(e.what_without_backtrace()); \
-  }                                            \
-  catch (const std::exception& e) {            \
-    return dup_msg(e.what());                  \
-  }                                            \
-  catch (...) {                                \
-    return dup_msg("unknown C++ exception");   \
-  }
-
 // A TCP store at host:port: the server (port 0 picks a free one) or a client of it. Keys are
 // prefixed with `prefix` (a run's attempt), so that a store shared with a launcher stays tidy.
 extern "C" char* pzt_store_new(const char* host, int port, bool server, int64_t timeout_ms,
                                const char* prefix, PztStore** out) {
-  DIST_TRY
+  PZT_TRY
   c10d::TCPStoreOptions o;
   o.port = static_cast<std::uint16_t>(port);
   o.isServer = server;
@@ -52,7 +31,7 @@ extern "C" char* pzt_store_new(const char* host, int port, bool server, int64_t 
   if (prefix != nullptr && prefix[0] != 0)
     store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
   *out = new PztStore{tcp, store};
-  DIST_CATCH
+  PZT_CATCH
 }
 
 extern "C" int pzt_store_port(PztStore* s) { return s == nullptr ? 0 : s->tcp->getPort(); }
@@ -60,21 +39,21 @@ extern "C" int pzt_store_port(PztStore* s) { return s == nullptr ? 0 : s->tcp->g
 extern "C" void pzt_store_free(PztStore* s) { delete s; }
 
 extern "C" char* pzt_store_set(PztStore* s, const char* key, const char* value) {
-  DIST_TRY
+  PZT_TRY
   std::string v(value);
   s->store->set(std::string(key), std::vector<uint8_t>(v.begin(), v.end()));
-  DIST_CATCH
+  PZT_CATCH
 }
 
 // The value of `key`, or an empty string when the store has no such key (no waiting).
 extern "C" char* pzt_store_try_get(PztStore* s, const char* key, char** value) {
-  DIST_TRY
+  PZT_TRY
   std::string k(key);
   *value = nullptr;
   if (!s->store->check({k})) return nullptr;
   auto v = s->store->get(k);
-  *value = dup_msg(std::string(v.begin(), v.end()));
-  DIST_CATCH
+  *value = pzt_dup_error(std::string(v.begin(), v.end()));
+  PZT_CATCH
 }
 
 // A Gloo process group of `size` ranks over `s` (its keys under `prefix`). The transport binds to `iface` when given (a
@@ -83,7 +62,7 @@ extern "C" char* pzt_store_try_get(PztStore* s, const char* key, char** value) {
 extern "C" char* pzt_group_new(PztStore* s, int rank, int size, int64_t timeout_ms,
                                const char* iface, const char* host, const char* prefix,
                                PztGroup** out) {
-  DIST_TRY
+  PZT_TRY
   auto timeout = std::chrono::milliseconds(timeout_ms);
   auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
   if (iface != nullptr && iface[0] != 0) {
@@ -96,7 +75,7 @@ extern "C" char* pzt_group_new(PztStore* s, int rank, int size, int64_t timeout_
   auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), s->store);
   auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, opts);
   *out = new PztGroup{pg, timeout};
-  DIST_CATCH
+  PZT_CATCH
 }
 
 extern "C" void pzt_group_free(PztGroup* g) { delete g; }
@@ -119,7 +98,7 @@ c10d::ReduceOp reduce_op(int op) {
 // its own); every bucket is launched before any is waited for, and the results are copied back.
 extern "C" char* pzt_group_allreduce(PztGroup* g, torch::Tensor** ts, int n, int op,
                                      int64_t bucket_bytes) {
-  DIST_TRY
+  PZT_TRY
   at::NoGradGuard ng;
   c10d::AllreduceOptions ao;
   ao.reduceOp = reduce_op(op);
@@ -178,15 +157,15 @@ extern "C" char* pzt_group_allreduce(PztGroup* g, torch::Tensor** ts, int n, int
       at += t.numel();
     }
   }
-  DIST_CATCH
+  PZT_CATCH
 }
 
 extern "C" char* pzt_group_barrier(PztGroup* g) {
-  DIST_TRY
+  PZT_TRY
   c10d::BarrierOptions bo;
   bo.timeout = g->timeout;
   g->pg->barrier(bo)->wait(g->timeout);
-  DIST_CATCH
+  PZT_CATCH
 }
 
 // c10d logs warnings (socket timeouts, retries) on stderr through c10's logging; a failure

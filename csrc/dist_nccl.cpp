@@ -6,6 +6,7 @@
 #include <string>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include "dist.h"
+#include "errors.h"
 
 // An NCCL process group of `size` ranks over `s`, this one on CUDA device `device`.
 extern "C" char* pzt_group_new_nccl(PztStore* s, int rank, int size, int64_t timeout_ms,
@@ -21,10 +22,6 @@ extern "C" char* pzt_group_new_nccl(PztStore* s, int rank, int size, int64_t tim
     *out = new PztGroup{pg, timeout};
     return nullptr;
   } catch (const std::exception& e) {
-    auto* c = dynamic_cast<const c10::Error*>(&e);
-    std::string m(c != nullptr ? c->what_without_backtrace() : e.what());
-    char* r = static_cast<char*>(malloc(m.size() + 1));
-    if (r != nullptr) memcpy(r, m.c_str(), m.size() + 1);
-    return r;
+    return pzt_dup_error(pzt_error_text(e));
   }
 }

@@ -14,19 +14,9 @@
 #include <string>
 #include <vector>
 #include "dist.h"
+#include "errors.h"
 
 namespace {
-char* dup_text(const std::string& s) {
-  char* out = static_cast<char*>(malloc(s.size() + 1));
-  if (out != nullptr) memcpy(out, s.c_str(), s.size() + 1);
-  return out;
-}
-
-std::string message(const std::exception& e) {
-  auto* c = dynamic_cast<const c10::Error*>(&e);
-  return c != nullptr ? c->what_without_backtrace() : e.what();
-}
-
 struct Bucket {
   std::vector<int> members;
   int pending = 0;
@@ -80,7 +70,7 @@ struct State {
       launch_ready();
       early += next - before;
     } catch (const std::exception& e) {
-      error = message(e);
+      error = pzt_error_text(e);
     }
   }
 };
@@ -137,7 +127,7 @@ extern "C" char* pzt_reducer_new(PztGroup* g, torch::Tensor** params, int n, int
     *out = new PztReducer{s};
     return nullptr;
   } catch (const std::exception& e) {
-    return dup_text(message(e));
+    return pzt_dup_error(pzt_error_text(e));
   }
 }
 
@@ -182,7 +172,7 @@ extern "C" char* pzt_reducer_finish(PztReducer* r) {
     }
     return nullptr;
   } catch (const std::exception& e) {
-    return dup_text(message(e));
+    return pzt_dup_error(pzt_error_text(e));
   }
 }
 

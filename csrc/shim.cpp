@@ -8,17 +8,12 @@
 #include <ATen/core/Generator.h>
 #include <torch/torch.h>
 #include <torch/headeronly/version.h>
+#include "errors.h"
 #include <cstring>
 #include <string>
 
 namespace {
-char* dup_error(const std::string& s) {
-  char* out = static_cast<char*>(malloc(s.size() + 1));
-  if (out != nullptr) {
-    memcpy(out, s.c_str(), s.size() + 1);
-  }
-  return out;
-}
+char* dup_error(const std::string& s) { return pzt_dup_error(s); }
 
 c10::Device make_device(int device) {
   // device < 0: CPU; device >= 0: that CUDA ordinal.
@@ -26,20 +21,6 @@ c10::Device make_device(int device) {
   return c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device));
 }
 }  // namespace
-
-#define PZT_TRY try {
-#define PZT_CATCH                                   \
-  return nullptr;                                   \
-  }                                                 \
-  catch (const c10::Error& e) {                     \
-    return dup_error(e.what_without_backtrace());   \
-  }                                                 \
-  catch (const std::exception& e) {                 \
-    return dup_error(e.what());                     \
-  }                                                 \
-  catch (...) {                                     \
-    return dup_error("unknown C++ exception");      \
-  }
 
 extern "C" {
 

@@ -50,6 +50,17 @@ fn train(recipe: &str, sets: &[String], extra: &[&str]) -> (i32, String, String)
     run_pzt(&args)
 }
 
+/// `pzt train` of the quickstart with `--set sets` and then `extra` arguments.
+fn quick_cmd(sets: &[String], extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pzt"));
+    cmd.args(["train", &quickstart()]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    cmd.args(extra);
+    cmd
+}
+
 fn params(out: &Path, step: u64) -> Vec<(String, Tensor)> {
     let mut v =
         Tensor::read_safetensors(out.join(format!("checkpoints/step-{step}/model.safetensors")))
@@ -171,11 +182,7 @@ fn ranks_started_with_torchruns_environment_train_together() {
     let sets = quick_sets(&env, 4, 4, &[]);
     let ranks: Vec<_> = (0..2)
         .map(|rank| {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_pzt"));
-            cmd.args(["train", &quickstart()]);
-            for s in &sets {
-                cmd.args(["--set", s]);
-            }
+            let mut cmd = quick_cmd(&sets, &[]);
             cmd.env("RANK", rank.to_string())
                 .env("LOCAL_RANK", rank.to_string())
                 .env("WORLD_SIZE", "2")
@@ -215,6 +222,29 @@ fn children_of(pid: u32) -> Vec<i32> {
         .collect()
 }
 
+/// Starts the launcher in the background and waits for checkpoint `step` in `out`; returns it
+/// and its two ranks.
+fn launch_until(
+    sets: &[String],
+    extra: &[&str],
+    out: &Path,
+    step: u64,
+) -> (std::process::Child, Vec<i32>) {
+    let launcher = quick_cmd(sets, extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !out.join(format!("checkpoints/step-{step}")).exists() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ranks = children_of(launcher.id());
+    assert_eq!(ranks.len(), 2, "{ranks:?}");
+    (launcher, ranks)
+}
+
 #[test]
 fn a_killed_rank_ends_the_run_and_the_same_command_resumes_it_exactly() {
     let d = tmpdir("kill");
@@ -228,23 +258,7 @@ fn a_killed_rank_ends_the_run_and_the_same_command_resumes_it_exactly() {
     );
     assert_eq!(c, 0, "{o}{e}");
     let sets = quick_sets(&cut, steps, 4, &extra);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pzt"));
-    cmd.args(["train", &quickstart(), "--nproc", "2"]);
-    for s in &sets {
-        cmd.args(["--set", s]);
-    }
-    let mut launcher = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while !cut.join("checkpoints/step-20").exists() {
-        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let ranks = children_of(launcher.id());
-    assert_eq!(ranks.len(), 2, "{ranks:?}");
+    let (mut launcher, ranks) = launch_until(&sets, &["--nproc", "2"], &cut, 20);
     // SAFETY: killing a process this test started (through the launcher).
     unsafe { libc::kill(ranks[1], libc::SIGKILL) };
     let t1 = Instant::now();
@@ -275,11 +289,7 @@ fn bad_launches_exit_2_with_a_message() {
         assert!(!e.contains("panicked"), "{e}");
     }
     let run_env = |vars: &[(&str, &str)]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pzt"));
-        cmd.args(["train", &quickstart()]);
-        for s in &sets {
-            cmd.args(["--set", s]);
-        }
+        let mut cmd = quick_cmd(&sets, &[]);
         for (k, v) in vars {
             cmd.env(k, v);
         }
@@ -307,11 +317,7 @@ fn bad_launches_exit_2_with_a_message() {
     // A world that never gathers: rank 0 of 2 alone gives up after distributed_timeout_s.
     let mut lonely = sets.clone();
     lonely.push("train.distributed_timeout_s=2".into());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pzt"));
-    cmd.args(["train", &quickstart()]);
-    for s in &lonely {
-        cmd.args(["--set", s]);
-    }
+    let mut cmd = quick_cmd(&lonely, &[]);
     let port = free_port().to_string();
     let t0 = Instant::now();
     let o = cmd
@@ -340,23 +346,7 @@ fn sigterm_to_the_launcher_stops_every_rank_after_one_step_with_a_checkpoint() {
     let d = tmpdir("term");
     let out = d.join("run");
     let sets = quick_sets(&out, 2000, 4, &["checkpoint.every_steps=10"]);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pzt"));
-    cmd.args(["train", &quickstart(), "--nproc", "2", "--json"]);
-    for s in &sets {
-        cmd.args(["--set", s]);
-    }
-    let launcher = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while !out.join("checkpoints/step-10").exists() {
-        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let ranks = children_of(launcher.id());
-    assert_eq!(ranks.len(), 2, "{ranks:?}");
+    let (launcher, ranks) = launch_until(&sets, &["--nproc", "2", "--json"], &out, 10);
     // SAFETY: signalling a process this test started.
     unsafe { libc::kill(launcher.id() as i32, libc::SIGTERM) };
     let o = launcher.wait_with_output().unwrap();
@@ -372,11 +362,16 @@ fn sigterm_to_the_launcher_stops_every_rank_after_one_step_with_a_checkpoint() {
     let step = summary["steps"].as_u64().unwrap();
     assert!(step < 2000);
     assert!(out.join(format!("checkpoints/step-{step}")).exists());
-    assert!(stderr.contains(&format!("interrupted at step {step}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("interrupted at step {step}")),
+        "{stderr}"
+    );
     for r in ranks {
-        assert!(!Path::new(&format!("/proc/{r}")).exists() || {
-            let s = std::fs::read_to_string(format!("/proc/{r}/stat")).unwrap_or_default();
-            s.contains(") Z ")
-        });
+        assert!(
+            !Path::new(&format!("/proc/{r}")).exists() || {
+                let s = std::fs::read_to_string(format!("/proc/{r}/stat")).unwrap_or_default();
+                s.contains(") Z ")
+            }
+        );
     }
 }
