@@ -375,3 +375,48 @@ fn sigterm_to_the_launcher_stops_every_rank_after_one_step_with_a_checkpoint() {
         );
     }
 }
+
+#[test]
+fn torchrun_itself_launches_pzt_ranks() {
+    // The project's virtualenv (made by `make setup`) has PyTorch's own launcher; its agent
+    // hosts the store (TORCHELASTIC_USE_AGENT_STORE=True) and sets the ranks' environment.
+    let torchrun = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/torchrun");
+    assert!(
+        torchrun.exists(),
+        "{} is missing: run make setup",
+        torchrun.display()
+    );
+    let d = tmpdir("torchrun");
+    let (launched, agent) = (d.join("launched"), d.join("agent"));
+    let (c, o, e) = train(
+        &quickstart(),
+        &quick_sets(&launched, 4, 4, &[]),
+        &["--nproc", "2"],
+    );
+    assert_eq!(c, 0, "{o}{e}");
+    let port = free_port().to_string();
+    let mut cmd = Command::new(&torchrun);
+    cmd.args([
+        "--no-python",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        &port,
+    ])
+    .arg(env!("CARGO_BIN_EXE_pzt"))
+    .args(["train", &quickstart()]);
+    for s in quick_sets(&agent, 4, 4, &[]) {
+        cmd.args(["--set", &s]);
+    }
+    let o = cmd.output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        out.contains("2 processes (gloo), global batch 16 (2 x 4 x 2)"),
+        "{out}"
+    );
+    assert_eq!(params_diff(&launched, &agent, 4), 0.0);
+}
