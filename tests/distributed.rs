@@ -122,6 +122,16 @@ fn two_ranks_of_four_match_one_process_of_eight_on_the_quickstart() {
     assert_eq!(state["world_size"], 2);
     assert_eq!(state["rng_ranks"].as_array().unwrap().len(), 1);
     assert_eq!(losses(&two).len(), 6);
+    let env: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(two.join("environment.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(env["world_size"], 2);
+    assert_eq!(env["distributed_backend"], "gloo");
     // Resuming on another number of processes is refused, before anything runs.
     let (c, _, e) = train(
         &quickstart(),

@@ -98,7 +98,14 @@ fn threading_env() -> serde_json::Map<String, Value> {
         .collect()
 }
 
-pub fn record_environment(out_dir: &Path, step: u64, device: &str) -> Result<()> {
+/// `world` is the data-parallel world size and the gradient group's backend (`1, "none"` for
+/// one process).
+pub fn record_environment(
+    out_dir: &Path,
+    step: u64,
+    device: &str,
+    world: (usize, &str),
+) -> Result<()> {
     use std::io::Write;
     let path = out_dir.join("environment.jsonl");
     let line = json!({
@@ -111,6 +118,8 @@ pub fn record_environment(out_dir: &Path, step: u64, device: &str) -> Result<()>
         "device": device,
         "threads": tch::get_num_threads(),
         "start_step": step,
+        "world_size": world.0,
+        "distributed_backend": world.1,
         "env": threading_env(),
     });
     let io = |source| Error::Io {

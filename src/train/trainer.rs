@@ -120,7 +120,13 @@ impl Trainer {
         t.resume()?;
         t.agree_on_start()?;
         if t.step < t.spec().train.steps && t.world.is_main() {
-            super::runs::record_environment(&out_dir, t.step, &device_name(t.session.device))?;
+            let world = (t.world.size, t.world.backend);
+            super::runs::record_environment(
+                &out_dir,
+                t.step,
+                &device_name(t.session.device),
+                world,
+            )?;
         }
         Ok(t)
     }
