@@ -430,3 +430,32 @@ fn torchrun_itself_launches_pzt_ranks() {
     );
     assert_eq!(params_diff(&launched, &agent, 4), 0.0);
 }
+
+#[test]
+fn a_world_of_one_runs_its_collectives_and_equals_one_process() {
+    // WORLD_SIZE=1 with MASTER_ADDR and MASTER_PORT (torchrun --nproc-per-node 1) joins a group
+    // of one: the store, the reducer and the control all-reduces run, and change nothing.
+    let d = tmpdir("one");
+    let (alone, group) = (d.join("alone"), d.join("group"));
+    let (c, o, e) = train(&quickstart(), &quick_sets(&alone, 4, 4, &[]), &[]);
+    assert_eq!(c, 0, "{o}{e}");
+    let o = quick_cmd(&quick_sets(&group, 4, 4, &[]), &[])
+        .env("RANK", "0")
+        .env("WORLD_SIZE", "1")
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", free_port().to_string())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("; 1 process (gloo), global batch 8 (1 x 4 x 2)"),
+        "{out}"
+    );
+    assert_eq!(params_diff(&alone, &group, 4), 0.0);
+    assert_eq!(losses(&alone), losses(&group));
+}

@@ -149,7 +149,7 @@ impl Trainer {
                 }
             }
             let mut stopping = stop.load(Ordering::SeqCst);
-            if self.world.size > 1 {
+            if self.world.distributed() {
                 // The ranks stop and checkpoint together: any rank's stop, rank 0's new best.
                 let flags = [f64::from(u8::from(stopping)), f64::from(u8::from(new_best))];
                 let agreed = self.world.reduce_values(&flags, ReduceOp::Max)?;

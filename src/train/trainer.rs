@@ -87,7 +87,7 @@ impl Trainer {
         }
         let params = session.tree.trainable_parameters();
         let mut world = world;
-        if world.size > 1 {
+        if world.distributed() {
             let values: Vec<Tensor> = params.iter().map(|p| p.value()).collect();
             world.attach(&values)?;
         }
@@ -221,6 +221,7 @@ impl Trainer {
         let (batch_size, grad_accum) = (self.spec().train.batch_size, self.spec().train.grad_accum);
         let lr = self.optim.lr_at(self.step, steps);
         let (rank, world) = (self.world.rank, self.world.size);
+        let dist = self.world.distributed();
         self.opt.zero_grad()?;
         // The micro-batch losses add up on the device, in float64 (the same sum as on the host),
         // and are read once per step.
@@ -249,13 +250,13 @@ impl Trainer {
                 .with("random_stream", SideValue::Stream(stream));
             let y = self.session.forward(b.x.clone(), &side)?;
             let mut loss = self.session.task.train_loss(&y, &b)?;
-            if world > 1 {
+            if dist {
                 // This rank's mean over its c targets, weighted by c / (all ranks' targets): the
                 // ranks' summed gradients are those of the global batch's mean.
                 loss = loss.f_mul_scalar(self.target_share(&b)?).ctx("loss")?;
             }
             let scaled = loss.f_div_scalar(grad_accum as f64).ctx("loss")?;
-            if world > 1 && micro + 1 == grad_accum {
+            if dist && micro + 1 == grad_accum {
                 // The last backward pass of the step sums the gradients over the ranks as
                 // they arrive.
                 self.world.arm();
@@ -268,11 +269,11 @@ impl Trainer {
             });
             self.window.0 += self.session.task.tokens_per_batch(batch_size * world);
         }
-        if world > 1 {
+        if dist {
             self.world.finish_gradients()?;
         }
         let loss_sum = match loss_sum {
-            Some(t) if world > 1 => self.world.reduce_scalar(&t, ReduceOp::Sum)?,
+            Some(t) if dist => self.world.reduce_scalar(&t, ReduceOp::Sum)?,
             Some(t) => t.f_double_value(&[]).ctx("loss")?,
             None => 0.0,
         };
@@ -335,12 +336,13 @@ impl Trainer {
     /// The start line's data-parallel part: the world size and the global batch.
     fn world_line(&self) -> String {
         let t = &self.spec().train;
-        if self.world.size == 1 {
+        if !self.world.distributed() {
             return String::new();
         }
         format!(
-            "; {} processes ({}), global batch {} ({} x {} x {})",
+            "; {} process{} ({}), global batch {} ({} x {} x {})",
             self.world.size,
+            if self.world.size == 1 { "" } else { "es" },
             self.world.backend,
             self.world.size * t.batch_size * t.grad_accum,
             self.world.size,
@@ -351,7 +353,7 @@ impl Trainer {
 
     /// Every rank must start from the same step.
     fn agree_on_start(&self) -> Result<()> {
-        if self.world.size == 1 {
+        if !self.world.distributed() {
             return Ok(());
         }
         let s = self.step as f64;
@@ -373,7 +375,7 @@ impl Trainer {
         let spec = self.spec();
         let rng = checkpoint::cpu_rng_hex()?;
         let mut ranks = vec![];
-        if self.world.size > 1 {
+        if self.world.distributed() {
             ranks = self.world.gather_bytes(rng.as_bytes())?;
         }
         if !self.world.is_main() {

@@ -46,7 +46,9 @@ fn number(name: &str, v: &str, max: usize) -> Result<usize> {
 
 impl Launch {
     /// The launch of this process, when `RANK` and `WORLD_SIZE` say it is one rank of several
-    /// (`None` when neither is set, or `WORLD_SIZE` is 1).
+    /// (`None` when neither is set, or when `WORLD_SIZE` is 1 without `MASTER_ADDR` and
+    /// `MASTER_PORT`; with them, a world of one still runs its collectives, as under
+    /// `torchrun --nproc-per-node 1`).
     pub fn from_env() -> Result<Option<Launch>> {
         let (rank, size) = match (var("RANK"), var("WORLD_SIZE")) {
             (None, None) => return Ok(None),
@@ -67,7 +69,7 @@ impl Launch {
                 "RANK={rank} and WORLD_SIZE={size}: the rank must be below the world size (and the world at least 1)"
             )));
         }
-        if size == 1 {
+        if size == 1 && (var("MASTER_ADDR").is_none() || var("MASTER_PORT").is_none()) {
             return Ok(None);
         }
         let local_rank = match var("LOCAL_RANK") {
@@ -204,6 +206,12 @@ impl World {
         }
         w._store = Some(store);
         Ok(w)
+    }
+
+    /// Whether this process is one rank of a launched group (even a group of one), so that the
+    /// trainer runs the collectives.
+    pub fn distributed(&self) -> bool {
+        self.ctl.is_some()
     }
 
     /// Whether this process writes the run's files (rank 0).
