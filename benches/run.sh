@@ -21,6 +21,8 @@ echo "== loading a Hugging Face checkpoint"
 benches/load.sh
 echo "== planning Llama-2-7B"
 benches/plan.sh
+echo "== data-parallel training (pzt --nproc 2 against PyTorch DDP under torchrun)"
+benches/ddp.sh
 echo
 echo "| case | pzt | PyTorch eager | ratio |"
 echo "|---|---|---|---|"
