@@ -168,8 +168,9 @@ extern "C" char* pzt_group_barrier(PztGroup* g) {
   PZT_CATCH
 }
 
-// c10d logs warnings (socket timeouts, retries) on stderr through c10's logging; a failure
-// reaches the user as pzt's own error instead. TORCH_CPP_LOG_LEVEL, when set, decides.
+// c10d logs warnings and errors (socket timeouts, retries, with C++ backtraces) on stderr
+// through c10's logging; a failure reaches the user as pzt's own error instead, so only fatal
+// messages stay. TORCH_CPP_LOG_LEVEL, when set, decides.
 extern "C" void pzt_quiet_c10d() {
-  if (std::getenv("TORCH_CPP_LOG_LEVEL") == nullptr) FLAGS_caffe2_log_level = 2;
+  if (std::getenv("TORCH_CPP_LOG_LEVEL") == nullptr) FLAGS_caffe2_log_level = 3;
 }

@@ -341,7 +341,22 @@ fn bad_launches_exit_2_with_a_message() {
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(t0.elapsed() < Duration::from_secs(60));
     assert!(e.contains("rank 0"), "{e}");
-    assert!(!e.contains("panicked"), "{e}");
+    assert!(!e.contains("panicked") && !e.contains("frame #"), "{e}");
+    // A store that cannot be reached: a message, no C++ backtrace.
+    let o = quick_cmd(&lonely, &[])
+        .env("RANK", "1")
+        .env("WORLD_SIZE", "2")
+        .env("MASTER_ADDR", "nosuchhost.invalid")
+        .env("MASTER_PORT", &port)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("rank 1: could not reach the store at nosuchhost.invalid"),
+        "{e}"
+    );
+    assert!(!e.contains("frame #") && !e.contains("socket.cpp"), "{e}");
     // `pzt plan` states the world and the global batch.
     let (c, o, _) = run_pzt(&["plan", &quickstart(), "--nproc", "4"]);
     assert_eq!(c, 0);

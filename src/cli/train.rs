@@ -62,7 +62,10 @@ pub fn run(a: Args) -> Result<(), Failure> {
             return super::launch::launch(n, spec.train.distributed_timeout_s, &r.run.out_dir);
         }
     }
-    if a.resume && pzt::train::checkpoint::latest(&r.run.out_dir).is_none() && !a.json {
+    // Rank 0 speaks for a data-parallel run (and a launcher for its ranks).
+    let speaks =
+        a.nproc.is_none_or(|n| n <= 1) && std::env::var("RANK").map_or(true, |r| r.trim() == "0");
+    if a.resume && speaks && pzt::train::checkpoint::latest(&r.run.out_dir).is_none() && !a.json {
         println!(
             "--resume: no checkpoint in {} yet; starting from step 0",
             r.run.out_dir.display()

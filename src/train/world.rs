@@ -159,9 +159,13 @@ impl World {
             &format!("pzt/{}", l.attempt),
         )
         .map_err(|e| {
+            let e = e.to_string();
             Error::Run(format!(
-                "rank {}: could not reach the store at {}:{} ({e})",
-                l.rank, l.addr, l.port
+                "rank {}: could not reach the store at {}:{} ({})",
+                l.rank,
+                l.addr,
+                l.port,
+                e.strip_prefix("libtorch: ").unwrap_or(&e).trim()
             ))
         })?;
         let transport = Transport {
