@@ -4,7 +4,8 @@
 // reverse parameter order (the order gradients tend to arrive in) and launched strictly in
 // bucket order, so every rank issues the same collectives in the same order. A bucket whose
 // gradients did not all arrive (a parameter without a gradient this step) is launched by
-// `pzt_reducer_finish`, with zeros in place of the missing ones.
+// `pzt_reducer_finish`, with zeros in place of the missing ones; a parameter with a gradient on
+// some rank then gets the sum on every rank.
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
@@ -148,24 +149,53 @@ extern "C" void pzt_reducer_arm(PztReducer* r) {
 }
 
 // After the backward pass: launches the buckets still waiting, waits for all of them, and
-// writes the sums into the gradients (a parameter without a gradient keeps none).
+// writes the sums into the gradients. A parameter that has a gradient on some rank gets one on
+// every rank (a small all-reduce of flags, after the buckets), so that every rank's optimizer
+// updates the same parameters; one that has none anywhere keeps none.
 extern "C" char* pzt_reducer_finish(PztReducer* r) {
   auto& s = *r->state;
   std::lock_guard<std::mutex> lock(s.m);
+  bool was_armed = s.armed;
   s.armed = false;
   try {
+    if (!was_armed) throw std::runtime_error("the gradient reducer was not armed for this pass");
     if (!s.error.empty()) throw std::runtime_error(s.error);
     at::NoGradGuard ng;
     while (s.next < s.buckets.size()) s.launch(s.buckets[s.next++]);
+    size_t n = s.params.size();
+    std::vector<int32_t> flags(n, 0);
+    for (size_t i = 0; i < n; ++i) flags[i] = s.params[i].grad().defined() ? 1 : 0;
+    at::Tensor has;
+    c10::intrusive_ptr<c10d::Work> flag_work;
+    if (n > 0) {
+      has = at::from_blob(flags.data(), {static_cast<int64_t>(n)}, at::kInt)
+                .to(s.params[0].device(), /*non_blocking=*/false, /*copy=*/true);
+      std::vector<at::Tensor> one{has};
+      c10d::AllreduceOptions ao;
+      ao.reduceOp = c10d::ReduceOp::SUM;
+      ao.timeout = s.timeout;
+      flag_work = s.pg->allreduce(one, ao);
+    }
+    for (auto& b : s.buckets) b.work->wait(s.timeout);
+    std::vector<int32_t> anywhere(n, 0);
+    if (n > 0) {
+      flag_work->wait(s.timeout);
+      at::Tensor h = has.to(at::kCPU).contiguous();
+      memcpy(anywhere.data(), h.data_ptr<int32_t>(), n * sizeof(int32_t));
+    }
     for (auto& b : s.buckets) {
-      b.work->wait(s.timeout);
       int64_t at = 0;
       for (int i : b.members) {
         at::Tensor& p = s.params[i];
-        int64_t n = p.numel();
+        int64_t numel = p.numel();
+        at::Tensor sum = b.flat.narrow(0, at, numel).view(p.sizes());
         at::Tensor g = p.mutable_grad();
-        if (g.defined()) g.copy_(b.flat.narrow(0, at, n).view(g.sizes()));
-        at += n;
+        if (g.defined()) {
+          g.copy_(sum);
+        } else if (anywhere[i] > 0) {
+          p.mutable_grad() = sum.clone();
+        }
+        at += numel;
       }
       b.flat = at::Tensor();
       b.work.reset();

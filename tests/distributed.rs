@@ -474,3 +474,56 @@ fn a_world_of_one_runs_its_collectives_and_equals_one_process() {
     assert_eq!(params_diff(&alone, &group, 4), 0.0);
     assert_eq!(losses(&alone), losses(&group));
 }
+
+#[test]
+fn ranks_that_disagree_refuse_to_start() {
+    let d = tmpdir("disagree");
+    let out = d.join("run");
+    // Rank 1 accumulates differently: its collectives would not pair with rank 0's.
+    let port = free_port().to_string();
+    let ranks: Vec<_> = [2, 1]
+        .iter()
+        .enumerate()
+        .map(|(rank, accum)| {
+            let accum = format!("train.grad_accum={accum}");
+            quick_cmd(&quick_sets(&out, 4, 4, &[&accum]), &[])
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (rank, c) in ranks.into_iter().enumerate() {
+        let o = c.wait_with_output().unwrap();
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "rank {rank}: {e}");
+        assert!(
+            e.contains("the ranks differ in their [train], [optim] or [checkpoint] settings"),
+            "rank {rank}: {e}"
+        );
+    }
+    assert!(!out.join("checkpoints").exists());
+    // NCCL on CPU ranks is a setting's mistake (exit 2), not a lost peer.
+    let o = quick_cmd(
+        &quick_sets(
+            &d.join("nccl"),
+            2,
+            4,
+            &["train.distributed_backend=\"nccl\""],
+        ),
+        &[],
+    )
+    .env("RANK", "0")
+    .env("WORLD_SIZE", "1")
+    .env("MASTER_ADDR", "127.0.0.1")
+    .env("MASTER_PORT", free_port().to_string())
+    .output()
+    .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("needs every rank on a GPU"), "{e}");
+}

@@ -6,6 +6,7 @@
 
 use super::common::Failure;
 use pzt::backend::dist::Store;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,7 +33,6 @@ fn rank_args() -> Vec<String> {
 }
 
 fn describe(s: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
     match (s.code(), s.signal()) {
         (Some(c), _) => format!("exited with code {c}"),
         (None, Some(sig)) => format!("was killed by signal {sig}{}", signal_name(sig)),
@@ -95,6 +95,7 @@ pub fn launch(n: usize, timeout_s: u64, out_dir: &std::path::Path) -> Result<(),
         seen.fetch_add(1, Ordering::SeqCst);
     });
     let threads = threads_per_rank(n);
+    let launcher = std::process::id();
     let mut children: Vec<Option<Child>> = vec![];
     for rank in 0..n {
         let mut cmd = Command::new(&exe);
@@ -120,8 +121,12 @@ pub fn launch(n: usize, timeout_s: u64, out_dir: &std::path::Path) -> Result<(),
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         // SAFETY: prctl in the child between fork and exec, async-signal-safe.
         unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                // The launcher died before the line above: do not start an orphan.
+                if libc::getppid() as u32 != launcher {
+                    return Err(std::io::Error::other("the launcher has exited"));
+                }
                 Ok(())
             });
         }
@@ -163,20 +168,27 @@ fn wait_all(mut children: Vec<Option<Child>>, signals: &AtomicUsize) -> Result<(
                 Ok(Some(status)) => {
                     *slot = None;
                     if !status.success() && first_failure.is_none() {
+                        first_failure = Some((rank, status));
+                        // After a stop request, ranks exit 1 as they stop (rank 0 last, once
+                        // its checkpoint is written): nothing to cut short.
                         if passed == 0 {
                             eprintln!(
                                 "error: rank {rank} {}; stopping the other ranks",
                                 describe(status)
                             );
+                            deadline = Some(Instant::now() + GRACE);
                         }
-                        first_failure = Some((rank, status));
-                        deadline = Some(Instant::now() + GRACE);
                     }
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    eprintln!("error: rank {rank}: cannot wait for it ({e})");
+                    eprintln!("error: rank {rank}: cannot wait for it ({e}); stopping the ranks");
+                    let _ = c.kill();
                     *slot = None;
+                    if first_failure.is_none() {
+                        first_failure = Some((rank, ExitStatus::from_raw(1 << 8)));
+                        deadline = Some(Instant::now() + GRACE);
+                    }
                 }
             }
         }

@@ -171,6 +171,11 @@ impl Trainer {
         if profiler.is_some() {
             profile = self.finish_profile(profiler.take())?;
         }
+        if self.world.distributed() {
+            // No rank leaves before rank 0 has written the last checkpoint (a launcher that
+            // sees one rank exit may stop the others).
+            self.world.barrier()?;
+        }
         self.report.finish();
         if last_ckpt.is_none() && main {
             last_ckpt = checkpoint::latest(&out_dir).map(|(_, p)| p);

@@ -351,21 +351,78 @@ impl Trainer {
         )
     }
 
-    /// Every rank must start from the same step.
+    /// What every rank of a data-parallel run must agree on before the first step, as
+    /// float64s (hashes in 32-bit halves): the step it resumed from and that checkpoint's
+    /// `state.json`, what decides the collectives and the updates (the `[train]`, `[optim]`
+    /// and `[checkpoint]` settings but threads, the seed, the training set's size, the
+    /// trainable parameters' labels and shapes), and whether it trains on a GPU.
+    fn start_facts(&self) -> Result<Vec<(&'static str, f64)>> {
+        let halves = |h: u64| ((h >> 32) as f64, (h & 0xffff_ffff) as f64);
+        let spec = self.spec();
+        let state = checkpoint::latest(&spec.run.out_dir)
+            .and_then(|(_, d)| std::fs::read(d.join("state.json")).ok())
+            .map_or(0, |b| crate::base::seed::fnv1a(&b));
+        let mut train = spec.train.clone();
+        train.threads = None;
+        let shapes: Vec<(String, Vec<i64>)> = self
+            .params
+            .iter()
+            .map(|p| (p.label().to_string(), p.shape()))
+            .collect();
+        let plan = serde_json::to_string(&(
+            &train,
+            &spec.optim,
+            &spec.checkpoint,
+            spec.run.seed,
+            self.session.data.train.len(),
+            shapes,
+        ))
+        .map_err(|e| Error::Run(format!("the run's settings: {e}")))?;
+        let (plan, state) = (
+            halves(crate::base::seed::fnv1a(plan.as_bytes())),
+            halves(state),
+        );
+        let gpu = matches!(self.session.device, tch::Device::Cuda(_));
+        Ok(vec![
+            ("the step they resume from", self.step as f64),
+            ("the checkpoint they resume from", state.0),
+            ("the checkpoint they resume from", state.1),
+            (
+                "their [train], [optim] or [checkpoint] settings, data or model",
+                plan.0,
+            ),
+            (
+                "their [train], [optim] or [checkpoint] settings, data or model",
+                plan.1,
+            ),
+            (
+                "their device (some on a GPU, some on the CPU)",
+                f64::from(u8::from(gpu)),
+            ),
+        ])
+    }
+
+    /// Every rank must start from the same place with the same plan.
     fn agree_on_start(&self) -> Result<()> {
         if !self.world.distributed() {
             return Ok(());
         }
-        let s = self.step as f64;
-        let lo = self.world.reduce_values(&[s], ReduceOp::Min)?[0];
-        let hi = self.world.reduce_values(&[s], ReduceOp::Max)?[0];
-        if lo != hi {
-            return Err(Error::Run(format!(
-                "rank {}: the ranks resumed from different steps ({lo} to {hi}); do they share one out_dir?",
-                self.world.rank
-            )));
+        let facts = self.start_facts()?;
+        let mine: Vec<f64> = facts.iter().map(|f| f.1).collect();
+        let lo = self.world.reduce_values(&mine, ReduceOp::Min)?;
+        let hi = self.world.reduce_values(&mine, ReduceOp::Max)?;
+        match facts.iter().zip(lo.iter().zip(&hi)).find(|(_, (l, h))| l != h) {
+            None => Ok(()),
+            Some(((what, _), (l, h))) => Err(Error::Config(format!(
+                "rank {}: the ranks differ in {what}{}; every rank must run the same recipe on one shared out_dir",
+                self.world.rank,
+                if what.starts_with("the step") {
+                    format!(" ({l} to {h})")
+                } else {
+                    String::new()
+                }
+            ))),
         }
-        Ok(())
     }
 
     /// Writes a checkpoint of the current step (and prunes old ones); returns its directory.

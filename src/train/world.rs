@@ -120,6 +120,9 @@ pub struct World {
 
 /// Says which rank failed at what, for a collective's error.
 fn failed(rank: usize, what: &str, e: Error) -> Error {
+    if e.is_bad_input() {
+        return e; // a setting (a backend this build lacks, say), not a lost peer
+    }
     let e = e.to_string();
     let e = e.strip_prefix("libtorch: ").unwrap_or(&e);
     Error::Run(format!(
@@ -280,22 +283,22 @@ impl World {
             return Ok(vec![bytes.to_vec()]);
         };
         let longest = self.reduce_values(&[bytes.len() as f64], ReduceOp::Max)?[0] as usize;
-        // Each rank fills its own row of a zero table; the sum is everyone's rows.
-        let mut table = vec![0i32; (longest + 1) * self.size];
-        let row = &mut table[self.rank * (longest + 1)..(self.rank + 1) * (longest + 1)];
-        row[0] = bytes.len() as i32;
-        for (dst, b) in row[1..].iter_mut().zip(bytes) {
-            *dst = i32::from(*b);
-        }
+        // Each rank fills its own row of a zero table (a 4-byte length, then the bytes); the
+        // sum is everyone's rows.
+        let row = longest + 4;
+        let mut table = vec![0u8; row * self.size];
+        let mine = &mut table[self.rank * row..(self.rank + 1) * row];
+        mine[..4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+        mine[4..4 + bytes.len()].copy_from_slice(bytes);
         let t = Tensor::from_slice(&table);
         g.all_reduce(std::slice::from_ref(&t), ReduceOp::Sum, BUCKET_BYTES)
             .map_err(|e| failed(self.rank, "gathering the ranks' states", e))?;
-        let all = Vec::<i32>::try_from(&t).ctx("ranks' states")?;
+        let all = Vec::<u8>::try_from(&t).ctx("ranks' states")?;
         Ok(all
-            .chunks(longest + 1)
+            .chunks(row)
             .map(|r| {
-                let n = (r[0].max(0) as usize).min(longest);
-                r[1..=n].iter().map(|&b| b as u8).collect()
+                let n = u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize;
+                r[4..4 + n.min(longest)].to_vec()
             })
             .collect())
     }
