@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 pub mod browser;
+pub mod dist;
 pub mod finetune;
 pub mod tiny;
 use pzt::prelude::*;
