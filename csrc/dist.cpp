@@ -38,24 +38,6 @@ extern "C" int pzt_store_port(PztStore* s) { return s == nullptr ? 0 : s->tcp->g
 
 extern "C" void pzt_store_free(PztStore* s) { delete s; }
 
-extern "C" char* pzt_store_set(PztStore* s, const char* key, const char* value) {
-  PZT_TRY
-  std::string v(value);
-  s->store->set(std::string(key), std::vector<uint8_t>(v.begin(), v.end()));
-  PZT_CATCH
-}
-
-// The value of `key`, or an empty string when the store has no such key (no waiting).
-extern "C" char* pzt_store_try_get(PztStore* s, const char* key, char** value) {
-  PZT_TRY
-  std::string k(key);
-  *value = nullptr;
-  if (!s->store->check({k})) return nullptr;
-  auto v = s->store->get(k);
-  *value = pzt_dup_error(std::string(v.begin(), v.end()));
-  PZT_CATCH
-}
-
 // A Gloo process group of `size` ranks over `s` (its keys under `prefix`). The transport binds to `iface` when given (a
 // network interface name, like GLOO_SOCKET_IFNAME), else to `host` when given, else to the
 // address this machine's hostname resolves to (libtorch's default).

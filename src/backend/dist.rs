@@ -4,7 +4,7 @@
 
 use super::check;
 use crate::base::{Error, Result};
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, c_void, CString};
 use std::time::Duration;
 use tch::Tensor;
 
@@ -22,12 +22,6 @@ extern "C" {
     ) -> *mut c_char;
     fn pzt_store_port(s: *mut c_void) -> i32;
     fn pzt_store_free(s: *mut c_void);
-    fn pzt_store_set(s: *mut c_void, key: *const c_char, value: *const c_char) -> *mut c_char;
-    fn pzt_store_try_get(
-        s: *mut c_void,
-        key: *const c_char,
-        value: *mut *mut c_char,
-    ) -> *mut c_char;
     fn pzt_group_new(
         s: *mut c_void,
         rank: i32,
@@ -47,7 +41,6 @@ extern "C" {
         bucket_bytes: i64,
     ) -> *mut c_char;
     fn pzt_group_barrier(g: *mut c_void) -> *mut c_char;
-    fn pzt_free_error(e: *mut c_char);
     fn pzt_quiet_c10d();
     fn pzt_reducer_new(
         g: *mut c_void,
@@ -125,28 +118,6 @@ impl Store {
     pub fn port(&self) -> u16 {
         // SAFETY: `raw` is a live store.
         u16::try_from(unsafe { pzt_store_port(self.raw) }).unwrap_or(0)
-    }
-
-    /// Sets `key` to `value`.
-    pub fn set(&self, key: &str, value: &str) -> Result<()> {
-        let (k, v) = (c_string("key", key)?, c_string("value", value)?);
-        // SAFETY: a live store and valid C strings.
-        check(unsafe { pzt_store_set(self.raw, k.as_ptr(), v.as_ptr()) })
-    }
-
-    /// The value of `key`, if it is set (does not wait).
-    pub fn try_get(&self, key: &str) -> Result<Option<String>> {
-        let k = c_string("key", key)?;
-        let mut v: *mut c_char = std::ptr::null_mut();
-        // SAFETY: a live store, a valid C string; `v` receives a malloc'd string or null.
-        check(unsafe { pzt_store_try_get(self.raw, k.as_ptr(), &mut v) })?;
-        if v.is_null() {
-            return Ok(None);
-        }
-        // SAFETY: `v` is a NUL-terminated string malloc'd by the shim, freed once here.
-        let s = unsafe { CStr::from_ptr(v) }.to_string_lossy().into_owned();
-        unsafe { pzt_free_error(v) };
-        Ok(Some(s))
     }
 }
 

@@ -62,7 +62,7 @@ impl Trainer {
     /// directory, if there is one.
     /// In a data-parallel run every rank calls this; rank 0 sets up first (it takes the run
     /// directory and writes the data cache), the others after it.
-    pub fn new(spec: RunSpec, opts: &TrainOptions, world: World) -> Result<Trainer> {
+    pub fn new(spec: RunSpec, opts: &TrainOptions, mut world: World) -> Result<Trainer> {
         let started = Instant::now();
         let optim = spec
             .optim
@@ -86,7 +86,6 @@ impl Trainer {
             world.barrier()?;
         }
         let params = session.tree.trainable_parameters();
-        let mut world = world;
         if world.distributed() {
             let values: Vec<Tensor> = params.iter().map(|p| p.value()).collect();
             world.attach(&values)?;
