@@ -44,10 +44,20 @@ fn spin_less() {
 
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`pzt show ... | head`), like other command-line tools,
-    // instead of panicking in println!.
-    // SAFETY: setting a signal disposition to its default at start-up, before any threads.
+    // instead of panicking in println!. A training run outlives its output instead
+    // (`pzt train | head -1` trains on, checkpoints and releases its lock): it prints through
+    // `pzt::base::text::out`, which drops what a closed pipe cannot take.
+    let training = std::env::args_os().nth(1).is_some_and(|c| c == "train");
+    // SAFETY: setting a signal disposition at start-up, before any threads.
     unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(
+            libc::SIGPIPE,
+            if training {
+                libc::SIG_IGN
+            } else {
+                libc::SIG_DFL
+            },
+        );
     }
     pzt::base::memory::tune_allocator();
     spin_less();

@@ -75,13 +75,21 @@ fn runs_lists_states_steps_and_metrics() {
     // A running one: its lock is held by a live process (this test).
     std::fs::create_dir_all(root.join("live/checkpoints")).unwrap();
     std::fs::write(root.join("live/.pzt-lock"), std::process::id().to_string()).unwrap();
+    let held = std::fs::File::open(root.join("live/.pzt-lock")).unwrap();
+    assert_eq!(
+        unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&held), libc::LOCK_EX) },
+        0
+    );
+    // A lock file nobody holds (a killed run's, whose pid may be reused) is not a running run.
+    std::fs::create_dir_all(root.join("stale/checkpoints")).unwrap();
+    std::fs::write(root.join("stale/.pzt-lock"), "1").unwrap();
     // Not runs: ignored.
     std::fs::create_dir_all(root.join("a/other")).unwrap();
 
     let (code, out, err) = run_pzt(&["runs", root.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(lines.len(), 5, "{out}");
     assert!(lines[0].starts_with("run"), "{out}");
     let line = |name: &str| {
         lines
@@ -98,6 +106,8 @@ fn runs_lists_states_steps_and_metrics() {
     );
     assert_eq!(line("half")[1..3], ["4/6", "interrupted"], "{out}");
     assert_eq!(line("live")[1..3], ["0/?", "running"], "{out}");
+    assert_ne!(line("stale")[2], "running", "{out}");
+    drop(held);
 
     let (code, out, _) = run_pzt(&["runs", root.to_str().unwrap(), "--json"]);
     assert_eq!(code, 0);

@@ -6,6 +6,7 @@ pub mod dtype;
 pub mod error;
 pub mod files;
 pub mod memory;
+pub mod outputs;
 pub mod seed;
 pub mod text;
 

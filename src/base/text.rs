@@ -1,4 +1,13 @@
-//! Numbers as people read them: `6,738,415,616`, `1.50 GiB`.
+//! Numbers as people read them: `6,738,415,616`, `1.50 GiB`; lines on standard output that
+//! outlive a closed pipe.
+
+/// Prints a line on standard output; a closed or full output (`pzt train | head -1`) loses the
+/// line, never the run that prints it.
+pub fn out(line: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}").and_then(|_| o.flush());
+}
 
 /// `1.50 GiB` style.
 pub fn human_bytes(b: i64) -> String {

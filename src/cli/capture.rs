@@ -1,7 +1,7 @@
 //! `pzt capture MODEL --select SELECTOR (--tokens IDS | --text TEXT) --out FILE.safetensors
 //! [--html FILE.html] [--mask FILE] [--set KEY=VALUE]... [--dtype D] [--device D]`.
 
-use super::common::{check_out_file, lib_err, Failure};
+use super::common::{check_outputs, lib_err, model_files, Failure};
 use super::input::ModelInput;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,11 +26,14 @@ pub struct Args {
 pub fn run(a: Args) -> Result<(), Failure> {
     let sel = pzt::tree::selector::Selector::parse(&a.select)
         .map_err(|e| Failure::Rendered(e.render(&a.select)))?;
-    check_out_file(&a.out)?;
-    if let Some(h) = &a.html {
-        check_out_file(h)?;
-    }
+    let outputs = a
+        .input
+        .outputs()
+        .output("--out", &a.out)
+        .output_opt("--html", a.html.as_ref());
+    check_outputs(&outputs)?;
     let r = a.input.load()?;
+    check_outputs(&outputs.inputs(model_files(&r.model)))?;
     let (m, ids, side, device) = (&r.model, &r.ids, &r.side, r.device);
     let selection = sel.select(&m.tree);
     let (arrays, _) =

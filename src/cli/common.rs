@@ -122,12 +122,12 @@ pub fn model_tokens(
 /// `  name                 0.1234` lines of metrics.
 pub fn print_metrics(m: &serde_json::Map<String, serde_json::Value>) {
     for (k, v) in m {
-        println!(
+        pzt::base::text::out(&format!(
             "  {k:<20} {}",
             v.as_f64()
                 .map(|f| format!("{f:.4}"))
                 .unwrap_or_else(|| v.to_string())
-        );
+        ));
     }
 }
 
@@ -138,31 +138,17 @@ pub fn tree_of(model: &std::path::Path, set: &[String]) -> Result<pzt::tree::Nod
     pzt::recipe::plan::Plan::tree_only(&r, &pzt::builtin_registry()).map_err(lib_err)
 }
 
-/// Checks, before any work, that `out` can be a file written: not a directory, in a directory
-/// that exists.
-pub fn check_out_file(out: &std::path::Path) -> Result<(), Failure> {
-    if out.is_dir() {
-        return Err(Failure::BadInput(format!(
-            "{} is a directory; give a file name",
-            out.display()
-        )));
-    }
-    if std::fs::metadata(out).is_ok_and(|m| !m.is_file()) {
-        return Err(Failure::BadInput(format!(
-            "{} exists and is not a regular file (a FIFO or a device); give a file name",
-            out.display()
-        )));
-    }
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    if !parent.is_dir() {
-        return Err(Failure::BadInput(format!(
-            "cannot write {}: the directory {} does not exist",
-            out.display(),
-            parent.display()
-        )));
-    }
-    Ok(())
+/// Checks a command's outputs against its inputs and each other (see `pzt::base::outputs`):
+/// bad input when one would overwrite an input, another output, or a special file.
+pub fn check_outputs(o: &pzt::base::outputs::Outputs) -> Result<(), Failure> {
+    o.check().map_err(lib_err)
+}
+
+/// The files and directories a loaded model was read from (besides the path it was given).
+pub fn model_files(m: &pzt::loader::Loaded) -> Vec<std::path::PathBuf> {
+    m.hf_dir
+        .iter()
+        .chain(m.tokenizer_path.iter())
+        .cloned()
+        .collect()
 }

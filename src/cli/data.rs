@@ -36,6 +36,11 @@ pub fn run(a: Args) -> Result<(), Failure> {
         )));
     };
     let base = r.base_dir();
+    super::common::check_outputs(
+        &pzt::base::outputs::Outputs::new()
+            .inputs(r.input_paths())
+            .output_opt("--export", a.export.as_ref()),
+    )?;
     let located = |e: pzt::Error| lib_err(r.locate(e.in_section("data")));
     let tok = match data.tokenizer() {
         Some(t) => Some(Tokenizer::load(t, &base).map_err(|e| {
@@ -78,16 +83,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 text.push('\n');
             }
         }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::rename(&tmp, path))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                Failure::BadInput(pzt::base::error::io_message(
-                    &path.display().to_string(),
-                    &e,
-                ))
-            })?;
+        pzt::base::outputs::write(path, text.as_bytes()).map_err(lib_err)?;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());

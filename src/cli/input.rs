@@ -40,6 +40,14 @@ pub struct Ready {
 }
 
 impl ModelInput {
+    /// The command's inputs named on the command line (the model and the mask), to check its
+    /// outputs against.
+    pub fn outputs(&self) -> pzt::base::outputs::Outputs {
+        pzt::base::outputs::Outputs::new()
+            .input(&self.model)
+            .inputs(self.mask.iter())
+    }
+
     /// Loads the model, reads the tokens (and the mask, which the model must read).
     pub fn load(&self) -> Result<Ready, Failure> {
         let device = parse_device(&self.device)?;

@@ -1,7 +1,7 @@
 //! `pzt isolate MODEL --select PATH (--tokens IDS | --text TEXT) --out DIR` and
 //! `pzt replay DIR [--set KEY=VALUE]... [--patch FILE] [--json]`.
 
-use super::common::{lib_err, Failure};
+use super::common::{check_outputs, lib_err, model_files, Failure};
 use super::input::ModelInput;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -37,7 +37,12 @@ pub fn isolate(a: IsolateArgs) -> Result<(), Failure> {
             a.out.display()
         )));
     }
+    let outputs = pzt::probe::isolate::FILES
+        .iter()
+        .fold(a.input.outputs(), |o, f| o.output("--out", a.out.join(f)));
+    check_outputs(&outputs)?;
     let r = a.input.load()?;
+    check_outputs(&outputs.inputs(model_files(&r.model)))?;
     let (m, ids, side, device) = (&r.model, &r.ids, &r.side, r.device);
     let selection = sel.select(&m.tree);
     let x = pzt::probe::token_input(ids, &m.axes, device).map_err(lib_err)?;

@@ -1,7 +1,7 @@
 //! `pzt logits MODEL (--tokens IDS | --text TEXT) [--out FILE] [--mask FILE] [--set KEY=VALUE]...
 //! [--dtype D] [--device D]`.
 
-use super::common::{lib_err, Failure};
+use super::common::{check_outputs, lib_err, model_files, Failure};
 use super::input::ModelInput;
 use std::path::PathBuf;
 
@@ -17,19 +17,25 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
+    let outputs = a.input.outputs().output_opt("--out", a.out.as_ref());
+    check_outputs(&outputs)?;
     let r = a.input.load()?;
+    check_outputs(&outputs.inputs(model_files(&r.model)))?;
     let (m, ids, side, device) = (&r.model, &r.ids, &r.side, r.device);
     let logits =
         pzt::models::generate::logits_with(&m.tree, ids, &m.axes, side, device).map_err(lib_err)?;
     match a.out {
         Some(path) => {
             let t = logits.to_device(tch::Device::Cpu).unsqueeze(0).contiguous();
-            tch::Tensor::write_safetensors(&[("logits", &t)], &path).map_err(|e| {
-                lib_err(pzt::Error::Torch {
-                    context: format!("write {}", path.display()),
-                    source: e,
+            pzt::base::outputs::write_with(&path, |tmp| {
+                tch::Tensor::write_safetensors(&[("logits", &t)], tmp).map_err(|e| {
+                    pzt::Error::Torch {
+                        context: format!("write {}", path.display()),
+                        source: e,
+                    }
                 })
-            })?;
+            })
+            .map_err(lib_err)?;
             println!("wrote {} (logits, float32, {:?})", path.display(), t.size());
         }
         None => {

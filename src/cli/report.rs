@@ -1,6 +1,6 @@
 //! `pzt report RUN_DIR... [--html OUT.html]`.
 
-use super::common::{check_out_file, lib_err, Failure};
+use super::common::{check_outputs, lib_err, Failure};
 use std::path::PathBuf;
 
 /// A run as pictures: loss, learning rate, grad norm, throughput and every eval metric over
@@ -17,9 +17,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    if let Some(h) = &a.html {
-        check_out_file(h)?;
-    }
+    check_outputs(
+        &pzt::base::outputs::Outputs::new()
+            .inputs(&a.runs)
+            .output_opt("--html", a.html.as_ref()),
+    )?;
     let runs = a
         .runs
         .iter()

@@ -43,7 +43,14 @@ fn row(r: &RunInfo) -> [String; 7] {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    let runs = pzt::train::runs::list_runs(&a.dir).map_err(lib_err)?;
+    let listed = pzt::train::runs::list_runs(&a.dir).map_err(lib_err)?;
+    let mut runs = vec![];
+    for (dir, r) in listed {
+        match r {
+            Ok(r) => runs.push(r),
+            Err(e) => eprintln!("warning: {}: cannot be read: {e}", dir.display()),
+        }
+    }
     if a.json {
         let j: Vec<serde_json::Value> = runs.iter().map(RunInfo::to_json).collect();
         println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());

@@ -32,9 +32,13 @@ pub fn write_page(
     selection: Option<&pzt::tree::selector::Selector>,
     selector_text: &str,
 ) -> Result<(), Failure> {
-    super::common::check_out_file(out)?;
+    let outputs = pzt::base::outputs::Outputs::new()
+        .input(model)
+        .output("--html", out);
+    super::common::check_outputs(&outputs)?;
     let m = pzt::loader::load_with(model, set, &pzt::builtin_registry(), None, tch::Device::Cpu)
         .map_err(lib_err)?;
+    super::common::check_outputs(&outputs.inputs(super::common::model_files(&m)))?;
     let vocab = m.tokenizer.as_ref().map(|t| {
         let n = pzt::tree::select(&m.tree)
             .at_instances_of("EmbeddingLookup")

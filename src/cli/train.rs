@@ -1,7 +1,7 @@
 //! `pzt train RECIPE [--set KEY=VALUE]... [--resume] [--json] [--profile TRACE.json]
 //! [--nproc N]`.
 
-use super::common::{check_out_file, deterministic_cublas, lib_err, print_metrics, Failure};
+use super::common::{check_outputs, deterministic_cublas, lib_err, print_metrics, Failure};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +36,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<(), Failure> {
     if let Some(p) = &a.profile {
-        check_out_file(p)?;
+        check_outputs(&pzt::base::outputs::Outputs::new().output("--profile", p))?;
         if a.profile_steps == 0 || a.profile_steps > 1_000_000 {
             return Err(Failure::BadInput(format!(
                 "--profile-steps {}: give 1 to 1000000 steps",
@@ -45,6 +45,11 @@ pub fn run(a: Args) -> Result<(), Failure> {
         }
     }
     let r = pzt::recipe::Recipe::load(&a.recipe, &a.set).map_err(lib_err)?;
+    check_outputs(
+        &pzt::base::outputs::Outputs::new()
+            .inputs(r.input_paths())
+            .output_opt("--profile", a.profile.as_ref()),
+    )?;
     if let Some(n) = a.nproc {
         // Mistakes are found here once, before any rank starts.
         let spec = r.train_spec(&pzt::builtin_registry()).map_err(lib_err)?;
@@ -66,10 +71,10 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let speaks =
         a.nproc.is_none_or(|n| n <= 1) && std::env::var("RANK").map_or(true, |r| r.trim() == "0");
     if a.resume && speaks && pzt::train::checkpoint::latest(&r.run.out_dir).is_none() && !a.json {
-        println!(
+        pzt::base::text::out(&format!(
             "--resume: no checkpoint in {} yet; starting from step 0",
             r.run.out_dir.display()
-        );
+        ));
     }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -104,17 +109,17 @@ pub fn run(a: Args) -> Result<(), Failure> {
         eprintln!("{p}");
     }
     if a.json {
-        println!(
+        pzt::base::text::out(&format!(
             "{}",
             serde_json::to_string_pretty(&s.to_json()).unwrap_or_default()
-        );
+        ));
     } else {
         let ck = s
             .checkpoint
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "none".into());
-        println!(
+        pzt::base::text::out(&format!(
             "done: `{}` step {}/{} on {} in {:.1} s; final loss {}",
             s.name,
             s.steps,
@@ -124,17 +129,17 @@ pub fn run(a: Args) -> Result<(), Failure> {
             s.final_loss
                 .map(|l| format!("{l:.4}"))
                 .unwrap_or_else(|| "-".into())
-        );
+        ));
         print_metrics(&s.eval);
-        println!("  checkpoint           {ck}");
-        println!(
+        pzt::base::text::out(&format!("  checkpoint           {ck}"));
+        pzt::base::text::out(&format!(
             "  metrics              {}",
             s.out_dir.join("metrics.jsonl").display()
-        );
-        println!(
+        ));
+        pzt::base::text::out(&format!(
             "  tensorboard          {}",
             s.out_dir.join("tensorboard").display()
-        );
+        ));
     }
     if s.interrupted {
         let ck = s

@@ -170,6 +170,14 @@ fn states(
     )
 }
 
+/// The files [`write`] puts in its directory.
+pub const FILES: [&str; 4] = [
+    "submodel.toml",
+    "parameters.safetensors",
+    "io.safetensors",
+    "isolate.json",
+];
+
 /// Writes `iso` to `dir` (created; it must not hold an isolated submodel already), with
 /// `about` (model, tokens, selector, ...) in `isolate.json`.
 pub fn write(iso: &Isolated, dir: &Path, about: &BTreeMap<String, Json>) -> Result<()> {

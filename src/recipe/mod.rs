@@ -34,7 +34,7 @@ use crate::spec::{
     CheckpointConfig, InputSpec, OptimConfig, RunSection, StrategyConfig, TrainConfig,
 };
 use decode::{check_keys, table};
-use raw::{RNode, RTable};
+use raw::{RNode, RTable, RVal};
 use source::{Diagnostic, Loc, Sources};
 use std::path::Path;
 
@@ -229,6 +229,34 @@ impl Recipe {
     /// `[model] checkpoint = "..."` continues.
     pub fn hf_dir(&self) -> Option<std::path::PathBuf> {
         from_checkpoint::hf_dir(self, 0)
+    }
+
+    /// Every file and directory a run of this recipe reads or owns: the recipe and its
+    /// includes, the data files and tokenizer, the model directory or checkpoint, and the run
+    /// directory. A command's outputs are checked against these.
+    pub fn input_paths(&self) -> Vec<std::path::PathBuf> {
+        let base = self.base_dir();
+        let mut out: Vec<std::path::PathBuf> = (0..)
+            .map_while(|i| self.resolved.sources.file(i))
+            .filter(|f| !f.name.starts_with("--set"))
+            .map(|f| std::path::PathBuf::from(&f.name))
+            .collect();
+        if let Some(d) = &self.data {
+            out.extend(d.files().iter().map(|f| base.join(f)));
+            out.extend(d.tokenizer().map(|t| base.join(t)));
+            out.extend(d.cache_dir.as_ref().map(|c| base.join(c)));
+        }
+        out.extend(self.hf_dir());
+        if let Some(RVal::Str(c)) = self.model_table_value("checkpoint") {
+            out.push(base.join(c));
+        }
+        out.push(self.run.out_dir.clone());
+        out
+    }
+
+    /// A string or other value of `[model]` by key.
+    fn model_table_value(&self, key: &str) -> Option<&RVal> {
+        self.model.as_table()?.get(key).map(|e| &e.node.val)
     }
 
     /// The directory the recipe's relative paths start from.

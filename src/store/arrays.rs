@@ -71,12 +71,14 @@ pub fn write(
                 .map_err(|e| Error::Config(format!("array `{name}`: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::tensor::serialize_to_file(views, &Some(info), path).map_err(|e| match e {
-        safetensors::SafeTensorError::IoError(source) => Error::Io {
-            path: path.display().to_string(),
-            source,
-        },
-        other => bad(path, other.to_string()),
+    crate::base::outputs::write_with(path, |tmp| {
+        safetensors::tensor::serialize_to_file(views, &Some(info), tmp).map_err(|e| match e {
+            safetensors::SafeTensorError::IoError(source) => Error::Io {
+                path: path.display().to_string(),
+                source,
+            },
+            other => bad(path, other.to_string()),
+        })
     })
 }
 

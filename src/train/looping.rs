@@ -203,7 +203,11 @@ impl Trainer {
         let (Some(p), Some(o)) = (p, &self.profile) else {
             return Ok(None);
         };
-        let tables = p.stop(Some(&o.trace), 30)?;
+        let mut tables = String::new();
+        crate::base::outputs::write_with(&o.trace, |tmp| {
+            tables = p.stop(Some(tmp), 30)?;
+            Ok(())
+        })?;
         Ok(Some(format!(
             "profile of {} step(s), trace in {}:\n\n{tables}",
             o.steps.min(self.step),

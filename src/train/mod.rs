@@ -33,6 +33,7 @@ pub mod losses;
 pub mod metrics;
 pub mod optim;
 mod report;
+pub mod resume_checks;
 pub mod runs;
 mod session;
 pub mod task;

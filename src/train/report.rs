@@ -56,7 +56,7 @@ impl Reporter {
     /// A line (the start and resume lines).
     pub fn say(&self, s: String) {
         if !self.quiet {
-            println!("{s}");
+            crate::base::text::out(&s);
         }
     }
 

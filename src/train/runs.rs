@@ -22,15 +22,18 @@ pub enum RunState {
     Running,
     /// It stopped before the last step (Ctrl-C, a crash, a kill); `pzt train` resumes it.
     Interrupted,
+    /// The NaN watchdog stopped it (`diverged.json`); resuming the same recipe is refused.
+    Diverged,
 }
 
 impl RunState {
-    /// `finished`, `running`, `interrupted`.
+    /// `finished`, `running`, `interrupted`, `diverged`.
     pub fn name(self) -> &'static str {
         match self {
             RunState::Finished => "finished",
             RunState::Running => "running",
             RunState::Interrupted => "interrupted",
+            RunState::Diverged => "diverged",
         }
     }
 }
@@ -202,10 +205,7 @@ fn recipe_facts(ckpt: &Path) -> Option<(Option<String>, Option<u64>, CheckpointC
 }
 
 fn lock_held(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join(".pzt-lock"))
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .is_some_and(super::lock::alive)
+    super::lock::held(dir)
 }
 
 /// Whether `dir` looks like a run directory (metrics or checkpoints).
@@ -258,6 +258,8 @@ pub fn read_run(dir: &Path) -> Result<RunInfo> {
         RunState::Running
     } else if steps_total.is_some_and(|t| last_ckpt >= t) {
         RunState::Finished
+    } else if super::resume_checks::divergence(dir).is_some_and(|(s, ..)| s > last_ckpt) {
+        RunState::Diverged
     } else {
         RunState::Interrupted
     };
@@ -283,8 +285,9 @@ pub fn read_run(dir: &Path) -> Result<RunInfo> {
 }
 
 /// The runs in `root`: `root` itself when it is a run directory, else its subdirectories that
-/// are, sorted by name.
-pub fn list_runs(root: &Path) -> Result<Vec<RunInfo>> {
+/// are, sorted by name; a run that cannot be read is listed with the reason, and the others
+/// still are.
+pub fn list_runs(root: &Path) -> Result<Vec<(PathBuf, Result<RunInfo>)>> {
     if !root.is_dir() {
         return Err(Error::Config(format!(
             "`{}` is not a directory of runs",
@@ -292,7 +295,7 @@ pub fn list_runs(root: &Path) -> Result<Vec<RunInfo>> {
         )));
     }
     if is_run_dir(root) {
-        return Ok(vec![read_run(root)?]);
+        return Ok(vec![(root.to_path_buf(), read_run(root))]);
     }
     let rd = std::fs::read_dir(root).map_err(|source| Error::Io {
         path: root.display().to_string(),
@@ -305,7 +308,10 @@ pub fn list_runs(root: &Path) -> Result<Vec<RunInfo>> {
         .filter(|p| is_run_dir(p))
         .collect();
     dirs.sort();
-    dirs.iter().map(|d| read_run(d)).collect()
+    Ok(dirs
+        .into_iter()
+        .map(|d| (d.clone(), read_run(&d)))
+        .collect())
 }
 
 impl RunInfo {

@@ -86,6 +86,11 @@ impl Trainer {
             world.barrier()?;
         }
         let params = session.tree.trainable_parameters();
+        if params.is_empty() {
+            return Err(Error::Config(
+                "nothing is trainable: every parameter of the model is frozen (by `[strategy]` or a `[[patch]]` freeze); leave some trainable, e.g. `[strategy] kind = \"full\"` or LoRA adapters".into(),
+            ));
+        }
         if world.distributed() {
             let values: Vec<Tensor> = params.iter().map(|p| p.value()).collect();
             world.attach(&values)?;
@@ -138,7 +143,12 @@ impl Trainer {
     fn resume(&mut self) -> Result<()> {
         let run = self.spec().run.clone();
         let steps = self.spec().train.steps;
-        let Some((s, dir)) = checkpoint::latest(&run.out_dir) else {
+        let latest = checkpoint::latest(&run.out_dir);
+        if self.world.is_main() {
+            let from = latest.as_ref().map_or(0, |(s, _)| *s);
+            super::resume_checks::check_divergence(&run.out_dir, from, &self.spec().recipe_toml)?;
+        }
+        let Some((s, dir)) = latest else {
             let data = &self.session.data;
             self.report.say(format!(
                 "training `{}`: {} parameters{} on {}, {} train / {} eval examples{}{}",
@@ -165,8 +175,10 @@ impl Trainer {
             ));
             return Ok(());
         };
+        super::resume_checks::check_same_data(&dir, &self.spec().recipe_toml)?;
         let (state, opt_state) = checkpoint::load(&dir, &self.params)?;
         checkpoint::verify_base(&dir, &state, &self.session.tree)?;
+
         if state.step > steps {
             return Err(Error::Config(format!(
                 "{} is at step {}, past [train] steps = {steps}; raise steps or use another out_dir",
@@ -307,6 +319,14 @@ impl Trainer {
             }
         };
         self.report.abandon();
+        if self.world.is_main() {
+            super::resume_checks::record_divergence(
+                &self.spec().run.out_dir,
+                self.step + 1,
+                &what,
+                &self.spec().recipe_toml,
+            );
+        }
         let keep = checkpoint::latest(&self.spec().run.out_dir)
             .map(|(s, p)| format!("; the last good checkpoint is {} (step {s})", p.display()))
             .unwrap_or_default();

@@ -1,7 +1,7 @@
 //! One self-contained HTML page: the data as JSON in a `<script type="application/json">`
 //! element, the styles and scripts inline (`assets/`), nothing fetched from a network.
 
-use crate::base::{Error, Result};
+use crate::base::Result;
 use serde_json::Value as Json;
 use std::path::Path;
 
@@ -62,10 +62,7 @@ pub fn html(title: &str, data: &Json) -> String {
 
 /// Writes the page for `data` to `path`.
 pub fn write(path: &Path, title: &str, data: &Json) -> Result<()> {
-    std::fs::write(path, html(title, data)).map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })
+    crate::base::outputs::write(path, html(title, data).as_bytes())
 }
 
 #[cfg(test)]
