@@ -228,3 +228,127 @@ fn random_kills_resume_to_the_uninterrupted_parameters_without_debris() {
     let (code, o, e) = run_pzt(&["verify", run.to_str().unwrap()]);
     assert_eq!(code, 0, "{o}{e}");
 }
+
+#[test]
+fn a_resume_on_changed_data_is_refused_naming_what_changed() {
+    let (f, run) = trained("data-change", 2, "");
+    let fs = f.to_str().unwrap();
+    let before = std::fs::read(run.join("metrics.jsonl")).unwrap();
+    refused(
+        &[
+            "train",
+            fs,
+            "--set",
+            "train.steps=4",
+            "--set",
+            "data.eval_fraction=0.2",
+        ],
+        "`eval_fraction` 0.1 -> 0.2",
+    );
+    refused(
+        &[
+            "train",
+            fs,
+            "--set",
+            "train.steps=4",
+            "--set",
+            "data.num_examples=300",
+        ],
+        "was trained on other data",
+    );
+    assert_eq!(std::fs::read(run.join("metrics.jsonl")).unwrap(), before);
+    // Where the prepared data is kept is not the data: that resumes.
+    let (code, o, e) = run_pzt(&[
+        "train",
+        fs,
+        "--set",
+        "train.steps=4",
+        "--set",
+        "data.cache_dir=\"elsewhere\"",
+    ]);
+    assert_eq!(code, 0, "{o}{e}");
+}
+
+#[test]
+fn a_diverged_run_is_listed_as_such_and_not_resumed_into_the_same_nan() {
+    let d = tmpdir("diverged");
+    let f = common::tiny::recipe(&d, 40, "");
+    let fs = f.to_str().unwrap();
+    let blow = [
+        "--set",
+        "optim.kind=\"sgd\"",
+        "--set",
+        "optim.lr=1e12",
+        "--set",
+        "optim.clip_grad_norm=1e30",
+        "--set",
+        "checkpoint.every_steps=1",
+    ];
+    let mut args = vec!["train", fs];
+    args.extend(blow);
+    let (code, o, e) = run_pzt(&args);
+    assert_eq!(code, 1, "{o}{e}");
+    assert!(e.contains("NaN watchdog"), "{e}");
+    let (_, listing, _) = run_pzt(&["runs", d.join("run").to_str().unwrap()]);
+    assert!(listing.contains("diverged"), "{listing}");
+    // The same command again: refused before any step, naming the way out.
+    let (code, o, e) = run_pzt(&args);
+    assert_eq!(code, 2, "{o}{e}");
+    assert!(e.contains("would repeat it bit for bit"), "{e}");
+    // A changed recipe is not refused (it resumes; here from weights already blown up, so the
+    // watchdog may stop it again, with a new record).
+    args.extend(["--set", "optim.clip_grad_norm=1"]);
+    let (code, o, e) = run_pzt(&args);
+    assert_ne!(code, 2, "{o}{e}");
+    assert!(!e.contains("would repeat"), "{e}");
+}
+
+#[test]
+fn a_model_with_nothing_trainable_is_refused_before_any_step() {
+    let d = tmpdir("frozen");
+    let f = common::tiny::recipe(&d, 2, "[strategy]\nfreeze = [\"*\"]\n");
+    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
+    assert_eq!(code, 2, "{o}{e}");
+    assert!(e.contains("nothing is trainable"), "{e}");
+    assert!(!d.join("run/checkpoints/step-2").exists());
+}
+
+#[test]
+fn a_closed_stdout_does_not_kill_the_trainer() {
+    let d = tmpdir("sigpipe");
+    let f = common::tiny::recipe(&d, 6, "");
+    // `pzt train | head -1`: the reader goes away after one line.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pzt"))
+        .args(["train", f.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(d.join("run/checkpoints/step-6/state.json").is_file());
+    assert!(!d.join("run/.pzt-lock").exists(), "the lock is released");
+}
+
+#[test]
+fn runs_lists_the_others_when_one_run_cannot_be_read() {
+    let (_, run) = trained("odd-list", 2, "");
+    let root = run.parent().unwrap().join("all");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::rename(&run, root.join("good")).unwrap();
+    // A run directory whose metrics file is a directory.
+    std::fs::create_dir_all(root.join("odd/checkpoints")).unwrap();
+    std::fs::create_dir_all(root.join("odd/metrics.jsonl")).unwrap();
+    let (code, o, e) = run_pzt(&["runs", root.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    assert!(o.contains("good"), "{o}");
+    assert!(e.contains("odd") && e.contains("cannot be read"), "{e}");
+}
