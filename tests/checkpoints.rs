@@ -352,3 +352,50 @@ fn runs_lists_the_others_when_one_run_cannot_be_read() {
     assert!(o.contains("good"), "{o}");
     assert!(e.contains("odd") && e.contains("cannot be read"), "{e}");
 }
+
+/// `[model]` of a recipe file replaced by `model`.
+fn with_model(recipe: &Path, model: &str) -> String {
+    let s = std::fs::read_to_string(recipe).unwrap();
+    let (i, j) = (s.find("[model]").unwrap(), s.find("[data]").unwrap());
+    format!("{}[model]\n{model}\n{}", &s[..i], &s[j..])
+}
+
+#[test]
+fn a_checkpoint_chain_that_loops_is_refused_not_a_stack_overflow() {
+    let (fa, run_a) = trained("loop", 2, "");
+    let d = fa.parent().unwrap();
+    let ck_a = run_a.join("checkpoints/step-2");
+    // Run B starts from A's checkpoint.
+    let fb = d.join("b.toml");
+    let b = std::fs::read_to_string(&fa).unwrap().replace(
+        &run_a.display().to_string(),
+        &d.join("runB").display().to_string(),
+    );
+    std::fs::write(&fb, b).unwrap();
+    std::fs::write(
+        &fb,
+        with_model(&fb, &format!("checkpoint = \"{}\"", ck_a.display())),
+    )
+    .unwrap();
+    let (code, o, e) = run_pzt(&["train", fb.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    // A's checkpoint edited to start from B's: a loop.
+    let ck_b = d.join("runB/checkpoints/step-2");
+    let ra = ck_a.join("recipe.toml");
+    std::fs::write(
+        &ra,
+        with_model(&ra, &format!("checkpoint = \"{}\"", ck_b.display())),
+    )
+    .unwrap();
+    let fbs = fb.to_str().unwrap();
+    let cks = ck_b.to_str().unwrap();
+    for args in [
+        vec!["plan", fbs],
+        vec!["show", fbs],
+        vec!["eval", fbs],
+        vec!["generate", cks, "--tokens", "1 2"],
+        vec!["export", cks, "--hf", "/nonexistent/out"],
+    ] {
+        refused(&args, "loops");
+    }
+}

@@ -36,18 +36,32 @@ fn checkpoint_recipe(dir: &Path) -> Result<Recipe> {
     Recipe::load(&dir.join("recipe.toml"), &[])
 }
 
-/// The HF directory behind `recipe`'s model, following `checkpoint = ...` chains.
-pub(super) fn hf_dir(recipe: &Recipe, depth: usize) -> Option<PathBuf> {
-    let t = recipe.model.as_table()?;
-    if let Some(RVal::Str(s)) = t.get("hf").map(|e| &e.node.val) {
-        return Some(recipe.base_dir().join(s));
-    }
-    match t.get("checkpoint").map(|e| &e.node.val) {
-        Some(RVal::Str(s)) if depth < MAX_DEPTH => {
-            let inner = checkpoint_recipe(&recipe.base_dir().join(s)).ok()?;
-            hf_dir(&inner, depth + 1)
+/// The HF directory behind `recipe`'s model, following `checkpoint = ...` chains (their raw
+/// recipes only, so that a chain that loops ends here instead of recursing).
+pub(super) fn hf_dir(recipe: &Recipe) -> Option<PathBuf> {
+    let mut model = recipe.model.clone();
+    let mut base = recipe.base_dir();
+    let mut seen: Vec<PathBuf> = vec![];
+    loop {
+        let t = model.as_table()?;
+        match (
+            t.get("hf").map(|e| &e.node.val),
+            t.get("checkpoint").map(|e| &e.node.val),
+        ) {
+            (Some(RVal::Str(s)), _) => return Some(base.join(s)),
+            (_, Some(RVal::Str(s))) => {
+                let dir = base.join(s);
+                let canonical = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+                if seen.contains(&canonical) || seen.len() >= MAX_DEPTH {
+                    return None;
+                }
+                seen.push(canonical);
+                let inner = super::resolve::resolve(&dir.join("recipe.toml"), &[]).ok()?;
+                model = inner.root.as_table()?.get("model")?.node.clone();
+                base = dir;
+            }
+            _ => return None,
         }
-        _ => None,
     }
 }
 

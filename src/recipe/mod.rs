@@ -228,7 +228,7 @@ impl Recipe {
     /// The HF model directory the model comes from: `[model] hf = "..."`, or that of the run
     /// `[model] checkpoint = "..."` continues.
     pub fn hf_dir(&self) -> Option<std::path::PathBuf> {
-        from_checkpoint::hf_dir(self, 0)
+        from_checkpoint::hf_dir(self)
     }
 
     /// Every file and directory a run of this recipe reads or owns: the recipe and its
