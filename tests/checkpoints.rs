@@ -399,3 +399,38 @@ fn a_checkpoint_chain_that_loops_is_refused_not_a_stack_overflow() {
         refused(&args, "loops");
     }
 }
+
+#[test]
+fn keep_last_spares_a_checkpoint_another_run_starts_from() {
+    let (fa, run_a) = trained("pinned", 2, "");
+    let d = fa.parent().unwrap();
+    let ck_a = run_a.join("checkpoints/step-2");
+    let fb = d.join("b.toml");
+    let b = std::fs::read_to_string(&fa).unwrap().replace(
+        &run_a.display().to_string(),
+        &d.join("runB").display().to_string(),
+    );
+    std::fs::write(&fb, b).unwrap();
+    std::fs::write(
+        &fb,
+        with_model(&fb, &format!("checkpoint = \"{}\"", ck_a.display())),
+    )
+    .unwrap();
+    let (code, o, e) = run_pzt(&["train", fb.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    // A goes on with keep_last = 1: its step-2 would be pruned, but B is built from it.
+    let fas = fa.to_str().unwrap();
+    let more = ["--set", "train.steps=6", "--set", "checkpoint.keep_last=1"];
+    let (code, o, e) = run_pzt(&[&["train", fas][..], &more].concat());
+    assert_eq!(code, 0, "{o}{e}");
+    assert!(ck_a.join("state.json").is_file(), "B's start was pruned");
+    assert!(!run_a.join("checkpoints/step-4").exists());
+    let (code, o, e) = run_pzt(&["eval", fb.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    // Once B is gone, A's policy applies again.
+    std::fs::remove_dir_all(d.join("runB")).unwrap();
+    let more = ["--set", "train.steps=8", "--set", "checkpoint.keep_last=1"];
+    let (code, o, e) = run_pzt(&[&["train", fas][..], &more].concat());
+    assert_eq!(code, 0, "{o}{e}");
+    assert!(!ck_a.exists());
+}

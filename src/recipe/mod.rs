@@ -247,11 +247,17 @@ impl Recipe {
             out.extend(d.cache_dir.as_ref().map(|c| base.join(c)));
         }
         out.extend(self.hf_dir());
-        if let Some(RVal::Str(c)) = self.model_table_value("checkpoint") {
-            out.push(base.join(c));
-        }
+        out.extend(self.model_checkpoint());
         out.push(self.run.out_dir.clone());
         out
+    }
+
+    /// The checkpoint directory the model starts from (`[model] checkpoint = ...`).
+    pub fn model_checkpoint(&self) -> Option<std::path::PathBuf> {
+        match self.model_table_value("checkpoint") {
+            Some(RVal::Str(c)) => Some(self.base_dir().join(c)),
+            _ => None,
+        }
     }
 
     /// A string or other value of `[model]` by key.

@@ -56,6 +56,7 @@ impl Recipe {
             base_dir: self.base_dir(),
             recipe_toml: self.resolved_toml(),
             model_source: self.hf_dir().map(|d| d.canonicalize().unwrap_or(d)),
+            model_checkpoint: self.model_checkpoint(),
         })
     }
 

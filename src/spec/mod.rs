@@ -65,6 +65,9 @@ pub struct RunSpec {
     pub recipe_toml: String,
     /// Where the pretrained model comes from (`[model] hf`), for checkpoints to name.
     pub model_source: Option<PathBuf>,
+    /// The checkpoint the model starts from (`[model] checkpoint = ...`): its run keeps it
+    /// while this run exists.
+    pub model_checkpoint: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for RunSpec {

@@ -78,6 +78,9 @@ impl Trainer {
             let l = super::lock::RunLock::take(&out_dir)?;
             l.clean_debris(&checkpoint::dir_of(&out_dir));
             lock = Some(l);
+            if let Some(from) = &spec.model_checkpoint {
+                checkpoint::pin(from, &out_dir)?;
+            }
         } else {
             world.barrier()?;
         }
