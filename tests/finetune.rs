@@ -110,13 +110,35 @@ fn a_changed_base_model_is_an_error_everywhere() {
     let f = lora_recipe(&d, &base, 10, LORA);
     let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
     assert_eq!(code, 0, "{o}{e}");
+    let ck = d.join("run/checkpoints/step-10");
+    let more = f.to_str().unwrap().to_string();
+    // Change the base's config.json (rope_theta, then the norm epsilon): another function.
+    let cp = base.join("config.json");
+    let config = std::fs::read_to_string(&cp).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&config).unwrap();
+    for key in ["rope_theta", "rms_norm_eps"] {
+        let mut edited = j.clone();
+        match key {
+            "rope_theta" => edited["rope_parameters"]["rope_theta"] = serde_json::json!(1234.0),
+            _ => edited[key] = serde_json::json!(0.1),
+        }
+        std::fs::write(&cp, edited.to_string()).unwrap();
+        for args in [
+            vec!["logits", ck.to_str().unwrap(), "--tokens", "1 2 3"],
+            vec!["eval", &more],
+            vec!["train", &more, "--set", "train.steps=20"],
+        ] {
+            let (code, o, e) = run_pzt(&args);
+            assert_eq!(code, 2, "{key}: {args:?}: {o}{e}");
+            assert!(e.contains("configuration of"), "{key} {args:?}: {e}");
+        }
+    }
+    std::fs::write(&cp, config).unwrap();
     // Change one base weight.
     let mp = base.join("model.safetensors");
     let mut ts = Tensor::read_safetensors(&mp).unwrap();
     ts[0].1 = &ts[0].1 + 0.01;
     Tensor::write_safetensors(&ts, &mp).unwrap();
-    let ck = d.join("run/checkpoints/step-10");
-    let more = f.to_str().unwrap().to_string();
     for args in [
         vec!["logits", ck.to_str().unwrap(), "--tokens", "1 2 3"],
         vec!["eval", &more],

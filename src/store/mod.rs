@@ -70,6 +70,27 @@ pub struct BaseRecord {
     pub parameters: usize,
     /// [`crate::params::fingerprint::fingerprint`] of their values.
     pub fingerprint: String,
+    /// A hash of the base model's structure and layer configs (rope_theta, eps, sizes, ...),
+    /// with adapters and activation checkpointing taken out: what, with the values, determines
+    /// the function. Absent in checkpoints written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structure: Option<String>,
+}
+
+/// The hash of what a base model computes, beyond its values: the structure and configs of
+/// `tree` with each LoRA/DoRA adapter replaced by the Linear it adapts and activation
+/// checkpointing removed.
+pub fn base_structure(tree: &Node) -> Result<String> {
+    let plain = crate::layers::toolshed::without_checkpointing(tree)?;
+    let plain = crate::tree::select(&plain)
+        .at_instances_of("LowRankAdapter")
+        .apply(|_, n| n.child("pretrained")?.child("0").cloned())?;
+    let text = toml::to_string(&plain.to_toml()?)
+        .map_err(|e| Error::Config(format!("the model's structure: {e}")))?;
+    Ok(format!(
+        "{:016x}",
+        crate::base::seed::fnv1a(text.as_bytes())
+    ))
 }
 
 impl BaseRecord {
@@ -87,6 +108,7 @@ impl BaseRecord {
             model: model.map(|p| p.display().to_string()),
             parameters: frozen.len(),
             fingerprint: fingerprint(&frozen)?,
+            structure: Some(base_structure(tree)?),
         }))
     }
 }
@@ -104,6 +126,22 @@ pub fn verify_base(dir: &Path, state: &TrainState, tree: &Node) -> Result<()> {
         return Ok(());
     };
     let have = BaseRecord::of(tree, None)?;
+    if let (Some(w), Some(h)) = (
+        &want.structure,
+        have.as_ref().and_then(|h| h.structure.as_ref()),
+    ) {
+        if w != h {
+            let what = want
+                .model
+                .as_ref()
+                .map(|m| format!("the base model {m}"))
+                .unwrap_or_else(|| "the model".to_string());
+            return Err(Error::Config(format!(
+                "{}: the configuration of {what} changed since this checkpoint was trained (its structure or a layer setting such as rope_theta, an epsilon or a size in config.json or the recipe; structure {w} in state.json, {h} now); the checkpoint holds only the trained parameters and needs the same base",
+                dir.join("state.json").display(),
+            )));
+        }
+    }
     let same = have
         .as_ref()
         .is_some_and(|h| h.fingerprint == want.fingerprint && h.parameters == want.parameters);
