@@ -5,6 +5,7 @@ pub mod defaults;
 pub mod dtype;
 pub mod error;
 pub mod files;
+pub mod interrupt;
 pub mod memory;
 pub mod outputs;
 pub mod seed;

@@ -89,7 +89,36 @@ fn lands_on(out: &Path, input: &Path) -> bool {
             return true;
         }
     }
-    i.is_dir() && o.starts_with(&i) && o.exists()
+    if i.is_dir() && o.starts_with(&i) && o.exists() {
+        return true;
+    }
+    // A hard link to a file inside an input directory.
+    match std::fs::metadata(&o) {
+        Ok(m) if m.nlink() > 1 && i.is_dir() => holds(&i, (m.dev(), m.ino()), 4, &mut 20_000),
+        _ => false,
+    }
+}
+
+/// Whether the directory `dir` holds (up to `depth` levels down, looking at `budget` entries at
+/// most) the file with identity `id`.
+fn holds(dir: &Path, id: (u64, u64), depth: usize, budget: &mut usize) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        let Ok(m) = e.metadata() else { continue };
+        if m.is_file() && (m.dev(), m.ino()) == id {
+            return true;
+        }
+        if m.is_dir() && depth > 0 && holds(&e.path(), id, depth - 1, budget) {
+            return true;
+        }
+    }
+    false
 }
 
 /// A command's inputs and the output files it is about to write, checked against each other.

@@ -81,6 +81,8 @@ pub fn run(a: Args) -> Result<(), Failure> {
     // The first Ctrl-C or SIGTERM stops after the current step, with a checkpoint; a second
     // one exits at once (the checkpoints already written stay intact).
     let _ = ctrlc::set_handler(move || {
+        // Preparing the data has no step to finish: it stops at once.
+        pzt::base::interrupt::request();
         if flag.swap(true, Ordering::SeqCst) {
             eprintln!("\nerror: stopped again: exiting now, without a checkpoint of this step");
             std::process::exit(1);

@@ -55,6 +55,8 @@ pub struct Dataset {
     pub num_features: i64,
     /// What preparing the examples dropped or cut.
     pub stats: PrepStats,
+    /// The largest token id of the examples (None when they are not tokens).
+    pub max_id: Option<i64>,
 }
 
 /// What preparing a dataset dropped or cut (counted over all examples, before the split).

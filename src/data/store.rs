@@ -20,7 +20,8 @@ use crate::base::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-pub(super) const FORMAT: &str = "pzt-tokens-v2";
+/// v3: the manifest holds a CRC-32C of every file and the largest token id.
+pub(super) const FORMAT: &str = "pzt-tokens-v3";
 
 /// What `manifest.json` holds about one split.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -47,6 +48,77 @@ pub(super) struct Manifest {
     /// csv rows (train, eval), kept here instead.
     #[serde(default)]
     pub rows: Option<(Vec<Example>, Vec<Example>)>,
+    /// The store's files and their CRC-32C (hex): a store whose files do not match is not used.
+    #[serde(default)]
+    pub checksums: std::collections::BTreeMap<String, String>,
+    /// The largest token id stored (None for csv rows).
+    #[serde(default)]
+    pub max_id: Option<i64>,
+}
+
+/// The CRC-32C of a regular file (None for anything else: a FIFO or device would block).
+pub(super) fn checksum(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_file() {
+        return None;
+    }
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut crc = 0u32;
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            return Some(format!("{crc:08x}"));
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+    }
+}
+
+/// The largest id in an ids file of `id_bytes`-wide little-endian ids (-1 when empty), read in
+/// chunks.
+pub(super) fn max_id(path: &Path, id_bytes: usize) -> Result<i64> {
+    use std::io::Read;
+    let mut f =
+        std::fs::File::open(path).map_err(|e| Error::bad_file(path.display(), e.to_string()))?;
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut max = -1i64;
+    loop {
+        buf.clear();
+        // A whole chunk (or the rest of the file), so that no id is cut in two.
+        let n = (&mut f)
+            .take(1 << 20)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::bad_file(path.display(), e.to_string()))?;
+        if n == 0 {
+            return Ok(max);
+        }
+        for c in buf.chunks_exact(id_bytes) {
+            let id = match c {
+                [a, b] => u16::from_le_bytes([*a, *b]) as i64,
+                [a, b, c, d] => u32::from_le_bytes([*a, *b, *c, *d]) as i64,
+                _ => 0,
+            };
+            max = max.max(id);
+        }
+    }
+}
+
+/// Whether every file of the store is a regular file matching its checksum, and no other file
+/// is there.
+fn files_match(dir: &Path, m: &Manifest) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "manifest.json")
+        .collect();
+    names.len() == m.checksums.len()
+        && m.checksums
+            .iter()
+            .all(|(name, want)| checksum(&dir.join(name)).as_deref() == Some(want.as_str()))
 }
 
 /// A read-only file, memory-mapped (empty files are not mapped).
@@ -54,6 +126,10 @@ struct Bytes(Option<memmap2::Mmap>);
 
 impl Bytes {
     fn open(path: &Path) -> Result<Bytes> {
+        // Checked before opening: opening a FIFO would wait for a writer.
+        if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) {
+            return Err(Error::bad_file(path.display(), "not a regular file"));
+        }
         let f = std::fs::File::open(path)
             .map_err(|e| Error::bad_file(path.display(), e.to_string()))?;
         let len = f
@@ -303,15 +379,24 @@ pub struct Stored {
     pub num_classes: i64,
     pub num_features: i64,
     pub stats: PrepStats,
+    /// The largest token id in the store (None for csv rows).
+    pub max_id: Option<i64>,
 }
 
-/// Opens a store (None when there is none, or it does not agree with itself).
+/// Opens a store (None when there is none, or it does not agree with itself: a file changed,
+/// missing, added or not a regular file).
 pub fn open(dir: &Path) -> Option<Stored> {
     let text = crate::base::files::read_small_file(&dir.join("manifest.json")).ok()?;
     let m: Manifest = serde_json::from_str(&text).ok()?;
-    if m.format != FORMAT || !(m.id_bytes == 2 || m.id_bytes == 4) {
+    if m.format != FORMAT || !(m.id_bytes == 2 || m.id_bytes == 4) || !files_match(dir, &m) {
         return None;
     }
+    // Read from the ids themselves (not trusted from the manifest): every id is checked
+    // against the model's vocabulary before training.
+    let max = match m.rows {
+        Some(_) => None,
+        None => Some(max_id(&dir.join("all.ids"), m.id_bytes).ok()?),
+    };
     let (train, eval) = match m.rows {
         Some((t, e)) => (Split::Memory(t), Split::Memory(e)),
         None => {
@@ -346,5 +431,6 @@ pub fn open(dir: &Path) -> Option<Stored> {
         num_classes: m.num_classes,
         num_features: m.num_features,
         stats: m.stats,
+        max_id: max,
     })
 }

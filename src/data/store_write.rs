@@ -35,11 +35,12 @@ impl File {
         self.w.write_all(b).map_err(io(&self.path))
     }
     fn close(self) -> Result<()> {
-        let f = self
-            .w
-            .into_inner()
-            .map_err(|e| Error::Config(format!("write {}: {e}", self.path.display())))?;
-        f.sync_all().map_err(io(&self.path))
+        let path = self.path;
+        let f = self.w.into_inner().map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            source: e.into_error(),
+        })?;
+        f.sync_all().map_err(io(&path))
     }
 }
 
@@ -79,6 +80,9 @@ impl SplitWriter {
 
     /// Appends one token example.
     pub fn push(&mut self, e: &Example) -> Result<()> {
+        if self.examples % 1024 == 0 {
+            crate::base::interrupt::check("preparing the data")?;
+        }
         let Example::Tokens {
             ids,
             mask,
@@ -169,6 +173,7 @@ impl StoreBuilder {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        remove_orphans(parent);
         let tmp = parent.join(format!(".tmp-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
@@ -265,8 +270,13 @@ impl StoreBuilder {
             train_examples: train.len(),
             eval_examples: eval.len(),
             rows: None,
+            checksums: Default::default(),
+            max_id: Some(super::store::max_id(
+                &self.tmp.join("all.ids"),
+                self.id_bytes,
+            )?),
         };
-        self.place(&m)
+        self.place(m)
     }
 
     /// Stores csv rows (kept in the manifest) instead of token files.
@@ -288,12 +298,23 @@ impl StoreBuilder {
             train_examples: rows.0.len(),
             eval_examples: rows.1.len(),
             rows: Some(rows),
+            checksums: Default::default(),
+            max_id: None,
         };
-        self.place(&m)
+        self.place(m)
     }
 
-    fn place(self, m: &Manifest) -> Result<()> {
-        let text = serde_json::to_string(m).map_err(|e| Error::Config(format!("manifest: {e}")))?;
+    fn place(self, mut m: Manifest) -> Result<()> {
+        let rd = std::fs::read_dir(&self.tmp).map_err(io(&self.tmp))?;
+        for e in rd.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let sum = super::store::checksum(&e.path()).ok_or_else(|| {
+                Error::Config(format!("{}: cannot be read back", e.path().display()))
+            })?;
+            m.checksums.insert(name, sum);
+        }
+        let text =
+            serde_json::to_string(&m).map_err(|e| Error::Config(format!("manifest: {e}")))?;
         write_small(&self.tmp.join("manifest.json"), text.as_bytes())?;
         if let Ok(d) = std::fs::File::open(&self.tmp) {
             let _ = d.sync_all();
@@ -307,10 +328,37 @@ impl StoreBuilder {
         }
         Ok(())
     }
+}
 
-    /// Removes the temporary directory (after a failure).
-    pub fn abandon(self) {
+/// A store that was not placed (a failure, a full disk, Ctrl-C) leaves no temporary directory.
+impl Drop for StoreBuilder {
+    fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
+/// Removes the temporary store directories (`.tmp-data-*-<pid>`) in `parent` that processes
+/// which are gone left behind (a crash, `kill -9`).
+fn remove_orphans(parent: &Path) {
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(".tmp-data-")
+            .and_then(|r| r.rsplit('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks whether the process exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 

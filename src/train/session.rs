@@ -131,11 +131,9 @@ impl Session {
         Ok(session)
     }
 
-    /// A language model's vocabulary must cover the tokenizer's.
+    /// A language model's vocabulary must cover the tokenizer's, and every token id of the
+    /// prepared data.
     fn check_vocabulary(&self) -> Result<()> {
-        let Some(tok) = &self.tokenizer else {
-            return Ok(());
-        };
         let lookup = crate::tree::select(&self.tree)
             .at_instances_of("EmbeddingLookup")
             .get()
@@ -144,8 +142,20 @@ impl Session {
                 n.layer_as::<crate::layers::embedding::EmbeddingLookup>()
                     .map(|l| l.vocab_size)
             });
-        match lookup {
-            Some(v) if v < tok.vocab_size() => Err(Error::Config(format!(
+        let (Some(v), Some(max)) = (lookup, self.data.max_id) else {
+            return self.check_tokenizer_vocabulary(lookup);
+        };
+        if max >= v {
+            return Err(Error::Config(format!(
+                "[data]: the prepared data holds token id {max}, outside the model's vocabulary (0..{v}); its tokenizer does not belong to this model"
+            )));
+        }
+        self.check_tokenizer_vocabulary(lookup)
+    }
+
+    fn check_tokenizer_vocabulary(&self, lookup: Option<i64>) -> Result<()> {
+        match (lookup, &self.tokenizer) {
+            (Some(v), Some(tok)) if v < tok.vocab_size() => Err(Error::Config(format!(
                 "the model's vocabulary ({v}) is smaller than the tokenizer's ({})",
                 tok.vocab_size()
             ))),

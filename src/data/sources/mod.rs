@@ -112,6 +112,7 @@ pub fn load(
             num_classes,
             num_features,
             stats,
+            max_id: None,
         };
         return Ok((ds, false));
     }
@@ -120,19 +121,20 @@ pub fn load(
     } else {
         4
     };
-    let Ok(b) = StoreBuilder::new(&store_dir, id_bytes) else {
-        return in_memory(cfg, base, seed, tok);
-    };
+    let b = StoreBuilder::new(&store_dir, id_bytes).map_err(|e| {
+        Error::Config(format!(
+            "cannot keep the prepared data in {}: {e}; make it writable or choose another `[data] cache_dir`",
+            cache_dir.display()
+        ))
+    })?;
     let mut all = b.all()?;
     let streamed = match &cfg.source {
         Source::Mixture(parts) => stream_mixture(&b, parts, base, seed, tok, &mut stats, &mut all),
         other => stream::stream_source(other, base, seed, tok, &mut stats, &mut |e| all.push(&e))
             .map(|_| ()),
     };
-    if let Err(e) = streamed {
-        b.abandon();
-        return Err(e);
-    }
+    // On any failure `b` is dropped, and its temporary directory with it.
+    streamed?;
     let info = all.finish()?;
     let pack = cfg.pack.then_some(window);
     b.finish(info, cfg.eval_fraction, seed, pack, 0, &stats)?;
@@ -152,36 +154,8 @@ fn from_store(s: super::store::Stored) -> Dataset {
         num_classes: s.num_classes,
         num_features: s.num_features,
         stats: s.stats,
+        max_id: s.max_id,
     }
-}
-
-/// Prepares the dataset in memory (when no store can be written).
-fn in_memory(
-    cfg: &DataSpec,
-    base: &Path,
-    seed: u64,
-    tok: Option<&Tokenizer>,
-) -> Result<(Dataset, bool)> {
-    let mut stats = PrepStats::default();
-    let mut examples = vec![];
-    stream::stream_source(&cfg.source, base, seed, tok, &mut stats, &mut |e| {
-        examples.push(e);
-        Ok(())
-    })?;
-    let (train, eval) = split(examples, cfg.eval_fraction, seed)?;
-    let train = if cfg.pack {
-        super::pack::pack(train, cfg.seq_len().unwrap_or(0) + 1)
-    } else {
-        train
-    };
-    let ds = Dataset {
-        train: Split::Memory(train),
-        eval: Split::Memory(eval),
-        num_classes: 0,
-        num_features: 0,
-        stats,
-    };
-    Ok((ds, false))
 }
 
 /// A weighted mixture: source `k` contributes `round(w_k / sum(w) * total)` examples (at least
