@@ -1,7 +1,8 @@
 //! The prepared-data store is checked before it is used: a tampered file (against the
 //! manifest's checksums), a FIFO or an extra file makes the data be prepared again; token ids
 //! outside the model's vocabulary are refused before training; a failed, interrupted or
-//! crashed preparation leaves no temporary directory; an unusable cache directory is an error.
+//! crashed preparation leaves no temporary directory; an unusable cache directory is an error;
+//! a huge line without newlines is prepared in the memory of ordinary lines.
 mod common;
 use common::run_pzt;
 use std::path::{Path, PathBuf};
@@ -171,4 +172,54 @@ lr = 1e-3
     assert!(t0.elapsed().as_secs() < 10, "{:?}", t0.elapsed());
     let left: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Runs `pzt ARGS` and returns its exit code and peak resident memory in KiB.
+fn peak_kib(args: &[&str]) -> (i32, i64) {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pzt"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(r, child.id() as i32);
+    (libc::WEXITSTATUS(status), usage.ru_maxrss)
+}
+
+#[test]
+fn one_huge_line_takes_the_memory_of_ordinary_lines() {
+    let d = tmpdir("longline");
+    // 12 MB of words: once as lines, once as one line, once separated by \r only.
+    let words = ["alpha", "beta", "gamma", "delta", "eps"];
+    let all: Vec<&str> = (0..2_000_000).map(|i| words[(i * 7 + i / 3) % 5]).collect();
+    let lines: String = all.chunks(12).map(|c| c.join(" ") + "\n").collect();
+    std::fs::write(d.join("lines.txt"), &lines).unwrap();
+    std::fs::write(d.join("one.txt"), all.join(" ")).unwrap();
+    std::fs::write(d.join("cr.txt"), all.join("\r")).unwrap();
+    let tok = common::fixture("hf/chat-tiny/tokenizer.json");
+    let peak = |file: &str| {
+        let f = d.join(format!("{file}.toml"));
+        std::fs::write(
+            &f,
+            format!(
+                "[run]\nname = \"x\"\nout_dir = \"{}\"\n[data]\nsource = \"text\"\nfiles = [\"{file}\"]\ntokenizer = \"{tok}\"\nseq_len = 64\n",
+                d.join(format!("run-{file}")).display()
+            ),
+        )
+        .unwrap();
+        let (code, kib) = peak_kib(&["data", f.to_str().unwrap()]);
+        assert_eq!(code, 0, "{file}");
+        kib
+    };
+    let base = peak("lines.txt");
+    for f in ["one.txt", "cr.txt"] {
+        let p = peak(f);
+        assert!(
+            p < base + base / 4 + 64 * 1024,
+            "{f}: {p} KiB against {base} KiB for the same text in lines"
+        );
+    }
 }

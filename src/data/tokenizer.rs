@@ -78,6 +78,39 @@ pub fn read_config(dir: &Path) -> Result<TokenizerConfig> {
     Ok(c)
 }
 
+/// The most bytes of text tokenized in one call: a longer text (a 40 MB line without a newline,
+/// a huge parquet cell) is tokenized in pieces of at most this size, cut after whitespace where
+/// there is some (else at a character boundary), so that the tokenizer's memory stays bounded
+/// (one call over 40 MB took gigabytes); the size of the pieces a text file is read in. Tokens can differ from one call only at the cuts.
+pub const LONG_TEXT: usize = 256 << 10;
+
+/// `text` cut into pieces of at most [`LONG_TEXT`] bytes, each with its byte offset.
+pub fn long_pieces(text: &str) -> Vec<(usize, &str)> {
+    let mut out = vec![];
+    let mut at = 0;
+    while at < text.len() {
+        let rest = &text[at..];
+        if rest.len() <= LONG_TEXT {
+            out.push((at, rest));
+            break;
+        }
+        let mut end = LONG_TEXT;
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        // After the last whitespace of the piece, unless that leaves too little.
+        if let Some(ws) = rest[..end].rfind(char::is_whitespace) {
+            let cut = ws + rest[ws..].chars().next().map_or(1, char::len_utf8);
+            if cut > LONG_TEXT / 2 {
+                end = cut;
+            }
+        }
+        out.push((at, &rest[..end]));
+        at += end;
+    }
+    out
+}
+
 impl Tokenizer {
     /// `bytes`, or a tokenizer.json (or a directory holding one), relative to `base_dir`.
     pub fn load(spec: &str, base_dir: &Path) -> Result<Tokenizer> {
@@ -144,6 +177,13 @@ impl Tokenizer {
     /// Token ids of `text` (no special tokens added; special tokens written in the text are
     /// recognized).
     pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
+        if text.len() > LONG_TEXT {
+            let mut ids = vec![];
+            for (_, piece) in long_pieces(text) {
+                ids.extend(self.encode(piece)?);
+            }
+            return Ok(ids);
+        }
         match self {
             Tokenizer::Bytes => Ok(text.bytes().map(|b| b as i64).collect()),
             Tokenizer::Hf { inner, path, .. } => inner
@@ -155,6 +195,15 @@ impl Tokenizer {
 
     /// Token ids of `text` with the byte span of each in `text`.
     pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<i64>, Vec<Span>)> {
+        if text.len() > LONG_TEXT {
+            let (mut ids, mut spans) = (vec![], vec![]);
+            for (at, piece) in long_pieces(text) {
+                let (i, s) = self.encode_with_offsets(piece)?;
+                ids.extend(i);
+                spans.extend(s.into_iter().map(|(a, b)| (a + at, b + at)));
+            }
+            return Ok((ids, spans));
+        }
         match self {
             Tokenizer::Bytes => Ok((
                 text.bytes().map(|b| b as i64).collect(),

@@ -9,7 +9,7 @@ use crate::data::spec::Source;
 use crate::data::tokenizer::Tokenizer;
 use crate::data::{Example, PrepStats};
 use rayon::prelude::*;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 /// A progress bar over the bytes of the input files, on standard error when it is a terminal
@@ -79,14 +79,28 @@ fn text_pieces(
     let f = std::fs::File::open(path).map_err(io)?;
     let mut r = std::io::BufReader::with_capacity(1 << 20, f);
     let (mut pieces, mut cur, mut blank) = (vec![], String::new(), true);
+    let mut carry: Vec<u8> = vec![];
     loop {
-        let mut line = String::new();
-        let n = r
-            .read_line(&mut line)
-            .map_err(|e| Error::bad_file(path.display(), format!("not UTF-8 text ({e})")))?;
-        if n == 0 {
+        // A line, or the first LONG_TEXT bytes of a longer one (a file without newlines is
+        // read in bounded pieces), cut at a character boundary.
+        let mut bytes = std::mem::take(&mut carry);
+        let n = (&mut r)
+            .take(crate::data::tokenizer::LONG_TEXT as u64)
+            .read_until(b'\n', &mut bytes)
+            .map_err(io)?;
+        if n == 0 && bytes.is_empty() {
             break;
         }
+        if n > 0 && bytes.last() != Some(&b'\n') {
+            let keep = utf8_prefix(&bytes);
+            carry = bytes.split_off(keep);
+        }
+        let line = String::from_utf8(bytes).map_err(|_| {
+            Error::bad_file(
+                path.display(),
+                "not UTF-8 text (stream did not contain valid UTF-8)",
+            )
+        })?;
         blank &= line.trim().is_empty();
         cur.push_str(&line);
         if cur.len() >= PIECE {
@@ -106,6 +120,33 @@ fn text_pieces(
         each(pieces)?;
     }
     Ok(())
+}
+
+/// The length of the longest prefix of `b` that does not end inside a UTF-8 character (the
+/// rest is the start of a character read in full next time).
+fn utf8_prefix(b: &[u8]) -> usize {
+    let mut end = b.len();
+    // A character is at most 4 bytes: look back over at most 3 continuation bytes.
+    for back in 1..=4.min(b.len()) {
+        let c = b[b.len() - back];
+        if c & 0xC0 == 0x80 {
+            continue; // a continuation byte
+        }
+        let len = if c < 0x80 {
+            1
+        } else if c >= 0xF0 {
+            4
+        } else if c >= 0xE0 {
+            3
+        } else {
+            2
+        };
+        if len > back {
+            end = b.len() - back;
+        }
+        break;
+    }
+    end
 }
 
 /// Sends the examples of a piece's lines to `sink` in order, counting what was skipped or cut;
