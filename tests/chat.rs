@@ -434,3 +434,26 @@ fn the_store_key_follows_the_template_the_tokenizer_config_and_packing() {
     .unwrap();
     assert!(run(&g).contains("prepared"));
 }
+
+#[test]
+fn a_runaway_template_is_stopped_with_exit_2_not_a_hang() {
+    let d = tmpdir("runaway");
+    let nested = "{% for a in range(1000) %}{% for b in range(1000) %}{% for c in range(1000) %}x{% endfor %}{% endfor %}{% endfor %}";
+    let wide = "{% for m in messages %}{% for i in range(100000) %}{{ 'y' * 1000 }}{% endfor %}{% endfor %}";
+    let deep = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}";
+    for (name, t, want) in [
+        ("nested", nested, "runs away"),
+        ("wide", wide, "writes more than 16 MiB"),
+        ("deep", deep, "recursion"),
+    ] {
+        let file = d.join(format!("{name}.jinja"));
+        std::fs::write(&file, t).unwrap();
+        let r = chat_recipe(&d, &format!("chat_template = \"{}\"", file.display()), 10);
+        let t0 = std::time::Instant::now();
+        let (code, o, e) = run_pzt(&["data", r.to_str().unwrap()]);
+        assert_eq!(code, 2, "{name}: {o}{e}");
+        assert!(e.contains(want), "{name}: {e}");
+        assert!(e.contains("chat.jsonl:1"), "{name}: names the row: {e}");
+        assert!(t0.elapsed().as_secs() < 60, "{name}: {:?}", t0.elapsed());
+    }
+}

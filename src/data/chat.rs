@@ -50,10 +50,38 @@ fn py_json(v: &Json, out: &mut String) {
     }
 }
 
+/// The most work one rendering may do (minijinja's instructions): a template whose loops run
+/// away (nested loops over the messages, a huge range) stops with an error instead of hanging.
+pub const TEMPLATE_FUEL: u64 = 20_000_000;
+
+/// The most text one rendering may write.
+pub const TEMPLATE_OUTPUT: usize = 16 << 20;
+
+/// How deep templates may nest calls, macros and includes.
+const TEMPLATE_RECURSION: usize = 100;
+
+/// Collects a rendering and fails once it passes [`TEMPLATE_OUTPUT`] bytes.
+struct Bounded(Vec<u8>);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + b.len() > TEMPLATE_OUTPUT {
+            return Err(std::io::Error::other("output limit"));
+        }
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl ChatTemplate {
     /// Compiles `source` with the special tokens of `cfg`.
     pub fn new(source: &str, cfg: &TokenizerConfig) -> Result<ChatTemplate> {
         let mut env = Environment::new();
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        env.set_recursion_limit(TEMPLATE_RECURSION);
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -89,14 +117,27 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(|e| Error::Config(format!("chat template: {e}")))?;
-        t.render(minijinja::context! {
-            messages => Value::from_serialize(messages),
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos.clone(),
-            eos_token => self.eos.clone(),
-            tools => Value::from(()),
-        })
+        let mut out = Bounded(vec![]);
+        t.render_captured_to(
+            minijinja::context! {
+                messages => Value::from_serialize(messages),
+                add_generation_prompt => add_generation_prompt,
+                bos_token => self.bos.clone(),
+                eos_token => self.eos.clone(),
+                tools => Value::from(()),
+            },
+            &mut out,
+        )
         .map_err(|e| {
+            match e.kind() {
+                ErrorKind::OutOfFuel => {
+                    return Error::Config(format!("the chat template runs away on this conversation: it did not finish within {TEMPLATE_FUEL} steps (loops nested over the messages?)"))
+                }
+                ErrorKind::WriteFailure => {
+                    return Error::Config(format!("the chat template writes more than {} MiB for this conversation", TEMPLATE_OUTPUT >> 20))
+                }
+                _ => {}
+            }
             let mut msg = format!("the chat template failed: {e}");
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
@@ -104,7 +145,9 @@ impl ChatTemplate {
                 src = s.source();
             }
             Error::Config(msg)
-        })
+        })?;
+        String::from_utf8(out.0)
+            .map_err(|_| Error::Config("the chat template wrote text that is not UTF-8".into()))
     }
 }
 

@@ -142,15 +142,13 @@ impl Session {
                 n.layer_as::<crate::layers::embedding::EmbeddingLookup>()
                     .map(|l| l.vocab_size)
             });
-        let (Some(v), Some(max)) = (lookup, self.data.max_id) else {
-            return self.check_tokenizer_vocabulary(lookup);
-        };
-        if max >= v {
-            return Err(Error::Config(format!(
+        self.check_tokenizer_vocabulary(lookup)?;
+        match (lookup, self.data.max_id) {
+            (Some(v), Some(max)) if max >= v => Err(Error::Config(format!(
                 "[data]: the prepared data holds token id {max}, outside the model's vocabulary (0..{v}); its tokenizer does not belong to this model"
-            )));
+            ))),
+            _ => Ok(()),
         }
-        self.check_tokenizer_vocabulary(lookup)
     }
 
     fn check_tokenizer_vocabulary(&self, lookup: Option<i64>) -> Result<()> {
