@@ -194,3 +194,44 @@ fn ranks_that_disagree_refuse_to_start() {
     assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(e.contains("needs every rank on a GPU"), "{e}");
 }
+
+#[test]
+fn a_port_that_answers_but_is_no_store_gives_up_and_obeys_signals() {
+    let d = tmpdir("nostore");
+    let mut sets = quick_sets(&d.join("run"), 2, 4, &[]);
+    sets.push("train.distributed_timeout_s=2".into());
+    // Something listens on the port and accepts, but never speaks the store's protocol.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let held = std::thread::spawn(move || {
+        let mut conns = vec![];
+        for c in listener.incoming().take(64) {
+            match c {
+                Ok(c) => conns.push(c),
+                Err(_) => break,
+            }
+        }
+    });
+    let t0 = Instant::now();
+    let o = quick_cmd(&sets, &[]).as_rank(1, 2, &port).output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("rank 1: could not reach the store"), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+    // SIGTERM while it waits (the timeout is long): it exits at once.
+    sets.push("train.distributed_timeout_s=600".into());
+    let child = quick_cmd(&sets, &[])
+        .as_rank(1, 2, &port)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let t0 = Instant::now();
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(0), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    drop(held);
+}

@@ -114,6 +114,59 @@ impl Store {
         Ok(Store { raw })
     }
 
+    /// [`Store::new`] that gives up after `timeout` (a server that accepts but never answers
+    /// would hold a client forever) or as soon as a stop is asked for (Ctrl-C, SIGTERM): the
+    /// store is made on a helper thread while this one waits.
+    pub fn new_bounded(
+        host: &str,
+        port: u16,
+        server: bool,
+        timeout: Duration,
+        prefix: &str,
+    ) -> Result<Store> {
+        let (host_s, prefix_s) = (host.to_string(), prefix.to_string());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // The pointer crosses threads as an address; only this function turns it back.
+            let r = Store::new(&host_s, port, server, timeout, &prefix_s).map(|s| {
+                let raw = s.raw as usize;
+                std::mem::forget(s);
+                raw
+            });
+            if let Err(std::sync::mpsc::SendError(Ok(raw))) = tx.send(r) {
+                // Nobody waits any more: free the store.
+                drop(Store {
+                    raw: raw as *mut c_void,
+                });
+            }
+        });
+        let deadline = std::time::Instant::now() + timeout + Duration::from_secs(5);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(r) => {
+                    return r.map(|raw| Store {
+                        raw: raw as *mut c_void,
+                    })
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Run(
+                        "the store's thread ended without an answer".into(),
+                    ))
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if crate::base::interrupt::requested() {
+                return Err(Error::Run("stopped while waiting for the store".into()));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Run(format!(
+                    "no store answered within distributed_timeout_s ({} s): something listens there, but it is not a c10d TCPStore",
+                    timeout.as_secs()
+                )));
+            }
+        }
+    }
+
     /// The port the store listens on (or is connected to).
     pub fn port(&self) -> u16 {
         // SAFETY: `raw` is a live store.

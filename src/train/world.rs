@@ -154,7 +154,7 @@ impl World {
         timeout: Duration,
     ) -> Result<World> {
         let server = l.rank == 0 && !l.agent_store;
-        let store = Store::new(
+        let store = Store::new_bounded(
             &l.addr,
             l.port,
             server,
@@ -163,8 +163,13 @@ impl World {
         )
         .map_err(|e| {
             let e = e.to_string();
+            let what = if server {
+                "could not start the store on"
+            } else {
+                "could not reach the store at"
+            };
             Error::Run(format!(
-                "rank {}: could not reach the store at {}:{} ({})",
+                "rank {}: {what} {}:{} ({})",
                 l.rank,
                 l.addr,
                 l.port,

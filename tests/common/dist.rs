@@ -27,7 +27,6 @@ pub fn quick_sets(out: &Path, steps: u64, batch: usize, extra: &[&str]) -> Vec<S
         format!("run.out_dir=\"{}\"", out.display()),
         format!("train.steps={steps}"),
         format!("train.batch_size={batch}"),
-        format!("model.input.axes.batch={batch}"),
         "train.log_every=1".into(),
         "train.eval_generate=2".into(),
         "train.threads=1".into(),
