@@ -193,3 +193,143 @@ fn eval_without_a_checkpoint_scores_the_peft_adapter_as_loaded() {
     assert_eq!(code, 2);
     assert!(e.contains("--no-checkpoint"), "{e}");
 }
+
+/// A copy of the lora fixture adapter in `dir`, its config and tensors edited.
+fn edited_adapter(
+    dir: &std::path::Path,
+    config: impl FnOnce(&mut serde_json::Value),
+    tensors: impl FnOnce(&mut Vec<(String, Tensor)>),
+) -> std::path::PathBuf {
+    let src = root().join("tests/fixtures/peft/lora");
+    std::fs::create_dir_all(dir).unwrap();
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("adapter_config.json")).unwrap())
+            .unwrap();
+    config(&mut c);
+    std::fs::write(dir.join("adapter_config.json"), c.to_string()).unwrap();
+    let mut ts = Tensor::read_safetensors(src.join("adapter_model.safetensors")).unwrap();
+    tensors(&mut ts);
+    Tensor::write_safetensors(&ts, dir.join("adapter_model.safetensors")).unwrap();
+    dir.to_path_buf()
+}
+
+fn init_recipe(d: &std::path::Path, adapter: &std::path::Path) -> std::path::PathBuf {
+    write(
+        d,
+        &format!(
+            "{}.toml",
+            adapter.file_name().unwrap().to_string_lossy()
+        ),
+        &format!(
+            "[model]\nhf = \"{}\"\n[strategy]\nkind = \"lora\"\n[strategy.lora]\ninit_from = \"{}\"\n",
+            base_dir().display(),
+            adapter.display()
+        ),
+    )
+}
+
+fn logits_of_recipe(f: &std::path::Path, x: &NamedTensor) -> Tensor {
+    let tree = Plan::build(
+        Recipe::load(f, &[]).unwrap(),
+        &pzt::builtin_registry(),
+        &Builder::new(0),
+    )
+    .unwrap()
+    .tree;
+    tch::no_grad(|| tree.forward(x.clone(), &SideInputs::new()))
+        .unwrap()
+        .into_tensor()
+        .unwrap()
+        .tensor()
+        .shallow_clone()
+}
+
+#[test]
+fn peft_adapters_are_read_as_peft_reads_them_or_refused() {
+    let d = tmpdir("peft-edges");
+    let r = reference("lora");
+    let x = NamedTensor::wrap(r["tokens"].shallow_clone(), &["batch", "seq"]).unwrap();
+    // No `lora_alpha`: peft's default, 8 (the fixture's value), gives the same logits.
+    let a = edited_adapter(
+        &d.join("no-alpha"),
+        |c| {
+            c.as_object_mut().unwrap().remove("lora_alpha");
+        },
+        |_| {},
+    );
+    let got = logits_of_recipe(&init_recipe(&d, &a), &x);
+    assert!(max_abs_diff(&got, &r["logits"]) <= 1e-4);
+    // `exclude_modules`: the excluded module gets no adapter (peft writes no tensors for it),
+    // which computes what the adapter with that module's update zeroed computes.
+    let q0 = "base_model.model.model.layers.0.self_attn.q_proj";
+    let ex = edited_adapter(
+        &d.join("exclude"),
+        |c| c["exclude_modules"] = serde_json::json!(["model.layers.0.self_attn.q_proj"]),
+        |ts| ts.retain(|(k, _)| !k.starts_with(q0)),
+    );
+    let zero = edited_adapter(
+        &d.join("zeroed"),
+        |_| {},
+        |ts| {
+            for (k, t) in ts.iter_mut() {
+                if k.starts_with(q0) && k.contains("lora_B") {
+                    *t = t.zeros_like();
+                }
+            }
+        },
+    );
+    let fe = init_recipe(&d, &ex);
+    let (code, o, e) = run_pzt(&["select", fe.to_str().unwrap(), "LowRankAdapter"]);
+    assert_eq!(code, 0, "{e}");
+    assert!(o.contains("7 matches"), "{o}");
+    let (le, lz) = (
+        logits_of_recipe(&fe, &x),
+        logits_of_recipe(&init_recipe(&d, &zero), &x),
+    );
+    assert!(max_abs_diff(&le, &lz) <= 1e-6);
+    assert!(
+        max_abs_diff(&le, &r["logits"]) > 1e-4,
+        "the exclusion changed nothing"
+    );
+    // Tensors of the right size in another layout, dtype or with NaN: refused naming them.
+    let k = format!("{q0}.lora_A.weight");
+    let cases: Vec<(&str, Box<dyn Fn(&Tensor) -> Tensor>, &str)> = vec![
+        (
+            "transposed",
+            Box::new(|t: &Tensor| t.tr().contiguous()),
+            "peft stores it as [4, 32]",
+        ),
+        (
+            "three-d",
+            Box::new(|t: &Tensor| t.reshape([4, 4, 8])),
+            "peft stores it as [4, 32]",
+        ),
+        (
+            "nan",
+            Box::new(|t: &Tensor| t.fill(f64::NAN)),
+            "NaN or infinite",
+        ),
+        (
+            "int",
+            Box::new(|t: &Tensor| t.to_kind(tch::Kind::Int64)),
+            "floating point",
+        ),
+    ];
+    for (name, edit, want) in cases {
+        let a = edited_adapter(
+            &d.join(name),
+            |_| {},
+            |ts| {
+                for (key, t) in ts.iter_mut() {
+                    if *key == k {
+                        *t = edit(t);
+                    }
+                }
+            },
+        );
+        let f = init_recipe(&d, &a);
+        let (code, o, e) = run_pzt(&["plan", f.to_str().unwrap()]);
+        assert_eq!(code, 2, "{name}: {o}{e}");
+        assert!(e.contains(want) && e.contains(&k), "{name}: {e}");
+    }
+}

@@ -64,7 +64,12 @@ impl Ctx<'_> {
     }
 
     /// The tree paths of the Linears that `targets` name.
-    fn targets(&self, tree: &Node, targets: &[String]) -> Result<Selection, Diagnostic> {
+    fn targets(
+        &self,
+        tree: &Node,
+        targets: &[String],
+        exclude: &[String],
+    ) -> Result<Selection, Diagnostic> {
         let keys = ["lora", "targets"];
         let mut linears: Vec<(Vec<String>, String)> = vec![];
         tree.walk(&mut |path, n| {
@@ -154,6 +159,19 @@ impl Ctx<'_> {
                 add(p, &mut paths);
             }
         }
+        // peft's `exclude_modules`: Linears whose HF module an exclusion names stay plain.
+        if let (false, Some(mods)) = (exclude.is_empty(), &self.modules) {
+            let excluded: BTreeSet<&String> = mods
+                .iter()
+                .filter(|(m, _)| exclude.iter().any(|x| module_matches(m, x)))
+                .map(|(_, l)| l)
+                .collect();
+            paths.retain(|p| {
+                !linears
+                    .iter()
+                    .any(|(lp, label)| lp == p && excluded.contains(label))
+            });
+        }
         Ok(Selection::from_paths(tree, paths))
     }
 }
@@ -200,7 +218,11 @@ pub fn apply_strategy(
             (None, Some(a)) => a.targets.clone(),
             (None, None) => vec![],
         };
-        let selection = cx.targets(&tree, &targets)?;
+        let exclude = adapter
+            .as_ref()
+            .map(|a| a.exclude.clone())
+            .unwrap_or_default();
+        let selection = cx.targets(&tree, &targets, &exclude)?;
         tree = toolshed::loraify(&selection, &cfg, mb.builder).map_err(|e| {
             cx.err(
                 &["lora", "targets"],

@@ -30,6 +30,8 @@ pub struct Adapter {
     pub dora: bool,
     /// `target_modules`.
     pub targets: Vec<String>,
+    /// `exclude_modules`: modules the targets match that stay without an adapter.
+    pub exclude: Vec<String>,
     pub base_model: Option<String>,
     tensors: Vec<(String, Tensor)>,
 }
@@ -91,10 +93,14 @@ impl Adapter {
             .and_then(|v| v.as_i64())
             .filter(|r| (1..=65536).contains(r))
             .ok_or_else(|| bad("`r` must be an integer in 1..=65536".into()))?;
-        let alpha = get("lora_alpha")
-            .and_then(|v| v.as_f64())
-            .filter(|a| a.is_finite() && *a > 0.0)
-            .ok_or_else(|| bad("`lora_alpha` must be a positive number".into()))?;
+        // peft's default when the key is absent.
+        let alpha = match get("lora_alpha") {
+            None => 8.0,
+            Some(v) => v
+                .as_f64()
+                .filter(|a| a.is_finite() && *a > 0.0)
+                .ok_or_else(|| bad("`lora_alpha` must be a positive number".into()))?,
+        };
         let dropout = get("lora_dropout").and_then(|v| v.as_f64()).unwrap_or(0.0);
         if !(0.0..1.0).contains(&dropout) {
             return Err(bad(format!(
@@ -118,6 +124,27 @@ impl Adapter {
                 )))
             }
             _ => return Err(bad("`target_modules` is missing".into())),
+        };
+        let exclude: Vec<String> = match get("exclude_modules") {
+            None => vec![],
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(String::from)
+                        .ok_or_else(|| bad("`exclude_modules` must hold strings".into()))
+                })
+                .collect::<Result<_>>()?,
+            Some(Value::String(s)) => {
+                return Err(bad(format!(
+                    "`exclude_modules` is the pattern `{s}`; pzt reads a list of module names"
+                )))
+            }
+            Some(other) => {
+                return Err(bad(format!(
+                    "`exclude_modules` must be a list of module names, got {other}"
+                )))
+            }
         };
         for (k, ok) in [
             ("bias", get("bias").is_none_or(|v| v == "none")),
@@ -169,6 +196,7 @@ impl Adapter {
             dropout,
             dora,
             targets,
+            exclude,
             base_model: get("base_model_name_or_path")
                 .and_then(|v| v.as_str())
                 .map(String::from),
@@ -212,6 +240,7 @@ impl Adapter {
                 ))
             })?;
             let shape = p.shape();
+            check_tensor(key, t, which, self.rank, shape.iter().product()).map_err(|m| bad(m))?;
             let v = match which {
                 "magnitude" => t.f_reshape(&shape),
                 _ => t
@@ -241,6 +270,45 @@ impl Adapter {
         }
         Ok(())
     }
+}
+
+/// Checks an adapter tensor before it is copied: a floating-point dtype, finite values, and
+/// exactly peft's layout for its `numel` elements: `lora_A` is `[r, in]`, `lora_B` `[out, r]`,
+/// a magnitude `[out]` (a tensor of the right size in another layout would be copied scrambled).
+fn check_tensor(
+    key: &str,
+    t: &Tensor,
+    which: &str,
+    rank: i64,
+    numel: i64,
+) -> std::result::Result<(), String> {
+    use tch::Kind::*;
+    if !matches!(t.kind(), Float | Double | Half | BFloat16) {
+        return Err(format!(
+            "tensor `{key}` has dtype {:?}; adapter weights are floating point",
+            t.kind()
+        ));
+    }
+    let want: Vec<i64> = match which {
+        "lora_a.weights" => vec![rank, numel / rank.max(1)],
+        "lora_b.weights" => vec![numel / rank.max(1), rank],
+        _ => vec![numel],
+    };
+    if t.size() != want {
+        return Err(format!(
+            "tensor `{key}` has shape {:?}; with r = {rank} peft stores it as {want:?}",
+            t.size()
+        ));
+    }
+    let finite = t
+        .f_isfinite()
+        .and_then(|f| f.f_all())
+        .map(|a| a.int64_value(&[]) == 1)
+        .unwrap_or(false);
+    if !finite {
+        return Err(format!("tensor `{key}` holds NaN or infinite values"));
+    }
+    Ok(())
 }
 
 /// Writes the adapters of `tree` (a model of `arch`) as a PEFT adapter directory.
