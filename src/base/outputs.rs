@@ -126,6 +126,8 @@ fn holds(dir: &Path, id: (u64, u64), depth: usize, budget: &mut usize) -> bool {
 pub struct Outputs {
     inputs: Vec<PathBuf>,
     outputs: Vec<(String, PathBuf)>,
+    /// The outputs' directories are created by the command (they need not exist yet).
+    new_dirs: bool,
 }
 
 impl Outputs {
@@ -153,6 +155,12 @@ impl Outputs {
         self
     }
 
+    /// The command creates the directories of its outputs (`pzt isolate --out DIR`).
+    pub fn in_new_dirs(mut self) -> Outputs {
+        self.new_dirs = true;
+        self
+    }
+
     /// An output file when it is given.
     pub fn output_opt(self, flag: &str, path: Option<impl AsRef<Path>>) -> Outputs {
         match path {
@@ -165,7 +173,10 @@ impl Outputs {
     /// target exists and is not a regular file.
     pub fn check(&self) -> Result<()> {
         for (k, (flag, out)) in self.outputs.iter().enumerate() {
-            check_target(flag, out)?;
+            check_kind(flag, out)?;
+            if !self.new_dirs {
+                check_parent(flag, out)?;
+            }
             if let Some(i) = self.inputs.iter().find(|i| lands_on(out, i)) {
                 let what = if resolve(i).is_dir() && resolve(out) != resolve(i) {
                     format!("a file of the input directory {}", i.display())
@@ -195,21 +206,29 @@ impl Outputs {
 
 /// Refuses a target that exists and is not a regular file, or whose directory does not exist.
 pub fn check_target(flag: &str, out: &Path) -> Result<()> {
+    check_kind(flag, out)?;
+    check_parent(flag, out)
+}
+
+/// Refuses a target that exists and is not a regular file.
+fn check_kind(flag: &str, out: &Path) -> Result<()> {
     let shown = out.display();
     let target = resolve(out);
     match std::fs::metadata(&target) {
-        Ok(m) if m.is_dir() => {
-            return Err(Error::Config(format!(
-                "{flag} {shown} is a directory; give a file name"
-            )))
-        }
-        Ok(m) if !m.is_file() => {
-            return Err(Error::Config(format!(
-                "{flag} {shown} exists and is not a regular file (a FIFO, a device or a socket); pzt does not replace it: give a file name"
-            )))
-        }
-        _ => {}
+        Ok(m) if m.is_dir() => Err(Error::Config(format!(
+            "{flag} {shown} is a directory; give a file name"
+        ))),
+        Ok(m) if !m.is_file() => Err(Error::Config(format!(
+            "{flag} {shown} exists and is not a regular file (a FIFO, a device or a socket); pzt does not replace it: give a file name"
+        ))),
+        _ => Ok(()),
     }
+}
+
+/// Refuses a target whose directory does not exist.
+fn check_parent(flag: &str, out: &Path) -> Result<()> {
+    let shown = out.display();
+    let target = resolve(out);
     let parent = target.parent().unwrap_or(Path::new("/"));
     if !parent.is_dir() {
         return Err(Error::Config(format!(

@@ -39,7 +39,9 @@ pub fn isolate(a: IsolateArgs) -> Result<(), Failure> {
     }
     let outputs = pzt::probe::isolate::FILES
         .iter()
-        .fold(a.input.outputs(), |o, f| o.output("--out", a.out.join(f)));
+        .fold(a.input.outputs().in_new_dirs(), |o, f| {
+            o.output("--out", a.out.join(f))
+        });
     check_outputs(&outputs)?;
     let r = a.input.load()?;
     check_outputs(&outputs.inputs(model_files(&r.model)))?;

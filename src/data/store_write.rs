@@ -80,7 +80,7 @@ impl SplitWriter {
 
     /// Appends one token example.
     pub fn push(&mut self, e: &Example) -> Result<()> {
-        if self.examples % 1024 == 0 {
+        if self.examples.is_multiple_of(1024) {
             crate::base::interrupt::check("preparing the data")?;
         }
         let Example::Tokens {
