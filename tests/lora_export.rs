@@ -293,7 +293,8 @@ fn peft_adapters_are_read_as_peft_reads_them_or_refused() {
     );
     // Tensors of the right size in another layout, dtype or with NaN: refused naming them.
     let k = format!("{q0}.lora_A.weight");
-    let cases: Vec<(&str, Box<dyn Fn(&Tensor) -> Tensor>, &str)> = vec![
+    type Edit = Box<dyn Fn(&Tensor) -> Tensor>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "transposed",
             Box::new(|t: &Tensor| t.tr().contiguous()),

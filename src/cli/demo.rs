@@ -13,6 +13,7 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Demo {
     /// Train an MLP built from combinators on XOR until the MSE is below 1e-3.
+    #[command(after_help = "Example:\n  pzt demo xor --show")]
     Xor {
         /// Base seed for parameter initialization.
         #[arg(long, default_value_t = 0)]

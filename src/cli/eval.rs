@@ -10,7 +10,8 @@ use std::path::PathBuf;
 pub struct Args {
     /// The recipe file.
     recipe: PathBuf,
-    /// The checkpoint directory (default: the newest of the run).
+    /// The checkpoint directory (default: the newest of the run); `best` or `latest` for the
+    /// run's best (by keep_best or eval.loss) or newest; a run directory or RUN@best also work.
     #[arg(long, conflicts_with = "no_checkpoint")]
     checkpoint: Option<PathBuf>,
     /// Evaluate the model as the recipe builds it, without a run checkpoint: a pretrained
@@ -37,13 +38,22 @@ pub fn run(a: Args) -> Result<(), Failure> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(lib_err)?;
     let r = pzt::recipe::Recipe::load(&a.recipe, &a.set).map_err(lib_err)?;
+    let given = match a.checkpoint.as_deref() {
+        Some(c) if !c.exists() && (c == "best" || c == "latest") => Some(
+            pzt::loader::resolve_model(&std::path::PathBuf::from(format!(
+                "{}@{}",
+                r.run.out_dir.display(),
+                c.display()
+            )))
+            .map_err(lib_err)?,
+        ),
+        Some(c) => Some(pzt::loader::resolve_model(c).map_err(lib_err)?),
+        None => None,
+    };
     let dir = if a.no_checkpoint {
         None
     } else {
-        Some(
-            pzt::train::checkpoint_to_eval(&r.run.out_dir, a.checkpoint.as_deref())
-                .map_err(lib_err)?,
-        )
+        Some(pzt::train::checkpoint_to_eval(&r.run.out_dir, given.as_deref()).map_err(lib_err)?)
     };
     let spec = r.eval_spec(&pzt::builtin_registry()).map_err(lib_err)?;
     deterministic_cublas(&spec);

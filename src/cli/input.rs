@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 /// A model and the one token sequence it runs on.
 #[derive(clap::Args)]
 pub struct ModelInput {
-    /// A recipe, a HuggingFace model directory, or a run checkpoint directory.
+    /// A recipe, a HuggingFace model directory, a run checkpoint directory, or a run directory
+    /// (its newest checkpoint; RUN@best, RUN@latest).
     pub model: PathBuf,
     /// Token ids, e.g. "1 2 3".
     #[arg(long, conflicts_with = "text")]

@@ -4,16 +4,19 @@
 
 mod capture;
 pub mod common;
+mod completions;
 mod data;
 mod demo;
 mod eval;
 mod export;
 mod generate;
+mod init;
 mod input;
 mod isolate;
 mod launch;
 mod logits;
 mod plan;
+mod reference;
 mod report;
 mod runs;
 mod select;
@@ -41,22 +44,58 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    #[command(
+        after_help = "Example:\n  pzt init runs/my-lora.toml --model tests/fixtures/hf/chat-tiny --data tests/fixtures/chat.jsonl"
+    )]
+    Init(init::Args),
+    #[command(after_help = "Example:\n  pzt plan recipes/quickstart.toml")]
     Plan(plan::Args),
+    #[command(after_help = "Example:\n  pzt show tests/fixtures/hf/chat-tiny --depth 2")]
     Show(show::Args),
+    #[command(after_help = "Example:\n  pzt select recipes/quickstart.toml 'Attention'")]
     Select(select::Args),
-    Capture(capture::Args),
-    Isolate(isolate::IsolateArgs),
-    Replay(isolate::ReplayArgs),
-    Train(train::Args),
-    Eval(eval::Args),
-    Logits(logits::Args),
-    Generate(generate::Args),
-    Export(export::Args),
+    #[command(after_help = "Example:\n  pzt data recipes/lora-chat.toml --show 1")]
     Data(data::Args),
-    Verify(verify::Args),
+    #[command(
+        after_help = "Example:\n  pzt train recipes/quickstart.toml --set 'run.name=\"cli\"' --set train.steps=100"
+    )]
+    Train(train::Args),
+    #[command(
+        after_help = "Example:\n  pzt eval recipes/quickstart.toml --set 'run.name=\"cli\"' --expect 'eval.loss<5'"
+    )]
+    Eval(eval::Args),
+    #[command(after_help = "Example:\n  pzt runs")]
     Runs(runs::Args),
+    #[command(after_help = "Example:\n  pzt report runs/cli --html runs/cli-report.html")]
     Report(report::Args),
+    #[command(after_help = "Example:\n  pzt verify runs/cli")]
+    Verify(verify::Args),
+    #[command(after_help = "Example:\n  pzt logits runs/cli --text '12+34='")]
+    Logits(logits::Args),
+    #[command(
+        after_help = "Example:\n  pzt generate runs/cli@latest --prompt '12+34=' --max-new-tokens 3"
+    )]
+    Generate(generate::Args),
+    #[command(
+        after_help = "Example:\n  pzt export tests/fixtures/hf/chat-tiny --hf runs/chat-tiny-bf16 --dtype bfloat16"
+    )]
+    Export(export::Args),
+    #[command(
+        after_help = "Example:\n  pzt capture tests/fixtures/hf/chat-tiny --select 'blocks.0.attention' --text 'hello' --out runs/capture.safetensors --html runs/capture.html"
+    )]
+    Capture(capture::Args),
+    #[command(
+        after_help = "Example:\n  pzt isolate tests/fixtures/hf/chat-tiny --select blocks.1.attention --text 'hello world' --out runs/iso"
+    )]
+    Isolate(isolate::IsolateArgs),
+    #[command(after_help = "Example:\n  pzt replay runs/iso")]
+    Replay(isolate::ReplayArgs),
+    #[command(after_help = "Example:\n  pzt demo xor")]
     Demo(demo::Args),
+    #[command(after_help = "Example:\n  pzt completions bash")]
+    Completions(completions::Args),
+    #[command(hide = true)]
+    CliReference(reference::Args),
 }
 
 fn print_version() {
@@ -101,5 +140,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Runs(a)) => runs::run(a),
         Some(Command::Report(a)) => report::run(a),
         Some(Command::Demo(a)) => demo::run(a),
+        Some(Command::Init(a)) => init::run(a),
+        Some(Command::Completions(a)) => completions::run(a),
+        Some(Command::CliReference(a)) => reference::run(a),
     }
 }

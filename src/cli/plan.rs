@@ -8,7 +8,8 @@ use std::path::PathBuf;
 /// training-memory estimate.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A recipe, a HuggingFace model directory, or a run checkpoint directory.
+    /// A recipe, a HuggingFace model directory, a run checkpoint directory, or a run directory
+    /// (its newest checkpoint; RUN@best, RUN@latest).
     model: PathBuf,
     /// Override a recipe key: KEY.PATH=VALUE, VALUE a TOML value (strings quoted).
     #[arg(long = "set", value_name = "KEY=VALUE")]

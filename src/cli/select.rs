@@ -7,7 +7,8 @@ use std::path::PathBuf;
 /// page with the matches highlighted.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A recipe, a HuggingFace model directory, or a run checkpoint directory.
+    /// A recipe, a HuggingFace model directory, a run checkpoint directory, or a run directory
+    /// (its newest checkpoint; RUN@best, RUN@latest).
     model: PathBuf,
     /// A selector, e.g. 'Attention Linear', 'blocks.*.mlp', 'Linear[0]'.
     selector: String,

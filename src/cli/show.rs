@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 /// page.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A recipe, a HuggingFace model directory, or a run checkpoint directory.
+    /// A recipe, a HuggingFace model directory, a run checkpoint directory, or a run directory
+    /// (its newest checkpoint; RUN@best, RUN@latest).
     model: PathBuf,
     /// Collapse nodes below this depth (default: show everything).
     #[arg(long)]

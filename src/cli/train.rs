@@ -111,10 +111,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         eprintln!("{p}");
     }
     if a.json {
-        pzt::base::text::out(&format!(
-            "{}",
-            serde_json::to_string_pretty(&s.to_json()).unwrap_or_default()
-        ));
+        pzt::base::text::out(&serde_json::to_string_pretty(&s.to_json()).unwrap_or_default());
     } else {
         let ck = s
             .checkpoint

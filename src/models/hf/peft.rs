@@ -240,7 +240,7 @@ impl Adapter {
                 ))
             })?;
             let shape = p.shape();
-            check_tensor(key, t, which, self.rank, shape.iter().product()).map_err(|m| bad(m))?;
+            check_tensor(key, t, which, self.rank, shape.iter().product()).map_err(&bad)?;
             let v = match which {
                 "magnitude" => t.f_reshape(&shape),
                 _ => t
