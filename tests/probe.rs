@@ -497,3 +497,79 @@ fn isolate_keeps_state_before_and_after() {
         (Some(0.0), Some(0.0))
     );
 }
+
+#[test]
+fn replay_of_damaged_files_or_breaking_edits_is_bad_input() {
+    let d = tmpdir("probe", "replay-bad");
+    let dir = d.join("iso");
+    let ds = dir.to_str().unwrap();
+    let (code, _, err) = run_pzt(&[
+        "isolate",
+        &fixture("hf/chat-tiny"),
+        "--select",
+        "blocks.1.attention",
+        "--text",
+        "hello world",
+        "--out",
+        ds,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let check = |args: &[&str], want: &[&str]| {
+        let (code, o, e) = run_pzt(args);
+        assert_eq!(code, 2, "{args:?}: {o}{e}");
+        for w in want {
+            assert!(e.contains(w), "{args:?}: wanted `{w}` in {e}");
+        }
+        assert!(!e.contains("frame #") && !e.contains("panicked"), "{e}");
+    };
+    // An edit that changes a parameter's shape names the parameter and the file.
+    let q = "model.delta.children.attention.children.attention.input_to_query.children.linear";
+    check(
+        &[
+            "replay",
+            ds,
+            "--set",
+            &format!("{q}.input_axes.embedding=16"),
+        ],
+        &[
+            "parameters.safetensors",
+            "input_to_query.linear.weights",
+            "has shape",
+        ],
+    );
+    // An edit the saved input cannot run through names the submodel and the input.
+    check(
+        &[
+            "replay",
+            ds,
+            "--set",
+            "model.delta.children.norm.children.standardize.axes=[\"nope\"]",
+        ],
+        &["edited submodel cannot run on the saved input"],
+    );
+    // A parameter file whose tensor became int64, or changed shape: named, not converted.
+    let pf = dir.join("parameters.safetensors");
+    let original = std::fs::read(&pf).unwrap();
+    let (arrays, meta) = pzt::store::arrays::read(&pf).unwrap();
+    let name = arrays[0].0.clone();
+    for (what, want) in [("int", "Int64"), ("shape", "has shape")] {
+        let edited: Vec<(String, pzt::named::NamedTensor)> = arrays
+            .iter()
+            .map(|(n, t)| {
+                let t = if *n != name {
+                    t.clone()
+                } else if what == "int" {
+                    pzt::named::NamedTensor::wrap(t.tensor().to_kind(tch::Kind::Int64), &[])
+                        .unwrap()
+                } else {
+                    pzt::named::NamedTensor::wrap(t.tensor().reshape([-1]).narrow(0, 0, 3), &[])
+                        .unwrap()
+                };
+                (n.clone(), t)
+            })
+            .collect();
+        pzt::store::arrays::write(&pf, &edited, &meta).unwrap();
+        check(&["replay", ds], &["parameters.safetensors", &name, want]);
+        std::fs::write(&pf, &original).unwrap();
+    }
+}

@@ -60,6 +60,7 @@ fn recipe(dir: &Path, sets: &[String], patch: Option<&Path>) -> Result<Recipe> {
 fn with_parameters(
     tree: &Node,
     values: &BTreeMap<String, NamedTensor>,
+    file: &Path,
 ) -> Result<(Node, usize, usize)> {
     let mut made: HashMap<String, Parameter> = HashMap::new();
     let (mut loaded, mut added) = (0, 0);
@@ -74,11 +75,26 @@ fn with_parameters(
                 return Ok(p.clone());
             };
             if v.tensor().size() != p.shape() {
-                return Err(Error::Param(format!(
-                    "parameter `{label}`: the isolated value has shape {:?}, the edited submodel wants {:?}",
-                    v.tensor().size(),
-                    p.shape()
-                )));
+                return Err(Error::bad_file(
+                    file.display(),
+                    format!(
+                        "parameter `{label}` has shape {:?}, the (edited) submodel wants {:?}",
+                        v.tensor().size(),
+                        p.shape()
+                    ),
+                ));
+            }
+            // A value of another dtype would be converted silently: an integer tensor where a
+            // float parameter belongs is a damaged file, not a value.
+            if v.tensor().kind() != p.kind() {
+                return Err(Error::bad_file(
+                    file.display(),
+                    format!(
+                        "parameter `{label}` is {:?}, the submodel's parameter is {:?}",
+                        v.tensor().kind(),
+                        p.kind()
+                    ),
+                ));
             }
             let q = Parameter::with_trainable(label.clone(), v.tensor().shallow_clone(), false);
             made.insert(label, q.clone());
@@ -131,9 +147,10 @@ pub fn replay(
     let r = recipe(dir, sets, patch)?;
     let b = Builder::new(r.run.seed).dtype(r.param_dtype);
     let built = Plan::build(r, registry, &b)?.tree;
-    let (params, _) = crate::store::arrays::read(&dir.join("parameters.safetensors"))?;
+    let pfile = dir.join("parameters.safetensors");
+    let (params, _) = crate::store::arrays::read(&pfile)?;
     let params: BTreeMap<String, NamedTensor> = params.into_iter().collect();
-    let (tree, loaded, added) = with_parameters(&built, &params)?;
+    let (tree, loaded, added) = with_parameters(&built, &params, &pfile)?;
     let (arrays, meta) = crate::store::arrays::read(&dir.join("io.safetensors"))?;
     let arrays: BTreeMap<String, NamedTensor> = arrays.into_iter().collect();
     let st: Json = meta
@@ -152,7 +169,11 @@ pub fn replay(
             if let StateEntry::Var(v) = s {
                 v.set(before.get(&at).cloned());
             } else if err.is_none() && before.contains_key(&at) {
-                err = Some(Error::Param(format!("state `{at}` cannot be set")));
+                err = Some(bad(
+                    dir,
+                    "io.safetensors",
+                    format!("state `{at}` cannot be set"),
+                ));
             }
         }
     });
@@ -160,7 +181,20 @@ pub fn replay(
         return Err(e);
     }
     let _ng = tch::no_grad_guard();
-    let output = tree.forward(input.clone(), &side)?;
+    // The submodel (edited or not) must run on the saved input; when it does not, the edits or
+    // the files are at fault: say so, with the layer and shapes.
+    let output = tree.forward(input.clone(), &side).map_err(|e| {
+        Error::Config(format!(
+            "{}: the {}submodel cannot run on the saved input ({}): {e}",
+            dir.display(),
+            if sets.is_empty() && patch.is_none() {
+                ""
+            } else {
+                "edited "
+            },
+            crate::probe::values::describe(&input)
+        ))
+    })?;
     let max = max_abs_diff(&output, &saved_output)?;
     let mut state_max: Option<f64> = None;
     let mut state_err = None;
