@@ -151,32 +151,41 @@ fn sigterm_to_the_launcher_stops_every_rank_after_one_step_with_a_checkpoint() {
 #[test]
 fn ranks_that_disagree_refuse_to_start() {
     let d = tmpdir("disagree");
-    let out = d.join("run");
-    // Rank 1 accumulates differently: its collectives would not pair with rank 0's.
-    let port = free_port().to_string();
-    let ranks: Vec<_> = [2, 1]
-        .iter()
-        .enumerate()
-        .map(|(rank, accum)| {
-            let accum = format!("train.grad_accum={accum}");
-            quick_cmd(&quick_sets(&out, 4, 4, &[&accum]), &[])
-                .as_rank(rank, 2, &port)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for (rank, c) in ranks.into_iter().enumerate() {
-        let o = c.wait_with_output().unwrap();
-        let e = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "rank {rank}: {e}");
-        assert!(
-            e.contains("the ranks differ in their [train], [optim] or [checkpoint] settings"),
-            "rank {rank}: {e}"
-        );
+    // Rank 1 accumulates differently (its collectives would not pair with rank 0's), or has
+    // other data or another model with the same counts and shapes.
+    for (k, (a, b)) in [
+        ("train.grad_accum=2", "train.grad_accum=1"),
+        ("data.max_digits=2", "data.max_digits=1"),
+        ("model.rope_theta=10000", "model.rope_theta=500"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = d.join(format!("run{k}"));
+        let port = free_port().to_string();
+        let ranks: Vec<_> = [a, b]
+            .iter()
+            .enumerate()
+            .map(|(rank, set)| {
+                quick_cmd(&quick_sets(&out, 4, 4, &[set]), &[])
+                    .as_rank(rank, 2, &port)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for (rank, c) in ranks.into_iter().enumerate() {
+            let o = c.wait_with_output().unwrap();
+            let e = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{b}: rank {rank}: {e}");
+            assert!(
+                e.contains("the ranks differ in their [train], [optim] or [checkpoint] settings, data or model"),
+                "{b}: rank {rank}: {e}"
+            );
+        }
+        assert!(!out.join("checkpoints").exists());
     }
-    assert!(!out.join("checkpoints").exists());
     // NCCL on CPU ranks is a setting's mistake (exit 2), not a lost peer.
     let o = quick_cmd(
         &quick_sets(

@@ -59,6 +59,27 @@ pub struct Dataset {
     pub max_id: Option<i64>,
 }
 
+impl Dataset {
+    /// A fingerprint of the data: the split sizes and up to 16 examples of each split, evenly
+    /// spaced (their ids, masks, prompt lengths, rows). Two processes that prepared different
+    /// data (another file, template or `seq_len`) almost surely differ here, whatever their paths.
+    pub fn fingerprint(&self) -> crate::base::Result<u64> {
+        use crate::base::seed::{fnv1a, mix};
+        let mut h = fnv1a(b"pzt data fingerprint v1");
+        for split in [&self.train, &self.eval] {
+            let n = split.len();
+            h = mix(h, n as u64);
+            let picks = n.min(16);
+            for k in 0..picks {
+                let e = split.get(k * n / picks)?;
+                let bytes = serde_json::to_vec(&e).unwrap_or_default();
+                h = mix(h, fnv1a(&bytes));
+            }
+        }
+        Ok(h)
+    }
+}
+
 /// What preparing a dataset dropped or cut (counted over all examples, before the split).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrepStats {

@@ -391,6 +391,16 @@ impl Trainer {
             .iter()
             .map(|p| (p.label().to_string(), p.shape()))
             .collect();
+        // The data (a sample of its examples) and the model (its whole structure: kinds,
+        // configs, labels and shapes, and the values it starts from) must be the same too.
+        let structure = self
+            .session
+            .tree
+            .to_toml()
+            .ok()
+            .and_then(|t| toml::to_string(&t).ok())
+            .unwrap_or_default();
+        let values = crate::params::fingerprint::fingerprint(&self.params)?;
         let plan = serde_json::to_string(&(
             &train,
             &spec.optim,
@@ -398,6 +408,9 @@ impl Trainer {
             spec.run.seed,
             self.session.data.train.len(),
             shapes,
+            self.session.data.fingerprint()?,
+            crate::base::seed::fnv1a(structure.as_bytes()),
+            (values, self.base.as_ref().map(|b| b.fingerprint.clone())),
         ))
         .map_err(|e| Error::Run(format!("the run's settings: {e}")))?;
         let (plan, state) = (
