@@ -457,3 +457,56 @@ fn a_runaway_template_is_stopped_with_exit_2_not_a_hang() {
         assert!(t0.elapsed().as_secs() < 60, "{name}: {:?}", t0.elapsed());
     }
 }
+
+/// A parquet file of one BYTE_ARRAY column `text` of `rows`, with or without the UTF8
+/// annotation (a binary column holds bytes, not text).
+fn parquet_text(path: &Path, rows: &[&str], utf8: bool) {
+    use parquet::data_type::{ByteArray, ByteArrayType};
+    use parquet::file::writer::SerializedFileWriter;
+    let schema = if utf8 {
+        "message m { REQUIRED BYTE_ARRAY text (UTF8); }"
+    } else {
+        "message m { REQUIRED BYTE_ARRAY text; }"
+    };
+    let schema = std::sync::Arc::new(parquet::schema::parser::parse_message_type(schema).unwrap());
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = SerializedFileWriter::new(file, schema, Default::default()).unwrap();
+    let mut g = w.next_row_group().unwrap();
+    let mut c = g.next_column().unwrap().unwrap();
+    let values: Vec<ByteArray> = rows.iter().map(|r| ByteArray::from(*r)).collect();
+    c.typed::<ByteArrayType>()
+        .write_batch(&values, None, None)
+        .unwrap();
+    c.close().unwrap();
+    g.close().unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn a_binary_parquet_column_is_refused_not_trained_as_base64() {
+    let d = tmpdir("binary");
+    let rows: Vec<String> = (0..40).map(|i| format!("row number {i} of text")).collect();
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    for (utf8, code) in [(true, 0), (false, 2)] {
+        let f = d.join(format!("t-{utf8}.parquet"));
+        parquet_text(&f, &rows, utf8);
+        let r = d.join(format!("r-{utf8}.toml"));
+        std::fs::write(
+            &r,
+            format!(
+                "[run]\nname = \"b\"\nout_dir = \"{}\"\n[data]\nsource = \"parquet\"\nfiles = [\"{}\"]\ntokenizer = \"bytes\"\nseq_len = 32\n",
+                d.join(format!("run-{utf8}")).display(),
+                f.display()
+            ),
+        )
+        .unwrap();
+        let (c, o, e) = run_pzt(&["data", r.to_str().unwrap()]);
+        assert_eq!(c, code, "utf8 {utf8}: {o}{e}");
+        if code == 2 {
+            assert!(
+                e.contains(":1:") && e.contains("column `text` holds binary data"),
+                "{e}"
+            );
+        }
+    }
+}

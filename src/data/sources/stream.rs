@@ -331,7 +331,13 @@ pub fn stream_source(
                 if is_chat && template.is_none() {
                     template = Some(chat::template(&chat_cfg, base, tok)?);
                 }
-                super::parquet::row_pieces(f, LINES, |piece| {
+                let text_columns = [
+                    s.messages_field.as_str(),
+                    jsonl.text_field.as_str(),
+                    jsonl.prompt_field.as_str(),
+                    jsonl.completion_field.as_str(),
+                ];
+                super::parquet::row_pieces(f, LINES, &text_columns, |piece| {
                     let out: Vec<Result<chat::Line>> = piece
                         .par_iter()
                         .map(|(i, v)| match &template {
