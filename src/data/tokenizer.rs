@@ -49,7 +49,9 @@ fn token_text(v: Option<&serde_json::Value>) -> Option<String> {
     }
 }
 
-/// Reads the tokenizer's directory companions (absent files are no error; bad ones are).
+/// Reads the tokenizer's directory companions (absent files are no error; bad ones are): the
+/// special tokens and chat template of `tokenizer_config.json`, the template of
+/// `chat_template.jinja` taking precedence (as in transformers' `from_pretrained`).
 pub fn read_config(dir: &Path) -> Result<TokenizerConfig> {
     let mut c = TokenizerConfig::default();
     let cp = dir.join("tokenizer_config.json");
@@ -71,8 +73,9 @@ pub fn read_config(dir: &Path) -> Result<TokenizerConfig> {
             _ => None,
         };
     }
+    // As transformers: a `chat_template.jinja` file wins over the config's template.
     let jp = dir.join("chat_template.jinja");
-    if c.chat_template.is_none() && jp.exists() {
+    if jp.exists() {
         c.chat_template = Some(read_small_file(&jp)?);
     }
     Ok(c)
@@ -292,5 +295,51 @@ impl Tokenizer {
                 .map(|i| i as i64)
                 .unwrap_or(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chat_template_file_wins_over_the_config_as_in_transformers() -> Result<()> {
+        let d = std::env::temp_dir().join(format!("pzt-tok-config-{}", std::process::id()));
+        std::fs::create_dir_all(&d).map_err(|e| Error::Config(e.to_string()))?;
+        let w = |name: &str, text: &str| {
+            std::fs::write(d.join(name), text).map_err(|e| Error::Config(e.to_string()))
+        };
+        w(
+            "tokenizer_config.json",
+            r#"{"chat_template": "from config"}"#,
+        )?;
+        assert_eq!(
+            read_config(&d)?.chat_template.as_deref(),
+            Some("from config")
+        );
+        w("chat_template.jinja", "from file")?;
+        assert_eq!(read_config(&d)?.chat_template.as_deref(), Some("from file"));
+        let _ = std::fs::remove_dir_all(&d);
+        Ok(())
+    }
+
+    #[test]
+    fn long_texts_are_cut_after_whitespace_within_the_limit() {
+        let text = "word ".repeat(LONG_TEXT / 2);
+        let pieces = long_pieces(&text);
+        assert!(pieces.len() >= 3);
+        let mut at = 0;
+        for (start, p) in &pieces {
+            assert_eq!(*start, at);
+            assert!(p.len() <= LONG_TEXT);
+            at += p.len();
+        }
+        assert_eq!(at, text.len());
+        assert!(pieces[..pieces.len() - 1]
+            .iter()
+            .all(|(_, p)| p.ends_with(' ')));
+        // No whitespace: cut at character boundaries.
+        let wide = "é".repeat(LONG_TEXT);
+        assert!(long_pieces(&wide).iter().all(|(_, p)| p.len() <= LONG_TEXT));
     }
 }
