@@ -301,7 +301,7 @@ fn bad_commands_exit_2() {
         ],
         "--max-new-tokens 1000000000000 is more than pzt generates",
     );
-    // A full disk says so.
+    // A device (here the always-full /dev/full) is not a file to write: refused before work.
     let hf = root().join("tests/fixtures/hf/llama-gqa");
     refused(
         &[
@@ -312,7 +312,7 @@ fn bad_commands_exit_2() {
             "--out",
             "/dev/full",
         ],
-        "no space left on device (writing /dev/full)",
+        "is not a regular file",
     );
 }
 
@@ -373,4 +373,92 @@ fn csv_labels_and_rows_are_checked_at_load() {
     let f = recipe(rows, 3);
     let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
     assert_eq!(code, 0, "{o}{e}");
+}
+
+#[test]
+fn messages_say_what_is_wrong_in_plain_words() {
+    let lora = root().join("recipes/lora-chat.toml");
+    let l = lora.to_str().unwrap();
+    for (set, want, never) in [
+        (
+            "strategy.lora.targets=3",
+            "expected a string or a list of strings",
+            "untagged enum",
+        ),
+        (
+            "train.precision={}",
+            "expected a string, not a table, list or number: `fp32` or `bf16`",
+            "wanted exactly 1 element",
+        ),
+        ("data.overflow=1", "`skip` or `truncate`", "unit variant"),
+    ] {
+        let (code, _, e) = run_pzt(&["plan", l, "--set", set]);
+        assert_eq!(code, 2, "{set}: {e}");
+        assert!(e.contains(want) && !e.contains(never), "{set}: {e}");
+    }
+    // A checkpoint of another model: said so, not "unreadable".
+    let d = tmpdir("other-model");
+    let f = tiny(&d, 2, "");
+    assert_eq!(run_pzt(&["train", f.to_str().unwrap()]).0, 0);
+    let ck = d.join("run/checkpoints/step-2");
+    let (code, _, e) = run_pzt(&[
+        "eval",
+        f.to_str().unwrap(),
+        "--set",
+        "model.d_model=32",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{e}");
+    assert!(
+        e.contains("was trained with another model") || e.contains("has shape"),
+        "{e}"
+    );
+    let (code, _, e) = run_pzt(&[
+        "eval",
+        f.to_str().unwrap(),
+        "--set",
+        "model.num_layers=2",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{e}");
+    assert!(
+        e.contains("was trained with another model or [strategy]"),
+        "{e}"
+    );
+    assert!(!e.contains("unreadable"), "{e}");
+    // A [strategy] change on resume: said so, not "the base model changed".
+    let (code, _, e) = run_pzt(&[
+        "train",
+        f.to_str().unwrap(),
+        "--set",
+        "train.steps=4",
+        "--set",
+        "strategy.freeze=[\"embed\"]",
+    ]);
+    assert_eq!(code, 2, "{e}");
+    assert!(e.contains("[strategy]") && !e.contains("base model"), "{e}");
+}
+
+#[test]
+fn the_truncate_hint_is_not_given_when_truncating_already() {
+    let d = tmpdir("truncate-hint");
+    let f = d.join("chat.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "[run]\nname = \"c\"\nout_dir = \"{}\"\n[model]\nhf = \"{}\"\n[data]\nsource = \"chat\"\nfiles = [\"{}\"]\nseq_len = 4\noverflow = \"truncate\"\n",
+            d.join("run").display(),
+            root().join("tests/fixtures/hf/chat-tiny").display(),
+            root().join("tests/fixtures/chat.jsonl").display(),
+        ),
+    )
+    .unwrap();
+    let (code, _, e) = run_pzt(&["data", f.to_str().unwrap()]);
+    assert_eq!(code, 2, "{e}");
+    assert!(
+        e.contains("raise seq_len") && !e.contains("set overflow"),
+        "{e}"
+    );
 }

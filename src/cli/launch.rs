@@ -141,7 +141,10 @@ pub fn launch(n: usize, timeout_s: u64, out_dir: &std::path::Path) -> Result<(),
         }
     }
     let r = wait_all(children, &signals);
-    if r.is_err() && signals.load(Ordering::SeqCst) == 0 {
+    // A rank that failed on bad input (exit 2) said what to change: running it again would
+    // fail the same way.
+    let bad_input = matches!(r, Err(Failure::Exit(2)));
+    if r.is_err() && !bad_input && signals.load(Ordering::SeqCst) == 0 {
         let newest = pzt::train::checkpoint::latest(out_dir).map_or_else(
             || "no checkpoint yet".to_string(),
             |(s, p)| format!("the newest checkpoint is {} (step {s})", p.display()),

@@ -44,6 +44,12 @@ fn row(r: &RunInfo) -> [String; 7] {
 
 pub fn run(a: Args) -> Result<(), Failure> {
     let listed = pzt::train::runs::list_runs(&a.dir).map_err(lib_err)?;
+    // One run named by itself that cannot be read is an error, not an empty listing.
+    if let [(dir, Err(e))] = listed.as_slice() {
+        if dir == &a.dir {
+            return Err(Failure::BadInput(format!("{}: {e}", dir.display())));
+        }
+    }
     let mut runs = vec![];
     for (dir, r) in listed {
         match r {

@@ -126,6 +126,15 @@ pub fn verify_base(dir: &Path, state: &TrainState, tree: &Node) -> Result<()> {
         return Ok(());
     };
     let have = BaseRecord::of(tree, None)?;
+    let now = have.as_ref().map_or(0, |h| h.parameters);
+    if now != want.parameters {
+        return Err(Error::Config(format!(
+            "{}: this checkpoint was trained with {} frozen parameter(s), and the recipe now freezes {now}: its [strategy] (kind, trainable, freeze, LoRA targets) changed; use the checkpoint's own recipe ({}) or train into another out_dir",
+            dir.join("state.json").display(),
+            want.parameters,
+            dir.join("recipe.toml").display()
+        )));
+    }
     if let (Some(w), Some(h)) = (
         &want.structure,
         have.as_ref().and_then(|h| h.structure.as_ref()),
@@ -347,6 +356,27 @@ pub fn load(dir: &Path, params: &[Parameter]) -> Result<(TrainState, Vec<(String
         )
     })?;
     let mut by: std::collections::BTreeMap<String, Tensor> = tensors.into_iter().collect();
+    // A checkpoint of another model or strategy holds other parameters: say so, not that it is
+    // damaged.
+    let missing: Vec<&str> = params
+        .iter()
+        .map(|p| p.label())
+        .filter(|l| !by.contains_key(*l))
+        .collect();
+    if let Some(first) = missing.first() {
+        let more = match missing.len() {
+            1 => String::new(),
+            n => format!(" and {} more", n - 1),
+        };
+        let held: Vec<&str> = by.keys().take(3).map(String::as_str).collect();
+        return Err(Error::Config(format!(
+            "checkpoint {} was trained with another model or [strategy] than this recipe builds: it holds no `{first}`{more} (it holds `{}`{}); use its own recipe ({}) or train into another out_dir",
+            dir.display(),
+            held.join("`, `"),
+            if by.len() > 3 { ", ..." } else { "" },
+            dir.join("recipe.toml").display()
+        )));
+    }
     // Check everything before touching any parameter.
     for p in params {
         let t = by

@@ -335,7 +335,7 @@ impl Optimizer {
             let label = k.split_once('.').map(|(_, l)| l).unwrap_or("");
             let Some(p) = self.params.iter().find(|p| p.label() == label) else {
                 return Err(Error::Param(format!(
-                    "optimizer state `{k}` belongs to no trainable parameter"
+                    "optimizer state `{k}` belongs to no trainable parameter: `{label}` trained in that run and does not in this one, so the run was trained with another model or [strategy] (kind, trainable, freeze, LoRA targets) than this recipe builds; use the checkpoint's own recipe or train into another out_dir"
                 )));
             };
             if t.kind() != tch::Kind::Float {

@@ -59,11 +59,57 @@ pub fn decode_config<T: DeserializeOwned>(what: &str, cfg: &toml::Table) -> Resu
     serde_path_to_error::deserialize(value).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." { String::new() } else { field };
+        let message = plain_message::<T>(cfg, &field, e.into_inner().to_string());
         Error::ConfigField {
             field,
-            message: format!("{what}: {}", e.into_inner()),
+            message: format!("{what}: {message}"),
         }
     })
+}
+
+/// Sets the value at a dotted path of tables (false when the path leads elsewhere).
+fn set_path(t: &mut toml::Table, path: &str, v: toml::Value) -> bool {
+    match path.split_once('.') {
+        None => {
+            t.insert(path.to_string(), v);
+            true
+        }
+        Some((head, rest)) => match t.get_mut(head) {
+            Some(toml::Value::Table(inner)) => set_path(inner, rest, v),
+            _ => false,
+        },
+    }
+}
+
+/// serde's words for a value of the wrong type where one of a set of names (an enum) or a list
+/// of strings was wanted ("invalid type: unit variant", "did not match any variant of untagged
+/// enum"), said plainly, with the names when a probe can find them.
+fn plain_message<T: DeserializeOwned>(cfg: &toml::Table, field: &str, message: String) -> String {
+    let tail = message
+        .find("\nin `")
+        .map(|i| message[i..].to_string())
+        .unwrap_or_default();
+    if message.contains("did not match any variant of untagged enum") {
+        return format!("expected a string or a list of strings{tail}");
+    }
+    if !(message.contains("unit variant") || message.contains("wanted exactly 1 element")) {
+        return message;
+    }
+    // The same config with a string there makes serde list the names.
+    let mut probe = cfg.clone();
+    if !field.is_empty() && set_path(&mut probe, field, toml::Value::String("\u{1}".into())) {
+        if let Err(e) = serde_path_to_error::deserialize::<_, T>(toml::Value::Table(probe)) {
+            let m = e.into_inner().to_string();
+            let names = m
+                .split_once("unknown variant")
+                .and_then(|(_, rest)| rest.split_once("expected "))
+                .map(|(_, names)| names.split("\nin `").next().unwrap_or(names).to_string());
+            if let Some(names) = names {
+                return format!("expected a string, not a table, list or number: {names}{tail}");
+            }
+        }
+    }
+    format!("expected a string naming one of its values{tail}")
 }
 
 impl Registry {

@@ -312,8 +312,17 @@ pub fn stream_source(
             }
             pb.finish_and_clear();
             if kept == 0 && stats.skipped > 0 {
+                let hint = match s.overflow {
+                    crate::data::spec::Overflow::Skip => {
+                        "raise seq_len or set overflow = \"truncate\""
+                    }
+                    // Truncated conversations whose assistant turns were all cut off.
+                    crate::data::spec::Overflow::Truncate => {
+                        "raise seq_len: truncated to it, no assistant turn was left to learn"
+                    }
+                };
                 return Err(seq_error(format!(
-                    "[data]: no conversation is left: {} skipped (longer than seq_len + 1 = {window} tokens, or without an assistant turn to learn); raise seq_len or set overflow = \"truncate\"",
+                    "[data]: no conversation is left: {} skipped (longer than seq_len + 1 = {window} tokens, or without an assistant turn to learn); {hint}",
                     stats.skipped
                 )));
             }
