@@ -1,5 +1,7 @@
-//! A run report as the page's JSON (`pzt report`): per run its metric series over steps (loss,
-//! learning rate, grad norm, throughput and every eval metric), its checkpoints with the eval
+//! A run report as the page's JSON (`pzt report`): per run its headline (the final and the best
+//! value of the training loss and of every eval metric, each with its step), its metric series
+//! over steps (loss, learning rate, grad norm, throughput and every eval metric), its checkpoints
+//! with the eval
 //! metrics logged at their steps (and which one is best by the run's ranking metric), the
 //! resolved recipe, the throughput and the environments it ran in. Several runs overlay.
 
@@ -26,6 +28,45 @@ fn series(r: &RunInfo) -> BTreeMap<String, Vec<[f64; 2]>> {
         }
     }
     out
+}
+
+/// The headline of a run whose checkpoints are ranked by `key` (larger is better when
+/// `key_max`): for the training loss and every eval metric of `s`, its last logged value and its
+/// best one (the first step that reached it), each with its step. Besides the key metric,
+/// accuracies and exact matches are better larger, losses and perplexities smaller.
+fn headline(key: Option<&str>, key_max: bool, s: &BTreeMap<String, Vec<[f64; 2]>>) -> Vec<Json> {
+    let mut names: Vec<&String> = s
+        .keys()
+        .filter(|k| *k == "loss" || k.starts_with("eval."))
+        .collect();
+    names.sort_by_key(|k| (k.as_str() != "loss", k.as_str() != "eval.loss", k.as_str()));
+    names
+        .into_iter()
+        .filter_map(|k| {
+            let pts = s.get(k)?;
+            let last = pts.last()?;
+            let max = if key == Some(k.as_str()) {
+                key_max
+            } else {
+                k.contains("accuracy") || k.contains("exact")
+            };
+            let best = pts.iter().fold(last, |b, p| {
+                let better = if max { p[1] > b[1] } else { p[1] < b[1] };
+                if better || (p[1] == b[1] && p[0] < b[0]) {
+                    p
+                } else {
+                    b
+                }
+            });
+            Some(json!({
+                "metric": k,
+                "maximize": max,
+                "key": key == Some(k.as_str()),
+                "final": { "value": last[1], "step": last[0] },
+                "best": { "value": best[1], "step": best[0] },
+            }))
+        })
+        .collect()
 }
 
 fn eval_at(r: &RunInfo, step: u64) -> Map<String, Json> {
@@ -77,6 +118,7 @@ fn run_json(r: &RunInfo) -> Json {
         "metric": r.key_metric,
         "best": r.best.map(|b| json!({ "value": b.value, "step": b.step })),
         "last": r.last.map(|b| json!({ "value": b.value, "step": b.step })),
+        "headline": headline(r.key_metric.as_deref(), r.maximize, &s),
         "series": s,
         "checkpoints": checkpoints,
         "recipe": recipe,
@@ -112,4 +154,34 @@ pub fn report_data(runs: &[RunInfo]) -> Json {
         "runs": runs.iter().map(run_json).collect::<Vec<_>>(),
         "viewer": { "pzt": env!("CARGO_PKG_VERSION"), "libtorch": crate::backend::torch_version() },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_headline_has_the_final_and_best_of_loss_and_evals() {
+        let mut s: BTreeMap<String, Vec<[f64; 2]>> = BTreeMap::new();
+        s.insert("lr".into(), vec![[1.0, 0.1]]);
+        s.insert("loss".into(), vec![[1.0, 3.0], [2.0, 1.0], [3.0, 2.0]]);
+        s.insert("eval.loss".into(), vec![[2.0, 2.0], [3.0, 2.5]]);
+        s.insert("eval.token_accuracy".into(), vec![[2.0, 0.5], [3.0, 0.25]]);
+        let h = headline(Some("eval.loss"), false, &s);
+        let names: Vec<&str> = h.iter().filter_map(|m| m["metric"].as_str()).collect();
+        assert_eq!(names, ["loss", "eval.loss", "eval.token_accuracy"]);
+        assert_eq!(h[0]["final"], json!({ "value": 2.0, "step": 3.0 }));
+        assert_eq!(h[0]["best"], json!({ "value": 1.0, "step": 2.0 }));
+        assert_eq!(
+            (h[1]["key"].as_bool(), h[0]["key"].as_bool()),
+            (Some(true), Some(false))
+        );
+        assert_eq!(h[1]["best"]["value"], json!(2.0));
+        // Accuracies are better when larger.
+        assert_eq!(h[2]["maximize"], json!(true));
+        assert_eq!(h[2]["best"], json!({ "value": 0.5, "step": 2.0 }));
+        // A run ranked by the largest eval.loss (best_mode = "max") says so in its headline.
+        let h = headline(Some("eval.loss"), true, &s);
+        assert_eq!(h[1]["best"]["value"], json!(2.5));
+    }
 }

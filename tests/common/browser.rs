@@ -278,6 +278,21 @@ impl Browser {
         self.mouse("mouseReleased", x, y);
     }
 
+    /// Types `text` into the element `selector` matches (clicked first, to focus it), as a user
+    /// would: the page sees `input` events.
+    pub fn type_text(&mut self, selector: &str, text: &str) {
+        self.click(selector);
+        self.page("Input.insertText", json!({ "text": text }));
+    }
+
+    /// Sets the viewport to `width` x `height` CSS pixels (the page sees a `resize`).
+    pub fn resize(&mut self, width: u32, height: u32) {
+        self.page(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false }),
+        );
+    }
+
     /// Moves the mouse to `(x, y)`.
     pub fn hover(&mut self, x: f64, y: f64) {
         self.mouse("mouseMoved", x, y);

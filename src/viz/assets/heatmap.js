@@ -1,7 +1,9 @@
 // Arrays as pictures (treescope's render_array): each named axis goes to the rows, the
 // columns or a slider; the colour scale is diverging around zero when the array has both
 // signs and sequential otherwise; NaN, +inf, -inf and outliers get their own marks; hovering
-// a cell shows its indices (with item labels) and its value.
+// a cell shows its indices (with item labels) and its value. The rows and the columns carry tick
+// labels: the item labels of their outermost axis (the tokens of a `seq`, `kv_seq` or `vocab`
+// axis) where the page has them, else its indices, as many as fit without overlapping.
 
 const SPECIAL = { nan: "#ff00ff", posinf: "#00ff00", neginf: "#00ffff" };
 const DIVERGING = [[33, 102, 172], [103, 169, 207], [209, 229, 240], [247, 247, 247],
@@ -9,6 +11,29 @@ const DIVERGING = [[33, 102, 172], [103, 169, 207], [209, 229, 240], [247, 247, 
 const SEQUENTIAL = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
 const MAX_ROWS_DEFAULT = 2048;
 const MAX_CELLS = 4 << 20;
+const TICK_FONT = "11px ui-monospace, \"SFMono-Regular\", Menlo, Consolas, monospace";
+const TICK_LINE = 13, TICK_CHARS = 14;
+let measureCtx = null;
+
+// The width in pixels of tick label `text`.
+function tickWidth(text) {
+  if (!measureCtx) { measureCtx = document.createElement("canvas").getContext("2d"); measureCtx.font = TICK_FONT; }
+  return Math.ceil(measureCtx.measureText(text).width);
+}
+
+// An item label as a tick: escapes visible, spaces as \u2423, cut to TICK_CHARS characters.
+function tickText(label) {
+  const s = JSON.stringify(String(label)).slice(1, -1).replace(/ /g, "\u2423");
+  const chars = [...s];
+  return chars.length > TICK_CHARS ? chars.slice(0, TICK_CHARS - 1).join("") + "\u2026" : s;
+}
+
+// The smallest of 1, 2, 5, 10, 20, ... that is at least `x`.
+function niceStep(x) {
+  if (x <= 1) return 1;
+  const mag = Math.pow(10, Math.floor(Math.log10(x)));
+  return [1, 2, 5, 10].map(m => m * mag).find(m => m >= x - 1e-9);
+}
 
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
@@ -87,6 +112,40 @@ function defaultAssignment(arr) {
   return a;
 }
 
+// The tick labels of the rows or columns laid out over `axes` (outermost first), `px` pixels per
+// cell: one per item of the outermost axis (centred on its block of cells), every `step`-th
+// where they would overlap. Column labels lie flat when that shows as many of them as standing
+// upright would (numbers always lie flat). Returns the labels with their widths, the orientation
+// and the thickness of the band in pixels.
+function axisTicks(arr, axes, px, across) {
+  if (!axes.length) return { ticks: [], vertical: false, thick: 0, title: "" };
+  const size = ax => arr.shown[arr.axes.indexOf(ax)];
+  const outer = axes[0], n = size(outer), title = axes.join(" \u00d7 ");
+  const block = axes.slice(1).reduce((p, ax) => p * size(ax), 1) * px, total = n * block;
+  const labels = arr.labels && arr.labels[outer];
+  const has = i => labels && labels[i] != null;
+  const pick = step => {
+    const out = [];
+    for (let i = 0; i < n; i += step) {
+      const text = has(i) ? tickText(labels[i]) : String(i);
+      out.push({ at: i * block + block / 2, text, w: tickWidth(text),
+        title: outer + "=" + i + (has(i) ? " " + JSON.stringify(labels[i]) : "") });
+    }
+    return out;
+  };
+  const widest = ticks => ticks.reduce((m, t) => Math.max(m, t.w), 0);
+  const upright = niceStep((TICK_LINE + 2) / block);
+  const ticks = pick(upright), wide = widest(ticks);
+  if (!across) return { ticks, vertical: false, thick: wide + 10, title };
+  const flat = { vertical: false, thick: TICK_LINE + 6, title };
+  if (wide + 8 <= upright * block && wide <= total) return Object.assign(flat, { ticks });
+  if (!labels) {
+    const fewer = pick(niceStep((wide + 8) / block));
+    if (widest(fewer) <= total) return Object.assign(flat, { ticks: fewer });
+  }
+  return { ticks, vertical: true, thick: wide + 10, title };
+}
+
 // Renders `arr` (the page's array JSON) into `host`; returns the heatmap's root element.
 function renderArray(host, arr) {
   const values = decodeF32(arr.data);
@@ -111,8 +170,12 @@ function renderArray(host, arr) {
   const wrap = el("div", { class: "canvas-wrap" });
   const canvas = el("canvas", { class: "heatmap" });
   const tip = el("div", { class: "tip" });
-  wrap.append(canvas);
-  root.append(controls, legend, wrap, tip);
+  const titles = el("div", { class: "axis-titles dim" });
+  const corner = el("div", { class: "ticks-corner" });
+  const colTicks = el("div", { class: "ticks cols" });
+  const rowTicks = el("div", { class: "ticks rows" });
+  wrap.append(el("div", { class: "heatmap-grid" }, corner, colTicks, rowTicks, canvas));
+  root.append(controls, legend, titles, wrap, tip);
 
   const label = (ax, i) => {
     const l = arr.labels && arr.labels[ax];
@@ -143,6 +206,7 @@ function renderArray(host, arr) {
     if (nr * nc > MAX_CELLS) {
       canvas.width = canvas.height = 0;
       legend.textContent = "too many cells (" + nr * nc + "): put an axis on a slider";
+      colTicks.textContent = rowTicks.textContent = titles.textContent = "";
       return;
     }
     const px = Math.max(1, Math.min(24, Math.floor(900 / nc), Math.floor(2400 / nr)));
@@ -163,6 +227,28 @@ function renderArray(host, arr) {
       }
     }
     drawLegend();
+    drawTicks(rows, cols, px);
+  }
+  function drawTicks(rows, cols, px) {
+    const r = axisTicks(arr, rows, px, false), c = axisTicks(arr, cols, px, true);
+    titles.textContent = "rows: " + (r.title || "(none)") + " \u00b7 columns: " + (c.title || "(none)");
+    rowTicks.textContent = colTicks.textContent = "";
+    rowTicks.style.width = corner.style.width = r.thick + "px";
+    const H = Math.max(canvas.height, TICK_LINE), W = Math.max(canvas.width, TICK_LINE);
+    rowTicks.style.height = H + "px";
+    colTicks.style.height = corner.style.height = c.thick + "px";
+    colTicks.style.width = W + "px";
+    colTicks.classList.toggle("vertical", c.vertical);
+    // Each label centred on its items, moved inside the band at the ends.
+    const clamp = (x, w, room) => Math.max(0, Math.min(room - w, x - w / 2));
+    for (const t of r.ticks) {
+      const top = clamp(t.at, TICK_LINE, H);
+      rowTicks.append(el("span", { class: "tick", title: t.title, style: "top:" + top + "px", text: t.text }));
+    }
+    for (const t of c.ticks) {
+      const left = clamp(t.at, c.vertical ? TICK_LINE : t.w, W);
+      colTicks.append(el("span", { class: "tick", title: t.title, style: "left:" + left + "px", text: t.text }));
+    }
   }
   function drawLegend() {
     legend.textContent = "";

@@ -1,7 +1,9 @@
 // The model tree, collapsible node by node (treescope's role): kind, child name, path (a
 // button copies it, to use as a selector), the axes summary, the parameters with shape, dtype,
 // count, trainable / frozen, sharing and statistics. Clicking a parameter shows its values.
-// On a selection page the matches are highlighted and their ancestors open.
+// On a selection page the matches are highlighted and their ancestors open. Buttons expand and
+// collapse every node; a search box shows the nodes and parameters whose path or kind contains
+// its text (with the nodes on the way to them), marks the text and hides the rest.
 
 function fmtCount(n) {
   if (n >= 1e9) return (n / 1e9).toFixed(2) + "B";
@@ -35,25 +37,70 @@ function hasSelected(node) {
   return node.selected || node.children.some(hasSelected);
 }
 
+// `text` into `span`, the (case-insensitive) occurrences of `q` marked.
+function markText(span, text, q) {
+  span.textContent = "";
+  if (!q) { span.textContent = text; return; }
+  const low = text.toLowerCase();
+  let at = 0;
+  for (let i = low.indexOf(q); i >= 0; i = low.indexOf(q, at)) {
+    span.append(text.slice(at, i), el("mark", { text: text.slice(i, i + q.length) }));
+    at = i + q.length;
+  }
+  span.append(text.slice(at));
+}
+
+// The search over the tree: which nodes and parameters match `q` (a case-insensitive part of a
+// path or a kind), and which nodes hold a match below them. Returns the number of matches.
+function markMatches(node, q) {
+  let n = 0;
+  node.hit = !!q && (node.path.toLowerCase().includes(q) || node.kind.toLowerCase().includes(q));
+  node.below = false;
+  for (const p of node.params) {
+    p.hit = !!q && p.path.toLowerCase().includes(q);
+    if (p.hit) { n++; node.below = true; }
+  }
+  for (const c of node.children) {
+    n += markMatches(c, q);
+    if (c.hit || c.below) node.below = true;
+  }
+  return n + (node.hit ? 1 : 0);
+}
+
 function renderModelPage(app, data) {
   const sharedBy = {};
   (function count(n) { for (const p of n.params) sharedBy[p.label] = (sharedBy[p.label] || 0) + 1; n.children.forEach(count); })(data.tree);
   const p = data.parameters;
   const header = el("header", {},
     el("h1", { text: (data.page === "selection" ? "pzt select \u00b7 " : "pzt show \u00b7 ") + data.source }),
-    el("div", { class: "meta", text: fmtCount(p.total) + " parameters (" + fmtCount(p.trainable) + " trainable, " + fmtCount(p.frozen) + " frozen)" }));
+    el("div", { class: "meta", text: fmtCount(p.total) + " parameters (" + fmtCount(p.trainable) + " trainable, " + fmtCount(p.frozen) + " frozen) \u00b7 click a parameter to see its values" }));
   if (data.page === "selection") {
     header.append(el("div", { class: "meta" }, "selector ", el("code", { text: data.selector }), ": ",
       el("span", { id: "match-count", text: data.matches + (data.matches === 1 ? " match" : " matches") })));
   }
   const tree = el("div", { id: "tree" });
-  const detail = el("div", { id: "detail" });
+  const detail = el("div", { id: "detail", hidden: "" });
+  const search = el("input", { id: "search", type: "search", placeholder: "search paths and kinds", "aria-label": "search the tree" });
+  const found = el("span", { id: "search-count", class: "dim" });
+  const toolbar = el("div", { class: "toolbar" },
+    el("button", { id: "expand-all", text: "expand all", onclick: () => expandAll(rootBox) }),
+    el("button", { id: "collapse-all", text: "collapse all", onclick: () => collapseAll(rootBox) }),
+    search, found);
+  tree.append(toolbar);
   app.append(header, el("main", {}, tree, detail));
+  let query = "", searching = false;
 
+  function closeDetail() {
+    detail.hidden = true;
+    detail.textContent = "";
+    document.querySelectorAll(".param.active").forEach(e => e.classList.remove("active"));
+  }
   function showParam(prm, row) {
     document.querySelectorAll(".param.active").forEach(e => e.classList.remove("active"));
     row.classList.add("active");
     detail.textContent = "";
+    detail.hidden = false;
+    detail.append(el("button", { class: "close", title: "close (the tree takes the width)", text: "\u00d7 close", onclick: closeDetail }));
     const owner = prm.shared_with ? findParam(data.tree, prm.shared_with) : prm;
     if (prm.shared_with) detail.append(el("div", { class: "note", text: prm.path + " is the same parameter as " + prm.shared_with }));
     if (owner && owner.array != null) renderArray(detail, data.arrays[owner.array]);
@@ -77,6 +124,7 @@ function renderModelPage(app, data) {
     else if (sharedBy[prm.label] > 1) row.append(el("span", { class: "badge shared", text: "shared (" + sharedBy[prm.label] + " uses)" }));
     if (prm.summary) row.append(el("span", { class: "stats mono", text: prm.summary }));
     row.addEventListener("click", () => showParam(prm, row));
+    row.pzt = { prm };
     return row;
   }
   function nodeEl(node, depth) {
@@ -85,7 +133,8 @@ function renderModelPage(app, data) {
     const toggle = el("span", { class: "toggle" + (leaf ? " leaf" : ""), text: "\u25b8" });
     const row = el("div", { class: "row" }, toggle);
     if (node.name != null) row.append(el("span", { class: "cname", text: node.name + ":" }));
-    row.append(el("span", { class: "kind", text: node.kind }));
+    const kind = el("span", { class: "kind", text: node.kind });
+    row.append(kind);
     if (node.summary) row.append(el("span", { class: "summary mono", text: node.summary }));
     const n = subtreeCount(node, new Set());
     if (n > 0) row.append(el("span", { class: "count", text: fmtCount(n) + " params" }));
@@ -101,6 +150,8 @@ function renderModelPage(app, data) {
         node.state.forEach(s => body.append(el("div", { class: "param state" }, el("span", { class: "pname", text: s.name }), ": state ", el("span", { class: "mono", text: s.label }))));
         node.children.forEach(c => body.append(nodeEl(c, depth + 1)));
         box.append(body);
+        // A node opened by hand while a search is on shows the same filter.
+        if (query && !searching) applySearch(box, !!box.parentElement && !!box.parentElement.closest(".node.hit"));
       }
       body.style.display = "";
       toggle.textContent = "\u25be";
@@ -108,11 +159,56 @@ function renderModelPage(app, data) {
     };
     const close = () => { if (body) body.style.display = "none"; toggle.textContent = "\u25b8"; box.classList.remove("open"); };
     if (!leaf) row.addEventListener("click", () => (box.classList.contains("open") ? close() : open()));
+    box.pzt = { node, leaf, open, close, kind, copy, body: () => body };
     const auto = data.page === "selection" ? node.children.some(hasSelected) : depth < 2;
     if (!leaf && auto) open();
     return box;
   }
-  tree.append(nodeEl(data.tree, 0));
+  // The built child boxes and parameter rows of `box`.
+  function kids(box) {
+    const body = box.pzt.body();
+    return body ? [...body.children] : [];
+  }
+  function expandAll(box) {
+    if (!box.pzt.leaf) box.pzt.open();
+    for (const k of kids(box)) if (k.pzt && k.pzt.node) expandAll(k);
+  }
+  function collapseAll(box) {
+    for (const k of kids(box)) if (k.pzt && k.pzt.node) { collapseAll(k); k.pzt.close(); }
+  }
+  // Shows what matches the query (with the nodes on the way to it, opened, and everything
+  // inside a matching node), marks the matches and hides the rest.
+  function applySearch(box, inside) {
+    const { node } = box.pzt;
+    const shown = !query || inside || node.hit || node.below;
+    box.classList.toggle("filtered", !shown);
+    box.classList.toggle("hit", !!node.hit);
+    markText(box.pzt.kind, node.kind, query);
+    markText(box.pzt.copy, node.path === "" ? "<root>" : node.path, query);
+    if (!shown) return;
+    if (query && node.below) box.pzt.open();
+    const within = inside || !!node.hit;
+    for (const k of kids(box)) {
+      if (k.pzt && k.pzt.node) applySearch(k, within);
+      else if (k.pzt && k.pzt.prm) {
+        const prm = k.pzt.prm;
+        k.classList.toggle("filtered", !!query && !within && !prm.hit);
+        k.classList.toggle("hit", !!prm.hit);
+      } else k.classList.toggle("filtered", !!query && !within);
+    }
+  }
+  search.addEventListener("input", () => {
+    query = search.value.trim().toLowerCase();
+    const n = markMatches(data.tree, query);
+    found.textContent = query ? n + (n === 1 ? " match" : " matches") : "";
+    searching = true;
+    applySearch(rootBox, false);
+    searching = false;
+    const first = tree.querySelector(".node.hit, .param.hit");
+    if (first) first.scrollIntoView({ block: "nearest" });
+  });
+  const rootBox = nodeEl(data.tree, 0);
+  tree.append(rootBox);
 }
 
 // A page of arrays (a capture): one section per array, the first open.
