@@ -462,3 +462,76 @@ fn the_truncate_hint_is_not_given_when_truncating_already() {
         "{e}"
     );
 }
+
+#[test]
+fn newcomer_mistakes_get_pointed_answers() {
+    let d = tmpdir("newcomer");
+    let fx = root().join("tests/fixtures");
+    // A typo in `[model] hf` with chat data: the directory is named, not the chat template.
+    let f = d.join("typo.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "[run]\nname = \"t\"\nout_dir = \"{}\"\n[model]\nhf = \"{}\"\n[data]\nsource = \"chat\"\nfiles = [\"{}\"]\nseq_len = 96\n[train]\nsteps = 2\nbatch_size = 2\n[optim]\nlr = 1e-3\n",
+            d.join("run").display(),
+            fx.join("hf/chat-tinyy").display(),
+            fx.join("chat.jsonl").display(),
+        ),
+    )
+    .unwrap();
+    for cmd in ["train", "data", "plan"] {
+        let (code, _, e) = run_pzt(&[cmd, f.to_str().unwrap()]);
+        assert_eq!(code, 2, "{cmd}: {e}");
+        assert!(
+            e.contains("chat-tinyy")
+                && e.contains("does not exist")
+                && !e.contains("chat_template"),
+            "{cmd}: {e}"
+        );
+    }
+    // A LoRA target with a typo: "did you mean".
+    let lora = root().join("recipes/lora-chat.toml");
+    let (code, _, e) = run_pzt(&[
+        "plan",
+        lora.to_str().unwrap(),
+        "--set",
+        "strategy.lora.targets=[\"qproj\"]",
+    ]);
+    assert_eq!(code, 2, "{e}");
+    assert!(e.contains("did you mean `q_proj`?"), "{e}");
+    // A finished run: past its steps, and --profile with nothing to profile.
+    let g = tiny(&d, 4, "");
+    let gs = g.to_str().unwrap();
+    assert_eq!(run_pzt(&["train", gs]).0, 0);
+    let (code, _, e) = run_pzt(&["train", gs, "--set", "train.steps=2"]);
+    assert_eq!(code, 2, "{e}");
+    assert!(e.contains("run.name=\"t-2\""), "{e}");
+    let trace = d.join("trace.json");
+    let (code, _, e) = run_pzt(&["train", gs, "--profile", trace.to_str().unwrap()]);
+    assert_eq!(code, 2, "{e}");
+    assert!(e.contains("is finished") && !trace.exists(), "{e}");
+    // export --peft of a run that trained more than its adapters.
+    let run = d.join("peft-run");
+    let (code, _, e) = run_pzt(&[
+        "train",
+        lora.to_str().unwrap(),
+        "--set",
+        &format!("run.out_dir=\"{}\"", run.display()),
+        "--set",
+        "train.steps=2",
+        "--set",
+        "strategy.lora.targets=[\"q_proj\"]",
+        "--set",
+        "strategy.trainable=[\"lm_head\"]",
+    ]);
+    assert_eq!(code, 0, "{e}");
+    let out = d.join("adapter");
+    let (code, _, e) = run_pzt(&[
+        "export",
+        run.join("checkpoints/step-2").to_str().unwrap(),
+        "--peft",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{e}");
+    assert!(e.contains("cannot hold") && e.contains("--hf"), "{e}");
+}

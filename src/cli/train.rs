@@ -97,6 +97,18 @@ pub fn run(a: Args) -> Result<(), Failure> {
         }),
     };
     let spec = r.train_spec(&pzt::builtin_registry()).map_err(lib_err)?;
+    if a.profile.is_some() {
+        if let Some((s, _)) = pzt::train::checkpoint::latest(&r.run.out_dir) {
+            if s >= spec.train.steps {
+                return Err(Failure::BadInput(format!(
+                    "--profile: the run in {} is finished (step {s} of {}): there is no step to profile; raise train.steps, or profile a new run (--set 'run.name=\"{}-profile\"')",
+                    r.run.out_dir.display(),
+                    spec.train.steps,
+                    r.run.name
+                )));
+            }
+        }
+    }
     deterministic_cublas(&spec);
     let s = pzt::train::train(spec, &opts, &stop).map_err(|e| lib_err(r.locate(e)))?;
     if s.rank > 0 {

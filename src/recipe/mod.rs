@@ -156,8 +156,36 @@ impl Recipe {
         let mut r = Self::decode_located(&resolved)
             .map(|parts| parts.into_recipe(resolved.clone()))
             .map_err(|d| recipe_error(&resolved.sources, d))?;
+        r.check_hf()
+            .map_err(|d| recipe_error(&resolved.sources, d))?;
         r.default_tokenizer();
         Ok(r)
+    }
+
+    /// `[model] hf = DIR` must name a Hugging Face model directory; said at the key before
+    /// anything else (the data, tokenized with the model's tokenizer, is prepared first).
+    fn check_hf(&self) -> std::result::Result<(), Diagnostic> {
+        let Some(t) = self.model.as_table() else {
+            return Ok(());
+        };
+        let Some(RVal::Str(hf)) = t.get("hf").map(|e| &e.node.val) else {
+            return Ok(());
+        };
+        let dir = self.base_dir().join(hf);
+        if dir.join("config.json").is_file() {
+            return Ok(());
+        }
+        let why = if dir.is_dir() {
+            "has no config.json"
+        } else {
+            "does not exist"
+        };
+        Err(Diagnostic::new(format!(
+            "`{}` is not a HuggingFace model directory: it {why}",
+            dir.display()
+        ))
+        .at(decode::key_loc(t, "hf"))
+        .key("model.hf"))
     }
 
     /// A pretrained model's data is tokenized with the model's own tokenizer unless `[data]`

@@ -17,7 +17,7 @@ impl Recipe {
                     file: 0,
                     span: 0..0,
                 }))
-                .note("see README.md, \"Training\", for the keys");
+                .note("see docs/training.md for the keys");
             recipe_error(&self.resolved.sources, d)
         })
     }

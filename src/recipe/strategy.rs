@@ -146,7 +146,17 @@ impl Ctx<'_> {
             })?;
             let found = sel.select(tree);
             if found.count() == 0 {
-                return Err(self.err(&keys, format!("target `{t}` matches nothing")).note(
+                let mut d = self.err(&keys, format!("target `{t}` matches nothing"));
+                if let Some(mods) = &self.modules {
+                    let short: BTreeSet<&str> = mods
+                        .iter()
+                        .filter_map(|(m, _)| m.rsplit('.').next())
+                        .collect();
+                    if let Some(m) = super::source::did_you_mean(t, short.iter().copied()) {
+                        d = d.note(format!("did you mean `{m}`?"));
+                    }
+                }
+                return Err(d.note(
                     "targets are HF module names (q_proj, v_proj, ...) for a model loaded from an HF directory, selectors, or \"all-linear\"",
                 ));
             }

@@ -11,10 +11,14 @@
 //! `manifest.json` holds every file's checksums ([`manifest`]); loading verifies them first.
 
 pub mod arrays;
+mod base;
 pub mod manifest;
+mod pins;
+
+pub use base::{base_structure, verify_base, BaseRecord};
+pub use pins::{pin, pinned_steps, prune};
 
 use crate::base::{Error, Result, TorchContext};
-use crate::params::fingerprint::fingerprint;
 use crate::params::Parameter;
 use crate::tree::Node;
 use serde::{Deserialize, Serialize};
@@ -60,59 +64,6 @@ fn is_one(n: &u64) -> bool {
     *n == 1
 }
 
-/// The frozen parameters a checkpoint was trained against.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct BaseRecord {
-    /// Where they came from (the HF model directory), when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    /// How many distinct frozen parameters there are.
-    pub parameters: usize,
-    /// [`crate::params::fingerprint::fingerprint`] of their values.
-    pub fingerprint: String,
-    /// A hash of the base model's structure and layer configs (rope_theta, eps, sizes, ...),
-    /// with adapters and activation checkpointing taken out: what, with the values, determines
-    /// the function. Absent in checkpoints written before it was recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub structure: Option<String>,
-}
-
-/// The hash of what a base model computes, beyond its values: the structure and configs of
-/// `tree` with each LoRA/DoRA adapter replaced by the Linear it adapts and activation
-/// checkpointing removed.
-pub fn base_structure(tree: &Node) -> Result<String> {
-    let plain = crate::layers::toolshed::without_checkpointing(tree)?;
-    let plain = crate::tree::select(&plain)
-        .at_instances_of("LowRankAdapter")
-        .apply(|_, n| n.child("pretrained")?.child("0").cloned())?;
-    let text = toml::to_string(&plain.to_toml()?)
-        .map_err(|e| Error::Config(format!("the model's structure: {e}")))?;
-    Ok(format!(
-        "{:016x}",
-        crate::base::seed::fnv1a(text.as_bytes())
-    ))
-}
-
-impl BaseRecord {
-    /// The record of the frozen parameters of `tree` (None when everything trains).
-    pub fn of(tree: &Node, model: Option<&Path>) -> Result<Option<BaseRecord>> {
-        let frozen: Vec<Parameter> = tree
-            .parameters()
-            .into_iter()
-            .filter(|p| !p.trainable())
-            .collect();
-        if frozen.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(BaseRecord {
-            model: model.map(|p| p.display().to_string()),
-            parameters: frozen.len(),
-            fingerprint: fingerprint(&frozen)?,
-            structure: Some(base_structure(tree)?),
-        }))
-    }
-}
-
 /// Loads checkpoint `dir` into the trainable parameters of `tree` and checks its base.
 pub fn load_model(dir: &Path, tree: &Node) -> Result<TrainState> {
     let (state, _) = load(dir, &tree.trainable_parameters())?;
@@ -120,57 +71,7 @@ pub fn load_model(dir: &Path, tree: &Node) -> Result<TrainState> {
     Ok(state)
 }
 
-/// Checks that the frozen parameters of `tree` are those checkpoint `dir` was trained against.
-pub fn verify_base(dir: &Path, state: &TrainState, tree: &Node) -> Result<()> {
-    let Some(want) = &state.base else {
-        return Ok(());
-    };
-    let have = BaseRecord::of(tree, None)?;
-    let now = have.as_ref().map_or(0, |h| h.parameters);
-    if now != want.parameters {
-        return Err(Error::Config(format!(
-            "{}: this checkpoint was trained with {} frozen parameter(s), and the recipe now freezes {now}: its [strategy] (kind, trainable, freeze, LoRA targets) changed; use the checkpoint's own recipe ({}) or train into another out_dir",
-            dir.join("state.json").display(),
-            want.parameters,
-            dir.join("recipe.toml").display()
-        )));
-    }
-    if let (Some(w), Some(h)) = (
-        &want.structure,
-        have.as_ref().and_then(|h| h.structure.as_ref()),
-    ) {
-        if w != h {
-            let what = want
-                .model
-                .as_ref()
-                .map(|m| format!("the base model {m}"))
-                .unwrap_or_else(|| "the model".to_string());
-            return Err(Error::Config(format!(
-                "{}: the configuration of {what} changed since this checkpoint was trained (its structure or a layer setting such as rope_theta, an epsilon or a size in config.json or the recipe; structure {w} in state.json, {h} now); the checkpoint holds only the trained parameters and needs the same base",
-                dir.join("state.json").display(),
-            )));
-        }
-    }
-    let same = have
-        .as_ref()
-        .is_some_and(|h| h.fingerprint == want.fingerprint && h.parameters == want.parameters);
-    if same {
-        return Ok(());
-    }
-    let what = want
-        .model
-        .as_ref()
-        .map(|m| format!("the base model {m}"))
-        .unwrap_or_else(|| "the frozen parameters".to_string());
-    Err(Error::Config(format!(
-        "{}: {what} changed since this checkpoint was trained (fingerprint {} in state.json, {} now); the checkpoint holds only the trained parameters and needs the same base",
-        dir.join("state.json").display(),
-        want.fingerprint,
-        have.map(|h| h.fingerprint).unwrap_or_else(|| "none".into())
-    )))
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.display().to_string(),
         source,
@@ -496,80 +397,4 @@ fn write_files(
         fsync(f)?;
     }
     fsync(tmp)
-}
-
-/// Deletes checkpoints beyond the newest `keep_last`, sparing `keep_step` and every checkpoint
-/// another run still starts from (see [`pin`]).
-pub fn prune(out_dir: &Path, keep_last: usize, keep_step: Option<u64>) -> Result<()> {
-    let all = list(out_dir);
-    let n = all.len();
-    let pinned = pinned_steps(out_dir);
-    for (i, (step, path)) in all.into_iter().enumerate() {
-        if i + keep_last < n && Some(step) != keep_step && !pinned.contains(&step) {
-            std::fs::remove_dir_all(&path).map_err(io(&path))?;
-        }
-    }
-    Ok(())
-}
-
-/// Where the pins of a run's checkpoints are kept: `checkpoints/.pins/`.
-fn pins_dir(out_dir: &Path) -> PathBuf {
-    dir_of(out_dir).join(".pins")
-}
-
-/// Records that the run directory `by_run` is built from the checkpoint `checkpoint`
-/// (`[model] checkpoint = ...`), so that the pruning of the checkpoint's own run (`keep_last`)
-/// spares it for as long as `by_run` exists: a pin is the file
-/// `<run>/checkpoints/.pins/step-<N>.<hash>` holding the dependent run's path. Nothing happens
-/// for a directory that is not a step of a run.
-pub fn pin(checkpoint: &Path, by_run: &Path) -> Result<()> {
-    let checkpoint = checkpoint
-        .canonicalize()
-        .unwrap_or_else(|_| checkpoint.to_path_buf());
-    let by = by_run
-        .canonicalize()
-        .unwrap_or_else(|_| by_run.to_path_buf());
-    let (Some(name), Some(run)) = (
-        checkpoint
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned()),
-        checkpoint.parent().and_then(Path::parent),
-    ) else {
-        return Ok(());
-    };
-    if !name.starts_with("step-") || dir_of(run) != checkpoint.parent().unwrap_or(run) {
-        return Ok(());
-    }
-    let by_text = by.display().to_string();
-    let dir = pins_dir(run);
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let f = dir.join(format!(
-        "{name}.{:016x}",
-        crate::base::seed::fnv1a(by_text.as_bytes())
-    ));
-    if !f.is_file() {
-        crate::base::outputs::write(&f, by_text.as_bytes())?;
-    }
-    Ok(())
-}
-
-/// The steps of `out_dir` that a run that still exists is built from.
-pub fn pinned_steps(out_dir: &Path) -> Vec<u64> {
-    let Ok(rd) = std::fs::read_dir(pins_dir(out_dir)) else {
-        return vec![];
-    };
-    rd.filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let step = name
-                .strip_prefix("step-")?
-                .split('.')
-                .next()?
-                .parse()
-                .ok()?;
-            let by = crate::base::files::read_small_file(&e.path()).ok()?;
-            // A dependent run that was deleted no longer holds the checkpoint.
-            Path::new(by.trim()).exists().then_some(step)
-        })
-        .collect()
 }

@@ -26,6 +26,7 @@
 
 /// Checkpoint directories (the [`crate::store`] module, under its training name).
 pub use crate::store as checkpoint;
+mod agreement;
 pub mod expect;
 mod lock;
 mod looping;

@@ -62,6 +62,25 @@ pub fn rank_device(name: &str, local_rank: usize) -> Result<Device> {
     }
 }
 
+/// A training step below this many floating-point operations (about 6 x parameters x tokens
+/// of a micro-batch) runs on one CPU thread by default: its operations are too small for a
+/// second thread to pay for the synchronization at the end of each one, and when another
+/// process takes a core, every operation waits for the thread the scheduler took away
+/// (benches/busy.sh: the quickstart ran 7 times slower on two threads with one core busy).
+pub const SMALL_STEP_FLOPS: f64 = 2e9;
+
+/// The CPU threads of a run that neither `[train] threads` nor `OMP_NUM_THREADS` sets: one
+/// for a small step ([`SMALL_STEP_FLOPS`]), else libtorch's own choice (None: one per core).
+/// It depends on the recipe only, so a run and its resumption use the same.
+pub fn default_threads(tree: &Node, spec: &RunSpec) -> Option<i32> {
+    if std::env::var_os("OMP_NUM_THREADS").is_some() {
+        return None;
+    }
+    let tokens = spec.train.batch_size * spec.data.seq_len().unwrap_or(1).max(1);
+    let flops = 6.0 * tree.num_params() as f64 * tokens as f64;
+    (flops < SMALL_STEP_FLOPS).then_some(1)
+}
+
 impl Session {
     /// Sets up the run. Errors about a key of `[train]` or `[data]` are
     /// [`Error::InSection`]s.
@@ -111,6 +130,11 @@ impl Session {
             .on(device)
             .dtype(spec.param_dtype);
         let tree = (spec.model)(&builder)?;
+        if tc.threads.is_none() && device == tch::Device::Cpu {
+            if let Some(n) = default_threads(&tree, &spec) {
+                tch::set_num_threads(n);
+            }
+        }
         let task = task::for_data(
             &spec.data,
             spec.input_axes.clone(),

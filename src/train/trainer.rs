@@ -181,12 +181,12 @@ impl Trainer {
         super::resume_checks::check_same_data(&dir, &self.spec().recipe_toml)?;
         let (state, opt_state) = checkpoint::load(&dir, &self.params)?;
         checkpoint::verify_base(&dir, &state, &self.session.tree)?;
-
         if state.step > steps {
             return Err(Error::Config(format!(
-                "{} is at step {}, past [train] steps = {steps}; raise steps or use another out_dir",
+                "{} is at step {}, past [train] steps = {steps}; raise steps to continue this run, or start a new one in its own directory: --set 'run.name=\"{}-2\"' (when the recipe sets no out_dir) or --set 'run.out_dir=\"...\"'",
                 dir.display(),
                 state.step,
+                run.name,
             )));
         }
         self.opt
@@ -373,91 +373,18 @@ impl Trainer {
         )
     }
 
-    /// What every rank of a data-parallel run must agree on before the first step, as
-    /// float64s (hashes in 32-bit halves): the step it resumed from and that checkpoint's
-    /// `state.json`, what decides the collectives and the updates (the `[train]`, `[optim]`
-    /// and `[checkpoint]` settings but threads, the seed, the training set's size, the
-    /// trainable parameters' labels and shapes), and whether it trains on a GPU.
-    fn start_facts(&self) -> Result<Vec<(&'static str, f64)>> {
-        let halves = |h: u64| ((h >> 32) as f64, (h & 0xffff_ffff) as f64);
-        let spec = self.spec();
-        let state = checkpoint::latest(&spec.run.out_dir)
-            .and_then(|(_, d)| std::fs::read(d.join("state.json")).ok())
-            .map_or(0, |b| crate::base::seed::fnv1a(&b));
-        let mut train = spec.train.clone();
-        train.threads = None;
-        let shapes: Vec<(String, Vec<i64>)> = self
-            .params
-            .iter()
-            .map(|p| (p.label().to_string(), p.shape()))
-            .collect();
-        // The data (a sample of its examples) and the model (its whole structure: kinds,
-        // configs, labels and shapes, and the values it starts from) must be the same too.
-        let structure = self
-            .session
-            .tree
-            .to_toml()
-            .ok()
-            .and_then(|t| toml::to_string(&t).ok())
-            .unwrap_or_default();
-        let values = crate::params::fingerprint::fingerprint(&self.params)?;
-        let plan = serde_json::to_string(&(
-            &train,
-            &spec.optim,
-            &spec.checkpoint,
-            spec.run.seed,
-            self.session.data.train.len(),
-            shapes,
-            self.session.data.fingerprint()?,
-            crate::base::seed::fnv1a(structure.as_bytes()),
-            (values, self.base.as_ref().map(|b| b.fingerprint.clone())),
-        ))
-        .map_err(|e| Error::Run(format!("the run's settings: {e}")))?;
-        let (plan, state) = (
-            halves(crate::base::seed::fnv1a(plan.as_bytes())),
-            halves(state),
-        );
-        let gpu = matches!(self.session.device, tch::Device::Cuda(_));
-        Ok(vec![
-            ("the step they resume from", self.step as f64),
-            ("the checkpoint they resume from", state.0),
-            ("the checkpoint they resume from", state.1),
-            (
-                "their [train], [optim] or [checkpoint] settings, data or model",
-                plan.0,
-            ),
-            (
-                "their [train], [optim] or [checkpoint] settings, data or model",
-                plan.1,
-            ),
-            (
-                "their device (some on a GPU, some on the CPU)",
-                f64::from(u8::from(gpu)),
-            ),
-        ])
-    }
-
-    /// Every rank must start from the same place with the same plan.
+    /// Every rank must start from the same place with the same plan (`agreement.rs`).
     fn agree_on_start(&self) -> Result<()> {
         if !self.world.distributed() {
             return Ok(());
         }
-        let facts = self.start_facts()?;
-        let mine: Vec<f64> = facts.iter().map(|f| f.1).collect();
-        let lo = self.world.reduce_values(&mine, ReduceOp::Min)?;
-        let hi = self.world.reduce_values(&mine, ReduceOp::Max)?;
-        match facts.iter().zip(lo.iter().zip(&hi)).find(|(_, (l, h))| l != h) {
-            None => Ok(()),
-            Some(((what, _), (l, h))) => Err(Error::Config(format!(
-                "rank {}: the ranks differ in {what}{}; every rank must run the same recipe on one shared out_dir",
-                self.world.rank,
-                if what.starts_with("the step") {
-                    format!(" ({l} to {h})")
-                } else {
-                    String::new()
-                }
-            ))),
-        }
+        let facts = super::agreement::start_facts(
+            &self.session,
+            &self.params,
+            self.step,
+            self.base.as_ref(),
+        )?;
+        super::agreement::agree(&self.world, &facts)
     }
 
     /// Writes a checkpoint of the current step (and prunes old ones); returns its directory.

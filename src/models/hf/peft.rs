@@ -330,6 +330,41 @@ pub fn write(tree: &Node, arch: &Arch, out: &Path, base_model: &str) -> Result<(
                 .into(),
         ));
     }
+    // Parameters trained besides the adapters (`[strategy] trainable`, e.g. the output head)
+    // have no place in a PEFT LoRA adapter: an adapter without them is not the trained model.
+    let in_adapters: BTreeSet<String> = found
+        .iter()
+        .flat_map(|(_, n)| {
+            let mut v: Vec<String> = n
+                .param_entries()
+                .iter()
+                .map(|(_, e)| e.label().to_string())
+                .collect();
+            if let Ok(u) = n.child("update") {
+                v.extend(
+                    u.all_param_entries()
+                        .into_iter()
+                        .map(|(_, _, e)| e.label().to_string()),
+                );
+            }
+            v
+        })
+        .collect();
+    let extra: Vec<String> = tree
+        .trainable_parameters()
+        .iter()
+        .map(|p| p.label().to_string())
+        .filter(|l| !in_adapters.contains(l))
+        .collect();
+    if let Some(first) = extra.first() {
+        return Err(Error::Config(format!(
+            "export --peft: the run also trained `{first}`{} besides the adapters ([strategy] trainable), which a PEFT LoRA adapter cannot hold; export with --hf (the adapters merged, the trained parameters as they are)",
+            match extra.len() {
+                1 => String::new(),
+                n => format!(" and {} more", n - 1),
+            }
+        )));
+    }
     let mut tensors: Vec<(String, Tensor)> = vec![];
     let mut adapted: Vec<String> = vec![];
     let mut settings: Option<(i64, f64, f64, bool)> = None;
