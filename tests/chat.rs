@@ -214,15 +214,14 @@ fn chat_training_lowers_the_loss_and_generation_stops_at_the_end_of_turn() {
         "40",
     ]);
     assert_eq!(code, 0, "{e}");
+    // Only the answer is printed: no templated prompt, and it stops at the end of the turn
+    // (which is not printed) instead of writing the next turn.
+    assert!(!o.trim().is_empty(), "{o}");
     assert!(
-        o.contains("<|im_start|>user\nSay dog twice.<|im_end|>\n<|im_start|>assistant\n"),
+        !o.contains("<|im_start|>") && !o.contains("<|im_end|>"),
         "{o}"
     );
-    assert!(
-        o.trim_end().ends_with("<|im_end|>"),
-        "stops at the end of turn: {o}"
-    );
-    assert_eq!(o.matches("<|im_end|>").count(), 3, "{o}");
+    assert_eq!(o.trim_end().lines().count(), 1, "{o}");
 }
 
 #[test]

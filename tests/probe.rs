@@ -203,6 +203,8 @@ fn capture_refuses_bad_input() {
     let hf = fixture("hf/chat-tiny");
     let out = d.join("c.safetensors");
     let o = out.to_str().unwrap();
+    let mask = d.join("m.safetensors");
+    let m = mask.to_str().unwrap();
     for (args, msg) in [
         (
             vec!["--select", "Nope", "--tokens", "1 2"],
@@ -217,8 +219,13 @@ fn capture_refuses_bad_input() {
             "outside the vocabulary",
         ),
         (
-            vec!["--select", "blocks.*", "--tokens", "1 2", "--mask", o],
+            vec!["--select", "blocks.*", "--tokens", "1 2", "--mask", m],
             "no ApplyExplicitAttentionMask",
+        ),
+        // The output onto the mask it reads.
+        (
+            vec!["--select", "blocks.*", "--tokens", "1 2", "--mask", o],
+            "would be overwritten",
         ),
     ] {
         let mut a = vec!["capture", hf.as_str(), "--out", o];

@@ -30,6 +30,22 @@ pub struct Args {
     expect: Vec<String>,
 }
 
+/// `--checkpoint`: `best` or `latest` of the recipe's run, a run directory or RUN@best, or a
+/// checkpoint directory.
+fn checkpoint_arg(
+    given: Option<&std::path::Path>,
+    out_dir: &std::path::Path,
+) -> Result<Option<PathBuf>, Failure> {
+    let resolved = match given {
+        Some(c) if !c.exists() && (c == "best" || c == "latest") => pzt::loader::resolve_model(
+            &PathBuf::from(format!("{}@{}", out_dir.display(), c.display())),
+        ),
+        Some(c) => pzt::loader::resolve_model(c),
+        None => return Ok(None),
+    };
+    resolved.map(Some).map_err(lib_err)
+}
+
 pub fn run(a: Args) -> Result<(), Failure> {
     let exps = a
         .expect
@@ -38,18 +54,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(lib_err)?;
     let r = pzt::recipe::Recipe::load(&a.recipe, &a.set).map_err(lib_err)?;
-    let given = match a.checkpoint.as_deref() {
-        Some(c) if !c.exists() && (c == "best" || c == "latest") => Some(
-            pzt::loader::resolve_model(&std::path::PathBuf::from(format!(
-                "{}@{}",
-                r.run.out_dir.display(),
-                c.display()
-            )))
-            .map_err(lib_err)?,
-        ),
-        Some(c) => Some(pzt::loader::resolve_model(c).map_err(lib_err)?),
-        None => None,
-    };
+    let given = checkpoint_arg(a.checkpoint.as_deref(), &r.run.out_dir)?;
     let dir = if a.no_checkpoint {
         None
     } else {

@@ -131,26 +131,8 @@ fn strategy_lines(s: Strategy) -> &'static str {
     }
 }
 
-pub fn run(a: Args) -> Result<(), Failure> {
-    if a.out.exists() && !a.force {
-        return Err(Failure::BadInput(format!(
-            "{} exists; choose another file or pass --force",
-            a.out.display()
-        )));
-    }
-    pzt::base::outputs::Outputs::new()
-        .input(&a.model)
-        .input(&a.data)
-        .output("OUT", &a.out)
-        .check()
-        .map_err(lib_err)?;
-    if pzt::loader::model_path(&a.model).map_err(lib_err)? != pzt::loader::ModelPath::Hf {
-        return Err(Failure::BadInput(format!(
-            "--model {}: not a Hugging Face model directory (config.json)",
-            a.model.display()
-        )));
-    }
-    let (data, format) = data_lines(&a.data)?;
+/// The recipe `pzt init` writes.
+fn recipe_text(a: &Args, data: &str, format: &str) -> String {
     let name = a.name.clone().unwrap_or_else(|| {
         a.out
             .file_stem()
@@ -163,7 +145,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             "dora = true                              # DoRA: a learned magnitude per output\n",
         );
     }
-    let text = format!(
+    format!(
         "# A starter recipe written by `pzt init`: {strategy} fine-tuning of {model} on {data_file}
 # ({format}). Check it with `pzt plan` and `pzt data --show 2`, then `pzt train`; every key is
 # described in docs/recipes.md, docs/data.md, docs/training.md and docs/strategies.md.
@@ -212,7 +194,30 @@ keep_best = \"eval.loss\"                   # `pzt eval RECIPE --checkpoint best
         model_path = relative(&a.model, &a.out),
         data_path = relative(&a.data, &a.out),
         lr = if a.strategy == Strategy::Full { "2e-5" } else { "2e-4" },
-    );
+    )
+}
+
+pub fn run(a: Args) -> Result<(), Failure> {
+    if a.out.exists() && !a.force {
+        return Err(Failure::BadInput(format!(
+            "{} exists; choose another file or pass --force",
+            a.out.display()
+        )));
+    }
+    pzt::base::outputs::Outputs::new()
+        .input(&a.model)
+        .input(&a.data)
+        .output("OUT", &a.out)
+        .check()
+        .map_err(lib_err)?;
+    if pzt::loader::model_path(&a.model).map_err(lib_err)? != pzt::loader::ModelPath::Hf {
+        return Err(Failure::BadInput(format!(
+            "--model {}: not a Hugging Face model directory (config.json)",
+            a.model.display()
+        )));
+    }
+    let (data, format) = data_lines(&a.data)?;
+    let text = recipe_text(&a, &data, format);
     pzt::base::outputs::write(&a.out, text.as_bytes()).map_err(lib_err)?;
     println!(
         "wrote {} ({} fine-tuning, {format} data); next: pzt plan {}",

@@ -126,6 +126,40 @@ fn saved_states(
     Ok(out)
 }
 
+/// Gives the submodel's state variables their saved values from before the call.
+fn set_states(tree: &Node, before: &HashMap<String, Value>, dir: &Path) -> Result<()> {
+    let mut err = None;
+    tree.walk(&mut |path, n| {
+        for (field, s) in n.state_entries() {
+            let at = state_key(path, field);
+            if let StateEntry::Var(v) = s {
+                v.set(before.get(&at).cloned());
+            } else if err.is_none() && before.contains_key(&at) {
+                err = Some(bad(
+                    dir,
+                    "io.safetensors",
+                    format!("state `{at}` cannot be set"),
+                ));
+            }
+        }
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The submodel (edited or not) must run on the saved input; when it does not, the edits or the
+/// files are at fault: said so, with the layer and shapes.
+fn cannot_run(dir: &Path, edited: bool, input: &Value, e: Error) -> Error {
+    Error::Config(format!(
+        "{}: the {}submodel cannot run on the saved input ({}): {e}",
+        dir.display(),
+        if edited { "edited " } else { "" },
+        crate::probe::values::describe(input)
+    ))
+}
+
 /// Replays the isolated submodel in `dir`; `sets` and `patch` edit it first.
 pub fn replay(
     dir: &Path,
@@ -162,39 +196,11 @@ pub fn replay(
     let side = unflatten_side(&st["side"], &arrays)?;
     let before = saved_states(&st["before"], &arrays, "before")?;
     let after = saved_states(&st["after"], &arrays, "after")?;
-    let mut err = None;
-    tree.walk(&mut |path, n| {
-        for (field, s) in n.state_entries() {
-            let at = state_key(path, field);
-            if let StateEntry::Var(v) = s {
-                v.set(before.get(&at).cloned());
-            } else if err.is_none() && before.contains_key(&at) {
-                err = Some(bad(
-                    dir,
-                    "io.safetensors",
-                    format!("state `{at}` cannot be set"),
-                ));
-            }
-        }
-    });
-    if let Some(e) = err {
-        return Err(e);
-    }
+    set_states(&tree, &before, dir)?;
     let _ng = tch::no_grad_guard();
-    // The submodel (edited or not) must run on the saved input; when it does not, the edits or
-    // the files are at fault: say so, with the layer and shapes.
-    let output = tree.forward(input.clone(), &side).map_err(|e| {
-        Error::Config(format!(
-            "{}: the {}submodel cannot run on the saved input ({}): {e}",
-            dir.display(),
-            if sets.is_empty() && patch.is_none() {
-                ""
-            } else {
-                "edited "
-            },
-            crate::probe::values::describe(&input)
-        ))
-    })?;
+    let output = tree
+        .forward(input.clone(), &side)
+        .map_err(|e| cannot_run(dir, !sets.is_empty() || patch.is_some(), &input, e))?;
     let max = max_abs_diff(&output, &saved_output)?;
     let mut state_max: Option<f64> = None;
     let mut state_err = None;

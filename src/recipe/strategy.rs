@@ -12,7 +12,7 @@ use crate::layers::toolshed::{self, freeze::freeze_where, LoraConfig};
 use crate::models::hf::peft::{module_matches, target_modules, Adapter};
 use crate::spec::strategy::{OneOrMany, StrategyKind};
 use crate::tree::selector::Selector;
-use crate::tree::{select, Node, Selection};
+use crate::tree::{Node, Selection};
 use std::collections::BTreeSet;
 
 /// Where the value of `strategy.<keys...>` is written.
@@ -250,26 +250,7 @@ pub fn apply_strategy(
             a.load_into(&tree, arch)
                 .map_err(|e| cx.err(&["lora", "init_from"], e.to_string()))?;
         }
-        let mut keep: BTreeSet<String> = select(&tree)
-            .at_instances_of("LowRankAdapter")
-            .get()
-            .iter()
-            .flat_map(|(_, n)| {
-                let mut v: Vec<String> = n
-                    .param_entries()
-                    .iter()
-                    .map(|(_, e)| e.label().to_string())
-                    .collect();
-                if let Ok(u) = n.child("update") {
-                    v.extend(
-                        u.all_param_entries()
-                            .into_iter()
-                            .map(|(_, _, e)| e.label().to_string()),
-                    );
-                }
-                v
-            })
-            .collect();
+        let mut keep: BTreeSet<String> = toolshed::adapter_labels(&tree);
         if let Some(t) = &s.trainable {
             let sel = cx.selection(&tree, t, &["trainable"])?;
             keep.extend(toolshed::freeze::labels_under(&sel));

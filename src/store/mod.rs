@@ -241,43 +241,56 @@ pub fn read_state(dir: &Path) -> Result<(TrainState, manifest::Verified)> {
     Ok((state, verified))
 }
 
-/// Reads a checkpoint's state, and copies its parameters into `params` (by label; every
-/// parameter must be present with its shape and finite values). Returns the state and the
-/// optimizer tensors. Pass the trainable parameters: a checkpoint holds only those.
-pub fn load(dir: &Path, params: &[Parameter]) -> Result<(TrainState, Vec<(String, Tensor)>)> {
-    let (state, _) = read_state(dir)?;
-    let mp = dir.join("model.safetensors");
-    let tensors = Tensor::read_safetensors(&mp).map_err(|e| {
+/// The tensors of a checkpoint's file `name`, by name.
+fn read_tensors(dir: &Path, name: &str) -> Result<std::collections::BTreeMap<String, Tensor>> {
+    let tensors = Tensor::read_safetensors(dir.join(name)).map_err(|e| {
         corrupt(
             dir,
             format!(
-                "model.safetensors: {}",
+                "{name}: {}",
                 crate::base::error::clean_torch_message(&e.to_string())
             ),
         )
     })?;
-    let mut by: std::collections::BTreeMap<String, Tensor> = tensors.into_iter().collect();
-    // A checkpoint of another model or strategy holds other parameters: say so, not that it is
-    // damaged.
+    Ok(tensors.into_iter().collect())
+}
+
+/// A checkpoint of another model or strategy holds other parameters: say so, not that it is
+/// damaged.
+fn check_holds(
+    dir: &Path,
+    params: &[Parameter],
+    by: &std::collections::BTreeMap<String, Tensor>,
+) -> Result<()> {
     let missing: Vec<&str> = params
         .iter()
         .map(|p| p.label())
         .filter(|l| !by.contains_key(*l))
         .collect();
-    if let Some(first) = missing.first() {
-        let more = match missing.len() {
-            1 => String::new(),
-            n => format!(" and {} more", n - 1),
-        };
-        let held: Vec<&str> = by.keys().take(3).map(String::as_str).collect();
-        return Err(Error::Config(format!(
-            "checkpoint {} was trained with another model or [strategy] than this recipe builds: it holds no `{first}`{more} (it holds `{}`{}); use its own recipe ({}) or train into another out_dir",
-            dir.display(),
-            held.join("`, `"),
-            if by.len() > 3 { ", ..." } else { "" },
-            dir.join("recipe.toml").display()
-        )));
-    }
+    let Some(first) = missing.first() else {
+        return Ok(());
+    };
+    let more = match missing.len() {
+        1 => String::new(),
+        n => format!(" and {} more", n - 1),
+    };
+    let held: Vec<&str> = by.keys().take(3).map(String::as_str).collect();
+    Err(Error::Config(format!(
+        "checkpoint {} was trained with another model or [strategy] than this recipe builds: it holds no `{first}`{more} (it holds `{}`{}); use its own recipe ({}) or train into another out_dir",
+        dir.display(),
+        held.join("`, `"),
+        if by.len() > 3 { ", ..." } else { "" },
+        dir.join("recipe.toml").display()
+    )))
+}
+
+/// Reads a checkpoint's state, and copies its parameters into `params` (by label; every
+/// parameter must be present with its shape and finite values). Returns the state and the
+/// optimizer tensors. Pass the trainable parameters: a checkpoint holds only those.
+pub fn load(dir: &Path, params: &[Parameter]) -> Result<(TrainState, Vec<(String, Tensor)>)> {
+    let (state, _) = read_state(dir)?;
+    let mut by = read_tensors(dir, "model.safetensors")?;
+    check_holds(dir, params, &by)?;
     // Check everything before touching any parameter.
     for p in params {
         let t = by

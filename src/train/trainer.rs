@@ -21,6 +21,17 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tch::Tensor;
 
+/// A checkpoint further along than the recipe's steps: continue with more, or start a new run.
+fn past_steps(dir: &std::path::Path, at: u64, steps: u64, name: &str) -> Result<()> {
+    if at <= steps {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "{} is at step {at}, past [train] steps = {steps}; raise steps to continue this run, or start a new one in its own directory: --set 'run.name=\"{name}-2\"' (when the recipe sets no out_dir) or --set 'run.out_dir=\"...\"'",
+        dir.display(),
+    )))
+}
+
 /// A run in progress: the session, the optimizer and where the run is.
 pub struct Trainer {
     pub session: Session,
@@ -181,14 +192,7 @@ impl Trainer {
         super::resume_checks::check_same_data(&dir, &self.spec().recipe_toml)?;
         let (state, opt_state) = checkpoint::load(&dir, &self.params)?;
         checkpoint::verify_base(&dir, &state, &self.session.tree)?;
-        if state.step > steps {
-            return Err(Error::Config(format!(
-                "{} is at step {}, past [train] steps = {steps}; raise steps to continue this run, or start a new one in its own directory: --set 'run.name=\"{}-2\"' (when the recipe sets no out_dir) or --set 'run.out_dir=\"...\"'",
-                dir.display(),
-                state.step,
-                run.name,
-            )));
-        }
+        past_steps(&dir, state.step, steps, &run.name)?;
         self.opt
             .load_state(state.optimizer_step, opt_state)
             .map_err(|e| Error::Config(format!("checkpoint {}: {e}", dir.display())))?;

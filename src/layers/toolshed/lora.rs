@@ -416,3 +416,28 @@ pub fn merge_adapters(root: &Node) -> Result<Node> {
             Ok(ln.clone().with_param("weights", ParamEntry::Bound(p)))
         })
 }
+
+/// The labels of the adapters' own parameters (LoRA A and B, DoRA's magnitude) in `root`: what a
+/// LoRA run trains.
+pub fn adapter_labels(root: &Node) -> std::collections::BTreeSet<String> {
+    crate::tree::select(root)
+        .at_instances_of("LowRankAdapter")
+        .get()
+        .iter()
+        .flat_map(|(_, n)| {
+            let mut v: Vec<String> = n
+                .param_entries()
+                .iter()
+                .map(|(_, e)| e.label().to_string())
+                .collect();
+            if let Ok(u) = n.child("update") {
+                v.extend(
+                    u.all_param_entries()
+                        .into_iter()
+                        .map(|(_, _, e)| e.label().to_string()),
+                );
+            }
+            v
+        })
+        .collect()
+}

@@ -23,5 +23,7 @@ pub use checkpointed::{checkpoint_activations, without_checkpointing, Checkpoint
 pub use freeze::{freeze, train_only};
 pub use knockout::KnockOutAttentionHeads;
 pub use linearize::LinearizeAndAdjust;
-pub use lora::{linears_within, loraify, merge_adapters, LoraConfig, LowRankAdapter};
+pub use lora::{
+    adapter_labels, linears_within, loraify, merge_adapters, LoraConfig, LowRankAdapter,
+};
 pub use save::{saved_values, saving_all_intermediates, saving_intermediates, Saved};

@@ -332,24 +332,7 @@ pub fn write(tree: &Node, arch: &Arch, out: &Path, base_model: &str) -> Result<(
     }
     // Parameters trained besides the adapters (`[strategy] trainable`, e.g. the output head)
     // have no place in a PEFT LoRA adapter: an adapter without them is not the trained model.
-    let in_adapters: BTreeSet<String> = found
-        .iter()
-        .flat_map(|(_, n)| {
-            let mut v: Vec<String> = n
-                .param_entries()
-                .iter()
-                .map(|(_, e)| e.label().to_string())
-                .collect();
-            if let Ok(u) = n.child("update") {
-                v.extend(
-                    u.all_param_entries()
-                        .into_iter()
-                        .map(|(_, _, e)| e.label().to_string()),
-                );
-            }
-            v
-        })
-        .collect();
+    let in_adapters = crate::layers::toolshed::adapter_labels(tree);
     let extra: Vec<String> = tree
         .trainable_parameters()
         .iter()
