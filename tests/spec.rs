@@ -142,6 +142,15 @@ fn a_model_input_that_disagrees_with_the_training_batch_names_both_places() {
             "{err}"
         );
     }
+    // The training side from --set: the --set is what is pointed at, the recipe line noted.
+    let (code, _, err) = pzt(&["plan", f.to_str().unwrap(), "--set", "train.batch_size=2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`[train] batch_size` is 2, but `[model.input]` axis `batch` has size 8")
+            && err.contains("--> --set #1:1:1")
+            && err.contains("batch.toml:8:"),
+        "{err}"
+    );
     let f = write(
         "seq.toml",
         &lm_recipe(

@@ -109,6 +109,31 @@ fn check_agrees(res: &Resolved, axes: &Axes, b: &TrainingBatch) -> Result<(), Di
         } else {
             format!("`[{section}] {field}` is {want}")
         };
+        // When the training side comes from `--set`, that is what the user just changed: point
+        // at it, and name the recipe's line in the note.
+        let set_loc = res
+            .root
+            .lookup(&key_path(key))
+            .and_then(|n: &RNode| n.loc.clone())
+            .filter(|l| {
+                res.sources
+                    .file(l.file)
+                    .is_some_and(|f| f.name.starts_with("--set"))
+            });
+        if let Some(sl) = set_loc {
+            let recipe_at = loc
+                .as_ref()
+                .map(|l| res.sources.position(l))
+                .unwrap_or_else(|| "<unknown>".into());
+            return Err(Diagnostic::new(format!(
+                "{what}, but `[model.input]` axis `{name}` has size {size}"
+            ))
+            .at(Some(sl))
+            .key(key.to_string())
+            .note(format!(
+                "`model.input.axes.{name}` is set at {recipe_at}; state the size once (omit `[model.input] axes` to derive it, or --set it too)"
+            )));
+        }
         return Err(Diagnostic::new(format!(
             "`[model.input]` axis `{name}` has size {size}, but {what}"
         ))
