@@ -244,3 +244,23 @@ fn a_port_that_answers_but_is_no_store_gives_up_and_obeys_signals() {
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     drop(held);
 }
+
+#[test]
+fn a_port_in_use_and_bad_input_in_the_ranks_are_said_plainly() {
+    let d = tmpdir("plain");
+    // Rank 0 cannot listen where something else does: it says so.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let sets = quick_sets(&d.join("run"), 2, 4, &["train.distributed_timeout_s=5"]);
+    let o = quick_cmd(&sets, &[]).as_rank(0, 2, &port).output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(0), "{e}");
+    assert!(e.contains("rank 0: could not start the store on"), "{e}");
+    drop(taken);
+    // Bad input found by the ranks (a model smaller than the tokenizer): exit 2, and no
+    // "run the same command to resume", which would fail the same way.
+    let bad = quick_sets(&d.join("run2"), 2, 4, &["model.vocab_size=8"]);
+    let (c, _, e) = train(&quickstart(), &bad, &["--nproc", "2"]);
+    assert_eq!(c, 2, "{e}");
+    assert!(!e.contains("run the same command to resume"), "{e}");
+}
