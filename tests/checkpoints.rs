@@ -360,14 +360,12 @@ fn with_model(recipe: &Path, model: &str) -> String {
     format!("{}[model]\n{model}\n{}", &s[..i], &s[j..])
 }
 
-#[test]
-fn a_checkpoint_chain_that_loops_is_refused_not_a_stack_overflow() {
-    let (fa, run_a) = trained("loop", 2, "");
+/// Trains run B (`runB` beside A's recipe, A's recipe otherwise) from A's checkpoint `ck_a`
+/// (`[model] checkpoint = ...`); returns B's recipe.
+fn trained_from(fa: &Path, run_a: &Path, ck_a: &Path) -> PathBuf {
     let d = fa.parent().unwrap();
-    let ck_a = run_a.join("checkpoints/step-2");
-    // Run B starts from A's checkpoint.
     let fb = d.join("b.toml");
-    let b = std::fs::read_to_string(&fa).unwrap().replace(
+    let b = std::fs::read_to_string(fa).unwrap().replace(
         &run_a.display().to_string(),
         &d.join("runB").display().to_string(),
     );
@@ -379,6 +377,16 @@ fn a_checkpoint_chain_that_loops_is_refused_not_a_stack_overflow() {
     .unwrap();
     let (code, o, e) = run_pzt(&["train", fb.to_str().unwrap()]);
     assert_eq!(code, 0, "{o}{e}");
+    fb
+}
+
+#[test]
+fn a_checkpoint_chain_that_loops_is_refused_not_a_stack_overflow() {
+    let (fa, run_a) = trained("loop", 2, "");
+    let d = fa.parent().unwrap();
+    let ck_a = run_a.join("checkpoints/step-2");
+    // Run B starts from A's checkpoint.
+    let fb = trained_from(&fa, &run_a, &ck_a);
     // A's checkpoint edited to start from B's: a loop.
     let ck_b = d.join("runB/checkpoints/step-2");
     let ra = ck_a.join("recipe.toml");
@@ -405,19 +413,7 @@ fn keep_last_spares_a_checkpoint_another_run_starts_from() {
     let (fa, run_a) = trained("pinned", 2, "");
     let d = fa.parent().unwrap();
     let ck_a = run_a.join("checkpoints/step-2");
-    let fb = d.join("b.toml");
-    let b = std::fs::read_to_string(&fa).unwrap().replace(
-        &run_a.display().to_string(),
-        &d.join("runB").display().to_string(),
-    );
-    std::fs::write(&fb, b).unwrap();
-    std::fs::write(
-        &fb,
-        with_model(&fb, &format!("checkpoint = \"{}\"", ck_a.display())),
-    )
-    .unwrap();
-    let (code, o, e) = run_pzt(&["train", fb.to_str().unwrap()]);
-    assert_eq!(code, 0, "{o}{e}");
+    let fb = trained_from(&fa, &run_a, &ck_a);
     // A goes on with keep_last = 1: its step-2 would be pruned, but B is built from it.
     let fas = fa.to_str().unwrap();
     let more = ["--set", "train.steps=6", "--set", "checkpoint.keep_last=1"];
