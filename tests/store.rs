@@ -225,3 +225,52 @@ fn one_huge_line_takes_the_memory_of_ordinary_lines() {
         );
     }
 }
+
+#[test]
+fn a_write_failure_while_preparing_chat_data_leaves_no_temporary_store() {
+    use std::os::unix::process::CommandExt;
+    let d = tmpdir("fsize");
+    let fx = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let f = d.join("chat.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "[run]\nname = \"c\"\nout_dir = \"{}\"\n[model]\nhf = \"{}\"\n[data]\nsource = \"chat\"\nfiles = [\"{}\"]\nseq_len = 96\n",
+            d.join("run").display(),
+            fx.join("hf/chat-tiny").display(),
+            fx.join("chat.jsonl").display(),
+        ),
+    )
+    .unwrap();
+    // Files may grow to 1 KiB only (as a full disk would stop them): the store's files fail.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pzt"));
+    cmd.args(["data", f.to_str().unwrap()]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 1024,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains(".tmp-data-") || e.contains("data-"),
+        "names the file: {e}"
+    );
+    assert!(!e.contains("os error"), "{e}");
+    let left: Vec<String> = std::fs::read_dir(d.join("run/cache"))
+        .map(|r| {
+            r.filter_map(|x| x.ok())
+                .map(|x| x.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
