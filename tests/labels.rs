@@ -30,9 +30,12 @@ fn assert_labels_are_paths(tree: &Node, what: &str) {
 }
 
 fn recipe_tree(text: &str) -> Node {
+    // A file per call: the tests of this file run in parallel.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("pzt-labels-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let f = dir.join("r.toml");
+    let f = dir.join(format!("r{n}.toml"));
     std::fs::write(&f, text).unwrap();
     let r = Recipe::load(&f, &[]).unwrap();
     Plan::tree_only(&r, &pzt::builtin_registry()).unwrap()
