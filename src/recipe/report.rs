@@ -92,8 +92,14 @@ impl Plan {
             human_bytes(m.optimizer)
         ));
         if r.input.is_some() {
+            let at: Vec<String> = ["model", "input", "axes"].map(String::from).to_vec();
+            let whence = if r.resolved.root.lookup(&at).is_some() {
+                "declared input"
+            } else {
+                "the training batch"
+            };
             s.push_str(&format!(
-                "  activations  {:>12}  (declared input)\n",
+                "  activations  {:>12}  ({whence})\n",
                 human_bytes(m.activations)
             ));
         }
