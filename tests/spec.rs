@@ -80,6 +80,7 @@ fn the_model_input_is_derived_from_the_training_batch() {
         out.contains("output      {batch: 4, seq: 8, vocab: 256} float32"),
         "{out}"
     );
+    assert!(out.contains("(the training batch)"), "{out}");
     // `[model.input]` without `axes`: the axes are derived, the dtype is kept.
     let f = write(
         "derived-dtype.toml",
