@@ -106,6 +106,22 @@ fn an_output_on_a_model_file_is_refused_and_the_model_kept() {
     assert!(!Path::new(page).exists());
 }
 
+/// A text file `rows.txt` in `d` and a recipe `text.toml` that prepares it (no model).
+fn text_data(d: &Path) -> (PathBuf, PathBuf) {
+    let data = d.join("rows.txt");
+    std::fs::write(&data, "one line of text\nanother line\n".repeat(20)).unwrap();
+    let r = d.join("text.toml");
+    std::fs::write(
+        &r,
+        format!(
+            "[run]\nname = \"x\"\nout_dir = \"{}\"\n[data]\nsource = \"text\"\nfiles = [\"rows.txt\"]\ntokenizer = \"bytes\"\nseq_len = 8\n",
+            d.join("xrun").display()
+        ),
+    )
+    .unwrap();
+    (data, r)
+}
+
 #[test]
 fn run_files_recipes_and_data_are_not_overwritten() {
     let d = tmpdir("run");
@@ -152,17 +168,7 @@ fn run_files_recipes_and_data_are_not_overwritten() {
     assert!(before == (snapshot(&run), std::fs::read(&f).unwrap()));
 
     // `pzt data --export` onto its own data file.
-    let data = d.join("rows.txt");
-    std::fs::write(&data, "one line of text\nanother line\n".repeat(20)).unwrap();
-    let r = d.join("text.toml");
-    std::fs::write(
-        &r,
-        format!(
-            "[run]\nname = \"x\"\nout_dir = \"{}\"\n[data]\nsource = \"text\"\nfiles = [\"rows.txt\"]\ntokenizer = \"bytes\"\nseq_len = 8\n",
-            d.join("xrun").display()
-        ),
-    )
-    .unwrap();
+    let (data, r) = text_data(&d);
     let rows = std::fs::read(&data).unwrap();
     refused(
         &[
@@ -183,17 +189,7 @@ fn run_files_recipes_and_data_are_not_overwritten() {
 #[test]
 fn special_files_are_never_replaced_and_symlinks_are_written_through() {
     let d = tmpdir("special");
-    let data = d.join("rows.txt");
-    std::fs::write(&data, "one line of text\nanother line\n".repeat(20)).unwrap();
-    let r = d.join("text.toml");
-    std::fs::write(
-        &r,
-        format!(
-            "[run]\nname = \"x\"\nout_dir = \"{}\"\n[data]\nsource = \"text\"\nfiles = [\"rows.txt\"]\ntokenizer = \"bytes\"\nseq_len = 8\n",
-            d.join("xrun").display()
-        ),
-    )
-    .unwrap();
+    let (_, r) = text_data(&d);
     let rs = r.to_str().unwrap();
     refused(&["data", rs, "--export", "/dev/full"], "not a regular file");
     let fifo = d.join("fifo");

@@ -5,7 +5,7 @@
 
 use super::{chat, csv, files::expand_files, lm};
 use crate::base::{Error, Result};
-use crate::data::spec::Source;
+use crate::data::spec::{Overflow, Source};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::{Example, PrepStats};
 use rayon::prelude::*;
@@ -175,6 +175,18 @@ fn take_lines(
     Ok(kept)
 }
 
+/// Every conversation was skipped: what to change (no truncate hint when truncating already).
+fn no_conversation_left(skipped: usize, window: usize, overflow: Overflow) -> Error {
+    let hint = match overflow {
+        Overflow::Skip => "raise seq_len or set overflow = \"truncate\"",
+        // Truncated conversations whose assistant turns were all cut off.
+        Overflow::Truncate => "raise seq_len: truncated to it, no assistant turn was left to learn",
+    };
+    seq_error(format!(
+        "[data]: no conversation is left: {skipped} skipped (longer than seq_len + 1 = {window} tokens, or without an assistant turn to learn); {hint}"
+    ))
+}
+
 fn seq_error(message: String) -> Error {
     Error::ConfigField {
         field: "seq_len".into(),
@@ -312,19 +324,7 @@ pub fn stream_source(
             }
             pb.finish_and_clear();
             if kept == 0 && stats.skipped > 0 {
-                let hint = match s.overflow {
-                    crate::data::spec::Overflow::Skip => {
-                        "raise seq_len or set overflow = \"truncate\""
-                    }
-                    // Truncated conversations whose assistant turns were all cut off.
-                    crate::data::spec::Overflow::Truncate => {
-                        "raise seq_len: truncated to it, no assistant turn was left to learn"
-                    }
-                };
-                return Err(seq_error(format!(
-                    "[data]: no conversation is left: {} skipped (longer than seq_len + 1 = {window} tokens, or without an assistant turn to learn); {hint}",
-                    stats.skipped
-                )));
+                return Err(no_conversation_left(stats.skipped, window, s.overflow));
             }
             Ok(0)
         }

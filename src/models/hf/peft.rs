@@ -73,6 +73,27 @@ fn adapter_name(weight_label: &str) -> String {
         .to_string()
 }
 
+/// peft's `exclude_modules`: a list of module names (a regex pattern is refused).
+fn exclude_modules(v: Option<&Value>) -> std::result::Result<Vec<String>, String> {
+    match v {
+        None => Ok(vec![]),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| "`exclude_modules` must hold strings".to_string())
+            })
+            .collect(),
+        Some(Value::String(s)) => Err(format!(
+            "`exclude_modules` is the pattern `{s}`; pzt reads a list of module names"
+        )),
+        Some(other) => Err(format!(
+            "`exclude_modules` must be a list of module names, got {other}"
+        )),
+    }
+}
+
 impl Adapter {
     /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors`; settings pzt cannot
     /// honour are errors naming the file and key.
@@ -125,27 +146,7 @@ impl Adapter {
             }
             _ => return Err(bad("`target_modules` is missing".into())),
         };
-        let exclude: Vec<String> = match get("exclude_modules") {
-            None => vec![],
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(String::from)
-                        .ok_or_else(|| bad("`exclude_modules` must hold strings".into()))
-                })
-                .collect::<Result<_>>()?,
-            Some(Value::String(s)) => {
-                return Err(bad(format!(
-                    "`exclude_modules` is the pattern `{s}`; pzt reads a list of module names"
-                )))
-            }
-            Some(other) => {
-                return Err(bad(format!(
-                    "`exclude_modules` must be a list of module names, got {other}"
-                )))
-            }
-        };
+        let exclude = exclude_modules(get("exclude_modules")).map_err(bad)?;
         for (k, ok) in [
             ("bias", get("bias").is_none_or(|v| v == "none")),
             ("use_rslora", get("use_rslora").is_none_or(|v| v == false)),
@@ -311,6 +312,28 @@ fn check_tensor(
     Ok(())
 }
 
+/// Parameters trained besides the adapters (`[strategy] trainable`, e.g. the output head) have
+/// no place in a PEFT LoRA adapter: an adapter without them is not the trained model.
+fn only_adapters_trained(tree: &Node) -> Result<()> {
+    let in_adapters = crate::layers::toolshed::adapter_labels(tree);
+    let extra: Vec<String> = tree
+        .trainable_parameters()
+        .iter()
+        .map(|p| p.label().to_string())
+        .filter(|l| !in_adapters.contains(l))
+        .collect();
+    if let Some(first) = extra.first() {
+        return Err(Error::Config(format!(
+            "export --peft: the run also trained `{first}`{} besides the adapters ([strategy] trainable), which a PEFT LoRA adapter cannot hold; export with --hf (the adapters merged, the trained parameters as they are)",
+            match extra.len() {
+                1 => String::new(),
+                n => format!(" and {} more", n - 1),
+            }
+        )));
+    }
+    Ok(())
+}
+
 /// Writes the adapters of `tree` (a model of `arch`) as a PEFT adapter directory.
 pub fn write(tree: &Node, arch: &Arch, out: &Path, base_model: &str) -> Result<()> {
     let modules: BTreeMap<String, String> = linear_modules(arch)?
@@ -330,24 +353,7 @@ pub fn write(tree: &Node, arch: &Arch, out: &Path, base_model: &str) -> Result<(
                 .into(),
         ));
     }
-    // Parameters trained besides the adapters (`[strategy] trainable`, e.g. the output head)
-    // have no place in a PEFT LoRA adapter: an adapter without them is not the trained model.
-    let in_adapters = crate::layers::toolshed::adapter_labels(tree);
-    let extra: Vec<String> = tree
-        .trainable_parameters()
-        .iter()
-        .map(|p| p.label().to_string())
-        .filter(|l| !in_adapters.contains(l))
-        .collect();
-    if let Some(first) = extra.first() {
-        return Err(Error::Config(format!(
-            "export --peft: the run also trained `{first}`{} besides the adapters ([strategy] trainable), which a PEFT LoRA adapter cannot hold; export with --hf (the adapters merged, the trained parameters as they are)",
-            match extra.len() {
-                1 => String::new(),
-                n => format!(" and {} more", n - 1),
-            }
-        )));
-    }
+    only_adapters_trained(tree)?;
     let mut tensors: Vec<(String, Tensor)> = vec![];
     let mut adapted: Vec<String> = vec![];
     let mut settings: Option<(i64, f64, f64, bool)> = None;
