@@ -81,6 +81,7 @@ impl Trainer {
             .ok_or_else(|| Error::Config("training needs an `[optim]` section".into()))?;
         let out_dir = spec.run.out_dir.clone();
         let mut lock = None;
+        let mut pin_failed = None;
         if world.is_main() {
             std::fs::create_dir_all(&out_dir).map_err(|source| Error::Io {
                 path: out_dir.display().to_string(),
@@ -89,8 +90,12 @@ impl Trainer {
             let l = super::lock::RunLock::take(&out_dir)?;
             l.clean_debris(&checkpoint::dir_of(&out_dir));
             lock = Some(l);
+            // A checkpoint in a directory this user cannot write (a shared one) can still be
+            // started from; only its protection from the other run's pruning is lost: said once.
             if let Some(from) = &spec.model_checkpoint {
-                checkpoint::pin(from, &out_dir)?;
+                pin_failed = checkpoint::pin(from, &out_dir).err().map(|e| {
+                    format!("warning: could not pin {} against its run's keep_last ({e}); that run may prune it", from.display())
+                });
             }
         } else {
             world.barrier()?;
@@ -116,6 +121,9 @@ impl Trainer {
             (opts.progress, opts.quiet, opts.profile) = (false, true, None);
         }
         let report = Reporter::new(&opts, session.spec.train.steps);
+        if let Some(w) = pin_failed {
+            report.say(w);
+        }
         let base = checkpoint::BaseRecord::of(&session.tree, session.spec.model_source.as_deref())?;
         let mut t = Trainer {
             session,
