@@ -70,8 +70,8 @@ fn threads_per_rank(n: usize) -> Option<String> {
     Some((cores / n).max(1).to_string())
 }
 
-/// Starts `n` ranks of this `pzt train` and waits for them; the exit is the first failing
-/// rank's (0 when all succeed).
+/// Starts `n` ranks of this `pzt train` and waits for them; the exit is 2 when a rank found bad
+/// input, else the first failing rank's (0 when all succeed).
 pub fn launch(n: usize, timeout_s: u64, out_dir: &std::path::Path) -> Result<(), Failure> {
     if n == 0 || n > MAX_NPROC {
         return Err(Failure::BadInput(format!(
@@ -158,6 +158,8 @@ pub fn launch(n: usize, timeout_s: u64, out_dir: &std::path::Path) -> Result<(),
 fn wait_all(mut children: Vec<Option<Child>>, signals: &AtomicUsize) -> Result<(), Failure> {
     let mut passed = 0;
     let mut first_failure: Option<(usize, ExitStatus)> = None;
+    // A rank that exits 2 found bad input; the others may exit 1 first, on losing it.
+    let mut bad_input = false;
     let mut deadline: Option<Instant> = None;
     loop {
         let s = signals.load(Ordering::SeqCst);
@@ -170,6 +172,7 @@ fn wait_all(mut children: Vec<Option<Child>>, signals: &AtomicUsize) -> Result<(
             match c.try_wait() {
                 Ok(Some(status)) => {
                     *slot = None;
+                    bad_input |= status.code() == Some(2);
                     if !status.success() && first_failure.is_none() {
                         first_failure = Some((rank, status));
                         // After a stop request, ranks exit 1 as they stop (rank 0 last, once
@@ -206,6 +209,7 @@ fn wait_all(mut children: Vec<Option<Child>>, signals: &AtomicUsize) -> Result<(
     }
     match first_failure {
         None => Ok(()),
+        Some(_) if bad_input => Err(Failure::Exit(2)),
         Some((_, status)) => {
             let code = status.code().unwrap_or(1).clamp(1, 255);
             Err(Failure::Exit(code as u8))
