@@ -7,7 +7,7 @@
 //! directory.
 mod common;
 use common::browser::Browser;
-use common::tiny::tmpdir;
+use common::tmpdir;
 use common::{fixture, run_pzt};
 use serde_json::json;
 use std::path::{Path, PathBuf};

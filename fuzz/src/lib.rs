@@ -1,6 +1,6 @@
 //! What the fuzz targets share: scratch directories and the repository's fixtures.
 //!
-//! `tests/fuzz_corpus.rs` (the stable replay of the committed corpus) lays out the same files
+//! `tests/process_wide/fuzz_corpus.rs` (the stable replay of the committed corpus) lays out the same files
 //! on its own; nothing here is used by the main crate.
 
 use std::path::{Path, PathBuf};

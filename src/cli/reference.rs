@@ -1,6 +1,6 @@
 //! `pzt cli-reference` (hidden): docs/cli.md, the reference of every command and flag, written
 //! from the clap definitions themselves, so that it cannot drift from what `pzt --help` says
-//! (`tests/cli.rs` fails when the committed file differs from this output).
+//! (`tests/it/cli.rs` fails when the committed file differs from this output).
 
 use super::Failure;
 use clap::{Arg, ArgAction, Command};
@@ -120,7 +120,7 @@ fn section(out: &mut String, c: &mut Command, path: &str) {
 /// docs/cli.md.
 pub fn markdown(mut cli: Command) -> String {
     let mut out = String::from(
-        "# Command-line reference\n\nEvery command and flag of `pzt`, written from the command line's own definitions (the\nsame text as `pzt COMMAND --help`); `tests/cli.rs` fails when this page is stale. Each command's\nexample runs in `tests/docs.rs`, in order, from the root of a copy of the repository.\n\n",
+        "# Command-line reference\n\nEvery command and flag of `pzt`, written from the command line's own definitions (the\nsame text as `pzt COMMAND --help`); `tests/it/cli.rs` fails when this page is stale. Each command's\nexample runs in `tests/it/docs.rs`, in order, from the root of a copy of the repository.\n\n",
     );
     out.push_str("| command | what it does |\n|---|---|\n");
     for c in cli

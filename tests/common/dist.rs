@@ -1,18 +1,11 @@
-//! What the data-parallel tests share (tests/distributed.rs, tests/distributed_failures.rs):
+//! What the data-parallel tests share (tests/distributed/data_parallel.rs, tests/distributed/failures.rs):
 //! quickstart runs with a given per-rank batch, their parameters and losses, ranks started with
 //! torchrun's environment, and the launcher's ranks.
 use super::run_pzt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tch::Tensor;
-
-pub fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pzt-dist-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 pub fn quickstart() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,4 +1,4 @@
-//! Helpers of the fine-tuning tests (tests/finetune.rs, tests/lora_export.rs): the tiny
+//! Helpers of the fine-tuning tests (tests/it/strategy.rs, tests/it/peft.rs): the tiny
 //! pretrained Llama, LoRA recipes around it, and `pzt logits` into a tensor.
 use super::run_pzt;
 use std::path::{Path, PathBuf};
@@ -10,13 +10,6 @@ pub fn root() -> PathBuf {
 
 pub fn base_dir() -> PathBuf {
     root().join("tests/fixtures/hf/llama-lora-base")
-}
-
-pub fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pzt-finetune-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 pub fn reference(case: &str) -> std::collections::BTreeMap<String, Tensor> {

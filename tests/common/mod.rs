@@ -6,6 +6,15 @@ pub mod tiny;
 use pzt::prelude::*;
 use tch::{Device, Kind, Tensor};
 
+/// A fresh, empty directory for one test, `pzt-GROUP-NAME-PID` under the system's temp dir
+/// (GROUP is the test file, so names stay apart in one test binary).
+pub fn tmpdir(group: &str, name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("pzt-{group}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 pub fn randn(shape: &[i64], seed: u64) -> Tensor {
     pzt::backend::seeded_random(
         seed,
@@ -49,13 +58,19 @@ pub fn axes(pairs: &[(&str, i64)]) -> Axes {
     pairs.iter().map(|(n, s)| (n.to_string(), *s)).collect()
 }
 
-/// Runs the `pzt` binary (no colour): exit code, stdout, stderr.
-pub fn run_pzt(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pzt"))
+/// Runs the `pzt` binary: no colour, and no `LD_LIBRARY_PATH` (it finds libtorch by its rpath).
+pub fn pzt(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pzt"))
         .args(args)
         .env("NO_COLOR", "1")
+        .env_remove("LD_LIBRARY_PATH")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// [`pzt`]'s exit code, stdout and stderr.
+pub fn run_pzt(args: &[&str]) -> (i32, String, String) {
+    let out = pzt(args);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

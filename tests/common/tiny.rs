@@ -2,13 +2,6 @@
 use std::path::{Path, PathBuf};
 
 /// A fresh temporary directory `pzt-<group>-<name>-<pid>`.
-pub fn tmpdir(group: &str, name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pzt-{group}-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// A tiny transformer LM recipe (`dir/t.toml`) training `steps` steps into `dir/run`,
 /// checkpointing every 2 steps; `extra` is appended.
 pub fn recipe(dir: &Path, steps: u64, extra: &str) -> PathBuf {

@@ -1,13 +1,9 @@
 //! Bad input of every kind gets a clear message and exit 2, never a panic, a hang, a C++
 //! stack or lost work (the red-team list of the hardening issue). Each case here failed before
 //! its fix: a panic, an abort, a hang, exit 0 with garbage, or exit 1.
-mod common;
-use common::run_pzt;
+use crate::common;
+use crate::common::{run_pzt, tmpdir};
 use std::path::{Path, PathBuf};
-
-fn tmpdir(name: &str) -> PathBuf {
-    common::tiny::tmpdir("hardening", name)
-}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -38,7 +34,7 @@ fn refused(args: &[&str], want: &str) {
 
 #[test]
 fn numeric_keys_have_ranges() {
-    let d = tmpdir("ranges");
+    let d = tmpdir("hardening", "ranges");
     let f = tiny(&d, 2, "");
     let f = f.to_str().unwrap();
     for (set, want) in [
@@ -91,7 +87,7 @@ fn numeric_keys_have_ranges() {
 
 #[test]
 fn hf_configs_are_checked_before_anything_is_allocated() {
-    let d = tmpdir("hfcfg");
+    let d = tmpdir("hardening", "hfcfg");
     let src = root().join("tests/fixtures/hf/llama-gqa");
     let base: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
@@ -144,7 +140,7 @@ fn hf_configs_are_checked_before_anything_is_allocated() {
 
 #[test]
 fn fifos_and_devices_are_refused_not_read_forever() {
-    let d = tmpdir("fifo");
+    let d = tmpdir("hardening", "fifo");
     let fifo = d.join("fifo");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
@@ -191,7 +187,7 @@ fn fifos_and_devices_are_refused_not_read_forever() {
 
 #[test]
 fn wide_and_deep_recipes_stay_fast_or_are_refused() {
-    let d = tmpdir("wide");
+    let d = tmpdir("hardening", "wide");
     // 20,000 children, each followed by an inserted layer (quadratic before: minutes).
     let mut r = String::from(
         "[run]\nname = \"w\"\n[model]\ntype = \"Sequential\"\ninput = { axes = { batch = 2, x = 4 }, dtype = \"float32\" }\n",
@@ -226,7 +222,7 @@ fn wide_and_deep_recipes_stay_fast_or_are_refused() {
 
 #[test]
 fn long_lines_are_cut_in_messages() {
-    let d = tmpdir("long");
+    let d = tmpdir("hardening", "long");
     let f = tiny(&d, 2, "");
     let long = format!("x{}", "y".repeat(5_000_000));
     let text = std::fs::read_to_string(&f)
@@ -241,7 +237,7 @@ fn long_lines_are_cut_in_messages() {
 
 #[test]
 fn bad_commands_exit_2() {
-    let d = tmpdir("cmds");
+    let d = tmpdir("hardening", "cmds");
     // logits of a model that takes no tokens.
     refused(
         &[
@@ -318,7 +314,7 @@ fn bad_commands_exit_2() {
 
 #[test]
 fn a_finished_run_adds_no_event_file_and_no_empty_eval_line() {
-    let d = tmpdir("finished");
+    let d = tmpdir("hardening", "finished");
     let f = tiny(&d, 2, "");
     let f = f.to_str().unwrap();
     let set = "data.eval_fraction=0.0";
@@ -343,7 +339,7 @@ fn a_finished_run_adds_no_event_file_and_no_empty_eval_line() {
 
 #[test]
 fn csv_labels_and_rows_are_checked_at_load() {
-    let d = tmpdir("csv");
+    let d = tmpdir("hardening", "csv");
     let recipe = |csv: &str, classes: i64| {
         std::fs::write(d.join("c.csv"), csv).unwrap();
         let body = format!(
@@ -397,7 +393,7 @@ fn messages_say_what_is_wrong_in_plain_words() {
         assert!(e.contains(want) && !e.contains(never), "{set}: {e}");
     }
     // A checkpoint of another model: said so, not "unreadable".
-    let d = tmpdir("other-model");
+    let d = tmpdir("hardening", "other-model");
     let f = tiny(&d, 2, "");
     assert_eq!(run_pzt(&["train", f.to_str().unwrap()]).0, 0);
     let ck = d.join("run/checkpoints/step-2");
@@ -443,7 +439,7 @@ fn messages_say_what_is_wrong_in_plain_words() {
 
 #[test]
 fn the_truncate_hint_is_not_given_when_truncating_already() {
-    let d = tmpdir("truncate-hint");
+    let d = tmpdir("hardening", "truncate-hint");
     let f = d.join("chat.toml");
     std::fs::write(
         &f,
@@ -465,7 +461,7 @@ fn the_truncate_hint_is_not_given_when_truncating_already() {
 
 #[test]
 fn newcomer_mistakes_get_pointed_answers() {
-    let d = tmpdir("newcomer");
+    let d = tmpdir("hardening", "newcomer");
     let fx = root().join("tests/fixtures");
     // A typo in `[model] hf` with chat data: the directory is named, not the chat template.
     let f = d.join("typo.toml");

@@ -1,6 +1,5 @@
 //! Selectors: refinements, edits, and parameter sharing after edits.
-mod common;
-use common::*;
+use crate::common::*;
 use pzt::layers::misc::{Identity, Rescale};
 use pzt::models::mlp::mlp;
 use pzt::prelude::*;

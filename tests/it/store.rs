@@ -3,13 +3,9 @@
 //! outside the model's vocabulary are refused before training; a failed, interrupted or
 //! crashed preparation leaves no temporary directory; an unusable cache directory is an error;
 //! a huge line without newlines is prepared in the memory of ordinary lines.
-mod common;
-use common::run_pzt;
+use crate::common;
+use crate::common::{run_pzt, tmpdir};
 use std::path::{Path, PathBuf};
-
-fn tmpdir(name: &str) -> PathBuf {
-    common::tiny::tmpdir("store", name)
-}
 
 /// The one store directory under `cache`.
 fn store_of(cache: &Path) -> PathBuf {
@@ -33,7 +29,7 @@ fn prepared(recipe: &Path) -> String {
 
 #[test]
 fn a_tampered_store_is_prepared_again() {
-    let d = tmpdir("tamper");
+    let d = tmpdir("store", "tamper");
     let f = common::tiny::recipe(&d, 2, "");
     assert!(prepared(&f).contains("prepared"));
     assert!(prepared(&f).contains("from the cache"));
@@ -61,7 +57,7 @@ fn a_tampered_store_is_prepared_again() {
 
 #[test]
 fn token_ids_outside_the_vocabulary_are_refused_before_training() {
-    let d = tmpdir("oov");
+    let d = tmpdir("store", "oov");
     let f = common::tiny::recipe(&d, 2, "");
     prepared(&f);
     let store = store_of(&d.join("run/cache"));
@@ -86,7 +82,7 @@ fn token_ids_outside_the_vocabulary_are_refused_before_training() {
 
 #[test]
 fn orphaned_temporary_stores_are_removed_and_an_unusable_cache_is_an_error() {
-    let d = tmpdir("orphans");
+    let d = tmpdir("store", "orphans");
     let f = common::tiny::recipe(&d, 2, "");
     let cache = d.join("run/cache");
     // What a killed preparation left (a pid that no longer exists) and a live one's.
@@ -103,7 +99,7 @@ fn orphaned_temporary_stores_are_removed_and_an_unusable_cache_is_an_error() {
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
     // A cache_dir that is a file: an error naming it, not a silent in-memory run.
-    let g = common::tiny::recipe(&tmpdir("badcache"), 2, "");
+    let g = common::tiny::recipe(&tmpdir("store", "badcache"), 2, "");
     let text = std::fs::read_to_string(&g).unwrap();
     let blocker = g.parent().unwrap().join("blocker");
     std::fs::write(&blocker, "").unwrap();
@@ -122,7 +118,7 @@ fn orphaned_temporary_stores_are_removed_and_an_unusable_cache_is_an_error() {
 
 #[test]
 fn ctrl_c_while_preparing_stops_at_once_and_leaves_nothing() {
-    let d = tmpdir("sigint");
+    let d = tmpdir("store", "sigint");
     // Enough text that preparing takes a while (a million short lines).
     let text: String = (0..1_000_000).map(|i| format!("line {i}\n")).collect();
     std::fs::write(d.join("big.txt"), text).unwrap();
@@ -193,7 +189,7 @@ fn peak_kib(args: &[&str]) -> (i32, i64) {
 
 #[test]
 fn one_huge_line_takes_the_memory_of_ordinary_lines() {
-    let d = tmpdir("longline");
+    let d = tmpdir("store", "longline");
     // 12 MB of words: once as lines, once as one line, once separated by \r only.
     let words = ["alpha", "beta", "gamma", "delta", "eps"];
     let all: Vec<&str> = (0..2_000_000).map(|i| words[(i * 7 + i / 3) % 5]).collect();
@@ -229,7 +225,7 @@ fn one_huge_line_takes_the_memory_of_ordinary_lines() {
 #[test]
 fn a_write_failure_while_preparing_chat_data_leaves_no_temporary_store() {
     use std::os::unix::process::CommandExt;
-    let d = tmpdir("fsize");
+    let d = tmpdir("store", "fsize");
     let fx = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let f = d.join("chat.toml");
     std::fs::write(

@@ -1,15 +1,15 @@
 //! Fine-tuning strategies from recipes and the command line: adapter-only checkpoints and
 //! their base, exact resume, `[model] checkpoint`, freezing, patch actions, activation
 //! checkpointing, and the errors of `[strategy]`.
-mod common;
-use common::finetune::*;
-use common::*;
+use crate::common::tmpdir;
+use crate::common::finetune::*;
+use crate::common::*;
 use std::path::Path;
 use tch::Tensor;
 
 #[test]
 fn a_lora_run_saves_only_adapters_and_serves_logits_generate_eval_and_continuation() {
-    let d = tmpdir("run");
+    let d = tmpdir("finetune", "run");
     let f = lora_recipe(&d, &base_dir(), 20, LORA);
     let (code, o, e) = run_pzt(&["plan", f.to_str().unwrap()]);
     assert_eq!(code, 0, "{o}{e}");
@@ -72,7 +72,7 @@ fn a_lora_run_saves_only_adapters_and_serves_logits_generate_eval_and_continuati
 #[test]
 fn a_lora_run_resumes_exactly_after_kill_9() {
     let steps = 200;
-    let straight = tmpdir("resume-a");
+    let straight = tmpdir("finetune", "resume-a");
     let (code, o, e) = run_pzt(&[
         "train",
         lora_recipe(&straight, &base_dir(), steps, LORA)
@@ -80,7 +80,7 @@ fn a_lora_run_resumes_exactly_after_kill_9() {
             .unwrap(),
     ]);
     assert_eq!(code, 0, "{o}{e}");
-    let killed = tmpdir("resume-b");
+    let killed = tmpdir("finetune", "resume-b");
     let f = lora_recipe(&killed, &base_dir(), steps, LORA);
     let mut child = spawn_train(&f);
     let run = killed.join("run");
@@ -100,7 +100,7 @@ fn a_lora_run_resumes_exactly_after_kill_9() {
 
 #[test]
 fn a_changed_base_model_is_an_error_everywhere() {
-    let d = tmpdir("base");
+    let d = tmpdir("finetune", "base");
     let base = d.join("base");
     std::fs::create_dir_all(&base).unwrap();
     for e in std::fs::read_dir(base_dir()).unwrap() {
@@ -161,7 +161,7 @@ fn a_changed_base_model_is_an_error_everywhere() {
 
 #[test]
 fn full_runs_with_freeze_keep_frozen_weights_and_trainable_limits_training() {
-    let d = tmpdir("freeze");
+    let d = tmpdir("finetune", "freeze");
     let f = lora_recipe(
         &d,
         &base_dir(),
@@ -210,7 +210,7 @@ fn full_runs_with_freeze_keep_frozen_weights_and_trainable_limits_training() {
 
 #[test]
 fn patch_actions_apply_the_toolshed() {
-    let d = tmpdir("patch");
+    let d = tmpdir("finetune", "patch");
     let f = lora_recipe(
         &d,
         &base_dir(),
@@ -243,7 +243,7 @@ action = "checkpoint"
 
 #[test]
 fn strategy_mistakes_exit_2_at_their_key() {
-    let d = tmpdir("errors");
+    let d = tmpdir("finetune", "errors");
     for (extra, expect) in [
         (
             "[strategy]\nkind = \"lora\"\n[strategy.lora]\nrank = 4\nrnak = 2\n",
@@ -304,7 +304,7 @@ fn activation_checkpointing_trains_like_the_plain_run_in_fp32_and_bf16_and_gener
     for precision in ["fp32", "bf16"] {
         let mut losses = vec![];
         for ck in ["", "checkpoint_activations = \"blocks.*\"\n"] {
-            let d = tmpdir(&format!("ck-{precision}-{}", ck.len()));
+            let d = tmpdir("finetune", &format!("ck-{precision}-{}", ck.len()));
             let strategy = LORA.replace("kind = \"lora\"\n", &format!("kind = \"lora\"\n{ck}"));
             let f = lora_recipe(&d, &base_dir(), 20, &strategy);
             let (code, o, e) = run_pzt(&[
@@ -366,7 +366,7 @@ fn activation_checkpointing_trains_like_the_plain_run_in_fp32_and_bf16_and_gener
 
 #[test]
 fn one_train_per_run_directory_and_crash_debris_is_cleaned() {
-    let d = tmpdir("lock");
+    let d = tmpdir("finetune", "lock");
     let f = lora_recipe(&d, &base_dir(), 3000, LORA);
     let mut child = spawn_train(&f);
     let lock = d.join("run/.pzt-lock");

@@ -1,11 +1,10 @@
 //! The typed run spec from the command line: `[data]` keys belong to their source, the model
 //! input is stated once (derived from `[train]` and `[data]`, or checked against them), and the
 //! plan's memory estimate follows `[optim]`.
-mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::run_pzt as pzt;
+use crate::common::run_pzt as pzt;
 
 fn write(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pzt-spec-{}", std::process::id()));

@@ -2,13 +2,9 @@
 //! issue): an output that lands on one of the command's inputs or on another output is refused
 //! with exit 2 before anything is written, a FIFO or device is never replaced, a symlink is
 //! written through, and two trainers on one run directory cannot both take its lock.
-mod common;
-use common::run_pzt;
+use crate::common;
+use crate::common::{run_pzt, tmpdir};
 use std::path::{Path, PathBuf};
-
-fn tmpdir(name: &str) -> PathBuf {
-    common::tiny::tmpdir("outputs", name)
-}
 
 /// A copy of the llama fixture (weights, config, tokenizer) that the test may damage.
 fn model_copy(d: &Path) -> PathBuf {
@@ -49,7 +45,7 @@ fn refused(args: &[&str], want: &str) {
 
 #[test]
 fn an_output_on_a_model_file_is_refused_and_the_model_kept() {
-    let d = tmpdir("model");
+    let d = tmpdir("outputs", "model");
     let m = model_copy(&d);
     let before = snapshot(&m);
     let ms = m.to_str().unwrap();
@@ -124,7 +120,7 @@ fn text_data(d: &Path) -> (PathBuf, PathBuf) {
 
 #[test]
 fn run_files_recipes_and_data_are_not_overwritten() {
-    let d = tmpdir("run");
+    let d = tmpdir("outputs", "run");
     let f = common::tiny::recipe(&d, 2, "");
     let fs = f.to_str().unwrap();
     assert_eq!(run_pzt(&["train", fs]).0, 0);
@@ -188,7 +184,7 @@ fn run_files_recipes_and_data_are_not_overwritten() {
 
 #[test]
 fn special_files_are_never_replaced_and_symlinks_are_written_through() {
-    let d = tmpdir("special");
+    let d = tmpdir("outputs", "special");
     let (_, r) = text_data(&d);
     let rs = r.to_str().unwrap();
     refused(&["data", rs, "--export", "/dev/full"], "not a regular file");
@@ -237,7 +233,7 @@ impl FifoLike for std::fs::FileType {
 #[test]
 fn two_trainers_started_together_do_not_both_take_the_lock() {
     for round in 0..3 {
-        let d = tmpdir(&format!("race{round}"));
+        let d = tmpdir("outputs", &format!("race{round}"));
         let f = common::tiny::recipe(&d, 6, "");
         let spawn = || {
             std::process::Command::new(env!("CARGO_BIN_EXE_pzt"))
@@ -275,7 +271,7 @@ fn two_trainers_started_together_do_not_both_take_the_lock() {
 
 #[test]
 fn a_stale_lock_whose_pid_is_alive_is_taken_over() {
-    let d = tmpdir("stale");
+    let d = tmpdir("outputs", "stale");
     let f = common::tiny::recipe(&d, 2, "");
     std::fs::create_dir_all(d.join("run")).unwrap();
     // pid 1 is always alive; a lock file nobody holds is stale whatever pid it names.

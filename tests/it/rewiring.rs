@@ -1,8 +1,7 @@
 //! Model rewiring (Penzai's `model_rewiring`): `LinearizeAndAdjust` against finite differences,
 //! and `KnockOutAttentionHeads` against zeroing the head's output weights.
-mod common;
-use common::tiny::tmpdir;
-use common::{fixture, run_pzt};
+use crate::common::tmpdir;
+use crate::common::{fixture, run_pzt};
 use pzt::layers::misc::{Identity, Rescale};
 use pzt::layers::toolshed::LinearizeAndAdjust;
 use pzt::prelude::*;

@@ -1,6 +1,5 @@
 //! Named-axis semantics and their error cases.
-mod common;
-use common::*;
+use crate::common::*;
 use pzt::named::ops::einsum;
 use pzt::prelude::*;
 use tch::{Device, Kind, Tensor};

@@ -1,18 +1,14 @@
 //! Checkpoints are checked before they are used: checksums per file and tensor (`pzt verify`
 //! and every command that loads one), the step, the RNG state and the tensor dtypes; and a
 //! run killed at random moments resumes to the very parameters of an uninterrupted run.
-mod common;
-use common::run_pzt;
+use crate::common;
+use crate::common::{run_pzt, tmpdir};
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
-fn tmpdir(name: &str) -> PathBuf {
-    common::tiny::tmpdir("checkpoints", name)
-}
-
 /// Trains the tiny run for `steps` and returns (recipe, run dir).
 fn trained(name: &str, steps: u64, extra: &str) -> (PathBuf, PathBuf) {
-    let d = tmpdir(name);
+    let d = tmpdir("checkpoints", name);
     let f = common::tiny::recipe(&d, steps, extra);
     let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
     assert_eq!(code, 0, "{o}{e}");
@@ -120,7 +116,7 @@ fn a_resume_checks_step_rng_and_tensor_dtypes() {
     let (code, o, e) = run_pzt(&["verify", ck.to_str().unwrap()]);
     assert_eq!(code, 0, "{e}");
     assert!(o.contains("no manifest.json"), "{o}");
-    let keep = tmpdir("resume-keep");
+    let keep = tmpdir("checkpoints", "resume-keep");
     for file in ["state.json", "model.safetensors", "optimizer.safetensors"] {
         std::fs::copy(ck.join(file), keep.join(file)).unwrap();
     }
@@ -164,11 +160,11 @@ fn random_kills_resume_to_the_uninterrupted_parameters_without_debris() {
     let steps = 100;
     let extra = "";
     let set = ["--set", "checkpoint.every_steps=1"];
-    let straight = tmpdir("kill-straight");
+    let straight = tmpdir("checkpoints", "kill-straight");
     let f = common::tiny::recipe(&straight, steps, extra);
     let (code, o, e) = run_pzt(&["train", f.to_str().unwrap(), set[0], set[1]]);
     assert_eq!(code, 0, "{o}{e}");
-    let killed = tmpdir("kill-killed");
+    let killed = tmpdir("checkpoints", "kill-killed");
     let f = common::tiny::recipe(&killed, steps, extra);
     let run = killed.join("run");
     let latest = || pzt::train::checkpoint::latest(&run).map_or(0, |(s, _)| s);
@@ -271,7 +267,7 @@ fn a_resume_on_changed_data_is_refused_naming_what_changed() {
 
 #[test]
 fn a_diverged_run_is_listed_as_such_and_not_resumed_into_the_same_nan() {
-    let d = tmpdir("diverged");
+    let d = tmpdir("checkpoints", "diverged");
     let f = common::tiny::recipe(&d, 40, "");
     let fs = f.to_str().unwrap();
     let blow = [
@@ -305,7 +301,7 @@ fn a_diverged_run_is_listed_as_such_and_not_resumed_into_the_same_nan() {
 
 #[test]
 fn a_model_with_nothing_trainable_is_refused_before_any_step() {
-    let d = tmpdir("frozen");
+    let d = tmpdir("checkpoints", "frozen");
     let f = common::tiny::recipe(&d, 2, "[strategy]\nfreeze = [\"*\"]\n");
     let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
     assert_eq!(code, 2, "{o}{e}");
@@ -315,7 +311,7 @@ fn a_model_with_nothing_trainable_is_refused_before_any_step() {
 
 #[test]
 fn a_closed_stdout_does_not_kill_the_trainer() {
-    let d = tmpdir("sigpipe");
+    let d = tmpdir("checkpoints", "sigpipe");
     let f = common::tiny::recipe(&d, 6, "");
     // `pzt train | head -1`: the reader goes away after one line.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pzt"))

@@ -2,8 +2,7 @@
 //! (references made by tests/fixtures/make_chat_fixtures.py), the loss covers the assistant
 //! turns, and the `chat` source, `pzt generate --chat` and the model's own tokenizer work from
 //! the command line.
-mod common;
-use common::*;
+use crate::common::*;
 use pzt::data::chat::{conversation, ChatTemplate};
 use pzt::data::tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
@@ -99,13 +98,6 @@ fn the_loss_covers_assistant_content_and_end_of_turn_only() {
     }
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pzt-chat-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// A chat recipe on the tiny chat model; `data` is appended to `[data]`.
 fn chat_recipe(dir: &Path, data: &str, steps: u64) -> PathBuf {
     let f = dir.join("chat.toml");
@@ -124,7 +116,7 @@ fn chat_recipe(dir: &Path, data: &str, steps: u64) -> PathBuf {
 
 #[test]
 fn pzt_data_shows_exports_and_counts_what_overflows() {
-    let d = tmpdir("data");
+    let d = tmpdir("chat", "data");
     let f = chat_recipe(&d, "", 10);
     let (code, o, e) = run_pzt(&["data", f.to_str().unwrap(), "--show", "1"]);
     assert_eq!(code, 0, "{e}");
@@ -193,7 +185,7 @@ fn pzt_data_shows_exports_and_counts_what_overflows() {
 
 #[test]
 fn chat_training_lowers_the_loss_and_generation_stops_at_the_end_of_turn() {
-    let d = tmpdir("train");
+    let d = tmpdir("chat", "train");
     let f = chat_recipe(&d, "", 60);
     let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
     assert_eq!(code, 0, "{o}{e}");
@@ -226,7 +218,7 @@ fn chat_training_lowers_the_loss_and_generation_stops_at_the_end_of_turn() {
 
 #[test]
 fn chat_mistakes_exit_2() {
-    let d = tmpdir("faults");
+    let d = tmpdir("chat", "faults");
     std::fs::write(
         d.join("bad.jsonl"),
         "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n{\"messages\": 3}\n",
@@ -280,7 +272,7 @@ fn chat_mistakes_exit_2() {
 
 #[test]
 fn the_prepared_store_is_reused_and_a_damaged_one_is_prepared_again() {
-    let d = tmpdir("store");
+    let d = tmpdir("chat", "store");
     let f = chat_recipe(&d, "", 10);
     let data = |want: &str| {
         let (code, o, e) = run_pzt(&["data", f.to_str().unwrap()]);
@@ -316,7 +308,7 @@ fn the_prepared_store_is_reused_and_a_damaged_one_is_prepared_again() {
 
 #[test]
 fn parquet_rows_prepare_like_their_jsonl_lines() {
-    let d = tmpdir("parquet");
+    let d = tmpdir("chat", "parquet");
     // (source of the jsonl twin, parquet file, jsonl file, extra keys)
     for (twin, pq, jl, model) in [
         ("chat", "chat.parquet", "chat.jsonl", true),
@@ -377,7 +369,7 @@ fn parquet_rows_prepare_like_their_jsonl_lines() {
 
 #[test]
 fn the_store_key_follows_the_template_the_tokenizer_config_and_packing() {
-    let d = tmpdir("key");
+    let d = tmpdir("chat", "key");
     let tpl = d.join("t.jinja");
     let llama3 = std::fs::read_to_string(fixtures().join("templates/llama3.jinja")).unwrap();
     std::fs::write(&tpl, &llama3).unwrap();
@@ -436,7 +428,7 @@ fn the_store_key_follows_the_template_the_tokenizer_config_and_packing() {
 
 #[test]
 fn a_runaway_template_is_stopped_with_exit_2_not_a_hang() {
-    let d = tmpdir("runaway");
+    let d = tmpdir("chat", "runaway");
     let nested = "{% for a in range(1000) %}{% for b in range(1000) %}{% for c in range(1000) %}x{% endfor %}{% endfor %}{% endfor %}";
     let wide = "{% for m in messages %}{% for i in range(100000) %}{{ 'y' * 1000 }}{% endfor %}{% endfor %}";
     let deep = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}";
@@ -483,7 +475,7 @@ fn parquet_text(path: &Path, rows: &[&str], utf8: bool) {
 
 #[test]
 fn a_binary_parquet_column_is_refused_not_trained_as_base64() {
-    let d = tmpdir("binary");
+    let d = tmpdir("chat", "binary");
     let rows: Vec<String> = (0..40).map(|i| format!("row number {i} of text")).collect();
     let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
     for (utf8, code) in [(true, 0), (false, 2)] {

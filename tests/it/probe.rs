@@ -1,8 +1,7 @@
 //! Looking inside models: `saving_intermediates`, `pzt capture` against transformers' hidden
 //! states, and explicit attention masks through `pzt logits --mask`.
-mod common;
-use common::tiny::tmpdir;
-use common::{fixture, run_pzt};
+use crate::common::tmpdir;
+use crate::common::{fixture, run_pzt};
 use pzt::layers::toolshed::{saved_values, saving_all_intermediates, saving_intermediates};
 use pzt::prelude::*;
 use std::path::Path;

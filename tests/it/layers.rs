@@ -1,6 +1,5 @@
 //! Each layer's numbers against a direct tch computation.
-mod common;
-use common::*;
+use crate::common::*;
 use pzt::layers::embedding::EmbeddingTable;
 use pzt::layers::linear::{affine, AddBias, Linear};
 use pzt::layers::masks::*;

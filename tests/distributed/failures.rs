@@ -1,16 +1,16 @@
 //! Data-parallel runs that go wrong: a killed rank ends the run without a hang and the same
 //! command resumes it exactly; SIGTERM stops every rank with one checkpoint; bad launches and
 //! ranks that disagree exit 2; resuming on another number of processes is refused.
-mod common;
-use common::dist::*;
-use common::run_pzt;
+use crate::common::tmpdir;
+use crate::common::dist::*;
+use crate::common::run_pzt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 #[test]
 fn a_killed_rank_ends_the_run_and_the_same_command_resumes_it_exactly() {
-    let d = tmpdir("kill");
+    let d = tmpdir("dist", "kill");
     let (whole, cut) = (d.join("whole"), d.join("cut"));
     let extra = ["checkpoint.every_steps=10", "checkpoint.keep_last=2"];
     let steps = 400;
@@ -44,7 +44,7 @@ fn a_killed_rank_ends_the_run_and_the_same_command_resumes_it_exactly() {
 
 #[test]
 fn bad_launches_exit_2_with_a_message() {
-    let d = tmpdir("bad");
+    let d = tmpdir("dist", "bad");
     let sets = quick_sets(&d.join("run"), 2, 4, &[]);
     for n in ["0", "1000000000000", "-3", "x"] {
         let (c, _, e) = train(&quickstart(), &sets, &["--nproc", n]);
@@ -115,7 +115,7 @@ fn bad_launches_exit_2_with_a_message() {
 
 #[test]
 fn sigterm_to_the_launcher_stops_every_rank_after_one_step_with_a_checkpoint() {
-    let d = tmpdir("term");
+    let d = tmpdir("dist", "term");
     let out = d.join("run");
     let sets = quick_sets(&out, 2000, 4, &["checkpoint.every_steps=10"]);
     let (launcher, ranks) = launch_until(&sets, &["--nproc", "2", "--json"], &out, 10);
@@ -150,7 +150,7 @@ fn sigterm_to_the_launcher_stops_every_rank_after_one_step_with_a_checkpoint() {
 
 #[test]
 fn ranks_that_disagree_refuse_to_start() {
-    let d = tmpdir("disagree");
+    let d = tmpdir("dist", "disagree");
     // Rank 1 accumulates differently (its collectives would not pair with rank 0's), or has
     // other data or another model with the same counts and shapes.
     for (k, (a, b)) in [
@@ -206,7 +206,7 @@ fn ranks_that_disagree_refuse_to_start() {
 
 #[test]
 fn a_port_that_answers_but_is_no_store_gives_up_and_obeys_signals() {
-    let d = tmpdir("nostore");
+    let d = tmpdir("dist", "nostore");
     let mut sets = quick_sets(&d.join("run"), 2, 4, &[]);
     sets.push("train.distributed_timeout_s=2".into());
     // Something listens on the port and accepts, but never speaks the store's protocol.
@@ -247,7 +247,7 @@ fn a_port_that_answers_but_is_no_store_gives_up_and_obeys_signals() {
 
 #[test]
 fn a_port_in_use_and_bad_input_in_the_ranks_are_said_plainly() {
-    let d = tmpdir("plain");
+    let d = tmpdir("dist", "plain");
     // Rank 0 cannot listen where something else does: it says so.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();

@@ -1,7 +1,6 @@
 //! The toolshed: LoRA/DoRA adapters, freezing and activation checkpointing, as functions over
 //! selections.
-mod common;
-use common::*;
+use crate::common::*;
 use pzt::layers::toolshed::{
     checkpoint_activations, freeze, loraify, merge_adapters, train_only, LoraConfig,
 };

@@ -1,5 +1,6 @@
 //! `pzt train` / `pzt eval`: determinism, exact resume after kill -9, atomic checkpoints, the
 //! TensorBoard round trip, faults, and each data source.
+use crate::common::{pzt, tmpdir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -7,20 +8,6 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pzt-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn pzt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pzt"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
 
 fn text(o: &Output) -> String {
     format!(
@@ -99,8 +86,8 @@ fn final_model(run: &Path, step: u64) -> Vec<u8> {
 
 #[test]
 fn training_is_deterministic() {
-    let a = tmpdir("det-a");
-    let b = tmpdir("det-b");
+    let a = tmpdir("train", "det-a");
+    let b = tmpdir("train", "det-b");
     for d in [&a, &b] {
         let o = pzt(&["train", lm_recipe(d, 20).to_str().unwrap()]);
         assert!(o.status.success(), "{}", text(&o));
@@ -134,11 +121,11 @@ fn training_is_deterministic() {
 #[test]
 fn exact_resume_after_kill_9() {
     let steps = 300;
-    let straight = tmpdir("resume-straight");
+    let straight = tmpdir("train", "resume-straight");
     let o = pzt(&["train", lm_recipe(&straight, steps).to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
 
-    let killed = tmpdir("resume-killed");
+    let killed = tmpdir("train", "resume-killed");
     let recipe = lm_recipe(&killed, steps);
     let mut child = Command::new(env!("CARGO_BIN_EXE_pzt"))
         .args(["train", recipe.to_str().unwrap()])
@@ -182,7 +169,7 @@ fn exact_resume_after_kill_9() {
 
 #[test]
 fn partial_checkpoints_are_ignored_and_corrupt_ones_are_errors() {
-    let d = tmpdir("atomic");
+    let d = tmpdir("train", "atomic");
     let r = lm_recipe(&d, 10);
     assert!(pzt(&["train", r.to_str().unwrap()]).status.success());
     let run = d.join("run");
@@ -223,7 +210,7 @@ fn partial_checkpoints_are_ignored_and_corrupt_ones_are_errors() {
 
 #[test]
 fn checkpoint_layout_and_eval() {
-    let d = tmpdir("layout");
+    let d = tmpdir("train", "layout");
     let r = lm_recipe(&d, 10);
     let o = pzt(&["train", r.to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -276,7 +263,7 @@ fn checkpoint_layout_and_eval() {
 
 #[test]
 fn tensorboard_events_read_back_with_python() {
-    let d = tmpdir("tb");
+    let d = tmpdir("train", "tb");
     let r = lm_recipe(&d, 10);
     assert!(pzt(&["train", r.to_str().unwrap()]).status.success());
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
@@ -317,7 +304,7 @@ fn nan_watchdog_stops_and_keeps_the_last_good_checkpoint() {
     // With keep_last = 1 too: a checkpoint holding NaN is never written, so it never
     // replaces (and prunes) the good one.
     for keep in ["3", "1"] {
-        let d = tmpdir(&format!("nan-{keep}"));
+        let d = tmpdir("train", &format!("nan-{keep}"));
         let r = lm_recipe(&d, 40);
         let o = pzt(&[
             "train",
@@ -357,7 +344,7 @@ fn nan_watchdog_stops_and_keeps_the_last_good_checkpoint() {
 
 #[test]
 fn sigterm_checkpoints_and_exits_1() {
-    let d = tmpdir("sigterm");
+    let d = tmpdir("train", "sigterm");
     let r = lm_recipe(&d, 3000);
     let child = Command::new(env!("CARGO_BIN_EXE_pzt"))
         .args(["train", r.to_str().unwrap()])
@@ -396,7 +383,7 @@ fn small_lm(dir: &Path, data: &str, seq: usize, vocab: usize) -> String {
 
 #[test]
 fn data_faults_are_bad_input() {
-    let d = tmpdir("faults");
+    let d = tmpdir("train", "faults");
     let cases = [
         (
             small_lm(&d, "source = \"text\"\nfiles = [\"missing.txt\"]", 8, 256),
@@ -483,7 +470,7 @@ fn data_faults_are_bad_input() {
 
 #[test]
 fn each_data_source_trains() {
-    let d = tmpdir("sources");
+    let d = tmpdir("train", "sources");
     let fx = fixtures();
     let recipes = vec![
         (
@@ -587,7 +574,7 @@ fn each_data_source_trains() {
 
 #[test]
 fn tokenized_data_is_cached_by_content() {
-    let d = tmpdir("cache");
+    let d = tmpdir("train", "cache");
     let data = d.join("corpus.txt");
     std::fs::copy(fixtures().join("tiny.txt"), &data).unwrap();
     let f = write(
@@ -672,7 +659,7 @@ fn tokenized_data_is_cached_by_content() {
 
 #[test]
 fn grad_accum_bf16_and_plain_progress_lines() {
-    let d = tmpdir("accum");
+    let d = tmpdir("train", "accum");
     let r = lm_recipe(&d, 6);
     let o = pzt(&[
         "train",

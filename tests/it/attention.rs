@@ -1,7 +1,6 @@
 //! Attention: the fused scaled_dot_product_attention path equals the explicit composition,
 //! both equal a direct tch computation, and gradients flow through the tree.
-mod common;
-use common::*;
+use crate::common::*;
 use pzt::layers::misc::TanhSoftCap;
 use pzt::prelude::*;
 use tch::{Kind, Tensor};

@@ -1,9 +1,9 @@
 //! LoRA and DoRA against peft: adapters read with `init_from` give peft's logits, merging
 //! gives `merge_and_unload()`'s, and `pzt export --peft / --hf` write what peft and
 //! transformers read (compared with the adapters and logits peft made).
-mod common;
-use common::finetune::*;
-use common::*;
+use crate::common::tmpdir;
+use crate::common::finetune::*;
+use crate::common::*;
 use pzt::prelude::*;
 use pzt::recipe::plan::Plan;
 use pzt::recipe::Recipe;
@@ -12,7 +12,7 @@ use tch::Tensor;
 #[test]
 fn init_from_peft_adapters_gives_peft_logits_and_merges_like_peft() {
     for case in ["lora", "dora"] {
-        let d = tmpdir(&format!("init-{case}"));
+        let d = tmpdir("finetune", &format!("init-{case}"));
         let f = write(
             &d,
             "r.toml",
@@ -105,7 +105,7 @@ fn init_from_peft_adapters_gives_peft_logits_and_merges_like_peft() {
 
 #[test]
 fn neox_fused_query_key_value_is_a_target_and_merges_but_is_no_peft_module() {
-    let d = tmpdir("neox");
+    let d = tmpdir("finetune", "neox");
     let f = write(
         &d,
         "n.toml",
@@ -168,7 +168,7 @@ fn neox_fused_query_key_value_is_a_target_and_merges_but_is_no_peft_module() {
 
 #[test]
 fn eval_without_a_checkpoint_scores_the_peft_adapter_as_loaded() {
-    let d = tmpdir("eval-init");
+    let d = tmpdir("finetune", "eval-init");
     let adapter = root().join("tests/fixtures/peft/lora");
     let extra = format!(
         "[strategy]\nkind = \"lora\"\n[strategy.lora]\ninit_from = \"{}\"\n",
@@ -183,7 +183,7 @@ fn eval_without_a_checkpoint_scores_the_peft_adapter_as_loaded() {
         v["metrics"]["eval.loss"].as_f64().unwrap()
     };
     let adapted = loss(&with);
-    let d2 = tmpdir("eval-base");
+    let d2 = tmpdir("finetune", "eval-base");
     let base = loss(&lora_recipe(&d2, &base_dir(), 10, ""));
     assert!(
         (adapted - base).abs() > 1e-3,
@@ -246,7 +246,7 @@ fn logits_of_recipe(f: &std::path::Path, x: &NamedTensor) -> Tensor {
 
 #[test]
 fn peft_adapters_are_read_as_peft_reads_them_or_refused() {
-    let d = tmpdir("peft-edges");
+    let d = tmpdir("finetune", "peft-edges");
     let r = reference("lora");
     let x = NamedTensor::wrap(r["tokens"].shallow_clone(), &["batch", "seq"]).unwrap();
     // No `lora_alpha`: peft's default, 8 (the fixture's value), gives the same logits.

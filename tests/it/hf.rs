@@ -1,5 +1,6 @@
 //! Pretrained-model parity: logits of pzt's trees match HF `transformers` (float32, max abs
 //! error 1e-4) on tiny random checkpoints made by tests/fixtures/make_hf_fixtures.py.
+use crate::common::pzt;
 use pzt::named::NamedTensor;
 use pzt::tree::SideInputs;
 use std::path::{Path, PathBuf};
@@ -223,12 +224,6 @@ fn unsupported_configs_fail_loudly() {
     );
 }
 
-fn pzt(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_pzt"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn read_logits(p: &Path) -> tch::Tensor {
     tch::Tensor::read_safetensors(p)

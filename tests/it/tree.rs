@@ -1,7 +1,6 @@
 //! The model tree: parameters (sharing, slots, unbind/bind, freeze), deterministic init, state
 //! variables and stateless_call, serialization round trip, display, custom layer kinds.
-mod common;
-use common::*;
+use crate::common::*;
 use pzt::layers::linear::Linear;
 use pzt::layers::misc::SaveIntermediate;
 use pzt::models::mlp::mlp;

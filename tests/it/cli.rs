@@ -1,16 +1,10 @@
 //! The `pzt` binary: version report, the demo, bad input (exit code 2, no panic), the
 //! generated reference (docs/cli.md) and the conveniences: help examples, shell completions,
 //! `pzt init`, run directories and RUN@best as models, the interactive chat.
-mod common;
+use crate::common::pzt;
+use crate::common;
 use std::process::Command;
 
-fn pzt(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pzt"))
-        .args(args)
-        .env_remove("LD_LIBRARY_PATH")
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn version_reports_pzt_libtorch_and_devices() {
@@ -159,7 +153,7 @@ fn completions_are_written_for_each_shell() {
 
 #[test]
 fn init_writes_a_starter_recipe_that_plans_and_trains() {
-    let d = common::tiny::tmpdir("cli", "init");
+    let d = common::tmpdir("cli", "init");
     let fx = root().join("tests/fixtures");
     let model = fx.join("hf/chat-tiny");
     for (data, strategy, want) in [
@@ -230,7 +224,7 @@ fn init_writes_a_starter_recipe_that_plans_and_trains() {
 
 #[test]
 fn a_run_directory_and_run_at_best_or_latest_name_checkpoints() {
-    let d = common::tiny::tmpdir("cli", "runat");
+    let d = common::tmpdir("cli", "runat");
     let f = common::tiny::recipe(&d, 6, "");
     let fs = f.to_str().unwrap();
     let o = pzt(&["train", fs]);

@@ -1,13 +1,12 @@
 //! Recipes from the CLI: the shipped recipes plan, show and select; --set; include; patches;
 //! round trip recipe -> tree -> TOML -> tree; golden error messages for bad recipes.
-mod common;
 use pzt::recipe::model::ModelBuilder;
 use pzt::recipe::plan::Plan;
 use pzt::recipe::Recipe;
 use pzt::tree::{select, Builder};
 use std::path::Path;
 
-use common::run_pzt as pzt;
+use crate::common::run_pzt as pzt;
 
 fn plan_json(args: &[&str]) -> serde_json::Value {
     let mut a = vec!["plan"];

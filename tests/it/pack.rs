@@ -2,8 +2,7 @@
 //! positions and a mask inside each document), for a pretrained Llama (RoPE, fused attention)
 //! and for the `transformer` builder's tree; packed runs train, resume exactly, and
 //! `pzt data` reports the packing.
-mod common;
-use common::*;
+use crate::common::*;
 use pzt::data::pack::pack;
 use pzt::data::spec::DataSpec;
 use pzt::data::Example;
@@ -14,13 +13,6 @@ use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pzt-pack-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn doc(ids: &[i64], prompt: usize) -> Example {
@@ -56,7 +48,7 @@ fn sums(tree: &Node, task: &dyn pzt::train::task::Task, items: &[&Example]) -> (
 }
 
 fn model(text: &str) -> Node {
-    let d = tmpdir("model");
+    let d = tmpdir("pack", "model");
     let f = d.join(format!("m{}.toml", text.len()));
     std::fs::write(&f, text).unwrap();
     Plan::build(
@@ -121,7 +113,7 @@ fn chat_recipe(dir: &Path, steps: u64) -> PathBuf {
 
 #[test]
 fn packed_runs_report_their_packing_train_and_resume_exactly() {
-    let d = tmpdir("run");
+    let d = tmpdir("pack", "run");
     let f = chat_recipe(&d, 60);
     let (code, o, e) = run_pzt(&["data", f.to_str().unwrap(), "--json"]);
     assert_eq!(code, 0, "{o}{e}");
@@ -145,7 +137,7 @@ fn packed_runs_report_their_packing_train_and_resume_exactly() {
     assert_eq!(code, 0, "{o}{e}");
     let straight = std::fs::read(d.join("run/checkpoints/step-60/model.safetensors")).unwrap();
     // Resume from step 30 (delete the later checkpoints) and compare.
-    let d2 = tmpdir("run2");
+    let d2 = tmpdir("pack", "run2");
     let g = chat_recipe(&d2, 60);
     let (code, _, e) = run_pzt(&["train", g.to_str().unwrap(), "--set", "train.steps=30"]);
     assert_eq!(code, 0, "{e}");
@@ -158,7 +150,7 @@ fn packed_runs_report_their_packing_train_and_resume_exactly() {
 
 #[test]
 fn mixtures_draw_each_source_by_weight_and_check_their_keys() {
-    let d = tmpdir("mix");
+    let d = tmpdir("pack", "mix");
     let body = |extra: &str| {
         format!(
             "[run]\nname = \"m\"\nout_dir = \"{out}\"\n[model]\nhf = \"{m}\"\n[data]\nseq_len = 96\n[[data.sources]]\nsource = \"chat\"\nfiles = [\"{c}\"]\n[[data.sources]]\nsource = \"synthetic\"\ngenerator = \"copy\"\nlength = 5\nnum_examples = 40\nweight = 3.0\n{extra}[train]\nsteps = 6\nbatch_size = 4\nthreads = 1\n[optim]\nlr = 1e-3\n",

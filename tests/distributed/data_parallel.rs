@@ -1,15 +1,16 @@
 //! Data-parallel training over c10d (Gloo, several processes on this machine): `pzt train
 //! --nproc N`, ranks started with torchrun's environment, and torchrun itself give the
-//! parameters of one process with N times the batch. Failures: tests/distributed_failures.rs.
-mod common;
-use common::dist::*;
-use common::finetune::base_dir;
+//! parameters of one process with N times the batch. Failures: tests/distributed/failures.rs.
+use crate::common;
+use crate::common::tmpdir;
+use crate::common::dist::*;
+use crate::common::finetune::base_dir;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 #[test]
 fn two_ranks_of_four_match_one_process_of_eight_on_the_quickstart() {
-    let d = tmpdir("quick");
+    let d = tmpdir("dist", "quick");
     let (one, two) = (d.join("one"), d.join("two"));
     let (c, o, e) = train(&quickstart(), &quick_sets(&one, 6, 8, &[]), &[]);
     assert_eq!(c, 0, "{o}{e}");
@@ -65,7 +66,7 @@ fn two_ranks_of_four_match_one_process_of_eight_on_the_quickstart() {
 
 #[test]
 fn two_ranks_match_one_process_on_a_pretrained_model() {
-    let d = tmpdir("hf");
+    let d = tmpdir("dist", "hf");
     let recipe = common::finetune::lora_recipe(&d, &base_dir(), 4, "");
     let recipe = recipe.to_str().unwrap();
     let sets = |out: &Path, batch: usize| {
@@ -99,7 +100,7 @@ fn launched_reference(d: &Path) -> std::path::PathBuf {
 
 #[test]
 fn ranks_started_with_torchruns_environment_train_together() {
-    let d = tmpdir("env");
+    let d = tmpdir("dist", "env");
     let (launched, env) = (launched_reference(&d), d.join("env"));
     let port = free_port().to_string();
     let sets = quick_sets(&env, 4, 4, &[]);
@@ -142,7 +143,7 @@ fn torchrun_itself_launches_pzt_ranks() {
         "{} is missing: run make setup",
         torchrun.display()
     );
-    let d = tmpdir("torchrun");
+    let d = tmpdir("dist", "torchrun");
     let (launched, agent) = (launched_reference(&d), d.join("agent"));
     let port = free_port().to_string();
     let mut cmd = Command::new(&torchrun);
@@ -175,7 +176,7 @@ fn torchrun_itself_launches_pzt_ranks() {
 fn a_world_of_one_runs_its_collectives_and_equals_one_process() {
     // WORLD_SIZE=1 with MASTER_ADDR and MASTER_PORT (torchrun --nproc-per-node 1) joins a group
     // of one: the store, the reducer and the control all-reduces run, and change nothing.
-    let d = tmpdir("one");
+    let d = tmpdir("dist", "one");
     let (alone, group) = (d.join("alone"), d.join("group"));
     let (c, o, e) = train(&quickstart(), &quick_sets(&alone, 4, 4, &[]), &[]);
     assert_eq!(c, 0, "{o}{e}");

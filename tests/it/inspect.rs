@@ -1,8 +1,8 @@
 //! The inspection commands on every kind of model (recipe, HF directory, checkpoint), `pzt runs`,
 //! `pzt eval --expect` and the `--text` / `--prompt` spellings.
-mod common;
-use common::tiny::{recipe, tmpdir};
-use common::{fixture, run_pzt};
+use crate::common::tiny::recipe;
+use crate::common::tmpdir;
+use crate::common::{fixture, run_pzt};
 use std::path::{Path, PathBuf};
 
 /// A finished 4-step tiny run: (dir, recipe, newest checkpoint).

@@ -112,7 +112,7 @@ fn modules_use_only_modules_before_them() {
         }
         let Some(&mine) = rank.get(m.as_str()) else {
             wrong.push(format!(
-                "{}: module `{m}` is not in the architecture order; place it in ORDER (tests/architecture.rs) and the README",
+                "{}: module `{m}` is not in the architecture order; place it in ORDER (tests/it/architecture.rs) and the README",
                 f.display()
             ));
             continue;

@@ -1,8 +1,7 @@
 //! What the speed work changed, checked for what it must keep: `Linear`'s matmul path equals
 //! the einsum it replaced (values and gradients, any axis order), and `pzt train --profile`
-//! writes its trace and tables, and spins less unless told (dropped gradients: tests/optim.rs).
-mod common;
-use common::*;
+//! writes its trace and tables, and spins less unless told (dropped gradients: tests/it/optim.rs).
+use crate::common::*;
 use pzt::layers::linear::Linear;
 use pzt::prelude::*;
 use tch::{Kind, Tensor};
