@@ -123,14 +123,8 @@ impl TransformerConfig {
             );
         }
         let kv = self.num_kv_heads.unwrap_or(self.num_heads);
-        if kv < 1 || self.num_heads % kv != 0 {
-            return bad(
-                "num_kv_heads",
-                format!(
-                    "transformer: num_heads {} must be a multiple of num_kv_heads {kv}",
-                    self.num_heads
-                ),
-            );
+        if let Err(m) = crate::layers::attention::check_heads(self.num_heads, kv) {
+            return bad("num_kv_heads", format!("transformer: {m}"));
         }
         let max = crate::models::decoder::MAX_LAYERS;
         if self.num_layers > max {

@@ -79,12 +79,8 @@ impl SelfAttentionConfig {
 
     /// Builds the attention block.
     pub fn build(&self, scope: &Scope<'_>) -> Result<Node> {
-        if self.num_kv_heads < 1 || self.num_heads % self.num_kv_heads != 0 {
-            return Err(Error::Config(format!(
-                "attention: num_heads ({}) must be a multiple of num_kv_heads ({})",
-                self.num_heads, self.num_kv_heads
-            )));
-        }
+        super::check_heads(self.num_heads, self.num_kv_heads)
+            .map_err(|m| Error::Config(format!("attention: {m}")))?;
         let gqa = self.num_kv_heads != self.num_heads;
         let emb = Self::axes(&[(&self.embedding_axis, self.d_model)]);
         let (q_axes, kv_axes) = if gqa {

@@ -25,6 +25,18 @@ use crate::tree::{ChildLayout, Layer, Node, SideInputs, Value};
 use fused::FusedPlan;
 use serde::{Deserialize, Serialize};
 
+/// Query heads in groups over key/value heads (grouped-query attention): both counts at least
+/// 1 and `num_heads` a multiple of `num_kv_heads`. Returns the query heads per key/value head.
+/// Every builder that takes the two numbers checks them here.
+pub fn check_heads(num_heads: i64, num_kv_heads: i64) -> std::result::Result<i64, String> {
+    if num_heads < 1 || num_kv_heads < 1 || num_heads % num_kv_heads != 0 {
+        return Err(format!(
+            "num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads}), both at least 1"
+        ));
+    }
+    Ok(num_heads / num_kv_heads)
+}
+
 /// The five child slots of an `Attention`.
 pub const ATTENTION_SLOTS: [&str; 5] = [
     "input_to_query",

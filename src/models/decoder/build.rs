@@ -211,12 +211,6 @@ impl DecoderConfig {
     pub fn build(&self, scope: &Scope<'_>) -> Result<Decoder> {
         self.check()
             .map_err(|m| Error::Config(format!("decoder: {m}")))?;
-        if self.num_kv_heads < 1 || self.num_heads % self.num_kv_heads != 0 {
-            return Err(Error::Config(format!(
-                "decoder: num_heads ({}) must be a multiple of num_kv_heads ({})",
-                self.num_heads, self.num_kv_heads
-            )));
-        }
         let mut parts = Parts::default();
         let table = EmbeddingTable::build(
             &scope.pp("embed"),

@@ -167,6 +167,7 @@ impl DecoderConfig {
                 return Err(format!("{name} must be at least 1, got {v}"));
             }
         }
+        crate::layers::attention::check_heads(self.num_heads, self.num_kv_heads)?;
         let n = self.layers.len() as i64;
         if !(1..=MAX_LAYERS).contains(&n) {
             return Err(format!(

@@ -5,8 +5,10 @@
 //! and the newer one (`rope_parameters`, `dtype`, per-layer-type `rope_parameters`).
 //!
 //! Every key is either used, known not to change the computation, or rejected with an error
-//! naming the key and its value: nothing is silently ignored.
+//! naming the key and its value: nothing is silently ignored. The keys every family shares are
+//! read here; each family's own keys and tensor names are in [`super::families`].
 
+use super::families::{self, Converter};
 use crate::base::{Error, Result};
 use crate::layers::misc::Activation;
 use crate::layers::rope::RopeScaling;
@@ -38,7 +40,8 @@ pub struct Arch {
     pub dtype: tch::Kind,
 }
 
-struct Cfg<'a> {
+/// A config.json being read: which keys were used, so that [`Cfg::finish`] can reject the rest.
+pub struct Cfg<'a> {
     map: &'a Map<String, Value>,
     used: RefCell<BTreeSet<String>>,
     what: String,
@@ -49,11 +52,15 @@ fn bad(what: &str, key: &str, v: &Value, why: &str) -> Error {
 }
 
 impl<'a> Cfg<'a> {
-    fn get(&self, k: &str) -> Option<&'a Value> {
+    /// A message about this file.
+    pub fn error(&self, message: impl Into<String>) -> Error {
+        Error::bad_file(&self.what, message.into())
+    }
+    pub fn get(&self, k: &str) -> Option<&'a Value> {
         self.used.borrow_mut().insert(k.to_string());
         self.map.get(k).filter(|v| !v.is_null())
     }
-    fn int(&self, k: &str) -> Result<Option<i64>> {
+    pub fn int(&self, k: &str) -> Result<Option<i64>> {
         match self.get(k) {
             None => Ok(None),
             Some(v) => v.as_i64().map(Some).ok_or_else(|| {
@@ -61,11 +68,11 @@ impl<'a> Cfg<'a> {
             }),
         }
     }
-    fn req_int(&self, k: &str) -> Result<i64> {
+    pub fn req_int(&self, k: &str) -> Result<i64> {
         self.int(k)?
             .ok_or_else(|| Error::bad_file(&self.what, format!("`{k}` is missing")))
     }
-    fn float(&self, k: &str) -> Result<Option<f64>> {
+    pub fn float(&self, k: &str) -> Result<Option<f64>> {
         match self.get(k) {
             None => Ok(None),
             Some(v) => v.as_f64().map(Some).ok_or_else(|| {
@@ -73,7 +80,7 @@ impl<'a> Cfg<'a> {
             }),
         }
     }
-    fn boolean(&self, k: &str) -> Result<Option<bool>> {
+    pub fn boolean(&self, k: &str) -> Result<Option<bool>> {
         match self.get(k) {
             None => Ok(None),
             Some(v) => v.as_bool().map(Some).ok_or_else(|| {
@@ -81,11 +88,11 @@ impl<'a> Cfg<'a> {
             }),
         }
     }
-    fn string(&self, k: &str) -> Option<&'a str> {
+    pub fn string(&self, k: &str) -> Option<&'a str> {
         self.get(k).and_then(|v| v.as_str())
     }
     /// Requires a key, if present, to have one of the harmless values.
-    fn only(&self, k: &str, ok: &[Value], why: &str) -> Result<()> {
+    pub fn only(&self, k: &str, ok: &[Value], why: &str) -> Result<()> {
         if let Some(v) = self.get(k) {
             if !ok.contains(v) {
                 return Err(bad(&self.what, k, v, why));
@@ -93,7 +100,7 @@ impl<'a> Cfg<'a> {
         }
         Ok(())
     }
-    fn finish(&self, ignorable: &[&str]) -> Result<()> {
+    pub fn finish(&self, ignorable: &[&str]) -> Result<()> {
         let used = self.used.borrow();
         for (k, v) in self.map {
             if !used.contains(k) && !ignorable.contains(&k.as_str()) && !k.starts_with("_") {
@@ -181,7 +188,8 @@ fn parse_rope(what: &str, rp: &Value) -> Result<(f64, Option<RopeScaling>, Optio
     Ok((theta, scaling, partial))
 }
 
-fn act(what: &str, key: &str, v: &str) -> Result<Activation> {
+/// An activation function by its transformers name.
+pub fn act(c: &Cfg, key: &str, v: &str) -> Result<Activation> {
     Ok(match v {
         "silu" | "swish" => Activation::Silu,
         "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Activation::GeluTanh,
@@ -189,7 +197,7 @@ fn act(what: &str, key: &str, v: &str) -> Result<Activation> {
         "relu" => Activation::Relu,
         other => {
             return Err(bad(
-                what,
+                &c.what,
                 key,
                 &Value::String(other.into()),
                 "unsupported activation",
@@ -197,6 +205,36 @@ fn act(what: &str, key: &str, v: &str) -> Result<Activation> {
         }
     })
 }
+
+/// What every family reads, for the family's converter to complete: the decoder config, the
+/// attention window of each layer, and the rotary embedding.
+pub struct Shared {
+    pub decoder: DecoderConfig,
+    /// Each layer's sliding window (`None`: full attention).
+    pub window: Vec<Option<i64>>,
+    /// Gemma's `x * (1 + w)` RMSNorm.
+    pub norm_plus_one: bool,
+    pub rope_theta: f64,
+    pub rope_scaling: Option<RopeScaling>,
+    /// `partial_rotary_factor`: a family that rotates part of each head takes it.
+    pub partial: Option<f64>,
+    /// The rotary embedding of sliding layers, when the config gives one.
+    pub sliding_rope: Option<(f64, Option<RopeScaling>)>,
+    /// Whether sliding layers use `sliding_rope` (Gemma 3).
+    pub sliding_layers_use_local_rope: bool,
+}
+
+/// Keys read here for every family, beyond [`IGNORABLE`].
+const SHARED_KEYS: [&str; 8] = [
+    "model_type",
+    "dtype",
+    "torch_dtype",
+    "label2id",
+    "sliding_window_pattern",
+    "rope_parameters",
+    "rope_scaling",
+    "rope_theta",
+];
 
 /// Parses a config.json text.
 pub fn parse(text: &str, path: &str) -> Result<Arch> {
@@ -211,30 +249,94 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
         what: path.to_string(),
     };
     let model_type = match c.get("model_type") {
-        None => return Err(Error::bad_file(path, "`model_type` is missing")),
+        None => return Err(c.error("`model_type` is missing")),
         Some(v) => v
             .as_str()
-            .ok_or_else(|| Error::bad_file(path, format!("`model_type` = {v} should be a string")))?
+            .ok_or_else(|| c.error(format!("`model_type` = {v} should be a string")))?
             .to_string(),
     };
-    let family = match model_type.as_str() {
-        "llama" => Family::Llama,
-        "mistral" => Family::Mistral,
-        "gemma" => Family::Gemma,
-        "gemma2" => Family::Gemma2,
-        "gemma3_text" => Family::Gemma3,
-        "gpt_neox" => Family::GptNeox,
-        other => return Err(Error::bad_file(path, format!("model_type `{other}` is not supported (supported: llama, mistral, gemma, gemma2, gemma3_text, gpt_neox)"))),
-    };
+    let conv = families::by_model_type(&model_type).ok_or_else(|| {
+        let known: Vec<&str> = families::ALL.iter().map(|f| f.model_type).collect();
+        c.error(format!(
+            "model_type `{model_type}` is not supported (supported: {})",
+            known.join(", ")
+        ))
+    })?;
+    let mut s = shared(&c, conv)?;
+    (conv.convert)(&c, &mut s)?;
+    if let Some(p) = s.partial.filter(|p| *p != 1.0) {
+        return Err(c.error(format!("`rope_parameters.partial_rotary_factor` = {p} is not supported for {model_type} (only GPT-NeoX rotates part of each head)")));
+    }
+    let Shared {
+        decoder: mut d,
+        window,
+        norm_plus_one,
+        rope_theta,
+        rope_scaling,
+        sliding_rope,
+        sliding_layers_use_local_rope: local,
+        ..
+    } = s;
+    d.layers = window
+        .iter()
+        .map(|w| {
+            let (theta, scaling) = match (w, &sliding_rope) {
+                (Some(_), Some((t, s))) if local => (*t, s.clone()),
+                _ => (rope_theta, rope_scaling.clone()),
+            };
+            LayerAttention {
+                window: *w,
+                rope_theta: theta,
+                rope_scaling: scaling,
+            }
+        })
+        .collect();
+    crate::layers::attention::check_heads(d.num_heads, d.num_kv_heads)
+        .map_err(|m| c.error(format!("num_attention_heads and num_key_value_heads: {m}")))?;
+    d.check().map_err(|m| c.error(m))?;
+    let (eos, dtype) = (eos(&c), dtype(&c)?);
+    let mut ign: Vec<&str> = IGNORABLE.to_vec();
+    ign.extend(SHARED_KEYS);
+    ign.extend(conv.ignored);
+    c.finish(&ign)?;
+    Ok(Arch {
+        family: conv.family,
+        model_type,
+        decoder: d,
+        norm_plus_one,
+        eos,
+        dtype,
+    })
+}
+
+fn dtype(c: &Cfg) -> Result<tch::Kind> {
+    let name = c
+        .string("dtype")
+        .or_else(|| c.string("torch_dtype"))
+        .unwrap_or("float32");
+    crate::base::dtype::from_name(name)
+        .filter(|k| matches!(k, tch::Kind::Float | tch::Kind::BFloat16 | tch::Kind::Half))
+        .ok_or_else(|| c.error(format!("dtype `{name}` is not supported")))
+}
+
+fn eos(c: &Cfg) -> Vec<i64> {
+    match c.get("eos_token_id") {
+        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_i64()).collect(),
+        Some(v) => v.as_i64().into_iter().collect(),
+        None => vec![],
+    }
+}
+
+/// The sizes, the settings that must be harmless, and the rotary embedding.
+fn shared(c: &Cfg, conv: &Converter) -> Result<Shared> {
     let vocab = c.req_int("vocab_size")?;
     let d_model = c.req_int("hidden_size")?;
     let layers = c.req_int("num_hidden_layers")?;
     let max = crate::models::decoder::MAX_LAYERS;
     if !(1..=max).contains(&layers) {
-        return Err(Error::bad_file(
-            path,
-            format!("`num_hidden_layers` must be 1 to {max}, got {layers}"),
-        ));
+        return Err(c.error(format!(
+            "`num_hidden_layers` must be 1 to {max}, got {layers}"
+        )));
     }
     let heads = c.req_int("num_attention_heads")?;
     let kv_heads = c.int("num_key_value_heads")?.unwrap_or(heads);
@@ -247,26 +349,14 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
         ("intermediate_size", ffn),
     ] {
         if v < 1 {
-            return Err(Error::bad_file(
-                path,
-                format!("`{k}` must be at least 1, got {v}"),
-            ));
+            return Err(c.error(format!("`{k}` must be at least 1, got {v}")));
         }
     }
-    let dtype_name = c
-        .string("dtype")
-        .or_else(|| c.string("torch_dtype"))
-        .unwrap_or("float32");
-    let dtype = crate::base::dtype::from_name(dtype_name)
-        .filter(|k| matches!(k, tch::Kind::Float | tch::Kind::BFloat16 | tch::Kind::Half))
-        .ok_or_else(|| Error::bad_file(path, format!("dtype `{dtype_name}` is not supported")))?;
-    let eos = match c.get("eos_token_id") {
-        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_i64()).collect(),
-        Some(v) => v.as_i64().into_iter().collect(),
-        None => vec![],
-    };
-    let tied_default = matches!(family, Family::Gemma | Family::Gemma2 | Family::Gemma3);
-    let tied = c.boolean("tie_word_embeddings")?.unwrap_or(tied_default);
+    // Read here so that a bad dtype is reported before the rest, as the keys are read.
+    dtype(c)?;
+    let tied = c
+        .boolean("tie_word_embeddings")?
+        .unwrap_or(conv.tied_by_default);
     for k in ["attention_dropout", "hidden_dropout"] {
         c.only(
             k,
@@ -284,199 +374,61 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
         &[Value::Bool(false)],
         "bidirectional attention is not implemented",
     )?;
-    // RoPE.
-    let old_theta = c.float("rope_theta")?;
-    let old_scaling = c.get("rope_scaling");
-    let mut rope_theta = old_theta.unwrap_or(10_000.0);
-    let mut rope_scaling = None;
+    let mut d = DecoderConfig::llama(vocab, d_model, 0, (heads, kv_heads, head_dim), ffn);
+    d.query_scale = Some(1.0 / (head_dim as f64).sqrt());
+    d.tie_embeddings = tied;
+    let (rope_theta, rope_scaling, partial, sliding_rope) = rope(c)?;
+    Ok(Shared {
+        decoder: d,
+        window: vec![None; layers as usize],
+        norm_plus_one: false,
+        rope_theta,
+        rope_scaling,
+        partial,
+        sliding_rope,
+        sliding_layers_use_local_rope: false,
+    })
+}
+
+type Rope = (
+    f64,
+    Option<RopeScaling>,
+    Option<f64>,
+    Option<(f64, Option<RopeScaling>)>,
+);
+
+/// The rotary embedding in either layout: `rope_theta` + `rope_scaling`, or `rope_parameters`
+/// (one table, or one per layer type); and Gemma 3's `rope_local_base_freq`.
+fn rope(c: &Cfg) -> Result<Rope> {
+    let path = c.what.as_str();
+    let mut theta = c.float("rope_theta")?.unwrap_or(10_000.0);
+    let mut scaling = None;
     let mut partial = None;
     let mut local: Option<(f64, Option<RopeScaling>)> = None;
-    if let Some(s) = old_scaling {
+    if let Some(s) = c.get("rope_scaling") {
         let mut s = s.clone();
         if let Some(m) = s.as_object_mut() {
-            m.insert("rope_theta".into(), Value::from(rope_theta));
+            m.insert("rope_theta".into(), Value::from(theta));
         }
-        let (t, sc, _) = parse_rope(path, &s)?;
-        rope_theta = t;
-        rope_scaling = sc;
+        (theta, scaling, _) = parse_rope(path, &s)?;
     }
     if let Some(rp) = c.get("rope_parameters") {
         let per_type = rp.get("full_attention").is_some() || rp.get("sliding_attention").is_some();
         if per_type {
             let full = rp
                 .get("full_attention")
-                .ok_or_else(|| Error::bad_file(path, "rope_parameters lacks `full_attention`"))?;
-            let (t, sc, _) = parse_rope(path, full)?;
-            rope_theta = t;
-            rope_scaling = sc;
+                .ok_or_else(|| c.error("rope_parameters lacks `full_attention`"))?;
+            (theta, scaling, _) = parse_rope(path, full)?;
             if let Some(sl) = rp.get("sliding_attention") {
                 let (t, sc, _) = parse_rope(path, sl)?;
                 local = Some((t, sc));
             }
         } else {
-            let (t, sc, p) = parse_rope(path, rp)?;
-            rope_theta = t;
-            rope_scaling = sc;
-            partial = p;
+            (theta, scaling, partial) = parse_rope(path, rp)?;
         }
     }
     if let Some(lb) = c.float("rope_local_base_freq")? {
         local = Some((lb, None));
     }
-    let mut d = DecoderConfig::llama(vocab, d_model, 0, (heads, kv_heads, head_dim), ffn);
-    d.query_scale = Some(1.0 / (head_dim as f64).sqrt());
-    d.tie_embeddings = tied;
-    let mut norm_plus_one = false;
-    let mut window: Vec<Option<i64>> = vec![None; layers as usize];
-    match family {
-        Family::Llama | Family::Mistral => {
-            d.norm_eps = c.float("rms_norm_eps")?.unwrap_or(1e-6);
-            d.activation = act(path, "hidden_act", c.string("hidden_act").unwrap_or("silu"))?;
-            let ab = c.boolean("attention_bias")?.unwrap_or(false);
-            d.qkv_bias = ab;
-            d.output_bias = ab;
-            d.mlp_bias = c.boolean("mlp_bias")?.unwrap_or(false);
-            if family == Family::Mistral {
-                if let Some(w) = c.int("sliding_window")? {
-                    window = vec![Some(w); layers as usize];
-                }
-            }
-        }
-        Family::Gemma | Family::Gemma2 | Family::Gemma3 => {
-            d.norm_eps = c.float("rms_norm_eps")?.unwrap_or(1e-6);
-            norm_plus_one = true;
-            let a = c
-                .string("hidden_activation")
-                .or_else(|| c.string("hidden_act"))
-                .unwrap_or("gelu_pytorch_tanh");
-            let _ = c.get("hidden_act");
-            d.activation = act(path, "hidden_activation", a)?;
-            if family == Family::Gemma && d.activation == Activation::Gelu {
-                // transformers maps Gemma 1's legacy `gelu` to the tanh approximation.
-                d.activation = Activation::GeluTanh;
-            }
-            let ab = c.boolean("attention_bias")?.unwrap_or(false);
-            d.qkv_bias = ab;
-            d.output_bias = ab;
-            d.embed_scale = Some((d_model as f64).sqrt());
-            if family != Family::Gemma {
-                d.sandwich_norms = true;
-                if let Some(q) = c.float("query_pre_attn_scalar")? {
-                    d.query_scale = Some(q.powf(-0.5));
-                }
-                d.attn_softcap = c.float("attn_logit_softcapping")?;
-                d.final_softcap = c.float("final_logit_softcapping")?;
-                let sw = c.int("sliding_window")?;
-                let types: Option<Vec<String>> =
-                    c.get("layer_types").and_then(|v| v.as_array()).map(|a| {
-                        a.iter()
-                            .filter_map(|x| x.as_str().map(String::from))
-                            .collect()
-                    });
-                let pattern = c.int("sliding_window_pattern")?;
-                for (i, w) in window.iter_mut().enumerate() {
-                    let sliding = match (&types, pattern) {
-                        (Some(t), _) => match t.get(i).map(|s| s.as_str()) {
-                            Some("sliding_attention") => true,
-                            Some("full_attention") => false,
-                            other => {
-                                return Err(Error::bad_file(
-                                    path,
-                                    format!("layer_types[{i}] = {other:?} is not supported"),
-                                ))
-                            }
-                        },
-                        (None, Some(p)) => (i as i64 + 1) % p != 0,
-                        (None, None) if family == Family::Gemma2 => i % 2 == 0,
-                        (None, None) => (i as i64 + 1) % 6 != 0,
-                    };
-                    if sliding {
-                        *w = Some(sw.ok_or_else(|| {
-                            Error::bad_file(path, "sliding layers need `sliding_window`")
-                        })?);
-                    }
-                }
-            }
-            if family == Family::Gemma3 {
-                d.qk_norm = true;
-                if local.is_none() {
-                    local = Some((10_000.0, None));
-                }
-            }
-        }
-        Family::GptNeox => {
-            d.layer_norm = true;
-            d.norm_eps = c.float("layer_norm_eps")?.unwrap_or(1e-5);
-            d.gated_mlp = false;
-            d.activation = act(path, "hidden_act", c.string("hidden_act").unwrap_or("gelu"))?;
-            let ab = c.boolean("attention_bias")?.unwrap_or(true);
-            d.qkv_bias = ab;
-            d.output_bias = ab;
-            d.mlp_bias = true;
-            d.parallel_residual = c.boolean("use_parallel_residual")?.unwrap_or(true);
-            if let Some(base) = c.float("rotary_emb_base")? {
-                rope_theta = base;
-            }
-            let pct = c.float("rotary_pct")?.or(partial).unwrap_or(1.0);
-            let dims = ((head_dim as f64) * pct) as i64;
-            if dims < head_dim {
-                d.rotary_dims = Some(dims);
-            }
-        }
-    }
-    if family != Family::GptNeox {
-        if let Some(p) = partial.filter(|p| *p != 1.0) {
-            return Err(Error::bad_file(
-                path,
-                format!("`rope_parameters.partial_rotary_factor` = {p} is not supported for {model_type} (only GPT-NeoX rotates part of each head)"
-            )));
-        }
-    }
-    d.layers = window
-        .iter()
-        .map(|w| {
-            let (theta, scaling) = match (w, &local) {
-                (Some(_), Some((t, s))) if family == Family::Gemma3 => (*t, s.clone()),
-                _ => (rope_theta, rope_scaling.clone()),
-            };
-            LayerAttention {
-                window: *w,
-                rope_theta: theta,
-                rope_scaling: scaling,
-            }
-        })
-        .collect();
-    if d.num_kv_heads < 1 || d.num_heads % d.num_kv_heads != 0 {
-        return Err(Error::bad_file(
-            path,
-            format!(
-                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
-                d.num_heads, d.num_kv_heads
-            ),
-        ));
-    }
-    d.check().map_err(|m| Error::bad_file(path, m))?;
-    let mut ign: Vec<&str> = IGNORABLE.to_vec();
-    ign.extend([
-        "model_type",
-        "dtype",
-        "torch_dtype",
-        "label2id",
-        "sliding_window_pattern",
-        "rope_parameters",
-        "rope_scaling",
-        "rope_theta",
-    ]);
-    if family == Family::Mistral || family == Family::Llama {
-        ign.push("head_dim");
-    }
-    c.finish(&ign)?;
-    Ok(Arch {
-        family,
-        model_type,
-        decoder: d,
-        norm_plus_one,
-        eos,
-        dtype,
-    })
+    Ok((theta, scaling, partial, local))
 }

@@ -9,6 +9,7 @@
 
 mod config;
 mod export;
+mod families;
 pub mod names;
 pub mod peft;
 pub mod transform;
