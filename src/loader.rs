@@ -112,20 +112,20 @@ pub fn resolve_model(path: &Path) -> Result<PathBuf> {
         _ if path.is_dir()
             && !path.join("config.json").is_file()
             && !path.join("state.json").is_file()
-            && crate::train::runs::is_run_dir(path) =>
+            && crate::run::listing::is_run_dir(path) =>
         {
             (path.to_path_buf(), "latest")
         }
         _ => return Ok(path.to_path_buf()),
     };
-    if !crate::train::runs::is_run_dir(&run) {
+    if !crate::run::listing::is_run_dir(&run) {
         return Err(Error::Config(format!(
             "`{}`: `{}` is not a run directory (no metrics.jsonl, no checkpoints/)",
             path.display(),
             run.display()
         )));
     }
-    let checkpoints = crate::store::list(&run);
+    let checkpoints = crate::run::checkpoint::list(&run);
     let Some((_, newest)) = checkpoints.last().cloned() else {
         return Err(Error::Config(format!(
             "`{}`: the run {} has no checkpoint yet",
@@ -136,7 +136,7 @@ pub fn resolve_model(path: &Path) -> Result<PathBuf> {
     if which == "latest" {
         return Ok(newest);
     }
-    let info = crate::train::runs::read_run(&run)?;
+    let info = crate::run::listing::read_run(&run)?;
     let (Some(metric), Some(best)) = (&info.key_metric, info.best) else {
         return Err(Error::Config(format!(
             "`{}`: the run logged no eval metric, so it has no best checkpoint; use {}@latest",
@@ -255,7 +255,7 @@ pub fn load_with(
     }
     let m = recipe_model(recipe_of(path, sets)?, registry, device, dtype)?;
     if kind == ModelPath::Checkpoint {
-        crate::store::load_model(path, &m.tree)?;
+        crate::run::checkpoint::load_model(path, &m.tree)?;
     }
     Ok(m)
 }

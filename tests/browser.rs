@@ -589,7 +589,7 @@ fn capture_page_shows_each_array_with_token_labels() {
     // The first array is open: attention weights {batch, seq, kv_heads, q_rep, kv_seq}; the
     // size-1 batch goes to a slider, the kv_seq to the columns, the rest to the rows.
     let dims = b.eval("[...['rows','cols']].map(k => Number(document.querySelector('canvas.heatmap').dataset[k]))");
-    let (_, meta) = pzt::store::arrays::read(&out).unwrap();
+    let (_, meta) = pzt::run::checkpoint::arrays::read(&out).unwrap();
     let n = meta["tokens"].split(' ').count() as u64;
     assert_eq!(dims, json!([n * 4, n]));
     // Both axes carry the tokens as tick labels: the rows one per token (each over its block of

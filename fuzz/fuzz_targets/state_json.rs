@@ -46,14 +46,14 @@ thread_local! {
 
 fn run(c: &Ctx, data: &[u8]) {
     std::fs::write(c.dir.join("state.json"), data).expect("write state.json");
-    let state = match pzt::store::load_model(&c.dir, &c.tree) {
+    let state = match pzt::run::checkpoint::load_model(&c.dir, &c.tree) {
         Ok(s) => s,
         Err(e) => {
             let _ = e.to_string();
             return;
         }
     };
-    let _ = pzt::store::set_cpu_rng_hex(&state.rng_cpu);
+    let _ = pzt::run::checkpoint::set_cpu_rng_hex(&state.rng_cpu);
     let mut cursor = pzt::data::Cursor::new(state.seed, 40, state.cursor);
     let _ = cursor.next_batch(8);
     let _ = serde_json::to_string_pretty(&state);

@@ -51,7 +51,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         .iter()
         .map(|c| (c.name.clone(), c.value.clone()))
         .collect();
-    pzt::store::arrays::write(&a.out, &named, &meta).map_err(lib_err)?;
+    pzt::run::checkpoint::arrays::write(&a.out, &named, &meta).map_err(lib_err)?;
     for c in &arrays {
         println!("{}  {}", c.name, c.value.describe());
     }

@@ -85,7 +85,7 @@ pub fn mask_side_inputs(
         return Ok(side);
     };
     let shown = path.display();
-    let (arrays, _) = pzt::store::arrays::read(path).map_err(lib_err)?;
+    let (arrays, _) = pzt::run::checkpoint::arrays::read(path).map_err(lib_err)?;
     let t = match arrays.as_slice() {
         [(_, t)] => t.clone(),
         many => many

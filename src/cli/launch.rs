@@ -145,7 +145,7 @@ pub fn launch(n: usize, timeout_s: u64, out_dir: &std::path::Path) -> Result<(),
     // fail the same way.
     let bad_input = matches!(r, Err(Failure::Exit(2)));
     if r.is_err() && !bad_input && signals.load(Ordering::SeqCst) == 0 {
-        let newest = pzt::train::checkpoint::latest(out_dir).map_or_else(
+        let newest = pzt::run::checkpoint::latest(out_dir).map_or_else(
             || "no checkpoint yet".to_string(),
             |(s, p)| format!("the newest checkpoint is {} (step {s})", p.display()),
         );

@@ -25,7 +25,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let runs = a
         .runs
         .iter()
-        .map(|d| pzt::train::runs::read_run(d))
+        .map(|d| pzt::run::listing::read_run(d))
         .collect::<Result<Vec<_>, _>>()
         .map_err(lib_err)?;
     match &a.html {

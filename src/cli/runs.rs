@@ -1,7 +1,7 @@
 //! `pzt runs [DIR] [--json]`.
 
 use super::common::{lib_err, Failure};
-use pzt::train::runs::{AtStep, RunInfo};
+use pzt::run::listing::{AtStep, RunInfo};
 use std::path::PathBuf;
 
 /// List the runs in a directory (default `runs/`): name, steps done of total, state
@@ -43,7 +43,7 @@ fn row(r: &RunInfo) -> [String; 7] {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    let listed = pzt::train::runs::list_runs(&a.dir).map_err(lib_err)?;
+    let listed = pzt::run::listing::list_runs(&a.dir).map_err(lib_err)?;
     // One run named by itself that cannot be read is an error, not an empty listing.
     if let [(dir, Err(e))] = listed.as_slice() {
         if dir == &a.dir {

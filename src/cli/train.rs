@@ -70,7 +70,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     // Rank 0 speaks for a data-parallel run (and a launcher for its ranks).
     let speaks =
         a.nproc.is_none_or(|n| n <= 1) && std::env::var("RANK").map_or(true, |r| r.trim() == "0");
-    if a.resume && speaks && pzt::train::checkpoint::latest(&r.run.out_dir).is_none() && !a.json {
+    if a.resume && speaks && pzt::run::checkpoint::latest(&r.run.out_dir).is_none() && !a.json {
         pzt::base::text::out(&format!(
             "--resume: no checkpoint in {} yet; starting from step 0",
             r.run.out_dir.display()
@@ -98,7 +98,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     };
     let spec = r.train_spec(&pzt::builtin_registry()).map_err(lib_err)?;
     if a.profile.is_some() {
-        if let Some((s, _)) = pzt::train::checkpoint::latest(&r.run.out_dir) {
+        if let Some((s, _)) = pzt::run::checkpoint::latest(&r.run.out_dir) {
             if s >= spec.train.steps {
                 return Err(Failure::BadInput(format!(
                     "--profile: the run in {} is finished (step {s} of {}): there is no step to profile; raise train.steps, or profile a new run (--set 'run.name=\"{}-profile\"')",
@@ -168,7 +168,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
 /// A run directory whose newest checkpoint was written on another number of processes is
 /// refused before any rank starts.
 fn check_world(out_dir: &std::path::Path, n: usize) -> Result<(), Failure> {
-    let Some((_, dir)) = pzt::train::checkpoint::latest(out_dir) else {
+    let Some((_, dir)) = pzt::run::checkpoint::latest(out_dir) else {
         return Ok(());
     };
     let Ok(text) = std::fs::read_to_string(dir.join("state.json")) else {

@@ -2,7 +2,7 @@
 //! model.
 
 use super::common::{lib_err, Failure};
-use pzt::store::manifest::Verified;
+use pzt::run::checkpoint::manifest::Verified;
 use std::path::{Path, PathBuf};
 
 /// Check a checkpoint (or every checkpoint of a run) against the checksums in its
@@ -31,7 +31,10 @@ fn checkpoints(path: &Path) -> Result<Vec<PathBuf>, Failure> {
             path.display()
         )));
     }
-    let all: Vec<PathBuf> = pzt::store::list(&run).into_iter().map(|(_, p)| p).collect();
+    let all: Vec<PathBuf> = pzt::run::checkpoint::list(&run)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
     if all.is_empty() {
         return Err(Failure::BadInput(format!(
             "{}: not a checkpoint, and no checkpoints under it",
@@ -45,7 +48,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let all = checkpoints(&a.path)?;
     let mut damaged = vec![];
     for dir in &all {
-        match pzt::store::read_state(dir) {
+        match pzt::run::checkpoint::read_state(dir) {
             Ok((_, Verified::Intact { files, bytes })) => println!(
                 "ok       {} ({files} files, {})",
                 dir.display(),

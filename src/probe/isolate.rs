@@ -212,7 +212,7 @@ pub fn write(iso: &Isolated, dir: &Path, about: &BTreeMap<String, Json>) -> Resu
             }
             acc
         });
-    crate::store::arrays::write(
+    crate::run::checkpoint::arrays::write(
         &dir.join("parameters.safetensors"),
         &params,
         &BTreeMap::new(),
@@ -227,7 +227,7 @@ pub fn write(iso: &Isolated, dir: &Path, about: &BTreeMap<String, Json>) -> Resu
         "after": states("after", &r.after, &mut arrays),
     });
     let meta = BTreeMap::from([("structure".to_string(), structure.to_string())]);
-    crate::store::arrays::write(&dir.join("io.safetensors"), &arrays, &meta)?;
+    crate::run::checkpoint::arrays::write(&dir.join("io.safetensors"), &arrays, &meta)?;
     let mut j = serde_json::Map::new();
     j.insert("format".into(), json!(1));
     j.insert("path".into(), json!(iso.path));

@@ -182,10 +182,10 @@ pub fn replay(
     let b = Builder::new(r.run.seed).dtype(r.param_dtype);
     let built = Plan::build(r, registry, &b)?.tree;
     let pfile = dir.join("parameters.safetensors");
-    let (params, _) = crate::store::arrays::read(&pfile)?;
+    let (params, _) = crate::run::checkpoint::arrays::read(&pfile)?;
     let params: BTreeMap<String, NamedTensor> = params.into_iter().collect();
     let (tree, loaded, added) = with_parameters(&built, &params, &pfile)?;
-    let (arrays, meta) = crate::store::arrays::read(&dir.join("io.safetensors"))?;
+    let (arrays, meta) = crate::run::checkpoint::arrays::read(&dir.join("io.safetensors"))?;
     let arrays: BTreeMap<String, NamedTensor> = arrays.into_iter().collect();
     let st: Json = meta
         .get("structure")

@@ -88,7 +88,7 @@ fn load(mb: &ModelBuilder<'_>, dir: &Path) -> Result<Node> {
     let inner = checkpoint_recipe(dir)?;
     let (tree, _) = super::plan::build_tree(&inner, mb.registry, mb.builder)?;
     if mb.builder.seed.is_some() {
-        crate::store::load_model(dir, &tree)?;
+        crate::run::checkpoint::load_model(dir, &tree)?;
     }
     let before = tree.clone();
     let tree = without_checkpointing(&tree)?;

@@ -3,12 +3,11 @@
 //! diagnostics. The trainer sees only this; errors it finds in a section's values come back as
 //! [`crate::Error::InSection`] for the recipe layer to point at.
 
-pub mod checkpoint;
 pub mod optim;
 pub mod strategy;
 pub mod train;
 
-pub use checkpoint::{CheckpointConfig, EVAL_METRICS};
+pub use crate::run::{CheckpointConfig, EVAL_METRICS};
 pub use optim::{OptimConfig, OptimKind, Schedule};
 pub use strategy::{StrategyConfig, StrategyKind};
 pub use train::{DistBackend, Precision, TrainConfig};

@@ -4,12 +4,12 @@
 //! device type. Each fact is a float64 (hashes in 32-bit halves) reduced by min and max over the
 //! ranks: a fact whose min and max differ is named in the error every rank reports.
 
-use super::checkpoint::{self, BaseRecord};
 use super::session::Session;
 use super::world::World;
 use crate::backend::dist::ReduceOp;
 use crate::base::{Error, Result};
 use crate::params::Parameter;
+use crate::run::checkpoint::{self, BaseRecord};
 
 /// What every rank of a data-parallel run must agree on before the first step, as
 /// float64s (hashes in 32-bit halves): the step it resumed from and that checkpoint's

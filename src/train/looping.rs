@@ -3,14 +3,14 @@
 //! rank 0 alone logs, evaluates and writes; the ranks agree each step on stopping and on
 //! checkpointing.
 
-use super::checkpoint;
-use super::metrics::MetricsWriter;
-use super::tensorboard::EventWriter;
 use super::trainer::{StepOutcome, Trainer};
 use super::{StopSignal, Summary};
 use crate::backend::device_name;
 use crate::backend::dist::ReduceOp;
 use crate::base::Result;
+use crate::run::checkpoint;
+use crate::run::metrics::MetricsWriter;
+use crate::run::tensorboard::EventWriter;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
 use std::time::Instant;

@@ -25,20 +25,15 @@
 //! ```
 
 /// Checkpoint directories (the [`crate::store`] module, under its training name).
-pub use crate::store as checkpoint;
 mod agreement;
 pub mod expect;
-mod lock;
 mod looping;
 pub mod losses;
-pub mod metrics;
 pub mod optim;
 mod report;
 pub mod resume_checks;
-pub mod runs;
 mod session;
 pub mod task;
-pub mod tensorboard;
 mod trainer;
 pub mod world;
 
@@ -46,6 +41,7 @@ pub use session::{pick_device, Session};
 pub use trainer::Trainer;
 
 use crate::base::{Error, Result};
+use crate::run::checkpoint;
 use crate::spec::RunSpec;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,6 @@
 //! a data-parallel run, the NaN watchdog, clipping), checkpoints, and resuming from the newest
 //! checkpoint. The loop around it is in `looping.rs`.
 
-use super::checkpoint::{self, TrainState};
 use super::optim::Optimizer;
 use super::report::Reporter;
 use super::session::Session;
@@ -14,6 +13,7 @@ use crate::base::seed::mix;
 use crate::base::{Error, Result, TorchContext};
 use crate::data::{Cursor, Example};
 use crate::params::{Parameter, RandomStream};
+use crate::run::checkpoint::{self, TrainState};
 use crate::spec::{OptimConfig, RunSpec};
 use crate::tree::SideValue;
 use serde_json::{Map, Value};
@@ -53,7 +53,7 @@ pub struct Trainer {
     /// The frozen parameters this run trains against (recorded in each checkpoint).
     base: Option<checkpoint::BaseRecord>,
     /// One `pzt train` per run directory (held by rank 0).
-    _lock: Option<super::lock::RunLock>,
+    _lock: Option<crate::run::lock::RunLock>,
     /// `--profile`: which steps to profile (rank 0).
     pub(super) profile: Option<super::ProfileOptions>,
     /// The ranks of a data-parallel run (one process: a world of 1).
@@ -87,13 +87,13 @@ impl Trainer {
                 path: out_dir.display().to_string(),
                 source,
             })?;
-            let l = super::lock::RunLock::take(&out_dir)?;
+            let l = crate::run::lock::RunLock::take(&out_dir)?;
             l.clean_debris(&checkpoint::dir_of(&out_dir));
             lock = Some(l);
             // A checkpoint in a directory this user cannot write (a shared one) can still be
             // started from; only its protection from the other run's pruning is lost: said once.
             if let Some(from) = &spec.model_checkpoint {
-                pin_failed = checkpoint::pin(from, &out_dir).err().map(|e| {
+                pin_failed = crate::run::pin(from, &out_dir).err().map(|e| {
                     format!("warning: could not pin {} against its run's keep_last ({e}); that run may prune it", from.display())
                 });
             }
@@ -147,7 +147,7 @@ impl Trainer {
         t.agree_on_start()?;
         if t.step < t.spec().train.steps && t.world.is_main() {
             let world = (t.world.size, t.world.backend);
-            super::runs::record_environment(
+            crate::run::environment::record_environment(
                 &out_dir,
                 t.step,
                 &device_name(t.session.device),
@@ -168,7 +168,7 @@ impl Trainer {
         let latest = checkpoint::latest(&run.out_dir);
         if self.world.is_main() {
             let from = latest.as_ref().map_or(0, |(s, _)| *s);
-            super::resume_checks::check_divergence(&run.out_dir, from, &self.spec().recipe_toml)?;
+            crate::run::divergence::check_divergence(&run.out_dir, from, &self.spec().recipe_toml)?;
         }
         let Some((s, dir)) = latest else {
             let data = &self.session.data;
@@ -335,7 +335,7 @@ impl Trainer {
         };
         self.report.abandon();
         if self.world.is_main() {
-            super::resume_checks::record_divergence(
+            crate::run::divergence::record_divergence(
                 &self.spec().run.out_dir,
                 self.step + 1,
                 &what,
@@ -438,7 +438,7 @@ impl Trainer {
             self.opt.state(),
             &spec.recipe_toml,
         )?;
-        checkpoint::prune(out, spec.checkpoint.keep_last, self.best.map(|b| b.1))?;
+        crate::run::prune(out, spec.checkpoint.keep_last, self.best.map(|b| b.1))?;
         Ok(Some(dir))
     }
 }

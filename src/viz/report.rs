@@ -5,7 +5,7 @@
 //! metrics logged at their steps (and which one is best by the run's ranking metric), the
 //! resolved recipe, the throughput and the environments it ran in. Several runs overlay.
 
-use crate::train::runs::RunInfo;
+use crate::run::listing::RunInfo;
 use serde_json::{json, Map, Value as Json};
 use std::collections::BTreeMap;
 

@@ -2,9 +2,9 @@
 //! --nproc N`, ranks started with torchrun's environment, and torchrun itself give the
 //! parameters of one process with N times the batch. Failures: tests/distributed/failures.rs.
 use crate::common;
-use crate::common::tmpdir;
 use crate::common::dist::*;
 use crate::common::finetune::base_dir;
+use crate::common::tmpdir;
 use std::path::Path;
 use std::process::{Command, Stdio};
 

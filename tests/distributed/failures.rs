@@ -1,9 +1,9 @@
 //! Data-parallel runs that go wrong: a killed rank ends the run without a hang and the same
 //! command resumes it exactly; SIGTERM stops every rank with one checkpoint; bad launches and
 //! ranks that disagree exit 2; resuming on another number of processes is refused.
-use crate::common::tmpdir;
 use crate::common::dist::*;
 use crate::common::run_pzt;
+use crate::common::tmpdir;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// Each library module may use only the modules before it.
 const ORDER: [&str; 16] = [
-    "base", "backend", "named", "params", "tree", "layers", "models", "data", "spec", "store",
+    "base", "backend", "named", "params", "tree", "layers", "models", "run", "data", "spec",
     "recipe", "train", "viz", "loader", "probe", "demo",
 ];
 

@@ -167,7 +167,7 @@ fn random_kills_resume_to_the_uninterrupted_parameters_without_debris() {
     let killed = tmpdir("checkpoints", "kill-killed");
     let f = common::tiny::recipe(&killed, steps, extra);
     let run = killed.join("run");
-    let latest = || pzt::train::checkpoint::latest(&run).map_or(0, |(s, _)| s);
+    let latest = || pzt::run::checkpoint::latest(&run).map_or(0, |(s, _)| s);
     // Each run is killed at a pseudo-random moment (0-40 ms) after it has written one new
     // checkpoint: every run gets further, and the kills land anywhere in the steps and the
     // checkpoint writes that follow.

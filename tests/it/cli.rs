@@ -1,10 +1,9 @@
 //! The `pzt` binary: version report, the demo, bad input (exit code 2, no panic), the
 //! generated reference (docs/cli.md) and the conveniences: help examples, shell completions,
 //! `pzt init`, run directories and RUN@best as models, the interactive chat.
-use crate::common::pzt;
 use crate::common;
+use crate::common::pzt;
 use std::process::Command;
-
 
 #[test]
 fn version_reports_pzt_libtorch_and_devices() {

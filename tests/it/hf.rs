@@ -224,7 +224,6 @@ fn unsupported_configs_fail_loudly() {
     );
 }
 
-
 fn read_logits(p: &Path) -> tch::Tensor {
     tch::Tensor::read_safetensors(p)
         .unwrap()

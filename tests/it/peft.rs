@@ -1,8 +1,8 @@
 //! LoRA and DoRA against peft: adapters read with `init_from` give peft's logits, merging
 //! gives `merge_and_unload()`'s, and `pzt export --peft / --hf` write what peft and
 //! transformers read (compared with the adapters and logits peft made).
-use crate::common::tmpdir;
 use crate::common::finetune::*;
+use crate::common::tmpdir;
 use crate::common::*;
 use pzt::prelude::*;
 use pzt::recipe::plan::Plan;

@@ -67,7 +67,7 @@ fn captured_activations_equal_transformers_hidden_states() {
             ]);
             assert_eq!(code, 0, "{case} {sel}: {err}");
             assert!(stdout.contains("wrote"), "{stdout}");
-            let (arrays, meta) = pzt::store::arrays::read(&out).unwrap();
+            let (arrays, meta) = pzt::run::checkpoint::arrays::read(&out).unwrap();
             assert_eq!(meta["tokens"], toks);
             assert_eq!(meta["selector"], sel);
             if sel == "blocks.*" {
@@ -387,8 +387,8 @@ fn isolate_and_replay_reproduce_and_test_interventions() {
         cap.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
-    let (io, _) = pzt::store::arrays::read(&dir.join("io.safetensors")).unwrap();
-    let (c, _) = pzt::store::arrays::read(&cap).unwrap();
+    let (io, _) = pzt::run::checkpoint::arrays::read(&dir.join("io.safetensors")).unwrap();
+    let (c, _) = pzt::run::checkpoint::arrays::read(&cap).unwrap();
     let input = &io.iter().find(|(n, _)| n == "input").unwrap().1;
     assert!(input.tensor().equal(c[0].1.tensor()));
 
@@ -482,7 +482,7 @@ fn isolate_keeps_state_before_and_after() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("state   1 variable(s)"), "{out}");
-    let (io, meta) = pzt::store::arrays::read(&dir.join("io.safetensors")).unwrap();
+    let (io, meta) = pzt::run::checkpoint::arrays::read(&dir.join("io.safetensors")).unwrap();
     let s: serde_json::Value = serde_json::from_str(&meta["structure"]).unwrap();
     assert!(
         s["before"][0]["value"].is_null(),
@@ -556,7 +556,7 @@ fn replay_of_damaged_files_or_breaking_edits_is_bad_input() {
     // A parameter file whose tensor became int64, or changed shape: named, not converted.
     let pf = dir.join("parameters.safetensors");
     let original = std::fs::read(&pf).unwrap();
-    let (arrays, meta) = pzt::store::arrays::read(&pf).unwrap();
+    let (arrays, meta) = pzt::run::checkpoint::arrays::read(&pf).unwrap();
     let name = arrays[0].0.clone();
     for (what, want) in [("int", "Int64"), ("shape", "has shape")] {
         let edited: Vec<(String, pzt::named::NamedTensor)> = arrays
@@ -574,7 +574,7 @@ fn replay_of_damaged_files_or_breaking_edits_is_bad_input() {
                 (n.clone(), t)
             })
             .collect();
-        pzt::store::arrays::write(&pf, &edited, &meta).unwrap();
+        pzt::run::checkpoint::arrays::write(&pf, &edited, &meta).unwrap();
         check(&["replay", ds], &["parameters.safetensors", &name, want]);
         std::fs::write(&pf, &original).unwrap();
     }

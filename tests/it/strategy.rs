@@ -1,8 +1,8 @@
 //! Fine-tuning strategies from recipes and the command line: adapter-only checkpoints and
 //! their base, exact resume, `[model] checkpoint`, freezing, patch actions, activation
 //! checkpointing, and the errors of `[strategy]`.
-use crate::common::tmpdir;
 use crate::common::finetune::*;
+use crate::common::tmpdir;
 use crate::common::*;
 use std::path::Path;
 use tch::Tensor;
@@ -84,10 +84,10 @@ fn a_lora_run_resumes_exactly_after_kill_9() {
     let f = lora_recipe(&killed, &base_dir(), steps, LORA);
     let mut child = spawn_train(&f);
     let run = killed.join("run");
-    wait_for(|| pzt::train::checkpoint::latest(&run).is_some());
+    wait_for(|| pzt::run::checkpoint::latest(&run).is_some());
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
-    let newest = pzt::train::checkpoint::latest(&run).expect("a checkpoint before the kill");
+    let newest = pzt::run::checkpoint::latest(&run).expect("a checkpoint before the kill");
     assert!(newest.0 < steps, "the run finished before it was killed");
     let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
     assert_eq!(code, 0, "{o}{e}");

@@ -8,7 +8,6 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -72,7 +71,7 @@ fn metrics(run: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| {
             let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            for k in pzt::train::metrics::TIMING_FIELDS {
+            for k in pzt::run::metrics::TIMING_FIELDS {
                 v.as_object_mut().unwrap().remove(k);
             }
             v
@@ -152,7 +151,7 @@ fn exact_resume_after_kill_9() {
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
     let newest =
-        pzt::train::checkpoint::latest(&killed.join("run")).expect("a checkpoint before the kill");
+        pzt::run::checkpoint::latest(&killed.join("run")).expect("a checkpoint before the kill");
     assert!(newest.0 < steps, "the run finished before it was killed");
     let o = pzt(&["train", recipe.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
@@ -164,7 +163,7 @@ fn exact_resume_after_kill_9() {
     );
     assert_eq!(metrics(&straight.join("run")), metrics(&killed.join("run")));
     // keep_last = 2: only the two newest checkpoints remain.
-    assert_eq!(pzt::train::checkpoint::list(&killed.join("run")).len(), 2);
+    assert_eq!(pzt::run::checkpoint::list(&killed.join("run")).len(), 2);
 }
 
 #[test]
@@ -179,7 +178,7 @@ fn partial_checkpoints_are_ignored_and_corrupt_ones_are_errors() {
     std::fs::write(tmp.join("model.safetensors"), b"garbage").unwrap();
     let half = run.join("checkpoints/step-12");
     std::fs::create_dir_all(&half).unwrap();
-    assert_eq!(pzt::train::checkpoint::latest(&run).unwrap().0, 10);
+    assert_eq!(pzt::run::checkpoint::latest(&run).unwrap().0, 10);
     let o = pzt(&["train", r.to_str().unwrap(), "--set", "train.steps=15"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("step 10 of 15"), "{}", text(&o));
@@ -331,7 +330,7 @@ fn nan_watchdog_stops_and_keeps_the_last_good_checkpoint() {
         );
         assert!(!t.contains("panicked"), "{t}");
         let (step, path) =
-            pzt::train::checkpoint::latest(&d.join("run")).expect("last good checkpoint");
+            pzt::run::checkpoint::latest(&d.join("run")).expect("last good checkpoint");
         let model = tch::Tensor::read_safetensors(path.join("model.safetensors")).unwrap();
         assert!(
             model
@@ -353,7 +352,7 @@ fn sigterm_checkpoints_and_exits_1() {
         .spawn()
         .unwrap();
     let t0 = std::time::Instant::now();
-    while pzt::train::checkpoint::latest(&d.join("run")).is_none() && t0.elapsed().as_secs() < 60 {
+    while pzt::run::checkpoint::latest(&d.join("run")).is_none() && t0.elapsed().as_secs() < 60 {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -364,7 +363,7 @@ fn sigterm_checkpoints_and_exits_1() {
         t.contains("interrupted at step") && t.contains("checkpoint written to"),
         "{t}"
     );
-    let (step, _) = pzt::train::checkpoint::latest(&d.join("run")).unwrap();
+    let (step, _) = pzt::run::checkpoint::latest(&d.join("run")).unwrap();
     assert!(t.contains(&format!("interrupted at step {step}")), "{t}");
 }
 

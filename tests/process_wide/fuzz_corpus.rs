@@ -239,11 +239,11 @@ fn state_json_corpus() {
     s.write("optimizer.safetensors", &opt);
     // A loadable state.json holds the whole CPU generator state (~10 KB, more than a corpus
     // file holds), so each input that has `rng_cpu` is replayed a second time with a real one.
-    let rng = pzt::store::cpu_rng_hex().unwrap();
+    let rng = pzt::run::checkpoint::cpu_rng_hex().unwrap();
     let mut loaded = 0;
     let mut run = |data: &[u8]| {
         s.write("state.json", data);
-        let state = match pzt::store::load_model(&s.0, &tree) {
+        let state = match pzt::run::checkpoint::load_model(&s.0, &tree) {
             Ok(st) => st,
             Err(e) => {
                 let _ = e.to_string();
@@ -251,7 +251,7 @@ fn state_json_corpus() {
             }
         };
         loaded += 1;
-        let _ = pzt::store::set_cpu_rng_hex(&state.rng_cpu);
+        let _ = pzt::run::checkpoint::set_cpu_rng_hex(&state.rng_cpu);
         let mut cursor = pzt::data::Cursor::new(state.seed, 40, state.cursor);
         let _ = cursor.next_batch(8);
         let _ = serde_json::to_string_pretty(&state);

@@ -1,7 +1,7 @@
 //! Pruning old checkpoints (`[checkpoint] keep_last`) and the pins that keep a checkpoint
 //! another run starts from (`[model] checkpoint = ...`) out of its own run's pruning.
 
-use super::{dir_of, io, list};
+use super::checkpoint::{dir_of, io, list};
 use crate::base::Result;
 use std::path::{Path, PathBuf};
 

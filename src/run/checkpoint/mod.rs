@@ -1,4 +1,4 @@
-//! Checkpoint directories on disk (also `pzt::train::checkpoint`): `<out_dir>/checkpoints/step-<N>/` with `model.safetensors` (parameters by their
+//! Checkpoint directories on disk: `<out_dir>/checkpoints/step-<N>/` with `model.safetensors` (parameters by their
 //! tree labels), `optimizer.safetensors` (optimizer state by `m.<label>` / `v.<label>` /
 //! `momentum.<label>`), `state.json` (step, data cursor, RNG states, metrics, and the
 //! fingerprint of the frozen base parameters when some are frozen) and `recipe.toml` (the fully
@@ -13,10 +13,8 @@
 pub mod arrays;
 mod base;
 pub mod manifest;
-mod pins;
 
 pub use base::{base_structure, verify_base, BaseRecord};
-pub use pins::{pin, pinned_steps, prune};
 
 use crate::base::{Error, Result, TorchContext};
 use crate::params::Parameter;

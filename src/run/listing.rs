@@ -2,15 +2,10 @@
 //! the run's name and length from its newest checkpoint's `recipe.toml`, the steps done and the
 //! eval metrics from `metrics.jsonl`, the machines it ran on from `environment.jsonl`, whether
 //! a `pzt train` holds its lock, and its size.
-//!
-//! `environment.jsonl` gets one line each time `pzt train` starts or resumes the run: the
-//! Unix time, the pzt and libtorch versions, the device, libtorch's thread count and the step
-//! it started from.
 
+use super::policy::CheckpointConfig;
 use crate::base::{Error, Result};
-use crate::spec::CheckpointConfig;
 use serde_json::{json, Map, Value};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 /// Where a run stands.
@@ -86,102 +81,6 @@ fn dir_bytes(p: &Path) -> u64 {
 }
 
 /// Appends this process's line to `<out_dir>/environment.jsonl`.
-/// The environment variables that change how fast (not what) libtorch computes: OpenMP's
-/// waiting and thread settings and glibc's malloc tunables, as this process sees them.
-fn threading_env() -> serde_json::Map<String, Value> {
-    std::env::vars()
-        .filter(|(k, _)| {
-            k.starts_with("OMP_")
-                || k.starts_with("GOMP_")
-                || k.starts_with("MKL_")
-                || (k.starts_with("MALLOC_") && k.ends_with('_'))
-                || k == "GLIBC_TUNABLES"
-        })
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect()
-}
-
-/// `world` is the data-parallel world size and the gradient group's backend (`1, "none"` for
-/// one process).
-pub fn record_environment(
-    out_dir: &Path,
-    step: u64,
-    device: &str,
-    world: (usize, &str),
-) -> Result<()> {
-    use std::io::Write;
-    let path = out_dir.join("environment.jsonl");
-    let line = json!({
-        "time": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        "pzt": env!("CARGO_PKG_VERSION"),
-        "libtorch": crate::backend::torch_version(),
-        "device": device,
-        "threads": tch::get_num_threads(),
-        "start_step": step,
-        "world_size": world.0,
-        "distributed_backend": world.1,
-        "env": threading_env(),
-    });
-    let io = |source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
-        return Err(Error::BadFile {
-            path: path.display().to_string(),
-            line: None,
-            message: "not a regular file".into(),
-        });
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(io)?;
-    writeln!(f, "{line}").map_err(io)
-}
-
-/// Reads `metrics.jsonl` (lines that are not JSON objects, such as a line cut by a crash, are
-/// skipped).
-pub fn read_metrics(path: &Path) -> Result<Vec<Map<String, Value>>> {
-    // Checked before opening: opening a FIFO would wait for a writer.
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => {
-            return Err(Error::BadFile {
-                path: path.display().to_string(),
-                line: None,
-                message: "not a regular file".into(),
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(source) => {
-            return Err(Error::Io {
-                path: path.display().to_string(),
-                source,
-            })
-        }
-    }
-    let f = std::fs::File::open(path).map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let mut out = vec![];
-    for line in std::io::BufReader::new(f).split(b'\n') {
-        let line = line.map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&line) {
-            out.push(m);
-        }
-    }
-    Ok(out)
-}
-
 /// The recipe facts a run needs: `[run] name`, `[train] steps`, `[checkpoint]`.
 fn recipe_facts(ckpt: &Path) -> Option<(Option<String>, Option<u64>, CheckpointConfig)> {
     let text = crate::base::files::read_small_file(&ckpt.join("recipe.toml")).ok()?;
@@ -221,10 +120,10 @@ pub fn read_run(dir: &Path) -> Result<RunInfo> {
             dir.display()
         )));
     }
-    let checkpoints = crate::store::list(dir);
+    let checkpoints = super::checkpoint::list(dir);
     let facts = checkpoints.last().and_then(|(_, p)| recipe_facts(p));
     let (name, steps_total, ck) = facts.unwrap_or((None, None, CheckpointConfig::default()));
-    let metrics = read_metrics(&dir.join("metrics.jsonl"))?;
+    let metrics = super::metrics::read_metrics(&dir.join("metrics.jsonl"))?;
     let step_of = |m: &Map<String, Value>| m.get("step").and_then(Value::as_u64);
     let last_logged = metrics.iter().filter_map(step_of).max().unwrap_or(0);
     let last_ckpt = checkpoints.last().map(|(s, _)| *s).unwrap_or(0);
@@ -258,7 +157,7 @@ pub fn read_run(dir: &Path) -> Result<RunInfo> {
         RunState::Running
     } else if steps_total.is_some_and(|t| last_ckpt >= t) {
         RunState::Finished
-    } else if super::resume_checks::divergence(dir).is_some_and(|(s, ..)| s > last_ckpt) {
+    } else if super::divergence::divergence(dir).is_some_and(|(s, ..)| s > last_ckpt) {
         RunState::Diverged
     } else {
         RunState::Interrupted
@@ -280,7 +179,7 @@ pub fn read_run(dir: &Path) -> Result<RunInfo> {
         last,
         metrics,
         bytes: dir_bytes(dir),
-        environment: read_metrics(&dir.join("environment.jsonl"))?,
+        environment: super::metrics::read_metrics(&dir.join("environment.jsonl"))?,
     })
 }
 

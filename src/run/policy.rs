@@ -1,6 +1,5 @@
 //! `[checkpoint]`: when checkpoints are written and which are kept.
 
-use super::train::bad;
 use crate::base::Result;
 use serde::{Deserialize, Serialize};
 
@@ -87,4 +86,12 @@ impl CheckpointConfig {
                 .unwrap_or(false),
         }
     }
+}
+
+fn bad<T>(field: &str, message: String) -> Result<T> {
+    Err(crate::base::Error::InSection {
+        section: "checkpoint".into(),
+        field: field.into(),
+        message,
+    })
 }

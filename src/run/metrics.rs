@@ -3,7 +3,7 @@
 use crate::base::{Error, Result};
 use serde_json::{Map, Value};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 /// Fields that depend on the wall clock (everything else is deterministic).
@@ -66,4 +66,42 @@ impl MetricsWriter {
                 source,
             })
     }
+}
+
+/// Reads `metrics.jsonl` (lines that are not JSON objects, such as a line cut by a crash, are
+/// skipped).
+pub fn read_metrics(path: &Path) -> Result<Vec<Map<String, Value>>> {
+    // Checked before opening: opening a FIFO would wait for a writer.
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(Error::BadFile {
+                path: path.display().to_string(),
+                line: None,
+                message: "not a regular file".into(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(source) => {
+            return Err(Error::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        }
+    }
+    let f = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut out = vec![];
+    for line in std::io::BufReader::new(f).split(b'\n') {
+        let line = line.map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&line) {
+            out.push(m);
+        }
+    }
+    Ok(out)
 }
