@@ -1,6 +1,7 @@
 //! The base of the crate, used by every other module: the error type, dtype names, seeds and
-//! hashing. Nothing here knows about tensors with names, layers or recipes.
+//! hashing, bounded reads, atomic files and directories. Nothing here knows about tensors with names, layers or recipes.
 
+pub mod atomic_dir;
 pub mod defaults;
 pub mod dtype;
 pub mod error;

@@ -254,27 +254,20 @@ pub fn write_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Resul
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "out".into());
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let done = write(&tmp).and_then(|_| sync(&tmp)).and_then(|_| {
-        // A FIFO or device that appeared meanwhile is still not replaced.
-        check_target("output", &target)?;
-        std::fs::rename(&tmp, &target).map_err(|source| Error::Io {
-            path: target.display().to_string(),
-            source,
-        })
-    });
+    let done = write(&tmp)
+        .and_then(|_| super::atomic_dir::sync(&tmp))
+        .and_then(|_| {
+            // A FIFO or device that appeared meanwhile is still not replaced.
+            check_target("output", &target)?;
+            std::fs::rename(&tmp, &target).map_err(|source| Error::Io {
+                path: target.display().to_string(),
+                source,
+            })
+        });
     if done.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     done
-}
-
-fn sync(path: &Path) -> Result<()> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })
 }
 
 /// Writes `bytes` to `path` atomically (see [`write_with`]).

@@ -7,6 +7,7 @@
 use super::pack::Packer;
 use super::store::{Manifest, MappedSplit, SplitInfo, FORMAT};
 use super::{split_indices, Example, PrepStats};
+use crate::base::atomic_dir::AtomicDir;
 use crate::base::{Error, Result};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -159,51 +160,41 @@ fn write_small(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// A store being written into a temporary directory next to its final place.
 pub struct StoreBuilder {
-    dir: PathBuf,
-    tmp: PathBuf,
+    out: AtomicDir,
     id_bytes: usize,
 }
 
 impl StoreBuilder {
     /// Starts a store for `dir` whose ids fit `id_bytes` (2 or 4).
     pub fn new(dir: &Path, id_bytes: usize) -> Result<StoreBuilder> {
-        let parent = dir.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        remove_orphans(parent);
-        let tmp = parent.join(format!(".tmp-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        if let Some(parent) = dir.parent().filter(|p| p.is_dir()) {
+            remove_orphans(parent);
+        }
         Ok(StoreBuilder {
-            dir: dir.to_path_buf(),
-            tmp,
+            out: AtomicDir::create(dir)?,
             id_bytes,
         })
     }
 
-    /// The writer of every example, in source order.
     pub fn all(&self) -> Result<SplitWriter> {
-        SplitWriter::create(&self.tmp, "all", self.id_bytes, false)
+        SplitWriter::create(self.out.path(), "all", self.id_bytes, false)
     }
 
     /// The writer of an intermediate set of examples `name` (a mixture's source).
     pub fn part(&self, name: &str) -> Result<SplitWriter> {
-        SplitWriter::create(&self.tmp, name, self.id_bytes, false)
+        SplitWriter::create(self.out.path(), name, self.id_bytes, false)
     }
 
     /// The intermediate set `name`, memory-mapped.
     pub fn open_part(&self, name: &str, info: &SplitInfo) -> Result<MappedSplit> {
-        MappedSplit::open(&self.tmp, name, info, self.id_bytes, None)
+        MappedSplit::open(self.out.path(), name, info, self.id_bytes, None)
     }
 
     /// Deletes the intermediate sets `src-0 .. src-{n-1}`.
     pub fn remove_parts(&self, n: usize) {
         for k in 0..n {
             for ext in ["ids", "offsets", "mask", "prompt"] {
-                let _ = std::fs::remove_file(self.tmp.join(format!("src-{k}.{ext}")));
+                let _ = std::fs::remove_file(&self.out.path().join(format!("src-{k}.{ext}")));
             }
         }
     }
@@ -231,19 +222,19 @@ impl StoreBuilder {
         }
         for (name, idx) in [("train.index", &train), ("eval.index", &eval)] {
             let bytes: Vec<u8> = idx.iter().flat_map(|&i| (i as u64).to_le_bytes()).collect();
-            write_small(&self.tmp.join(name), &bytes)?;
+            write_small(&self.out.path().join(name), &bytes)?;
         }
         let packed = match pack {
             None => None,
             Some(window) => {
                 let src = MappedSplit::open(
-                    &self.tmp,
+                    self.out.path(),
                     "all",
                     &all,
                     self.id_bytes,
                     Some(("train.index", train.len())),
                 )?;
-                let mut w = SplitWriter::create(&self.tmp, "train", self.id_bytes, true)?;
+                let mut w = SplitWriter::create(self.out.path(), "train", self.id_bytes, true)?;
                 let mut p = Packer::new(window);
                 for k in 0..src.len() {
                     if k % 65_536 == 65_535 {
@@ -272,7 +263,7 @@ impl StoreBuilder {
             rows: None,
             checksums: Default::default(),
             max_id: Some(super::store::max_id(
-                &self.tmp.join("all.ids"),
+                &self.out.path().join("all.ids"),
                 self.id_bytes,
             )?),
         };
@@ -305,7 +296,7 @@ impl StoreBuilder {
     }
 
     fn place(self, mut m: Manifest) -> Result<()> {
-        let rd = std::fs::read_dir(&self.tmp).map_err(io(&self.tmp))?;
+        let rd = std::fs::read_dir(self.out.path()).map_err(io(self.out.path()))?;
         for e in rd.filter_map(|e| e.ok()) {
             let name = e.file_name().to_string_lossy().into_owned();
             let sum = super::store::checksum(&e.path()).ok_or_else(|| {
@@ -315,25 +306,8 @@ impl StoreBuilder {
         }
         let text =
             serde_json::to_string(&m).map_err(|e| Error::Config(format!("manifest: {e}")))?;
-        write_small(&self.tmp.join("manifest.json"), text.as_bytes())?;
-        if let Ok(d) = std::fs::File::open(&self.tmp) {
-            let _ = d.sync_all();
-        }
-        if self.dir.exists() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-        std::fs::rename(&self.tmp, &self.dir).map_err(io(&self.dir))?;
-        if let Some(Ok(d)) = self.dir.parent().map(std::fs::File::open) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    }
-}
-
-/// A store that was not placed (a failure, a full disk, Ctrl-C) leaves no temporary directory.
-impl Drop for StoreBuilder {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.tmp);
+        write_small(&self.out.path().join("manifest.json"), text.as_bytes())?;
+        self.out.replace().map(|_| ())
     }
 }
 

@@ -22,10 +22,7 @@ pub fn export(tree: &Node, arch: &Arch, config_json: &str, out: &Path, dtype: Ki
             arch.model_type
         )));
     }
-    std::fs::create_dir_all(out).map_err(|source| Error::Io {
-        path: out.display().to_string(),
-        source,
-    })?;
+    let dir = crate::base::atomic_dir::AtomicDir::create(out)?;
     let params: BTreeMap<String, Tensor> = tree
         .all_param_entries()
         .into_iter()
@@ -94,7 +91,7 @@ pub fn export(tree: &Node, arch: &Arch, config_json: &str, out: &Path, dtype: Ki
             ))
         })
         .collect::<Result<_>>()?;
-    let mp = out.join("model.safetensors");
+    let mp = dir.path().join("model.safetensors");
     Tensor::write_safetensors(&outt, &mp).ctx(format!("write {}", mp.display()))?;
     let mut cfg: serde_json::Value = serde_json::from_str(config_json)
         .map_err(|e| Error::Config(format!("config.json: {e}")))?;
@@ -107,11 +104,12 @@ pub fn export(tree: &Node, arch: &Arch, config_json: &str, out: &Path, dtype: Ki
         };
         m.insert(key.into(), serde_json::Value::String(name.into()));
     }
-    let cp = out.join("config.json");
+    let cp = dir.path().join("config.json");
     let text = serde_json::to_string_pretty(&cfg)
         .map_err(|e| Error::Config(format!("config.json: {e}")))?;
     std::fs::write(&cp, text).map_err(|source| Error::Io {
         path: cp.display().to_string(),
         source,
-    })
+    })?;
+    dir.merge().map(|_| ())
 }

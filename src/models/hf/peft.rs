@@ -433,11 +433,8 @@ pub fn write(tree: &Node, arch: &Arch, out: &Path, base_model: &str) -> Result<(
     } else {
         adapted.clone()
     };
-    std::fs::create_dir_all(out).map_err(|source| Error::Io {
-        path: out.display().to_string(),
-        source,
-    })?;
-    let mp = out.join("adapter_model.safetensors");
+    let dir = crate::base::atomic_dir::AtomicDir::create(out)?;
+    let mp = dir.path().join("adapter_model.safetensors");
     Tensor::write_safetensors(&tensors, &mp).ctx(format!("write {}", mp.display()))?;
     let config = json!({
         "peft_type": "LORA",
@@ -461,12 +458,12 @@ pub fn write(tree: &Node, arch: &Arch, out: &Path, base_model: &str) -> Result<(
         "lora_bias": false,
         "revision": null,
     });
-    let cp = out.join("adapter_config.json");
+    let cp = dir.path().join("adapter_config.json");
     let text = serde_json::to_string_pretty(&config)
         .map_err(|e| Error::Config(format!("adapter_config.json: {e}")))?;
     std::fs::write(&cp, text).map_err(|source| Error::Io {
         path: cp.display().to_string(),
         source,
     })?;
-    Ok(())
+    dir.merge().map(|_| ())
 }

@@ -16,6 +16,7 @@ pub mod manifest;
 
 pub use base::{base_structure, verify_base, BaseRecord};
 
+use crate::base::atomic_dir::AtomicDir;
 use crate::base::{Error, Result, TorchContext};
 use crate::params::Parameter;
 use crate::tree::Node;
@@ -74,12 +75,6 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
         path: path.display().to_string(),
         source,
     }
-}
-
-fn fsync(path: &Path) -> Result<()> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(io(path))
 }
 
 /// The checkpoints directory of a run.
@@ -184,29 +179,9 @@ pub fn save(
             )));
         }
     }
-    let root = dir_of(out_dir);
-    std::fs::create_dir_all(&root).map_err(io(&root))?;
-    let final_dir = root.join(format!("step-{}", state.step));
-    let tmp = root.join(format!(".tmp-step-{}-{}", state.step, std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    if let Err(e) = write_files(&tmp, state, params, optimizer_state, recipe_toml) {
-        // A failed write (a full disk) leaves no partial directory behind.
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    if final_dir.exists() {
-        let old = root.join(format!(".old-step-{}-{}", state.step, std::process::id()));
-        std::fs::rename(&final_dir, &old).map_err(io(&final_dir))?;
-        std::fs::rename(&tmp, &final_dir).map_err(io(&tmp))?;
-        std::fs::remove_dir_all(&old).map_err(io(&old))?;
-    } else {
-        std::fs::rename(&tmp, &final_dir).map_err(io(&tmp))?;
-    }
-    fsync(&root)?;
-    Ok(final_dir)
+    let dir = AtomicDir::create(&dir_of(out_dir).join(format!("step-{}", state.step)))?;
+    write_files(dir.path(), state, params, optimizer_state, recipe_toml)?;
+    dir.replace()
 }
 
 fn corrupt(dir: &Path, why: impl std::fmt::Display) -> Error {
@@ -403,9 +378,7 @@ fn write_files(
     let text = serde_json::to_string_pretty(state)
         .map_err(|e| Error::Config(format!("checkpoint state: {e}")))?;
     std::fs::write(&sp, text).map_err(io(&sp))?;
-    let man = manifest::write(tmp, &FILES)?;
-    for f in [&mp, &op, &rp, &sp, &man] {
-        fsync(f)?;
-    }
-    fsync(tmp)
+    // The files are synced when the directory is put in place.
+    manifest::write(tmp, &FILES)?;
+    Ok(())
 }
