@@ -194,7 +194,7 @@ impl StoreBuilder {
     pub fn remove_parts(&self, n: usize) {
         for k in 0..n {
             for ext in ["ids", "offsets", "mask", "prompt"] {
-                let _ = std::fs::remove_file(&self.out.path().join(format!("src-{k}.{ext}")));
+                let _ = std::fs::remove_file(self.out.path().join(format!("src-{k}.{ext}")));
             }
         }
     }
