@@ -20,6 +20,7 @@
 //! ```
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod assembly;
 pub mod backend;
 pub mod base;
 pub mod data;

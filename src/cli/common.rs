@@ -69,9 +69,31 @@ pub fn load_model(
     device: &str,
 ) -> Result<(pzt::loader::Loaded, tch::Device), Failure> {
     let device = parse_device(device)?;
-    let m = pzt::loader::load(path, &pzt::builtin_registry(), parse_dtype(dtype)?, device)
-        .map_err(lib_err)?;
+    let m = load_with(path, &[], parse_dtype(dtype)?, device).map_err(lib_err)?;
     Ok((m, device))
+}
+
+/// Loads any MODEL argument with `--set` edits: a Hugging Face directory as it is (through
+/// the recipe [`pzt::recipe::of_model::of_model`] makes for it when edited), a checkpoint (its
+/// recipe's model with its parameters) or a recipe.
+pub fn load_with(
+    path: &std::path::Path,
+    sets: &[String],
+    dtype: Option<tch::Kind>,
+    device: tch::Device,
+) -> pzt::Result<pzt::loader::Loaded> {
+    use pzt::run::model_path::{model_path, resolve_model, ModelPath};
+    let path = &resolve_model(path)?;
+    let kind = model_path(path)?;
+    if kind == ModelPath::Hf && sets.is_empty() {
+        return pzt::loader::load_hf(path, dtype, device);
+    }
+    let recipe = pzt::recipe::of_model::of_model(path, sets)?;
+    let m = pzt::loader::load_spec(&recipe.model_load(&pzt::builtin_registry())?, device, dtype)?;
+    if kind == ModelPath::Checkpoint {
+        pzt::run::checkpoint::load_model(path, &m.tree)?;
+    }
+    Ok(m)
 }
 
 /// The input tokens of `pzt logits` / `pzt generate`: `--tokens`, or text tokenized with the
@@ -134,7 +156,7 @@ pub fn print_metrics(m: &serde_json::Map<String, serde_json::Value>) {
 /// The model tree of a recipe, a HuggingFace directory or a checkpoint directory (patches
 /// applied, parameters as slots).
 pub fn tree_of(model: &std::path::Path, set: &[String]) -> Result<pzt::tree::Node, Failure> {
-    let r = pzt::loader::recipe_of(model, set).map_err(lib_err)?;
+    let r = pzt::recipe::of_model::of_model(model, set).map_err(lib_err)?;
     pzt::recipe::plan::Plan::tree_only(&r, &pzt::builtin_registry()).map_err(lib_err)
 }
 

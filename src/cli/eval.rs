@@ -37,10 +37,14 @@ fn checkpoint_arg(
     out_dir: &std::path::Path,
 ) -> Result<Option<PathBuf>, Failure> {
     let resolved = match given {
-        Some(c) if !c.exists() && (c == "best" || c == "latest") => pzt::loader::resolve_model(
-            &PathBuf::from(format!("{}@{}", out_dir.display(), c.display())),
-        ),
-        Some(c) => pzt::loader::resolve_model(c),
+        Some(c) if !c.exists() && (c == "best" || c == "latest") => {
+            pzt::run::model_path::resolve_model(&PathBuf::from(format!(
+                "{}@{}",
+                out_dir.display(),
+                c.display()
+            )))
+        }
+        Some(c) => pzt::run::model_path::resolve_model(c),
         None => return Ok(None),
     };
     resolved.map(Some).map_err(lib_err)

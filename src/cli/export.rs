@@ -80,13 +80,8 @@ pub fn run(a: Args) -> Result<(), Failure> {
             .or(a.peft.clone())
             .ok_or_else(|| Failure::BadInput("export needs --hf OUT or --peft OUT".into()))?;
     fresh_dir(&out)?;
-    let m = pzt::loader::load(
-        &a.checkpoint,
-        &pzt::builtin_registry(),
-        Some(tch::Kind::Float),
-        tch::Device::Cpu,
-    )
-    .map_err(lib_err)?;
+    let m = super::common::load_with(&a.checkpoint, &[], Some(tch::Kind::Float), tch::Device::Cpu)
+        .map_err(lib_err)?;
     let Some(src) = m.hf_dir.clone() else {
         return Err(Failure::BadInput(format!("{}: export needs a model loaded from a HuggingFace directory (`[model] hf = \"...\"` in its recipe)", a.checkpoint.display())));
     };

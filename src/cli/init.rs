@@ -210,7 +210,9 @@ pub fn run(a: Args) -> Result<(), Failure> {
         .output("OUT", &a.out)
         .check()
         .map_err(lib_err)?;
-    if pzt::loader::model_path(&a.model).map_err(lib_err)? != pzt::loader::ModelPath::Hf {
+    if pzt::run::model_path::model_path(&a.model).map_err(lib_err)?
+        != pzt::run::model_path::ModelPath::Hf
+    {
         return Err(Failure::BadInput(format!(
             "--model {}: not a Hugging Face model directory (config.json)",
             a.model.display()

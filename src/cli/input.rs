@@ -52,14 +52,9 @@ impl ModelInput {
     /// Loads the model, reads the tokens (and the mask, which the model must read).
     pub fn load(&self) -> Result<Ready, Failure> {
         let device = parse_device(&self.device)?;
-        let model = pzt::loader::load_with(
-            &self.model,
-            &self.set,
-            &pzt::builtin_registry(),
-            parse_dtype(&self.dtype)?,
-            device,
-        )
-        .map_err(lib_err)?;
+        let model =
+            super::common::load_with(&self.model, &self.set, parse_dtype(&self.dtype)?, device)
+                .map_err(lib_err)?;
         let ids = model_tokens(&model, &self.tokens, &self.text)?;
         if self.mask.is_some() {
             check_reads_mask(&model.tree)?;

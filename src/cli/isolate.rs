@@ -105,8 +105,13 @@ pub struct ReplayArgs {
 }
 
 pub fn replay(a: ReplayArgs) -> Result<(), Failure> {
-    let r = pzt::probe::replay(&a.dir, &a.set, a.patch.as_deref(), &pzt::builtin_registry())
-        .map_err(lib_err)?;
+    let build = || {
+        let r = pzt::recipe::of_model::of_replay(&a.dir, &a.set, a.patch.as_deref())?;
+        let b = pzt::tree::Builder::new(r.run.seed).dtype(r.param_dtype);
+        pzt::recipe::plan::Plan::build(r, &pzt::builtin_registry(), &b).map(|p| p.tree)
+    };
+    let edited = !a.set.is_empty() || a.patch.is_some();
+    let r = pzt::probe::replay(&a.dir, edited, build).map_err(lib_err)?;
     let shown = if r.path.is_empty() { "<root>" } else { &r.path };
     if a.json {
         let j = json!({

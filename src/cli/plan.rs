@@ -26,7 +26,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    let r = pzt::loader::recipe_of(&a.model, &a.set).map_err(lib_err)?;
+    let r = pzt::recipe::of_model::of_model(&a.model, &a.set).map_err(lib_err)?;
     let world = match a.nproc {
         Some(n) if (1..=pzt::train::world::MAX_WORLD as u64).contains(&n) => n as usize,
         Some(n) => {

@@ -37,8 +37,7 @@ pub fn write_page(
         .input(model)
         .output("--html", out);
     super::common::check_outputs(&outputs)?;
-    let m = pzt::loader::load_with(model, set, &pzt::builtin_registry(), None, tch::Device::Cpu)
-        .map_err(lib_err)?;
+    let m = super::common::load_with(model, set, None, tch::Device::Cpu).map_err(lib_err)?;
     super::common::check_outputs(&outputs.inputs(super::common::model_files(&m)))?;
     let vocab = m.tokenizer.as_ref().map(|t| {
         let n = pzt::tree::select(&m.tree)

@@ -196,7 +196,7 @@ pub fn write(iso: &Isolated, dir: &Path, about: &BTreeMap<String, Json>) -> Resu
         "# The submodel `{}` isolated by `pzt isolate`; `pzt replay` rebuilds it from here.\n[run]\nname = \"isolated\"\nseed = 0\n\n",
         if iso.path.is_empty() { "<root>" } else { &iso.path }
     );
-    recipe.push_str(&crate::recipe::emit::model_toml(&iso.submodel)?);
+    recipe.push_str(&crate::tree::model_toml(&iso.submodel)?);
     let sub = dir.join("submodel.toml");
     std::fs::write(&sub, recipe).map_err(io(&sub))?;
     let params: Vec<(String, NamedTensor)> = iso

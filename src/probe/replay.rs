@@ -9,9 +9,7 @@ use super::values::{max_abs_diff, unflatten, unflatten_side};
 use crate::base::{Error, Result};
 use crate::named::{NamedTensor, Value};
 use crate::params::{ParamEntry, Parameter, StateEntry};
-use crate::recipe::plan::Plan;
-use crate::recipe::Recipe;
-use crate::tree::{Builder, Node, Registry};
+use crate::tree::Node;
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -39,22 +37,6 @@ fn bad(dir: &Path, what: &str, why: impl std::fmt::Display) -> Error {
         "{}: not an isolated submodel ({what}: {why})",
         dir.display()
     ))
-}
-
-fn recipe(dir: &Path, sets: &[String], patch: Option<&Path>) -> Result<Recipe> {
-    let Some(p) = patch else {
-        return Recipe::load(&dir.join("submodel.toml"), sets);
-    };
-    let abs = p
-        .canonicalize()
-        .map_err(|e| Error::Config(format!("--patch {}: {e}", p.display())))?;
-    let text = format!(
-        "include = [\"submodel.toml\", {}]\n",
-        toml::Value::String(abs.display().to_string())
-    );
-    let resolved = crate::recipe::resolve::resolve_text(&dir.join("replay.toml"), text, sets)
-        .map_err(|(s, d)| crate::recipe::recipe_error(&s, d))?;
-    Recipe::decode(resolved)
 }
 
 fn with_parameters(
@@ -160,13 +142,10 @@ fn cannot_run(dir: &Path, edited: bool, input: &Value, e: Error) -> Error {
     ))
 }
 
-/// Replays the isolated submodel in `dir`; `sets` and `patch` edit it first.
-pub fn replay(
-    dir: &Path,
-    sets: &[String],
-    patch: Option<&Path>,
-    registry: &Registry,
-) -> Result<Replayed> {
+/// Replays the isolated submodel in `dir`, built by `build` (from its `submodel.toml`, with
+/// `--set` or `--patch` edits when `edited`; called once `dir` is known to hold an isolated
+/// submodel).
+pub fn replay(dir: &Path, edited: bool, build: impl FnOnce() -> Result<Node>) -> Result<Replayed> {
     let info_text = crate::base::files::read_small_file(&dir.join("isolate.json"))
         .map_err(|e| bad(dir, "isolate.json", e))?;
     let info: Json = serde_json::from_str(&info_text).map_err(|e| bad(dir, "isolate.json", e))?;
@@ -178,9 +157,7 @@ pub fn replay(
         .and_then(Json::as_str)
         .unwrap_or_default()
         .to_string();
-    let r = recipe(dir, sets, patch)?;
-    let b = Builder::new(r.run.seed).dtype(r.param_dtype);
-    let built = Plan::build(r, registry, &b)?.tree;
+    let built = build()?;
     let pfile = dir.join("parameters.safetensors");
     let (params, _) = crate::run::checkpoint::arrays::read(&pfile)?;
     let params: BTreeMap<String, NamedTensor> = params.into_iter().collect();
@@ -200,7 +177,7 @@ pub fn replay(
     let _ng = tch::no_grad_guard();
     let output = tree
         .forward(input.clone(), &side)
-        .map_err(|e| cannot_run(dir, !sets.is_empty() || patch.is_some(), &input, e))?;
+        .map_err(|e| cannot_run(dir, edited, &input, e))?;
     let max = max_abs_diff(&output, &saved_output)?;
     let mut state_max: Option<f64> = None;
     let mut state_err = None;

@@ -1,9 +1,9 @@
 //! `[model] checkpoint = "runs/x/checkpoints/step-N"`: a pzt checkpoint as the start of a new
-//! run. The checkpoint's own recipe builds its model (patches and strategy included), the
-//! checkpoint's parameters are loaded into it (its base checked), LoRA adapters are merged into
-//! their Linears and activation checkpointing is removed; every parameter then trains again,
-//! and this recipe's patches and `[strategy]` apply on top. Labels stay those of the first
-//! model, so an HF model fine-tuned this way still exports to its family's layout.
+//! run. The checkpoint's own recipe builds its model (patches and strategy included), which is
+//! continued from the checkpoint ([`crate::assembly::checkpoint`]: values loaded, adapters
+//! merged, everything trainable), and this recipe's patches and `[strategy]` apply on top. A
+//! chain of checkpoints is followed with the directories it went through, so that a loop ends
+//! with an error.
 
 use super::decode::{check_keys, join, key_loc};
 use super::model::ModelBuilder;
@@ -11,20 +11,11 @@ use super::raw::{RTable, RVal};
 use super::source::Diagnostic;
 use super::Recipe;
 use crate::base::{Error, Result};
-use crate::layers::toolshed::{merge_adapters, without_checkpointing};
-use crate::params::{ParamEntry, Parameter, ParameterSlot};
 use crate::tree::Node;
 use std::path::{Path, PathBuf};
 
 /// How many checkpoints a chain of `checkpoint = ...` may go through.
 const MAX_DEPTH: usize = 16;
-
-thread_local! {
-    /// How deep in a chain of checkpoints the model being built is.
-    static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    /// The checkpoint directories being loaded, outermost first.
-    static CHAIN: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
-}
 
 fn checkpoint_recipe(dir: &Path) -> Result<Recipe> {
     if !dir.join("state.json").is_file() || !dir.join("recipe.toml").is_file() {
@@ -65,53 +56,12 @@ pub(super) fn hf_dir(recipe: &Recipe) -> Option<PathBuf> {
     }
 }
 
-/// Every parameter trainable again (new handles on the same values).
-fn all_trainable(tree: &Node) -> Result<Node> {
-    tree.map_entries(
-        &mut |e| {
-            Ok(match e {
-                ParamEntry::Bound(p) if !p.trainable() => {
-                    ParamEntry::Bound(Parameter::new(p.label(), p.value()))
-                }
-                ParamEntry::Slot(s) if !s.trainable => ParamEntry::Slot(ParameterSlot {
-                    trainable: true,
-                    ..s.clone()
-                }),
-                other => other.clone(),
-            })
-        },
-        &mut |s| Ok(s.clone()),
-    )
-}
-
-fn load(mb: &ModelBuilder<'_>, dir: &Path) -> Result<Node> {
+/// Builds the model of checkpoint `dir`, which `chain` (outermost first, `dir` last) reached:
+/// its own recipe's model, continued from the checkpoint ([`crate::assembly::checkpoint`]).
+fn load(mb: &ModelBuilder<'_>, dir: &Path, chain: &[PathBuf]) -> Result<Node> {
     let inner = checkpoint_recipe(dir)?;
-    let (tree, _) = super::plan::build_tree(&inner, mb.registry, mb.builder)?;
-    if mb.builder.seed.is_some() {
-        crate::run::checkpoint::load_model(dir, &tree)?;
-    }
-    let before = tree.clone();
-    let tree = without_checkpointing(&tree)?;
-    let tree = if mb.builder.seed.is_some() {
-        merge_adapters(&tree)?
-    } else {
-        // Shapes only: the adapters' Linears, as slots.
-        crate::tree::select(&tree)
-            .at_instances_of("LowRankAdapter")
-            .apply(|_, n| n.child("pretrained")?.child("0").cloned())?
-    };
-    // Labels that were merged away may be declared anew (a new adapter of another rank).
-    let kept: std::collections::BTreeSet<String> = tree
-        .all_param_entries()
-        .into_iter()
-        .map(|(_, _, e)| e.label().to_string())
-        .collect();
-    for (_, _, e) in before.all_param_entries() {
-        if !kept.contains(e.label()) {
-            mb.builder.forget(e.label());
-        }
-    }
-    all_trainable(&tree)
+    let (tree, _) = super::plan::build_tree_in(&inner, mb.registry, mb.builder, chain)?;
+    crate::assembly::checkpoint::continued(dir, tree, mb.builder)
 }
 
 /// Builds `{ checkpoint = "dir" }`.
@@ -129,8 +79,7 @@ pub(super) fn build(
     )?;
     let mut kp = key_path.to_vec();
     kp.push("checkpoint".into());
-    let depth = DEPTH.with(|d| d.get());
-    if depth >= MAX_DEPTH {
+    if mb.chain.len() >= MAX_DEPTH {
         return Err(Diagnostic::new(format!(
             "`checkpoint` chains go through at most {MAX_DEPTH} checkpoints"
         ))
@@ -139,8 +88,7 @@ pub(super) fn build(
     }
     let path = mb.base_dir.join(dir);
     let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
-    let looped = CHAIN.with(|c| c.borrow().contains(&canonical));
-    if looped {
+    if mb.chain.contains(&canonical) {
         return Err(Diagnostic::new(format!(
             "`{}` is already being loaded: the chain of `checkpoint = ...` loops",
             path.display()
@@ -148,12 +96,9 @@ pub(super) fn build(
         .at(key_loc(t, "checkpoint"))
         .key(join(&kp)));
     }
-    DEPTH.with(|d| d.set(depth + 1));
-    CHAIN.with(|c| c.borrow_mut().push(canonical));
-    let out = load(mb, &path);
-    CHAIN.with(|c| c.borrow_mut().pop());
-    DEPTH.with(|d| d.set(depth));
-    out.map_err(|e| {
+    let mut chain = mb.chain.clone();
+    chain.push(canonical);
+    load(mb, &path, &chain).map_err(|e| {
         // An error in the checkpoint's own recipe is already rendered: keep it whole.
         let message = match e {
             Error::Recipe(r) => format!(

@@ -14,10 +14,10 @@
 
 pub mod decode;
 pub mod diagnose;
-pub mod emit;
 mod from_checkpoint;
 mod input;
 pub mod model;
+pub mod of_model;
 pub mod patch;
 pub mod plan;
 pub mod raw;

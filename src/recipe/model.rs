@@ -41,6 +41,9 @@ pub struct ModelBuilder<'a> {
     pub locs: RefCell<BTreeMap<String, Loc>>,
     /// The directory `hf = "..."` paths are relative to (the recipe's).
     pub base_dir: std::path::PathBuf,
+    /// The checkpoints whose models are being built around this one (`checkpoint = ...`
+    /// chains), outermost first: a chain that comes back to one of them loops.
+    pub chain: Vec<std::path::PathBuf>,
 }
 
 /// The most copies one `repeat` makes.
@@ -80,6 +83,7 @@ impl<'a> ModelBuilder<'a> {
             registry,
             locs: RefCell::new(BTreeMap::new()),
             base_dir: std::path::PathBuf::new(),
+            chain: vec![],
         }
     }
 

@@ -14,9 +14,9 @@ use super::model::ModelBuilder;
 use super::raw::{REntry, RNode, RVal};
 use super::source::{Diagnostic, Loc};
 use super::{Action, PatchSpec};
-use crate::layers::toolshed::{self, LoraConfig};
-use crate::tree::selector::Selector;
-use crate::tree::{ChildLayout, Node, Selection};
+use crate::assembly::{self, Problem, Rewrite, RewriteError, Select};
+use crate::layers::toolshed::LoraConfig;
+use crate::tree::{ChildLayout, Node};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 fn shifted(loc: &Option<Loc>, column: usize) -> Option<Loc> {
@@ -189,59 +189,41 @@ pub fn apply_patches(
 ) -> Result<Node, Diagnostic> {
     for p in patches {
         let kp = format!("patch.{}.select", p.index);
-        let sel = Selector::parse(&p.select).map_err(|e| {
-            Diagnostic::new(format!("bad selector: {}", e.message))
-                .at(shifted(&p.select_loc, e.column))
-                .key(kp.clone())
-        })?;
-        let selection: Selection = sel.select(&tree);
-        let count = selection.count();
-        let paths = selection.paths();
-        match p.expect_count {
-            Some(n) if n != count => {
-                return Err(Diagnostic::new(format!(
-                    "selector `{}` matched {count} subtrees, but `expect_count` is {n}",
-                    p.select
-                ))
-                .at(p.select_loc.clone())
-                .key(kp)
-                .note(if paths.is_empty() {
-                    "matches: none".to_string()
-                } else {
-                    format!("matches: {}", paths.join(", "))
-                }));
-            }
-            None if count == 0 => {
-                return Err(
-                    Diagnostic::new(format!("selector `{}` matches nothing", p.select))
-                        .at(p.select_loc.clone())
-                        .key(kp)
-                        .note("run `pzt select RECIPE 'SELECTOR'` to see what a selector matches"),
-                );
-            }
-            _ => {}
-        }
+        let select = Select::Selectors {
+            selectors: vec![p.select.clone()],
+            expect_count: p.expect_count,
+        };
         let patch_err = |e: crate::Error| {
             Diagnostic::new(format!("patch {} ({}) failed: {e}", p.index, p.select))
                 .at(p.loc.clone())
                 .key(format!("patch.{}", p.index))
         };
+        // The toolshed's actions are rewrites of the assembly engine.
+        let rewrite = match p.action {
+            Action::Remove => Some(assembly::Action::Remove),
+            Action::Freeze => Some(assembly::Action::Freeze),
+            Action::Checkpoint => Some(assembly::Action::Checkpoint),
+            Action::Lora => Some(assembly::Action::Lora {
+                config: lora_settings(p)?,
+                init: None,
+            }),
+            _ => None,
+        };
+        if let Some(action) = rewrite {
+            let cx = assembly::Context::new(mb.builder);
+            tree = assembly::apply(tree, &[Rewrite::new(select, action)], &cx)
+                .map_err(|e| located(p, &kp, e, &patch_err))?;
+            check_depth(&tree, &patch_err)?;
+            continue;
+        }
+        let selection = match assembly::select(&tree, &select) {
+            Ok(s) => s,
+            Err(problem) => {
+                let e = RewriteError { index: 0, problem };
+                return Err(located(p, &kp, e, &patch_err));
+            }
+        };
         tree = match p.action {
-            Action::Remove => selection.remove_from_parent().map_err(patch_err)?,
-            Action::Freeze => toolshed::freeze(&selection).map_err(patch_err)?,
-            Action::Checkpoint => {
-                toolshed::checkpoint_activations(&selection).map_err(patch_err)?
-            }
-            Action::Lora => {
-                let cfg = lora_settings(p)?;
-                let linears = toolshed::linears_within(&selection);
-                if linears.count() == 0 {
-                    return Err(patch_err(crate::Error::Config(
-                        "the selection holds no contracting Linear to adapt".into(),
-                    )));
-                }
-                toolshed::loraify(&linears, &cfg, mb.builder).map_err(patch_err)?
-            }
             Action::Replace => {
                 // One rewrite for all matches. Labels only a replaced subtree held are
                 // forgotten, so that its replacement makes fresh parameters for them; a label
@@ -312,16 +294,74 @@ pub fn apply_patches(
                     (r, None) => r.map_err(patch_err)?,
                 }
             }
+            Action::Remove | Action::Freeze | Action::Checkpoint | Action::Lora => tree,
         };
-        let mut depth = 0;
-        tree.walk(&mut |path, _| depth = depth.max(path.len()));
-        if depth > MAX_TREE_DEPTH {
-            return Err(patch_err(crate::Error::Config(format!(
-                "the patched tree is {depth} levels deep; pzt accepts at most {MAX_TREE_DEPTH} (are wraps nesting one inside the other?)"
-            ))));
-        }
+        check_depth(&tree, &patch_err)?;
     }
     Ok(tree)
+}
+
+fn check_depth(
+    tree: &Node,
+    patch_err: &dyn Fn(crate::Error) -> Diagnostic,
+) -> Result<(), Diagnostic> {
+    let mut depth = 0;
+    tree.walk(&mut |path, _| depth = depth.max(path.len()));
+    if depth > MAX_TREE_DEPTH {
+        return Err(patch_err(crate::Error::Config(format!(
+            "the patched tree is {depth} levels deep; pzt accepts at most {MAX_TREE_DEPTH} (are wraps nesting one inside the other?)"
+        ))));
+    }
+    Ok(())
+}
+
+/// The engine's error about patch `p`, at its key.
+fn located(
+    p: &PatchSpec,
+    kp: &str,
+    e: RewriteError,
+    patch_err: &dyn Fn(crate::Error) -> Diagnostic,
+) -> Diagnostic {
+    match e.problem {
+        Problem::BadSelector {
+            message, column, ..
+        } => Diagnostic::new(format!("bad selector: {message}"))
+            .at(shifted(&p.select_loc, column))
+            .key(kp.to_string()),
+        Problem::Count {
+            found,
+            expected,
+            paths,
+            ..
+        } => Diagnostic::new(format!(
+            "selector `{}` matched {found} subtrees, but `expect_count` is {expected}",
+            p.select
+        ))
+        .at(p.select_loc.clone())
+        .key(kp.to_string())
+        .note(if paths.is_empty() {
+            "matches: none".to_string()
+        } else {
+            format!("matches: {}", paths.join(", "))
+        }),
+        Problem::MatchesNothing { .. } => {
+            Diagnostic::new(format!("selector `{}` matches nothing", p.select))
+                .at(p.select_loc.clone())
+                .key(kp.to_string())
+                .note("run `pzt select RECIPE 'SELECTOR'` to see what a selector matches")
+        }
+        Problem::Failed(e) => patch_err(e),
+        Problem::NoLinear { .. } => patch_err(crate::Error::Config(
+            "the selection holds no contracting Linear to adapt".into(),
+        )),
+        other => patch_err(
+            RewriteError {
+                index: p.index,
+                problem: other,
+            }
+            .into_error(),
+        ),
+    }
 }
 
 /// The deepest a patched tree may be: far beyond any model (a Llama is under 10 levels), and

@@ -1,55 +1,22 @@
 //! The planner: recipe -> model tree (+ patches) -> shape inference on the meta device ->
-//! parameter counts and a training-memory estimate.
+//! parameter counts and a training-memory estimate ([`crate::assembly::memory`]), with a shape
+//! error put at the recipe table that declared the failing layer.
 //!
 //! Planning with [`Builder::slots`] allocates no parameter storage at all: parameters are
-//! slots (shapes only), and shape inference binds them to meta tensors (libtorch's shape-only
-//! device) and runs the real forward pass on a meta input of the declared `[model.input]`, so
-//! an axis-name or size mismatch anywhere is reported with the layer path before anything
-//! trains.
-//!
-//! Memory estimate for training: parameters (their dtype), gradients (one per trainable
-//! parameter element, parameter dtype), optimizer state (what `[optim]` keeps per trainable
-//! element: two moments for AdamW, the default; one buffer for SGD with momentum; none for
-//! plain SGD), and activations: the sum of the outputs of every leaf layer for the model input
-//! (what autograd keeps for the backward pass, roughly); a `Checkpointed` subtree counts only
-//! its input, plus the largest such subtree's own activations (recomputed one at a time).
+//! slots (shapes only). The optimizer state counted per trainable element is what `[optim]`
+//! keeps: two moments for AdamW, the default; one buffer for SGD with momentum; none for plain
+//! SGD.
 
 use super::model::ModelBuilder;
 use super::patch::apply_patches;
 use super::source::Diagnostic;
 use super::{recipe_error, Recipe};
-use crate::backend::meta_empty;
-use crate::base::dtype::elem_size;
+use crate::assembly::{memory, ModelSpec};
 use crate::base::{Error, Result};
-use crate::named::NamedTensor;
-use crate::params::{FrozenParameter, ParamEntry};
 use crate::spec::InputSpec;
-use crate::tree::{trace_leaf_outputs, Builder, Node, Registry, SideInputs, RECOMPUTE_PEAK};
-use std::collections::BTreeSet;
+use crate::tree::{Builder, Node, Registry};
 
-/// Parameter counts over distinct labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    pub total: i64,
-    pub trainable: i64,
-    pub frozen: i64,
-}
-
-/// A training-memory estimate in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Memory {
-    pub parameters: i64,
-    pub gradients: i64,
-    pub optimizer: i64,
-    pub activations: i64,
-}
-
-impl Memory {
-    /// The sum.
-    pub fn total(&self) -> i64 {
-        self.parameters + self.gradients + self.optimizer + self.activations
-    }
-}
+pub use crate::assembly::memory::{count_params, Counts, Memory};
 
 /// A planned recipe.
 #[derive(Debug, Clone)]
@@ -62,38 +29,6 @@ pub struct Plan {
     pub memory: Memory,
     /// The processes of the data-parallel run the plan is for (1: one process).
     pub world_size: usize,
-}
-
-/// Counts distinct labels: trainable (live or slots that will train) and frozen.
-pub fn count_params(tree: &Node) -> Counts {
-    let mut seen = BTreeSet::new();
-    let mut c = Counts {
-        total: 0,
-        trainable: 0,
-        frozen: 0,
-    };
-    for (_, _, e) in tree.all_param_entries() {
-        if !seen.insert(e.label().to_string()) {
-            continue;
-        }
-        let n: i64 = e.shape().iter().product();
-        c.total += n;
-        if e.will_train() {
-            c.trainable += n;
-        } else {
-            c.frozen += n;
-        }
-    }
-    c
-}
-
-fn param_bytes(tree: &Node) -> i64 {
-    let mut seen = BTreeSet::new();
-    tree.all_param_entries()
-        .into_iter()
-        .filter(|(_, _, e)| seen.insert(e.label().to_string()))
-        .map(|(_, _, e)| e.shape().iter().product::<i64>() * elem_size(e.kind()))
-        .sum()
 }
 
 impl Plan {
@@ -120,72 +55,20 @@ impl Plan {
         let mut activations = 0;
         let mut output = None;
         if let Some(input) = &recipe.input {
-            let (out, trace) = trace_leaf_outputs(|| infer_shapes(&tree, input));
-            match out {
-                Ok(o) => output = Some(o),
-                Err(e) => {
-                    let path = e.layer_path().unwrap_or_default();
-                    let locs = &mb_locs;
-                    let mut segs: Vec<&str> = if path == "<root>" {
-                        vec![]
-                    } else {
-                        path.split('.').collect()
-                    };
-                    let loc = loop {
-                        if let Some(l) = locs.get(&segs.join(".")) {
-                            break Some(l.clone());
-                        }
-                        if segs.pop().is_none() {
-                            break None;
-                        }
-                    };
-                    let kind = if path == "<root>" {
-                        Some(tree.kind().to_string())
-                    } else {
-                        tree.get(&path.split('.').map(String::from).collect::<Vec<_>>())
-                            .ok()
-                            .map(|n| n.kind().to_string())
-                    };
-                    let d = Diagnostic::new(format!(
-                        "shape check failed at layer `{path}`{}: {}",
-                        kind.map(|k| format!(" ({k})")).unwrap_or_default(),
-                        e.root_cause()
-                    ))
-                    .at(loc)
-                    .note(format!(
-                        "the model input is {}",
-                        super::report::describe_input(input)
-                    ));
-                    return Err(fail(d));
+            match memory::activations(&tree, (&input.axes, input.dtype)) {
+                Ok((o, bytes)) => {
+                    output = Some(o);
+                    activations = bytes;
                 }
+                Err(e) => return Err(fail(shape_error(&tree, &mb_locs, input, &e))),
             }
-            // What stays for backward, plus the largest recomputed segment.
-            let bytes = |(_, n, k): &(String, i64, tch::Kind)| n * elem_size(*k);
-            let kept: i64 = trace
-                .iter()
-                .filter(|r| r.0 != RECOMPUTE_PEAK)
-                .map(bytes)
-                .sum();
-            let peak = trace
-                .iter()
-                .filter(|r| r.0 == RECOMPUTE_PEAK)
-                .map(bytes)
-                .max()
-                .unwrap_or(0);
-            activations = kept + peak;
         }
-        let trainable_bytes = counts.trainable * elem_size(builder.kind);
         // Without `[optim]`, AdamW (the default optimizer): two float32 moments.
         let optimizer = recipe
             .optim
             .as_ref()
             .map_or(8, |o| o.state_bytes_per_value());
-        let memory = Memory {
-            parameters: param_bytes(&tree),
-            gradients: trainable_bytes,
-            optimizer: counts.trainable * optimizer,
-            activations,
-        };
+        let memory = memory::memory(&tree, activations, builder.kind, optimizer);
         Ok(Plan {
             recipe,
             tree,
@@ -197,12 +80,73 @@ impl Plan {
     }
 }
 
+/// A shape-inference failure at the place in the recipe that declared the failing layer.
+fn shape_error(
+    tree: &Node,
+    locs: &std::collections::BTreeMap<String, super::source::Loc>,
+    input: &InputSpec,
+    e: &Error,
+) -> Diagnostic {
+    let path = e.layer_path().unwrap_or_default();
+    let mut segs: Vec<&str> = if path == "<root>" {
+        vec![]
+    } else {
+        path.split('.').collect()
+    };
+    let loc = loop {
+        if let Some(l) = locs.get(&segs.join(".")) {
+            break Some(l.clone());
+        }
+        if segs.pop().is_none() {
+            break None;
+        }
+    };
+    let kind = if path == "<root>" {
+        Some(tree.kind().to_string())
+    } else {
+        tree.get(&path.split('.').map(String::from).collect::<Vec<_>>())
+            .ok()
+            .map(|n| n.kind().to_string())
+    };
+    Diagnostic::new(format!(
+        "shape check failed at layer `{path}`{}: {}",
+        kind.map(|k| format!(" ({k})")).unwrap_or_default(),
+        e.root_cause()
+    ))
+    .at(loc)
+    .note(format!(
+        "the model input is {}",
+        super::report::describe_input(input)
+    ))
+}
+
 /// Builds the `[model]` tree and applies the patches; returns it with the declaration place of
 /// each tree path.
 pub(crate) fn build_tree(
     recipe: &Recipe,
     registry: &Registry,
     builder: &Builder,
+) -> Result<(Node, std::collections::BTreeMap<String, super::source::Loc>)> {
+    build_tree_in(recipe, registry, builder, &[])
+}
+
+/// [`build_tree`] for the model of a checkpoint that `chain` reached.
+pub(crate) fn build_tree_in(
+    recipe: &Recipe,
+    registry: &Registry,
+    builder: &Builder,
+    chain: &[std::path::PathBuf],
+) -> Result<(Node, std::collections::BTreeMap<String, super::source::Loc>)> {
+    build_parts(recipe, registry, builder, chain, true)
+}
+
+/// The layer tables and patches, and the `[strategy]` when `strategy`.
+fn build_parts(
+    recipe: &Recipe,
+    registry: &Registry,
+    builder: &Builder,
+    chain: &[std::path::PathBuf],
+    strategy: bool,
 ) -> Result<(Node, std::collections::BTreeMap<String, super::source::Loc>)> {
     let sources = &recipe.resolved.sources;
     if !recipe.has_model {
@@ -212,6 +156,7 @@ pub(crate) fn build_tree(
         ));
     }
     let mut mb = ModelBuilder::new(builder, registry);
+    mb.chain = chain.to_vec();
     mb.base_dir = recipe
         .resolved
         .path
@@ -222,61 +167,22 @@ pub(crate) fn build_tree(
         .build(&recipe.model, &[], &["model".to_string()])
         .map_err(|d| recipe_error(sources, d))?;
     let tree = apply_patches(tree, &recipe.patches, &mb).map_err(|d| recipe_error(sources, d))?;
-    let tree =
-        super::strategy::apply_strategy(tree, recipe, &mb).map_err(|d| recipe_error(sources, d))?;
+    let tree = match strategy {
+        true => super::strategy::apply_strategy(tree, recipe, mb.builder)
+            .map_err(|d| recipe_error(sources, d))?,
+        false => tree,
+    };
     Ok((tree, mb.locs.into_inner()))
 }
 
-/// Runs the model on a meta input with every parameter bound to a meta tensor.
-/// The side inputs a shape check passes: for each `ApplyExplicitAttentionMask`, a boolean meta
-/// mask `{seq, kv_seq}` over the input's `seq` axis (its last axis when none is named so), as
-/// `pzt logits --mask` gives one.
-fn planning_side_inputs(tree: &Node, input: &InputSpec) -> Result<SideInputs> {
-    let mut side = SideInputs::new();
-    let n = input
-        .axes
-        .get("seq")
-        .or_else(|| input.axes.values().last())
-        .copied()
-        .unwrap_or(1);
-    for (_, m) in crate::tree::select(tree)
-        .at_instances_of("ApplyExplicitAttentionMask")
-        .get()
-    {
-        if let Some(l) = m.layer_as::<crate::layers::masks::ApplyExplicitAttentionMask>() {
-            let mask =
-                NamedTensor::wrap(meta_empty(&[n, n], tch::Kind::Bool)?, &["seq", "kv_seq"])?;
-            side = side.with_tensor(&l.mask_input, mask);
-        }
-    }
-    Ok(side)
-}
-
-fn infer_shapes(tree: &Node, input: &InputSpec) -> Result<(Vec<(String, i64)>, tch::Kind)> {
-    // Every parameter becomes a meta tensor of its shape and dtype (real values are not
-    // needed, and must not meet meta activations).
-    let meta = tree.map_entries(
-        &mut |p| {
-            Ok(ParamEntry::Frozen(FrozenParameter::new(
-                p.label().to_string(),
-                &meta_empty(&p.shape(), p.kind())?,
-            )?))
-        },
-        // Fresh state variables: a meta forward must not leave meta values in the model's.
-        &mut |s| {
-            Ok(crate::params::StateEntry::Var(
-                crate::params::StateVariable::new(s.label().to_string(), None),
-            ))
-        },
-    )?;
-    let sizes: Vec<i64> = input.axes.values().copied().collect();
-    let names: Vec<&str> = input.axes.keys().map(|s| s.as_str()).collect();
-    let x = NamedTensor::wrap(meta_empty(&sizes, input.dtype)?, &names)?;
-    let _ng = tch::no_grad_guard();
-    let y = meta.forward(x, &planning_side_inputs(tree, input)?)?;
-    let y = y.into_tensor().map_err(|e| Error::Layer {
-        path: vec![],
-        source: Box::new(e),
-    })?;
-    Ok((y.named_shape(), y.kind()))
+/// The recipe's model as a [`ModelSpec`]: its layer tables and patches as the source, its
+/// `[strategy]` as rewrites.
+pub fn model_spec(recipe: &Recipe, registry: &Registry) -> Result<ModelSpec> {
+    let rewrites = super::strategy::strategy_rewrites(recipe)
+        .map_err(|d| recipe_error(&recipe.resolved.sources, d))?;
+    let (r, reg) = (recipe.clone(), registry.clone());
+    let mut spec = ModelSpec::layers(move |b| Ok(build_parts(&r, &reg, b, &[], false)?.0));
+    spec.rewrites = rewrites;
+    spec.pretrained = recipe.hf_dir();
+    Ok(spec)
 }

@@ -7,7 +7,6 @@ use super::{diagnose, recipe_error, Recipe};
 use crate::base::{Error, Result};
 use crate::spec::RunSpec;
 use crate::tree::Registry;
-use std::sync::Arc;
 
 impl Recipe {
     fn need<'a, T>(&self, v: &'a Option<T>, section: &str) -> Result<&'a T> {
@@ -42,11 +41,13 @@ impl Recipe {
             Some(_) => return Err(Error::Config("training needs `[model.input]` with exactly two axes: (batch, seq) or (batch, features)".into())),
             None => ("batch".into(), if data.is_lm() { "seq".into() } else { "features".into() }),
         };
-        let recipe = self.clone();
-        let registry = registry.clone();
+        // The model is checked (shapes on the meta device) before anything runs, so that a
+        // mistake in it is reported at its place in the recipe.
+        Plan::shapes_only(self.clone(), registry)?;
         Ok(RunSpec {
             run: self.run.clone(),
-            model: Arc::new(move |b| Plan::build(recipe.clone(), &registry, b).map(|p| p.tree)),
+            model: super::plan::model_spec(self, registry)?,
+            registry: registry.clone(),
             param_dtype: self.param_dtype,
             input_axes,
             data,

@@ -20,6 +20,7 @@ pub mod environment;
 pub mod listing;
 pub mod lock;
 pub mod metrics;
+pub mod model_path;
 mod pins;
 pub mod policy;
 pub mod tensorboard;

@@ -12,12 +12,11 @@ pub use optim::{OptimConfig, OptimKind, Schedule};
 pub use strategy::{StrategyConfig, StrategyKind};
 pub use train::{DistBackend, Precision, TrainConfig};
 
-use crate::base::Result;
+use crate::assembly::ModelSpec;
 use crate::data::spec::DataSpec;
 use crate::layers::Axes;
-use crate::tree::{Builder, Node};
+use crate::tree::Registry;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// `[run]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,16 +37,34 @@ pub struct InputSpec {
     pub dtype: tch::Kind,
 }
 
-/// Builds the run's model with parameters from a builder (the trainer picks the seed, device
-/// and dtype of the builder).
-pub type ModelFactory = Arc<dyn Fn(&Builder) -> Result<Node> + Send + Sync>;
+/// A model to load and run (`pzt logits`, `generate`, `export`, `show`): the model and what
+/// running it on text needs.
+#[derive(Clone, Debug)]
+pub struct ModelLoad {
+    pub model: ModelSpec,
+    pub registry: Registry,
+    /// The seed of its parameters' initialization.
+    pub seed: u64,
+    /// Parameter dtype (`[model] dtype`).
+    pub param_dtype: tch::Kind,
+    /// The data the model was declared with (its tokenizer and chat template).
+    pub data: Option<DataSpec>,
+    /// The directory that data and tokenizer paths are relative to.
+    pub base_dir: PathBuf,
+    /// The (batch, seq) axis names of its input, when declared.
+    pub input_axes: Option<(String, String)>,
+    /// The Hugging Face directory the model comes from.
+    pub hf_dir: Option<PathBuf>,
+}
 
 /// A training or evaluation run.
 #[derive(Clone)]
 pub struct RunSpec {
     pub run: RunSection,
-    /// Builds the model tree (patches included).
-    pub model: ModelFactory,
+    /// The model (the trainer builds it with the seed, device and dtype of its builder).
+    pub model: ModelSpec,
+    /// The layer kinds and builders the model is built from.
+    pub registry: Registry,
     /// Parameter dtype (`[model] dtype`).
     pub param_dtype: tch::Kind,
     /// The input axis names: (batch, seq) for language models, (batch, features) otherwise.

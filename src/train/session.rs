@@ -129,7 +129,7 @@ impl Session {
         let builder = Builder::new(spec.run.seed)
             .on(device)
             .dtype(spec.param_dtype);
-        let tree = (spec.model)(&builder)?;
+        let tree = spec.model.build(&spec.registry, &builder)?;
         if tc.threads.is_none() && device == tch::Device::Cpu {
             if let Some(n) = default_threads(&tree, &spec) {
                 tch::set_num_threads(n);

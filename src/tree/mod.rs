@@ -26,7 +26,7 @@ pub use build::{Builder, Scope};
 pub use layer::{ChildLayout, Layer, ParamSpec};
 pub use registry::Registry;
 pub use select::{select, Selection};
-pub use serialize::Form;
+pub use serialize::{model_toml, Form};
 pub use trace::{trace_leaf_outputs, trace_record, trace_segment, RECOMPUTE_PEAK};
 
 use crate::base::{Error, Result};

@@ -209,3 +209,14 @@ impl Node {
         Ok(node)
     }
 }
+
+/// The whole model as the TOML text of a recipe's `[model]` section (its recipe form), so that
+/// recipe -> tree -> TOML -> tree gives the same tree and the same parameter labels.
+pub fn model_toml(node: &Node) -> Result<String> {
+    let mut root = toml::Table::new();
+    root.insert(
+        "model".into(),
+        toml::Value::Table(node.to_toml_as(Form::Recipe)?),
+    );
+    toml::to_string(&root).map_err(|e| crate::Error::Config(format!("cannot write TOML: {e}")))
+}

@@ -125,7 +125,7 @@ pub fn model_data(tree: &Node, view: &ModelView) -> Result<Json> {
         budget: MAX_PAGE_VALUES,
     };
     let root = w.node(tree, "", None)?;
-    let counts = crate::recipe::plan::count_params(tree);
+    let counts = crate::assembly::memory::count_params(tree);
     Ok(json!({
         "page": if view.selection.is_some() { "selection" } else { "model" },
         "source": view.source,

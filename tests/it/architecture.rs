@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Each library module may use only the modules before it.
-const ORDER: [&str; 16] = [
-    "base", "backend", "named", "params", "tree", "layers", "models", "run", "data", "spec",
-    "recipe", "train", "viz", "loader", "probe", "demo",
+const ORDER: [&str; 17] = [
+    "base", "backend", "named", "params", "tree", "layers", "models", "run", "assembly", "data",
+    "spec", "recipe", "train", "viz", "loader", "probe", "demo",
 ];
 
 /// The binary's modules: the top, allowed to use the whole library.

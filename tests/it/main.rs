@@ -3,6 +3,7 @@
 mod common;
 
 mod architecture;
+mod assembly;
 mod attention;
 mod bad_input;
 mod chat;

@@ -352,7 +352,7 @@ fn recipe_round_trips_through_toml() {
     ] {
         let r = Recipe::load(Path::new(recipe), &[]).unwrap();
         let tree = Plan::tree_only(&r, &pzt::builtin_registry()).unwrap();
-        let text = pzt::recipe::emit::model_toml(&tree).unwrap();
+        let text = pzt::tree::model_toml(&tree).unwrap();
         let dir = std::env::temp_dir().join(format!("pzt-rt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("back.toml");
@@ -378,7 +378,7 @@ fn recipe_round_trips_through_toml() {
     // Tied embeddings stay tied: the decode node keeps the lookup's label.
     let r = Recipe::load(Path::new("recipes/transformer.toml"), &[]).unwrap();
     let tree = Plan::tree_only(&r, &pzt::builtin_registry()).unwrap();
-    let text = pzt::recipe::emit::model_toml(&tree).unwrap();
+    let text = pzt::tree::model_toml(&tree).unwrap();
     assert!(text.contains("embeddings = \"embed.embeddings\""), "{text}");
 }
 

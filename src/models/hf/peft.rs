@@ -36,6 +36,18 @@ pub struct Adapter {
     tensors: Vec<(String, Tensor)>,
 }
 
+impl std::fmt::Debug for Adapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adapter")
+            .field("dir", &self.dir)
+            .field("rank", &self.rank)
+            .field("alpha", &self.alpha)
+            .field("targets", &self.targets)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
 /// The adaptable Linears of `arch`'s model: `(HF module name, pzt weight label)`.
 pub fn linear_modules(arch: &Arch) -> Result<Vec<(String, String)>> {
     Ok(weight_map(arch)?

@@ -1,0 +1,182 @@
+//! [`ModelSpec`]: a model as data, a source and the rewrites applied to it, built by one
+//! engine with any parameter [`Builder`] (shapes only, seeded values, a device and a dtype).
+
+use super::{apply, Context, Rewrite};
+use crate::base::{Error, Result};
+use crate::tree::{Builder, Node, Registry};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Builds a tree with parameters from a builder.
+pub type LayersFn = Arc<dyn Fn(&Builder) -> Result<Node> + Send + Sync>;
+
+/// Where a model comes from.
+#[derive(Clone)]
+pub enum Source {
+    /// A pretrained Hugging Face model directory (`config.json`, weights): its values with a
+    /// seeded builder, its shapes with a builder of slots.
+    HfDir(PathBuf),
+    /// A builder of the registry and its arguments (`transformer`, `mlp`, `decoder`).
+    Builder { name: String, args: toml::Table },
+    /// A tree made by a function: a recipe's layer tables and patches, or a program's own code.
+    Layers(LayersFn),
+    /// A pzt checkpoint continued as a new model: `base` (the checkpoint's own model) with the
+    /// checkpoint's parameters, adapters merged and everything trainable again
+    /// ([`super::checkpoint::continued`]).
+    Checkpoint { dir: PathBuf, base: Box<ModelSpec> },
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::HfDir(d) => write!(f, "HfDir({})", d.display()),
+            Source::Builder { name, args } => write!(f, "Builder({name}, {args})"),
+            Source::Layers(_) => write!(f, "Layers"),
+            Source::Checkpoint { dir, base } => {
+                write!(f, "Checkpoint({}, {:?})", dir.display(), base)
+            }
+        }
+    }
+}
+
+/// A model: a source, then rewrites in order.
+#[derive(Clone, Debug)]
+pub struct ModelSpec {
+    pub source: Source,
+    pub rewrites: Vec<Rewrite>,
+    /// The Hugging Face directory a [`Source::Layers`] model loads, whose module names LoRA
+    /// targets and PEFT adapters use (the other sources know theirs).
+    pub pretrained: Option<PathBuf>,
+}
+
+impl ModelSpec {
+    /// The model of a Hugging Face directory.
+    pub fn hf(dir: impl Into<PathBuf>) -> ModelSpec {
+        ModelSpec::from(Source::HfDir(dir.into()))
+    }
+
+    /// The model a registry builder makes from `args`.
+    pub fn builder(name: &str, args: toml::Table) -> ModelSpec {
+        ModelSpec::from(Source::Builder {
+            name: name.into(),
+            args,
+        })
+    }
+
+    /// The model a function builds.
+    pub fn layers(f: impl Fn(&Builder) -> Result<Node> + Send + Sync + 'static) -> ModelSpec {
+        ModelSpec::from(Source::Layers(Arc::new(f)))
+    }
+
+    /// Checkpoint `dir` of a run whose model is `base`, continued.
+    pub fn checkpoint(dir: impl Into<PathBuf>, base: ModelSpec) -> ModelSpec {
+        ModelSpec::from(Source::Checkpoint {
+            dir: dir.into(),
+            base: Box::new(base),
+        })
+    }
+
+    /// The same model with one more rewrite.
+    pub fn with(mut self, r: Rewrite) -> ModelSpec {
+        self.rewrites.push(r);
+        self
+    }
+
+    /// The Hugging Face directory the model starts from, through checkpoints.
+    pub fn hf_dir(&self) -> Option<&Path> {
+        match &self.source {
+            Source::HfDir(d) => Some(d),
+            Source::Checkpoint { base, .. } => base.hf_dir(),
+            _ => self.pretrained.as_deref(),
+        }
+    }
+
+    /// Builds the source's tree (before the rewrites).
+    pub fn build_source(&self, registry: &Registry, builder: &Builder) -> Result<Node> {
+        match &self.source {
+            Source::HfDir(dir) => hf_tree(dir, builder),
+            Source::Builder { name, args } => {
+                let build = registry.builder(name).ok_or_else(|| {
+                    Error::Config(format!(
+                        "unknown builder `{name}` (known: {})",
+                        registry.known_builders().join(", ")
+                    ))
+                })?;
+                build(args, &builder.root())
+            }
+            Source::Layers(f) => f(builder),
+            Source::Checkpoint { dir, base } => {
+                let tree = base.build(registry, builder)?;
+                super::checkpoint::continued(dir, tree, builder)
+            }
+        }
+    }
+
+    /// The context the rewrites run in: `builder`, and the pretrained architecture when the
+    /// model comes from a Hugging Face directory.
+    pub fn context<'a>(
+        &self,
+        builder: &'a Builder,
+        arch: Option<&'a crate::models::hf::Arch>,
+    ) -> Result<Context<'a>> {
+        let cx = Context::new(builder);
+        match arch {
+            Some(a) => cx.with_arch(a),
+            None => Ok(cx),
+        }
+    }
+
+    /// Builds the model: the source, then the rewrites (an error names the rewrite, and the
+    /// recipe key that wrote it when there is one).
+    pub fn build(&self, registry: &Registry, builder: &Builder) -> Result<Node> {
+        let tree = self.build_source(registry, builder)?;
+        if self.rewrites.is_empty() {
+            return Ok(tree);
+        }
+        let arch = match self.hf_dir() {
+            Some(d) => Some(crate::models::hf::read_config(d)?),
+            None => None,
+        };
+        let cx = self.context(builder, arch.as_ref())?;
+        apply(tree, &self.rewrites, &cx).map_err(|e| {
+            let origin = self.rewrites.get(e.index).and_then(|r| r.origin.clone());
+            let message = e.into_error().to_string();
+            match origin {
+                Some((section, field)) => Error::InSection {
+                    section,
+                    field,
+                    message,
+                },
+                None => Error::Config(message),
+            }
+        })
+    }
+}
+
+impl From<Source> for ModelSpec {
+    fn from(source: Source) -> ModelSpec {
+        ModelSpec {
+            source,
+            rewrites: vec![],
+            pretrained: None,
+        }
+    }
+}
+
+/// A Hugging Face directory's tree: loaded values with a seeded builder (in its dtype, on its
+/// device), shapes with slots.
+pub fn hf_tree(dir: &Path, builder: &Builder) -> Result<Node> {
+    if !dir.join("config.json").is_file() {
+        return Err(Error::Config(format!(
+            "`{}` is not a HuggingFace model directory (no config.json)",
+            dir.display()
+        )));
+    }
+    if builder.seed.is_some() {
+        crate::models::hf::load(dir, Some(builder.kind), builder.device).map(|m| m.tree)
+    } else {
+        crate::models::hf::read_config(dir)
+            .and_then(|a| a.build(builder))
+            .map(|d| d.tree)
+    }
+}

@@ -1,0 +1,187 @@
+//! The model assembled as data (`pzt::assembly`): a `ModelSpec` written in Rust builds the
+//! same tree as the recipe that says the same thing, rewrites fail naming the rewrite, and
+//! each source builds.
+
+use crate::common::{fixture, tmpdir};
+use pzt::assembly::{apply, Action, Context, ModelSpec, Problem, Rewrite, Select};
+use pzt::layers::toolshed::LoraConfig;
+use pzt::prelude::*;
+
+fn lora(rank: i64) -> Action {
+    Action::Lora {
+        config: LoraConfig {
+            rank,
+            alpha: 16.0,
+            ..LoraConfig::default()
+        },
+        init: None,
+    }
+}
+
+fn trainable(tree: &Node) -> Vec<(String, Vec<i64>)> {
+    tree.trainable_parameters()
+        .iter()
+        .map(|p| (p.label().to_string(), p.value().size()))
+        .collect()
+}
+
+#[test]
+fn a_rust_model_spec_builds_what_the_recipe_builds() {
+    let d = tmpdir("assembly", "same");
+    let hf = fixture("hf/llama-gqa");
+    let recipe = d.join("r.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "[model]\nhf = {hf:?}\n[strategy]\nkind = \"lora\"\n[strategy.lora]\ntargets = [\"q_proj\", \"v_proj\"]\nrank = 4\nalpha = 16.0\n"
+        ),
+    )
+    .unwrap();
+    let registry = pzt::builtin_registry();
+    let r = pzt::recipe::Recipe::load(&recipe, &[]).unwrap();
+    let from_recipe = pzt::recipe::plan::Plan::build(r, &registry, &Builder::new(0))
+        .unwrap()
+        .tree;
+    let spec = ModelSpec::hf(&hf)
+        .with(Rewrite::new(Select::targets(["q_proj", "v_proj"]), lora(4)))
+        .with(Rewrite::new(
+            Select::nothing(),
+            Action::TrainOnly { adapters: true },
+        ));
+    let from_rust = spec.build(&registry, &Builder::new(0)).unwrap();
+    let t = trainable(&from_rust);
+    assert_eq!(t, trainable(&from_recipe));
+    assert!(
+        !t.is_empty() && t.iter().all(|(l, _)| l.contains(".lora_")),
+        "{t:?}"
+    );
+    // Same seed, same labels: the same values.
+    for (a, b) in from_rust
+        .trainable_parameters()
+        .iter()
+        .zip(from_recipe.trainable_parameters())
+    {
+        let diff = (a.value() - b.value()).abs().max().double_value(&[]);
+        assert_eq!(diff, 0.0, "{}", a.label());
+    }
+    // Shapes only: the same counts as the recipe's plan.
+    let shapes = spec.build(&registry, &Builder::slots()).unwrap();
+    let c = pzt::assembly::memory::count_params(&shapes);
+    assert_eq!(
+        c.trainable,
+        t.iter()
+            .map(|(_, s)| s.iter().product::<i64>())
+            .sum::<i64>()
+    );
+}
+
+#[test]
+fn rewrites_fail_naming_the_rewrite_and_the_problem() {
+    let registry = pzt::builtin_registry();
+    let b = Builder::slots();
+    let spec = ModelSpec::hf(fixture("hf/llama-gqa"));
+    let tree = spec.build_source(&registry, &b).unwrap();
+    let arch =
+        pzt::models::hf::read_config(std::path::Path::new(&fixture("hf/llama-gqa"))).unwrap();
+    let cx = Context::new(&b).with_arch(&arch).unwrap();
+    let rewrites = [
+        Rewrite::new(Select::selectors(["Attention"]), Action::Freeze),
+        Rewrite::new(Select::targets(["q_projj"]), lora(2)),
+    ];
+    let e = apply(tree.clone(), &rewrites, &cx).unwrap_err();
+    assert_eq!(e.index, 1);
+    match &e.problem {
+        Problem::TargetMatchesNothing { target, modules } => {
+            assert_eq!(target, "q_projj");
+            assert!(modules.iter().any(|m| m == "q_proj"), "{modules:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = apply(
+        tree.clone(),
+        &[Rewrite::new(
+            Select::Selectors {
+                selectors: vec!["Attention".into()],
+                expect_count: Some(5),
+            },
+            Action::Remove,
+        )],
+        &cx,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e.problem,
+            Problem::Count {
+                found: 2,
+                expected: 5,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = apply(
+        tree,
+        &[Rewrite::new(
+            Select::selectors(["Sequential >"]),
+            Action::Freeze,
+        )],
+        &cx,
+    )
+    .unwrap_err();
+    assert!(matches!(e.problem, Problem::BadSelector { .. }), "{e:?}");
+    // Built from a spec, a failing rewrite names the recipe key that wrote it.
+    let spec = ModelSpec::hf(fixture("hf/llama-gqa")).with(
+        Rewrite::new(Select::selectors(["NoSuchKind"]), Action::Freeze)
+            .written_at("strategy", "freeze"),
+    );
+    match spec.build(&registry, &b) {
+        Err(Error::InSection {
+            section,
+            field,
+            message,
+        }) => {
+            assert_eq!((section.as_str(), field.as_str()), ("strategy", "freeze"));
+            assert!(
+                message.contains("`NoSuchKind` matches nothing"),
+                "{message}"
+            );
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn each_source_builds() {
+    let registry = pzt::builtin_registry();
+    let mut args = toml::Table::new();
+    for (k, v) in [
+        ("vocab_size", 32),
+        ("d_model", 16),
+        ("num_layers", 2),
+        ("num_heads", 2),
+        ("mlp_hidden", 32),
+    ] {
+        args.insert(k.into(), toml::Value::Integer(v));
+    }
+    let built = ModelSpec::builder("transformer", args.clone())
+        .build(&registry, &Builder::new(0))
+        .unwrap();
+    assert!(pzt::assembly::memory::count_params(&built).total > 0);
+    let e = ModelSpec::builder("transformr", args)
+        .build(&registry, &Builder::slots())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown builder `transformr`"), "{e}");
+    let layers = ModelSpec::layers(|b| {
+        pzt::models::hf::read_config(std::path::Path::new(&fixture("hf/llama-gqa")))?
+            .build(b)
+            .map(|d| d.tree)
+    });
+    assert!(layers.build(&registry, &Builder::slots()).is_ok());
+    let e = ModelSpec::hf("/nonexistent")
+        .build(&registry, &Builder::slots())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a HuggingFace model directory"), "{e}");
+}
