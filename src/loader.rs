@@ -28,8 +28,8 @@ pub struct Loaded {
 /// Loads a model declared by a recipe (its [`ModelLoad`]), with parameters seeded on `device`
 /// in `dtype` (default: the recipe's).
 pub fn load_spec(m: &ModelLoad, device: Device, dtype: Option<Kind>) -> Result<Loaded> {
-    let tok = match m.data.as_ref().and_then(|d| d.tokenizer()) {
-        Some(name) => Some(Tokenizer::load(name, &m.base_dir)?),
+    let tok = match &m.data {
+        Some(d) => d.load_tokenizer(&m.base_dir)?,
         None => None,
     };
     let mut axes = LmAxes::default();

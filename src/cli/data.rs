@@ -3,6 +3,7 @@
 use super::common::{lib_err, Failure};
 use pzt::data::report::{export_line, marked, stats, train_source_order};
 use pzt::data::tokenizer::Tokenizer;
+use pzt::data::Dataset;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -42,59 +43,73 @@ pub fn run(a: Args) -> Result<(), Failure> {
             .output_opt("--export", a.export.as_ref()),
     )?;
     let located = |e: pzt::Error| lib_err(r.locate(e.in_section("data")));
-    let tok = match data.tokenizer() {
-        Some(t) => Some(Tokenizer::load(t, &base).map_err(|e| {
-            lib_err(
-                r.locate(
-                    pzt::Error::ConfigField {
-                        field: "tokenizer".into(),
-                        message: e.to_string(),
-                    }
-                    .in_section("data"),
-                ),
-            )
-        })?),
-        None => None,
-    };
-    let cache_dir = match &data.cache_dir {
-        Some(c) => base.join(c),
-        None => r.run.out_dir.join("cache"),
-    };
-    let (ds, cached) = pzt::data::sources::load(&data, &base, &cache_dir, r.run.seed, tok.as_ref())
-        .map_err(located)?;
+    let out = &r.run.out_dir;
+    let opened = Dataset::open(&data, &base, out, r.run.seed).map_err(located)?;
+    let (tok, ds, cached) = (opened.tokenizer, opened.dataset, opened.cached);
     let window = data.seq_len().map(|s| s + 1).unwrap_or(0);
     let st = stats(&ds, window).map_err(lib_err)?;
     // --show and --export read the examples unpacked.
-    let (ds_plain, _) = if data.pack {
-        let mut plain = data.clone();
-        plain.pack = false;
-        pzt::data::sources::load(&plain, &base, &cache_dir, r.run.seed, tok.as_ref())
-            .map_err(located)?
-    } else {
-        pzt::data::sources::load(&data, &base, &cache_dir, r.run.seed, tok.as_ref())
-            .map_err(located)?
-    };
+    let mut plain = data.clone();
+    plain.pack = false;
+    let (ds_plain, _) =
+        Dataset::open_with(&plain, &base, out, r.run.seed, tok.as_ref()).map_err(located)?;
     let order = train_source_order(&ds_plain, r.run.seed);
     if let Some(path) = &a.export {
-        let mut text = String::new();
-        for &j in &order {
-            if let Some(line) = export_line(&ds_plain.train.get(j).map_err(lib_err)?) {
-                text.push_str(&line);
-                text.push('\n');
-            }
-        }
-        pzt::base::outputs::write(path, text.as_bytes()).map_err(lib_err)?;
+        export(path, &ds_plain, &order)?;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
         return Ok(());
     }
+    let mut out = summary(&r, &data, &st, window, cached);
+    if let (Some(n), Some(t)) = (a.show, tok.as_ref()) {
+        show_examples(&mut out, t, &ds_plain, &order, n)?;
+    }
+    if let Some(p) = &a.export {
+        out.push_str(&format!(
+            "wrote {} ({} examples)\n",
+            p.display(),
+            order.len()
+        ));
+    }
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    Ok(())
+}
+
+/// Writes the train examples in `order` to `path` as JSON lines (`--export`).
+fn export(
+    path: &std::path::Path,
+    ds_plain: &pzt::data::Dataset,
+    order: &[usize],
+) -> Result<(), Failure> {
+    let mut text = String::new();
+    for &j in order {
+        if let Some(line) = export_line(&ds_plain.train.get(j).map_err(lib_err)?) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    pzt::base::outputs::write(path, text.as_bytes()).map_err(lib_err)?;
+    Ok(())
+}
+
+/// A count from the statistics with its digits grouped, or "-" when it is missing.
+fn grouped(v: &serde_json::Value) -> String {
+    v.as_u64()
+        .map(|n| pzt::base::text::grouped(n as i64))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The statistics as text: the dataset, its counts, mixture, packing and lengths.
+fn summary(
+    r: &pzt::recipe::Recipe,
+    data: &pzt::data::spec::DataSpec,
+    st: &serde_json::Value,
+    window: usize,
+    cached: bool,
+) -> String {
     let mut out = String::new();
-    let g = |v: &serde_json::Value| {
-        v.as_u64()
-            .map(|n| pzt::base::text::grouped(n as i64))
-            .unwrap_or_else(|| "-".into())
-    };
+    let g = grouped;
     out.push_str(&format!(
         "data        `{}` ({}, {})\n",
         r.run.name,
@@ -133,6 +148,13 @@ pub fn run(a: Args) -> Result<(), Failure> {
             100.0 * st["packed_fill"].as_f64().unwrap_or(0.0)
         ));
     }
+    push_lengths(&mut out, st, window);
+    out
+}
+
+/// Appends the example lengths and their histogram to `out`, when the statistics have them.
+fn push_lengths(out: &mut String, st: &serde_json::Value, window: usize) {
+    let g = grouped;
     if let Some(mean) = st["mean_length"].as_f64() {
         out.push_str(&format!(
             "length      {} to {}, mean {mean:.1}; unpacked windows of {window} are {:.1}% full\n",
@@ -164,26 +186,27 @@ pub fn run(a: Args) -> Result<(), Failure> {
             out.push('\n');
         }
     }
-    if let (Some(n), Some(t)) = (a.show, tok.as_ref()) {
-        for (k, &j) in order.iter().take(n).enumerate() {
-            let e = &ds_plain.train.get(j).map_err(lib_err)?;
-            if let pzt::data::Example::Tokens { ids, mask, .. } = e {
-                out.push_str(&format!(
-                    "--- example {k}: {} tokens, {} carry loss\n{}\n",
-                    ids.len(),
-                    mask.iter().filter(|&&m| m == 1).count(),
-                    marked(t, e)
-                ));
-            }
+}
+
+/// Appends the first `n` train examples in `order` to `out`, with the tokens that carry loss
+/// marked (`--show`).
+fn show_examples(
+    out: &mut String,
+    t: &Tokenizer,
+    ds_plain: &pzt::data::Dataset,
+    order: &[usize],
+    n: usize,
+) -> Result<(), Failure> {
+    for (k, &j) in order.iter().take(n).enumerate() {
+        let e = &ds_plain.train.get(j).map_err(lib_err)?;
+        if let pzt::data::Example::Tokens { ids, mask, .. } = e {
+            out.push_str(&format!(
+                "--- example {k}: {} tokens, {} carry loss\n{}\n",
+                ids.len(),
+                mask.iter().filter(|&&m| m == 1).count(),
+                marked(t, e)
+            ));
         }
     }
-    if let Some(p) = &a.export {
-        out.push_str(&format!(
-            "wrote {} ({} examples)\n",
-            p.display(),
-            order.len()
-        ));
-    }
-    let _ = std::io::stdout().write_all(out.as_bytes());
     Ok(())
 }

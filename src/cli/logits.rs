@@ -40,6 +40,9 @@ pub fn run(a: Args) -> Result<(), Failure> {
         }
         None => {
             let top = logits.topk(5, -1, true, true);
+            // One write of the whole table: a reader that stops early (`| head -3`) then
+            // finds it all in the pipe, rather than closing it under a later line.
+            let mut table = String::new();
             for (i, id) in ids.iter().enumerate() {
                 let v: Vec<f64> = Vec::try_from(top.0.get(i as i64).to_kind(tch::Kind::Double))
                     .unwrap_or_default();
@@ -55,8 +58,13 @@ pub fn run(a: Args) -> Result<(), Failure> {
                     .zip(&v)
                     .map(|(t, l)| format!("{} ({l:.3})", show(*t)))
                     .collect();
-                println!("{i:>4} {:>12}  ->  {}", show(*id), row.join(", "));
+                table.push_str(&format!(
+                    "{i:>4} {:>12}  ->  {}\n",
+                    show(*id),
+                    row.join(", ")
+                ));
             }
+            print!("{table}");
         }
     }
     Ok(())

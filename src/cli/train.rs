@@ -35,15 +35,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    if let Some(p) = &a.profile {
-        check_outputs(&pzt::base::outputs::Outputs::new().output("--profile", p))?;
-        if a.profile_steps == 0 || a.profile_steps > 1_000_000 {
-            return Err(Failure::BadInput(format!(
-                "--profile-steps {}: give 1 to 1000000 steps",
-                a.profile_steps
-            )));
-        }
-    }
+    check_profile_args(&a)?;
     let r = pzt::recipe::Recipe::load(&a.recipe, &a.set).map_err(lib_err)?;
     check_outputs(
         &pzt::base::outputs::Outputs::new()
@@ -51,20 +43,8 @@ pub fn run(a: Args) -> Result<(), Failure> {
             .output_opt("--profile", a.profile.as_ref()),
     )?;
     if let Some(n) = a.nproc {
-        // Mistakes are found here once, before any rank starts.
-        let spec = r.train_spec(&pzt::builtin_registry()).map_err(lib_err)?;
-        let max = super::launch::MAX_NPROC;
-        let n = match usize::try_from(n) {
-            Ok(n) if (1..=max).contains(&n) => n,
-            _ => {
-                return Err(Failure::BadInput(format!(
-                    "--nproc {n}: give 1 to {max} processes"
-                )))
-            }
-        };
-        if n > 1 {
-            check_world(&r.run.out_dir, n)?;
-            return super::launch::launch(n, spec.train.distributed_timeout_s, &r.run.out_dir);
+        if launch_ranks(&r, n)? {
+            return Ok(());
         }
     }
     // Rank 0 speaks for a data-parallel run (and a launcher for its ranks).
@@ -76,18 +56,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             r.run.out_dir.display()
         ));
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    // The first Ctrl-C or SIGTERM stops after the current step, with a checkpoint; a second
-    // one exits at once (the checkpoints already written stay intact).
-    let _ = ctrlc::set_handler(move || {
-        // Preparing the data has no step to finish: it stops at once.
-        pzt::base::interrupt::request();
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\nerror: stopped again: exiting now, without a checkpoint of this step");
-            std::process::exit(1);
-        }
-    });
+    let stop = stop_on_signal();
     let opts = pzt::train::TrainOptions {
         progress: std::io::stdout().is_terminal() && !a.json,
         quiet: a.json,
@@ -98,16 +67,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     };
     let spec = r.train_spec(&pzt::builtin_registry()).map_err(lib_err)?;
     if a.profile.is_some() {
-        if let Some((s, _)) = pzt::run::checkpoint::latest(&r.run.out_dir) {
-            if s >= spec.train.steps {
-                return Err(Failure::BadInput(format!(
-                    "--profile: the run in {} is finished (step {s} of {}): there is no step to profile; raise train.steps, or profile a new run (--set 'run.name=\"{}-profile\"')",
-                    r.run.out_dir.display(),
-                    spec.train.steps,
-                    r.run.name
-                )));
-            }
-        }
+        check_not_finished(&r, &spec)?;
     }
     deterministic_cublas(&spec);
     let s = pzt::train::train(spec, &opts, &stop).map_err(|e| lib_err(r.locate(e)))?;
@@ -125,32 +85,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     if a.json {
         pzt::base::text::out(&serde_json::to_string_pretty(&s.to_json()).unwrap_or_default());
     } else {
-        let ck = s
-            .checkpoint
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "none".into());
-        pzt::base::text::out(&format!(
-            "done: `{}` step {}/{} on {} in {:.1} s; final loss {}",
-            s.name,
-            s.steps,
-            s.total_steps,
-            s.device,
-            s.elapsed_s,
-            s.final_loss
-                .map(|l| format!("{l:.4}"))
-                .unwrap_or_else(|| "-".into())
-        ));
-        print_metrics(&s.eval);
-        pzt::base::text::out(&format!("  checkpoint           {ck}"));
-        pzt::base::text::out(&format!(
-            "  metrics              {}",
-            s.out_dir.join("metrics.jsonl").display()
-        ));
-        pzt::base::text::out(&format!(
-            "  tensorboard          {}",
-            s.out_dir.join("tensorboard").display()
-        ));
+        print_summary(&s);
     }
     if s.interrupted {
         let ck = s
@@ -163,6 +98,107 @@ pub fn run(a: Args) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+/// Checks `--profile` and `--profile-steps`: the trace file may be written, and the number of
+/// steps is 1 to 1,000,000.
+fn check_profile_args(a: &Args) -> Result<(), Failure> {
+    if let Some(p) = &a.profile {
+        check_outputs(&pzt::base::outputs::Outputs::new().output("--profile", p))?;
+        if a.profile_steps == 0 || a.profile_steps > 1_000_000 {
+            return Err(Failure::BadInput(format!(
+                "--profile-steps {}: give 1 to 1000000 steps",
+                a.profile_steps
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks `--nproc N` and, for more than one process, launches the ranks and returns true
+/// (after they have run); returns false when this process is to train alone.
+fn launch_ranks(r: &pzt::recipe::Recipe, n: u64) -> Result<bool, Failure> {
+    // Mistakes are found here once, before any rank starts.
+    let spec = r.train_spec(&pzt::builtin_registry()).map_err(lib_err)?;
+    let max = super::launch::MAX_NPROC;
+    let n = match usize::try_from(n) {
+        Ok(n) if (1..=max).contains(&n) => n,
+        _ => {
+            return Err(Failure::BadInput(format!(
+                "--nproc {n}: give 1 to {max} processes"
+            )))
+        }
+    };
+    if n > 1 {
+        check_world(&r.run.out_dir, n)?;
+        super::launch::launch(n, spec.train.distributed_timeout_s, &r.run.out_dir)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Installs the Ctrl-C / SIGTERM handler and returns the flag it raises.
+fn stop_on_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // The first Ctrl-C or SIGTERM stops after the current step, with a checkpoint; a second
+    // one exits at once (the checkpoints already written stay intact).
+    let _ = ctrlc::set_handler(move || {
+        // Preparing the data has no step to finish: it stops at once.
+        pzt::base::interrupt::request();
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nerror: stopped again: exiting now, without a checkpoint of this step");
+            std::process::exit(1);
+        }
+    });
+    stop
+}
+
+/// `--profile` needs a step to profile: refuses a run whose newest checkpoint is already at
+/// its last step.
+fn check_not_finished(r: &pzt::recipe::Recipe, spec: &pzt::spec::RunSpec) -> Result<(), Failure> {
+    if let Some((s, _)) = pzt::run::checkpoint::latest(&r.run.out_dir) {
+        if s >= spec.train.steps {
+            return Err(Failure::BadInput(format!(
+                "--profile: the run in {} is finished (step {s} of {}): there is no step to profile; raise train.steps, or profile a new run (--set 'run.name=\"{}-profile\"')",
+                r.run.out_dir.display(),
+                spec.train.steps,
+                r.run.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Prints the end-of-run summary: steps, device, time, final loss, evaluation metrics and
+/// where the checkpoint, metrics and TensorBoard logs are.
+fn print_summary(s: &pzt::train::Summary) {
+    let ck = s
+        .checkpoint
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "none".into());
+    pzt::base::text::out(&format!(
+        "done: `{}` step {}/{} on {} in {:.1} s; final loss {}",
+        s.name,
+        s.steps,
+        s.total_steps,
+        s.device,
+        s.elapsed_s,
+        s.final_loss
+            .map(|l| format!("{l:.4}"))
+            .unwrap_or_else(|| "-".into())
+    ));
+    print_metrics(&s.eval);
+    pzt::base::text::out(&format!("  checkpoint           {ck}"));
+    pzt::base::text::out(&format!(
+        "  metrics              {}",
+        s.out_dir.join("metrics.jsonl").display()
+    ));
+    pzt::base::text::out(&format!(
+        "  tensorboard          {}",
+        s.out_dir.join("tensorboard").display()
+    ));
 }
 
 /// A run directory whose newest checkpoint was written on another number of processes is

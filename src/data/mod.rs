@@ -10,6 +10,7 @@
 //! with the tokenizer's chat template ([`chat`]) with the loss on the assistant turns.
 
 pub mod chat;
+pub mod open;
 pub mod pack;
 pub mod report;
 pub mod sources;

@@ -19,7 +19,6 @@ pub mod masks;
 pub mod misc;
 pub mod norms;
 pub mod rope;
-mod rope_table;
 pub mod toolshed;
 
 use crate::base::{Error, Result};

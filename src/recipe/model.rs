@@ -124,6 +124,64 @@ impl<'a> ModelBuilder<'a> {
             }
             return self.build_builder(&b, t, node.loc.clone(), path, key_path);
         }
+        let kind = self.kind_of(node, t, key_path)?;
+        self.build_kind(&kind, node, t, path, key_path)
+    }
+
+    /// A layer table of `type = kind`.
+    fn build_kind(
+        &self,
+        kind: &str,
+        node: &RNode,
+        t: &RTable,
+        path: &[String],
+        key_path: &[String],
+    ) -> Result<Node, Diagnostic> {
+        let has_children = t.contains_key("children") || t.contains_key("layers");
+        // Kinds declared by their arguments expand through their constructors.
+        if let (false, Some(c)) = (has_children, self.registry.by_args(kind)) {
+            let mut allowed = vec!["type"];
+            allowed.extend(c.args.iter().map(|a| a.as_str()));
+            check_keys(t, &allowed, key_path, &a_layer(kind))?;
+            let scope = self.builder.scope(&path.join("."));
+            return (c.build)(&config_table(t, &["type"]), &scope)
+                .map_err(|e| config_error(e, t, node.loc.clone(), key_path, &[]));
+        }
+        let slots: &[&str] = match self.layout_of(kind, t) {
+            Some(ChildLayout::Slots { names, .. }) => names,
+            _ => &[],
+        };
+        let mut skip: Vec<&str> = RESERVED.to_vec();
+        skip.extend(slots.iter());
+        let cfg = config_table(t, &skip);
+        let layer = self.registry.make_layer(kind, &cfg).map_err(|e| {
+            let mut extra: Vec<&str> = RESERVED
+                .iter()
+                .copied()
+                .filter(|k| *k != "hf" && *k != "checkpoint")
+                .collect();
+            extra.extend(slots.iter());
+            config_error(e, t, node.loc.clone(), key_path, &extra)
+        })?;
+        let layout = layer.child_layout();
+        let slots: &[&str] = match layout {
+            ChildLayout::Slots { names, .. } => names,
+            _ => &[],
+        };
+        let labels = self.explicit_labels(t, kind, &*layer, key_path)?;
+        let scope = self.builder.scope(&path.join("."));
+        let out = Node::build_arc(layer, &scope, &labels).map_err(|e| {
+            Diagnostic::new(e.to_string())
+                .at(node.loc.clone())
+                .key(join(key_path))
+        })?;
+        let children = self.children(t, slots, path, key_path)?;
+        check_children(kind, layout, &children, has_children, node, t, key_path)?;
+        Ok(out.with_children(children))
+    }
+
+    /// The `type` of a layer table, a kind the registry knows.
+    fn kind_of(&self, node: &RNode, t: &RTable, key_path: &[String]) -> Result<String, Diagnostic> {
         let kinds = self.registry.known_kinds();
         let kind = match opt_str(t, "type", key_path)? {
             Some(k) => k,
@@ -145,74 +203,7 @@ impl<'a> ModelBuilder<'a> {
             }
             return Err(d.note(format!("known kinds: {}", kinds.join(", "))));
         }
-        let has_children = t.contains_key("children") || t.contains_key("layers");
-        // Kinds declared by their arguments expand through their constructors.
-        if let (false, Some(c)) = (has_children, self.registry.by_args(&kind)) {
-            let mut allowed = vec!["type"];
-            allowed.extend(c.args.iter().map(|a| a.as_str()));
-            check_keys(t, &allowed, key_path, &a_layer(&kind))?;
-            let scope = self.builder.scope(&path.join("."));
-            return (c.build)(&config_table(t, &["type"]), &scope)
-                .map_err(|e| config_error(e, t, node.loc.clone(), key_path, &[]));
-        }
-        let slots: &[&str] = match self.layout_of(&kind, t) {
-            Some(ChildLayout::Slots { names, .. }) => names,
-            _ => &[],
-        };
-        let mut skip: Vec<&str> = RESERVED.to_vec();
-        skip.extend(slots.iter());
-        let cfg = config_table(t, &skip);
-        let layer = self.registry.make_layer(&kind, &cfg).map_err(|e| {
-            let mut extra: Vec<&str> = RESERVED
-                .iter()
-                .copied()
-                .filter(|k| *k != "hf" && *k != "checkpoint")
-                .collect();
-            extra.extend(slots.iter());
-            config_error(e, t, node.loc.clone(), key_path, &extra)
-        })?;
-        let layout = layer.child_layout();
-        let slots: &[&str] = match layout {
-            ChildLayout::Slots { names, .. } => names,
-            _ => &[],
-        };
-        let labels = self.explicit_labels(t, &kind, &*layer, key_path)?;
-        let scope = self.builder.scope(&path.join("."));
-        let out = Node::build_arc(layer, &scope, &labels).map_err(|e| {
-            Diagnostic::new(e.to_string())
-                .at(node.loc.clone())
-                .key(join(key_path))
-        })?;
-        let children = self.children(t, slots, path, key_path)?;
-        match layout {
-            ChildLayout::Slots { names, .. } => {
-                for slot in names {
-                    if !children.iter().any(|(n, _)| n == slot) {
-                        return Err(
-                            Diagnostic::new(format!("`{kind}` needs its child `{slot}`"))
-                                .at(node.loc.clone())
-                                .key(join(key_path))
-                                .note(format!("{kind} children: {}", names.join(", "))),
-                        );
-                    }
-                }
-            }
-            // An empty sequence is allowed (identity), an empty branch is not.
-            ChildLayout::Sequence { min } if children.len() < min && !has_children => {
-                return Err(Diagnostic::new(format!(
-                    "`{kind}` needs at least one branch in `layers`"
-                ))
-                .at(node.loc.clone())
-                .key(join(key_path)));
-            }
-            ChildLayout::Leaf if has_children => {
-                return Err(Diagnostic::new(format!("`{kind}` takes no children"))
-                    .at(key_loc(t, "children").or(key_loc(t, "layers")))
-                    .key(join(key_path)));
-            }
-            _ => {}
-        }
-        Ok(out.with_children(children))
+        Ok(kind)
     }
 
     /// The child layout of `kind` declared by the table `t`, if the layer can be made from it.
@@ -441,6 +432,48 @@ impl<'a> ModelBuilder<'a> {
         build(&config_table(t, &["builder"]), &scope)
             .map_err(|e| config_error(e, t, loc, key_path, &["builder"]))
     }
+}
+
+/// The children a layer of `kind` with this layout got: every slot filled, a branch not empty,
+/// none for a leaf.
+fn check_children(
+    kind: &str,
+    layout: ChildLayout,
+    children: &[(String, Node)],
+    has_children: bool,
+    node: &RNode,
+    t: &RTable,
+    key_path: &[String],
+) -> Result<(), Diagnostic> {
+    match layout {
+        ChildLayout::Slots { names, .. } => {
+            for slot in names {
+                if !children.iter().any(|(n, _)| n == slot) {
+                    return Err(
+                        Diagnostic::new(format!("`{kind}` needs its child `{slot}`"))
+                            .at(node.loc.clone())
+                            .key(join(key_path))
+                            .note(format!("{kind} children: {}", names.join(", "))),
+                    );
+                }
+            }
+        }
+        // An empty sequence is allowed (identity), an empty branch is not.
+        ChildLayout::Sequence { min } if children.len() < min && !has_children => {
+            return Err(
+                Diagnostic::new(format!("`{kind}` needs at least one branch in `layers`"))
+                    .at(node.loc.clone())
+                    .key(join(key_path)),
+            );
+        }
+        ChildLayout::Leaf if has_children => {
+            return Err(Diagnostic::new(format!("`{kind}` takes no children"))
+                .at(key_loc(t, "children").or(key_loc(t, "layers")))
+                .key(join(key_path)));
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use super::source::{Diagnostic, Loc};
 use super::{Action, PatchSpec};
 use crate::assembly::{self, Problem, Rewrite, RewriteError, Select};
 use crate::layers::toolshed::LoraConfig;
-use crate::tree::{ChildLayout, Node};
+use crate::tree::{ChildLayout, Node, Selection};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 fn shifted(loc: &Option<Loc>, column: usize) -> Option<Loc> {
@@ -224,48 +224,7 @@ pub fn apply_patches(
             }
         };
         tree = match p.action {
-            Action::Replace => {
-                // One rewrite for all matches. Labels only a replaced subtree held are
-                // forgotten, so that its replacement makes fresh parameters for them; a label
-                // also held outside the matches, by a match still to come or by a replacement
-                // already built is kept (as replacing one match after the other would).
-                let outside: HashSet<String> = selection
-                    .invert()
-                    .get()
-                    .iter()
-                    .flat_map(|(_, n)| labels_in(n))
-                    .collect();
-                let mut remaining: HashMap<String, usize> = HashMap::new();
-                for (_, n) in selection.get() {
-                    for l in labels_in(n) {
-                        *remaining.entry(l).or_default() += 1;
-                    }
-                }
-                let mut built: HashSet<String> = HashSet::new();
-                let mut news: HashMap<Vec<String>, Node> = HashMap::new();
-                for (path, (_, old)) in selection.path_segments().iter().zip(selection.get()) {
-                    let mine = labels_in(old);
-                    for l in &mine {
-                        if let Some(c) = remaining.get_mut(l) {
-                            *c -= 1;
-                        }
-                    }
-                    for l in mine {
-                        let held = outside.contains(&l)
-                            || built.contains(&l)
-                            || remaining.get(&l).is_some_and(|&c| c > 0);
-                        if !held {
-                            mb.builder.forget(&l);
-                        }
-                    }
-                    let new = build_with(mb, p, path)?;
-                    built.extend(labels_in(&new));
-                    news.insert(path.clone(), new);
-                }
-                selection
-                    .apply(|path, old| Ok(news.remove(path).unwrap_or_else(|| old.clone())))
-                    .map_err(patch_err)?
-            }
+            Action::Replace => replace(mb, p, &selection, &patch_err)?,
             Action::Wrap => {
                 let mut news: HashMap<Vec<String>, Node> = HashMap::new();
                 for (path, (_, old)) in selection.path_segments().iter().zip(selection.get()) {
@@ -275,30 +234,86 @@ pub fn apply_patches(
                     .apply(|path, old| Ok(news.remove(path).unwrap_or_else(|| old.clone())))
                     .map_err(patch_err)?
             }
-            Action::InsertBefore | Action::InsertAfter => {
-                let after = p.action == Action::InsertAfter;
-                let suffix = if after { "_after" } else { "_before" };
-                let mut failed: Option<Diagnostic> = None;
-                let out = selection.insert_each(after, |path| {
-                    let mut lp = path.to_vec();
-                    if let Some(last) = lp.last_mut() {
-                        last.push_str(suffix);
-                    }
-                    build_with(mb, p, &lp).map_err(|d| {
-                        failed = Some(d);
-                        crate::Error::Config(String::new())
-                    })
-                });
-                match (out, failed) {
-                    (_, Some(d)) => return Err(d),
-                    (r, None) => r.map_err(patch_err)?,
-                }
-            }
+            Action::InsertBefore | Action::InsertAfter => insert(mb, p, &selection, &patch_err)?,
             Action::Remove | Action::Freeze | Action::Checkpoint | Action::Lora => tree,
         };
         check_depth(&tree, &patch_err)?;
     }
     Ok(tree)
+}
+
+/// `replace`: one rewrite for all matches. Labels only a replaced subtree held are forgotten,
+/// so that its replacement makes fresh parameters for them; a label also held outside the
+/// matches, by a match still to come or by a replacement already built is kept (as replacing
+/// one match after the other would).
+fn replace(
+    mb: &ModelBuilder<'_>,
+    p: &PatchSpec,
+    selection: &Selection,
+    patch_err: &dyn Fn(crate::Error) -> Diagnostic,
+) -> Result<Node, Diagnostic> {
+    let outside: HashSet<String> = selection
+        .invert()
+        .get()
+        .iter()
+        .flat_map(|(_, n)| labels_in(n))
+        .collect();
+    let mut remaining: HashMap<String, usize> = HashMap::new();
+    for (_, n) in selection.get() {
+        for l in labels_in(n) {
+            *remaining.entry(l).or_default() += 1;
+        }
+    }
+    let mut built: HashSet<String> = HashSet::new();
+    let mut news: HashMap<Vec<String>, Node> = HashMap::new();
+    for (path, (_, old)) in selection.path_segments().iter().zip(selection.get()) {
+        let mine = labels_in(old);
+        for l in &mine {
+            if let Some(c) = remaining.get_mut(l) {
+                *c -= 1;
+            }
+        }
+        for l in mine {
+            let held = outside.contains(&l)
+                || built.contains(&l)
+                || remaining.get(&l).is_some_and(|&c| c > 0);
+            if !held {
+                mb.builder.forget(&l);
+            }
+        }
+        let new = build_with(mb, p, path)?;
+        built.extend(labels_in(&new));
+        news.insert(path.clone(), new);
+    }
+    selection
+        .apply(|path, old| Ok(news.remove(path).unwrap_or_else(|| old.clone())))
+        .map_err(patch_err)
+}
+
+/// `insert_before` / `insert_after`: `with` built at `<path>_before` / `<path>_after`.
+fn insert(
+    mb: &ModelBuilder<'_>,
+    p: &PatchSpec,
+    selection: &Selection,
+    patch_err: &dyn Fn(crate::Error) -> Diagnostic,
+) -> Result<Node, Diagnostic> {
+    let after = p.action == Action::InsertAfter;
+    let suffix = if after { "_after" } else { "_before" };
+    let mut failed: Option<Diagnostic> = None;
+    let out = selection.insert_each(after, |path| {
+        let mut lp = path.to_vec();
+        if let Some(last) = lp.last_mut() {
+            last.push_str(suffix);
+        }
+        build_with(mb, p, &lp).map_err(|d| {
+            failed = Some(d);
+            crate::Error::Config(String::new())
+        })
+    });
+    match (out, failed) {
+        (_, Some(d)) => Err(d),
+        (r, None) => r.map_err(patch_err),
+    }
 }
 
 fn check_depth(

@@ -154,103 +154,114 @@ pub fn model(
 
 /// The `[[patch]]`es, in order.
 pub fn patches(root: &RTable) -> Result<Vec<PatchSpec>, Diagnostic> {
-    let mut patches = vec![];
-    if let Some(pe) = root.get("patch") {
-        let items = match &pe.node.val {
-            RVal::Array(a) => a.clone(),
-            RVal::Table(_) => vec![pe.node.clone()],
-            _ => {
-                return Err(
-                    Diagnostic::new("`patch` must be an array of tables: [[patch]]")
-                        .at(pe.key_loc.clone())
-                        .key("patch"),
-                )
-            }
-        };
-        for (i, item) in items.iter().enumerate() {
-            let pkp = vec!["patch".to_string(), i.to_string()];
-            let t = table(item, &pkp, "a `[[patch]]`")?;
-            check_keys(
-                t,
-                &["select", "action", "with", "expect_count"],
-                &pkp,
-                "a `[[patch]]`",
-            )?;
-            let select = opt_str(t, "select", &pkp)?.ok_or_else(|| {
-                Diagnostic::new("a `[[patch]]` needs `select = \"<selector>\"`")
-                    .at(item.loc.clone())
-                    .key(join(&pkp))
-            })?;
-            const ACTIONS: [&str; 8] = [
-                "replace",
-                "wrap",
-                "insert_before",
-                "insert_after",
-                "remove",
-                "lora",
-                "freeze",
-                "checkpoint",
-            ];
-            let action_s = opt_str(t, "action", &pkp)?.ok_or_else(|| {
-                Diagnostic::new("a `[[patch]]` needs `action`")
-                    .at(item.loc.clone())
-                    .key(join(&pkp))
-                    .note(format!("expected one of: {}", ACTIONS.join(", ")))
-            })?;
-            let action = match action_s.as_str() {
-                "replace" => Action::Replace,
-                "wrap" => Action::Wrap,
-                "insert_before" => Action::InsertBefore,
-                "insert_after" => Action::InsertAfter,
-                "remove" => Action::Remove,
-                "lora" => Action::Lora,
-                "freeze" => Action::Freeze,
-                "checkpoint" => Action::Checkpoint,
-                other => {
-                    let mut d = Diagnostic::new(format!("unknown patch action `{other}`"))
-                        .at(t.get("action").and_then(|e| e.node.loc.clone()))
-                        .key(format!("patch.{i}.action"));
-                    if let Some(s) = did_you_mean(other, ACTIONS) {
-                        d = d.label(format!("did you mean `{s}`?"));
-                    }
-                    return Err(d.note(format!("expected one of: {}", ACTIONS.join(", "))));
-                }
-            };
-            let with = t.get("with").map(|e| e.node.clone());
-            let no_with = matches!(action, Action::Remove | Action::Freeze | Action::Checkpoint);
-            if no_with && with.is_some() {
-                return Err(Diagnostic::new(format!("`{action_s}` takes no `with`"))
-                    .at(key_loc(t, "with"))
-                    .key(format!("patch.{i}.with")));
-            }
-            if !no_with && action != Action::Lora && with.is_none() {
-                return Err(Diagnostic::new(format!(
-                    "`{action_s}` needs `with = {{ type = ... }}`"
-                ))
-                .at(item.loc.clone())
-                .key(join(&pkp)));
-            }
-            let expect_count = match opt_int(t, "expect_count", &pkp)? {
-                Some(n) if n >= 0 => Some(n as usize),
-                Some(n) => {
-                    return Err(Diagnostic::new(format!(
-                        "`expect_count` must be non-negative, got {n}"
-                    ))
-                    .at(key_loc(t, "expect_count"))
-                    .key(format!("patch.{i}.expect_count")))
-                }
-                None => None,
-            };
-            patches.push(PatchSpec {
-                index: i,
-                select,
-                select_loc: t.get("select").and_then(|e| e.node.loc.clone()),
-                action,
-                with,
-                expect_count,
-                loc: item.loc.clone(),
-            });
+    let Some(pe) = root.get("patch") else {
+        return Ok(vec![]);
+    };
+    let items = match &pe.node.val {
+        RVal::Array(a) => a.clone(),
+        RVal::Table(_) => vec![pe.node.clone()],
+        _ => {
+            return Err(
+                Diagnostic::new("`patch` must be an array of tables: [[patch]]")
+                    .at(pe.key_loc.clone())
+                    .key("patch"),
+            )
         }
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| patch(i, item))
+        .collect()
+}
+
+const ACTIONS: [&str; 8] = [
+    "replace",
+    "wrap",
+    "insert_before",
+    "insert_after",
+    "remove",
+    "lora",
+    "freeze",
+    "checkpoint",
+];
+
+/// `[[patch]]` number `i`.
+fn patch(i: usize, item: &RNode) -> Result<PatchSpec, Diagnostic> {
+    let pkp = vec!["patch".to_string(), i.to_string()];
+    let t = table(item, &pkp, "a `[[patch]]`")?;
+    check_keys(
+        t,
+        &["select", "action", "with", "expect_count"],
+        &pkp,
+        "a `[[patch]]`",
+    )?;
+    let select = opt_str(t, "select", &pkp)?.ok_or_else(|| {
+        Diagnostic::new("a `[[patch]]` needs `select = \"<selector>\"`")
+            .at(item.loc.clone())
+            .key(join(&pkp))
+    })?;
+    let action_s = opt_str(t, "action", &pkp)?.ok_or_else(|| {
+        Diagnostic::new("a `[[patch]]` needs `action`")
+            .at(item.loc.clone())
+            .key(join(&pkp))
+            .note(format!("expected one of: {}", ACTIONS.join(", ")))
+    })?;
+    let action = patch_action(i, t, &action_s)?;
+    let with = t.get("with").map(|e| e.node.clone());
+    let no_with = matches!(action, Action::Remove | Action::Freeze | Action::Checkpoint);
+    if no_with && with.is_some() {
+        return Err(Diagnostic::new(format!("`{action_s}` takes no `with`"))
+            .at(key_loc(t, "with"))
+            .key(format!("patch.{i}.with")));
     }
-    Ok(patches)
+    if !no_with && action != Action::Lora && with.is_none() {
+        return Err(
+            Diagnostic::new(format!("`{action_s}` needs `with = {{ type = ... }}`"))
+                .at(item.loc.clone())
+                .key(join(&pkp)),
+        );
+    }
+    let expect_count = match opt_int(t, "expect_count", &pkp)? {
+        Some(n) if n >= 0 => Some(n as usize),
+        Some(n) => {
+            return Err(
+                Diagnostic::new(format!("`expect_count` must be non-negative, got {n}"))
+                    .at(key_loc(t, "expect_count"))
+                    .key(format!("patch.{i}.expect_count")),
+            )
+        }
+        None => None,
+    };
+    Ok(PatchSpec {
+        index: i,
+        select,
+        select_loc: t.get("select").and_then(|e| e.node.loc.clone()),
+        action,
+        with,
+        expect_count,
+        loc: item.loc.clone(),
+    })
+}
+
+fn patch_action(i: usize, t: &RTable, action: &str) -> Result<Action, Diagnostic> {
+    Ok(match action {
+        "replace" => Action::Replace,
+        "wrap" => Action::Wrap,
+        "insert_before" => Action::InsertBefore,
+        "insert_after" => Action::InsertAfter,
+        "remove" => Action::Remove,
+        "lora" => Action::Lora,
+        "freeze" => Action::Freeze,
+        "checkpoint" => Action::Checkpoint,
+        other => {
+            let mut d = Diagnostic::new(format!("unknown patch action `{other}`"))
+                .at(t.get("action").and_then(|e| e.node.loc.clone()))
+                .key(format!("patch.{i}.action"));
+            if let Some(s) = did_you_mean(other, ACTIONS) {
+                d = d.label(format!("did you mean `{s}`?"));
+            }
+            return Err(d.note(format!("expected one of: {}", ACTIONS.join(", "))));
+        }
+    })
 }

@@ -12,6 +12,7 @@ use crate::run::checkpoint;
 use crate::run::metrics::MetricsWriter;
 use crate::run::tensorboard::EventWriter;
 use serde_json::{json, Map, Value};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -133,50 +134,16 @@ impl Trainer {
                 profile = self.finish_profile(profiler.take())?;
             }
             final_loss = Some(o.loss);
-            let step = self.step;
-            let mut line = Map::new();
-            let mut new_best = false;
-            if let (Some(tb), Some(metrics)) = (tb.as_mut(), metrics.as_mut()) {
-                if step.is_multiple_of(log_every) || step == steps {
-                    self.log_step(&o, &mut line, tb)?;
-                }
-                self.report.position(step);
-                if (eval_every > 0 && step.is_multiple_of(eval_every)) || step == steps {
-                    new_best = self.eval_step(&mut line, tb)?;
-                }
-                if !line.is_empty() {
-                    metrics.write(&line)?;
-                }
-            }
-            let mut stopping = stop.load(Ordering::SeqCst);
-            if self.world.distributed() {
-                // The ranks stop and checkpoint together: any rank's stop, rank 0's new best.
-                let flags = [f64::from(u8::from(stopping)), f64::from(u8::from(new_best))];
-                let agreed = self.world.reduce_values(&flags, ReduceOp::Max)?;
-                (stopping, new_best) = (agreed[0] > 0.5, agreed[1] > 0.5);
-            }
-            let every = self.spec().checkpoint.every_steps;
-            if new_best
-                || step == steps
-                || stopping
-                || every.is_some_and(|e| step.is_multiple_of(e))
-            {
-                last_ckpt = self.checkpoint()?;
-            }
+            let counts = (steps, log_every, eval_every);
+            let new_best = self.record_step(&o, tb.as_mut(), metrics.as_mut(), counts)?;
+            let stopping = stop.load(Ordering::SeqCst);
+            let stopping = self.agree_and_checkpoint(steps, stopping, new_best, &mut last_ckpt)?;
             if stopping {
                 interrupted = true;
                 break;
             }
         }
-        if profiler.is_some() {
-            profile = self.finish_profile(profiler.take())?;
-        }
-        if self.world.distributed() {
-            // No rank leaves before rank 0 has written the last checkpoint (a launcher that
-            // sees one rank exit may stop the others).
-            self.world.barrier()?;
-        }
-        self.report.finish();
+        let profile = self.wind_down(profiler, profile)?;
         if last_ckpt.is_none() && main {
             last_ckpt = checkpoint::latest(&out_dir).map(|(_, p)| p);
         }
@@ -196,6 +163,79 @@ impl Trainer {
             rank: self.world.rank,
             world_size: self.world.size,
         })
+    }
+
+    /// Logs and evaluates the step just taken when `counts` (steps, log_every, eval_every) say
+    /// so, on rank 0 alone (which holds the writers), and writes its metrics line; returns
+    /// whether the evaluation is a new best.
+    fn record_step(
+        &mut self,
+        o: &StepOutcome,
+        tb: Option<&mut EventWriter>,
+        metrics: Option<&mut MetricsWriter>,
+        (steps, log_every, eval_every): (u64, u64, u64),
+    ) -> Result<bool> {
+        let step = self.step;
+        let mut line = Map::new();
+        let mut new_best = false;
+        if let (Some(tb), Some(metrics)) = (tb, metrics) {
+            if step.is_multiple_of(log_every) || step == steps {
+                self.log_step(o, &mut line, tb)?;
+            }
+            self.report.position(step);
+            if (eval_every > 0 && step.is_multiple_of(eval_every)) || step == steps {
+                new_best = self.eval_step(&mut line, tb)?;
+            }
+            if !line.is_empty() {
+                metrics.write(&line)?;
+            }
+        }
+        Ok(new_best)
+    }
+
+    /// Agrees with the other ranks on stopping and on a new best, then writes a checkpoint
+    /// when one is due (a new best, the last step, a stop, or `[checkpoint] every_steps`) and
+    /// notes it in `last_ckpt`; returns whether to stop.
+    fn agree_and_checkpoint(
+        &mut self,
+        steps: u64,
+        stopping: bool,
+        new_best: bool,
+        last_ckpt: &mut Option<PathBuf>,
+    ) -> Result<bool> {
+        let step = self.step;
+        let (mut stopping, mut new_best) = (stopping, new_best);
+        if self.world.distributed() {
+            // The ranks stop and checkpoint together: any rank's stop, rank 0's new best.
+            let flags = [f64::from(u8::from(stopping)), f64::from(u8::from(new_best))];
+            let agreed = self.world.reduce_values(&flags, ReduceOp::Max)?;
+            (stopping, new_best) = (agreed[0] > 0.5, agreed[1] > 0.5);
+        }
+        let every = self.spec().checkpoint.every_steps;
+        if new_best || step == steps || stopping || every.is_some_and(|e| step.is_multiple_of(e)) {
+            *last_ckpt = self.checkpoint()?;
+        }
+        Ok(stopping)
+    }
+
+    /// Ends the loop: stops a profiler still running (its tables replace `profile`), waits for
+    /// every rank, and clears the progress bar; returns the profile tables.
+    fn wind_down(
+        &mut self,
+        profiler: Option<crate::backend::Profiler>,
+        profile: Option<String>,
+    ) -> Result<Option<String>> {
+        let mut profile = profile;
+        if profiler.is_some() {
+            profile = self.finish_profile(profiler)?;
+        }
+        if self.world.distributed() {
+            // No rank leaves before rank 0 has written the last checkpoint (a launcher that
+            // sees one rank exit may stop the others).
+            self.world.barrier()?;
+        }
+        self.report.finish();
+        Ok(profile)
     }
 
     /// Stops the profiler of `--profile` (if it ran), writes its trace and returns its tables.

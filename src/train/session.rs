@@ -8,7 +8,7 @@ use super::losses::Sums;
 use super::task::{self, Task};
 use crate::base::{Error, Result, TorchContext};
 use crate::data::tokenizer::Tokenizer;
-use crate::data::{sources, Dataset, Example};
+use crate::data::{Dataset, Example};
 use crate::models::generate::{generate, LmAxes, Sampling};
 use crate::named::NamedTensor;
 use crate::spec::{Precision, RunSpec};
@@ -103,29 +103,8 @@ impl Session {
             crate::backend::set_cudnn_deterministic(true)?;
         }
         let device = rank_device(&tc.device, local_rank)?;
-        let base = &spec.base_dir;
-        let tokenizer = match spec.data.tokenizer() {
-            Some(name) => Some(Tokenizer::load(name, base).map_err(|e| {
-                Error::ConfigField {
-                    field: "tokenizer".into(),
-                    message: e.to_string(),
-                }
-                .in_section("data")
-            })?),
-            None => None,
-        };
-        let cache_dir = match &spec.data.cache_dir {
-            Some(c) => base.join(c),
-            None => spec.run.out_dir.join("cache"),
-        };
-        let (data, data_cached) = sources::load(
-            &spec.data,
-            base,
-            &cache_dir,
-            spec.run.seed,
-            tokenizer.as_ref(),
-        )
-        .map_err(|e| e.in_section("data"))?;
+        let opened = Dataset::open(&spec.data, &spec.base_dir, &spec.run.out_dir, spec.run.seed)?;
+        let (tokenizer, data, data_cached) = (opened.tokenizer, opened.dataset, opened.cached);
         let builder = Builder::new(spec.run.seed)
             .on(device)
             .dtype(spec.param_dtype);

@@ -71,6 +71,44 @@ fn is_word(c: char) -> bool {
 
 impl Selector {
     /// Parses the text form.
+    /// An optional `[n]` / `[-n]` at `chars[*i]`, moving `i` past it.
+    fn index(chars: &[char], i: &mut usize) -> Result<Option<i64>, SelectorError> {
+        let err = |col: usize, message: String| SelectorError {
+            column: col + 1,
+            message,
+        };
+        if *i >= chars.len() || chars[*i] != '[' {
+            return Ok(None);
+        }
+        let open = *i;
+        *i += 1;
+        let ns = *i;
+        if *i < chars.len() && chars[*i] == '-' {
+            *i += 1;
+        }
+        while *i < chars.len() && chars[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        let num: String = chars[ns..*i].iter().collect();
+        if *i >= chars.len() || chars[*i] != ']' {
+            return Err(err(
+                (*i).min(chars.len()),
+                format!(
+                    "expected `]` to close the index opened at column {}",
+                    open + 1
+                ),
+            ));
+        }
+        let n = num.parse::<i64>().map_err(|_| {
+            err(
+                ns,
+                format!("`{num}` is not an index; expected `[N]` or `[-N]`"),
+            )
+        })?;
+        *i += 1;
+        Ok(Some(n))
+    }
+
     pub fn parse(text: &str) -> Result<Selector, SelectorError> {
         let chars: Vec<char> = text.chars().collect();
         let mut i = 0;
@@ -109,39 +147,7 @@ impl Selector {
             }
             let word: String = chars[start..i].iter().collect();
             let term = Self::term(&word, start)?;
-            // [n]
-            let mut nth = None;
-            if i < chars.len() && chars[i] == '[' {
-                let open = i;
-                i += 1;
-                let ns = i;
-                if i < chars.len() && chars[i] == '-' {
-                    i += 1;
-                }
-                while i < chars.len() && chars[i].is_ascii_digit() {
-                    i += 1;
-                }
-                let num: String = chars[ns..i].iter().collect();
-                if i >= chars.len() || chars[i] != ']' {
-                    return err(
-                        i.min(chars.len()),
-                        format!(
-                            "expected `]` to close the index opened at column {}",
-                            open + 1
-                        ),
-                    );
-                }
-                nth = match num.parse::<i64>() {
-                    Ok(n) => Some(n),
-                    Err(_) => {
-                        return err(
-                            ns,
-                            format!("`{num}` is not an index; expected `[N]` or `[-N]`"),
-                        )
-                    }
-                };
-                i += 1;
-            }
+            let nth = Self::index(&chars, &mut i)?;
             steps.push(Step {
                 rel: rel.clone(),
                 term,

@@ -1,6 +1,6 @@
 //! The crate's architecture, checked on every `make test`: the library's top-level modules use
-//! only the modules before them in one order (README, "Architecture"), no source file is over
-//! 500 lines, and the library neither parses command lines nor sets environment variables.
+//! only the modules before them in one order (README, "Architecture"), no function is over
+//! 100 lines, and the library neither parses command lines nor sets environment variables.
 //!
 //! A reference from module `a` to module `b` is `crate::b` anywhere in a file of `a` (a `use`,
 //! a path in code, or one name of `use crate::{b, ...}`), comments excluded.
@@ -151,18 +151,152 @@ fn every_module_is_placed_and_exists() {
     assert_eq!(tops, order, "src/ and the architecture order disagree");
 }
 
+/// The most lines a function may have: about 80 is the aim, 100 the limit (a file holds one
+/// concept, however long; a function holds one step).
+const MAX_FN_LINES: usize = 100;
+
+/// The code with string and char literals and comments blanked (line structure kept), so that
+/// braces can be counted.
+fn blank_literals(text: &str) -> String {
+    let c: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < c.len() {
+        let at = |j: usize| c.get(j).copied();
+        if c[i] == '/' && at(i + 1) == Some('/') {
+            while i < c.len() && c[i] != '\n' {
+                i += 1;
+            }
+        } else if c[i] == '/' && at(i + 1) == Some('*') {
+            i += 2;
+            while i < c.len() && !(c[i] == '*' && at(i + 1) == Some('/')) {
+                if c[i] == '\n' {
+                    out.push('\n');
+                }
+                i += 1;
+            }
+            i += 2;
+        } else if c[i] == 'r'
+            && (at(i + 1) == Some('"') || at(i + 1) == Some('#'))
+            && !c.get(i.wrapping_sub(1)).is_some_and(|p| is_ident(*p))
+        {
+            // A raw string: r"..." or r#"..."#.
+            let mut j = i + 1;
+            let mut hashes = 0;
+            while c.get(j) == Some(&'#') {
+                hashes += 1;
+                j += 1;
+            }
+            if c.get(j) != Some(&'"') {
+                out.push(c[i]);
+                i += 1;
+                continue;
+            }
+            j += 1;
+            let close: Vec<char> = std::iter::once('"')
+                .chain(std::iter::repeat_n('#', hashes))
+                .collect();
+            while j < c.len() && !c[j..].starts_with(&close) {
+                if c[j] == '\n' {
+                    out.push('\n');
+                }
+                j += 1;
+            }
+            i = j + close.len();
+        } else if c[i] == '"' {
+            i += 1;
+            while i < c.len() && c[i] != '"' {
+                if c[i] == '\n' {
+                    out.push('\n');
+                }
+                i += if c[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else if c[i] == '\''
+            && (at(i + 2) == Some('\'') || (at(i + 1) == Some('\\') && at(i + 3) == Some('\'')))
+        {
+            // A char literal ('{', '\n'); lifetimes ('a) pass through.
+            i += if at(i + 1) == Some('\\') { 4 } else { 3 };
+        } else {
+            out.push(c[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `(line, name, lines)` of every function in `text`.
+fn functions(text: &str) -> Vec<(usize, String, usize)> {
+    let code = blank_literals(text);
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = vec![];
+    for (i, l) in lines.iter().enumerate() {
+        let Some(at) = l.find("fn ") else { continue };
+        let before = l[..at].trim();
+        let words_ok = before.split_whitespace().all(|w| {
+            ["pub", "const", "async", "unsafe", "extern"].contains(&w)
+                || w.starts_with("pub(")
+                || w.starts_with('"')
+        });
+        if !words_ok || (at > 0 && is_ident(l.as_bytes()[at - 1] as char)) {
+            continue;
+        }
+        let name: String = l[at + 3..].chars().take_while(|c| is_ident(*c)).collect();
+        if name.is_empty() {
+            continue;
+        }
+        let (mut depth, mut started) = (0i64, false);
+        for (j, m) in lines.iter().enumerate().skip(i) {
+            if !started && m.contains(';') && !m.contains('{') {
+                break;
+            }
+            for ch in m.chars() {
+                match ch {
+                    '{' => {
+                        depth += 1;
+                        started = true;
+                    }
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            if started && depth == 0 {
+                out.push((i + 1, name.clone(), j - i + 1));
+                break;
+            }
+        }
+    }
+    out
+}
+
 #[test]
-fn no_source_file_is_over_500_lines() {
+fn no_function_is_over_100_lines() {
     let mut files = vec![];
     rust_files(&src(), &mut files);
-    let big: Vec<String> = files
+    let long: Vec<String> = files
         .iter()
-        .filter_map(|f| {
-            let n = std::fs::read_to_string(f).unwrap().lines().count();
-            (n > 500).then(|| format!("{} ({n} lines)", f.display()))
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            functions(&text)
+                .into_iter()
+                .filter(|(_, _, n)| *n > MAX_FN_LINES)
+                .map(|(line, name, n)| format!("{}:{line} {name} ({n} lines)", f.display()))
+                .collect::<Vec<_>>()
         })
         .collect();
-    assert!(big.is_empty(), "files over 500 lines: {}", big.join(", "));
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FN_LINES} lines: {}",
+        long.join(", ")
+    );
+}
+
+#[test]
+fn the_function_finder_measures_bodies_not_literals() {
+    let text = "pub fn a() {\n    let s = \"}}{\";\n    let c = '}';\n    // }\n}\nfn b<'x>(v: &'x str) -> &'x str {\n    v\n}\npub(crate) fn c();\n";
+    let found = functions(text);
+    let got: Vec<(&str, usize)> = found.iter().map(|(_, n, l)| (n.as_str(), *l)).collect();
+    assert_eq!(got, [("a", 5), ("b", 3)]);
 }
 
 #[test]

@@ -5,7 +5,9 @@
 
 use super::{chat, csv, files::expand_files, lm};
 use crate::base::{Error, Result};
-use crate::data::spec::{Overflow, Source};
+use crate::data::spec::{
+    ChatSource, JsonlSource, Overflow, ParquetSource, Source, SyntheticSource, TextSource,
+};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::{Example, PrepStats};
 use rayon::prelude::*;
@@ -207,173 +209,11 @@ pub fn stream_source(
     let files: Vec<PathBuf> = expand_files(&source.files(), base)?;
     let window = source.seq_len().unwrap_or(0) + 1;
     match source {
-        Source::Synthetic(s) => {
-            let tok = need_tok()?;
-            let n = s.num_examples as u64;
-            let mut start = 0;
-            while start < n {
-                let end = (start + LINES as u64).min(n);
-                let piece: Vec<Result<Example>> = (start..end)
-                    .into_par_iter()
-                    .map(|i| lm::synthetic_one(s, seed, tok, i))
-                    .collect();
-                for e in piece {
-                    let e = e?;
-                    if let Example::Tokens { ids, .. } = &e {
-                        if ids.len() > window {
-                            return Err(seq_error(format!(
-                                "[data]: the generated examples are up to {} tokens, longer than seq_len + 1 = {window}; set seq_len = {}",
-                                ids.len(),
-                                ids.len() - 1
-                            )));
-                        }
-                    }
-                    sink(e)?;
-                }
-                start = end;
-            }
-            Ok(0)
-        }
-        Source::Text(s) => {
-            let tok = need_tok()?;
-            let seq = s.seq_len.unwrap_or(0);
-            let mut w = lm::Windows::new(seq);
-            let mut emitted = 0usize;
-            let group = 4 * rayon::current_num_threads().max(1);
-            let pb = progress(&files, "text");
-            for f in &files {
-                // A file is tokenized in pieces cut after a line end, then followed by the end
-                // token (none for a blank file).
-                let mut any = false;
-                text_pieces(f, group, |pieces| {
-                    let bytes: u64 = pieces.iter().map(|p| p.len() as u64).sum();
-                    let toks: Vec<Result<Vec<i64>>> =
-                        pieces.par_iter().map(|t| tok.encode(t)).collect();
-                    pb.inc(bytes);
-                    for t in toks {
-                        let t = t?;
-                        any |= !t.is_empty();
-                        for e in w.push(&t) {
-                            emitted += 1;
-                            sink(e)?;
-                        }
-                    }
-                    Ok(())
-                })?;
-                if any {
-                    for e in w.push(&[tok.eos_id()]) {
-                        emitted += 1;
-                        sink(e)?;
-                    }
-                }
-            }
-            pb.finish_and_clear();
-            if w.total == 0 {
-                return Err(Error::Config("[data]: the text files are empty".into()));
-            }
-            if emitted == 0 {
-                return Err(seq_error(format!("[data]: seq_len {seq} is longer than the whole dataset ({} tokens); lower seq_len or add data", w.total)));
-            }
-            Ok(0)
-        }
-        Source::Jsonl(s) => {
-            let tok = need_tok()?;
-            let (mut kept, mut too_long) = (0usize, 0usize);
-            let pb = progress(&files, "jsonl");
-            for f in &files {
-                line_pieces(f, |piece| {
-                    pb.inc(piece.iter().map(|(_, l)| l.len() as u64 + 1).sum());
-                    let out: Vec<Result<Option<Example>>> = piece
-                        .par_iter()
-                        .map(|(i, l)| lm::jsonl_line(s, tok, f, *i, l))
-                        .collect();
-                    for e in out {
-                        let Some(e) = e? else { continue };
-                        if matches!(&e, Example::Tokens { ids, .. } if ids.len() > window) {
-                            too_long += 1;
-                            continue;
-                        }
-                        kept += 1;
-                        sink(e)?;
-                    }
-                    Ok(())
-                })?;
-            }
-            pb.finish_and_clear();
-            stats.skipped += too_long;
-            if kept == 0 && too_long > 0 {
-                return Err(seq_error(format!("[data]: every example ({too_long}) is longer than seq_len {} + 1 tokens; raise seq_len", window - 1)));
-            }
-            Ok(0)
-        }
-        Source::Chat(s) => {
-            let tok = need_tok()?;
-            let t = chat::template(s, base, tok)?;
-            let mut kept = 0usize;
-            let pb = progress(&files, "chat");
-            for f in &files {
-                line_pieces(f, |piece| {
-                    pb.inc(piece.iter().map(|(_, l)| l.len() as u64 + 1).sum());
-                    let out: Vec<Result<chat::Line>> = piece
-                        .par_iter()
-                        .map(|(i, l)| chat::chat_line(s, &t, tok, f, *i, l))
-                        .collect();
-                    kept += take_lines(out, stats, sink)?;
-                    Ok(())
-                })?;
-            }
-            pb.finish_and_clear();
-            if kept == 0 && stats.skipped > 0 {
-                return Err(no_conversation_left(stats.skipped, window, s.overflow));
-            }
-            Ok(0)
-        }
-        Source::Parquet(s) => {
-            let tok = need_tok()?;
-            let jsonl = s.as_jsonl();
-            let chat_cfg = s.as_chat();
-            let mut template = None;
-            let mut kept = 0usize;
-            let pb = progress(&files, "parquet");
-            for f in &files {
-                let is_chat = super::parquet::has_column(f, &s.messages_field)?;
-                if is_chat && template.is_none() {
-                    template = Some(chat::template(&chat_cfg, base, tok)?);
-                }
-                let text_columns = [
-                    s.messages_field.as_str(),
-                    jsonl.text_field.as_str(),
-                    jsonl.prompt_field.as_str(),
-                    jsonl.completion_field.as_str(),
-                ];
-                super::parquet::row_pieces(f, LINES, &text_columns, |piece| {
-                    let out: Vec<Result<chat::Line>> = piece
-                        .par_iter()
-                        .map(|(i, v)| match &template {
-                            Some(t) if is_chat => chat::chat_value(&chat_cfg, t, tok, f, *i, v),
-                            _ => lm::jsonl_value(&jsonl, tok, f, *i, v).map(|e| {
-                                if matches!(&e, Example::Tokens { ids, .. } if ids.len() > window) {
-                                    chat::Line::Skipped
-                                } else {
-                                    chat::Line::Example(e)
-                                }
-                            }),
-                        })
-                        .collect();
-                    kept += take_lines(out, stats, sink)?;
-                    Ok(())
-                })?;
-                pb.inc(std::fs::metadata(f).map(|m| m.len()).unwrap_or(0));
-            }
-            pb.finish_and_clear();
-            if kept == 0 && stats.skipped > 0 {
-                return Err(seq_error(format!(
-                    "[data]: no row is left: {} skipped (longer than seq_len + 1 = {window} tokens, or nothing to learn); raise seq_len",
-                    stats.skipped
-                )));
-            }
-            Ok(0)
-        }
+        Source::Synthetic(s) => stream_synthetic(s, seed, need_tok()?, window, sink),
+        Source::Text(s) => stream_text(s, &files, need_tok()?, sink),
+        Source::Jsonl(s) => stream_jsonl(s, &files, need_tok()?, window, stats, sink),
+        Source::Chat(s) => stream_chat(s, &files, base, need_tok()?, window, stats, sink),
+        Source::Parquet(s) => stream_parquet(s, &files, base, need_tok()?, window, stats, sink),
         Source::Csv(s) => {
             let (rows, classes) = csv::csv(s, &files)?;
             for r in rows {
@@ -388,4 +228,214 @@ pub fn stream_source(
             Ok(0)
         }
     }
+}
+
+/// Generates the synthetic examples in pieces of [`LINES`] and sends them to `sink`, failing
+/// when one is longer than the `window` (seq_len + 1).
+fn stream_synthetic(
+    s: &SyntheticSource,
+    seed: u64,
+    tok: &Tokenizer,
+    window: usize,
+    sink: &mut Sink<'_>,
+) -> Result<i64> {
+    let n = s.num_examples as u64;
+    let mut start = 0;
+    while start < n {
+        let end = (start + LINES as u64).min(n);
+        let piece: Vec<Result<Example>> = (start..end)
+            .into_par_iter()
+            .map(|i| lm::synthetic_one(s, seed, tok, i))
+            .collect();
+        for e in piece {
+            let e = e?;
+            if let Example::Tokens { ids, .. } = &e {
+                if ids.len() > window {
+                    return Err(seq_error(format!(
+                        "[data]: the generated examples are up to {} tokens, longer than seq_len + 1 = {window}; set seq_len = {}",
+                        ids.len(),
+                        ids.len() - 1
+                    )));
+                }
+            }
+            sink(e)?;
+        }
+        start = end;
+    }
+    Ok(0)
+}
+
+/// Tokenizes the text files and sends their `seq_len`-token windows to `sink`, failing when the
+/// files are empty or shorter than one window.
+fn stream_text(
+    s: &TextSource,
+    files: &[PathBuf],
+    tok: &Tokenizer,
+    sink: &mut Sink<'_>,
+) -> Result<i64> {
+    let seq = s.seq_len.unwrap_or(0);
+    let mut w = lm::Windows::new(seq);
+    let mut emitted = 0usize;
+    let group = 4 * rayon::current_num_threads().max(1);
+    let pb = progress(files, "text");
+    for f in files {
+        // A file is tokenized in pieces cut after a line end, then followed by the end
+        // token (none for a blank file).
+        let mut any = false;
+        text_pieces(f, group, |pieces| {
+            let bytes: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+            let toks: Vec<Result<Vec<i64>>> = pieces.par_iter().map(|t| tok.encode(t)).collect();
+            pb.inc(bytes);
+            for t in toks {
+                let t = t?;
+                any |= !t.is_empty();
+                for e in w.push(&t) {
+                    emitted += 1;
+                    sink(e)?;
+                }
+            }
+            Ok(())
+        })?;
+        if any {
+            for e in w.push(&[tok.eos_id()]) {
+                emitted += 1;
+                sink(e)?;
+            }
+        }
+    }
+    pb.finish_and_clear();
+    if w.total == 0 {
+        return Err(Error::Config("[data]: the text files are empty".into()));
+    }
+    if emitted == 0 {
+        return Err(seq_error(format!("[data]: seq_len {seq} is longer than the whole dataset ({} tokens); lower seq_len or add data", w.total)));
+    }
+    Ok(0)
+}
+
+/// Tokenizes the jsonl lines and sends the examples that fit the `window` to `sink`, counting
+/// the others as skipped; fails when every example was too long.
+fn stream_jsonl(
+    s: &JsonlSource,
+    files: &[PathBuf],
+    tok: &Tokenizer,
+    window: usize,
+    stats: &mut PrepStats,
+    sink: &mut Sink<'_>,
+) -> Result<i64> {
+    let (mut kept, mut too_long) = (0usize, 0usize);
+    let pb = progress(files, "jsonl");
+    for f in files {
+        line_pieces(f, |piece| {
+            pb.inc(piece.iter().map(|(_, l)| l.len() as u64 + 1).sum());
+            let out: Vec<Result<Option<Example>>> = piece
+                .par_iter()
+                .map(|(i, l)| lm::jsonl_line(s, tok, f, *i, l))
+                .collect();
+            for e in out {
+                let Some(e) = e? else { continue };
+                if matches!(&e, Example::Tokens { ids, .. } if ids.len() > window) {
+                    too_long += 1;
+                    continue;
+                }
+                kept += 1;
+                sink(e)?;
+            }
+            Ok(())
+        })?;
+    }
+    pb.finish_and_clear();
+    stats.skipped += too_long;
+    if kept == 0 && too_long > 0 {
+        return Err(seq_error(format!("[data]: every example ({too_long}) is longer than seq_len {} + 1 tokens; raise seq_len", window - 1)));
+    }
+    Ok(0)
+}
+
+/// Renders and tokenizes the conversations of the chat files and sends them to `sink`; fails
+/// when every conversation was skipped.
+fn stream_chat(
+    s: &ChatSource,
+    files: &[PathBuf],
+    base: &Path,
+    tok: &Tokenizer,
+    window: usize,
+    stats: &mut PrepStats,
+    sink: &mut Sink<'_>,
+) -> Result<i64> {
+    let t = chat::template(s, base, tok)?;
+    let mut kept = 0usize;
+    let pb = progress(files, "chat");
+    for f in files {
+        line_pieces(f, |piece| {
+            pb.inc(piece.iter().map(|(_, l)| l.len() as u64 + 1).sum());
+            let out: Vec<Result<chat::Line>> = piece
+                .par_iter()
+                .map(|(i, l)| chat::chat_line(s, &t, tok, f, *i, l))
+                .collect();
+            kept += take_lines(out, stats, sink)?;
+            Ok(())
+        })?;
+    }
+    pb.finish_and_clear();
+    if kept == 0 && stats.skipped > 0 {
+        return Err(no_conversation_left(stats.skipped, window, s.overflow));
+    }
+    Ok(0)
+}
+
+/// Reads the parquet files' rows, as conversations where a file has the messages column and as
+/// jsonl lines otherwise, and sends their examples to `sink`; fails when every row was skipped.
+fn stream_parquet(
+    s: &ParquetSource,
+    files: &[PathBuf],
+    base: &Path,
+    tok: &Tokenizer,
+    window: usize,
+    stats: &mut PrepStats,
+    sink: &mut Sink<'_>,
+) -> Result<i64> {
+    let jsonl = s.as_jsonl();
+    let chat_cfg = s.as_chat();
+    let mut template = None;
+    let mut kept = 0usize;
+    let pb = progress(files, "parquet");
+    for f in files {
+        let is_chat = super::parquet::has_column(f, &s.messages_field)?;
+        if is_chat && template.is_none() {
+            template = Some(chat::template(&chat_cfg, base, tok)?);
+        }
+        let text_columns = [
+            s.messages_field.as_str(),
+            jsonl.text_field.as_str(),
+            jsonl.prompt_field.as_str(),
+            jsonl.completion_field.as_str(),
+        ];
+        super::parquet::row_pieces(f, LINES, &text_columns, |piece| {
+            let out: Vec<Result<chat::Line>> = piece
+                .par_iter()
+                .map(|(i, v)| match &template {
+                    Some(t) if is_chat => chat::chat_value(&chat_cfg, t, tok, f, *i, v),
+                    _ => lm::jsonl_value(&jsonl, tok, f, *i, v).map(|e| {
+                        if matches!(&e, Example::Tokens { ids, .. } if ids.len() > window) {
+                            chat::Line::Skipped
+                        } else {
+                            chat::Line::Example(e)
+                        }
+                    }),
+                })
+                .collect();
+            kept += take_lines(out, stats, sink)?;
+            Ok(())
+        })?;
+        pb.inc(std::fs::metadata(f).map(|m| m.len()).unwrap_or(0));
+    }
+    pb.finish_and_clear();
+    if kept == 0 && stats.skipped > 0 {
+        return Err(seq_error(format!(
+            "[data]: no row is left: {} skipped (longer than seq_len + 1 = {window} tokens, or nothing to learn); raise seq_len",
+            stats.skipped
+        )));
+    }
+    Ok(0)
 }

@@ -81,9 +81,44 @@ impl SelfAttentionConfig {
     pub fn build(&self, scope: &Scope<'_>) -> Result<Node> {
         super::check_heads(self.num_heads, self.num_kv_heads)
             .map_err(|m| Error::Config(format!("attention: {m}")))?;
-        let gqa = self.num_kv_heads != self.num_heads;
         let emb = Self::axes(&[(&self.embedding_axis, self.d_model)]);
-        let (q_axes, kv_axes) = if gqa {
+        let (q_axes, kv_axes) = self.head_axes();
+        let mut q = self.projection(scope, "query", &emb, &q_axes)?;
+        self.push_qk_norm(scope, &mut q, "query")?;
+        self.push_rope(&mut q);
+        let scale = self
+            .query_scale
+            .unwrap_or(1.0 / (self.head_dim as f64).sqrt());
+        q.push(("scale".into(), Node::new(Rescale { by: scale })));
+        let mut k = self.projection(scope, "key", &emb, &kv_axes)?;
+        self.push_qk_norm(scope, &mut k, "key")?;
+        self.push_rope(&mut k);
+        k.push(("rename".into(), rename_seq()));
+        let mut v = self.projection(scope, "value", &emb, &kv_axes)?;
+        v.push(("rename".into(), rename_seq()));
+        let qk = self.query_key_to_attn();
+        let av = Node::new(ContractTogether {
+            over: vec!["kv_seq".into()],
+        });
+        let attn = Attention::build(
+            Sequential::named(q),
+            Sequential::named(k),
+            Sequential::named(v),
+            Sequential::named(qk),
+            av,
+        );
+        let out = self.output(scope, q_axes, emb)?;
+        Ok(Sequential::named(vec![
+            ("attention".into(), attn),
+            ("output".into(), out),
+        ]))
+    }
+
+    /// The axes of the queries and of the keys and values: `heads` and `projection`, or with
+    /// grouped-query attention `kv_heads` (and, for queries, `q_rep`) and `projection`.
+    fn head_axes(&self) -> (Axes, Axes) {
+        let gqa = self.num_kv_heads != self.num_heads;
+        if gqa {
             (
                 Self::axes(&[
                     ("kv_heads", self.num_kv_heads),
@@ -100,72 +135,82 @@ impl SelfAttentionConfig {
                 Self::axes(&[("heads", self.num_heads), ("projection", self.head_dim)]),
                 Self::axes(&[("heads", self.num_heads), ("projection", self.head_dim)]),
             )
+        }
+    }
+
+    /// The scope of the `query`, `key` or `value` projection. Labels follow the tree
+    /// (`attention.input_to_query.linear.weights`); init names keep the projection's name
+    /// (`query.linear.weights`).
+    fn sub_scope<'a>(scope: &Scope<'a>, name: &str) -> Scope<'a> {
+        let slot = match name {
+            "query" => "input_to_query",
+            "key" => "input_to_key",
+            _ => "input_to_value",
         };
-        // Labels follow the tree (`attention.input_to_query.linear.weights`); init names keep
-        // the projection's name (`query.linear.weights`).
-        let sub = |name: &str| {
-            let slot = match name {
-                "query" => "input_to_query",
-                "key" => "input_to_key",
-                _ => "input_to_value",
-            };
-            scope.pp_as(&format!("attention.{slot}"), name)
-        };
-        let proj = |name: &str, out: &Axes| -> Result<Vec<(String, Node)>> {
-            let s = sub(name);
-            let mut v = vec![(
-                "linear".to_string(),
-                Linear::new(emb.clone(), out.clone()).build(&s.pp("linear"), None)?,
-            )];
-            if self.qkv_bias {
-                v.push((
-                    "bias".to_string(),
-                    AddBias { axes: out.clone() }.build(&s.pp("bias"))?,
-                ));
-            }
-            Ok(v)
-        };
-        let rope = |v: &mut Vec<(String, Node)>| {
-            if let Some(w) = self.rope_wavelength {
-                let mut r = ApplyRoPE::new("projection");
-                r.max_wavelength = w;
-                r.scaling = self.rope_scaling.clone();
-                r.rotary_dims = self.rotary_dims;
-                v.push(("rope".to_string(), Node::new(r)));
-            }
-        };
-        let qk_norm = |v: &mut Vec<(String, Node)>, name: &str| -> Result<()> {
-            if let Some(eps) = self.qk_norm_eps {
-                let axes: Axes = [("projection".to_string(), self.head_dim)]
-                    .into_iter()
-                    .collect();
-                v.push((
-                    "norm".to_string(),
-                    crate::layers::norms::rms_layer_norm(&sub(name).pp("norm"), axes, eps)?,
-                ));
-            }
-            Ok(())
-        };
-        let mut q = proj("query", &q_axes)?;
-        qk_norm(&mut q, "query")?;
-        rope(&mut q);
-        let scale = self
-            .query_scale
-            .unwrap_or(1.0 / (self.head_dim as f64).sqrt());
-        q.push(("scale".into(), Node::new(Rescale { by: scale })));
-        let rename = || {
-            Node::new(RenameAxes {
-                rename: [("seq".to_string(), "kv_seq".to_string())]
-                    .into_iter()
-                    .collect(),
-            })
-        };
-        let mut k = proj("key", &kv_axes)?;
-        qk_norm(&mut k, "key")?;
-        rope(&mut k);
-        k.push(("rename".into(), rename()));
-        let mut v = proj("value", &kv_axes)?;
-        v.push(("rename".into(), rename()));
+        scope.pp_as(&format!("attention.{slot}"), name)
+    }
+
+    /// The layers of one input projection: a Linear from `emb` to `out`, and its bias when
+    /// `qkv_bias` is set.
+    fn projection(
+        &self,
+        scope: &Scope<'_>,
+        name: &str,
+        emb: &Axes,
+        out: &Axes,
+    ) -> Result<Vec<(String, Node)>> {
+        let s = Self::sub_scope(scope, name);
+        let mut v = vec![(
+            "linear".to_string(),
+            Linear::new(emb.clone(), out.clone()).build(&s.pp("linear"), None)?,
+        )];
+        if self.qkv_bias {
+            v.push((
+                "bias".to_string(),
+                AddBias { axes: out.clone() }.build(&s.pp("bias"))?,
+            ));
+        }
+        Ok(v)
+    }
+
+    /// Appends RoPE over `projection` to a projection's layers, when RoPE is enabled.
+    fn push_rope(&self, v: &mut Vec<(String, Node)>) {
+        if let Some(w) = self.rope_wavelength {
+            let mut r = ApplyRoPE::new("projection");
+            r.max_wavelength = w;
+            r.scaling = self.rope_scaling.clone();
+            r.rotary_dims = self.rotary_dims;
+            v.push(("rope".to_string(), Node::new(r)));
+        }
+    }
+
+    /// Appends the QK-norm (an RMS norm over `projection`) to the `query` or `key`
+    /// projection's layers, when `qk_norm_eps` is set.
+    fn push_qk_norm(
+        &self,
+        scope: &Scope<'_>,
+        v: &mut Vec<(String, Node)>,
+        name: &str,
+    ) -> Result<()> {
+        if let Some(eps) = self.qk_norm_eps {
+            let axes: Axes = [("projection".to_string(), self.head_dim)]
+                .into_iter()
+                .collect();
+            v.push((
+                "norm".to_string(),
+                crate::layers::norms::rms_layer_norm(
+                    &Self::sub_scope(scope, name).pp("norm"),
+                    axes,
+                    eps,
+                )?,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The layers from queries and keys to attention weights: logits, the optional soft-cap,
+    /// the mask, and the softmax over `kv_seq`.
+    fn query_key_to_attn(&self) -> Vec<(String, Node)> {
         let mut qk = vec![(
             "logits".to_string(),
             Node::new(ContractTogether {
@@ -195,16 +240,12 @@ impl SelfAttentionConfig {
                 axes: vec!["kv_seq".into()],
             }),
         ));
-        let av = Node::new(ContractTogether {
-            over: vec!["kv_seq".into()],
-        });
-        let attn = Attention::build(
-            Sequential::named(q),
-            Sequential::named(k),
-            Sequential::named(v),
-            Sequential::named(qk),
-            av,
-        );
+        qk
+    }
+
+    /// The output projection from the query axes back to `emb`: a Linear, and its bias when
+    /// `output_bias` is set.
+    fn output(&self, scope: &Scope<'_>, q_axes: Axes, emb: Axes) -> Result<Node> {
         let out_s = scope.pp("output");
         let mut out = vec![(
             "linear".to_string(),
@@ -216,9 +257,15 @@ impl SelfAttentionConfig {
                 AddBias { axes: emb }.build(&out_s.pp("bias"))?,
             ));
         }
-        Ok(Sequential::named(vec![
-            ("attention".into(), attn),
-            ("output".into(), Sequential::named(out)),
-        ]))
+        Ok(Sequential::named(out))
     }
+}
+
+/// A layer that renames `seq` to `kv_seq` (on keys and values).
+fn rename_seq() -> Node {
+    Node::new(RenameAxes {
+        rename: [("seq".to_string(), "kv_seq".to_string())]
+            .into_iter()
+            .collect(),
+    })
 }

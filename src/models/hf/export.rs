@@ -13,8 +13,30 @@ use tch::{Kind, Tensor};
 /// (the original one, with `dtype` set) and `model.safetensors` in the family's names and
 /// layouts.
 pub fn export(tree: &Node, arch: &Arch, config_json: &str, out: &Path, dtype: Kind) -> Result<()> {
-    // The HF layout can only express the family's own structure: refuse a patched tree rather
-    // than silently dropping the patch.
+    check_structure(tree, arch)?;
+    let dir = crate::base::atomic_dir::AtomicDir::create(out)?;
+    let params = cpu_params(tree)?;
+    let outt = hf_tensors(arch, &params)?;
+    let outt: Vec<(String, Tensor)> = outt
+        .into_iter()
+        .map(|(n, t)| {
+            Ok((
+                n,
+                t.f_to_kind(dtype)
+                    .and_then(|x| x.f_contiguous())
+                    .ctx("export")?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let mp = dir.path().join("model.safetensors");
+    Tensor::write_safetensors(&outt, &mp).ctx(format!("write {}", mp.display()))?;
+    write_config(dir.path(), config_json, dtype)?;
+    dir.merge().map(|_| ())
+}
+
+/// The HF layout can only express the family's own structure: refuses a patched tree rather
+/// than silently dropping the patch.
+fn check_structure(tree: &Node, arch: &Arch) -> Result<()> {
     let reference = arch.build(&Builder::slots())?.tree;
     if !reference.same_structure(tree) {
         return Err(Error::Config(format!(
@@ -22,9 +44,12 @@ pub fn export(tree: &Node, arch: &Arch, config_json: &str, out: &Path, dtype: Ki
             arch.model_type
         )));
     }
-    let dir = crate::base::atomic_dir::AtomicDir::create(out)?;
-    let params: BTreeMap<String, Tensor> = tree
-        .all_param_entries()
+    Ok(())
+}
+
+/// The values of all parameters of `tree` by label, detached, as float32 on the CPU.
+fn cpu_params(tree: &Node) -> Result<BTreeMap<String, Tensor>> {
+    tree.all_param_entries()
         .into_iter()
         .map(|(_, _, e)| {
             Ok((
@@ -36,7 +61,12 @@ pub fn export(tree: &Node, arch: &Arch, config_json: &str, out: &Path, dtype: Ki
                     .ctx("export")?,
             ))
         })
-        .collect::<Result<_>>()?;
+        .collect::<Result<_>>()
+}
+
+/// The HF tensors for `params`: each weight under its HF name in the HF layout, the fused QKV
+/// weights and biases (GPT-NeoX) after the others.
+fn hf_tensors(arch: &Arch, params: &BTreeMap<String, Tensor>) -> Result<Vec<(String, Tensor)>> {
     let get = |l: &str| {
         params
             .get(l)
@@ -53,46 +83,41 @@ pub fn export(tree: &Node, arch: &Arch, config_json: &str, out: &Path, dtype: Ki
             _ => outt.push((hf, to_hf(&t, tr)?)),
         }
     }
-    let (h, d) = (arch.decoder.num_heads, arch.decoder.head_dim);
-    for (hf, mut parts) in fused {
-        parts.sort_by_key(|p| p.0);
-        let per: Vec<Tensor> = parts
-            .iter()
-            .map(|(_, t, w)| {
-                if *w {
-                    t.f_reshape([arch.decoder.d_model, h, d])
-                        .and_then(|x| x.f_permute([1, 2, 0]))
-                } else {
-                    t.f_reshape([h, d])
-                }
-            })
-            .collect::<std::result::Result<_, _>>()
-            .ctx("export fused QKV")?;
-        let st = Tensor::f_stack(&per, 1).ctx("export fused QKV")?;
-        let flat = if parts.first().map(|p| p.2).unwrap_or(true) {
-            st.f_reshape([3 * h * d, arch.decoder.d_model])
-        } else {
-            st.f_reshape([3 * h * d])
-        };
-        outt.push((
-            hf,
-            flat.and_then(|x| x.f_contiguous())
-                .ctx("export fused QKV")?,
-        ));
+    for (hf, parts) in fused {
+        outt.push((hf, fuse_qkv(arch, parts)?));
     }
-    let outt: Vec<(String, Tensor)> = outt
-        .into_iter()
-        .map(|(n, t)| {
-            Ok((
-                n,
-                t.f_to_kind(dtype)
-                    .and_then(|x| x.f_contiguous())
-                    .ctx("export")?,
-            ))
+    Ok(outt)
+}
+
+/// Fuses the query, key and value parts `(index, tensor, is weight)` of one GPT-NeoX
+/// `query_key_value` weight or bias into HF's interleaved-per-head layout.
+fn fuse_qkv(arch: &Arch, mut parts: Vec<(i64, Tensor, bool)>) -> Result<Tensor> {
+    let (h, d) = (arch.decoder.num_heads, arch.decoder.head_dim);
+    parts.sort_by_key(|p| p.0);
+    let per: Vec<Tensor> = parts
+        .iter()
+        .map(|(_, t, w)| {
+            if *w {
+                t.f_reshape([arch.decoder.d_model, h, d])
+                    .and_then(|x| x.f_permute([1, 2, 0]))
+            } else {
+                t.f_reshape([h, d])
+            }
         })
-        .collect::<Result<_>>()?;
-    let mp = dir.path().join("model.safetensors");
-    Tensor::write_safetensors(&outt, &mp).ctx(format!("write {}", mp.display()))?;
+        .collect::<std::result::Result<_, _>>()
+        .ctx("export fused QKV")?;
+    let st = Tensor::f_stack(&per, 1).ctx("export fused QKV")?;
+    let flat = if parts.first().map(|p| p.2).unwrap_or(true) {
+        st.f_reshape([3 * h * d, arch.decoder.d_model])
+    } else {
+        st.f_reshape([3 * h * d])
+    };
+    flat.and_then(|x| x.f_contiguous()).ctx("export fused QKV")
+}
+
+/// Writes `dir/config.json`: the model's original `config_json` with its dtype key
+/// (`torch_dtype` when present, else `dtype`) set to `dtype`.
+fn write_config(dir: &Path, config_json: &str, dtype: Kind) -> Result<()> {
     let mut cfg: serde_json::Value = serde_json::from_str(config_json)
         .map_err(|e| Error::Config(format!("config.json: {e}")))?;
     if let Some(m) = cfg.as_object_mut() {
@@ -104,12 +129,11 @@ pub fn export(tree: &Node, arch: &Arch, config_json: &str, out: &Path, dtype: Ki
         };
         m.insert(key.into(), serde_json::Value::String(name.into()));
     }
-    let cp = dir.path().join("config.json");
+    let cp = dir.join("config.json");
     let text = serde_json::to_string_pretty(&cfg)
         .map_err(|e| Error::Config(format!("config.json: {e}")))?;
     std::fs::write(&cp, text).map_err(|source| Error::Io {
         path: cp.display().to_string(),
         source,
-    })?;
-    dir.merge().map(|_| ())
+    })
 }

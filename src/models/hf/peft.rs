@@ -106,59 +106,92 @@ fn exclude_modules(v: Option<&Value>) -> std::result::Result<Vec<String>, String
     }
 }
 
-impl Adapter {
-    /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors`; settings pzt cannot
-    /// honour are errors naming the file and key.
-    pub fn read(dir: &Path) -> Result<Adapter> {
-        let cp = dir.join("adapter_config.json");
-        let text = crate::base::files::read_small_file(&cp)?;
-        let bad = |m: String| Error::bad_file(cp.display(), m);
-        let c: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        let get = |k: &str| c.get(k).filter(|v| !v.is_null());
-        if let Some(t) = get("peft_type").and_then(|v| v.as_str()) {
+/// A parsed `adapter_config.json`, with its path for error messages.
+struct AdapterConfig {
+    path: PathBuf,
+    json: Value,
+}
+
+impl AdapterConfig {
+    /// Reads and parses `dir/adapter_config.json`.
+    fn read(dir: &Path) -> Result<AdapterConfig> {
+        let path = dir.join("adapter_config.json");
+        let text = crate::base::files::read_small_file(&path)?;
+        let json: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::bad_file(path.display(), e.to_string()))?;
+        Ok(AdapterConfig { path, json })
+    }
+
+    /// The value of key `k`; None when it is absent or null.
+    fn get(&self, k: &str) -> Option<&Value> {
+        self.json.get(k).filter(|v| !v.is_null())
+    }
+
+    /// An error about this file.
+    fn bad(&self, m: String) -> Error {
+        Error::bad_file(self.path.display(), m)
+    }
+
+    /// The LoRA settings `(rank, alpha, dropout, dora)`, checked; a `peft_type` other than
+    /// LoRA is an error.
+    fn lora_settings(&self) -> Result<(i64, f64, f64, bool)> {
+        if let Some(t) = self.get("peft_type").and_then(|v| v.as_str()) {
             if t != "LORA" {
-                return Err(bad(format!(
-                    "peft_type is `{t}`; pzt reads LoRA adapters only"
-                )));
+                return Err(self.bad(format!("peft_type is `{t}`; pzt reads LoRA adapters only")));
             }
         }
-        let rank = get("r")
+        let rank = self
+            .get("r")
             .and_then(|v| v.as_i64())
             .filter(|r| (1..=65536).contains(r))
-            .ok_or_else(|| bad("`r` must be an integer in 1..=65536".into()))?;
+            .ok_or_else(|| self.bad("`r` must be an integer in 1..=65536".into()))?;
         // peft's default when the key is absent.
-        let alpha = match get("lora_alpha") {
+        let alpha = match self.get("lora_alpha") {
             None => 8.0,
             Some(v) => v
                 .as_f64()
                 .filter(|a| a.is_finite() && *a > 0.0)
-                .ok_or_else(|| bad("`lora_alpha` must be a positive number".into()))?,
+                .ok_or_else(|| self.bad("`lora_alpha` must be a positive number".into()))?,
         };
-        let dropout = get("lora_dropout").and_then(|v| v.as_f64()).unwrap_or(0.0);
+        let dropout = self
+            .get("lora_dropout")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0);
         if !(0.0..1.0).contains(&dropout) {
-            return Err(bad(format!(
-                "`lora_dropout` must be in [0, 1), got {dropout}"
-            )));
+            return Err(self.bad(format!("`lora_dropout` must be in [0, 1), got {dropout}")));
         }
-        let dora = get("use_dora").and_then(|v| v.as_bool()).unwrap_or(false);
-        let targets: Vec<String> = match get("target_modules") {
+        let dora = self
+            .get("use_dora")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        Ok((rank, alpha, dropout, dora))
+    }
+
+    /// `target_modules`: a list of module names, or `all-linear` (a regex pattern is refused).
+    fn targets(&self) -> Result<Vec<String>> {
+        Ok(match self.get("target_modules") {
             Some(Value::Array(a)) => a
                 .iter()
                 .map(|v| {
                     v.as_str()
                         .map(String::from)
-                        .ok_or_else(|| bad("`target_modules` must hold strings".into()))
+                        .ok_or_else(|| self.bad("`target_modules` must hold strings".into()))
                 })
                 .collect::<Result<_>>()?,
             Some(Value::String(s)) if s == "all-linear" => vec![s.clone()],
             Some(Value::String(s)) => {
-                return Err(bad(format!(
+                return Err(self.bad(format!(
                     "`target_modules` is the pattern `{s}`; pzt reads a list of module names"
                 )))
             }
-            _ => return Err(bad("`target_modules` is missing".into())),
-        };
-        let exclude = exclude_modules(get("exclude_modules")).map_err(bad)?;
+            _ => return Err(self.bad("`target_modules` is missing".into())),
+        })
+    }
+
+    /// Refuses settings beyond plain LoRA/DoRA on Linear weights (biases, rsLoRA, per-module
+    /// patterns, extra trained modules, ...).
+    fn check_supported(&self) -> Result<()> {
+        let get = |k: &str| self.get(k);
         for (k, ok) in [
             ("bias", get("bias").is_none_or(|v| v == "none")),
             ("use_rslora", get("use_rslora").is_none_or(|v| v == false)),
@@ -183,25 +216,44 @@ impl Adapter {
             ),
         ] {
             if !ok {
-                return Err(bad(format!(
+                return Err(self.bad(format!(
                     "`{k}` = {} is not supported by pzt (only plain LoRA/DoRA on Linear weights)",
-                    c[k]
+                    self.json[k]
                 )));
             }
         }
-        let mp = dir.join("adapter_model.safetensors");
-        if !mp.is_file() {
-            return Err(Error::bad_file(
-                mp.display(),
-                "missing (pzt reads safetensors adapters, not adapter_model.bin)",
-            ));
-        }
-        let tensors = Tensor::read_safetensors(&mp).map_err(|e| {
-            Error::bad_file(
-                mp.display(),
-                crate::base::error::clean_torch_message(&e.to_string()),
-            )
-        })?;
+        Ok(())
+    }
+}
+
+/// Reads `dir/adapter_model.safetensors` (a missing file, e.g. an `adapter_model.bin`
+/// adapter, is an error).
+fn read_adapter_tensors(dir: &Path) -> Result<Vec<(String, Tensor)>> {
+    let mp = dir.join("adapter_model.safetensors");
+    if !mp.is_file() {
+        return Err(Error::bad_file(
+            mp.display(),
+            "missing (pzt reads safetensors adapters, not adapter_model.bin)",
+        ));
+    }
+    Tensor::read_safetensors(&mp).map_err(|e| {
+        Error::bad_file(
+            mp.display(),
+            crate::base::error::clean_torch_message(&e.to_string()),
+        )
+    })
+}
+
+impl Adapter {
+    /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors`; settings pzt cannot
+    /// honour are errors naming the file and key.
+    pub fn read(dir: &Path) -> Result<Adapter> {
+        let c = AdapterConfig::read(dir)?;
+        let (rank, alpha, dropout, dora) = c.lora_settings()?;
+        let targets = c.targets()?;
+        let exclude = exclude_modules(c.get("exclude_modules")).map_err(|m| c.bad(m))?;
+        c.check_supported()?;
+        let tensors = read_adapter_tensors(dir)?;
         Ok(Adapter {
             dir: dir.to_path_buf(),
             rank,
@@ -210,7 +262,8 @@ impl Adapter {
             dora,
             targets,
             exclude,
-            base_model: get("base_model_name_or_path")
+            base_model: c
+                .get("base_model_name_or_path")
                 .and_then(|v| v.as_str())
                 .map(String::from),
             tensors,
@@ -373,63 +426,109 @@ pub fn write(tree: &Node, arch: &Arch, out: &Path, base_model: &str) -> Result<(
         let ad = node
             .layer_as::<LowRankAdapter>()
             .ok_or_else(|| Error::Config("export --peft: not an adapter".into()))?;
-        let s = (ad.rank, ad.alpha, ad.dropout, ad.dora);
-        match settings {
-            None => settings = Some(s),
-            Some(t) if t != s => {
-                return Err(Error::Config(format!(
-                    "export --peft: adapter `{path}` has rank {}, alpha {}, dropout {}, dora {}, unlike the others; one PEFT config cannot hold both",
-                    ad.rank, ad.alpha, ad.dropout, ad.dora
-                )))
-            }
-            _ => {}
-        }
-        let lin = node.child("pretrained")?.child("0")?;
-        let wl = lin.param_entry("weights")?.label().to_string();
-        let module = modules.get(&wl).ok_or_else(|| {
-            if fused.contains(&wl) {
-                Error::Config(format!(
-                    "export --peft: adapter `{path}` adapts part of GPT-NeoX's fused `query_key_value`; one PEFT module cannot hold pzt's separate query, key and value adapters (export --hf merges them)"
-                ))
-            } else {
-                Error::Config(format!(
-                    "export --peft: adapter `{path}` adapts `{wl}`, which has no HF Linear module name"
-                ))
-            }
-        })?;
-        let upd = node.child("update")?;
-        let cpu = |t: Tensor| {
-            t.f_detach()
-                .and_then(|x| x.f_to_device(tch::Device::Cpu))
-                .and_then(|x| x.f_to_kind(tch::Kind::Float))
-                .ctx("export --peft")
-        };
-        let a = cpu(upd.child("lora_a")?.param("weights")?)?;
-        let b = cpu(upd.child("lora_b")?.param("weights")?)?;
-        let r = ad.rank;
-        let a = a
-            .f_reshape([-1, r])
-            .and_then(|x| x.f_transpose(0, 1))
-            .and_then(|x| x.f_contiguous())
-            .ctx("export lora_A")?;
-        let b = b
-            .f_reshape([r, -1])
-            .and_then(|x| x.f_transpose(0, 1))
-            .and_then(|x| x.f_contiguous())
-            .ctx("export lora_B")?;
-        tensors.push((format!("{PREFIX}{module}.lora_A.weight"), a));
-        tensors.push((format!("{PREFIX}{module}.lora_B.weight"), b));
-        if ad.dora {
-            let m = cpu(node.param("magnitude")?)?
-                .f_reshape([-1])
-                .and_then(|x| x.f_contiguous())
-                .ctx("export magnitude")?;
-            tensors.push((format!("{PREFIX}{module}.lora_magnitude_vector"), m));
-        }
+        same_settings(path, ad, &mut settings)?;
+        let module = hf_module(path, node, &modules, &fused)?;
+        adapter_tensors(node, ad, module, &mut tensors)?;
         adapted.push(module.clone());
     }
-    let (rank, alpha, dropout, dora) = settings.unwrap_or((8, 8.0, 0.0, false));
-    // Short names (`q_proj`) when they select exactly the adapted modules, else full names.
+    let settings = settings.unwrap_or((8, 8.0, 0.0, false));
+    let targets = target_names(&modules, &adapted);
+    let dir = crate::base::atomic_dir::AtomicDir::create(out)?;
+    let mp = dir.path().join("adapter_model.safetensors");
+    Tensor::write_safetensors(&tensors, &mp).ctx(format!("write {}", mp.display()))?;
+    write_adapter_config(dir.path(), base_model, settings, targets)?;
+    dir.merge().map(|_| ())
+}
+
+/// Records the first adapter's `(rank, alpha, dropout, dora)` in `settings`; an adapter with
+/// other settings is an error (one PEFT config holds one set).
+fn same_settings(
+    path: &str,
+    ad: &LowRankAdapter,
+    settings: &mut Option<(i64, f64, f64, bool)>,
+) -> Result<()> {
+    let s = (ad.rank, ad.alpha, ad.dropout, ad.dora);
+    match *settings {
+        None => *settings = Some(s),
+        Some(t) if t != s => {
+            return Err(Error::Config(format!(
+                "export --peft: adapter `{path}` has rank {}, alpha {}, dropout {}, dora {}, unlike the others; one PEFT config cannot hold both",
+                ad.rank, ad.alpha, ad.dropout, ad.dora
+            )))
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The HF module name of the Linear that the adapter `node` (at `path`) adapts; `modules`
+/// maps weight labels to module names, `fused` holds the labels inside GPT-NeoX's fused
+/// `query_key_value` (which no PEFT module can stand for).
+fn hf_module<'m>(
+    path: &str,
+    node: &Node,
+    modules: &'m BTreeMap<String, String>,
+    fused: &BTreeSet<String>,
+) -> Result<&'m String> {
+    let lin = node.child("pretrained")?.child("0")?;
+    let wl = lin.param_entry("weights")?.label().to_string();
+    modules.get(&wl).ok_or_else(|| {
+        if fused.contains(&wl) {
+            Error::Config(format!(
+                "export --peft: adapter `{path}` adapts part of GPT-NeoX's fused `query_key_value`; one PEFT module cannot hold pzt's separate query, key and value adapters (export --hf merges them)"
+            ))
+        } else {
+            Error::Config(format!(
+                "export --peft: adapter `{path}` adapts `{wl}`, which has no HF Linear module name"
+            ))
+        }
+    })
+}
+
+/// Appends the adapter `node`'s tensors in peft's names and layouts to `tensors`: float32 on
+/// the CPU, `lora_A` as `[r, in]`, `lora_B` as `[out, r]`, and with DoRA the magnitude as
+/// `[out]`.
+fn adapter_tensors(
+    node: &Node,
+    ad: &LowRankAdapter,
+    module: &str,
+    tensors: &mut Vec<(String, Tensor)>,
+) -> Result<()> {
+    let upd = node.child("update")?;
+    let cpu = |t: Tensor| {
+        t.f_detach()
+            .and_then(|x| x.f_to_device(tch::Device::Cpu))
+            .and_then(|x| x.f_to_kind(tch::Kind::Float))
+            .ctx("export --peft")
+    };
+    let a = cpu(upd.child("lora_a")?.param("weights")?)?;
+    let b = cpu(upd.child("lora_b")?.param("weights")?)?;
+    let r = ad.rank;
+    let a = a
+        .f_reshape([-1, r])
+        .and_then(|x| x.f_transpose(0, 1))
+        .and_then(|x| x.f_contiguous())
+        .ctx("export lora_A")?;
+    let b = b
+        .f_reshape([r, -1])
+        .and_then(|x| x.f_transpose(0, 1))
+        .and_then(|x| x.f_contiguous())
+        .ctx("export lora_B")?;
+    tensors.push((format!("{PREFIX}{module}.lora_A.weight"), a));
+    tensors.push((format!("{PREFIX}{module}.lora_B.weight"), b));
+    if ad.dora {
+        let m = cpu(node.param("magnitude")?)?
+            .f_reshape([-1])
+            .and_then(|x| x.f_contiguous())
+            .ctx("export magnitude")?;
+        tensors.push((format!("{PREFIX}{module}.lora_magnitude_vector"), m));
+    }
+    Ok(())
+}
+
+/// The `target_modules` for the `adapted` modules: short names (`q_proj`) when they select
+/// exactly the adapted modules among all of `modules`, else the full names.
+fn target_names(modules: &BTreeMap<String, String>, adapted: &[String]) -> Vec<String> {
     let all: Vec<&String> = modules.values().collect();
     let short: BTreeSet<String> = adapted
         .iter()
@@ -440,14 +539,22 @@ pub fn write(tree: &Node, arch: &Arch, out: &Path, base_model: &str) -> Result<(
         .copied()
         .filter(|m| short.iter().any(|s| module_matches(m, s)))
         .collect();
-    let targets: Vec<String> = if covered.len() == adapted.len() {
+    if covered.len() == adapted.len() {
         short.into_iter().collect()
     } else {
-        adapted.clone()
-    };
-    let dir = crate::base::atomic_dir::AtomicDir::create(out)?;
-    let mp = dir.path().join("adapter_model.safetensors");
-    Tensor::write_safetensors(&tensors, &mp).ctx(format!("write {}", mp.display()))?;
+        adapted.to_vec()
+    }
+}
+
+/// Writes `dir/adapter_config.json` for a plain LoRA/DoRA adapter of `base_model` with these
+/// `(rank, alpha, dropout, dora)` settings and target modules.
+fn write_adapter_config(
+    dir: &Path,
+    base_model: &str,
+    settings: (i64, f64, f64, bool),
+    targets: Vec<String>,
+) -> Result<()> {
+    let (rank, alpha, dropout, dora) = settings;
     let config = json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -470,12 +577,11 @@ pub fn write(tree: &Node, arch: &Arch, out: &Path, base_model: &str) -> Result<(
         "lora_bias": false,
         "revision": null,
     });
-    let cp = dir.path().join("adapter_config.json");
+    let cp = dir.join("adapter_config.json");
     let text = serde_json::to_string_pretty(&config)
         .map_err(|e| Error::Config(format!("adapter_config.json: {e}")))?;
     std::fs::write(&cp, text).map_err(|source| Error::Io {
         path: cp.display().to_string(),
         source,
-    })?;
-    dir.merge().map(|_| ())
+    })
 }
