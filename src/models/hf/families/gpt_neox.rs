@@ -12,7 +12,7 @@
 //! | final norm | `gpt_neox.final_layer_norm` |
 //! | head (untied) | `embed_out.weight` |
 
-use super::{suffix, Converter};
+use super::{projection, suffix, Converter};
 use crate::base::Result;
 use crate::models::decoder::{NormSite, Projection, Role};
 use crate::models::hf::config::{act, Cfg, Shared};
@@ -95,12 +95,7 @@ fn name_of(a: &Arch, role: Role) -> (String, Transform) {
                 Projection::Down => ("mlp.dense_4h_to_h", d.mlp_hidden),
                 Projection::Gate => ("mlp.gate_proj", d.d_model),
             };
-            let tr = if bias {
-                Transform::Reshape
-            } else {
-                Transform::Linear(fan_in)
-            };
-            (format!("{l}.{module}.{}", suffix(bias)), tr)
+            projection(&l, module, fan_in, bias)
         }
     }
 }

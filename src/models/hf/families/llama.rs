@@ -14,7 +14,7 @@
 //! | final norm | `model.norm` |
 //! | head (untied) | `lm_head.weight` |
 
-use super::{suffix, Converter};
+use super::{projection, suffix, Converter};
 use crate::base::Result;
 use crate::models::decoder::{NormSite, Projection, Role};
 use crate::models::hf::config::{act, Cfg, Shared};
@@ -84,12 +84,7 @@ pub fn name_of(a: &Arch, role: Role) -> (String, Transform) {
                 Projection::Up => ("mlp.up_proj", d.d_model),
                 Projection::Down => ("mlp.down_proj", d.mlp_hidden),
             };
-            let tr = if bias {
-                Transform::Reshape
-            } else {
-                Transform::Linear(fan_in)
-            };
-            (format!("{}.{module}.{}", layer(i), suffix(bias)), tr)
+            projection(&layer(i), module, fan_in, bias)
         }
     }
 }

@@ -53,6 +53,17 @@ pub fn of(f: Family) -> &'static Converter {
         .unwrap_or(&llama::LLAMA)
 }
 
+/// A projection's tensor `<layer>.<module>.weight|bias`: a weight laid out as a Linear of
+/// `fan_in` inputs, a bias reshaped.
+fn projection(layer: &str, module: &str, fan_in: i64, bias: bool) -> (String, Transform) {
+    let tr = if bias {
+        Transform::Reshape
+    } else {
+        Transform::Linear(fan_in)
+    };
+    (format!("{layer}.{module}.{}", suffix(bias)), tr)
+}
+
 /// `weight` or `bias`.
 fn suffix(bias: bool) -> &'static str {
     if bias {
