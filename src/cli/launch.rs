@@ -70,6 +70,51 @@ fn threads_per_rank(n: usize) -> Option<String> {
     Some((cores / n).max(1).to_string())
 }
 
+/// The command of rank `rank` of `n`: this `pzt train` with torchrun's environment, in its own
+/// process group, stopped by SIGTERM should the launcher (process `launcher`) die.
+fn rank_command(
+    exe: &std::path::Path,
+    rank: usize,
+    n: usize,
+    port: &str,
+    threads: Option<&str>,
+    launcher: u32,
+) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args(rank_args())
+        .env("RANK", rank.to_string())
+        .env("LOCAL_RANK", rank.to_string())
+        .env("WORLD_SIZE", n.to_string())
+        .env("LOCAL_WORLD_SIZE", n.to_string())
+        .env("GROUP_RANK", "0")
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port)
+        .env("TORCHELASTIC_USE_AGENT_STORE", "True")
+        .env("TORCHELASTIC_RESTART_COUNT", "0")
+        .stdin(Stdio::null());
+    if let Some(t) = threads {
+        cmd.env("OMP_NUM_THREADS", t);
+    }
+    if rank > 0 {
+        cmd.stdout(Stdio::null());
+    }
+    // The ranks get signals from the launcher alone (a terminal's Ctrl-C reaches it, and
+    // it passes it on once), and SIGTERM should the launcher die.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    // SAFETY: prctl in the child between fork and exec, async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            // The launcher died before the line above: do not start an orphan.
+            if libc::getppid() as u32 != launcher {
+                return Err(std::io::Error::other("the launcher has exited"));
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// Starts `n` ranks of this `pzt train` and waits for them; the exit is 2 when a rank found bad
 /// input, else the first failing rank's (0 when all succeed).
 pub fn launch(n: usize, timeout_s: u64, out_dir: &std::path::Path) -> Result<(), Failure> {
@@ -98,38 +143,7 @@ pub fn launch(n: usize, timeout_s: u64, out_dir: &std::path::Path) -> Result<(),
     let launcher = std::process::id();
     let mut children: Vec<Option<Child>> = vec![];
     for rank in 0..n {
-        let mut cmd = Command::new(&exe);
-        cmd.args(rank_args())
-            .env("RANK", rank.to_string())
-            .env("LOCAL_RANK", rank.to_string())
-            .env("WORLD_SIZE", n.to_string())
-            .env("LOCAL_WORLD_SIZE", n.to_string())
-            .env("GROUP_RANK", "0")
-            .env("MASTER_ADDR", "127.0.0.1")
-            .env("MASTER_PORT", &port)
-            .env("TORCHELASTIC_USE_AGENT_STORE", "True")
-            .env("TORCHELASTIC_RESTART_COUNT", "0")
-            .stdin(Stdio::null());
-        if let Some(t) = &threads {
-            cmd.env("OMP_NUM_THREADS", t);
-        }
-        if rank > 0 {
-            cmd.stdout(Stdio::null());
-        }
-        // The ranks get signals from the launcher alone (a terminal's Ctrl-C reaches it, and
-        // it passes it on once), and SIGTERM should the launcher die.
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        // SAFETY: prctl in the child between fork and exec, async-signal-safe.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                // The launcher died before the line above: do not start an orphan.
-                if libc::getppid() as u32 != launcher {
-                    return Err(std::io::Error::other("the launcher has exited"));
-                }
-                Ok(())
-            });
-        }
+        let mut cmd = rank_command(&exe, rank, n, &port, threads.as_deref(), launcher);
         match cmd.spawn() {
             Ok(c) => children.push(Some(c)),
             Err(e) => {

@@ -246,22 +246,7 @@ impl<'a> ModelBuilder<'a> {
                 .at(at.clone())
                 .key(join(&with_key(key_path, "hf")))
         };
-        if !dir.join("config.json").is_file() {
-            return Err(err(Error::Config(format!(
-                "`{}` is not a HuggingFace model directory (no config.json)",
-                dir.display()
-            ))));
-        }
-        if self.builder.seed.is_some() {
-            crate::models::hf::load(&dir, Some(self.builder.kind), self.builder.device)
-                .map(|m| m.tree)
-                .map_err(err)
-        } else {
-            crate::models::hf::read_config(&dir)
-                .and_then(|a| a.build(self.builder))
-                .map(|d| d.tree)
-                .map_err(err)
-        }
+        crate::assembly::hf_tree(&dir, self.builder).map_err(err)
     }
 
     /// `repeat = N`: N copies of the table as children `0..N-1` of a Sequential.

@@ -46,6 +46,25 @@ fn build_with(mb: &ModelBuilder<'_>, p: &PatchSpec, path: &[String]) -> Result<N
     mb.build(with, path, &kp)
 }
 
+/// An `Identity` layer table: the placeholder in a wrapper's slot that the selected subtree
+/// then replaces.
+fn identity_placeholder() -> REntry {
+    let kind = REntry {
+        key_loc: None,
+        node: RNode {
+            val: RVal::Str("Identity".into()),
+            loc: None,
+        },
+    };
+    REntry {
+        key_loc: None,
+        node: RNode {
+            val: RVal::Table([("type".to_string(), kind)].into_iter().collect()),
+            loc: None,
+        },
+    }
+}
+
 fn wrap_node(
     mb: &ModelBuilder<'_>,
     p: &PatchSpec,
@@ -79,31 +98,7 @@ fn wrap_node(
                 .at(with.loc.clone())
                 .key(join(&kp)));
             }
-            // A placeholder that the selected subtree then replaces.
-            let placeholder = RNode {
-                val: RVal::Table(
-                    [(
-                        "type".to_string(),
-                        REntry {
-                            key_loc: None,
-                            node: RNode {
-                                val: RVal::Str("Identity".into()),
-                                loc: None,
-                            },
-                        },
-                    )]
-                    .into_iter()
-                    .collect(),
-                ),
-                loc: None,
-            };
-            t.insert(
-                slot.to_string(),
-                REntry {
-                    key_loc: None,
-                    node: placeholder,
-                },
-            );
+            t.insert(slot.to_string(), identity_placeholder());
             let n = mb.build(
                 &RNode {
                     val: RVal::Table(t),
