@@ -61,12 +61,7 @@ fn chat_template_of(
     base: &Path,
     tok: Option<&Tokenizer>,
 ) -> Result<Option<String>> {
-    let file = match data.map(|d| &d.source) {
-        Some(crate::data::spec::Source::Chat(c)) => c.chat_template.as_ref(),
-        Some(crate::data::spec::Source::Parquet(p)) => p.chat_template.as_ref(),
-        _ => None,
-    };
-    if let Some(f) = file {
+    if let Some(f) = data.and_then(|d| d.chat_template()) {
         return crate::base::files::read_small_file(&base.join(f)).map(Some);
     }
     Ok(tok.and_then(|t| t.config().chat_template))

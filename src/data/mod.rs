@@ -1,5 +1,7 @@
-//! Data: sources (`text`, `jsonl`, `csv`, `synthetic`), tokenization, a deterministic train/eval
-//! split, batching with a resumable cursor, and a tokenization cache.
+//! Data: readers (text, jsonl, parquet and csv files, generators) times formats (documents,
+//! records, conversations, feature rows), tokenization, a deterministic train/eval split,
+//! batching with a resumable cursor, and a tokenization cache. [`spec`] types `[data]`;
+//! [`open`] opens a run's data in one place.
 //!
 //! Language-model examples are token sequences with a loss mask (1 where the token is a target
 //! to predict); the model sees `ids[..n-1]` and predicts `ids[1..]`. `text` files are
@@ -10,13 +12,12 @@
 //! with the tokenizer's chat template ([`chat`]) with the loss on the assistant turns.
 
 pub mod chat;
+mod decode;
 pub mod open;
 pub mod pack;
 pub mod report;
 pub mod sources;
 pub mod spec;
-mod spec_keys;
-mod spec_source;
 pub mod store;
 mod store_write;
 pub mod tokenizer;
@@ -24,7 +25,7 @@ pub mod tokenizer;
 use crate::base::seed::mix;
 use crate::base::{Error, Result};
 use serde::{Deserialize, Serialize};
-pub use spec_source::MAX_SEQ;
+pub use spec::MAX_SEQ;
 pub use store::Split;
 
 /// One example.

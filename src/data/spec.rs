@@ -1,22 +1,44 @@
-//! `[data]`, typed: one variant per source, each with only the keys that source reads, plus
-//! the keys every source has (`eval_fraction`, `cache_dir`).
+//! `[data]`, typed: where rows come from (a [`Reader`]: text, jsonl, parquet or csv files, or
+//! a generator) times what a row is (a [`Format`]: documents, records of text or
+//! prompt/completion, conversations, or feature rows). Token data states its tokenizer and
+//! window once, for every stream of a mixture; the task a run trains follows from the format.
+//!
+//! The recipe names a reader and a format together with `source` (decoded in
+//! [`super::decode`]):
+//!
+//! | `source`    | reader      | format                                        |
+//! |-------------|-------------|-----------------------------------------------|
+//! | `text`      | text files  | documents                                     |
+//! | `jsonl`     | jsonl lines | records (`text`, or `prompt` + `completion`)  |
+//! | `chat`      | jsonl lines | conversations                                 |
+//! | `parquet`   | parquet rows| conversations where a file has the messages column, else records |
+//! | `synthetic` | a generator | records (`prompt` + `completion`)             |
+//! | `csv`       | csv rows    | features and a target                         |
 //!
 //! ```toml
 //! [data]
-//! source = "jsonl"            # text | jsonl | csv | synthetic | chat
+//! source = "jsonl"            # text | jsonl | csv | synthetic | chat | parquet
 //! files = ["train.jsonl"]     # the source's own keys ...
 //! seq_len = 512
 //! eval_fraction = 0.05        # ... and the shared ones
 //! ```
 
-use super::spec_keys::decode_source;
 use crate::base::{Error, Result};
 use serde::{Deserialize, Serialize};
+
+/// The longest `seq_len` (and synthetic `length`) pzt accepts.
+pub const MAX_SEQ: usize = 1 << 20;
+
+/// The most synthetic examples pzt generates.
+pub const MAX_SYNTHETIC: usize = 1 << 26;
 
 /// The whole `[data]` section.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DataSpec {
-    pub source: Source,
+    /// The streams of examples: one, or a weighted mixture.
+    pub streams: Streams,
+    /// The tokenizer and window of token data (every stream's); None for feature rows.
+    pub tokens: Option<TokenWindow>,
     /// Fraction of examples held out for evaluation (deterministic from the seed).
     pub eval_fraction: f64,
     /// Where tokenized data is cached (default `<out_dir>/cache`), relative to the recipe.
@@ -25,91 +47,113 @@ pub struct DataSpec {
     pub pack: bool,
 }
 
-/// Where examples come from.
+/// The tokenizer and window of token data, set once in `[data]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct TokenWindow {
+    pub tokenizer: Tokenizer,
+    /// Tokens per training window (an example holds up to `seq_len + 1`).
+    pub seq_len: Option<usize>,
+}
+
+/// One stream of examples, or several mixed by weight (`[[data.sources]]`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "source", rename_all = "snake_case")]
-pub enum Source {
-    Text(TextSource),
-    Jsonl(JsonlSource),
-    Csv(CsvSource),
-    Synthetic(SyntheticSource),
-    Chat(ChatSource),
-    Parquet(ParquetSource),
-    /// `[[data.sources]]`: several sources mixed by weight.
+pub enum Streams {
+    One(Stream),
     Mixture(Vec<Weighted>),
 }
 
-/// `source = "parquet"`: rows of parquet files, read a row group at a time. A file with the
-/// `messages_field` column holds conversations (as `chat`); otherwise rows are read as jsonl
-/// lines are (`text_field`, or `prompt_field` + `completion_field`).
+/// One stream of a mixture and its weight.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Weighted {
+    pub weight: f64,
+    pub stream: Stream,
+}
+
+/// Where rows come from and what a row is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stream {
+    pub reader: Reader,
+    pub format: Format,
+}
+
+/// Where rows come from. Files are patterns (globs in the file-name part) relative to the
+/// recipe's directory.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Reader {
+    /// Text files, each a document.
+    Text { files: Vec<String> },
+    /// One JSON object per line.
+    Jsonl { files: Vec<String> },
+    /// Parquet rows, as the JSON objects of their columns, a row group at a time.
+    Parquet { files: Vec<String> },
+    /// CSV rows with a header line.
+    Csv { files: Vec<String> },
+    /// Records generated from the seed.
+    Synthetic(Synthetic),
+}
+
+/// What a row is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Format {
+    /// Plain documents, concatenated (separated by the end token) and cut into windows.
+    Documents,
+    /// A record's `text`, or its `prompt` + `completion` with the loss on the completion.
+    Records(Records),
+    /// A conversation rendered with a chat template.
+    Chat(Chat),
+    /// Parquet: conversations where a file has the messages column, records otherwise.
+    ByColumns { records: Records, chat: Chat },
+    /// Numeric feature columns and a target.
+    Features(Features),
+}
+
+/// The fields of a record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ParquetSource {
-    pub files: Vec<String>,
-    pub tokenizer: Tokenizer,
-    pub seq_len: Option<usize>,
+#[serde(default)]
+pub struct Records {
+    /// The field with plain text.
     pub text_field: String,
+    /// The prompt field (loss masked).
     pub prompt_field: String,
+    /// The completion field (loss on these tokens).
     pub completion_field: String,
+    /// How the prompt is written before tokenizing; `{prompt}` is replaced.
     pub template: String,
+}
+
+impl Default for Records {
+    fn default() -> Self {
+        Records {
+            text_field: "text".into(),
+            prompt_field: "prompt".into(),
+            completion_field: "completion".into(),
+            template: "{prompt}".into(),
+        }
+    }
+}
+
+/// How a conversation is rendered and which of its tokens carry the loss.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Chat {
+    /// The field holding the `[{"role": ..., "content": ...}, ...]` list.
     pub messages_field: String,
+    /// A Jinja template file (relative to the recipe); default: the tokenizer's.
     pub chat_template: Option<String>,
     pub train_on: TrainOn,
     pub overflow: Overflow,
 }
 
-impl Default for ParquetSource {
+impl Default for Chat {
     fn default() -> Self {
-        let j = JsonlSource::default();
-        let c = ChatSource::default();
-        ParquetSource {
-            files: vec![],
-            tokenizer: Tokenizer::default(),
-            seq_len: None,
-            text_field: j.text_field,
-            prompt_field: j.prompt_field,
-            completion_field: j.completion_field,
-            template: j.template,
-            messages_field: c.messages_field,
+        Chat {
+            messages_field: "messages".into(),
             chat_template: None,
-            train_on: c.train_on,
-            overflow: c.overflow,
+            train_on: TrainOn::default(),
+            overflow: Overflow::default(),
         }
     }
-}
-
-impl ParquetSource {
-    /// Its rows read as jsonl records.
-    pub fn as_jsonl(&self) -> JsonlSource {
-        JsonlSource {
-            files: self.files.clone(),
-            tokenizer: self.tokenizer.clone(),
-            seq_len: self.seq_len,
-            text_field: self.text_field.clone(),
-            prompt_field: self.prompt_field.clone(),
-            completion_field: self.completion_field.clone(),
-            template: self.template.clone(),
-        }
-    }
-    /// Its rows read as conversations.
-    pub fn as_chat(&self) -> ChatSource {
-        ChatSource {
-            files: self.files.clone(),
-            tokenizer: self.tokenizer.clone(),
-            seq_len: self.seq_len,
-            messages_field: self.messages_field.clone(),
-            chat_template: self.chat_template.clone(),
-            train_on: self.train_on,
-            overflow: self.overflow,
-        }
-    }
-}
-
-/// One source of a mixture and its weight.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Weighted {
-    pub weight: f64,
-    pub source: Source,
 }
 
 /// Which tokens of a conversation carry the loss.
@@ -134,79 +178,6 @@ pub enum Overflow {
     Truncate,
 }
 
-/// `source = "chat"`: one conversation per jsonl line, rendered with a chat template.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ChatSource {
-    pub files: Vec<String>,
-    pub tokenizer: Tokenizer,
-    pub seq_len: Option<usize>,
-    /// The field holding the `[{"role": ..., "content": ...}, ...]` list.
-    pub messages_field: String,
-    /// A Jinja template file (relative to the recipe); default: the tokenizer's.
-    pub chat_template: Option<String>,
-    pub train_on: TrainOn,
-    pub overflow: Overflow,
-}
-
-impl Default for ChatSource {
-    fn default() -> Self {
-        ChatSource {
-            files: vec![],
-            tokenizer: Tokenizer::default(),
-            seq_len: None,
-            messages_field: "messages".into(),
-            chat_template: None,
-            train_on: TrainOn::default(),
-            overflow: Overflow::default(),
-        }
-    }
-}
-
-/// `source = "text"`: files concatenated (documents separated by the end token) and cut into
-/// windows of `seq_len + 1` tokens.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TextSource {
-    /// Files or globs (`*`, `?`), relative to the recipe's directory.
-    pub files: Vec<String>,
-    pub tokenizer: Tokenizer,
-    /// Tokens per training window.
-    pub seq_len: Option<usize>,
-}
-
-/// `source = "jsonl"`: one example per line, `text`, or `prompt` + `completion` with the loss
-/// masked on the prompt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct JsonlSource {
-    pub files: Vec<String>,
-    pub tokenizer: Tokenizer,
-    pub seq_len: Option<usize>,
-    /// The field with plain text.
-    pub text_field: String,
-    /// The prompt field (loss masked).
-    pub prompt_field: String,
-    /// The completion field (loss on these tokens).
-    pub completion_field: String,
-    /// How the prompt is written before tokenizing; `{prompt}` is replaced.
-    pub template: String,
-}
-
-impl Default for JsonlSource {
-    fn default() -> Self {
-        JsonlSource {
-            files: vec![],
-            tokenizer: Tokenizer::default(),
-            seq_len: None,
-            text_field: "text".into(),
-            prompt_field: "prompt".into(),
-            completion_field: "completion".into(),
-            template: "{prompt}".into(),
-        }
-    }
-}
-
 /// What a csv target is.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -218,11 +189,10 @@ pub enum CsvTask {
     Classification,
 }
 
-/// `source = "csv"`: numeric feature rows and a target, for MLP regression or classification.
+/// Feature rows: numeric columns and a target, for MLP regression or classification.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CsvSource {
-    pub files: Vec<String>,
+#[serde(default)]
+pub struct Features {
     /// Feature columns.
     pub features: Vec<String>,
     /// The target column.
@@ -242,13 +212,11 @@ pub enum Generator {
     Reverse,
 }
 
-/// `source = "synthetic"`: examples generated from the seed.
+/// The generator of `source = "synthetic"`: prompt/completion records from the seed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SyntheticSource {
+#[serde(default)]
+pub struct Synthetic {
     pub generator: Option<Generator>,
-    pub tokenizer: Tokenizer,
-    pub seq_len: Option<usize>,
     /// How many examples.
     pub num_examples: usize,
     /// Addition: operands have at most this many digits.
@@ -257,12 +225,10 @@ pub struct SyntheticSource {
     pub length: usize,
 }
 
-impl Default for SyntheticSource {
+impl Default for Synthetic {
     fn default() -> Self {
-        SyntheticSource {
+        Synthetic {
             generator: None,
-            tokenizer: Tokenizer::default(),
-            seq_len: None,
             num_examples: 20_000,
             max_digits: 2,
             length: 8,
@@ -282,9 +248,14 @@ impl Default for Tokenizer {
     }
 }
 
-/// The keys every source has.
-pub(super) const SHARED: [&str; 3] = ["eval_fraction", "cache_dir", "pack"];
-const SOURCES: [&str; 6] = ["text", "jsonl", "csv", "synthetic", "chat", "parquet"];
+/// The task a run trains, chosen by the format of its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// Next-token prediction over token sequences.
+    LanguageModel,
+    /// Regression or classification of feature rows.
+    Features(CsvTask),
+}
 
 fn bad<T>(field: &str, message: String) -> Result<T> {
     Err(Error::ConfigField {
@@ -293,133 +264,182 @@ fn bad<T>(field: &str, message: String) -> Result<T> {
     })
 }
 
-/// Decodes one source named `name` from its keys (without `source`).
-pub(super) fn source_of(name: &str, own: &toml::Table) -> Result<Source> {
-    Ok(match name {
-        "text" => Source::Text(decode_source("text", own)?),
-        "jsonl" => Source::Jsonl(decode_source("jsonl", own)?),
-        "csv" => Source::Csv(decode_source("csv", own)?),
-        "synthetic" => Source::Synthetic(decode_source("synthetic", own)?),
-        "chat" => Source::Chat(decode_source("chat", own)?),
-        "parquet" => Source::Parquet(decode_source("parquet", own)?),
-        other => {
-            let expected: Vec<String> = SOURCES.iter().map(|k| format!("`{k}`")).collect();
+/// An error of stream `k` of a mixture, its field named under `sources.k`.
+pub(super) fn in_stream(k: usize, e: Error) -> Error {
+    match e {
+        Error::ConfigField { field, message } => Error::ConfigField {
+            field: format!("sources.{k}.{field}"),
+            message,
+        },
+        other => other,
+    }
+}
+
+impl Streams {
+    /// Every stream (one, or each of a mixture).
+    pub fn all(&self) -> Vec<&Stream> {
+        match self {
+            Streams::One(s) => vec![s],
+            Streams::Mixture(m) => m.iter().map(|w| &w.stream).collect(),
+        }
+    }
+}
+
+impl Reader {
+    /// The data files (none for a generator).
+    pub fn files(&self) -> &[String] {
+        match self {
+            Reader::Text { files }
+            | Reader::Jsonl { files }
+            | Reader::Parquet { files }
+            | Reader::Csv { files } => files,
+            Reader::Synthetic(_) => &[],
+        }
+    }
+}
+
+impl Stream {
+    /// The `source` name the recipe gives this reader and format.
+    pub fn name(&self) -> &'static str {
+        match (&self.reader, &self.format) {
+            (Reader::Text { .. }, _) => "text",
+            (Reader::Jsonl { .. }, Format::Chat(_)) => "chat",
+            (Reader::Jsonl { .. }, _) => "jsonl",
+            (Reader::Parquet { .. }, _) => "parquet",
+            (Reader::Csv { .. }, _) => "csv",
+            (Reader::Synthetic(_), _) => "synthetic",
+        }
+    }
+
+    /// The chat template file this stream's conversations are rendered with, if it names one.
+    pub fn chat_template(&self) -> Option<&String> {
+        match &self.format {
+            Format::Chat(c) | Format::ByColumns { chat: c, .. } => c.chat_template.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Checks the stream's own values.
+    fn validate(&self) -> Result<()> {
+        if !matches!(self.reader, Reader::Synthetic(_)) && self.reader.files().is_empty() {
             return bad(
-                "source",
+                "files",
+                format!("[data]: source `{}` needs `files = [\"...\"]`", self.name()),
+            );
+        }
+        if let Reader::Synthetic(s) = &self.reader {
+            s.validate()?;
+        }
+        match &self.format {
+            Format::Features(c) if c.features.is_empty() || c.target.is_none() => bad(
+                "features",
+                "[data]: csv needs `features = [\"col\", ...]` and `target = \"col\"`".into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Synthetic {
+    fn validate(&self) -> Result<()> {
+        if self.generator.is_none() {
+            return bad("generator", "[data]: source `synthetic` needs `generator = \"addition\" | \"copy\" | \"reverse\"`".into());
+        }
+        if self.num_examples > MAX_SYNTHETIC {
+            return bad(
+                "num_examples",
                 format!(
-                    "[data]: unknown variant `{other}`, expected one of {}",
-                    expected.join(", ")
+                    "[data]: num_examples {} is more than pzt generates ({MAX_SYNTHETIC})",
+                    self.num_examples
                 ),
             );
         }
-    })
+        if self.length == 0 || self.length > MAX_SEQ {
+            return bad(
+                "length",
+                format!("[data]: length must be 1 to {MAX_SEQ}, got {}", self.length),
+            );
+        }
+        if self.num_examples < 2 {
+            return bad(
+                "num_examples",
+                "[data]: num_examples must be at least 2".into(),
+            );
+        }
+        if !(1..=9).contains(&self.max_digits) {
+            return bad(
+                "max_digits",
+                format!("[data]: max_digits must be 1..=9, got {}", self.max_digits),
+            );
+        }
+        Ok(())
+    }
 }
 
 impl DataSpec {
-    /// Decodes the `[data]` table: `source` picks the variant, which takes its own keys and
-    /// the shared ones; anything else is an error naming the key.
-    pub fn decode(t: &toml::Table) -> Result<DataSpec> {
-        let mut own = t.clone();
-        let mut shared = toml::Table::new();
-        for k in SHARED {
-            if let Some(v) = own.remove(k) {
-                shared.insert(k.to_string(), v);
-            }
-        }
-        let source = match own.remove("sources") {
-            Some(list) => {
-                if own.contains_key("source") {
-                    return bad(
-                        "source",
-                        "[data]: give either `source` or `[[data.sources]]`, not both".into(),
-                    );
-                }
-                super::spec_keys::decode_mixture(&list, &own)?
-            }
-            None => {
-                let name = match own.remove("source") {
-                    Some(toml::Value::String(s)) => s,
-                    Some(_) => return bad("source", "[data]: `source` must be a string".into()),
-                    None => {
-                        return bad(
-                            "",
-                            "[data]: missing field `source` (or `[[data.sources]]`)".into(),
-                        )
-                    }
-                };
-                source_of(&name, &own)?
-            }
-        };
-        let eval_fraction = match shared.get("eval_fraction") {
-            None => 0.1,
-            Some(v) => match v.as_float().or(v.as_integer().map(|i| i as f64)) {
-                Some(f) => f,
-                None => {
-                    return bad(
-                        "eval_fraction",
-                        "[data]: invalid type for `eval_fraction`, expected a number".into(),
-                    )
-                }
-            },
-        };
-        let cache_dir = match shared.get("cache_dir") {
-            None => None,
-            Some(toml::Value::String(s)) => Some(s.clone()),
-            Some(_) => {
-                return bad(
-                    "cache_dir",
-                    "[data]: invalid type for `cache_dir`, expected a string".into(),
-                )
-            }
-        };
-        let pack = match shared.get("pack") {
-            None => false,
-            Some(toml::Value::Boolean(b)) => *b,
-            Some(_) => {
-                return bad(
-                    "pack",
-                    "[data]: invalid type for `pack`, expected true or false".into(),
-                )
-            }
-        };
-        let spec = DataSpec {
-            source,
-            eval_fraction,
-            cache_dir,
-            pack,
-        };
-        spec.validate()?;
-        Ok(spec)
+    /// Whether examples are token sequences (everything but feature rows).
+    pub fn is_lm(&self) -> bool {
+        self.tokens.is_some()
     }
 
-    /// Whether examples are token sequences (everything but csv).
-    pub fn is_lm(&self) -> bool {
-        !matches!(self.source, Source::Csv(_))
+    /// The task the rows call for.
+    pub fn task_kind(&self) -> TaskKind {
+        match self.features() {
+            Some(f) => TaskKind::Features(f.task),
+            None => TaskKind::LanguageModel,
+        }
+    }
+
+    /// The feature columns and target of feature rows.
+    pub fn features(&self) -> Option<&Features> {
+        match &self.streams {
+            Streams::One(Stream {
+                format: Format::Features(f),
+                ..
+            }) => Some(f),
+            _ => None,
+        }
     }
 
     /// Tokens per window (language models).
     pub fn seq_len(&self) -> Option<usize> {
-        self.source.seq_len()
+        self.tokens.as_ref().and_then(|t| t.seq_len)
     }
 
     /// The tokenizer (language models).
     pub fn tokenizer(&self) -> Option<&str> {
-        self.source.tokenizer()
+        self.tokens.as_ref().map(|t| t.tokenizer.0.as_str())
     }
 
-    /// Sets the tokenizer of a language-model source (the model's own, by default).
+    /// Sets the tokenizer of token data (the model's own, by default).
     pub fn set_tokenizer(&mut self, t: &str) {
-        self.source.set_tokenizer(t)
+        if let Some(w) = self.tokens.as_mut() {
+            w.tokenizer = Tokenizer(t.to_string());
+        }
     }
 
-    /// The data files (none for synthetic data; every source's for a mixture).
+    /// The data files (every stream's).
     pub fn files(&self) -> Vec<String> {
-        self.source.files()
+        let all = self.streams.all();
+        all.iter()
+            .flat_map(|s| s.reader.files().iter().cloned())
+            .collect()
     }
 
-    /// The source's name (`text`, ...).
+    /// The source's name (`text`, ..., `mixture`).
     pub fn source_name(&self) -> &'static str {
-        self.source.name()
+        match &self.streams {
+            Streams::One(s) => s.name(),
+            Streams::Mixture(_) => "mixture",
+        }
+    }
+
+    /// The chat template file the (first) conversation stream names, if any.
+    pub fn chat_template(&self) -> Option<&String> {
+        self.streams
+            .all()
+            .into_iter()
+            .find_map(|s| s.chat_template())
     }
 
     /// Checks the values; `field` names the offending key.
@@ -439,42 +459,26 @@ impl DataSpec {
                 "[data]: `pack` packs token examples; csv rows cannot be packed".into(),
             );
         }
-        self.source.validate()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
-
-    fn table(s: &str) -> std::result::Result<toml::Table, toml::de::Error> {
-        toml::from_str(s)
-    }
-
-    #[test]
-    fn each_source_takes_only_its_keys() -> TestResult {
-        let d = DataSpec::decode(&table(
-            "source = \"synthetic\"\ngenerator = \"copy\"\nseq_len = 8\neval_fraction = 0.2",
-        )?)?;
-        assert!(matches!(d.source, Source::Synthetic(ref s) if s.length == 8));
-        assert_eq!(d.eval_fraction, 0.2);
-        let e = DataSpec::decode(&table(
-            "source = \"text\"\nfiles = [\"a.txt\"]\nseq_len = 8\ngenerator = \"copy\"",
-        )?)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-        assert!(
-            e.contains("unknown field `generator`") && e.contains("`eval_fraction`"),
-            "{e}"
-        );
-        let e = DataSpec::decode(&table("source = \"txt\"")?)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(e.contains("unknown variant `txt`"), "{e}");
+        match &self.streams {
+            Streams::One(s) => s.validate()?,
+            Streams::Mixture(m) => {
+                for (k, w) in m.iter().enumerate() {
+                    w.stream.validate().map_err(|e| in_stream(k, e))?;
+                }
+            }
+        }
+        if let Some(n) = self.seq_len().filter(|&n| n > MAX_SEQ) {
+            return bad(
+                "seq_len",
+                format!("[data]: seq_len {n} is more than pzt accepts ({MAX_SEQ})"),
+            );
+        }
+        if self.is_lm() && self.seq_len().unwrap_or(0) < 2 {
+            return bad(
+                "seq_len",
+                "[data]: language-model data needs `seq_len` of at least 2".into(),
+            );
+        }
         Ok(())
     }
 }

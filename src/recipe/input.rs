@@ -7,7 +7,7 @@ use super::raw::RNode;
 use super::resolve::Resolved;
 use super::sections::DeclaredInput;
 use super::source::Diagnostic;
-use crate::data::spec::{DataSpec, Source};
+use crate::data::spec::DataSpec;
 use crate::layers::Axes;
 use crate::spec::{InputSpec, TrainConfig};
 
@@ -20,15 +20,15 @@ struct TrainingBatch {
 
 fn training_batch(train: &TrainConfig, data: &DataSpec) -> Option<TrainingBatch> {
     let batch = ("batch", train.batch_size as i64, "train.batch_size");
-    match &data.source {
-        Source::Csv(c) => Some(TrainingBatch {
+    match data.features() {
+        Some(c) => Some(TrainingBatch {
             axes: [
                 batch,
                 ("features", c.features.len() as i64, "data.features"),
             ],
             dtype: tch::Kind::Float,
         }),
-        _ => Some(TrainingBatch {
+        None => Some(TrainingBatch {
             axes: [batch, ("seq", data.seq_len()? as i64, "data.seq_len")],
             dtype: tch::Kind::Int64,
         }),

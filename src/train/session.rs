@@ -168,7 +168,7 @@ impl Session {
     /// of a single zero row finds the output's class count before any step runs.
     fn check_classes(&self) -> Result<()> {
         let classes = self.data.num_classes;
-        if !matches!(&self.spec.data.source, crate::data::spec::Source::Csv(_)) || classes <= 0 {
+        if self.spec.data.is_lm() || classes <= 0 {
             return Ok(());
         }
         let (b, f) = &self.spec.input_axes;

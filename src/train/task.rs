@@ -5,7 +5,7 @@
 
 use super::losses::{masked_cross_entropy, masked_cross_entropy_mean, sum_squared_error, Sums};
 use crate::base::{Error, Result, TorchContext};
-use crate::data::spec::{CsvTask, DataSpec};
+use crate::data::spec::{CsvTask, DataSpec, TaskKind};
 use crate::data::Example;
 use crate::named::NamedTensor;
 use serde_json::{json, Map, Value};
@@ -52,16 +52,16 @@ pub fn for_data(
     num_features: i64,
     eval_generate: usize,
 ) -> Box<dyn Task> {
-    match &data.source {
-        crate::data::spec::Source::Csv(c) => Box::new(Rows {
+    match data.task_kind() {
+        TaskKind::Features(task) => Box::new(Rows {
             axes,
             num_features: num_features as usize,
-            target: match c.task {
+            target: match task {
                 CsvTask::Classification => RowTarget::Class,
                 CsvTask::Regression => RowTarget::Value,
             },
         }),
-        _ => Box::new(LanguageModel {
+        TaskKind::LanguageModel => Box::new(LanguageModel {
             axes,
             seq_len: data.seq_len().unwrap_or(1),
             eval_generate,

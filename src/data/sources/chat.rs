@@ -1,16 +1,16 @@
-//! `source = "chat"`: one conversation per jsonl line, rendered with the chat template, with
-//! the loss on the assistant turns (or everywhere), and overlong conversations skipped or cut.
+//! The conversation format: a row's messages rendered with the chat template, with the loss on
+//! the assistant turns (or everywhere), and overlong conversations skipped or cut.
 
 use crate::base::files::read_small_file;
 use crate::base::{Error, Result};
 use crate::data::chat::{check_messages, conversation, ChatTemplate};
-use crate::data::spec::{ChatSource, Overflow, TrainOn};
+use crate::data::spec::{Chat, Overflow, TrainOn};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::Example;
 use std::path::Path;
 
 /// The template of a chat source: `chat_template` (a file), else the tokenizer's.
-pub fn template(cfg: &ChatSource, base: &Path, tok: &Tokenizer) -> Result<ChatTemplate> {
+pub fn template(cfg: &Chat, base: &Path, tok: &Tokenizer) -> Result<ChatTemplate> {
     let tc = tok.config();
     let source = match &cfg.chat_template {
         Some(f) => read_small_file(&base.join(f)).map_err(|e| Error::ConfigField {
@@ -28,7 +28,7 @@ pub fn template(cfg: &ChatSource, base: &Path, tok: &Tokenizer) -> Result<ChatTe
     })
 }
 
-/// What one chat line gives.
+/// What one row gives.
 pub(super) enum Line {
     Blank,
     Example(Example),
@@ -38,33 +38,16 @@ pub(super) enum Line {
     Truncated(Example),
 }
 
-/// One conversation line, rendered, tokenized and masked.
-pub(super) fn chat_line(
-    cfg: &ChatSource,
-    t: &ChatTemplate,
-    tok: &Tokenizer,
-    file: &Path,
-    line_no: usize,
-    line: &str,
-) -> Result<Line> {
-    if line.trim().is_empty() {
-        return Ok(Line::Blank);
-    }
-    let v: serde_json::Value = serde_json::from_str(line)
-        .map_err(|e| Error::bad_line(file.display(), line_no, format!("invalid JSON: {e}")))?;
-    chat_value(cfg, t, tok, file, line_no, &v)
-}
-
-/// One conversation record (a line's object, or a parquet row).
+/// One conversation record (a line's object, or a parquet row), cut to `limit` tokens
+/// (`seq_len + 1`).
 pub(super) fn chat_value(
-    cfg: &ChatSource,
+    cfg: &Chat,
     t: &ChatTemplate,
     tok: &Tokenizer,
-    file: &Path,
-    line_no: usize,
+    limit: usize,
+    (file, line_no): (&Path, usize),
     v: &serde_json::Value,
 ) -> Result<Line> {
-    let limit = cfg.seq_len.unwrap_or(0) + 1;
     let bad = |m: String| Error::bad_line(file.display(), line_no, m);
     let msgs = v
         .get(&cfg.messages_field)

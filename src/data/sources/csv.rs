@@ -2,14 +2,14 @@
 
 use super::files::read;
 use crate::base::{Error, Result};
-use crate::data::spec::{CsvSource, CsvTask};
+use crate::data::spec::{CsvTask, Features};
 use crate::data::Example;
 use std::path::PathBuf;
 
 /// The largest class label (labels are read as float32, exact up to 2^24).
 const MAX_CLASS: f32 = 16_777_215.0;
 
-pub(super) fn csv(cfg: &CsvSource, files: &[PathBuf]) -> Result<(Vec<Example>, i64)> {
+pub(super) fn csv(cfg: &Features, files: &[PathBuf]) -> Result<(Vec<Example>, i64)> {
     let target = cfg.target.clone().unwrap_or_default();
     let mut out = vec![];
     let mut max_class = -1i64;

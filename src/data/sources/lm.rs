@@ -4,18 +4,13 @@
 
 use crate::base::seed::mix;
 use crate::base::{Error, Result};
-use crate::data::spec::{Generator, JsonlSource, SyntheticSource};
+use crate::data::spec::{Generator, Records, Synthetic};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::Example;
 use std::path::Path;
 
-/// Synthetic example `i` (a pure function of the seed and `i`).
-pub(super) fn synthetic_one(
-    cfg: &SyntheticSource,
-    seed: u64,
-    tok: &Tokenizer,
-    i: u64,
-) -> Result<Example> {
+/// Synthetic record `i`, a prompt and its completion (a pure function of the seed and `i`).
+pub(super) fn synthetic_record(cfg: &Synthetic, seed: u64, i: u64) -> Result<serde_json::Value> {
     let gen = cfg
         .generator
         .ok_or_else(|| Error::Config("[data]: no generator".into()))?;
@@ -40,7 +35,7 @@ pub(super) fn synthetic_one(
             (format!("{s}="), c)
         }
     };
-    prompt_completion(tok, &prompt, &completion)
+    Ok(serde_json::json!({ "prompt": prompt, "completion": completion }))
 }
 
 fn prompt_completion(tok: &Tokenizer, prompt: &str, completion: &str) -> Result<Example> {
@@ -97,25 +92,10 @@ impl Windows {
     }
 }
 
-/// One jsonl line: an example (None for a blank line), or an error naming file and line.
-pub(super) fn jsonl_line(
-    cfg: &JsonlSource,
-    tok: &Tokenizer,
-    file: &Path,
-    line_no: usize,
-    line: &str,
-) -> Result<Option<Example>> {
-    if line.trim().is_empty() {
-        return Ok(None);
-    }
-    let v: serde_json::Value = serde_json::from_str(line)
-        .map_err(|e| Error::bad_line(file.display(), line_no, format!("invalid JSON: {e}")))?;
-    jsonl_value(cfg, tok, file, line_no, &v).map(Some)
-}
-
-/// One jsonl record (a line's object, or a parquet row): `prompt` + `completion`, or `text`.
-pub(super) fn jsonl_value(
-    cfg: &JsonlSource,
+/// One record (a jsonl line's object, a parquet row, a generated record): `prompt` +
+/// `completion`, or `text`.
+pub(super) fn record_example(
+    cfg: &Records,
     tok: &Tokenizer,
     file: &Path,
     line_no: usize,

@@ -1,5 +1,6 @@
-//! Loading a dataset: the sources (text, jsonl, csv, synthetic, chat, mixtures), the train/eval
-//! split, packing, and the content-keyed store of prepared data ([`super::store`]).
+//! Loading a dataset: the readers (text, jsonl, parquet and csv files, generators) and formats
+//! (documents, records, conversations, feature rows), mixtures, the train/eval split, packing,
+//! and the content-keyed store of prepared data ([`super::store`]).
 
 pub mod chat;
 mod csv;
@@ -10,7 +11,7 @@ mod stream;
 
 pub use files::expand_files;
 
-use super::spec::{DataSpec, Source};
+use super::spec::{DataSpec, Features, Streams, Weighted};
 use super::store_write::StoreBuilder;
 use super::tokenizer::Tokenizer;
 use super::{split, Dataset, PrepStats, Split};
@@ -34,16 +35,9 @@ pub fn cache_key(
         None => "none".into(),
     };
     h = mix(h, fnv64(tok_id.as_bytes()));
-    let template = match &cfg.source {
-        Source::Chat(c) => c.chat_template.as_ref(),
-        Source::Parquet(p) => p.chat_template.as_ref(),
-        _ => None,
-    };
-    {
-        if let Some(f) = template {
-            let text = crate::base::files::read_small_file(&base.join(f))?;
-            h = mix(h, fnv64(text.as_bytes()));
-        }
+    if let Some(f) = cfg.chat_template() {
+        let text = crate::base::files::read_small_file(&base.join(f))?;
+        h = mix(h, fnv64(text.as_bytes()));
     }
     for f in files {
         h = mix(h, fnv64(f.to_string_lossy().as_bytes()));
@@ -88,55 +82,41 @@ pub fn load(
     if let Some(s) = super::store::open(&store_dir) {
         return Ok((from_store(s), true));
     }
-    let mut stats = PrepStats::default();
-    let window = cfg.seq_len().unwrap_or(0) + 1;
-    if let Source::Csv(c) = &cfg.source {
-        let (rows, num_classes) = csv::csv(c, &files)?;
-        if rows.is_empty() {
-            return Err(Error::Config("[data]: the dataset is empty".into()));
-        }
-        let (train, eval) = split(rows, cfg.eval_fraction, seed)?;
-        let num_features = c.features.len() as i64;
-        // Best effort: a store that cannot be written only costs time next run.
-        if let Ok(b) = StoreBuilder::new(&store_dir, 2) {
-            let _ = b.finish_rows(
-                (train.clone(), eval.clone()),
-                num_classes,
-                num_features,
-                &stats,
-            );
-        }
-        let ds = Dataset {
-            train: Split::Memory(train),
-            eval: Split::Memory(eval),
-            num_classes,
-            num_features,
-            stats,
-            max_id: None,
-        };
-        return Ok((ds, false));
+    if let Some(f) = cfg.features() {
+        return load_rows(cfg, f, &files, &store_dir, seed);
     }
-    let id_bytes = if tok.map_or(256, |t| t.vocab_size()) <= 65_536 {
-        2
-    } else {
-        4
+    let (Some(tok), Some(seq_len)) = (tok, cfg.seq_len()) else {
+        return Err(Error::Config(
+            "[data]: token data needs a tokenizer and `seq_len`".into(),
+        ));
     };
+    let id_bytes = if tok.vocab_size() <= 65_536 { 2 } else { 4 };
     let b = StoreBuilder::new(&store_dir, id_bytes).map_err(|e| {
         Error::Config(format!(
             "cannot keep the prepared data in {}: {e}; make it writable or choose another `[data] cache_dir`",
             cache_dir.display()
         ))
     })?;
+    let mut stats = PrepStats::default();
     let mut all = b.all()?;
-    let streamed = match &cfg.source {
-        Source::Mixture(parts) => stream_mixture(&b, parts, base, seed, tok, &mut stats, &mut all),
-        other => stream::stream_source(other, base, seed, tok, &mut stats, &mut |e| all.push(&e))
-            .map(|_| ()),
+    let streamed = match &cfg.streams {
+        Streams::Mixture(parts) => {
+            let m = Mixing {
+                base,
+                seed,
+                tok,
+                seq_len,
+            };
+            stream_mixture(&b, parts, &m, &mut stats, &mut all)
+        }
+        Streams::One(s) => stream::stream(s, seq_len, base, seed, tok, &mut stats, &mut |e| {
+            all.push(&e)
+        }),
     };
     // On any failure `b` is dropped, and its temporary directory with it.
     streamed?;
     let info = all.finish()?;
-    let pack = cfg.pack.then_some(window);
+    let pack = cfg.pack.then_some(seq_len + 1);
     b.finish(info, cfg.eval_fraction, seed, pack, 0, &stats)?;
     let s = super::store::open(&store_dir).ok_or_else(|| {
         Error::Config(format!(
@@ -145,6 +125,41 @@ pub fn load(
         ))
     })?;
     Ok((from_store(s), false))
+}
+
+/// Feature rows: read, split, and kept in a store (best effort).
+fn load_rows(
+    cfg: &DataSpec,
+    f: &Features,
+    files: &[PathBuf],
+    store_dir: &Path,
+    seed: u64,
+) -> Result<(Dataset, bool)> {
+    let stats = PrepStats::default();
+    let (rows, num_classes) = csv::csv(f, files)?;
+    if rows.is_empty() {
+        return Err(Error::Config("[data]: the dataset is empty".into()));
+    }
+    let (train, eval) = split(rows, cfg.eval_fraction, seed)?;
+    let num_features = f.features.len() as i64;
+    // Best effort: a store that cannot be written only costs time next run.
+    if let Ok(b) = StoreBuilder::new(store_dir, 2) {
+        let _ = b.finish_rows(
+            (train.clone(), eval.clone()),
+            num_classes,
+            num_features,
+            &stats,
+        );
+    }
+    let ds = Dataset {
+        train: Split::Memory(train),
+        eval: Split::Memory(eval),
+        num_classes,
+        num_features,
+        stats,
+        max_id: None,
+    };
+    Ok((ds, false))
 }
 
 fn from_store(s: super::store::Stored) -> Dataset {
@@ -163,7 +178,7 @@ fn from_store(s: super::store::Stored) -> Dataset {
 /// its own examples seeded by (seed, k), cycling when it has fewer. Sources follow each other
 /// in order; the split and the epoch order then interleave them. This gives, per source, the
 /// indices of its examples to take, in order.
-fn draws(parts: &[super::spec::Weighted], sizes: &[usize], seed: u64) -> Vec<Vec<usize>> {
+fn draws(parts: &[Weighted], sizes: &[usize], seed: u64) -> Vec<Vec<usize>> {
     let total: usize = sizes.iter().sum();
     let sum_w: f64 = parts.iter().map(|w| w.weight).sum();
     parts
@@ -178,35 +193,29 @@ fn draws(parts: &[super::spec::Weighted], sizes: &[usize], seed: u64) -> Vec<Vec
         .collect()
 }
 
-/// Streams source `k` of a mixture into `sink` (its errors name the source).
+/// What every stream of a mixture shares.
+struct Mixing<'a> {
+    base: &'a Path,
+    seed: u64,
+    tok: &'a Tokenizer,
+    seq_len: usize,
+}
+
+/// Streams stream `k` of a mixture into `sink` (its errors name the stream).
 fn stream_part(
     k: usize,
-    w: &super::spec::Weighted,
-    base: &Path,
-    seed: u64,
-    tok: Option<&Tokenizer>,
+    w: &Weighted,
+    m: &Mixing<'_>,
     stats: &mut PrepStats,
     sink: &mut stream::Sink<'_>,
 ) -> Result<usize> {
     let mut n = 0usize;
-    stream::stream_source(
-        &w.source,
-        base,
-        mix(seed, 0x313C + k as u64),
-        tok,
-        stats,
-        &mut |e| {
-            n += 1;
-            sink(e)
-        },
-    )
-    .map_err(|e| match e {
-        Error::ConfigField { field, message } => Error::ConfigField {
-            field: format!("sources.{k}.{field}"),
-            message,
-        },
-        other => other,
-    })?;
+    let seed = mix(m.seed, 0x313C + k as u64);
+    stream::stream(&w.stream, m.seq_len, m.base, seed, m.tok, stats, &mut |e| {
+        n += 1;
+        sink(e)
+    })
+    .map_err(|e| super::spec::in_stream(k, e))?;
     if n == 0 {
         return Err(Error::ConfigField {
             field: format!("sources.{k}"),
@@ -216,52 +225,23 @@ fn stream_part(
     Ok(n)
 }
 
-/// A mixture drawn in memory (see [`draws`]).
-pub(super) fn mixture(
-    parts: &[super::spec::Weighted],
-    base: &Path,
-    seed: u64,
-    tok: Option<&Tokenizer>,
-    stats: &mut PrepStats,
-) -> Result<Vec<super::Example>> {
-    let mut each = vec![];
-    for (k, w) in parts.iter().enumerate() {
-        let mut ex = vec![];
-        stream_part(k, w, base, seed, tok, stats, &mut |e| {
-            ex.push(e);
-            Ok(())
-        })?;
-        each.push(ex);
-    }
-    let sizes: Vec<usize> = each.iter().map(Vec::len).collect();
-    let picks = draws(parts, &sizes, seed);
-    stats.mixture = picks.iter().map(Vec::len).collect();
-    Ok(each
-        .iter()
-        .zip(&picks)
-        .flat_map(|(ex, idx)| idx.iter().map(|&i| ex[i].clone()))
-        .collect())
-}
-
-/// A mixture streamed through the store: each source into its own files, then the draws
-/// copied into `all`, so no source is held in memory.
+/// A mixture streamed through the store: each stream into its own files, then the draws
+/// copied into `all`, so no stream is held in memory.
 fn stream_mixture(
     b: &StoreBuilder,
-    parts: &[super::spec::Weighted],
-    base: &Path,
-    seed: u64,
-    tok: Option<&Tokenizer>,
+    parts: &[Weighted],
+    m: &Mixing<'_>,
     stats: &mut PrepStats,
     all: &mut super::store_write::SplitWriter,
 ) -> Result<()> {
     let mut infos = vec![];
     for (k, w) in parts.iter().enumerate() {
         let mut part = b.part(&format!("src-{k}"))?;
-        stream_part(k, w, base, seed, tok, stats, &mut |e| part.push(&e))?;
+        stream_part(k, w, m, stats, &mut |e| part.push(&e))?;
         infos.push(part.finish()?);
     }
     let sizes: Vec<usize> = infos.iter().map(|i| i.examples).collect();
-    let picks = draws(parts, &sizes, seed);
+    let picks = draws(parts, &sizes, m.seed);
     stats.mixture = picks.iter().map(Vec::len).collect();
     for (k, (info, idx)) in infos.iter().zip(&picks).enumerate() {
         let src = b.open_part(&format!("src-{k}"), info)?;
