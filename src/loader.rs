@@ -32,11 +32,7 @@ pub fn load_spec(m: &ModelLoad, device: Device, dtype: Option<Kind>) -> Result<L
         Some(d) => d.load_tokenizer(&m.base_dir)?,
         None => None,
     };
-    let mut axes = LmAxes::default();
-    if let Some((batch, seq)) = &m.input_axes {
-        axes.batch = batch.clone();
-        axes.seq = seq.clone();
-    }
+    let axes = m.input.as_ref().map(LmAxes::of).unwrap_or_default();
     let b = Builder::new(m.seed)
         .on(device)
         .dtype(dtype.unwrap_or(m.param_dtype));

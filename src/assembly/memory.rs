@@ -76,8 +76,8 @@ fn param_bytes(tree: &Node) -> i64 {
         .sum()
 }
 
-/// A model input for shape inference: named axes with sizes, and a dtype.
-pub type Input<'a> = (&'a crate::layers::Axes, tch::Kind);
+/// A model input for shape inference: named axes with sizes, a dtype, and their roles.
+pub type Input<'a> = &'a crate::layers::input::InputSpec;
 
 /// The output's named shape and dtype, from shape inference.
 pub type Output = (Vec<(String, i64)>, tch::Kind);
@@ -121,15 +121,14 @@ pub fn memory(
 }
 
 /// The side inputs a shape check passes: for each `ApplyExplicitAttentionMask`, a boolean meta
-/// mask `{seq, kv_seq}` over the input's `seq` axis (its last axis when none is named so), as
-/// `pzt logits --mask` gives one.
+/// mask `{seq, kv_seq}` over the input's sequence (its last axis when it has no sequence
+/// role), as `pzt logits --mask` gives one.
 fn planning_side_inputs(tree: &Node, input: Input) -> Result<SideInputs> {
     let mut side = SideInputs::new();
     let n = input
-        .0
-        .get("seq")
-        .or_else(|| input.0.values().last())
-        .copied()
+        .seq()
+        .map(|(_, n)| n)
+        .or_else(|| input.axes.values().last().copied())
         .unwrap_or(1);
     for (_, m) in crate::tree::select(tree)
         .at_instances_of("ApplyExplicitAttentionMask")
@@ -162,9 +161,9 @@ fn infer_shapes(tree: &Node, input: Input) -> Result<Output> {
             ))
         },
     )?;
-    let sizes: Vec<i64> = input.0.values().copied().collect();
-    let names: Vec<&str> = input.0.keys().map(|s| s.as_str()).collect();
-    let x = NamedTensor::wrap(meta_empty(&sizes, input.1)?, &names)?;
+    let sizes: Vec<i64> = input.axes.values().copied().collect();
+    let names: Vec<&str> = input.axes.keys().map(|s| s.as_str()).collect();
+    let x = NamedTensor::wrap(meta_empty(&sizes, input.dtype)?, &names)?;
     let _ng = tch::no_grad_guard();
     let y = meta.forward(x, &planning_side_inputs(tree, input)?)?;
     let y = y.into_tensor().map_err(|e| Error::Layer {

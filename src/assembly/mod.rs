@@ -1,6 +1,7 @@
 //! Model assembly as data: a model is built, then changed by a list of [`Rewrite`]s, each a
 //! selection ([`Select`]) and what to do to it ([`Action`]): LoRA adapters, freezing, training
-//! only some parameters, activation checkpointing, removal. One engine ([`apply`]) runs them in
+//! only some parameters, activation checkpointing, removal, and replacing, wrapping or inserting
+//! layers ([`structure`]). One engine ([`apply`]) runs them in
 //! order over the toolshed ([`crate::layers::toolshed`]), the way Penzai's selections are
 //! applied, and says which rewrite failed and why ([`RewriteError`]), without knowing where the
 //! rewrite was written: a recipe's `[strategy]` and its `[[patch]]`es both become rewrites
@@ -28,9 +29,11 @@
 pub mod checkpoint;
 pub mod memory;
 mod spec;
+pub mod structure;
 mod targets;
 
-pub use spec::{hf_tree, LayersFn, ModelSpec, Source};
+pub use spec::{hf_tree, LayersFn, ModelSpec, NewLayerFn, NewLayers, Source};
+pub use structure::{MakeLayer, Place};
 
 use crate::base::{Error, Result};
 use crate::layers::toolshed::{self, LoraConfig};
@@ -96,6 +99,12 @@ pub enum Action {
     Checkpoint,
     /// Take the selected subtrees out of their parents.
     Remove,
+    /// Replace each match with layer `layer` of the context's [`MakeLayer`].
+    Replace { layer: usize },
+    /// Put each match inside layer `layer` of the context's [`MakeLayer`].
+    Wrap { layer: usize },
+    /// Insert layer `layer` of the context's [`MakeLayer`] before (or `after`) each match.
+    Insert { layer: usize, after: bool },
 }
 
 /// One rewrite.
@@ -208,6 +217,8 @@ impl RewriteError {
 /// adapters).
 pub struct Context<'a> {
     builder: &'a Builder,
+    /// What structural rewrites put in place.
+    layers: Option<&'a dyn MakeLayer>,
     arch: Option<&'a Arch>,
     /// `(HF module, weight label)` of each Linear of the pretrained model.
     modules: Option<Vec<(String, String)>>,
@@ -217,12 +228,19 @@ impl<'a> Context<'a> {
     pub fn new(builder: &'a Builder) -> Context<'a> {
         Context {
             builder,
+            layers: None,
             arch: None,
             modules: None,
         }
     }
 
     /// The model is this pretrained architecture.
+    /// The layers that replace, wrap and insert rewrites put in place.
+    pub fn with_layers(mut self, layers: &'a dyn MakeLayer) -> Context<'a> {
+        self.layers = Some(layers);
+        self
+    }
+
     pub fn with_arch(mut self, arch: &'a Arch) -> Result<Context<'a>> {
         self.modules = Some(target_modules(arch)?);
         self.arch = Some(arch);
@@ -264,7 +282,19 @@ fn select_in(
 }
 
 fn act(selection: &Selection, action: &Action, cx: &Context) -> Result<Node, Problem> {
+    let layers = || {
+        cx.layers.ok_or_else(|| {
+            Problem::Failed(Error::Config(
+                "a replace, wrap or insert rewrite needs layers to put in place (Context::with_layers)".into(),
+            ))
+        })
+    };
     match action {
+        Action::Replace { layer } => structure::replace(selection, *layer, layers()?, cx.builder),
+        Action::Wrap { layer } => structure::wrap(selection, *layer, layers()?, cx.builder),
+        Action::Insert { layer, after } => {
+            structure::insert(selection, *layer, *after, layers()?, cx.builder)
+        }
         Action::Freeze => toolshed::freeze(selection).map_err(Problem::Failed),
         Action::Checkpoint => toolshed::checkpoint_activations(selection).map_err(Problem::Failed),
         Action::Remove => selection.remove_from_parent().map_err(Problem::Failed),

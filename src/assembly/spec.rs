@@ -1,7 +1,7 @@
 //! [`ModelSpec`]: a model as data, a source and the rewrites applied to it, built by one
 //! engine with any parameter [`Builder`] (shapes only, seeded values, a device and a dtype).
 
-use super::{apply, Context, Rewrite};
+use super::{apply, Action, Context, MakeLayer, Place, Rewrite, Select};
 use crate::base::{Error, Result};
 use crate::tree::{Builder, Node, Registry};
 use std::path::{Path, PathBuf};
@@ -9,6 +9,30 @@ use std::sync::Arc;
 
 /// Builds a tree with parameters from a builder.
 pub type LayersFn = Arc<dyn Fn(&Builder) -> Result<Node> + Send + Sync>;
+
+/// Makes the layer a replace, wrap or insert rewrite puts at a place.
+pub type NewLayerFn = Arc<dyn Fn(&Place<'_>, &Builder) -> Result<Node> + Send + Sync>;
+
+/// The layers a model's structural rewrites put in place (rewrite `Replace { layer: k }` uses
+/// the `k`-th).
+#[derive(Clone, Default)]
+pub struct NewLayers(pub Vec<NewLayerFn>);
+
+impl std::fmt::Debug for NewLayers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NewLayers({})", self.0.len())
+    }
+}
+
+impl MakeLayer for NewLayers {
+    fn make(&self, layer: usize, place: &Place<'_>, builder: &Builder) -> Result<Node> {
+        let f = self
+            .0
+            .get(layer)
+            .ok_or_else(|| Error::Config(format!("no layer {layer} for a structural rewrite")))?;
+        f(place, builder)
+    }
+}
 
 /// Where a model comes from.
 #[derive(Clone)]
@@ -47,6 +71,8 @@ pub struct ModelSpec {
     /// The Hugging Face directory a [`Source::Layers`] model loads, whose module names LoRA
     /// targets and PEFT adapters use (the other sources know theirs).
     pub pretrained: Option<PathBuf>,
+    /// The layers of its replace, wrap and insert rewrites.
+    pub layers: NewLayers,
 }
 
 impl ModelSpec {
@@ -79,6 +105,47 @@ impl ModelSpec {
     /// The same model with one more rewrite.
     pub fn with(mut self, r: Rewrite) -> ModelSpec {
         self.rewrites.push(r);
+        self
+    }
+
+    /// The same model with the matches of `select` replaced by what `f` makes at their place.
+    pub fn replace(
+        self,
+        select: Select,
+        f: impl Fn(&Place<'_>, &Builder) -> Result<Node> + Send + Sync + 'static,
+    ) -> ModelSpec {
+        self.structural(select, f, |layer| Action::Replace { layer })
+    }
+
+    /// The same model with each match of `select` inside what `f` makes (`place.wrapped`).
+    pub fn wrap(
+        self,
+        select: Select,
+        f: impl Fn(&Place<'_>, &Builder) -> Result<Node> + Send + Sync + 'static,
+    ) -> ModelSpec {
+        self.structural(select, f, |layer| Action::Wrap { layer })
+    }
+
+    /// The same model with what `f` makes inserted before (or `after`) each match of
+    /// `select`, named `<match>_before` (`<match>_after`).
+    pub fn insert(
+        self,
+        select: Select,
+        after: bool,
+        f: impl Fn(&Place<'_>, &Builder) -> Result<Node> + Send + Sync + 'static,
+    ) -> ModelSpec {
+        self.structural(select, f, |layer| Action::Insert { layer, after })
+    }
+
+    fn structural(
+        mut self,
+        select: Select,
+        f: impl Fn(&Place<'_>, &Builder) -> Result<Node> + Send + Sync + 'static,
+        action: impl FnOnce(usize) -> Action,
+    ) -> ModelSpec {
+        let layer = self.layers.0.len();
+        self.layers.0.push(Arc::new(f));
+        self.rewrites.push(Rewrite::new(select, action(layer)));
         self
     }
 
@@ -137,7 +204,9 @@ impl ModelSpec {
             Some(d) => Some(crate::models::hf::read_config(d)?),
             None => None,
         };
-        let cx = self.context(builder, arch.as_ref())?;
+        let cx = self
+            .context(builder, arch.as_ref())?
+            .with_layers(&self.layers);
         apply(tree, &self.rewrites, &cx).map_err(|e| {
             let origin = self.rewrites.get(e.index).and_then(|r| r.origin.clone());
             let message = e.into_error().to_string();
@@ -159,6 +228,7 @@ impl From<Source> for ModelSpec {
             source,
             rewrites: vec![],
             pretrained: None,
+            layers: NewLayers::default(),
         }
     }
 }

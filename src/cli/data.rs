@@ -1,7 +1,7 @@
 //! `pzt data RECIPE [--show N] [--export FILE] [--set KEY=VALUE]... [--json]`.
 
 use super::common::{lib_err, Failure};
-use pzt::data::report::{export_line, marked, stats, train_source_order};
+use pzt::data::report::{export_line, marked, stats, train_source_order, DataStats};
 use pzt::data::tokenizer::Tokenizer;
 use pzt::data::Dataset;
 use std::io::Write;
@@ -58,7 +58,9 @@ pub fn run(a: Args) -> Result<(), Failure> {
         export(path, &ds_plain, &order)?;
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+        // Through a JSON value, whose keys are sorted.
+        let v = serde_json::to_value(&st).unwrap_or_default();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
     let mut out = summary(&r, &data, &st, window, cached);
@@ -93,23 +95,20 @@ fn export(
     Ok(())
 }
 
-/// A count from the statistics with its digits grouped, or "-" when it is missing.
-fn grouped(v: &serde_json::Value) -> String {
-    v.as_u64()
-        .map(|n| pzt::base::text::grouped(n as i64))
-        .unwrap_or_else(|| "-".into())
+/// A count with its digits grouped.
+fn g(n: usize) -> String {
+    pzt::base::text::grouped(n as i64)
 }
 
 /// The statistics as text: the dataset, its counts, mixture, packing and lengths.
 fn summary(
     r: &pzt::recipe::Recipe,
     data: &pzt::data::spec::DataSpec,
-    st: &serde_json::Value,
+    st: &DataStats,
     window: usize,
     cached: bool,
 ) -> String {
     let mut out = String::new();
-    let g = grouped;
     out.push_str(&format!(
         "data        `{}` ({}, {})\n",
         r.run.name,
@@ -118,34 +117,35 @@ fn summary(
     ));
     out.push_str(&format!(
         "examples    {} train, {} eval\n",
-        g(&st["train_examples"]),
-        g(&st["eval_examples"])
+        g(st.train_examples),
+        g(st.eval_examples)
     ));
     out.push_str(&format!(
         "tokens      {} ({} carry loss)\n",
-        g(&st["tokens"]),
-        g(&st["loss_tokens"])
+        g(st.tokens),
+        g(st.loss_tokens)
     ));
     out.push_str(&format!(
         "overflow    {} skipped, {} truncated (longer than {} tokens)\n",
-        g(&st["skipped"]),
-        g(&st["truncated"]),
+        g(st.skipped),
+        g(st.truncated),
         window
     ));
-    if let Some(m) = st["mixture"].as_array().filter(|m| !m.is_empty()) {
-        let parts: Vec<String> = m
+    if !st.mixture.is_empty() {
+        let parts: Vec<String> = st
+            .mixture
             .iter()
             .enumerate()
-            .map(|(i, n)| format!("source {i}: {}", g(n)))
+            .map(|(i, n)| format!("source {i}: {}", g(*n)))
             .collect();
         out.push_str(&format!("mixture     {} examples\n", parts.join(", ")));
     }
-    if st["packed"].as_bool() == Some(true) {
+    if st.packed {
         out.push_str(&format!(
             "packing     {} documents in {} train windows of {window} tokens, {:.1}% full\n",
-            g(&st["documents"]),
-            g(&st["train_examples"]),
-            100.0 * st["packed_fill"].as_f64().unwrap_or(0.0)
+            g(st.documents),
+            g(st.train_examples),
+            100.0 * st.packed_fill.unwrap_or(0.0)
         ));
     }
     push_lengths(&mut out, st, window);
@@ -153,34 +153,31 @@ fn summary(
 }
 
 /// Appends the example lengths and their histogram to `out`, when the statistics have them.
-fn push_lengths(out: &mut String, st: &serde_json::Value, window: usize) {
-    let g = grouped;
-    if let Some(mean) = st["mean_length"].as_f64() {
+fn push_lengths(out: &mut String, st: &DataStats, window: usize) {
+    let opt = |n: Option<usize>| n.map(g).unwrap_or_else(|| "-".into());
+    if let Some(mean) = st.mean_length {
         out.push_str(&format!(
             "length      {} to {}, mean {mean:.1}; unpacked windows of {window} are {:.1}% full\n",
-            g(&st["min_length"]),
-            g(&st["max_length"]),
-            100.0 * st["unpacked_fill"].as_f64().unwrap_or(0.0)
+            opt(st.min_length),
+            opt(st.max_length),
+            100.0 * st.unpacked_fill.unwrap_or(0.0)
         ));
         out.push_str("histogram\n");
-        let max = st["length_histogram"]
-            .as_array()
-            .map(|h| {
-                h.iter()
-                    .filter_map(|b| b["examples"].as_u64())
-                    .max()
-                    .unwrap_or(0)
-            })
+        let max = st
+            .length_histogram
+            .iter()
+            .map(|b| b.examples)
+            .max()
             .unwrap_or(0)
             .max(1);
-        for b in st["length_histogram"].as_array().into_iter().flatten() {
-            let n = b["examples"].as_u64().unwrap_or(0);
+        for b in &st.length_histogram {
+            let n = b.examples;
             let line = format!(
                 "  {:>6} - {:<6} {:>8}  {}",
-                g(&b["from"]),
-                g(&b["to"]),
-                pzt::base::text::grouped(n as i64),
-                "#".repeat(((n * 40).div_ceil(max)) as usize)
+                g(b.from),
+                g(b.to),
+                g(n),
+                "#".repeat((n * 40).div_ceil(max))
             );
             out.push_str(line.trim_end());
             out.push('\n');

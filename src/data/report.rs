@@ -6,7 +6,8 @@ use super::tokenizer::Tokenizer;
 use super::{permutation, Dataset, Example};
 use crate::base::seed::mix;
 use crate::base::Result;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
 
 /// The indices into `ds.train` in the order the examples came from their source (the split
 /// visits a permutation of the source, as [`super::split`] does).
@@ -23,9 +24,46 @@ pub fn train_source_order(ds: &Dataset, seed: u64) -> Vec<usize> {
     order.into_iter().map(|(_, j)| j).collect()
 }
 
+/// What `pzt data` counts of a prepared dataset (`--json` writes it, keys sorted).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DataStats {
+    /// Whether the training windows are packed.
+    pub packed: bool,
+    /// Documents over all examples (a packed window holds several).
+    pub documents: usize,
+    /// How full the packed training windows are (0 to 1).
+    pub packed_fill: Option<f64>,
+    pub train_examples: usize,
+    pub eval_examples: usize,
+    pub tokens: usize,
+    /// Tokens that carry the loss.
+    pub loss_tokens: usize,
+    pub skipped: usize,
+    /// For a mixture: the examples each source contributed.
+    pub mixture: Vec<usize>,
+    pub truncated: usize,
+    pub min_length: Option<usize>,
+    pub max_length: Option<usize>,
+    pub mean_length: Option<f64>,
+    /// Tokens a window holds (`seq_len + 1`; 0 for feature rows).
+    pub window: usize,
+    /// How full unpacked windows would be (0 to 1).
+    pub unpacked_fill: Option<f64>,
+    /// Eight equal bins of example lengths.
+    pub length_histogram: Vec<LengthBin>,
+}
+
+/// Examples with `from` to `to` tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LengthBin {
+    pub from: usize,
+    pub to: usize,
+    pub examples: usize,
+}
+
 /// Statistics of a prepared dataset whose windows hold `window` tokens (`seq_len + 1`),
 /// read in one pass over the examples.
-pub fn stats(ds: &Dataset, window: usize) -> Result<Value> {
+pub fn stats(ds: &Dataset, window: usize) -> Result<DataStats> {
     let (mut lens, mut loss, mut documents) = (vec![], 0usize, 0usize);
     let (mut packed, mut train_tokens) = (false, 0usize);
     for (is_train, split) in [(true, &ds.train), (false, &ds.eval)] {
@@ -53,37 +91,35 @@ pub fn stats(ds: &Dataset, window: usize) -> Result<Value> {
         for b in 0..8 {
             let (a, z) = (b * width + 1, (b + 1) * width);
             let count = lens.iter().filter(|&&l| l >= a && l <= z).count();
-            hist.push(json!({"from": a, "to": z, "examples": count}));
+            hist.push(LengthBin {
+                from: a,
+                to: z,
+                examples: count,
+            });
         }
     }
-    let fill = if lens.is_empty() || window == 0 {
-        Value::Null
-    } else {
-        json!(tokens as f64 / (lens.len() * window) as f64)
-    };
-    let packed_fill = if packed && window > 0 && !ds.train.is_empty() {
-        json!(train_tokens as f64 / (ds.train.len() * window) as f64)
-    } else {
-        Value::Null
-    };
-    Ok(json!({
-        "packed": packed,
-        "documents": documents,
-        "packed_fill": packed_fill,
-        "train_examples": ds.train.len(),
-        "eval_examples": ds.eval.len(),
-        "tokens": tokens,
-        "loss_tokens": loss,
-        "skipped": ds.stats.skipped,
-        "mixture": ds.stats.mixture,
-        "truncated": ds.stats.truncated,
-        "min_length": lens.iter().min(),
-        "max_length": lens.iter().max(),
-        "mean_length": if lens.is_empty() { Value::Null } else { json!(tokens as f64 / lens.len() as f64) },
-        "window": window,
-        "unpacked_fill": fill,
-        "length_histogram": hist,
-    }))
+    let fill =
+        (!lens.is_empty() && window > 0).then(|| tokens as f64 / (lens.len() * window) as f64);
+    let packed_fill = (packed && window > 0 && !ds.train.is_empty())
+        .then(|| train_tokens as f64 / (ds.train.len() * window) as f64);
+    Ok(DataStats {
+        packed,
+        documents,
+        packed_fill,
+        train_examples: ds.train.len(),
+        eval_examples: ds.eval.len(),
+        tokens,
+        loss_tokens: loss,
+        skipped: ds.stats.skipped,
+        mixture: ds.stats.mixture.clone(),
+        truncated: ds.stats.truncated,
+        min_length: lens.iter().min().copied(),
+        max_length: lens.iter().max().copied(),
+        mean_length: (!lens.is_empty()).then(|| tokens as f64 / lens.len() as f64),
+        window,
+        unpacked_fill: fill,
+        length_histogram: hist,
+    })
 }
 
 /// One example as text with the tokens that carry loss between `[[` and `]]` (newlines

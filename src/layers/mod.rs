@@ -13,6 +13,7 @@ mod args;
 pub mod attention;
 pub mod embedding;
 pub mod grouping;
+pub mod input;
 pub mod kv_cache;
 pub mod linear;
 pub mod masks;

@@ -119,6 +119,15 @@ impl Default for LmAxes {
 }
 
 impl LmAxes {
+    /// The axes of a language model whose input has `roles` (its vocabulary axis `vocab`).
+    pub fn of(roles: &crate::layers::input::InputRoles) -> LmAxes {
+        LmAxes {
+            batch: roles.batch.clone(),
+            seq: roles.item_axis().to_string(),
+            ..LmAxes::default()
+        }
+    }
+
     /// The order `[batch, seq, vocab]` of an output; when it has no `vocab` axis but exactly
     /// one axis besides `batch` and `seq`, that one is the vocabulary.
     fn output_order(&self, y: &NamedTensor) -> Vec<String> {

@@ -9,13 +9,32 @@ use super::sections::DeclaredInput;
 use super::source::Diagnostic;
 use crate::data::spec::DataSpec;
 use crate::layers::Axes;
-use crate::spec::{InputSpec, TrainConfig};
+use crate::spec::{InputRoles, InputSpec, TrainConfig};
 
 /// The batch a training run feeds the model: (axis, size, where the size is set) for the batch
 /// and the sequence (or features) axes, and the input dtype.
 struct TrainingBatch {
     axes: [(&'static str, i64, &'static str); 2],
     dtype: tch::Kind,
+}
+
+impl TrainingBatch {
+    /// The input it makes: its axes, dtype and roles.
+    fn input(&self) -> InputSpec {
+        let [(b, _, _), (item, _, key)] = self.axes;
+        InputSpec {
+            axes: self
+                .axes
+                .iter()
+                .map(|(n, s, _)| (n.to_string(), *s))
+                .collect(),
+            dtype: self.dtype,
+            roles: Some(match key {
+                "data.features" => InputRoles::features(b, item),
+                _ => InputRoles::tokens(b, item),
+            }),
+        }
+    }
 }
 
 fn training_batch(train: &TrainConfig, data: &DataSpec) -> Option<TrainingBatch> {
@@ -59,10 +78,7 @@ pub fn resolve(
         _ => None,
     };
     let Some(declared) = declared else {
-        return Ok(batch.map(|b| InputSpec {
-            axes: b.axes.iter().map(|(n, s, _)| (n.to_string(), *s)).collect(),
-            dtype: b.dtype,
-        }));
+        return Ok(batch.map(|b| b.input()));
     };
     let axes = match (declared.axes, &batch) {
         (Some(axes), _) => axes,
@@ -82,7 +98,12 @@ pub fn resolve(
         .dtype
         .or(batch.as_ref().map(|b| b.dtype))
         .unwrap_or(tch::Kind::Float);
-    Ok(Some(InputSpec { axes, dtype }))
+    // The training data says what the second axis holds; else the dtype does.
+    let mut input = InputSpec::new(axes, dtype);
+    if let Some(d) = data {
+        input.roles = InputRoles::of_axes(&input.axes, d.is_lm());
+    }
+    Ok(Some(input))
 }
 
 /// Declared axes and the training batch must have the same sizes, axis by axis (the trainer

@@ -64,10 +64,6 @@ impl Recipe {
     /// tokenizer and chat template are.
     pub fn model_load(&self, registry: &Registry) -> Result<ModelLoad> {
         Plan::shapes_only(self.clone(), registry)?;
-        let axes = self.input.as_ref().and_then(|i| {
-            let names: Vec<&String> = i.axes.keys().collect();
-            (names.len() == 2).then(|| (names[0].clone(), names[1].clone()))
-        });
         Ok(ModelLoad {
             model: super::plan::model_spec(self, registry)?,
             registry: registry.clone(),
@@ -80,7 +76,7 @@ impl Recipe {
                 .parent()
                 .map(Path::to_path_buf)
                 .unwrap_or_default(),
-            input_axes: axes,
+            input: self.input.as_ref().and_then(|i| i.roles.clone()),
             hf_dir: self.hf_dir(),
         })
     }

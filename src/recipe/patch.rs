@@ -1,23 +1,21 @@
 //! Applying `[[patch]]`es: each selects subtrees with a text selector and replaces, wraps,
-//! inserts next to, or removes them. Patches apply in order; unchanged parts of the tree (and
-//! all their parameters) are shared.
-//!
-//! Labels of parameters created by a patch follow the tree path of the selected subtree:
-//! `replace` and `wrap` build `with` at the selected path (a replacement that declares the same
-//! label and shape as a parameter it replaces gets a fresh value for it); `insert_before` /
-//! `insert_after` build it at `<path>_before` / `<path>_after`. `wrap` needs a container kind:
-//! the selected subtree becomes the `delta` of a `Residual`, or the first child of a sequence
-//! or branch kind.
+//! inserts next to, removes, freezes, checkpoints or adapts them. Every patch is one rewrite of
+//! the assembly engine ([`crate::assembly`]), which places the layers and makes their
+//! parameters (see [`crate::assembly::structure`]); this module builds a patch's `with` table
+//! and locates the engine's errors at the patch. Patches apply in order; unchanged parts of the
+//! tree (and all their parameters) are shared. `wrap` needs a container kind: the selected
+//! subtree becomes the `delta` of a `Residual`, or the first child of a sequence or branch
+//! kind.
 
 use super::decode::join;
 use super::model::ModelBuilder;
 use super::raw::{REntry, RNode, RVal};
 use super::source::{Diagnostic, Loc};
 use super::{Action, PatchSpec};
-use crate::assembly::{self, Problem, Rewrite, RewriteError, Select};
+use crate::assembly::{self, MakeLayer, Place, Problem, Rewrite, RewriteError, Select};
 use crate::layers::toolshed::LoraConfig;
-use crate::tree::{ChildLayout, Node, Selection};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use crate::tree::{Builder, ChildLayout, Node};
+use std::cell::RefCell;
 
 fn shifted(loc: &Option<Loc>, column: usize) -> Option<Loc> {
     loc.as_ref().map(|l| {
@@ -28,13 +26,6 @@ fn shifted(loc: &Option<Loc>, column: usize) -> Option<Loc> {
             span: start..start + 1,
         }
     })
-}
-
-fn labels_in(n: &Node) -> BTreeSet<String> {
-    n.all_param_entries()
-        .into_iter()
-        .map(|(_, _, e)| e.label().to_string())
-        .collect()
 }
 
 fn build_with(mb: &ModelBuilder<'_>, p: &PatchSpec, path: &[String]) -> Result<Node, Diagnostic> {
@@ -182,7 +173,12 @@ pub fn apply_patches(
     patches: &[PatchSpec],
     mb: &ModelBuilder<'_>,
 ) -> Result<Node, Diagnostic> {
-    for p in patches {
+    let layers = PatchLayers {
+        mb,
+        patches,
+        failed: RefCell::new(None),
+    };
+    for (k, p) in patches.iter().enumerate() {
         let kp = format!("patch.{}.select", p.index);
         let select = Select::Selectors {
             selectors: vec![p.select.clone()],
@@ -193,121 +189,59 @@ pub fn apply_patches(
                 .at(p.loc.clone())
                 .key(format!("patch.{}", p.index))
         };
-        // The toolshed's actions are rewrites of the assembly engine.
-        let rewrite = match p.action {
-            Action::Remove => Some(assembly::Action::Remove),
-            Action::Freeze => Some(assembly::Action::Freeze),
-            Action::Checkpoint => Some(assembly::Action::Checkpoint),
-            Action::Lora => Some(assembly::Action::Lora {
+        // Every action is a rewrite of the assembly engine; `with` tables are built by
+        // `layers` (patch `k`'s is layer `k`).
+        let action = match p.action {
+            Action::Remove => assembly::Action::Remove,
+            Action::Freeze => assembly::Action::Freeze,
+            Action::Checkpoint => assembly::Action::Checkpoint,
+            Action::Lora => assembly::Action::Lora {
                 config: lora_settings(p)?,
                 init: None,
-            }),
-            _ => None,
+            },
+            Action::Replace => assembly::Action::Replace { layer: k },
+            Action::Wrap => assembly::Action::Wrap { layer: k },
+            Action::InsertBefore | Action::InsertAfter => assembly::Action::Insert {
+                layer: k,
+                after: p.action == Action::InsertAfter,
+            },
         };
-        if let Some(action) = rewrite {
-            let cx = assembly::Context::new(mb.builder);
-            tree = assembly::apply(tree, &[Rewrite::new(select, action)], &cx)
-                .map_err(|e| located(p, &kp, e, &patch_err))?;
-            check_depth(&tree, &patch_err)?;
-            continue;
-        }
-        let selection = match assembly::select(&tree, &select) {
-            Ok(s) => s,
-            Err(problem) => {
-                let e = RewriteError { index: 0, problem };
-                return Err(located(p, &kp, e, &patch_err));
-            }
-        };
-        tree = match p.action {
-            Action::Replace => replace(mb, p, &selection, &patch_err)?,
-            Action::Wrap => {
-                let mut news: HashMap<Vec<String>, Node> = HashMap::new();
-                for (path, (_, old)) in selection.path_segments().iter().zip(selection.get()) {
-                    news.insert(path.clone(), wrap_node(mb, p, path, old)?);
-                }
-                selection
-                    .apply(|path, old| Ok(news.remove(path).unwrap_or_else(|| old.clone())))
-                    .map_err(patch_err)?
-            }
-            Action::InsertBefore | Action::InsertAfter => insert(mb, p, &selection, &patch_err)?,
-            Action::Remove | Action::Freeze | Action::Checkpoint | Action::Lora => tree,
+        let cx = assembly::Context::new(mb.builder).with_layers(&layers);
+        tree = match assembly::apply(tree, &[Rewrite::new(select, action)], &cx) {
+            Ok(t) => t,
+            // A `with` table that failed to build has its own located diagnostic.
+            Err(e) => match layers.failed.take() {
+                Some(d) => return Err(d),
+                None => return Err(located(p, &kp, e, &patch_err)),
+            },
         };
         check_depth(&tree, &patch_err)?;
     }
     Ok(tree)
 }
 
-/// `replace`: one rewrite for all matches. Labels only a replaced subtree held are forgotten,
-/// so that its replacement makes fresh parameters for them; a label also held outside the
-/// matches, by a match still to come or by a replacement already built is kept (as replacing
-/// one match after the other would).
-fn replace(
-    mb: &ModelBuilder<'_>,
-    p: &PatchSpec,
-    selection: &Selection,
-    patch_err: &dyn Fn(crate::Error) -> Diagnostic,
-) -> Result<Node, Diagnostic> {
-    let outside: HashSet<String> = selection
-        .invert()
-        .get()
-        .iter()
-        .flat_map(|(_, n)| labels_in(n))
-        .collect();
-    let mut remaining: HashMap<String, usize> = HashMap::new();
-    for (_, n) in selection.get() {
-        for l in labels_in(n) {
-            *remaining.entry(l).or_default() += 1;
-        }
-    }
-    let mut built: HashSet<String> = HashSet::new();
-    let mut news: HashMap<Vec<String>, Node> = HashMap::new();
-    for (path, (_, old)) in selection.path_segments().iter().zip(selection.get()) {
-        let mine = labels_in(old);
-        for l in &mine {
-            if let Some(c) = remaining.get_mut(l) {
-                *c -= 1;
-            }
-        }
-        for l in mine {
-            let held = outside.contains(&l)
-                || built.contains(&l)
-                || remaining.get(&l).is_some_and(|&c| c > 0);
-            if !held {
-                mb.builder.forget(&l);
-            }
-        }
-        let new = build_with(mb, p, path)?;
-        built.extend(labels_in(&new));
-        news.insert(path.clone(), new);
-    }
-    selection
-        .apply(|path, old| Ok(news.remove(path).unwrap_or_else(|| old.clone())))
-        .map_err(patch_err)
+/// The layers of a recipe's patches: layer `k` is patch `k`'s `with` table, built at the
+/// place the engine gives. A table that fails keeps its located diagnostic in `failed`.
+struct PatchLayers<'m, 'b> {
+    mb: &'m ModelBuilder<'b>,
+    patches: &'m [PatchSpec],
+    failed: RefCell<Option<Diagnostic>>,
 }
 
-/// `insert_before` / `insert_after`: `with` built at `<path>_before` / `<path>_after`.
-fn insert(
-    mb: &ModelBuilder<'_>,
-    p: &PatchSpec,
-    selection: &Selection,
-    patch_err: &dyn Fn(crate::Error) -> Diagnostic,
-) -> Result<Node, Diagnostic> {
-    let after = p.action == Action::InsertAfter;
-    let suffix = if after { "_after" } else { "_before" };
-    let mut failed: Option<Diagnostic> = None;
-    let out = selection.insert_each(after, |path| {
-        let mut lp = path.to_vec();
-        if let Some(last) = lp.last_mut() {
-            last.push_str(suffix);
-        }
-        build_with(mb, p, &lp).map_err(|d| {
-            failed = Some(d);
-            crate::Error::Config(String::new())
+impl MakeLayer for PatchLayers<'_, '_> {
+    fn make(&self, layer: usize, place: &Place<'_>, _: &Builder) -> crate::Result<Node> {
+        let p = self
+            .patches
+            .get(layer)
+            .ok_or_else(|| crate::Error::Config(format!("no patch {layer}")))?;
+        let built = match place.wrapped {
+            Some(old) => wrap_node(self.mb, p, place.path, old),
+            None => build_with(self.mb, p, place.path),
+        };
+        built.map_err(|d| {
+            *self.failed.borrow_mut() = Some(d);
+            crate::Error::Config(format!("patch {} could not build its `with`", p.index))
         })
-    });
-    match (out, failed) {
-        (_, Some(d)) => Err(d),
-        (r, None) => r.map_err(patch_err),
     }
 }
 

@@ -55,7 +55,7 @@ impl Plan {
         let mut activations = 0;
         let mut output = None;
         if let Some(input) = &recipe.input {
-            match memory::activations(&tree, (&input.axes, input.dtype)) {
+            match memory::activations(&tree, input) {
                 Ok((o, bytes)) => {
                     output = Some(o);
                     activations = bytes;

@@ -5,7 +5,7 @@ use super::plan::Plan;
 use super::source::{Diagnostic, Loc};
 use super::{diagnose, recipe_error, Recipe};
 use crate::base::{Error, Result};
-use crate::spec::RunSpec;
+use crate::spec::{InputRoles, RunSpec};
 use crate::tree::Registry;
 
 impl Recipe {
@@ -33,13 +33,13 @@ impl Recipe {
     pub fn eval_spec(&self, registry: &Registry) -> Result<RunSpec> {
         let data = self.need(&self.data, "data")?.clone();
         let train = self.need(&self.train, "train")?.clone();
-        let input_axes = match &self.input {
-            Some(i) if i.axes.len() == 2 => {
-                let names: Vec<&String> = i.axes.keys().collect();
-                (names[0].clone(), names[1].clone())
-            }
-            Some(_) => return Err(Error::Config("training needs `[model.input]` with exactly two axes: (batch, seq) or (batch, features)".into())),
-            None => ("batch".into(), if data.is_lm() { "seq".into() } else { "features".into() }),
+        let input = match &self.input {
+            Some(i) => match &i.roles {
+                Some(r) => r.clone(),
+                None => return Err(Error::Config("training needs `[model.input]` with exactly two axes: (batch, seq) or (batch, features)".into())),
+            },
+            None if data.is_lm() => InputRoles::tokens("batch", "seq"),
+            None => InputRoles::features("batch", "features"),
         };
         // The model is checked (shapes on the meta device) before anything runs, so that a
         // mistake in it is reported at its place in the recipe.
@@ -49,7 +49,7 @@ impl Recipe {
             model: super::plan::model_spec(self, registry)?,
             registry: registry.clone(),
             param_dtype: self.param_dtype,
-            input_axes,
+            input,
             data,
             train,
             optim: self.optim.clone(),

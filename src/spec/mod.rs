@@ -14,7 +14,6 @@ pub use train::{DistBackend, Precision, TrainConfig};
 
 use crate::assembly::ModelSpec;
 use crate::data::spec::DataSpec;
-use crate::layers::Axes;
 use crate::tree::Registry;
 use std::path::PathBuf;
 
@@ -29,13 +28,7 @@ pub struct RunSection {
     pub out_dir: PathBuf,
 }
 
-/// The input of the model (`[model.input]`, or derived from `[train] batch_size` and `[data]`):
-/// named axes and a dtype.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InputSpec {
-    pub axes: Axes,
-    pub dtype: tch::Kind,
-}
+pub use crate::layers::input::{InputRoles, InputSpec};
 
 /// A model to load and run (`pzt logits`, `generate`, `export`, `show`): the model and what
 /// running it on text needs.
@@ -51,8 +44,8 @@ pub struct ModelLoad {
     pub data: Option<DataSpec>,
     /// The directory that data and tokenizer paths are relative to.
     pub base_dir: PathBuf,
-    /// The (batch, seq) axis names of its input, when declared.
-    pub input_axes: Option<(String, String)>,
+    /// The roles of its input's axes, when declared.
+    pub input: Option<InputRoles>,
     /// The Hugging Face directory the model comes from.
     pub hf_dir: Option<PathBuf>,
 }
@@ -67,8 +60,9 @@ pub struct RunSpec {
     pub registry: Registry,
     /// Parameter dtype (`[model] dtype`).
     pub param_dtype: tch::Kind,
-    /// The input axis names: (batch, seq) for language models, (batch, features) otherwise.
-    pub input_axes: (String, String),
+    /// The roles of the input's axes: (batch, seq) for language models, (batch, features)
+    /// otherwise.
+    pub input: InputRoles,
     pub data: DataSpec,
     pub train: TrainConfig,
     /// `[optim]` (needed to train, not to evaluate).
@@ -90,7 +84,7 @@ impl std::fmt::Debug for RunSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunSpec")
             .field("run", &self.run)
-            .field("input_axes", &self.input_axes)
+            .field("input", &self.input)
             .field("data", &self.data)
             .field("train", &self.train)
             .field("optim", &self.optim)

@@ -114,12 +114,7 @@ impl Session {
                 tch::set_num_threads(n);
             }
         }
-        let task = task::for_data(
-            &spec.data,
-            spec.input_axes.clone(),
-            data.num_features,
-            tc.eval_generate,
-        );
+        let task = task::for_data(&spec.data, &spec.input, data.num_features, tc.eval_generate);
         let session = Session {
             spec,
             tokenizer,
@@ -171,10 +166,10 @@ impl Session {
         if self.spec.data.is_lm() || classes <= 0 {
             return Ok(());
         }
-        let (b, f) = &self.spec.input_axes;
+        let (b, f) = (&self.spec.input.batch, self.spec.input.item_axis());
         let x = Tensor::f_zeros([1, self.data.num_features], (Kind::Float, self.device))
             .ctx("class check")?;
-        let x = NamedTensor::wrap(x, &[b.as_str(), f.as_str()])?;
+        let x = NamedTensor::wrap(x, &[b.as_str(), f])?;
         let _ng = tch::no_grad_guard();
         let y = self.forward(x, &SideInputs::new())?;
         let out: Vec<i64> = y
@@ -215,11 +210,7 @@ impl Session {
     /// the end token.
     pub fn greedy(&self, prompt: &[i64], max_new: usize) -> Result<Vec<i64>> {
         let eos: Vec<i64> = self.tokenizer.iter().map(|t| t.eos_id()).collect();
-        let axes = LmAxes {
-            batch: self.spec.input_axes.0.clone(),
-            seq: self.spec.input_axes.1.clone(),
-            ..LmAxes::default()
-        };
+        let axes = LmAxes::of(&self.spec.input);
         let sampling = Sampling::default();
         self.autocast(|| {
             generate(

@@ -7,6 +7,7 @@ use super::losses::{masked_cross_entropy, masked_cross_entropy_mean, sum_squared
 use crate::base::{Error, Result, TorchContext};
 use crate::data::spec::{CsvTask, DataSpec, TaskKind};
 use crate::data::Example;
+use crate::layers::input::InputRoles;
 use crate::named::NamedTensor;
 use serde_json::{json, Map, Value};
 use tch::{Device, Kind, Tensor};
@@ -48,10 +49,11 @@ pub trait Task: Send + Sync {
 /// The task of `data`, with the model's input axes `(batch, seq or features)`.
 pub fn for_data(
     data: &DataSpec,
-    axes: (String, String),
+    roles: &InputRoles,
     num_features: i64,
     eval_generate: usize,
 ) -> Box<dyn Task> {
+    let axes = (roles.batch.clone(), roles.item_axis().to_string());
     match data.task_kind() {
         TaskKind::Features(task) => Box::new(Rows {
             axes,

@@ -185,3 +185,81 @@ fn each_source_builds() {
         .to_string();
     assert!(e.contains("not a HuggingFace model directory"), "{e}");
 }
+
+#[test]
+fn structural_rewrites_from_rust_replace_wrap_and_insert() {
+    use pzt::layers::grouping::Residual;
+    use pzt::layers::misc::{Identity, SaveIntermediate};
+    let registry = pzt::builtin_registry();
+    let mut args = toml::Table::new();
+    for (k, v) in [
+        ("vocab_size", 32),
+        ("d_model", 16),
+        ("num_layers", 2),
+        ("num_heads", 2),
+        ("mlp_hidden", 32),
+    ] {
+        args.insert(k.into(), toml::Value::Integer(v));
+    }
+    let base = ModelSpec::builder("transformer", args);
+    let plain = base.build(&registry, &Builder::slots()).unwrap();
+    let kinds = |t: &Node| -> Vec<(String, String)> {
+        let mut out = vec![];
+        t.walk(&mut |p, n| out.push((p.join("."), n.kind().to_string())));
+        out
+    };
+    // Rewrites run in order; each new layer is built at the place the engine gives (a
+    // SaveIntermediate's state label follows its path), and an insertion into a numbered
+    // sequence renumbers what follows.
+    let spec = base
+        .clone()
+        .wrap(Select::selectors(["blocks.1"]), |place, _| {
+            let inner = place.wrapped.cloned();
+            Ok(Residual::build(
+                inner.unwrap_or_else(|| Node::new(Identity {})),
+            ))
+        })
+        .insert(Select::selectors(["blocks.0"]), true, |place, b| {
+            Ok(SaveIntermediate::build(&b.root().pp(place.path.join("."))))
+        });
+    let t = spec.build(&registry, &Builder::slots()).unwrap();
+    let k = kinds(&t);
+    for (path, kind) in [
+        ("blocks.1", "SaveIntermediate"),
+        ("blocks.2", "Residual"),
+        ("blocks.2.delta", "Sequential"),
+        ("blocks.2.delta.mlp", "Residual"),
+    ] {
+        assert!(k.contains(&(path.into(), kind.into())), "{path}: {k:?}");
+    }
+    assert_eq!(k.len(), kinds(&plain).len() + 2);
+    let labels: Vec<String> = t
+        .state_variables()
+        .iter()
+        .map(|v| v.label().to_string())
+        .collect();
+    assert_eq!(labels, ["blocks.0_after.value"]);
+    // Replace drops the old subtree's parameters; the count follows.
+    let replaced = base
+        .clone()
+        .replace(Select::selectors(["blocks.1"]), |_, _| {
+            Ok(Node::new(Identity {}))
+        })
+        .build(&registry, &Builder::slots())
+        .unwrap();
+    let count = |t: &Node| pzt::assembly::memory::count_params(t).total;
+    assert!(count(&replaced) < count(&plain));
+    // Without layers to put in place, the engine says so, naming the rewrite.
+    let e = apply(
+        plain,
+        &[Rewrite::new(
+            Select::selectors(["blocks.0"]),
+            Action::Replace { layer: 0 },
+        )],
+        &Context::new(&Builder::slots()),
+    )
+    .unwrap_err()
+    .into_error()
+    .to_string();
+    assert!(e.contains("rewrite 0") && e.contains("with_layers"), "{e}");
+}
