@@ -6,6 +6,7 @@
 
 use super::train::bad;
 use crate::base::Result;
+use crate::layers::toolshed::LoraConfig;
 use serde::{Deserialize, Serialize};
 
 /// One selector or several.
@@ -93,29 +94,16 @@ impl StrategyConfig {
                     "[strategy.lora]: `targets` is required (a selector, HF module names such as [\"q_proj\", \"v_proj\"], or \"all-linear\") unless `init_from` names a PEFT adapter".into(),
                 );
             }
-            if let Some(r) = l.rank {
-                if !(1..=65536).contains(&r) {
-                    return bad(
-                        "lora.rank",
-                        format!("[strategy.lora]: rank must be in 1..=65536, got {r}"),
-                    );
-                }
-            }
-            if let Some(a) = l.alpha {
-                if !a.is_finite() || a <= 0.0 {
-                    return bad(
-                        "lora.alpha",
-                        format!("[strategy.lora]: alpha must be a positive number, got {a}"),
-                    );
-                }
-            }
-            if let Some(d) = l.dropout {
-                if !(0.0..1.0).contains(&d) {
-                    return bad(
-                        "lora.dropout",
-                        format!("[strategy.lora]: dropout must be in [0, 1), got {d}"),
-                    );
-                }
+            let problems = [
+                ("lora.rank", l.rank.and_then(LoraConfig::rank_problem)),
+                ("lora.alpha", l.alpha.and_then(LoraConfig::alpha_problem)),
+                (
+                    "lora.dropout",
+                    l.dropout.and_then(LoraConfig::dropout_problem),
+                ),
+            ];
+            if let Some((field, Some(p))) = problems.into_iter().find(|(_, p)| p.is_some()) {
+                return bad(field, format!("[strategy.lora]: {p}"));
             }
         }
         for (key, v) in [

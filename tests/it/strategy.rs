@@ -268,7 +268,16 @@ fn strategy_mistakes_exit_2_at_their_key() {
         ),
         (
             "[strategy]\nkind = \"lora\"\n[strategy.lora]\ntargets = \"q_proj\"\nrank = 0\n",
-            "rank",
+            "rank must be in 1..=65536, got 0",
+        ),
+        // Both routes to a LoRA rewrite check the same bounds.
+        (
+            "[strategy]\nkind = \"lora\"\n[strategy.lora]\ntargets = \"q_proj\"\nrank = 70000\n",
+            "rank must be in 1..=65536, got 70000",
+        ),
+        (
+            "[[patch]]\nselect = \"blocks.0\"\naction = \"lora\"\nwith = { rank = 70000 }\n",
+            "rank must be in 1..=65536, got 70000",
         ),
         (
             "[strategy]\nkind = \"lora\"\n[strategy.lora]\ninit_from = \"nowhere\"\n",

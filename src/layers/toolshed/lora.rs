@@ -56,28 +56,37 @@ impl Default for LoraConfig {
     }
 }
 
+/// The largest LoRA rank pzt accepts (peft's adapters included).
+pub const MAX_RANK: i64 = 65_536;
+
 impl LoraConfig {
+    /// What is wrong with `rank`, if anything (the one bound every route checks).
+    pub fn rank_problem(rank: i64) -> Option<String> {
+        (!(1..=MAX_RANK).contains(&rank))
+            .then(|| format!("rank must be in 1..={MAX_RANK}, got {rank}"))
+    }
+
+    /// What is wrong with `alpha`, if anything.
+    pub fn alpha_problem(alpha: f64) -> Option<String> {
+        (!alpha.is_finite() || alpha <= 0.0)
+            .then(|| format!("alpha must be a positive number, got {alpha}"))
+    }
+
+    /// What is wrong with `dropout`, if anything.
+    pub fn dropout_problem(dropout: f64) -> Option<String> {
+        (!(0.0..1.0).contains(&dropout))
+            .then(|| format!("dropout must be in [0, 1), got {dropout}"))
+    }
+
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
-        if self.rank < 1 {
-            return Err(Error::Config(format!(
-                "lora: rank must be at least 1, got {}",
-                self.rank
-            )));
+        let problem = Self::rank_problem(self.rank)
+            .or_else(|| Self::alpha_problem(self.alpha))
+            .or_else(|| Self::dropout_problem(self.dropout));
+        match problem {
+            Some(p) => Err(Error::Config(format!("lora: {p}"))),
+            None => Ok(()),
         }
-        if !self.alpha.is_finite() || self.alpha <= 0.0 {
-            return Err(Error::Config(format!(
-                "lora: alpha must be a positive number, got {}",
-                self.alpha
-            )));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::Config(format!(
-                "lora: dropout must be in [0, 1), got {}",
-                self.dropout
-            )));
-        }
-        Ok(())
     }
 }
 

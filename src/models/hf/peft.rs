@@ -12,7 +12,7 @@ use super::names::weight_map;
 use super::transform::Transform;
 use super::Arch;
 use crate::base::{Error, Result, TorchContext};
-use crate::layers::toolshed::LowRankAdapter;
+use crate::layers::toolshed::{LoraConfig, LowRankAdapter};
 use crate::tree::Node;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -143,8 +143,13 @@ impl AdapterConfig {
         let rank = self
             .get("r")
             .and_then(|v| v.as_i64())
-            .filter(|r| (1..=65536).contains(r))
-            .ok_or_else(|| self.bad("`r` must be an integer in 1..=65536".into()))?;
+            .filter(|&r| LoraConfig::rank_problem(r).is_none())
+            .ok_or_else(|| {
+                self.bad(format!(
+                    "`r` must be an integer in 1..={}",
+                    crate::layers::toolshed::lora::MAX_RANK
+                ))
+            })?;
         // peft's default when the key is absent.
         let alpha = match self.get("lora_alpha") {
             None => 8.0,
