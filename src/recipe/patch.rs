@@ -311,3 +311,59 @@ fn located(
 /// The deepest a patched tree may be: far beyond any model (a Llama is under 10 levels), and
 /// shallow enough that every walk over paths stays fast.
 const MAX_TREE_DEPTH: usize = 256;
+
+/// The patches of `recipe` as rewrites of a [`crate::assembly::ModelSpec`], with the layers
+/// their `with` tables make (built at the engine's place by a builder of `recipe`'s tables;
+/// `chain` is the checkpoints the recipe was reached through).
+pub(super) fn patch_rewrites(
+    recipe: &super::Recipe,
+    registry: &crate::tree::Registry,
+    chain: &[std::path::PathBuf],
+) -> Result<(Vec<Rewrite>, assembly::NewLayers), Diagnostic> {
+    let mut rewrites = vec![];
+    let mut layers = assembly::NewLayers::default();
+    for p in &recipe.patches {
+        let select = Select::Selectors {
+            selectors: vec![p.select.clone()],
+            expect_count: p.expect_count,
+        };
+        let layer = layers.0.len();
+        let action = match p.action {
+            Action::Remove => assembly::Action::Remove,
+            Action::Freeze => assembly::Action::Freeze,
+            Action::Checkpoint => assembly::Action::Checkpoint,
+            Action::Lora => assembly::Action::Lora {
+                config: lora_settings(p)?,
+                init: None,
+            },
+            Action::Replace => assembly::Action::Replace { layer },
+            Action::Wrap => assembly::Action::Wrap { layer },
+            Action::InsertBefore | Action::InsertAfter => assembly::Action::Insert {
+                layer,
+                after: p.action == Action::InsertAfter,
+            },
+        };
+        let structural = matches!(
+            action,
+            assembly::Action::Replace { .. }
+                | assembly::Action::Wrap { .. }
+                | assembly::Action::Insert { .. }
+        );
+        if structural {
+            let (r, reg, patch, chain) =
+                (recipe.clone(), registry.clone(), p.clone(), chain.to_vec());
+            layers.0.push(std::sync::Arc::new(move |place, builder| {
+                let mut mb = ModelBuilder::new(builder, &reg);
+                mb.base_dir = r.base_dir();
+                mb.chain = chain.clone();
+                let built = match place.wrapped {
+                    Some(old) => wrap_node(&mb, &patch, place.path, old),
+                    None => build_with(&mb, &patch, place.path),
+                };
+                built.map_err(|d| super::recipe_error(&r.resolved.sources, d))
+            }));
+        }
+        rewrites.push(Rewrite::new(select, action));
+    }
+    Ok((rewrites, layers))
+}

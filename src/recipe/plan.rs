@@ -140,13 +140,24 @@ pub(crate) fn build_tree_in(
     build_parts(recipe, registry, builder, chain, true)
 }
 
-/// The layer tables and patches, and the `[strategy]` when `strategy`.
+/// The layer tables alone (a [`ModelSpec`]'s source: its patches and strategy are rewrites).
+fn build_tables(
+    recipe: &Recipe,
+    registry: &Registry,
+    builder: &Builder,
+    chain: &[std::path::PathBuf],
+) -> Result<(Node, std::collections::BTreeMap<String, super::source::Loc>)> {
+    build_parts(recipe, registry, builder, chain, false)
+}
+
+/// The layer tables, and the patches and the `[strategy]` when `rest` (the planner's tree,
+/// with every error located in the recipe).
 fn build_parts(
     recipe: &Recipe,
     registry: &Registry,
     builder: &Builder,
     chain: &[std::path::PathBuf],
-    strategy: bool,
+    rest: bool,
 ) -> Result<(Node, std::collections::BTreeMap<String, super::source::Loc>)> {
     let sources = &recipe.resolved.sources;
     if !recipe.has_model {
@@ -166,8 +177,11 @@ fn build_parts(
     let tree = mb
         .build(&recipe.model, &[], &["model".to_string()])
         .map_err(|d| recipe_error(sources, d))?;
-    let tree = apply_patches(tree, &recipe.patches, &mb).map_err(|d| recipe_error(sources, d))?;
-    let tree = match strategy {
+    let tree = match rest {
+        true => apply_patches(tree, &recipe.patches, &mb).map_err(|d| recipe_error(sources, d))?,
+        false => tree,
+    };
+    let tree = match rest {
         true => super::strategy::apply_strategy(tree, recipe, mb.builder)
             .map_err(|d| recipe_error(sources, d))?,
         false => tree,
@@ -175,14 +189,72 @@ fn build_parts(
     Ok((tree, mb.locs.into_inner()))
 }
 
-/// The recipe's model as a [`ModelSpec`]: its layer tables and patches as the source, its
+/// The recipe's model as a [`ModelSpec`]: the source its `[model]` table names (a Hugging
+/// Face directory, a checkpoint continued, or its layer tables), then its patches and its
 /// `[strategy]` as rewrites.
 pub fn model_spec(recipe: &Recipe, registry: &Registry) -> Result<ModelSpec> {
-    let rewrites = super::strategy::strategy_rewrites(recipe)
-        .map_err(|d| recipe_error(&recipe.resolved.sources, d))?;
-    let (r, reg) = (recipe.clone(), registry.clone());
-    let mut spec = ModelSpec::layers(move |b| Ok(build_parts(&r, &reg, b, &[], false)?.0));
-    spec.rewrites = rewrites;
+    model_spec_in(recipe, registry, &[])
+}
+
+/// [`model_spec`] for a recipe reached through the checkpoints `chain`.
+fn model_spec_in(
+    recipe: &Recipe,
+    registry: &Registry,
+    chain: &[std::path::PathBuf],
+) -> Result<ModelSpec> {
+    let fail = |d: Diagnostic| recipe_error(&recipe.resolved.sources, d);
+    let mut spec = match source_of(recipe)? {
+        Some(Named::Hf(dir)) => ModelSpec::hf(dir),
+        Some(Named::Checkpoint(dir)) => {
+            let canonical = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+            if chain.contains(&canonical) || chain.len() >= 16 {
+                return Err(Error::Config(format!(
+                    "`{}`: the chain of `checkpoint = ...` loops or is too long",
+                    dir.display()
+                )));
+            }
+            let mut inner_chain = chain.to_vec();
+            inner_chain.push(canonical);
+            let inner = Recipe::load(&dir.join("recipe.toml"), &[])?;
+            ModelSpec::checkpoint(&dir, model_spec_in(&inner, registry, &inner_chain)?)
+        }
+        None => {
+            let (r, reg, chain) = (recipe.clone(), registry.clone(), chain.to_vec());
+            ModelSpec::layers(move |b| Ok(build_tables(&r, &reg, b, &chain)?.0))
+        }
+    };
+    let (patches, layers) = super::patch::patch_rewrites(recipe, registry, chain).map_err(fail)?;
+    spec.rewrites = patches;
+    spec.layers = layers;
+    spec.rewrites
+        .extend(super::strategy::strategy_rewrites(recipe).map_err(fail)?);
     spec.pretrained = recipe.hf_dir();
     Ok(spec)
+}
+
+/// A model the `[model]` table names on its own.
+enum Named {
+    Hf(std::path::PathBuf),
+    Checkpoint(std::path::PathBuf),
+}
+
+/// What `[model]` names when it is `hf = "dir"` or `checkpoint = "dir"` alone (None for layer
+/// tables).
+fn source_of(recipe: &Recipe) -> Result<Option<Named>> {
+    use super::raw::RVal;
+    let Some(t) = recipe.model.as_table() else {
+        return Ok(None);
+    };
+    if t.len() != 1 {
+        return Ok(None);
+    }
+    let dir = |v: &RVal| match v {
+        RVal::Str(s) => Some(recipe.base_dir().join(s)),
+        _ => None,
+    };
+    Ok(match t.iter().next() {
+        Some((k, e)) if k == "hf" => dir(&e.node.val).map(Named::Hf),
+        Some((k, e)) if k == "checkpoint" => dir(&e.node.val).map(Named::Checkpoint),
+        _ => None,
+    })
 }

@@ -263,3 +263,44 @@ fn structural_rewrites_from_rust_replace_wrap_and_insert() {
     .to_string();
     assert!(e.contains("rewrite 0") && e.contains("with_layers"), "{e}");
 }
+
+#[test]
+fn a_recipe_compiles_to_a_model_spec_of_data() {
+    let d = tmpdir("assembly", "of-data");
+    let hf = fixture("hf/llama-gqa");
+    let recipe = d.join("r.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "[model]\nhf = {hf:?}\n\n[[patch]]\nselect = \"final_norm\"\naction = \"wrap\"\nwith = {{ type = \"Sequential\", children = {{ save = {{ type = \"Identity\" }} }} }}\n\n[[patch]]\nselect = \"embed\"\naction = \"freeze\"\n\n[strategy]\nkind = \"lora\"\n[strategy.lora]\ntargets = [\"q_proj\"]\nrank = 2\n"
+        ),
+    )
+    .unwrap();
+    let registry = pzt::builtin_registry();
+    let r = pzt::recipe::Recipe::load(&recipe, &[]).unwrap();
+    let spec = pzt::recipe::plan::model_spec(&r, &registry).unwrap();
+    // The pretrained directory is the source; the patches and the strategy are rewrites.
+    assert!(
+        matches!(&spec.source, pzt::assembly::Source::HfDir(p) if p.ends_with("hf/llama-gqa")),
+        "{spec:?}"
+    );
+    let actions: Vec<String> = spec
+        .rewrites
+        .iter()
+        .map(|w| {
+            format!("{:?}", w.action)
+                .split([' ', '{', '('])
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(actions, ["Wrap", "Freeze", "Lora", "TrainOnly"], "{spec:?}");
+    // It builds what the planner builds.
+    let planned = pzt::recipe::plan::Plan::build(r, &registry, &Builder::new(0))
+        .unwrap()
+        .tree;
+    let built = spec.build(&registry, &Builder::new(0)).unwrap();
+    assert_eq!(built.to_toml().unwrap(), planned.to_toml().unwrap());
+    assert_eq!(trainable(&built), trainable(&planned));
+}
