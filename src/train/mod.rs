@@ -2,6 +2,15 @@
 //! [`RunSpec`] (this module never reads a recipe). Optimizers written over tensors (so that
 //! their state is checkpointed), losses, tasks, checkpoints, metrics and TensorBoard events.
 //!
+//! The trainer is in parts. The step loop ([`Trainer`], `trainer.rs`) owns the session, the
+//! optimizer, the step count and the data cursor: it takes the steps and drives the others.
+//! The execution strategy (`execution.rs`) holds everything that differs between one process
+//! and a rank of a data-parallel run (its slice of the batch, the gradient all-reduce, what the
+//! ranks agree on; `world.rs` is the collectives). The checkpointer (`checkpointer.rs`) holds
+//! the run directory: its lock, the best checkpoint, writing, pruning and resuming. The
+//! observers (`observers.rs`: `metrics.jsonl`, TensorBoard, the printout of `report.rs`) are
+//! told what happens, on rank 0 alone.
+//!
 //! Deterministic: parameters are initialized from (seed, init name); the data order is a pure
 //! function of (seed, epoch); dropout streams are derived from (seed, step, micro-batch); the
 //! learning rate from the step. With the same recipe, seed, machine and thread count, the
@@ -24,12 +33,14 @@
 //! # Ok(()) }
 //! ```
 
-/// Checkpoint directories (the [`crate::store`] module, under its training name).
 mod agreement;
+mod checkpointer;
+mod execution;
 pub mod expect;
-mod looping;
 pub mod losses;
+mod observers;
 pub mod optim;
+mod profiling;
 mod report;
 pub mod resume_checks;
 mod session;
