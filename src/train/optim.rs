@@ -245,80 +245,106 @@ impl Optimizer {
             let wd = if decay { c.weight_decay } else { 0.0 };
             let g32 = g.f_to_kind(tch::Kind::Float).ctx(&what)?;
             match c.kind {
-                OptimKind::Adamw => {
-                    let (b1, b2) = (c.betas[0], c.betas[1]);
-                    let bc1 = 1.0 - b1.powi(self.step as i32);
-                    let bc2 = 1.0 - b2.powi(self.step as i32);
-                    let mut m = self.take(&format!("m.{label}"), &g32)?;
-                    let mut v = self.take(&format!("v.{label}"), &g32)?;
-                    let _ = m.f_mul_scalar_(b1).ctx(&what)?;
-                    let _ = m
-                        .f_add_(&g32.f_mul_scalar(1.0 - b1).ctx(&what)?)
-                        .ctx(&what)?;
-                    let _ = v.f_mul_scalar_(b2).ctx(&what)?;
-                    let _ = v
-                        .f_add_(
-                            &g32.f_square()
-                                .and_then(|s| s.f_mul_scalar(1.0 - b2))
-                                .ctx(&what)?,
-                        )
-                        .ctx(&what)?;
-                    let denom = v
-                        .f_div_scalar(bc2)
-                        .and_then(|d| d.f_sqrt())
-                        .and_then(|d| d.f_add_scalar(c.eps))
-                        .ctx(&what)?;
-                    let upd = m
-                        .f_div_scalar(bc1)
-                        .and_then(|u| u.f_div(&denom))
-                        .and_then(|u| u.f_mul_scalar(lr))
-                        .ctx(&what)?;
-                    if wd != 0.0 {
-                        let _ = w.f_mul_scalar_(1.0 - lr * wd).ctx(&what)?;
-                    }
-                    let _ = w.f_sub_(&upd.f_to_kind(w.kind()).ctx(&what)?).ctx(&what)?;
-                    self.state.insert(format!("m.{label}"), m);
-                    self.state.insert(format!("v.{label}"), v);
-                }
-                OptimKind::Sgd => {
-                    let mut d = if wd != 0.0 {
-                        g32.f_add(
-                            &w.f_to_kind(tch::Kind::Float)
-                                .and_then(|x| x.f_mul_scalar(wd))
-                                .ctx(&what)?,
-                        )
-                        .ctx(&what)?
-                    } else {
-                        g32
-                    };
-                    if c.momentum > 0.0 {
-                        let key = format!("momentum.{label}");
-                        let buf = match self.state.remove(&key) {
-                            Some(mut b) => {
-                                let _ = b.f_mul_scalar_(c.momentum).ctx(&what)?;
-                                let _ = b.f_add_(&d).ctx(&what)?;
-                                b
-                            }
-                            None => d.f_mul_scalar(1.0).ctx(&what)?,
-                        };
-                        d = if c.nesterov {
-                            d.f_add(&buf.f_mul_scalar(c.momentum).ctx(&what)?)
-                                .ctx(&what)?
-                        } else {
-                            buf.shallow_clone()
-                        };
-                        self.state.insert(key, buf);
-                    }
-                    let _ = w
-                        .f_sub_(
-                            &d.f_mul_scalar(lr)
-                                .and_then(|x| x.f_to_kind(w.kind()))
-                                .ctx(&what)?,
-                        )
-                        .ctx(&what)?;
-                }
+                OptimKind::Adamw => self.adamw_update(&c, &label, &mut w, &g32, (lr, wd))?,
+                OptimKind::Sgd => self.sgd_update(&c, &label, &mut w, g32, (lr, wd))?,
             }
         }
+        Ok(())
+    }
+
+    /// AdamW's update of one parameter `w` (labelled `label`) with gradient `g32` in float32,
+    /// at learning rate `lr` with weight decay `wd`.
+    fn adamw_update(
+        &mut self,
+        c: &OptimConfig,
+        label: &str,
+        w: &mut Tensor,
+        g32: &Tensor,
+        (lr, wd): (f64, f64),
+    ) -> Result<()> {
+        let what = format!("{:?} step on `{label}`", c.kind);
+        let (b1, b2) = (c.betas[0], c.betas[1]);
+        let bc1 = 1.0 - b1.powi(self.step as i32);
+        let bc2 = 1.0 - b2.powi(self.step as i32);
+        let mut m = self.take(&format!("m.{label}"), g32)?;
+        let mut v = self.take(&format!("v.{label}"), g32)?;
+        let _ = m.f_mul_scalar_(b1).ctx(&what)?;
+        let _ = m
+            .f_add_(&g32.f_mul_scalar(1.0 - b1).ctx(&what)?)
+            .ctx(&what)?;
+        let _ = v.f_mul_scalar_(b2).ctx(&what)?;
+        let _ = v
+            .f_add_(
+                &g32.f_square()
+                    .and_then(|s| s.f_mul_scalar(1.0 - b2))
+                    .ctx(&what)?,
+            )
+            .ctx(&what)?;
+        let denom = v
+            .f_div_scalar(bc2)
+            .and_then(|d| d.f_sqrt())
+            .and_then(|d| d.f_add_scalar(c.eps))
+            .ctx(&what)?;
+        let upd = m
+            .f_div_scalar(bc1)
+            .and_then(|u| u.f_div(&denom))
+            .and_then(|u| u.f_mul_scalar(lr))
+            .ctx(&what)?;
+        if wd != 0.0 {
+            let _ = w.f_mul_scalar_(1.0 - lr * wd).ctx(&what)?;
+        }
+        let _ = w.f_sub_(&upd.f_to_kind(w.kind()).ctx(&what)?).ctx(&what)?;
+        self.state.insert(format!("m.{label}"), m);
+        self.state.insert(format!("v.{label}"), v);
+        Ok(())
+    }
+
+    /// SGD's update (with momentum and Nesterov when set) of one parameter `w` (labelled
+    /// `label`) with gradient `g32` in float32, at learning rate `lr` with weight decay `wd`.
+    fn sgd_update(
+        &mut self,
+        c: &OptimConfig,
+        label: &str,
+        w: &mut Tensor,
+        g32: Tensor,
+        (lr, wd): (f64, f64),
+    ) -> Result<()> {
+        let what = format!("{:?} step on `{label}`", c.kind);
+        let mut d = if wd != 0.0 {
+            g32.f_add(
+                &w.f_to_kind(tch::Kind::Float)
+                    .and_then(|x| x.f_mul_scalar(wd))
+                    .ctx(&what)?,
+            )
+            .ctx(&what)?
+        } else {
+            g32
+        };
+        if c.momentum > 0.0 {
+            let key = format!("momentum.{label}");
+            let buf = match self.state.remove(&key) {
+                Some(mut b) => {
+                    let _ = b.f_mul_scalar_(c.momentum).ctx(&what)?;
+                    let _ = b.f_add_(&d).ctx(&what)?;
+                    b
+                }
+                None => d.f_mul_scalar(1.0).ctx(&what)?,
+            };
+            d = if c.nesterov {
+                d.f_add(&buf.f_mul_scalar(c.momentum).ctx(&what)?)
+                    .ctx(&what)?
+            } else {
+                buf.shallow_clone()
+            };
+            self.state.insert(key, buf);
+        }
+        let _ = w
+            .f_sub_(
+                &d.f_mul_scalar(lr)
+                    .and_then(|x| x.f_to_kind(w.kind()))
+                    .ctx(&what)?,
+            )
+            .ctx(&what)?;
         Ok(())
     }
 

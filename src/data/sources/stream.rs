@@ -206,6 +206,18 @@ enum Row {
     Record(serde_json::Value),
 }
 
+/// Numbered rows of one piece.
+type Piece = Vec<(usize, Row)>;
+
+/// What every row of a stream is made with.
+struct Making<'a> {
+    base: &'a Path,
+    seed: u64,
+    tok: &'a Tokenizer,
+    /// `seq_len + 1`.
+    window: usize,
+}
+
 /// The format a file's rows are read in (a parquet file's follows its columns).
 #[derive(Clone, Copy)]
 enum RowFormat<'a> {
@@ -233,7 +245,15 @@ pub fn stream(
                 stream.name()
             )))
         }
-        _ => stream_rows(stream, &files, base, seed, tok, window, stats, sink),
+        _ => {
+            let m = Making {
+                base,
+                seed,
+                tok,
+                window,
+            };
+            stream_rows(stream, &files, &m, stats, sink)
+        }
     }
 }
 
@@ -319,7 +339,7 @@ fn read_rows(
     seed: u64,
     columns: &[&str],
     pb: &indicatif::ProgressBar,
-    each: &mut dyn FnMut(&Path, Vec<(usize, Row)>) -> Result<()>,
+    each: &mut dyn FnMut(&Path, Piece) -> Result<()>,
 ) -> Result<()> {
     match reader {
         Reader::Synthetic(s) => {
@@ -366,17 +386,14 @@ fn read_rows(
 /// Reads the rows of a record or conversation stream, makes each an example in its format,
 /// and sends those that fit the `window` to `sink`, counting what was skipped or cut; fails
 /// when no row is left.
-#[allow(clippy::too_many_arguments)]
 fn stream_rows(
     stream: &Stream,
     files: &[PathBuf],
-    base: &Path,
-    seed: u64,
-    tok: &Tokenizer,
-    window: usize,
+    m: &Making<'_>,
     stats: &mut PrepStats,
     sink: &mut Sink<'_>,
 ) -> Result<()> {
+    let (base, seed, tok, window) = (m.base, m.seed, m.tok, m.window);
     let generated = matches!(stream.reader, Reader::Synthetic(_));
     let (mut kept, skipped_before) = (0usize, stats.skipped);
     let (mut template, mut last): (Option<ChatTemplate>, Option<(PathBuf, bool)>) = (None, None);

@@ -29,7 +29,9 @@ use crate::base::{Error, Result, TorchContext};
 use crate::named::NamedTensor;
 use crate::params::init::Initializer;
 use crate::params::{ParamEntry, Parameter};
-use crate::tree::{Builder, ChildLayout, Layer, Node, ParamSpec, Selection, SideInputs, Value};
+use crate::tree::{
+    Builder, ChildLayout, Layer, Node, ParamSpec, Scope, Selection, SideInputs, Value,
+};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -276,34 +278,7 @@ pub fn adapt(linear: &Node, cfg: &LoraConfig, builder: &Builder) -> Result<Node>
     }
     let name = name_of(linear)?;
     let scope = builder.scope(&name);
-    let lowrank: Axes = [(LOWRANK.to_string(), cfg.rank)].into_iter().collect();
-    let a = Linear {
-        input_axes: lin.input_axes.clone(),
-        output_axes: lowrank.clone(),
-        parallel_axes: lin.parallel_axes.clone(),
-        init: None,
-    }
-    .build(&scope.pp("lora_a"), None)?;
-    let b = Linear {
-        input_axes: lowrank,
-        output_axes: lin.output_axes.clone(),
-        parallel_axes: lin.parallel_axes.clone(),
-        init: None,
-    }
-    .build(&scope.pp("lora_b"), Some(Initializer::Zeros))?;
-    let mut update = vec![];
-    if cfg.dropout > 0.0 {
-        update.push(("dropout".to_string(), Node::new(Dropout::new(cfg.dropout)?)));
-    }
-    // The scale applies to the rank-r activations (as cheap as it gets; the same product).
-    update.push(("lora_a".into(), a));
-    update.push((
-        "scale".into(),
-        Node::new(Rescale {
-            by: cfg.alpha / cfg.rank as f64,
-        }),
-    ));
-    update.push(("lora_b".into(), b));
+    let update = update_branch(lin, cfg, &scope)?;
     let magnitude_axes: Axes = if cfg.dora {
         lin.output_axes
             .iter()
@@ -334,22 +309,65 @@ pub fn adapt(linear: &Node, cfg: &LoraConfig, builder: &Builder) -> Result<Node>
         );
     if cfg.dora {
         let shape: Vec<i64> = layer.magnitude_axes.values().copied().collect();
-        let entry = scope.param("magnitude", &shape, Initializer::Ones, 1)?;
-        let entry = match entry {
-            ParamEntry::Bound(p) => {
-                // The magnitude starts at the column norms of W (B is zero).
-                let w = linear.param("weights")?;
-                let i: i64 = lin.input_axes.values().product();
-                let flat = w.f_to_kind(Kind::Float)?.f_reshape([i, -1, 1])?;
-                let n = column_norms(&flat, &shape)?.f_to_kind(p.kind())?;
-                p.copy_from(&n)?;
-                ParamEntry::Bound(p)
-            }
-            other => other,
-        };
-        node = node.with_param("magnitude", entry);
+        node = node.with_param("magnitude", dora_magnitude(linear, lin, &shape, &scope)?);
     }
     Ok(node)
+}
+
+/// The adapter's update branch for `lin`: dropout (when set), A, the scale alpha / rank, B
+/// (zeros, so that the adapter starts as the Linear).
+fn update_branch(lin: &Linear, cfg: &LoraConfig, scope: &Scope<'_>) -> Result<Vec<(String, Node)>> {
+    let lowrank: Axes = [(LOWRANK.to_string(), cfg.rank)].into_iter().collect();
+    let a = Linear {
+        input_axes: lin.input_axes.clone(),
+        output_axes: lowrank.clone(),
+        parallel_axes: lin.parallel_axes.clone(),
+        init: None,
+    }
+    .build(&scope.pp("lora_a"), None)?;
+    let b = Linear {
+        input_axes: lowrank,
+        output_axes: lin.output_axes.clone(),
+        parallel_axes: lin.parallel_axes.clone(),
+        init: None,
+    }
+    .build(&scope.pp("lora_b"), Some(Initializer::Zeros))?;
+    let mut update = vec![];
+    if cfg.dropout > 0.0 {
+        update.push(("dropout".to_string(), Node::new(Dropout::new(cfg.dropout)?)));
+    }
+    // The scale applies to the rank-r activations (as cheap as it gets; the same product).
+    update.push(("lora_a".into(), a));
+    update.push((
+        "scale".into(),
+        Node::new(Rescale {
+            by: cfg.alpha / cfg.rank as f64,
+        }),
+    ));
+    update.push(("lora_b".into(), b));
+    Ok(update)
+}
+
+/// DoRA's magnitude of shape `shape`, starting at the column norms of the Linear's weights
+/// (B is zero, so the adapted Linear starts as the Linear).
+fn dora_magnitude(
+    linear: &Node,
+    lin: &Linear,
+    shape: &[i64],
+    scope: &Scope<'_>,
+) -> Result<ParamEntry> {
+    let entry = scope.param("magnitude", shape, Initializer::Ones, 1)?;
+    Ok(match entry {
+        ParamEntry::Bound(p) => {
+            let w = linear.param("weights")?;
+            let i: i64 = lin.input_axes.values().product();
+            let flat = w.f_to_kind(Kind::Float)?.f_reshape([i, -1, 1])?;
+            let n = column_norms(&flat, shape)?.f_to_kind(p.kind())?;
+            p.copy_from(&n)?;
+            ParamEntry::Bound(p)
+        }
+        other => other,
+    })
 }
 
 /// The Linears LoRA adapts for a selection: each selected `Linear` itself (an error later if it
