@@ -167,6 +167,25 @@ fn lora_settings(p: &PatchSpec) -> Result<LoraConfig, Diagnostic> {
     Ok(cfg)
 }
 
+/// The engine's action for patch `p`; a replace, wrap or insert puts layer `layer` in place.
+fn action_of(p: &PatchSpec, layer: usize) -> Result<assembly::Action, Diagnostic> {
+    Ok(match p.action {
+        Action::Remove => assembly::Action::Remove,
+        Action::Freeze => assembly::Action::Freeze,
+        Action::Checkpoint => assembly::Action::Checkpoint,
+        Action::Lora => assembly::Action::Lora {
+            config: lora_settings(p)?,
+            init: None,
+        },
+        Action::Replace => assembly::Action::Replace { layer },
+        Action::Wrap => assembly::Action::Wrap { layer },
+        Action::InsertBefore | Action::InsertAfter => assembly::Action::Insert {
+            layer,
+            after: p.action == Action::InsertAfter,
+        },
+    })
+}
+
 /// Applies the patches in order.
 pub fn apply_patches(
     mut tree: Node,
@@ -191,21 +210,7 @@ pub fn apply_patches(
         };
         // Every action is a rewrite of the assembly engine; `with` tables are built by
         // `layers` (patch `k`'s is layer `k`).
-        let action = match p.action {
-            Action::Remove => assembly::Action::Remove,
-            Action::Freeze => assembly::Action::Freeze,
-            Action::Checkpoint => assembly::Action::Checkpoint,
-            Action::Lora => assembly::Action::Lora {
-                config: lora_settings(p)?,
-                init: None,
-            },
-            Action::Replace => assembly::Action::Replace { layer: k },
-            Action::Wrap => assembly::Action::Wrap { layer: k },
-            Action::InsertBefore | Action::InsertAfter => assembly::Action::Insert {
-                layer: k,
-                after: p.action == Action::InsertAfter,
-            },
-        };
+        let action = action_of(p, k)?;
         let cx = assembly::Context::new(mb.builder).with_layers(&layers);
         tree = match assembly::apply(tree, &[Rewrite::new(select, action)], &cx) {
             Ok(t) => t,
@@ -328,21 +333,7 @@ pub(super) fn patch_rewrites(
             expect_count: p.expect_count,
         };
         let layer = layers.0.len();
-        let action = match p.action {
-            Action::Remove => assembly::Action::Remove,
-            Action::Freeze => assembly::Action::Freeze,
-            Action::Checkpoint => assembly::Action::Checkpoint,
-            Action::Lora => assembly::Action::Lora {
-                config: lora_settings(p)?,
-                init: None,
-            },
-            Action::Replace => assembly::Action::Replace { layer },
-            Action::Wrap => assembly::Action::Wrap { layer },
-            Action::InsertBefore | Action::InsertAfter => assembly::Action::Insert {
-                layer,
-                after: p.action == Action::InsertAfter,
-            },
-        };
+        let action = action_of(p, layer)?;
         let structural = matches!(
             action,
             assembly::Action::Replace { .. }

@@ -25,6 +25,21 @@ fn trainable(tree: &Node) -> Vec<(String, Vec<i64>)> {
         .collect()
 }
 
+/// The arguments of a two-block `transformer`.
+fn tiny_transformer() -> toml::Table {
+    let mut args = toml::Table::new();
+    for (k, v) in [
+        ("vocab_size", 32),
+        ("d_model", 16),
+        ("num_layers", 2),
+        ("num_heads", 2),
+        ("mlp_hidden", 32),
+    ] {
+        args.insert(k.into(), toml::Value::Integer(v));
+    }
+    args
+}
+
 #[test]
 fn a_rust_model_spec_builds_what_the_recipe_builds() {
     let d = tmpdir("assembly", "same");
@@ -154,16 +169,7 @@ fn rewrites_fail_naming_the_rewrite_and_the_problem() {
 #[test]
 fn each_source_builds() {
     let registry = pzt::builtin_registry();
-    let mut args = toml::Table::new();
-    for (k, v) in [
-        ("vocab_size", 32),
-        ("d_model", 16),
-        ("num_layers", 2),
-        ("num_heads", 2),
-        ("mlp_hidden", 32),
-    ] {
-        args.insert(k.into(), toml::Value::Integer(v));
-    }
+    let args = tiny_transformer();
     let built = ModelSpec::builder("transformer", args.clone())
         .build(&registry, &Builder::new(0))
         .unwrap();
@@ -191,16 +197,7 @@ fn structural_rewrites_from_rust_replace_wrap_and_insert() {
     use pzt::layers::grouping::Residual;
     use pzt::layers::misc::{Identity, SaveIntermediate};
     let registry = pzt::builtin_registry();
-    let mut args = toml::Table::new();
-    for (k, v) in [
-        ("vocab_size", 32),
-        ("d_model", 16),
-        ("num_layers", 2),
-        ("num_heads", 2),
-        ("mlp_hidden", 32),
-    ] {
-        args.insert(k.into(), toml::Value::Integer(v));
-    }
+    let args = tiny_transformer();
     let base = ModelSpec::builder("transformer", args);
     let plain = base.build(&registry, &Builder::slots()).unwrap();
     let kinds = |t: &Node| -> Vec<(String, String)> {
