@@ -11,7 +11,7 @@ fn fixture(case: &str) -> PathBuf {
         .join(case)
 }
 
-pub const CASES: [&str; 11] = [
+pub const CASES: [&str; 15] = [
     "gemma-geglu-exact",
     "llama-gqa",
     "llama3-tied-bias",
@@ -23,6 +23,10 @@ pub const CASES: [&str; 11] = [
     "neox-parallel",
     "neox-serial",
     "neox-odd-rotary",
+    "qwen2-tied-sliding",
+    "qwen3",
+    "starcoder2",
+    "granite",
 ];
 
 fn reference(case: &str) -> (tch::Tensor, tch::Tensor) {
@@ -60,6 +64,48 @@ fn logits_match_transformers() {
 }
 
 #[test]
+fn generate_picks_transformers_greedy_tokens() {
+    let mut checked = 0;
+    for case in CASES {
+        let r = tch::Tensor::read_safetensors(fixture(case).join("reference.safetensors")).unwrap();
+        let Some((_, greedy)) = r.iter().find(|(n, _)| n == "greedy") else {
+            continue;
+        };
+        let want: Vec<i64> = Vec::try_from(greedy.get(0)).unwrap();
+        let (tokens, _) = reference(case);
+        let prompt: Vec<i64> = Vec::try_from(tokens.get(0).narrow(0, 0, 5)).unwrap();
+        let prompt: Vec<String> = prompt.iter().map(|i| i.to_string()).collect();
+        for cache in [true, false] {
+            let mut args = vec![
+                "generate".to_string(),
+                fixture(case).display().to_string(),
+                "--tokens".into(),
+                prompt.join(" "),
+                "--max-new-tokens".into(),
+                want.len().to_string(),
+            ];
+            if !cache {
+                args.push("--no-cache".into());
+            }
+            let args: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+            let o = pzt(&args);
+            assert!(
+                o.status.success(),
+                "{case}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let got: Vec<i64> = String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(|t| t.parse().unwrap())
+                .collect();
+            assert_eq!(got, want, "{case} (cache {cache})");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 2, "no fixture has a greedy reference");
+}
+
+#[test]
 fn greedy_with_kv_cache_equals_recomputing() {
     use pzt::layers::kv_cache::with_kv_cache;
     use pzt::models::generate::{generate, logits, LmAxes, Sampling};
@@ -69,6 +115,10 @@ fn greedy_with_kv_cache_equals_recomputing() {
         "gemma2",
         "gemma3",
         "neox-parallel",
+        "qwen2-tied-sliding",
+        "qwen3",
+        "starcoder2",
+        "granite",
     ] {
         let m = pzt::models::hf::load(&fixture(case), None, tch::Device::Cpu).unwrap();
         let (tokens, _) = reference(case);
@@ -239,7 +289,15 @@ fn cli_logits_generate_and_export_round_trip() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     // pzt logits on an HF directory equals the transformers reference.
-    for case in ["llama-gqa", "neox-serial", "gemma"] {
+    for case in [
+        "llama-gqa",
+        "neox-serial",
+        "gemma",
+        "qwen2-tied-sliding",
+        "qwen3",
+        "starcoder2",
+        "granite",
+    ] {
         let (tokens, want) = reference(case);
         let ids: Vec<i64> = Vec::try_from(tokens.get(0)).unwrap();
         let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
@@ -584,5 +642,56 @@ fn older_config_layouts_load() {
             (got - want.get(0)).abs().max().double_value(&[]) < 1e-4,
             "{case}"
         );
+    }
+}
+
+/// The `loss` of each logged step of a run.
+fn losses(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["loss"].as_f64())
+        .collect()
+}
+
+#[test]
+fn newer_families_fine_tune_fully_and_with_lora() {
+    let dir = std::env::temp_dir().join(format!("pzt-hf-families-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for case in ["qwen2-tied-sliding", "qwen3", "starcoder2", "granite"] {
+        for (kind, strategy, lr) in [
+            ("full", "", "1e-2"),
+            (
+                "lora",
+                "[strategy]\nkind = \"lora\"\n[strategy.lora]\ntargets = [\"q_proj\", \"v_proj\"]\nrank = 4\nalpha = 8.0\n",
+                "1e-1",
+            ),
+        ] {
+            let run = dir.join(format!("{case}-{kind}"));
+            let recipe = dir.join(format!("{case}-{kind}.toml"));
+            std::fs::write(&recipe, format!(
+                "[run]\nname = \"ft\"\nout_dir = \"{}\"\n[model]\nhf = \"{}\"\n{strategy}[data]\nsource = \"text\"\nfiles = [\"{}\"]\ntokenizer = \"{}\"\nseq_len = 8\neval_fraction = 0.0\n[train]\nsteps = 40\nbatch_size = 4\nlog_every = 1\n[optim]\nlr = {lr}\n",
+                run.display(), fixture(case).display(), fx.join("tiny.txt").display(), fx.join("wordlevel-tokenizer.json").display()
+            )).unwrap();
+            let o = pzt(&["train", recipe.to_str().unwrap()]);
+            assert!(o.status.success(), "{case} {kind}: {}", String::from_utf8_lossy(&o.stderr));
+            let l = losses(&run);
+            let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+            let (first, last) = (mean(&l[..5]), mean(&l[l.len() - 5..]));
+            assert!(last < first * 0.95, "{case} {kind}: loss {first} -> {last}");
+            eprintln!("{case} {kind}: loss {first:.3} -> {last:.3}");
+            if kind == "lora" {
+                // The adapter names the family's modules as peft does.
+                let out = dir.join(format!("{case}-adapter"));
+                let ck = run.join("checkpoints/step-40");
+                let o = pzt(&["export", ck.to_str().unwrap(), "--peft", out.to_str().unwrap()]);
+                assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
+                let cfg = std::fs::read_to_string(out.join("adapter_config.json")).unwrap();
+                assert!(cfg.contains("q_proj") && cfg.contains("v_proj"), "{cfg}");
+            }
+        }
     }
 }

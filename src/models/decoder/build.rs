@@ -168,6 +168,9 @@ impl DecoderConfig {
                 self.norm(&s.pp("post_norm"), post, parts)?,
             ));
         }
+        if let Some(by) = self.residual_scale {
+            v.push(("residual_scale".into(), Node::new(Rescale { by })));
+        }
         if self.dropout > 0.0 {
             v.push(("dropout".into(), Node::new(Dropout::new(self.dropout)?)));
         }
@@ -241,6 +244,9 @@ impl DecoderConfig {
             h
         };
         top.push(("lm_head".into(), head));
+        if let Some(by) = self.logit_scale {
+            top.push(("logit_scale".into(), Node::new(Rescale { by })));
+        }
         if let Some(cap) = self.final_softcap {
             top.push(("final_softcap".into(), Node::new(TanhSoftCap { cap })));
         }

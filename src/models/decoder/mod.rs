@@ -89,6 +89,11 @@ pub struct DecoderConfig {
     pub tie_embeddings: bool,
     /// Dropout at the end of each residual branch (active only with a `random_stream`).
     pub dropout: f64,
+    /// Multiply each residual branch by this before it is added (Granite's
+    /// `residual_multiplier`).
+    pub residual_scale: Option<f64>,
+    /// Multiply the output logits by this (Granite: `1 / logits_scaling`).
+    pub logit_scale: Option<f64>,
     /// How the embedding table is initialized (default: normal, std 1).
     pub embedding_init: Option<Initializer>,
     pub embedding_axis: String,
@@ -139,6 +144,8 @@ impl DecoderConfig {
             parallel_residual: false,
             tie_embeddings: false,
             dropout: 0.0,
+            residual_scale: None,
+            logit_scale: None,
             embedding_init: None,
             embedding_axis: "embedding".into(),
             vocab_axis: "vocab".into(),
@@ -199,6 +206,17 @@ impl DecoderConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        for (what, v) in [
+            ("residual scale", self.residual_scale),
+            ("logit scale", self.logit_scale),
+        ] {
+            if let Some(f) = v.filter(|f| !f.is_finite()) {
+                return Err(format!("the {what} must be a finite number, got {f}"));
+            }
+        }
+        if self.parallel_residual && self.residual_scale.is_some() {
+            return Err("a residual scale needs serial residual branches".into());
         }
         Ok(())
     }

@@ -26,6 +26,10 @@ pub enum Family {
     Gemma2,
     Gemma3,
     GptNeox,
+    Qwen2,
+    Qwen3,
+    Starcoder2,
+    Granite,
 }
 
 /// A pretrained model's architecture: the decoder it builds, and how its checkpoint stores it.
@@ -204,6 +208,25 @@ pub fn act(c: &Cfg, key: &str, v: &str) -> Result<Activation> {
             ))
         }
     })
+}
+
+/// Which of `n` layers use sliding attention: as `layer_types` lists them (`sliding_attention`
+/// or `full_attention`), or, when the config has no `layer_types`, as `default` says.
+pub fn sliding_layers(c: &Cfg, n: usize, default: impl Fn(usize) -> bool) -> Result<Vec<bool>> {
+    let types: Option<Vec<Option<String>>> = c
+        .get("layer_types")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().map(|x| x.as_str().map(String::from)).collect());
+    (0..n)
+        .map(|i| match &types {
+            None => Ok(default(i)),
+            Some(t) => match t.get(i).and_then(|x| x.as_deref()) {
+                Some("sliding_attention") => Ok(true),
+                Some("full_attention") => Ok(false),
+                other => Err(c.error(format!("layer_types[{i}] = {other:?} is not supported"))),
+            },
+        })
+        .collect()
 }
 
 /// What every family reads, for the family's converter to complete: the decoder config, the

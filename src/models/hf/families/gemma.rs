@@ -8,7 +8,7 @@
 use super::{llama, Converter};
 use crate::base::Result;
 use crate::layers::misc::Activation;
-use crate::models::hf::config::{act, Cfg, Shared};
+use crate::models::hf::config::{act, sliding_layers, Cfg, Shared};
 use crate::models::hf::Family;
 
 const IGNORED: &[&str] = &["sliding_window_pattern"];
@@ -78,25 +78,13 @@ fn later(c: &Cfg, s: &mut Shared, every_other: bool) -> Result<()> {
     d.attn_softcap = c.float("attn_logit_softcapping")?;
     d.final_softcap = c.float("final_logit_softcapping")?;
     let sw = c.int("sliding_window")?;
-    let types: Option<Vec<String>> = c.get("layer_types").and_then(|v| v.as_array()).map(|a| {
-        a.iter()
-            .filter_map(|x| x.as_str().map(String::from))
-            .collect()
-    });
     let pattern = c.int("sliding_window_pattern")?;
-    for (i, w) in s.window.iter_mut().enumerate() {
-        let sliding = match (&types, pattern) {
-            (Some(t), _) => match t.get(i).map(|s| s.as_str()) {
-                Some("sliding_attention") => true,
-                Some("full_attention") => false,
-                other => {
-                    return Err(c.error(format!("layer_types[{i}] = {other:?} is not supported")))
-                }
-            },
-            (None, Some(p)) => (i as i64 + 1) % p != 0,
-            (None, None) if every_other => i % 2 == 0,
-            (None, None) => (i as i64 + 1) % 6 != 0,
-        };
+    let sliding = sliding_layers(c, s.window.len(), |i| match pattern {
+        Some(p) => (i as i64 + 1) % p != 0,
+        None if every_other => i % 2 == 0,
+        None => (i as i64 + 1) % 6 != 0,
+    })?;
+    for (w, sliding) in s.window.iter_mut().zip(sliding) {
         if sliding {
             *w = Some(sw.ok_or_else(|| c.error("sliding layers need `sliding_window`"))?);
         }

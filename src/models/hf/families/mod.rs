@@ -5,8 +5,11 @@
 
 mod gemma;
 mod gpt_neox;
+mod granite;
 mod llama;
 mod mistral;
+mod qwen;
+mod starcoder2;
 
 use super::config::{Cfg, Shared};
 use super::transform::Transform;
@@ -31,13 +34,17 @@ pub struct Converter {
 }
 
 /// Every family pzt reads.
-pub const ALL: [&Converter; 6] = [
+pub const ALL: [&Converter; 10] = [
     &llama::LLAMA,
     &mistral::MISTRAL,
     &gemma::GEMMA,
     &gemma::GEMMA2,
     &gemma::GEMMA3,
     &gpt_neox::GPT_NEOX,
+    &qwen::QWEN2,
+    &qwen::QWEN3,
+    &starcoder2::STARCODER2,
+    &granite::GRANITE,
 ];
 
 /// The converter of a `model_type`.
@@ -86,6 +93,10 @@ mod tests {
             Family::Gemma2,
             Family::Gemma3,
             Family::GptNeox,
+            Family::Qwen2,
+            Family::Qwen3,
+            Family::Starcoder2,
+            Family::Granite,
         ] {
             assert_eq!(ALL.iter().filter(|c| c.family == f).count(), 1, "{f:?}");
             assert_eq!(of(f).family, f);
@@ -96,6 +107,6 @@ mod tests {
                 Some(c.family)
             );
         }
-        assert!(by_model_type("qwen2").is_none());
+        assert!(by_model_type("qwen3_moe").is_none());
     }
 }
