@@ -178,6 +178,7 @@ impl TransformerConfig {
             window: self.sliding_window,
             rope_theta: self.rope_theta,
             rope_scaling: None,
+            rope: true,
         };
         let mut d = DecoderConfig::llama(
             self.vocab_size,

@@ -11,7 +11,7 @@ fn fixture(case: &str) -> PathBuf {
         .join(case)
 }
 
-pub const CASES: [&str; 15] = [
+pub const CASES: [&str; 16] = [
     "gemma-geglu-exact",
     "llama-gqa",
     "llama3-tied-bias",
@@ -27,6 +27,7 @@ pub const CASES: [&str; 15] = [
     "qwen3",
     "starcoder2",
     "granite",
+    "smollm3",
 ];
 
 fn reference(case: &str) -> (tch::Tensor, tch::Tensor) {
@@ -119,6 +120,7 @@ fn greedy_with_kv_cache_equals_recomputing() {
         "qwen3",
         "starcoder2",
         "granite",
+        "smollm3",
     ] {
         let m = pzt::models::hf::load(&fixture(case), None, tch::Device::Cpu).unwrap();
         let (tokens, _) = reference(case);
@@ -661,7 +663,13 @@ fn newer_families_fine_tune_fully_and_with_lora() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    for case in ["qwen2-tied-sliding", "qwen3", "starcoder2", "granite"] {
+    for case in [
+        "qwen2-tied-sliding",
+        "qwen3",
+        "starcoder2",
+        "granite",
+        "smollm3",
+    ] {
         for (kind, strategy, lr) in [
             ("full", "", "1e-2"),
             (

@@ -115,7 +115,7 @@ impl DecoderConfig {
         let mut c = SelfAttentionConfig::new(self.d_model, self.num_heads, self.head_dim);
         c.embedding_axis = self.embedding_axis.clone();
         c.num_kv_heads = self.num_kv_heads;
-        c.rope_wavelength = Some(la.rope_theta);
+        c.rope_wavelength = la.rope.then_some(la.rope_theta);
         c.rope_scaling = la.rope_scaling.clone();
         c.rotary_dims = self.rotary_dims;
         c.query_scale = self.query_scale;

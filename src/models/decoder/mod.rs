@@ -46,6 +46,8 @@ pub struct LayerAttention {
     /// RoPE base wavelength.
     pub rope_theta: f64,
     pub rope_scaling: Option<RopeScaling>,
+    /// Whether the layer rotates queries and keys at all (false: a NoPE layer, SmolLM3).
+    pub rope: bool,
 }
 
 /// Everything the decoder builder needs. See the module docs.
@@ -129,6 +131,7 @@ impl DecoderConfig {
                     window: None,
                     rope_theta: 10_000.0,
                     rope_scaling: None,
+                    rope: true,
                 };
                 num_layers
             ],

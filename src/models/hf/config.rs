@@ -30,6 +30,7 @@ pub enum Family {
     Qwen3,
     Starcoder2,
     Granite,
+    Smollm3,
 }
 
 /// A pretrained model's architecture: the decoder it builds, and how its checkpoint stores it.
@@ -245,6 +246,8 @@ pub struct Shared {
     pub sliding_rope: Option<(f64, Option<RopeScaling>)>,
     /// Whether sliding layers use `sliding_rope` (Gemma 3).
     pub sliding_layers_use_local_rope: bool,
+    /// Each layer's RoPE: false for a layer without (NoPE, SmolLM3).
+    pub rope: Vec<bool>,
 }
 
 /// Keys read here for every family, beyond [`IGNORABLE`].
@@ -298,11 +301,13 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
         rope_scaling,
         sliding_rope,
         sliding_layers_use_local_rope: local,
+        rope,
         ..
     } = s;
     d.layers = window
         .iter()
-        .map(|w| {
+        .zip(&rope)
+        .map(|(w, &rope)| {
             let (theta, scaling) = match (w, &sliding_rope) {
                 (Some(_), Some((t, s))) if local => (*t, s.clone()),
                 _ => (rope_theta, rope_scaling.clone()),
@@ -311,6 +316,7 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
                 window: *w,
                 rope_theta: theta,
                 rope_scaling: scaling,
+                rope,
             }
         })
         .collect();
@@ -404,6 +410,7 @@ fn shared(c: &Cfg, conv: &Converter) -> Result<Shared> {
     Ok(Shared {
         decoder: d,
         window: vec![None; layers as usize],
+        rope: vec![true; layers as usize],
         norm_plus_one: false,
         rope_theta,
         rope_scaling,

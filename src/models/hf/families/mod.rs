@@ -9,6 +9,7 @@ mod granite;
 mod llama;
 mod mistral;
 mod qwen;
+mod smollm3;
 mod starcoder2;
 
 use super::config::{Cfg, Shared};
@@ -34,7 +35,7 @@ pub struct Converter {
 }
 
 /// Every family pzt reads.
-pub const ALL: [&Converter; 10] = [
+pub const ALL: [&Converter; 11] = [
     &llama::LLAMA,
     &mistral::MISTRAL,
     &gemma::GEMMA,
@@ -45,6 +46,7 @@ pub const ALL: [&Converter; 10] = [
     &qwen::QWEN3,
     &starcoder2::STARCODER2,
     &granite::GRANITE,
+    &smollm3::SMOLLM3,
 ];
 
 /// The converter of a `model_type`.
@@ -97,6 +99,7 @@ mod tests {
             Family::Qwen3,
             Family::Starcoder2,
             Family::Granite,
+            Family::Smollm3,
         ] {
             assert_eq!(ALL.iter().filter(|c| c.family == f).count(), 1, "{f:?}");
             assert_eq!(of(f).family, f);
