@@ -35,6 +35,18 @@ pub enum RopeScaling {
         high_freq_factor: f64,
         original_max_position_embeddings: f64,
     },
+    /// YaRN: frequencies blended between interpolated (`/ factor`) and original by a linear
+    /// ramp over the dims whose rotations in `original_max_position_embeddings` fall between
+    /// `beta_slow` and `beta_fast`, and cos/sin multiplied by `attention_factor`.
+    Yarn {
+        factor: f64,
+        original_max_position_embeddings: f64,
+        beta_fast: f64,
+        beta_slow: f64,
+        /// Round the ramp's ends outwards (transformers' `truncate`, default true).
+        truncate: bool,
+        attention_factor: f64,
+    },
 }
 
 impl RopeScaling {
@@ -72,8 +84,75 @@ impl RopeScaling {
                 }
                 Ok(())
             }
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
+                attention_factor,
+                ..
+            } => {
+                pos("factor", *factor)?;
+                pos(
+                    "original_max_position_embeddings",
+                    *original_max_position_embeddings,
+                )?;
+                pos("beta_fast", *beta_fast)?;
+                pos("beta_slow", *beta_slow)?;
+                pos("attention_factor", *attention_factor)
+            }
         }
     }
+
+    /// What cos and sin are multiplied by (YaRN's attention factor; 1 otherwise).
+    pub fn attention_factor(&self) -> f64 {
+        match self {
+            RopeScaling::Yarn {
+                attention_factor, ..
+            } => *attention_factor,
+            _ => 1.0,
+        }
+    }
+}
+
+/// YaRN's frequencies for `d` rotated dims of base `base`, from the unscaled ones `inv`.
+fn yarn(inv: &Tensor, d: i64, base: f64, s: &RopeScaling) -> Result<Tensor> {
+    let RopeScaling::Yarn {
+        factor,
+        original_max_position_embeddings: omax,
+        beta_fast,
+        beta_slow,
+        truncate,
+        ..
+    } = s
+    else {
+        return Ok(inv.shallow_clone());
+    };
+    let dim = d as f64;
+    // The dim whose wavelength makes `rotations` turns in the original context.
+    let at = |rotations: f64| {
+        dim * (omax / (rotations * 2.0 * std::f64::consts::PI)).ln() / (2.0 * base.ln())
+    };
+    let (mut low, mut high) = (at(*beta_fast), at(*beta_slow));
+    if *truncate {
+        (low, high) = (low.floor(), high.ceil());
+    }
+    let (low, mut high) = (low.max(0.0), high.min(dim - 1.0));
+    if low == high {
+        high += 0.001;
+    }
+    let ramp = Tensor::f_arange(d / 2, (Kind::Float, tch::Device::Cpu))
+        .and_then(|i| i.f_sub_scalar(low))
+        .and_then(|i| i.f_div_scalar(high - low))
+        .and_then(|r| r.f_clamp(0.0, 1.0))
+        .ctx("yarn ramp")?;
+    // Extrapolated (the original frequency) where the ramp is 0, interpolated where it is 1.
+    let keep = ramp.f_neg().and_then(|r| r.f_add_scalar(1.0)).ctx("yarn")?;
+    let interpolated = inv.f_div_scalar(*factor).ctx("yarn")?;
+    interpolated
+        .f_mul(&ramp)
+        .and_then(|a| a.f_add(&inv.f_mul(&keep)?))
+        .ctx("yarn")
 }
 
 fn default_seq() -> String {
@@ -117,6 +196,13 @@ impl ApplyRoPE {
         }
     }
 
+    /// What cos and sin are multiplied by (YaRN's attention factor; 1 otherwise).
+    pub fn attention_factor(&self) -> f64 {
+        self.scaling
+            .as_ref()
+            .map_or(1.0, RopeScaling::attention_factor)
+    }
+
     /// The inverse frequencies (float32, `[d/2]`), scaling applied.
     pub fn inv_freq(&self, d: i64) -> Result<Tensor> {
         let idx = Tensor::f_arange_start_step(0, d, 2, (Kind::Int64, tch::Device::Cpu))
@@ -130,6 +216,7 @@ impl ApplyRoPE {
             .ctx("rope")?;
         match &self.scaling {
             None => Ok(inv),
+            Some(y @ RopeScaling::Yarn { .. }) => yarn(&inv, d, self.max_wavelength, y),
             Some(RopeScaling::Linear { factor }) => inv.f_div_scalar(*factor).ctx("rope scaling"),
             Some(RopeScaling::Llama3 {
                 factor,
@@ -266,7 +353,7 @@ impl Layer for ApplyRoPE {
             None => {
                 let inv = crate::backend::to_device_like(&self.inv_freq(rd)?, x.tensor())?;
                 let ang = angles(&inv, pos.tensor())?;
-                cos_sin(&ang, x.kind())?
+                cos_sin(&ang, x.kind(), self.attention_factor())?
             }
         };
         let cos = NamedTensor::from_parts(cos, pos.names().to_vec())?;
@@ -323,14 +410,20 @@ pub(crate) fn angles(inv: &Tensor, pos: &Tensor) -> Result<Tensor> {
         .ctx("rope angles")
 }
 
-/// `cos(theta)` repeated twice along the last dim and `[-sin(theta), sin(theta)]`, in `kind`
-/// (computed in float32, then cast).
-pub(crate) fn cos_sin(ang: &Tensor, kind: Kind) -> Result<(Tensor, Tensor)> {
+/// `cos(theta)` repeated twice along the last dim and `[-sin(theta), sin(theta)]`, times
+/// `scale` (YaRN's attention factor), in `kind` (computed in float32, then cast).
+pub(crate) fn cos_sin(ang: &Tensor, kind: Kind, scale: f64) -> Result<(Tensor, Tensor)> {
+    let scaled = |t: Tensor| -> Result<Tensor> {
+        match scale == 1.0 {
+            true => Ok(t),
+            false => t.f_mul_scalar(scale).ctx("rope attention factor"),
+        }
+    };
     let cos = Tensor::f_cat(&[ang, ang], -1)
         .and_then(|a| a.f_cos())
-        .and_then(|c| c.f_to_kind(kind))
         .ctx("rope")?;
-    let sin = ang.f_sin().ctx("rope")?;
+    let cos = scaled(cos)?.f_to_kind(kind).ctx("rope")?;
+    let sin = scaled(ang.f_sin().ctx("rope")?)?;
     let signed = Tensor::f_cat(&[&sin.f_neg().ctx("rope")?, &sin], -1)
         .and_then(|c| c.f_to_kind(kind))
         .ctx("rope")?;
@@ -378,7 +471,7 @@ pub(crate) fn lookup(
         let _ng = tch::no_grad_guard();
         let inv = crate::backend::to_device_like(&rope.inv_freq(rd)?, like)?;
         let all = Tensor::f_arange(n, (Kind::Int64, like.device())).ctx("rope")?;
-        let made = cos_sin(&angles(&inv, &all)?, like.kind())?;
+        let made = cos_sin(&angles(&inv, &all)?, like.kind(), rope.attention_factor())?;
         tables.insert(key.clone(), made);
     }
     let Some((cos, sin)) = tables.get(&key) else {
@@ -433,7 +526,7 @@ mod table_tests {
             let (cos, sin) = lookup(&rope, 16, &p, default_len, &like)?.ok_or_else(|| {
                 crate::base::Error::Config("positions in range should be tabled".into())
             })?;
-            let (c2, s2) = cos_sin(&angles(&inv, &p)?, Kind::Float)?;
+            let (c2, s2) = cos_sin(&angles(&inv, &p)?, Kind::Float, 1.0)?;
             assert_eq!(cos.size(), c2.size());
             assert!(max_diff(&cos, &c2)? < 1e-6 && max_diff(&sin, &s2)? < 1e-6);
         }

@@ -11,7 +11,7 @@ fn fixture(case: &str) -> PathBuf {
         .join(case)
 }
 
-pub const CASES: [&str; 16] = [
+pub const CASES: [&str; 18] = [
     "gemma-geglu-exact",
     "llama-gqa",
     "llama3-tied-bias",
@@ -28,6 +28,8 @@ pub const CASES: [&str; 16] = [
     "starcoder2",
     "granite",
     "smollm3",
+    "qwen3-yarn",
+    "llama-yarn-mscale",
 ];
 
 fn reference(case: &str) -> (tch::Tensor, tch::Tensor) {
@@ -211,8 +213,8 @@ fn unsupported_configs_fail_loudly() {
         ),
         (
             "\"rope_type\": \"default\"",
-            "\"rope_type\": \"yarn\"",
-            "rope_type `yarn` is not supported",
+            "\"rope_type\": \"longrope\"",
+            "rope_type `longrope` is not supported",
         ),
         (
             "\"hidden_act\": \"silu\"",

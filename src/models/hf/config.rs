@@ -135,7 +135,8 @@ const IGNORABLE: [&str; 15] = [
     "id2label",
 ];
 
-fn parse_rope(what: &str, rp: &Value) -> Result<(f64, Option<RopeScaling>, Option<f64>)> {
+fn parse_rope(c: &Cfg, rp: &Value) -> Result<(f64, Option<RopeScaling>, Option<f64>)> {
+    let what = c.what.as_str();
     let m = rp.as_object().ok_or_else(|| {
         Error::bad_file(what, format!("rope parameters should be a table, got {rp}"))
     })?;
@@ -150,6 +151,23 @@ fn parse_rope(what: &str, rp: &Value) -> Result<(f64, Option<RopeScaling>, Optio
     let need = |k: &str| {
         f(k).ok_or_else(|| Error::bad_file(what, format!("rope type `{ty}` needs `{k}`")))
     };
+    // transformers prefers a top-level `original_max_position_embeddings` (Phi-3 writes one),
+    // then the rope parameters', then `max_position_embeddings` (YaRN).
+    let original_max = || -> Result<f64> {
+        match c.float("original_max_position_embeddings")? {
+            Some(v) => Ok(v),
+            None => match f("original_max_position_embeddings") {
+                Some(v) => Ok(v),
+                None if ty == "yarn" => c.float("max_position_embeddings")?.ok_or_else(|| {
+                    Error::bad_file(
+                        what,
+                        "rope type `yarn` needs `original_max_position_embeddings`",
+                    )
+                }),
+                None => need("original_max_position_embeddings"),
+            },
+        }
+    };
     let scaling = match ty {
         "default" => None,
         "linear" => Some(RopeScaling::Linear {
@@ -159,16 +177,15 @@ fn parse_rope(what: &str, rp: &Value) -> Result<(f64, Option<RopeScaling>, Optio
             factor: need("factor")?,
             low_freq_factor: need("low_freq_factor")?,
             high_freq_factor: need("high_freq_factor")?,
-            original_max_position_embeddings: need("original_max_position_embeddings")?,
+            original_max_position_embeddings: original_max()?,
         }),
-        other => {
-            return Err(Error::bad_file(
-                what,
-                format!(
-                    "rope_type `{other}` is not supported (supported: default, linear, llama3)"
-                ),
-            ))
-        }
+        "yarn" => Some(yarn(c, m, original_max()?)?),
+        other => return Err(Error::bad_file(
+            what,
+            format!(
+                "rope_type `{other}` is not supported (supported: default, linear, llama3, yarn)"
+            ),
+        )),
     };
     for k in m.keys() {
         let known = [
@@ -180,6 +197,12 @@ fn parse_rope(what: &str, rp: &Value) -> Result<(f64, Option<RopeScaling>, Optio
             "high_freq_factor",
             "original_max_position_embeddings",
             "partial_rotary_factor",
+            "beta_fast",
+            "beta_slow",
+            "mscale",
+            "mscale_all_dim",
+            "attention_factor",
+            "truncate",
         ];
         if !known.contains(&k.as_str()) {
             return Err(bad(
@@ -191,6 +214,47 @@ fn parse_rope(what: &str, rp: &Value) -> Result<(f64, Option<RopeScaling>, Optio
         }
     }
     Ok((theta, scaling, partial))
+}
+
+/// YaRN's settings, its attention factor resolved as transformers resolves it.
+fn yarn(c: &Cfg, m: &serde_json::Map<String, Value>, omax: f64) -> Result<RopeScaling> {
+    let f = |k: &str| m.get(k).and_then(|v| v.as_f64()).filter(|v| *v != 0.0);
+    let factor = match m.get("factor").and_then(|v| v.as_f64()) {
+        Some(x) => x,
+        None => c.float("max_position_embeddings")?.unwrap_or(omax) / omax,
+    };
+    let mscale = |scale: f64, m: f64| {
+        if scale <= 1.0 {
+            1.0
+        } else {
+            0.1 * m * scale.ln() + 1.0
+        }
+    };
+    let attention_factor = match (f("attention_factor"), f("mscale"), f("mscale_all_dim")) {
+        (Some(a), _, _) => a,
+        (None, Some(ms), Some(all)) => mscale(factor, ms) / mscale(factor, all),
+        _ => mscale(factor, 1.0),
+    };
+    let truncate = match m.get("truncate") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => {
+            return Err(bad(
+                &c.what,
+                "rope_parameters.truncate",
+                v,
+                "should be true or false",
+            ))
+        }
+    };
+    Ok(RopeScaling::Yarn {
+        factor,
+        original_max_position_embeddings: omax,
+        beta_fast: f("beta_fast").unwrap_or(32.0),
+        beta_slow: f("beta_slow").unwrap_or(1.0),
+        truncate,
+        attention_factor,
+    })
 }
 
 /// An activation function by its transformers name.
@@ -430,7 +494,6 @@ type Rope = (
 /// The rotary embedding in either layout: `rope_theta` + `rope_scaling`, or `rope_parameters`
 /// (one table, or one per layer type); and Gemma 3's `rope_local_base_freq`.
 fn rope(c: &Cfg) -> Result<Rope> {
-    let path = c.what.as_str();
     let mut theta = c.float("rope_theta")?.unwrap_or(10_000.0);
     let mut scaling = None;
     let mut partial = None;
@@ -440,7 +503,7 @@ fn rope(c: &Cfg) -> Result<Rope> {
         if let Some(m) = s.as_object_mut() {
             m.insert("rope_theta".into(), Value::from(theta));
         }
-        (theta, scaling, _) = parse_rope(path, &s)?;
+        (theta, scaling, _) = parse_rope(c, &s)?;
     }
     if let Some(rp) = c.get("rope_parameters") {
         let per_type = rp.get("full_attention").is_some() || rp.get("sliding_attention").is_some();
@@ -448,13 +511,13 @@ fn rope(c: &Cfg) -> Result<Rope> {
             let full = rp
                 .get("full_attention")
                 .ok_or_else(|| c.error("rope_parameters lacks `full_attention`"))?;
-            (theta, scaling, _) = parse_rope(path, full)?;
+            (theta, scaling, _) = parse_rope(c, full)?;
             if let Some(sl) = rp.get("sliding_attention") {
-                let (t, sc, _) = parse_rope(path, sl)?;
+                let (t, sc, _) = parse_rope(c, sl)?;
                 local = Some((t, sc));
             }
         } else {
-            (theta, scaling, partial) = parse_rope(path, rp)?;
+            (theta, scaling, partial) = parse_rope(c, rp)?;
         }
     }
     if let Some(lb) = c.float("rope_local_base_freq")? {
