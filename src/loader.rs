@@ -23,6 +23,8 @@ pub struct Loaded {
     pub axes: LmAxes,
     /// The HF directory the model (or its recipe's `[model] hf`) came from.
     pub hf_dir: Option<PathBuf>,
+    /// What a user should know about the load (for the commands to print).
+    pub notes: Vec<String>,
 }
 
 /// Loads a model declared by a recipe (its [`ModelLoad`]), with parameters seeded on `device`
@@ -49,6 +51,7 @@ pub fn load_spec(m: &ModelLoad, device: Device, dtype: Option<Kind>) -> Result<L
         eos,
         axes,
         hf_dir: m.hf_dir.clone(),
+        notes: vec![],
     })
 }
 
@@ -81,6 +84,7 @@ pub fn load_hf(path: &Path, dtype: Option<Kind>, device: Device) -> Result<Loade
         eos: m.arch.eos.clone(),
         axes: LmAxes::default(),
         hf_dir: Some(path.to_path_buf()),
+        notes: m.notes,
     })
 }
 

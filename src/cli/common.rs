@@ -86,7 +86,11 @@ pub fn load_with(
     let path = &resolve_model(path)?;
     let kind = model_path(path)?;
     if kind == ModelPath::Hf && sets.is_empty() {
-        return pzt::loader::load_hf(path, dtype, device);
+        let m = pzt::loader::load_hf(path, dtype, device)?;
+        for n in &m.notes {
+            eprintln!("note: {n}");
+        }
+        return Ok(m);
     }
     let recipe = pzt::recipe::of_model::of_model(path, sets)?;
     let m = pzt::loader::load_spec(&recipe.model_load(&pzt::builtin_registry())?, device, dtype)?;

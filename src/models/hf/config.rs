@@ -43,6 +43,9 @@ pub struct Arch {
     pub norm_plus_one: bool,
     pub eos: Vec<i64>,
     pub dtype: tch::Kind,
+    /// The language model of a multimodal checkpoint (`Gemma3ForConditionalGeneration`): its
+    /// tensors carry the `language_model.` prefix, and the vision tower beside it is not used.
+    pub multimodal: bool,
 }
 
 /// A config.json being read: which keys were used, so that [`Cfg::finish`] can reject the rest.
@@ -180,13 +183,21 @@ fn parse_rope(c: &Cfg, rp: &Value) -> Result<(f64, Option<RopeScaling>, Option<f
             original_max_position_embeddings: original_max()?,
         }),
         "yarn" => Some(yarn(c, m, original_max()?)?),
-        other => return Err(Error::bad_file(
-            what,
-            format!(
+        other => {
+            return Err(Error::bad_file(
+                what,
+                format!(
                 "rope_type `{other}` is not supported (supported: default, linear, llama3, yarn)"
             ),
-        )),
+            ))
+        }
     };
+    known_rope_keys(what, m)?;
+    Ok((theta, scaling, partial))
+}
+
+/// Refuses a RoPE setting pzt does not read.
+fn known_rope_keys(what: &str, m: &serde_json::Map<String, Value>) -> Result<()> {
     for k in m.keys() {
         let known = [
             "rope_theta",
@@ -213,7 +224,7 @@ fn parse_rope(c: &Cfg, rp: &Value) -> Result<(f64, Option<RopeScaling>, Option<f
             ));
         }
     }
-    Ok((theta, scaling, partial))
+    Ok(())
 }
 
 /// YaRN's settings, its attention factor resolved as transformers resolves it.
@@ -330,6 +341,66 @@ const SHARED_KEYS: [&str; 8] = [
 pub fn parse(text: &str, path: &str) -> Result<Arch> {
     let v: Value = serde_json::from_str(text)
         .map_err(|e| Error::bad_file(path, format!("invalid JSON: {e}")))?;
+    if let Some(text) = multimodal_text(&v, path)? {
+        let mut arch = parse_value(&text, path)?;
+        arch.multimodal = true;
+        return Ok(arch);
+    }
+    parse_value(&v, path)
+}
+
+/// `Gemma3TextConfig`'s defaults, for the keys a multimodal config's sparse `text_config`
+/// leaves out (transformers fills them from the class).
+const GEMMA3_TEXT_DEFAULTS: &str = r#"{
+  "vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216,
+  "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
+  "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh", "rms_norm_eps": 1e-6,
+  "query_pre_attn_scalar": 256, "sliding_window": 4096, "rope_theta": 1000000.0,
+  "rope_local_base_freq": 10000.0, "attention_bias": false, "sliding_window_pattern": 6
+}"#;
+
+/// The language model's config of a multimodal `gemma3` checkpoint: its `text_config` over
+/// `Gemma3TextConfig`'s defaults, with the top level's dtype, end tokens and tying. None for
+/// any other config. The vision settings beside it are not read.
+pub(super) fn multimodal_text(v: &Value, path: &str) -> Result<Option<Value>> {
+    let (Some("gemma3"), Some(text)) = (
+        v.get("model_type").and_then(|t| t.as_str()),
+        v.get("text_config"),
+    ) else {
+        return Ok(None);
+    };
+    let text = text
+        .as_object()
+        .ok_or_else(|| Error::bad_file(path, "`text_config` should be an object"))?;
+    let mut out: serde_json::Map<String, Value> =
+        serde_json::from_str(GEMMA3_TEXT_DEFAULTS).unwrap_or_default();
+    if text.contains_key("rope_parameters") {
+        // transformers 5 states the whole RoPE there.
+        out.remove("rope_theta");
+        out.remove("rope_local_base_freq");
+    }
+    if text.contains_key("layer_types") {
+        out.remove("sliding_window_pattern");
+    }
+    for (k, x) in text {
+        out.insert(k.clone(), x.clone());
+    }
+    for k in [
+        "dtype",
+        "torch_dtype",
+        "eos_token_id",
+        "tie_word_embeddings",
+    ] {
+        if let Some(x) = v.get(k) {
+            out.insert(k.to_string(), x.clone());
+        }
+    }
+    out.insert("model_type".into(), Value::from("gemma3_text"));
+    Ok(Some(Value::Object(out)))
+}
+
+/// Parses a config.json value.
+fn parse_value(v: &Value, path: &str) -> Result<Arch> {
     let map = v
         .as_object()
         .ok_or_else(|| Error::bad_file(path, "not a JSON object"))?;
@@ -399,6 +470,7 @@ pub fn parse(text: &str, path: &str) -> Result<Arch> {
         norm_plus_one,
         eos,
         dtype,
+        multimodal: false,
     })
 }
 
@@ -524,4 +596,44 @@ fn rope(c: &Cfg) -> Result<Rope> {
         local = Some((lb, None));
     }
     Ok((theta, scaling, partial, local))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hub_multimodal_gemma3_config_takes_the_text_defaults() -> Result<()> {
+        // gemma-3-4b-it's config.json, its vision settings cut short.
+        let text = r#"{"architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999,
+            "eoi_token_index": 256000, "eos_token_id": [1, 106], "image_token_index": 262144,
+            "initializer_range": 0.02, "mm_tokens_per_image": 256, "model_type": "gemma3",
+            "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+                "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                "sliding_window": 1024},
+            "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0",
+            "vision_config": {"hidden_size": 1152, "model_type": "siglip_vision_model"}}"#;
+        let a = parse(text, "config.json")?;
+        assert!(a.multimodal);
+        assert_eq!(a.dtype, tch::Kind::BFloat16);
+        assert_eq!(a.eos, vec![1, 106]);
+        let d = &a.decoder;
+        assert_eq!(
+            (d.vocab_size, d.d_model, d.mlp_hidden),
+            (262208, 2560, 10240)
+        );
+        assert_eq!((d.num_heads, d.num_kv_heads, d.head_dim), (8, 4, 256));
+        assert_eq!(d.layers.len(), 34);
+        // Every 6th layer global, with the scaled 1e6 base; the others local, 10000, window 1024.
+        let global = &d.layers[5];
+        assert_eq!((global.window, global.rope_theta), (None, 1_000_000.0));
+        assert!(
+            matches!(global.rope_scaling, Some(RopeScaling::Linear { factor }) if factor == 8.0)
+        );
+        let local = &d.layers[0];
+        assert_eq!((local.window, local.rope_theta), (Some(1024), 10_000.0));
+        assert!(local.rope_scaling.is_none());
+        assert!(d.tie_embeddings && d.qk_norm);
+        Ok(())
+    }
 }

@@ -30,7 +30,7 @@ pub fn export(tree: &Node, arch: &Arch, config_json: &str, out: &Path, dtype: Ki
         .collect::<Result<_>>()?;
     let mp = dir.path().join("model.safetensors");
     Tensor::write_safetensors(&outt, &mp).ctx(format!("write {}", mp.display()))?;
-    write_config(dir.path(), config_json, dtype)?;
+    write_config(dir.path(), config_json, dtype, arch.multimodal)?;
     dir.merge().map(|_| ())
 }
 
@@ -117,9 +117,23 @@ fn fuse_qkv(arch: &Arch, mut parts: Vec<(i64, Tensor, bool)>) -> Result<Tensor> 
 
 /// Writes `dir/config.json`: the model's original `config_json` with its dtype key
 /// (`torch_dtype` when present, else `dtype`) set to `dtype`.
-fn write_config(dir: &Path, config_json: &str, dtype: Kind) -> Result<()> {
+/// Writes `config.json`: the original with `dtype` set; for the language model of a multimodal
+/// checkpoint, its text config as a text-only model (`Gemma3ForCausalLM`), since the vision
+/// tower was not loaded.
+fn write_config(dir: &Path, config_json: &str, dtype: Kind, text_only: bool) -> Result<()> {
     let mut cfg: serde_json::Value = serde_json::from_str(config_json)
         .map_err(|e| Error::Config(format!("config.json: {e}")))?;
+    if text_only {
+        if let Some(mut text) = super::config::multimodal_text(&cfg, "config.json")? {
+            if let Some(m) = text.as_object_mut() {
+                m.insert(
+                    "architectures".into(),
+                    serde_json::json!(["Gemma3ForCausalLM"]),
+                );
+            }
+            cfg = text;
+        }
+    }
     if let Some(m) = cfg.as_object_mut() {
         let name = crate::base::dtype::name(dtype);
         let key = if m.contains_key("torch_dtype") {

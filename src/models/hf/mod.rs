@@ -48,6 +48,32 @@ pub struct HfModel {
     pub arch: Arch,
     pub tree: Node,
     pub dir: PathBuf,
+    /// What a user should know about the load (the vision tower of a multimodal checkpoint
+    /// left out).
+    pub notes: Vec<String>,
+}
+
+/// The tensors of a multimodal checkpoint that pzt leaves out: the vision tower and the
+/// projector into the language model.
+fn vision_tensor(name: &str) -> bool {
+    let n = name.strip_prefix("model.").unwrap_or(name);
+    n.starts_with("vision_tower.") || n.starts_with("multi_modal_projector.")
+}
+
+/// Where a multimodal checkpoint keeps the language model's tensors: `name` (a text model's
+/// name, `model.…` or `lm_head.…`) as the checkpoint spells it (`layout`: None for a text
+/// model, else whether it uses transformers 5's names). Hub checkpoints use
+/// `language_model.model.…`; transformers 5's own module names are `model.language_model.…`.
+fn text_name(layout: Option<bool>, name: &str) -> String {
+    let Some(v5) = layout else {
+        return name.to_string();
+    };
+    match (v5, name.strip_prefix("model.")) {
+        (false, Some(rest)) => format!("language_model.model.{rest}"),
+        (false, None) => format!("language_model.{name}"),
+        (true, Some(rest)) => format!("model.language_model.{rest}"),
+        (true, None) => name.to_string(),
+    }
 }
 
 /// Reads and parses a model directory's `config.json`.
@@ -73,7 +99,13 @@ pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfMo
         .into_iter()
         .map(|(_, _, e)| (e.label().to_string(), e.shape()))
         .collect();
+    let layout = arch.multimodal.then(|| {
+        weights
+            .names()
+            .any(|n| n.starts_with("model.language_model."))
+    });
     for (label, hf, tr) in names::names(&arch, &built.parts) {
+        let hf = text_name(layout, &hf);
         let shape = slots
             .get(&label)
             .ok_or_else(|| Error::Config(format!("internal: no parameter `{label}` for `{hf}`")))?;
@@ -100,12 +132,16 @@ pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfMo
             .ctx("load")?;
         params.insert(label.clone(), Parameter::new(label, v));
     }
+    let mut vision = 0;
+    let tied_head = text_name(layout, "lm_head.weight");
     for name in weights.names() {
-        if !used.contains(name)
-            && !recomputed(name)
-            && !(arch.decoder.tie_embeddings
-                && (name == "lm_head.weight" || name == "embed_out.weight"))
-        {
+        if arch.multimodal && vision_tensor(name) {
+            vision += 1;
+            continue;
+        }
+        let head = name == "lm_head.weight" || name == "embed_out.weight" || *name == tied_head;
+        let spare = recomputed(name) || (arch.decoder.tie_embeddings && head);
+        if !used.contains(name) && !spare {
             return Err(Error::bad_file(
                 dir.display(),
                 format!("the checkpoint has a tensor pzt does not use: `{name}`"),
@@ -114,9 +150,17 @@ pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfMo
     }
     let list: Vec<Parameter> = params.into_values().collect();
     let tree = tree.bind(&list)?;
+    let notes = match vision {
+        0 => vec![],
+        n => vec![format!(
+            "{} is a multimodal checkpoint: its language model is loaded, and its vision tower and projector ({n} tensors) are not used",
+            dir.display()
+        )],
+    };
     Ok(HfModel {
         arch,
         tree,
         dir: dir.to_path_buf(),
+        notes,
     })
 }

@@ -406,6 +406,12 @@ fn only_adapters_trained(tree: &Node) -> Result<()> {
 
 /// Writes the adapters of `tree` (a model of `arch`) as a PEFT adapter directory.
 pub fn write(tree: &Node, arch: &Arch, out: &Path, base_model: &str) -> Result<()> {
+    if arch.multimodal {
+        return Err(Error::Config(format!(
+            "export --peft: the base is the language model of a multimodal checkpoint ({}), whose modules peft names under the vision-language model; a PEFT adapter for it is not written yet. `export --hf` writes the merged language model",
+            arch.model_type
+        )));
+    }
     let modules: BTreeMap<String, String> = linear_modules(arch)?
         .into_iter()
         .map(|(m, l)| (l, m))
