@@ -11,7 +11,7 @@ fn fixture(case: &str) -> PathBuf {
         .join(case)
 }
 
-pub const CASES: [&str; 19] = [
+pub const CASES: [&str; 20] = [
     "gemma-geglu-exact",
     "llama-gqa",
     "llama3-tied-bias",
@@ -31,6 +31,7 @@ pub const CASES: [&str; 19] = [
     "qwen3-yarn",
     "llama-yarn-mscale",
     "gemma3-multimodal",
+    "olmo2",
 ];
 
 fn reference(case: &str) -> (tch::Tensor, tch::Tensor) {
@@ -672,6 +673,7 @@ fn newer_families_fine_tune_fully_and_with_lora() {
         "starcoder2",
         "granite",
         "smollm3",
+        "olmo2",
     ] {
         for (kind, strategy, lr) in [
             ("full", "", "1e-2"),

@@ -48,6 +48,9 @@ pub struct SelfAttentionConfig {
     /// RMS-normalize queries and keys over `projection` after the projection (Gemma 3's
     /// QK-norm) with this epsilon.
     pub qk_norm_eps: Option<f64>,
+    /// The QK-norm normalizes over all of the projection's output axes (the heads too: OLMo 2)
+    /// instead of over `projection` alone.
+    pub qk_norm_whole: bool,
     /// Soft-cap the attention logits at this value (Gemma 2).
     pub logit_softcap: Option<f64>,
 }
@@ -69,6 +72,7 @@ impl SelfAttentionConfig {
             qkv_bias: false,
             output_bias: false,
             qk_norm_eps: None,
+            qk_norm_whole: false,
             logit_softcap: None,
         }
     }
@@ -84,14 +88,14 @@ impl SelfAttentionConfig {
         let emb = Self::axes(&[(&self.embedding_axis, self.d_model)]);
         let (q_axes, kv_axes) = self.head_axes();
         let mut q = self.projection(scope, "query", &emb, &q_axes)?;
-        self.push_qk_norm(scope, &mut q, "query")?;
+        self.push_qk_norm(scope, &mut q, "query", &q_axes)?;
         self.push_rope(&mut q);
         let scale = self
             .query_scale
             .unwrap_or(1.0 / (self.head_dim as f64).sqrt());
         q.push(("scale".into(), Node::new(Rescale { by: scale })));
         let mut k = self.projection(scope, "key", &emb, &kv_axes)?;
-        self.push_qk_norm(scope, &mut k, "key")?;
+        self.push_qk_norm(scope, &mut k, "key", &kv_axes)?;
         self.push_rope(&mut k);
         k.push(("rename".into(), rename_seq()));
         let mut v = self.projection(scope, "value", &emb, &kv_axes)?;
@@ -184,18 +188,23 @@ impl SelfAttentionConfig {
         }
     }
 
-    /// Appends the QK-norm (an RMS norm over `projection`) to the `query` or `key`
-    /// projection's layers, when `qk_norm_eps` is set.
+    /// Appends the QK-norm (an RMS norm over `projection`, or over all the projection's
+    /// output axes `whole` with `qk_norm_whole`) to the `query` or `key` projection's layers,
+    /// when `qk_norm_eps` is set.
     fn push_qk_norm(
         &self,
         scope: &Scope<'_>,
         v: &mut Vec<(String, Node)>,
         name: &str,
+        whole: &Axes,
     ) -> Result<()> {
         if let Some(eps) = self.qk_norm_eps {
-            let axes: Axes = [("projection".to_string(), self.head_dim)]
-                .into_iter()
-                .collect();
+            let axes: Axes = match self.qk_norm_whole {
+                true => whole.clone(),
+                false => [("projection".to_string(), self.head_dim)]
+                    .into_iter()
+                    .collect(),
+            };
             v.push((
                 "norm".to_string(),
                 crate::layers::norms::rms_layer_norm(

@@ -122,6 +122,7 @@ impl DecoderConfig {
         c.qkv_bias = self.qkv_bias;
         c.output_bias = self.output_bias;
         c.qk_norm_eps = self.qk_norm.then_some(self.norm_eps);
+        c.qk_norm_whole = self.qk_norm_whole;
         c.logit_softcap = self.attn_softcap;
         if let Some(w) = la.window {
             c.mask = AttentionMask::SlidingWindow(w);
@@ -158,10 +159,11 @@ impl DecoderConfig {
         inner: Node,
         parts: &mut Parts,
     ) -> Result<Node> {
-        let mut v = vec![
-            ("norm".to_string(), self.norm(&s.pp("norm"), pre, parts)?),
-            (name.to_string(), inner),
-        ];
+        let mut v = vec![];
+        if self.pre_norms {
+            v.push(("norm".to_string(), self.norm(&s.pp("norm"), pre, parts)?));
+        }
+        v.push((name.to_string(), inner));
         if self.sandwich_norms && !self.parallel_residual {
             v.push((
                 "post_norm".into(),

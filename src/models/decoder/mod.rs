@@ -77,6 +77,10 @@ pub struct DecoderConfig {
     pub output_bias: bool,
     /// RMS-normalize queries and keys over each head (Gemma 3).
     pub qk_norm: bool,
+    /// With `qk_norm`, normalize over all heads of the projection at once (OLMo 2).
+    pub qk_norm_whole: bool,
+    /// A norm begins each residual branch (false: OLMo 2, whose branches end in one).
+    pub pre_norms: bool,
     /// Soft-cap the attention logits (Gemma 2).
     pub attn_softcap: Option<f64>,
     /// Soft-cap the output logits (Gemma 2).
@@ -140,6 +144,8 @@ impl DecoderConfig {
             qkv_bias: false,
             output_bias: false,
             qk_norm: false,
+            qk_norm_whole: false,
+            pre_norms: true,
             attn_softcap: None,
             final_softcap: None,
             embed_scale: None,
@@ -217,6 +223,9 @@ impl DecoderConfig {
             if let Some(f) = v.filter(|f| !f.is_finite()) {
                 return Err(format!("the {what} must be a finite number, got {f}"));
             }
+        }
+        if !self.pre_norms && (self.parallel_residual || !self.sandwich_norms) {
+            return Err("branches without a norm before them need sandwich norms, serially".into());
         }
         if self.parallel_residual && self.residual_scale.is_some() {
             return Err("a residual scale needs serial residual branches".into());

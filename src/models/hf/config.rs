@@ -31,6 +31,7 @@ pub enum Family {
     Starcoder2,
     Granite,
     Smollm3,
+    Olmo2,
 }
 
 /// A pretrained model's architecture: the decoder it builds, and how its checkpoint stores it.

@@ -8,6 +8,7 @@ mod gpt_neox;
 mod granite;
 mod llama;
 mod mistral;
+mod olmo2;
 mod qwen;
 mod smollm3;
 mod starcoder2;
@@ -35,7 +36,7 @@ pub struct Converter {
 }
 
 /// Every family pzt reads.
-pub const ALL: [&Converter; 11] = [
+pub const ALL: [&Converter; 12] = [
     &llama::LLAMA,
     &mistral::MISTRAL,
     &gemma::GEMMA,
@@ -47,6 +48,7 @@ pub const ALL: [&Converter; 11] = [
     &starcoder2::STARCODER2,
     &granite::GRANITE,
     &smollm3::SMOLLM3,
+    &olmo2::OLMO2,
 ];
 
 /// The converter of a `model_type`.
@@ -100,6 +102,7 @@ mod tests {
             Family::Starcoder2,
             Family::Granite,
             Family::Smollm3,
+            Family::Olmo2,
         ] {
             assert_eq!(ALL.iter().filter(|c| c.family == f).count(), 1, "{f:?}");
             assert_eq!(of(f).family, f);
