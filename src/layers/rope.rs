@@ -47,6 +47,15 @@ pub enum RopeScaling {
         truncate: bool,
         attention_factor: f64,
     },
+    /// LongRoPE (Phi-3): each frequency divided by its own factor, `short_factor` while the
+    /// sequence fits `original_max_position_embeddings` and `long_factor` beyond, and cos/sin
+    /// multiplied by `attention_factor`.
+    LongRope {
+        short_factor: Vec<f64>,
+        long_factor: Vec<f64>,
+        original_max_position_embeddings: f64,
+        attention_factor: f64,
+    },
 }
 
 impl RopeScaling {
@@ -101,6 +110,26 @@ impl RopeScaling {
                 pos("beta_slow", *beta_slow)?;
                 pos("attention_factor", *attention_factor)
             }
+            RopeScaling::LongRope {
+                short_factor,
+                long_factor,
+                original_max_position_embeddings,
+                attention_factor,
+            } => {
+                for f in short_factor.iter().chain(long_factor) {
+                    pos("short_factor and long_factor", *f)?;
+                }
+                if short_factor.len() != long_factor.len() {
+                    return Err(
+                        "rope scaling `short_factor` and `long_factor` differ in length".into(),
+                    );
+                }
+                pos(
+                    "original_max_position_embeddings",
+                    *original_max_position_embeddings,
+                )?;
+                pos("attention_factor", *attention_factor)
+            }
         }
     }
 
@@ -108,6 +137,9 @@ impl RopeScaling {
     pub fn attention_factor(&self) -> f64 {
         match self {
             RopeScaling::Yarn {
+                attention_factor, ..
+            }
+            | RopeScaling::LongRope {
                 attention_factor, ..
             } => *attention_factor,
             _ => 1.0,
@@ -203,8 +235,39 @@ impl ApplyRoPE {
             .map_or(1.0, RopeScaling::attention_factor)
     }
 
-    /// The inverse frequencies (float32, `[d/2]`), scaling applied.
+    /// The inverse frequencies (float32, `[d/2]`), scaling applied, for a sequence that fits
+    /// the original context (LongRoPE's short factors).
     pub fn inv_freq(&self, d: i64) -> Result<Tensor> {
+        self.inv_freq_at(d, 0)
+    }
+
+    /// The length a LongRoPE layer chooses its factors by: the largest position plus one
+    /// (`default_len` when the positions are `0..len`); 0 for the other scalings, which do not
+    /// depend on it.
+    fn seq_len_of(&self, pos: &Tensor, default_len: Option<i64>) -> Result<i64> {
+        if !matches!(self.scaling, Some(RopeScaling::LongRope { .. })) {
+            return Ok(0);
+        }
+        if let Some(n) = default_len {
+            return Ok(n);
+        }
+        if pos.numel() == 0 || crate::backend::is_meta(pos) {
+            return Ok(0);
+        }
+        pos.f_max()
+            .and_then(|m| m.f_int64_value(&[]))
+            .map(|m| m.saturating_add(1))
+            .ctx("rope")
+    }
+
+    /// Whether positions up to `seq_len` take LongRoPE's long factors.
+    fn long(&self, seq_len: i64) -> bool {
+        matches!(&self.scaling, Some(RopeScaling::LongRope { original_max_position_embeddings, .. })
+            if seq_len as f64 > *original_max_position_embeddings)
+    }
+
+    /// The inverse frequencies for a sequence of `seq_len` positions.
+    pub fn inv_freq_at(&self, d: i64, seq_len: i64) -> Result<Tensor> {
         let idx = Tensor::f_arange_start_step(0, d, 2, (Kind::Int64, tch::Device::Cpu))
             .and_then(|t| t.f_to_kind(Kind::Float))
             .ctx("rope")?;
@@ -217,6 +280,26 @@ impl ApplyRoPE {
         match &self.scaling {
             None => Ok(inv),
             Some(y @ RopeScaling::Yarn { .. }) => yarn(&inv, d, self.max_wavelength, y),
+            Some(RopeScaling::LongRope {
+                short_factor,
+                long_factor,
+                ..
+            }) => {
+                let f = if self.long(seq_len) {
+                    long_factor
+                } else {
+                    short_factor
+                };
+                if f.len() as i64 != (d + 1) / 2 {
+                    return Err(Error::Config(format!(
+                        "ApplyRoPE: LongRoPE has {} factors for {} frequencies",
+                        f.len(),
+                        (d + 1) / 2
+                    )));
+                }
+                let f: Vec<f32> = f.iter().map(|&x| x as f32).collect();
+                inv.f_div(&Tensor::from_slice(&f)).ctx("longrope")
+            }
             Some(RopeScaling::Linear { factor }) => inv.f_div_scalar(*factor).ctx("rope scaling"),
             Some(RopeScaling::Llama3 {
                 factor,
@@ -351,7 +434,9 @@ impl Layer for ApplyRoPE {
         let (cos, signed) = match tabled {
             Some(t) => t,
             None => {
-                let inv = crate::backend::to_device_like(&self.inv_freq(rd)?, x.tensor())?;
+                let seq_len = self.seq_len_of(pos.tensor(), default_len)?;
+                let inv =
+                    crate::backend::to_device_like(&self.inv_freq_at(rd, seq_len)?, x.tensor())?;
                 let ang = angles(&inv, pos.tensor())?;
                 cos_sin(&ang, x.kind(), self.attention_factor())?
             }
@@ -458,7 +543,12 @@ pub(crate) fn lookup(
         return Ok(None);
     }
     let key = (
-        format!("{}/{:?}", rope.max_wavelength, rope.scaling),
+        format!(
+            "{}/{:?}/{}",
+            rope.max_wavelength,
+            rope.scaling,
+            rope.long(needed)
+        ),
         rd,
         format!("{:?}", like.device()),
         format!("{:?}", like.kind()),
@@ -469,7 +559,7 @@ pub(crate) fn lookup(
     if !fits {
         let n = (needed.max(1) as u64).next_power_of_two().max(512) as i64;
         let _ng = tch::no_grad_guard();
-        let inv = crate::backend::to_device_like(&rope.inv_freq(rd)?, like)?;
+        let inv = crate::backend::to_device_like(&rope.inv_freq_at(rd, needed)?, like)?;
         let all = Tensor::f_arange(n, (Kind::Int64, like.device())).ctx("rope")?;
         let made = cos_sin(&angles(&inv, &all)?, like.kind(), rope.attention_factor())?;
         tables.insert(key.clone(), made);

@@ -11,7 +11,7 @@ fn fixture(case: &str) -> PathBuf {
         .join(case)
 }
 
-pub const CASES: [&str; 20] = [
+pub const CASES: [&str; 22] = [
     "gemma-geglu-exact",
     "llama-gqa",
     "llama3-tied-bias",
@@ -32,6 +32,8 @@ pub const CASES: [&str; 20] = [
     "llama-yarn-mscale",
     "gemma3-multimodal",
     "olmo2",
+    "phi3",
+    "phi4-mini-longrope",
 ];
 
 fn reference(case: &str) -> (tch::Tensor, tch::Tensor) {
@@ -215,8 +217,8 @@ fn unsupported_configs_fail_loudly() {
         ),
         (
             "\"rope_type\": \"default\"",
-            "\"rope_type\": \"longrope\"",
-            "rope_type `longrope` is not supported",
+            "\"rope_type\": \"dynamic\"",
+            "rope_type `dynamic` is not supported",
         ),
         (
             "\"hidden_act\": \"silu\"",
@@ -674,15 +676,22 @@ fn newer_families_fine_tune_fully_and_with_lora() {
         "granite",
         "smollm3",
         "olmo2",
+        "phi3",
     ] {
         for (kind, strategy, lr) in [
             ("full", "", "1e-2"),
             (
                 "lora",
-                "[strategy]\nkind = \"lora\"\n[strategy.lora]\ntargets = [\"q_proj\", \"v_proj\"]\nrank = 4\nalpha = 8.0\n",
+                "[strategy]\nkind = \"lora\"\n[strategy.lora]\ntargets = TARGETS\nrank = 4\nalpha = 8.0\n",
                 "1e-1",
             ),
         ] {
+            // Phi-3 fuses its query, key and value projections into one module.
+            let targets = match case {
+                "phi3" => "[\"qkv_proj\"]",
+                _ => "[\"q_proj\", \"v_proj\"]",
+            };
+            let strategy = strategy.replace("TARGETS", targets);
             let run = dir.join(format!("{case}-{kind}"));
             let recipe = dir.join(format!("{case}-{kind}.toml"));
             std::fs::write(&recipe, format!(
@@ -703,7 +712,11 @@ fn newer_families_fine_tune_fully_and_with_lora() {
                 let o = pzt(&["export", ck.to_str().unwrap(), "--peft", out.to_str().unwrap()]);
                 assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
                 let cfg = std::fs::read_to_string(out.join("adapter_config.json")).unwrap();
-                assert!(cfg.contains("q_proj") && cfg.contains("v_proj"), "{cfg}");
+                let want: &[&str] = match case {
+                    "phi3" => &["qkv_proj"],
+                    _ => &["q_proj", "v_proj"],
+                };
+                assert!(want.iter().all(|m| cfg.contains(m)), "{cfg}");
             }
         }
     }

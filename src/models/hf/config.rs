@@ -32,6 +32,7 @@ pub enum Family {
     Granite,
     Smollm3,
     Olmo2,
+    Phi3,
 }
 
 /// A pretrained model's architecture: the decoder it builds, and how its checkpoint stores it.
@@ -162,12 +163,14 @@ fn parse_rope(c: &Cfg, rp: &Value) -> Result<(f64, Option<RopeScaling>, Option<f
             Some(v) => Ok(v),
             None => match f("original_max_position_embeddings") {
                 Some(v) => Ok(v),
-                None if ty == "yarn" => c.float("max_position_embeddings")?.ok_or_else(|| {
-                    Error::bad_file(
-                        what,
-                        "rope type `yarn` needs `original_max_position_embeddings`",
-                    )
-                }),
+                None if matches!(ty, "yarn" | "longrope" | "su") => {
+                    c.float("max_position_embeddings")?.ok_or_else(|| {
+                        Error::bad_file(
+                            what,
+                            format!("rope type `{ty}` needs `original_max_position_embeddings`"),
+                        )
+                    })
+                }
                 None => need("original_max_position_embeddings"),
             },
         }
@@ -184,11 +187,13 @@ fn parse_rope(c: &Cfg, rp: &Value) -> Result<(f64, Option<RopeScaling>, Option<f
             original_max_position_embeddings: original_max()?,
         }),
         "yarn" => Some(yarn(c, m, original_max()?)?),
+        // `su` is LongRoPE's older name.
+        "longrope" | "su" => Some(longrope(c, m, original_max()?)?),
         other => {
             return Err(Error::bad_file(
                 what,
                 format!(
-                "rope_type `{other}` is not supported (supported: default, linear, llama3, yarn)"
+                "rope_type `{other}` is not supported (supported: default, linear, llama3, yarn, longrope)"
             ),
             ))
         }
@@ -215,6 +220,8 @@ fn known_rope_keys(what: &str, m: &serde_json::Map<String, Value>) -> Result<()>
             "mscale_all_dim",
             "attention_factor",
             "truncate",
+            "short_factor",
+            "long_factor",
         ];
         if !known.contains(&k.as_str()) {
             return Err(bad(
@@ -226,6 +233,37 @@ fn known_rope_keys(what: &str, m: &serde_json::Map<String, Value>) -> Result<()>
         }
     }
     Ok(())
+}
+
+/// LongRoPE's settings, its attention factor resolved as transformers resolves it (from
+/// `factor`, else `max_position_embeddings / original_max_position_embeddings`).
+fn longrope(c: &Cfg, m: &serde_json::Map<String, Value>, omax: f64) -> Result<RopeScaling> {
+    let list = |k: &str| -> Result<Vec<f64>> {
+        m.get(k)
+            .and_then(|v| v.as_array())
+            .and_then(|a| a.iter().map(|x| x.as_f64()).collect::<Option<Vec<f64>>>())
+            .ok_or_else(|| {
+                Error::bad_file(
+                    &c.what,
+                    format!("rope type `longrope` needs `{k}`, a list of numbers"),
+                )
+            })
+    };
+    let factor = match m.get("factor").and_then(|v| v.as_f64()) {
+        Some(x) => x,
+        None => c.float("max_position_embeddings")?.unwrap_or(omax) / omax,
+    };
+    let attention_factor = match m.get("attention_factor").and_then(|v| v.as_f64()) {
+        Some(a) => a,
+        None if factor <= 1.0 => 1.0,
+        None => (1.0 + factor.ln() / omax.ln()).sqrt(),
+    };
+    Ok(RopeScaling::LongRope {
+        short_factor: list("short_factor")?,
+        long_factor: list("long_factor")?,
+        original_max_position_embeddings: omax,
+        attention_factor,
+    })
 }
 
 /// YaRN's settings, its attention factor resolved as transformers resolves it.
@@ -427,7 +465,7 @@ fn parse_value(v: &Value, path: &str) -> Result<Arch> {
     let mut s = shared(&c, conv)?;
     (conv.convert)(&c, &mut s)?;
     if let Some(p) = s.partial.filter(|p| *p != 1.0) {
-        return Err(c.error(format!("`rope_parameters.partial_rotary_factor` = {p} is not supported for {model_type} (only GPT-NeoX rotates part of each head)")));
+        return Err(c.error(format!("`rope_parameters.partial_rotary_factor` = {p} is not supported for {model_type} (only GPT-NeoX and Phi-3 rotate part of each head)")));
     }
     let Shared {
         decoder: mut d,

@@ -74,17 +74,27 @@ fn hf_tensors(arch: &Arch, params: &BTreeMap<String, Tensor>) -> Result<Vec<(Str
             .ok_or_else(|| Error::Config(format!("export: the model has no parameter `{l}`")))
     };
     let mut fused: BTreeMap<String, Vec<(i64, Tensor, bool)>> = BTreeMap::new();
+    let mut rows: BTreeMap<String, Vec<(i64, Tensor)>> = BTreeMap::new();
     let mut outt: Vec<(String, Tensor)> = vec![];
     for (label, hf, tr) in names::weight_map(arch)? {
         let t = get(&label)?;
         match tr {
             Transform::QkvWeight(k) => fused.entry(hf).or_default().push((k, t, true)),
             Transform::QkvBias(k) => fused.entry(hf).or_default().push((k, t, false)),
+            Transform::Rows { start, .. } => {
+                rows.entry(hf).or_default().push((start, to_hf(&t, tr)?));
+            }
             _ => outt.push((hf, to_hf(&t, tr)?)),
         }
     }
     for (hf, parts) in fused {
         outt.push((hf, fuse_qkv(arch, parts)?));
+    }
+    for (hf, mut parts) in rows {
+        // The blocks in row order, one fused weight again.
+        parts.sort_by_key(|p| p.0);
+        let ts: Vec<&Tensor> = parts.iter().map(|p| &p.1).collect();
+        outt.push((hf, Tensor::f_cat(&ts, 0).ctx("export fused weight")?));
     }
     Ok(outt)
 }

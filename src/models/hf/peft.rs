@@ -60,12 +60,18 @@ pub fn linear_modules(arch: &Arch) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
-/// The modules `[strategy.lora] targets` may name: the Linears, and GPT-NeoX's fused
-/// `query_key_value` (which names pzt's separate query, key and value Linears).
+/// The modules `[strategy.lora] targets` may name: the Linears, and the fused ones (GPT-NeoX's
+/// `query_key_value`, Phi-3's `qkv_proj` and `gate_up_proj`), which name pzt's separate
+/// Linears.
 pub fn target_modules(arch: &Arch) -> Result<Vec<(String, String)>> {
     Ok(weight_map(arch)?
         .into_iter()
-        .filter(|(_, _, tr)| matches!(tr, Transform::Linear(_) | Transform::QkvWeight(_)))
+        .filter(|(_, _, tr)| {
+            matches!(
+                tr,
+                Transform::Linear(_) | Transform::QkvWeight(_) | Transform::Rows { .. }
+            )
+        })
         .filter_map(|(label, hf, _)| {
             hf.strip_suffix(".weight")
                 .map(|m| (m.to_string(), label.clone()))
@@ -412,15 +418,6 @@ pub fn write(tree: &Node, arch: &Arch, out: &Path, base_model: &str) -> Result<(
             arch.model_type
         )));
     }
-    let modules: BTreeMap<String, String> = linear_modules(arch)?
-        .into_iter()
-        .map(|(m, l)| (l, m))
-        .collect();
-    let fused: BTreeSet<String> = weight_map(arch)?
-        .into_iter()
-        .filter(|(_, _, tr)| matches!(tr, Transform::QkvWeight(_)))
-        .map(|(label, _, _)| label)
-        .collect();
     let adapters = crate::tree::select(tree).at_instances_of("LowRankAdapter");
     let found = adapters.get();
     if found.is_empty() {
@@ -430,25 +427,96 @@ pub fn write(tree: &Node, arch: &Arch, out: &Path, base_model: &str) -> Result<(
         ));
     }
     only_adapters_trained(tree)?;
-    let mut tensors: Vec<(String, Tensor)> = vec![];
-    let mut adapted: Vec<String> = vec![];
-    let mut settings: Option<(i64, f64, f64, bool)> = None;
-    for (path, node) in &found {
+    let w = collect(arch, &found)?;
+    let settings = w.settings.unwrap_or((8, 8.0, 0.0, false));
+    let mut universe = linear_modules(arch)?;
+    universe.extend(w.fused_modules.iter().map(|m| (m.clone(), m.clone())));
+    let modules: BTreeMap<String, String> = universe.into_iter().map(|(m, l)| (l, m)).collect();
+    let targets = target_names(&modules, &w.adapted);
+    let dir = crate::base::atomic_dir::AtomicDir::create(out)?;
+    let mp = dir.path().join("adapter_model.safetensors");
+    Tensor::write_safetensors(&w.tensors, &mp).ctx(format!("write {}", mp.display()))?;
+    write_adapter_config(dir.path(), base_model, settings, targets, &w.patterns)?;
+    dir.merge().map(|_| ())
+}
+
+/// What an adapter directory holds: peft's tensors, the adapted modules, the one set of
+/// settings, and the rank and alpha of fused modules (`rank_pattern`, `alpha_pattern`).
+struct Written {
+    tensors: Vec<(String, Tensor)>,
+    adapted: Vec<String>,
+    settings: Option<(i64, f64, f64, bool)>,
+    patterns: Vec<(String, i64, f64)>,
+    fused_modules: Vec<String>,
+}
+
+/// The peft tensors of the adapters `found` in `arch`'s module names; the adapters on parts of
+/// a fused module (Phi-3's `qkv_proj`, `gate_up_proj`) become one LoRA of that module.
+fn collect(arch: &Arch, found: &[(String, &Node)]) -> Result<Written> {
+    let modules: BTreeMap<String, String> = linear_modules(arch)?
+        .into_iter()
+        .map(|(m, l)| (l, m))
+        .collect();
+    let map = weight_map(arch)?;
+    let fused: BTreeSet<String> = map
+        .iter()
+        .filter(|(_, _, tr)| matches!(tr, Transform::QkvWeight(_)))
+        .map(|(label, _, _)| label.clone())
+        .collect();
+    let rows: BTreeMap<String, (String, i64, i64)> = map
+        .iter()
+        .filter_map(|(label, hf, tr)| match tr {
+            Transform::Rows { start, total, .. } => hf
+                .strip_suffix(".weight")
+                .map(|m| (label.clone(), (m.to_string(), *start, *total))),
+            _ => None,
+        })
+        .collect();
+    let mut w = Written {
+        tensors: vec![],
+        adapted: vec![],
+        settings: None,
+        patterns: vec![],
+        fused_modules: rows.values().map(|r| r.0.clone()).collect(),
+    };
+    let mut groups: BTreeMap<String, FusedParts> = BTreeMap::new();
+    for (path, node) in found {
         let ad = node
             .layer_as::<LowRankAdapter>()
             .ok_or_else(|| Error::Config("export --peft: not an adapter".into()))?;
-        same_settings(path, ad, &mut settings)?;
+        same_settings(path, ad, &mut w.settings)?;
+        let wl = node
+            .child("pretrained")?
+            .child("0")?
+            .param_entry("weights")?
+            .label()
+            .to_string();
+        if let Some((module, start, total)) = rows.get(&wl) {
+            if ad.dora {
+                return Err(Error::Config(format!("export --peft: adapter `{path}` is DoRA on part of the fused `{module}`; peft's DoRA magnitude of a fused module is not written yet (export --hf merges it)")));
+            }
+            let (a, b) = lora_ab(node, ad)?;
+            let g = groups.entry(module.clone()).or_insert(FusedParts {
+                total: *total,
+                parts: vec![],
+            });
+            g.parts.push((*start, a, b));
+            continue;
+        }
         let module = hf_module(path, node, &modules, &fused)?;
-        adapter_tensors(node, ad, module, &mut tensors)?;
-        adapted.push(module.clone());
+        adapter_tensors(node, ad, module, &mut w.tensors)?;
+        w.adapted.push(module.clone());
     }
-    let settings = settings.unwrap_or((8, 8.0, 0.0, false));
-    let targets = target_names(&modules, &adapted);
-    let dir = crate::base::atomic_dir::AtomicDir::create(out)?;
-    let mp = dir.path().join("adapter_model.safetensors");
-    Tensor::write_safetensors(&tensors, &mp).ctx(format!("write {}", mp.display()))?;
-    write_adapter_config(dir.path(), base_model, settings, targets)?;
-    dir.merge().map(|_| ())
+    let (r, alpha) = w.settings.map_or((8, 8.0), |s| (s.0, s.1));
+    for (module, mut g) in groups {
+        let (t, n) = fused_tensors(&module, &mut g)?;
+        w.tensors.extend(t);
+        if n != 1 {
+            w.patterns.push((module.clone(), n * r, n as f64 * alpha));
+        }
+        w.adapted.push(module);
+    }
+    Ok(w)
 }
 
 /// Records the first adapter's `(rank, alpha, dropout, dora)` in `settings`; an adapter with
@@ -505,13 +573,30 @@ fn adapter_tensors(
     module: &str,
     tensors: &mut Vec<(String, Tensor)>,
 ) -> Result<()> {
+    let (a, b) = lora_ab(node, ad)?;
+    tensors.push((format!("{PREFIX}{module}.lora_A.weight"), a));
+    tensors.push((format!("{PREFIX}{module}.lora_B.weight"), b));
+    if ad.dora {
+        let m = cpu(node.param("magnitude")?)?
+            .f_reshape([-1])
+            .and_then(|x| x.f_contiguous())
+            .ctx("export magnitude")?;
+        tensors.push((format!("{PREFIX}{module}.lora_magnitude_vector"), m));
+    }
+    Ok(())
+}
+
+/// A tensor detached, as float32 on the CPU.
+fn cpu(t: Tensor) -> Result<Tensor> {
+    t.f_detach()
+        .and_then(|x| x.f_to_device(tch::Device::Cpu))
+        .and_then(|x| x.f_to_kind(tch::Kind::Float))
+        .ctx("export --peft")
+}
+
+/// The adapter's A as peft's `[r, in]` and B as `[out, r]`, float32 on the CPU.
+fn lora_ab(node: &Node, ad: &LowRankAdapter) -> Result<(Tensor, Tensor)> {
     let upd = node.child("update")?;
-    let cpu = |t: Tensor| {
-        t.f_detach()
-            .and_then(|x| x.f_to_device(tch::Device::Cpu))
-            .and_then(|x| x.f_to_kind(tch::Kind::Float))
-            .ctx("export --peft")
-    };
     let a = cpu(upd.child("lora_a")?.param("weights")?)?;
     let b = cpu(upd.child("lora_b")?.param("weights")?)?;
     let r = ad.rank;
@@ -525,16 +610,42 @@ fn adapter_tensors(
         .and_then(|x| x.f_transpose(0, 1))
         .and_then(|x| x.f_contiguous())
         .ctx("export lora_B")?;
-    tensors.push((format!("{PREFIX}{module}.lora_A.weight"), a));
-    tensors.push((format!("{PREFIX}{module}.lora_B.weight"), b));
-    if ad.dora {
-        let m = cpu(node.param("magnitude")?)?
-            .f_reshape([-1])
-            .and_then(|x| x.f_contiguous())
-            .ctx("export magnitude")?;
-        tensors.push((format!("{PREFIX}{module}.lora_magnitude_vector"), m));
+    Ok((a, b))
+}
+
+/// The adapters on the parts of one fused module (Phi-3's `qkv_proj`): its rows and, per
+/// adapted part, its first row, A and B.
+struct FusedParts {
+    total: i64,
+    parts: Vec<(i64, Tensor, Tensor)>,
+}
+
+/// One LoRA for a fused module, exactly the parts' adapters side by side: A stacks the parts'
+/// A (`[n r, in]`), B puts each part's B in its rows and its own `r` columns (zeros elsewhere),
+/// so `B A` is the parts' updates in their rows. Its rank is `n r`, and `alpha` becomes
+/// `n alpha` so that the scale `alpha / r` stays.
+fn fused_tensors(module: &str, f: &mut FusedParts) -> Result<(Vec<(String, Tensor)>, i64)> {
+    f.parts.sort_by_key(|p| p.0);
+    let r = f.parts.first().map_or(0, |p| p.1.size()[0]);
+    let n = f.parts.len() as i64;
+    let a = Tensor::f_cat(&f.parts.iter().map(|p| &p.1).collect::<Vec<_>>(), 0)
+        .ctx("export fused lora_A")?;
+    let b = Tensor::f_zeros([f.total, n * r], (tch::Kind::Float, tch::Device::Cpu))
+        .ctx("export fused lora_B")?;
+    for (j, (start, _, part_b)) in f.parts.iter().enumerate() {
+        let len = part_b.size()[0];
+        b.f_narrow(0, *start, len)
+            .and_then(|x| x.f_narrow(1, j as i64 * r, r))
+            .and_then(|mut x| x.f_copy_(part_b))
+            .ctx("export fused lora_B")?;
     }
-    Ok(())
+    Ok((
+        vec![
+            (format!("{PREFIX}{module}.lora_A.weight"), a),
+            (format!("{PREFIX}{module}.lora_B.weight"), b),
+        ],
+        n,
+    ))
 }
 
 /// The `target_modules` for the `adapted` modules: short names (`q_proj`) when they select
@@ -564,8 +675,19 @@ fn write_adapter_config(
     base_model: &str,
     settings: (i64, f64, f64, bool),
     targets: Vec<String>,
+    patterns: &[(String, i64, f64)],
 ) -> Result<()> {
     let (rank, alpha, dropout, dora) = settings;
+    // peft matches a pattern key as a regular expression against the end of a module's name.
+    let key = |m: &str| m.replace('.', "\\.");
+    let rank_pattern: serde_json::Map<String, Value> = patterns
+        .iter()
+        .map(|(m, r, _)| (key(m), json!(r)))
+        .collect();
+    let alpha_pattern: serde_json::Map<String, Value> = patterns
+        .iter()
+        .map(|(m, _, a)| (key(m), json!(a)))
+        .collect();
     let config = json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -581,8 +703,8 @@ fn write_adapter_config(
         "init_lora_weights": true,
         "inference_mode": true,
         "modules_to_save": null,
-        "rank_pattern": {},
-        "alpha_pattern": {},
+        "rank_pattern": rank_pattern,
+        "alpha_pattern": alpha_pattern,
         "layers_to_transform": null,
         "layers_pattern": null,
         "lora_bias": false,

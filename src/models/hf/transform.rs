@@ -22,6 +22,14 @@ pub enum Transform {
     QkvWeight(i64),
     /// GPT-NeoX fused QKV bias.
     QkvBias(i64),
+    /// A block of rows of a fused `[total, fan_in]` weight (Phi-3's `qkv_proj`, `gate_up_proj`):
+    /// rows `start..start + len`, then laid out as [`Transform::Linear`].
+    Rows {
+        start: i64,
+        len: i64,
+        total: i64,
+        fan_in: i64,
+    },
 }
 
 /// Applies a transform, producing a tensor of `shape`.
@@ -43,6 +51,12 @@ pub fn to_pzt(t: &Tensor, tr: Transform, shape: &[i64], a: &Arch) -> Result<Tens
             .and_then(|x| x.f_contiguous())
             .and_then(|x| x.f_reshape(shape))
             .ctx("split fused QKV")?,
+        Transform::Rows { start, len, .. } => t
+            .f_narrow(0, start, len)
+            .and_then(|x| x.f_transpose(0, 1))
+            .and_then(|x| x.f_contiguous())
+            .and_then(|x| x.f_reshape(shape))
+            .ctx("split fused weight")?,
         Transform::QkvBias(k) => t
             .f_reshape([h, 3, d])
             .and_then(|x| x.f_select(1, k))
@@ -65,6 +79,7 @@ pub fn hf_shape(tr: Transform, shape: &[i64], a: &Arch) -> Vec<i64> {
             a.decoder.d_model,
         ],
         Transform::QkvBias(_) => vec![3 * a.decoder.num_heads * a.decoder.head_dim],
+        Transform::Rows { total, fan_in, .. } => vec![total, fan_in],
     }
 }
 
@@ -81,5 +96,11 @@ pub fn to_hf(t: &Tensor, tr: Transform) -> Result<Tensor> {
         Transform::Reshape => t.f_reshape([n]).ctx("export bias")?,
         Transform::PlusOne => t.f_sub_scalar(1.0).ctx("export norm")?,
         Transform::QkvWeight(_) | Transform::QkvBias(_) => t.shallow_clone(),
+        // This part's rows, `[len, fan_in]`; the exporter stacks the parts.
+        Transform::Rows { fan_in, .. } => t
+            .f_reshape([fan_in, n / fan_in.max(1)])
+            .and_then(|x| x.f_transpose(0, 1))
+            .and_then(|x| x.f_contiguous())
+            .ctx("export fused weight")?,
     })
 }

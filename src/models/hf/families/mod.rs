@@ -9,6 +9,7 @@ mod granite;
 mod llama;
 mod mistral;
 mod olmo2;
+mod phi3;
 mod qwen;
 mod smollm3;
 mod starcoder2;
@@ -36,7 +37,7 @@ pub struct Converter {
 }
 
 /// Every family pzt reads.
-pub const ALL: [&Converter; 12] = [
+pub const ALL: [&Converter; 13] = [
     &llama::LLAMA,
     &mistral::MISTRAL,
     &gemma::GEMMA,
@@ -49,6 +50,7 @@ pub const ALL: [&Converter; 12] = [
     &granite::GRANITE,
     &smollm3::SMOLLM3,
     &olmo2::OLMO2,
+    &phi3::PHI3,
 ];
 
 /// The converter of a `model_type`.
@@ -103,6 +105,7 @@ mod tests {
             Family::Granite,
             Family::Smollm3,
             Family::Olmo2,
+            Family::Phi3,
         ] {
             assert_eq!(ALL.iter().filter(|c| c.family == f).count(), 1, "{f:?}");
             assert_eq!(of(f).family, f);
@@ -114,5 +117,6 @@ mod tests {
             );
         }
         assert!(by_model_type("qwen3_moe").is_none());
+        assert!(by_model_type("mixtral").is_none());
     }
 }
