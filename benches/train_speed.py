@@ -1,7 +1,9 @@
 """The PyTorch side of benches/train_speed.sh (dev only: transformers in .venv).
 
-    train_speed.py make DIR SIZE    a random Llama of SIZE (small or large, the issue's two cases)
-                                    with a byte-level tokenizer, saved as a HF directory
+    train_speed.py make DIR SIZE    a random Llama of SIZE (small or large, the issue's two cases),
+                                    or a random Qwen 3 (qwen3: the small case's sizes with 4 KV
+                                    heads, QK-norm and head_dim 32), with a byte-level tokenizer,
+                                    saved as a HF directory
     train_speed.py train DIR N      N AdamW steps of LlamaForCausalLM (SDPA attention) on random
                                     tokens [BATCH, SEQ]; prints the tokens/s of steps 2..N
 """
@@ -23,6 +25,11 @@ SIZES = {
 
 def make(out, size):
     torch.manual_seed(0)
+    if size == "qwen3":
+        cfg = transformers.Qwen3Config(num_key_value_heads=4, head_dim=32, max_position_embeddings=1024,
+                                       bos_token_id=1, eos_token_id=2, tie_word_embeddings=False, **SIZES["small"])
+        save_with_tokenizer(transformers.Qwen3ForCausalLM(cfg), out)
+        return
     kw = SIZES[size]
     cfg = transformers.LlamaConfig(num_key_value_heads=kw["num_attention_heads"], max_position_embeddings=1024,
                                    bos_token_id=1, eos_token_id=2, **kw)

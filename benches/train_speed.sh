@@ -5,14 +5,15 @@
 # (steps 2..STEPS of each run) and its peak RSS are printed, with the ratio.
 # Dev only: needs transformers in .venv (`make bench` installs it).
 # Usage: benches/train_speed.sh SIZE   (small: 4 layers d256, batch 8 x seq 128;
-#        large: 12 layers d768, batch 4 x seq 512). Env: RUNS (3), STEPS (8 small, 4 large), THREADS (2).
+#        large: 12 layers d768, batch 4 x seq 512; qwen3: a Qwen 3 of the small sizes, GQA
+#        8/4 heads of 32, QK-norm, batch 8 x seq 128). Env: RUNS (3), STEPS (8 small, 4 large), THREADS (2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-small}
 case $SIZE in
-  small) export BATCH=8 SEQ=128; STEPS=${STEPS:-8};;
+  small|qwen3) export BATCH=8 SEQ=128; STEPS=${STEPS:-8};;
   large) export BATCH=4 SEQ=512; STEPS=${STEPS:-4};;
-  *) echo "size: small or large" >&2; exit 2;;
+  *) echo "size: small, large or qwen3" >&2; exit 2;;
 esac
 RUNS=${RUNS:-3}; export THREADS=${THREADS:-2}
 PY=.venv/bin/python
