@@ -213,6 +213,10 @@ pub struct ApplyRoPE {
     pub scaling: Option<RopeScaling>,
     #[serde(default = "default_positions")]
     pub positions_input: String,
+    /// Rotate adjacent pairs `(2i, 2i+1)` (GPT-J's layout, GLM-4's) instead of the halves
+    /// `(i, i + d/2)`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interleaved: bool,
 }
 
 impl ApplyRoPE {
@@ -225,6 +229,7 @@ impl ApplyRoPE {
             rotary_dims: None,
             scaling: None,
             positions_input: default_positions(),
+            interleaved: false,
         }
     }
 
@@ -394,6 +399,9 @@ impl Layer for ApplyRoPE {
         if let Some(d) = self.rotary_dims {
             s.push_str(&format!(", first {d} dims"));
         }
+        if self.interleaved {
+            s.push_str(", interleaved");
+        }
         s
     }
     fn forward(&self, _n: &Node, x: Value, side: &SideInputs) -> Result<Value> {
@@ -441,6 +449,10 @@ impl Layer for ApplyRoPE {
                 cos_sin(&ang, x.kind(), self.attention_factor())?
             }
         };
+        let (cos, signed) = match self.interleaved {
+            true => interleave(&cos, &signed)?,
+            false => (cos, signed),
+        };
         let cos = NamedTensor::from_parts(cos, pos.names().to_vec())?;
         let sin = NamedTensor::from_parts(signed, pos.names().to_vec())?;
         let xp = x.untag_prefix(&[self.embedding_axis.as_str()])?;
@@ -456,8 +468,13 @@ impl Layer for ApplyRoPE {
             if meta {
                 return Ok(t.shallow_clone());
             }
-            t.f_unflatten(-1, [2, half])
-                .and_then(|h| h.f_flip([-2]))
+            // Halves: [x2, x1]; interleaved pairs: [x1, x0, x3, x2, ...].
+            let (shape, dim) = match self.interleaved {
+                true => ([half, 2], -1),
+                false => ([2, half], -2),
+            };
+            t.f_unflatten(-1, shape)
+                .and_then(|h| h.f_flip([dim]))
                 .and_then(|h| h.f_flatten(-2, -1))
                 .ctx("rotate_half")
         })?;
@@ -486,6 +503,26 @@ const MAX_TABLED: i64 = 1 << 20;
 type Tables = HashMap<(String, i64, String, String), (Tensor, Tensor)>;
 
 static TABLES: Mutex<Option<Tables>> = Mutex::new(None);
+
+/// The half-layout tables (`[c, c]`, `[-s, s]`) in the interleaved layout (`[c0, c0, c1, c1,
+/// ...]`, `[-s0, s0, -s1, s1, ...]`).
+fn interleave(cos: &Tensor, signed: &Tensor) -> Result<(Tensor, Tensor)> {
+    let half = cos.size().last().copied().unwrap_or(0) / 2;
+    let c = cos
+        .f_narrow(-1, 0, half)
+        .and_then(|c| c.f_repeat_interleave_self_int(2, -1, None))
+        .ctx("rope interleave")?;
+    let s = Tensor::f_stack(
+        &[
+            signed.f_narrow(-1, 0, half).ctx("rope")?,
+            signed.f_narrow(-1, half, half).ctx("rope")?,
+        ],
+        -1,
+    )
+    .and_then(|x| x.f_flatten(-2, -1))
+    .ctx("rope interleave")?;
+    Ok((c, s))
+}
 
 /// The angles `position * inv_freq` for `pos` (any integer shape), as `[..., d / 2]` float.
 pub(crate) fn angles(inv: &Tensor, pos: &Tensor) -> Result<Tensor> {

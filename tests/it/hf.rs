@@ -11,7 +11,7 @@ fn fixture(case: &str) -> PathBuf {
         .join(case)
 }
 
-pub const CASES: [&str; 22] = [
+pub const CASES: [&str; 23] = [
     "gemma-geglu-exact",
     "llama-gqa",
     "llama3-tied-bias",
@@ -34,6 +34,7 @@ pub const CASES: [&str; 22] = [
     "olmo2",
     "phi3",
     "phi4-mini-longrope",
+    "glm4",
 ];
 
 fn reference(case: &str) -> (tch::Tensor, tch::Tensor) {
@@ -677,6 +678,7 @@ fn newer_families_fine_tune_fully_and_with_lora() {
         "smollm3",
         "olmo2",
         "phi3",
+        "glm4",
     ] {
         for (kind, strategy, lr) in [
             ("full", "", "1e-2"),

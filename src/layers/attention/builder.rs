@@ -41,6 +41,8 @@ pub struct SelfAttentionConfig {
     pub rope_wavelength: Option<f64>,
     pub rope_scaling: Option<RopeScaling>,
     pub rotary_dims: Option<i64>,
+    /// Rotate adjacent pairs of dims (GLM-4) instead of the two halves.
+    pub rope_interleaved: bool,
     /// Query scale; default `1/sqrt(head_dim)`.
     pub query_scale: Option<f64>,
     pub qkv_bias: bool,
@@ -68,6 +70,7 @@ impl SelfAttentionConfig {
             rope_wavelength: Some(10_000.0),
             rope_scaling: None,
             rotary_dims: None,
+            rope_interleaved: false,
             query_scale: None,
             qkv_bias: false,
             output_bias: false,
@@ -184,6 +187,7 @@ impl SelfAttentionConfig {
             r.max_wavelength = w;
             r.scaling = self.rope_scaling.clone();
             r.rotary_dims = self.rotary_dims;
+            r.interleaved = self.rope_interleaved;
             v.push(("rope".to_string(), Node::new(r)));
         }
     }

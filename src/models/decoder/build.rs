@@ -118,6 +118,7 @@ impl DecoderConfig {
         c.rope_wavelength = la.rope.then_some(la.rope_theta);
         c.rope_scaling = la.rope_scaling.clone();
         c.rotary_dims = self.rotary_dims;
+        c.rope_interleaved = self.rope_interleaved;
         c.query_scale = self.query_scale;
         c.qkv_bias = self.qkv_bias;
         c.output_bias = self.output_bias;

@@ -71,6 +71,8 @@ pub struct DecoderConfig {
     pub layers: Vec<LayerAttention>,
     /// Rotate only the first this many dims of each head (GPT-NeoX's partial rotary).
     pub rotary_dims: Option<i64>,
+    /// Rotate adjacent pairs of dims instead of the two halves (GLM-4).
+    pub rope_interleaved: bool,
     /// The query scale (default `1/sqrt(head_dim)`).
     pub query_scale: Option<f64>,
     pub qkv_bias: bool,
@@ -140,6 +142,7 @@ impl DecoderConfig {
                 num_layers
             ],
             rotary_dims: None,
+            rope_interleaved: false,
             query_scale: None,
             qkv_bias: false,
             output_bias: false,

@@ -33,6 +33,7 @@ pub enum Family {
     Smollm3,
     Olmo2,
     Phi3,
+    Glm4,
 }
 
 /// A pretrained model's architecture: the decoder it builds, and how its checkpoint stores it.
@@ -465,7 +466,7 @@ fn parse_value(v: &Value, path: &str) -> Result<Arch> {
     let mut s = shared(&c, conv)?;
     (conv.convert)(&c, &mut s)?;
     if let Some(p) = s.partial.filter(|p| *p != 1.0) {
-        return Err(c.error(format!("`rope_parameters.partial_rotary_factor` = {p} is not supported for {model_type} (only GPT-NeoX and Phi-3 rotate part of each head)")));
+        return Err(c.error(format!("`rope_parameters.partial_rotary_factor` = {p} is not supported for {model_type} (only GPT-NeoX, Phi-3 and GLM-4 rotate part of each head)")));
     }
     let Shared {
         decoder: mut d,

@@ -4,6 +4,7 @@
 //! is adding a file here and a line to [`ALL`].
 
 mod gemma;
+mod glm4;
 mod gpt_neox;
 mod granite;
 mod llama;
@@ -37,7 +38,7 @@ pub struct Converter {
 }
 
 /// Every family pzt reads.
-pub const ALL: [&Converter; 13] = [
+pub const ALL: [&Converter; 14] = [
     &llama::LLAMA,
     &mistral::MISTRAL,
     &gemma::GEMMA,
@@ -51,6 +52,7 @@ pub const ALL: [&Converter; 13] = [
     &smollm3::SMOLLM3,
     &olmo2::OLMO2,
     &phi3::PHI3,
+    &glm4::GLM4,
 ];
 
 /// The converter of a `model_type`.
@@ -106,6 +108,7 @@ mod tests {
             Family::Smollm3,
             Family::Olmo2,
             Family::Phi3,
+            Family::Glm4,
         ] {
             assert_eq!(ALL.iter().filter(|c| c.family == f).count(), 1, "{f:?}");
             assert_eq!(of(f).family, f);
