@@ -462,22 +462,7 @@ impl Layer for ApplyRoPE {
         } else {
             xp.clone()
         };
-        // (libtorch has no meta kernel for flip; on the meta device the shape is all there is.)
-        let meta = crate::backend::is_meta(x_rot.tensor());
-        let swapped = x_rot.nmap(|t| {
-            if meta {
-                return Ok(t.shallow_clone());
-            }
-            // Halves: [x2, x1]; interleaved pairs: [x1, x0, x3, x2, ...].
-            let (shape, dim) = match self.interleaved {
-                true => ([half, 2], -1),
-                false => ([2, half], -2),
-            };
-            t.f_unflatten(-1, shape)
-                .and_then(|h| h.f_flip([dim]))
-                .and_then(|h| h.f_flatten(-2, -1))
-                .ctx("rotate_half")
-        })?;
+        let swapped = self.swapped(&x_rot, half)?;
         let y = x_rot.mul(&cos)?.add(&swapped.mul(&sin)?)?;
         let y = y.with_name_order(xp.names())?;
         let y = if d < e {
@@ -488,6 +473,28 @@ impl Layer for ApplyRoPE {
             y
         };
         Ok(y.tag(&[self.embedding_axis.as_str()])?.into())
+    }
+}
+
+impl ApplyRoPE {
+    /// The rotated dims with each pair swapped, for the sign-folded sin: the halves as
+    /// `[x2, x1]`, or adjacent pairs as `[x1, x0, x3, x2, ...]` when interleaved.
+    fn swapped(&self, x_rot: &NamedTensor, half: i64) -> Result<NamedTensor> {
+        // (libtorch has no meta kernel for flip; on the meta device the shape is all there is.)
+        let meta = crate::backend::is_meta(x_rot.tensor());
+        x_rot.nmap(|t| {
+            if meta {
+                return Ok(t.shallow_clone());
+            }
+            let (shape, dim) = match self.interleaved {
+                true => ([half, 2], -1),
+                false => ([2, half], -2),
+            };
+            t.f_unflatten(-1, shape)
+                .and_then(|h| h.f_flip([dim]))
+                .and_then(|h| h.f_flatten(-2, -1))
+                .ctx("rotate_half")
+        })
     }
 }
 
