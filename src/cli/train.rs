@@ -142,13 +142,27 @@ fn stop_on_signal() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     // The first Ctrl-C or SIGTERM stops after the current step, with a checkpoint; a second
-    // one exits at once (the checkpoints already written stay intact).
+    // one exits at once (the checkpoints already written stay intact). A second signal within
+    // a second of the first is the same request delivered twice: `timeout` and other
+    // launchers signal the process and then its process group.
+    let first = std::sync::Mutex::new(None::<std::time::Instant>);
     let _ = ctrlc::set_handler(move || {
         // Preparing the data has no step to finish: it stops at once.
         pzt::base::interrupt::request();
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\nerror: stopped again: exiting now, without a checkpoint of this step");
-            std::process::exit(1);
+        let mut at = first.lock().unwrap_or_else(|e| e.into_inner());
+        match *at {
+            None => {
+                *at = Some(std::time::Instant::now());
+                flag.store(true, Ordering::SeqCst);
+            }
+            Some(t) if t.elapsed() < std::time::Duration::from_secs(1) => {}
+            Some(_) => {
+                eprintln!("\nerror: stopped again: exiting now, without a checkpoint of this step");
+                // At once: running exit handlers while the step's threads still compute can
+                // crash the process instead of exiting with 1.
+                // SAFETY: _exit ends the process; nothing of it is used afterwards.
+                unsafe { libc::_exit(1) };
+            }
         }
     });
     stop

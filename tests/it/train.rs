@@ -683,3 +683,33 @@ fn grad_accum_bf16_and_plain_progress_lines() {
     .unwrap();
     assert_eq!(state["cursor"], 6 * 2 * 8);
 }
+
+#[test]
+fn a_signal_delivered_twice_is_one_stop_request() {
+    // `timeout` signals the process, then its process group: the two SIGINTs of one Ctrl-C
+    // arrive together and must stop after the step with a checkpoint, not exit at once.
+    let d = tmpdir("train", "double-signal");
+    let recipe = lm_recipe(&d, 100_000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pzt"))
+        .args(["train", recipe.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = d.join("run/metrics.jsonl");
+    let t0 = std::time::Instant::now();
+    while !metrics.is_file() && t0.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for _ in 0..2 {
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("interrupted at step") && !err.contains("stopped again"),
+        "{err}"
+    );
+    assert!(pzt::run::checkpoint::latest(&d.join("run")).is_some());
+}
