@@ -690,7 +690,7 @@ fn a_signal_delivered_twice_is_one_stop_request() {
     // arrive together and must stop after the step with a checkpoint, not exit at once.
     let d = tmpdir("train", "double-signal");
     let recipe = lm_recipe(&d, 100_000);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pzt"))
+    let child = Command::new(env!("CARGO_BIN_EXE_pzt"))
         .args(["train", recipe.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
