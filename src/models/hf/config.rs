@@ -308,6 +308,18 @@ fn yarn(c: &Cfg, m: &serde_json::Map<String, Value>, omax: f64) -> Result<RopeSc
     })
 }
 
+/// Dropout keys must be 0: pzt applies no dropout to a pretrained model.
+pub fn no_dropout(c: &Cfg, keys: &[&str]) -> Result<()> {
+    for k in keys {
+        c.only(
+            k,
+            &[Value::from(0.0), Value::from(0)],
+            "dropout is not applied when loading a pretrained model",
+        )?;
+    }
+    Ok(())
+}
+
 /// An activation function by its transformers name.
 pub fn act(c: &Cfg, key: &str, v: &str) -> Result<Activation> {
     Ok(match v {
@@ -562,13 +574,7 @@ fn shared(c: &Cfg, conv: &Converter) -> Result<Shared> {
     let tied = c
         .boolean("tie_word_embeddings")?
         .unwrap_or(conv.tied_by_default);
-    for k in ["attention_dropout", "hidden_dropout"] {
-        c.only(
-            k,
-            &[Value::from(0.0), Value::from(0)],
-            "dropout is not applied when loading a pretrained model",
-        )?;
-    }
+    no_dropout(c, &["attention_dropout", "hidden_dropout"])?;
     c.only(
         "pretraining_tp",
         &[Value::from(1)],

@@ -8,10 +8,9 @@
 use super::{llama, Converter};
 use crate::base::Result;
 use crate::models::decoder::{Projection, Role};
-use crate::models::hf::config::{Cfg, Shared};
+use crate::models::hf::config::{no_dropout, Cfg, Shared};
 use crate::models::hf::transform::Transform;
 use crate::models::hf::{Arch, Family};
-use serde_json::Value;
 
 pub const PHI3: Converter = Converter {
     family: Family::Phi3,
@@ -26,13 +25,7 @@ fn convert(c: &Cfg, s: &mut Shared) -> Result<()> {
     llama::convert(c, s)?;
     let d = &mut s.decoder;
     d.norm_eps = c.float("rms_norm_eps")?.unwrap_or(1e-5);
-    for k in ["resid_pdrop", "embd_pdrop"] {
-        c.only(
-            k,
-            &[Value::from(0.0), Value::from(0)],
-            "dropout is not applied when loading a pretrained model",
-        )?;
-    }
+    no_dropout(c, &["resid_pdrop", "embd_pdrop"])?;
     let partial = c.float("partial_rotary_factor")?.or(s.partial.take());
     if let Some(p) = partial.filter(|p| *p != 1.0) {
         d.rotary_dims = Some(((d.head_dim as f64) * p) as i64);

@@ -6,10 +6,9 @@
 use super::{llama, projection, Converter};
 use crate::base::Result;
 use crate::models::decoder::{Projection, Role};
-use crate::models::hf::config::{act, Cfg, Shared};
+use crate::models::hf::config::{act, no_dropout, Cfg, Shared};
 use crate::models::hf::transform::Transform;
 use crate::models::hf::{Arch, Family};
-use serde_json::Value;
 
 pub const STARCODER2: Converter = Converter {
     family: Family::Starcoder2,
@@ -31,13 +30,7 @@ fn convert(c: &Cfg, s: &mut Shared) -> Result<()> {
     d.qkv_bias = bias;
     d.output_bias = bias;
     d.mlp_bias = bias;
-    for k in ["residual_dropout", "embedding_dropout"] {
-        c.only(
-            k,
-            &[Value::from(0.0), Value::from(0)],
-            "dropout is not applied when loading a pretrained model",
-        )?;
-    }
+    no_dropout(c, &["residual_dropout", "embedding_dropout"])?;
     if let Some(w) = c.int("sliding_window")? {
         s.window.iter_mut().for_each(|x| *x = Some(w));
     }
