@@ -56,6 +56,12 @@ pub enum RopeScaling {
         original_max_position_embeddings: f64,
         attention_factor: f64,
     },
+    /// Dynamic NTK: past `max_position_embeddings` positions, the base grows with the sequence
+    /// (`base * (factor * n / max - (factor - 1))^(d / (d - 2))` for `n` positions).
+    Dynamic {
+        factor: f64,
+        max_position_embeddings: f64,
+    },
 }
 
 impl RopeScaling {
@@ -109,6 +115,13 @@ impl RopeScaling {
                 pos("beta_fast", *beta_fast)?;
                 pos("beta_slow", *beta_slow)?;
                 pos("attention_factor", *attention_factor)
+            }
+            RopeScaling::Dynamic {
+                factor,
+                max_position_embeddings,
+            } => {
+                pos("factor", *factor)?;
+                pos("max_position_embeddings", *max_position_embeddings)
             }
             RopeScaling::LongRope {
                 short_factor,
@@ -246,11 +259,14 @@ impl ApplyRoPE {
         self.inv_freq_at(d, 0)
     }
 
-    /// The length a LongRoPE layer chooses its factors by: the largest position plus one
-    /// (`default_len` when the positions are `0..len`); 0 for the other scalings, which do not
-    /// depend on it.
+    /// The length a LongRoPE or dynamic NTK layer chooses its frequencies by: the largest
+    /// position plus one (`default_len` when the positions are `0..len`); 0 for the other
+    /// scalings, which do not depend on it.
     fn seq_len_of(&self, pos: &Tensor, default_len: Option<i64>) -> Result<i64> {
-        if !matches!(self.scaling, Some(RopeScaling::LongRope { .. })) {
+        if !matches!(
+            self.scaling,
+            Some(RopeScaling::LongRope { .. } | RopeScaling::Dynamic { .. })
+        ) {
             return Ok(0);
         }
         if let Some(n) = default_len {
@@ -273,17 +289,27 @@ impl ApplyRoPE {
 
     /// The inverse frequencies for a sequence of `seq_len` positions.
     pub fn inv_freq_at(&self, d: i64, seq_len: i64) -> Result<Tensor> {
+        let wavelength = match &self.scaling {
+            Some(RopeScaling::Dynamic {
+                factor,
+                max_position_embeddings: max,
+            }) if seq_len as f64 > *max && d > 2 => {
+                let grown = factor * seq_len as f64 / max - (factor - 1.0);
+                self.max_wavelength * grown.powf(d as f64 / (d - 2) as f64)
+            }
+            _ => self.max_wavelength,
+        };
         let idx = Tensor::f_arange_start_step(0, d, 2, (Kind::Int64, tch::Device::Cpu))
             .and_then(|t| t.f_to_kind(Kind::Float))
             .ctx("rope")?;
         let exponent = idx.f_div_scalar(d as f64).ctx("rope")?;
-        let base = Tensor::from(self.max_wavelength as f32);
+        let base = Tensor::from(wavelength as f32);
         let inv = base
             .f_pow(&exponent)
             .and_then(|p| p.f_reciprocal())
             .ctx("rope")?;
         match &self.scaling {
-            None => Ok(inv),
+            None | Some(RopeScaling::Dynamic { .. }) => Ok(inv),
             Some(y @ RopeScaling::Yarn { .. }) => yarn(&inv, d, self.max_wavelength, y),
             Some(RopeScaling::LongRope {
                 short_factor,
@@ -584,6 +610,11 @@ pub(crate) fn lookup(
         }
     };
     if needed > MAX_TABLED {
+        return Ok(None);
+    }
+    // Dynamic NTK's frequencies change with every length past the original context.
+    if matches!(&rope.scaling, Some(RopeScaling::Dynamic { max_position_embeddings: m, .. }) if needed as f64 > *m)
+    {
         return Ok(None);
     }
     let key = (

@@ -11,7 +11,7 @@ fn fixture(case: &str) -> PathBuf {
         .join(case)
 }
 
-pub const CASES: [&str; 23] = [
+pub const CASES: [&str; 24] = [
     "gemma-geglu-exact",
     "llama-gqa",
     "llama3-tied-bias",
@@ -35,6 +35,7 @@ pub const CASES: [&str; 23] = [
     "phi3",
     "phi4-mini-longrope",
     "glm4",
+    "llama-dynamic",
 ];
 
 fn reference(case: &str) -> (tch::Tensor, tch::Tensor) {
@@ -218,8 +219,8 @@ fn unsupported_configs_fail_loudly() {
         ),
         (
             "\"rope_type\": \"default\"",
-            "\"rope_type\": \"dynamic\"",
-            "rope_type `dynamic` is not supported",
+            "\"rope_type\": \"proportional\"",
+            "rope_type `proportional` is not supported",
         ),
         (
             "\"hidden_act\": \"silu\"",

@@ -188,13 +188,19 @@ fn parse_rope(c: &Cfg, rp: &Value) -> Result<(f64, Option<RopeScaling>, Option<f
             original_max_position_embeddings: original_max()?,
         }),
         "yarn" => Some(yarn(c, m, original_max()?)?),
+        "dynamic" => Some(RopeScaling::Dynamic {
+            factor: need("factor")?,
+            max_position_embeddings: c.float("max_position_embeddings")?.ok_or_else(|| {
+                Error::bad_file(what, "rope type `dynamic` needs `max_position_embeddings`")
+            })?,
+        }),
         // `su` is LongRoPE's older name.
         "longrope" | "su" => Some(longrope(c, m, original_max()?)?),
         other => {
             return Err(Error::bad_file(
                 what,
                 format!(
-                "rope_type `{other}` is not supported (supported: default, linear, llama3, yarn, longrope)"
+                "rope_type `{other}` is not supported (supported: default, linear, llama3, yarn, longrope, dynamic)"
             ),
             ))
         }
