@@ -100,6 +100,85 @@ impl Layer for Softmax {
     }
 }
 
+/// Softmax over `axis` with a learned logit per head joining it (gpt-oss's attention sinks):
+/// `exp(x) / (sum_axis exp(x) + exp(sink))`. The sink takes part of the weight and is then
+/// dropped, so a head may attend to nothing. Parameter: `sinks` over `head_axes`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SoftmaxWithSink {
+    pub axis: String,
+    pub head_axes: super::Axes,
+}
+
+impl Layer for SoftmaxWithSink {
+    crate::layer_common!("SoftmaxWithSink");
+    fn summary(&self) -> String {
+        format!(
+            "over {:?}, sinks {}",
+            self.axis,
+            super::axes_str(&self.head_axes)
+        )
+    }
+    fn param_specs(&self) -> Vec<crate::tree::ParamSpec> {
+        vec![crate::tree::ParamSpec {
+            name: "sinks".into(),
+            shape: self.head_axes.values().copied().collect(),
+            init: crate::params::init::Initializer::Zeros,
+            fan_in: 1,
+        }]
+    }
+    fn param_axes(&self, name: &str) -> Vec<String> {
+        match name {
+            "sinks" => self.head_axes.keys().cloned().collect(),
+            _ => vec![],
+        }
+    }
+    fn forward(&self, node: &Node, x: Value, _s: &SideInputs) -> Result<Value> {
+        let x = x.into_tensor()?;
+        let mut order: Vec<String> = x
+            .names()
+            .iter()
+            .filter(|n| **n != self.axis)
+            .cloned()
+            .collect();
+        if order.len() == x.names().len() || x.positional_ndim() != 0 {
+            return Err(Error::Axis(format!(
+                "SoftmaxWithSink: the input needs the named axis `{}` and no positional axes, got {}",
+                self.axis,
+                x.describe()
+            )));
+        }
+        let heads: Vec<&str> = self.head_axes.keys().map(|s| s.as_str()).collect();
+        let sinks = node
+            .param("sinks")?
+            .f_to_kind(x.kind())
+            .ctx("SoftmaxWithSink")?;
+        let sinks = NamedTensor::wrap(sinks, &heads)?;
+        let others = NamedTensor::wrap(
+            tch::Tensor::f_zeros([], (x.kind(), x.device())).ctx("SoftmaxWithSink")?,
+            &[],
+        )?
+        .broadcast_to(
+            &order
+                .iter()
+                .map(|n| Ok((n.clone(), x.size_of(n)?)))
+                .collect::<Result<Vec<_>>>()?,
+        )?;
+        let sinks = sinks.add(&others)?.with_name_order(&order)?;
+        order.push(self.axis.clone());
+        let xt = x.with_name_order(&order)?;
+        let t = xt.tensor();
+        let total = t
+            .f_logsumexp([-1i64].as_slice(), false)
+            .and_then(|l| l.f_logaddexp(sinks.tensor()))
+            .and_then(|l| l.f_unsqueeze(-1))
+            .and_then(|l| t.f_sub(&l))
+            .and_then(|l| l.f_exp())
+            .ctx("SoftmaxWithSink")?;
+        Ok(NamedTensor::from_parts(total, order)?.into())
+    }
+}
+
 /// `cap * tanh(x / cap)` (Gemma 2's logit soft-capping).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

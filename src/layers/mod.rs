@@ -18,6 +18,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod masks;
 pub mod misc;
+pub mod moe;
 pub mod norms;
 pub mod rope;
 pub mod toolshed;
@@ -96,6 +97,10 @@ pub fn register_builtins(reg: &mut Registry) {
         "Checkpointed" => toolshed::Checkpointed,
         "LinearizeAndAdjust" => toolshed::LinearizeAndAdjust,
         "KnockOutAttentionHeads" => toolshed::KnockOutAttentionHeads,
+        "TopKRouting" => moe::TopKRouting,
+        "Experts" => moe::Experts,
+        "SparseMoE" => moe::SparseMoE,
+        "SoftmaxWithSink" => misc::SoftmaxWithSink,
     }
     for kind in grouping::SEQUENCE_KINDS {
         reg.register_layer(kind, grouping::sequence_factory(kind));

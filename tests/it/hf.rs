@@ -11,7 +11,7 @@ fn fixture(case: &str) -> PathBuf {
         .join(case)
 }
 
-pub const CASES: [&str; 24] = [
+pub const CASES: [&str; 27] = [
     "gemma-geglu-exact",
     "llama-gqa",
     "llama3-tied-bias",
@@ -36,6 +36,9 @@ pub const CASES: [&str; 24] = [
     "phi4-mini-longrope",
     "glm4",
     "llama-dynamic",
+    "qwen3-moe",
+    "mixtral",
+    "gpt-oss",
 ];
 
 fn reference(case: &str) -> (tch::Tensor, tch::Tensor) {

@@ -6,7 +6,7 @@ use crate::base::{Error, Result};
 use crate::layers::grouping::Sequential;
 use crate::layers::linear::{AddBias, Linear};
 use crate::layers::masks::{ApplyCausalAttentionMask, ApplyCausalSlidingWindowAttentionMask};
-use crate::layers::misc::{ContractTogether, RenameAxes, Rescale, Softmax};
+use crate::layers::misc::{ContractTogether, RenameAxes, Rescale, Softmax, SoftmaxWithSink};
 use crate::layers::rope::{ApplyRoPE, RopeScaling};
 use crate::layers::Axes;
 use crate::tree::{Node, Scope};
@@ -55,6 +55,8 @@ pub struct SelfAttentionConfig {
     pub qk_norm_whole: bool,
     /// Soft-cap the attention logits at this value (Gemma 2).
     pub logit_softcap: Option<f64>,
+    /// A learned logit per query head joins the softmax (gpt-oss's attention sinks).
+    pub sinks: bool,
 }
 
 impl SelfAttentionConfig {
@@ -77,6 +79,7 @@ impl SelfAttentionConfig {
             qk_norm_eps: None,
             qk_norm_whole: false,
             logit_softcap: None,
+            sinks: false,
         }
     }
 
@@ -103,7 +106,7 @@ impl SelfAttentionConfig {
         k.push(("rename".into(), rename_seq()));
         let mut v = self.projection(scope, "value", &emb, &kv_axes)?;
         v.push(("rename".into(), rename_seq()));
-        let qk = self.query_key_to_attn();
+        let qk = self.query_key_to_attn(scope, &q_axes)?;
         let av = Node::new(ContractTogether {
             over: vec!["kv_seq".into()],
         });
@@ -223,7 +226,7 @@ impl SelfAttentionConfig {
 
     /// The layers from queries and keys to attention weights: logits, the optional soft-cap,
     /// the mask, and the softmax over `kv_seq`.
-    fn query_key_to_attn(&self) -> Vec<(String, Node)> {
+    fn query_key_to_attn(&self, scope: &Scope<'_>, q_axes: &Axes) -> Result<Vec<(String, Node)>> {
         let mut qk = vec![(
             "logits".to_string(),
             Node::new(ContractTogether {
@@ -247,13 +250,21 @@ impl SelfAttentionConfig {
                 Node::new(ApplyCausalSlidingWindowAttentionMask::new(w)),
             )),
         }
-        qk.push((
-            "softmax".into(),
+        let softmax = if self.sinks {
+            let mut head_axes = q_axes.clone();
+            head_axes.shift_remove("projection");
+            let layer = SoftmaxWithSink {
+                axis: "kv_seq".into(),
+                head_axes,
+            };
+            Node::build(layer, &scope.pp("attention.query_key_to_attn.softmax"))?
+        } else {
             Node::new(Softmax {
                 axes: vec!["kv_seq".into()],
-            }),
-        ));
-        qk
+            })
+        };
+        qk.push(("softmax".into(), softmax));
+        Ok(qk)
     }
 
     /// The output projection from the query axes back to `emb`: a Linear, and its bias when

@@ -1,6 +1,6 @@
 //! Building the decoder tree (see the module docs for its shape and naming).
 
-use super::{Decoder, DecoderConfig, NormSite, Projection, Role};
+use super::{Decoder, DecoderConfig, MoeConfig, NormSite, Projection, Role};
 use crate::base::{Error, Result};
 use crate::layers::attention::{AttentionMask, SelfAttentionConfig};
 use crate::layers::embedding::EmbeddingTable;
@@ -9,6 +9,7 @@ use crate::layers::grouping::{
 };
 use crate::layers::linear::{affine, Linear};
 use crate::layers::misc::{Dropout, Elementwise, Identity, Rescale, TanhSoftCap};
+use crate::layers::moe::{Experts, SparseMoE, TopKRouting, EXPERTS};
 use crate::layers::norms::{layer_norm, rms_layer_norm};
 use crate::layers::Axes;
 use crate::tree::{Node, Scope};
@@ -28,6 +29,16 @@ impl Parts {
             let label = e.label().to_string();
             if !self.0.iter().any(|(l, _)| *l == label) {
                 self.0.push((label, role(name == "bias")));
+            }
+        }
+    }
+
+    /// Records the parameter `name` of `node` under `role`.
+    fn record_param(&mut self, node: &Node, name: &str, role: Role) {
+        if let Ok(e) = node.param_entry(name) {
+            let label = e.label().to_string();
+            if !self.0.iter().any(|(l, _)| *l == label) {
+                self.0.push((label, role));
             }
         }
     }
@@ -67,6 +78,13 @@ impl DecoderConfig {
     /// The MLP of layer `layer` under `s`. The gated form keeps the init names `gate` and `up`
     /// for its two projections.
     fn mlp(&self, s: &Scope<'_>, layer: usize, parts: &mut Parts) -> Result<Node> {
+        if let Some(m) = self
+            .moe
+            .as_ref()
+            .filter(|m| m.layers.get(layer) == Some(&true))
+        {
+            return self.experts(s, layer, m, parts);
+        }
         let (emb, hid) = (self.emb(), ax(&[(&self.neurons_axis, self.mlp_hidden)]));
         let act = || {
             Node::new(Elementwise {
@@ -106,6 +124,56 @@ impl DecoderConfig {
         }
     }
 
+    /// The mixture of experts of layer `layer` under `s`: `SparseMoE[router: Sequential[linear,
+    /// route], experts]`.
+    fn experts(
+        &self,
+        s: &Scope<'_>,
+        layer: usize,
+        m: &MoeConfig,
+        parts: &mut Parts,
+    ) -> Result<Node> {
+        let experts_axis = ax(&[(EXPERTS, m.num_experts)]);
+        let linear = self.linear(
+            &s.pp("router.linear"),
+            &self.emb(),
+            &experts_axis,
+            m.router_bias,
+        )?;
+        parts.record(&linear, |bias| Role::Router { layer, bias });
+        let route = Node::new(TopKRouting {
+            num_experts: m.num_experts,
+            top_k: m.top_k,
+            order: m.order,
+            renormalize: m.renormalize,
+            aux_loss_coef: m.aux_loss_coef,
+        });
+        let router = Sequential::named(vec![("linear".into(), linear), ("route".into(), route)]);
+        let layer_ = Experts {
+            num_experts: m.num_experts,
+            embedding_axis: self.embedding_axis.clone(),
+            d_model: self.d_model,
+            neurons_axis: self.neurons_axis.clone(),
+            hidden: m.hidden,
+            activation: m.activation,
+            bias: m.expert_bias,
+        };
+        let experts = Node::build(layer_, &s.pp("experts"))?;
+        for (name, _) in experts.param_entries().to_vec() {
+            let (base, bias) = match name.strip_suffix("_bias") {
+                Some(b) => (b.to_string(), true),
+                None => (name.clone(), false),
+            };
+            let which = match base.as_str() {
+                "gate" => Projection::Gate,
+                "up" => Projection::Up,
+                _ => Projection::Down,
+            };
+            parts.record_param(&experts, &name, Role::Experts { layer, which, bias });
+        }
+        Ok(SparseMoE::build(router, experts))
+    }
+
     /// The attention block of layer `layer` under `s`.
     fn attention(&self, s: &Scope<'_>, layer: usize, parts: &mut Parts) -> Result<Node> {
         let la = self
@@ -125,6 +193,7 @@ impl DecoderConfig {
         c.qk_norm_eps = self.qk_norm.then_some(self.norm_eps);
         c.qk_norm_whole = self.qk_norm_whole;
         c.logit_softcap = self.attn_softcap;
+        c.sinks = self.attention_sinks;
         if let Some(w) = la.window {
             c.mask = AttentionMask::SlidingWindow(w);
         }
@@ -139,6 +208,9 @@ impl DecoderConfig {
             parts.record_at(&n, &["attention", slot, "bias"], proj(which));
         }
         parts.record_at(&n, &["output"], proj(Projection::Output));
+        parts.record_at(&n, &["attention", "query_key_to_attn", "softmax"], |_| {
+            Role::Sinks(layer)
+        });
         for (slot, site) in [
             ("input_to_query", NormSite::Query(layer)),
             ("input_to_key", NormSite::Key(layer)),

@@ -34,6 +34,7 @@
 mod build;
 
 use crate::layers::misc::Activation;
+use crate::layers::moe::{ExpertActivation, RouteOrder};
 use crate::layers::rope::RopeScaling;
 use crate::params::init::Initializer;
 use crate::tree::Node;
@@ -48,6 +49,30 @@ pub struct LayerAttention {
     pub rope_scaling: Option<RopeScaling>,
     /// Whether the layer rotates queries and keys at all (false: a NoPE layer, SmolLM3).
     pub rope: bool,
+}
+
+/// A sparse mixture of experts in place of the MLP of some layers (Qwen3-MoE, Mixtral,
+/// gpt-oss): `mlp` is then `SparseMoE[router: Sequential[linear, route], experts]`
+/// ([`crate::layers::moe`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoeConfig {
+    pub num_experts: i64,
+    /// Experts per token.
+    pub top_k: i64,
+    /// Each expert's hidden size.
+    pub hidden: i64,
+    pub order: RouteOrder,
+    /// Divide the chosen experts' probabilities by their sum.
+    pub renormalize: bool,
+    pub activation: ExpertActivation,
+    /// Biases on the experts' projections (gpt-oss).
+    pub expert_bias: bool,
+    /// A bias on the router (gpt-oss).
+    pub router_bias: bool,
+    /// The weight of the load-balancing loss in training.
+    pub aux_loss_coef: f64,
+    /// Which layers have experts (the others a dense MLP of `mlp_hidden`).
+    pub layers: Vec<bool>,
 }
 
 /// Everything the decoder builder needs. See the module docs.
@@ -102,6 +127,10 @@ pub struct DecoderConfig {
     pub residual_scale: Option<f64>,
     /// Multiply the output logits by this (Granite: `1 / logits_scaling`).
     pub logit_scale: Option<f64>,
+    /// A sparse mixture of experts in place of the MLP of some layers.
+    pub moe: Option<MoeConfig>,
+    /// A learned logit per head joins each attention softmax (gpt-oss).
+    pub attention_sinks: bool,
     /// How the embedding table is initialized (default: normal, std 1).
     pub embedding_init: Option<Initializer>,
     pub embedding_axis: String,
@@ -158,6 +187,8 @@ impl DecoderConfig {
             dropout: 0.0,
             residual_scale: None,
             logit_scale: None,
+            moe: None,
+            attention_sinks: false,
             embedding_init: None,
             embedding_axis: "embedding".into(),
             vocab_axis: "vocab".into(),
@@ -230,6 +261,25 @@ impl DecoderConfig {
         if !self.pre_norms && (self.parallel_residual || !self.sandwich_norms) {
             return Err("branches without a norm before them need sandwich norms, serially".into());
         }
+        if let Some(m) = &self.moe {
+            if m.num_experts < 1 || m.hidden < 1 || !(1..=m.num_experts).contains(&m.top_k) {
+                return Err(format!(
+                    "a mixture of experts needs at least one expert, a hidden size >= 1 and 1 to {} experts per token, got {} experts of {} with {} per token",
+                    m.num_experts.max(1), m.num_experts, m.hidden, m.top_k
+                ));
+            }
+            if m.layers.len() != self.layers.len() {
+                return Err(
+                    "the mixture of experts must say which of the layers have experts".into(),
+                );
+            }
+            if !(m.aux_loss_coef.is_finite() && m.aux_loss_coef >= 0.0) {
+                return Err(format!(
+                    "router_aux_loss_coef must be a finite number >= 0, got {}",
+                    m.aux_loss_coef
+                ));
+            }
+        }
         if self.parallel_residual && self.residual_scale.is_some() {
             return Err("a residual scale needs serial residual branches".into());
         }
@@ -283,6 +333,25 @@ pub enum Role {
     },
     /// The output head (untied).
     LmHead,
+    /// The router of layer `layer`'s experts: its weights, or its bias.
+    Router { layer: usize, bias: bool },
+    /// One projection of every expert of layer `layer` (`Gate`, `Up` or `Down`: a tensor whose
+    /// first axis is `experts`), or its bias.
+    Experts {
+        layer: usize,
+        which: Projection,
+        bias: bool,
+    },
+    /// Expert `index` of an [`Role::Experts`] tensor, for checkpoints that store each expert
+    /// apart (never given to a parameter: the weight map expands `Experts` into these).
+    Expert {
+        layer: usize,
+        which: Projection,
+        bias: bool,
+        index: i64,
+    },
+    /// The attention sinks of layer `layer`.
+    Sinks(usize),
 }
 
 /// A built decoder: the tree, and the role of each of its parameters (by label, in build

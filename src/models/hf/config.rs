@@ -34,6 +34,9 @@ pub enum Family {
     Olmo2,
     Phi3,
     Glm4,
+    Qwen3Moe,
+    Mixtral,
+    GptOss,
 }
 
 /// A pretrained model's architecture: the decoder it builds, and how its checkpoint stores it.

@@ -75,6 +75,7 @@ fn hf_tensors(arch: &Arch, params: &BTreeMap<String, Tensor>) -> Result<Vec<(Str
     };
     let mut fused: BTreeMap<String, Vec<(i64, Tensor, bool)>> = BTreeMap::new();
     let mut rows: BTreeMap<String, Vec<(i64, Tensor)>> = BTreeMap::new();
+    let mut columns: BTreeMap<String, Vec<(i64, Tensor)>> = BTreeMap::new();
     let mut outt: Vec<(String, Tensor)> = vec![];
     for (label, hf, tr) in names::weight_map(arch)? {
         let t = get(&label)?;
@@ -84,6 +85,7 @@ fn hf_tensors(arch: &Arch, params: &BTreeMap<String, Tensor>) -> Result<Vec<(Str
             Transform::Rows { start, .. } => {
                 rows.entry(hf).or_default().push((start, to_hf(&t, tr)?));
             }
+            Transform::Columns { offset, .. } => columns.entry(hf).or_default().push((offset, t)),
             _ => outt.push((hf, to_hf(&t, tr)?)),
         }
     }
@@ -95,6 +97,22 @@ fn hf_tensors(arch: &Arch, params: &BTreeMap<String, Tensor>) -> Result<Vec<(Str
         parts.sort_by_key(|p| p.0);
         let ts: Vec<&Tensor> = parts.iter().map(|p| &p.1).collect();
         outt.push((hf, Tensor::f_cat(&ts, 0).ctx("export fused weight")?));
+    }
+    for (hf, mut parts) in columns {
+        // Interleaved again: part k in the columns k, k + n, k + 2n, ...
+        parts.sort_by_key(|p| p.0);
+        let ts: Vec<&Tensor> = parts.iter().map(|p| &p.1).collect();
+        let st = Tensor::f_stack(&ts, -1).ctx("export interleaved weight")?;
+        let mut shape = st.size();
+        let n = shape.pop().unwrap_or(1);
+        if let Some(l) = shape.last_mut() {
+            *l *= n;
+        }
+        outt.push((
+            hf,
+            st.f_reshape(shape.as_slice())
+                .ctx("export interleaved weight")?,
+        ));
     }
     Ok(outt)
 }

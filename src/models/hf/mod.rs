@@ -25,8 +25,8 @@ use crate::params::Parameter;
 use crate::tree::{Builder, Node};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use tch::Kind;
-use transform::{hf_shape, to_pzt};
+use tch::{Kind, Tensor};
+use transform::{hf_shape, to_pzt, Transform};
 
 impl Arch {
     /// Builds the model (parameters from `b`: slots, or values from its seed), with the role
@@ -94,6 +94,7 @@ pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfMo
     let weights = Weights::open(dir)?;
     let mut params: BTreeMap<String, Parameter> = BTreeMap::new();
     let mut used = std::collections::BTreeSet::new();
+    let mut experts: BTreeMap<String, Vec<(i64, Tensor)>> = BTreeMap::new();
     let slots: BTreeMap<String, Vec<i64>> = tree
         .all_param_entries()
         .into_iter()
@@ -130,6 +131,20 @@ pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfMo
             .f_to_kind(kind)
             .and_then(|x| x.f_to_device(device))
             .ctx("load")?;
+        match tr {
+            Transform::Expert { index, .. } | Transform::ExpertBias { index } => {
+                experts.entry(label).or_default().push((index, v));
+            }
+            _ => {
+                params.insert(label.clone(), Parameter::new(label, v));
+            }
+        }
+    }
+    // Experts stored one by one, stacked along the `experts` axis.
+    for (label, mut slices) in experts {
+        slices.sort_by_key(|s| s.0);
+        let ts: Vec<Tensor> = slices.into_iter().map(|s| s.1).collect();
+        let v = Tensor::f_stack(&ts, 0).ctx("stack experts")?;
         params.insert(label.clone(), Parameter::new(label, v));
     }
     let mut vision = 0;

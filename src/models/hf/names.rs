@@ -16,14 +16,32 @@ pub fn weight_map(arch: &Arch) -> Result<Vec<(String, String, Transform)>> {
 }
 
 /// The HF names of the parameters with these roles.
+/// A tensor of experts stored expert by expert ([`Transform::PerExpert`]) gives one entry per
+/// expert, each naming its slice ([`Transform::Expert`]).
 pub fn names(arch: &Arch, parts: &[(String, Role)]) -> Vec<(String, String, Transform)> {
-    parts
-        .iter()
-        .map(|(label, role)| {
-            let (name, tr) = name_of(arch, *role);
-            (label.clone(), name, tr)
-        })
-        .collect()
+    let mut out = vec![];
+    for (label, role) in parts {
+        let (name, tr) = name_of(arch, *role);
+        match (tr, *role) {
+            (Transform::PerExpert, Role::Experts { layer, which, bias }) => {
+                let n = arch.decoder.moe.as_ref().map_or(0, |m| m.num_experts);
+                for index in 0..n {
+                    let (name, tr) = name_of(
+                        arch,
+                        Role::Expert {
+                            layer,
+                            which,
+                            bias,
+                            index,
+                        },
+                    );
+                    out.push((label.clone(), name, tr));
+                }
+            }
+            _ => out.push((label.clone(), name, tr)),
+        }
+    }
+    out
 }
 
 fn name_of(a: &Arch, role: Role) -> (String, Transform) {

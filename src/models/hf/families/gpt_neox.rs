@@ -97,5 +97,7 @@ fn name_of(a: &Arch, role: Role) -> (String, Transform) {
             };
             projection(&l, module, fan_in, bias)
         }
+        // GPT-NeoX has no experts or sinks.
+        _ => super::llama::name_of(a, role),
     }
 }

@@ -86,5 +86,58 @@ pub fn name_of(a: &Arch, role: Role) -> (String, Transform) {
             };
             projection(&layer(i), module, fan_in, bias)
         }
+        _ => moe_name_of(a, role, "mlp", ["gate_proj", "up_proj", "down_proj"]),
+    }
+}
+
+/// The tensors of a mixture of experts stored expert by expert, as Qwen3-MoE (`block` =
+/// `mlp`, `names` = gate_proj, up_proj, down_proj) and Mixtral (`block_sparse_moe`, w1, w3,
+/// w2) store them: `L.<block>.gate` (the router) and `L.<block>.experts.<e>.<name>`; and the
+/// attention sinks, `L.self_attn.sinks`.
+pub fn moe_name_of(a: &Arch, role: Role, block: &str, names: [&str; 3]) -> (String, Transform) {
+    let d = &a.decoder;
+    let layer = |i: usize| format!("model.layers.{i}");
+    let hidden = d.moe.as_ref().map_or(d.mlp_hidden, |m| m.hidden);
+    let pick = |which: Projection| match which {
+        Projection::Gate => (names[0], d.d_model),
+        Projection::Up => (names[1], d.d_model),
+        _ => (names[2], hidden),
+    };
+    match role {
+        Role::Router { layer: i, bias } => {
+            let tr = if bias {
+                Transform::Reshape
+            } else {
+                Transform::Router(d.d_model)
+            };
+            (format!("{}.{block}.gate.{}", layer(i), suffix(bias)), tr)
+        }
+        Role::Experts { layer: i, .. } => (
+            format!("{}.{block}.experts", layer(i)),
+            Transform::PerExpert,
+        ),
+        Role::Expert {
+            layer: i,
+            which,
+            bias,
+            index,
+        } => {
+            let (name, fan_in) = pick(which);
+            let tr = if bias {
+                Transform::ExpertBias { index }
+            } else {
+                Transform::Expert { index, fan_in }
+            };
+            (
+                format!(
+                    "{}.{block}.experts.{index}.{name}.{}",
+                    layer(i),
+                    suffix(bias)
+                ),
+                tr,
+            )
+        }
+        Role::Sinks(i) => (format!("{}.self_attn.sinks", layer(i)), Transform::Reshape),
+        _ => ("".into(), Transform::Same),
     }
 }

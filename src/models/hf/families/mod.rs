@@ -6,9 +6,11 @@
 mod gemma;
 mod glm4;
 mod gpt_neox;
+mod gpt_oss;
 mod granite;
 mod llama;
 mod mistral;
+mod mixtral;
 mod olmo2;
 mod phi3;
 mod qwen;
@@ -38,7 +40,7 @@ pub struct Converter {
 }
 
 /// Every family pzt reads.
-pub const ALL: [&Converter; 14] = [
+pub const ALL: [&Converter; 17] = [
     &llama::LLAMA,
     &mistral::MISTRAL,
     &gemma::GEMMA,
@@ -53,6 +55,9 @@ pub const ALL: [&Converter; 14] = [
     &olmo2::OLMO2,
     &phi3::PHI3,
     &glm4::GLM4,
+    &qwen::QWEN3_MOE,
+    &mixtral::MIXTRAL,
+    &gpt_oss::GPT_OSS,
 ];
 
 /// The converter of a `model_type`.
@@ -109,6 +114,9 @@ mod tests {
             Family::Olmo2,
             Family::Phi3,
             Family::Glm4,
+            Family::Qwen3Moe,
+            Family::Mixtral,
+            Family::GptOss,
         ] {
             assert_eq!(ALL.iter().filter(|c| c.family == f).count(), 1, "{f:?}");
             assert_eq!(of(f).family, f);
@@ -119,7 +127,6 @@ mod tests {
                 Some(c.family)
             );
         }
-        assert!(by_model_type("qwen3_moe").is_none());
-        assert!(by_model_type("mixtral").is_none());
+        assert!(by_model_type("qwen2_moe").is_none());
     }
 }

@@ -1,0 +1,508 @@
+//! Sparse mixture of experts (Qwen3-MoE, Mixtral, gpt-oss), as three small layers:
+//!
+//! ```text
+//! SparseMoE                                   x {..., embedding} -> {..., embedding}
+//!   router: Sequential
+//!     linear: Linear {embedding} -> {experts}  (+ bias: gpt-oss)
+//!     route: TopKRouting                      logits -> gates {..., experts}
+//!   experts: Experts                          (x, gates) -> sum over chosen experts
+//! ```
+//!
+//! The router's output is a named tensor over the `experts` axis: the weight of each expert for
+//! each token, zero for the experts not chosen (so `pzt capture` on `router` shows the routing,
+//! and on `router.linear` the logits). `Experts` holds every expert's weights in one tensor per
+//! projection, whose first axis is `experts` (`gate`, `up`: `{experts, embedding, neurons}`;
+//! `down`: `{experts, neurons, embedding}`), and computes only the chosen experts: the tokens
+//! are gathered by expert, each expert runs on its own tokens, and the weighted outputs are
+//! scattered back (one index-add).
+//!
+//! Training adds the load-balancing loss of the routers ([`load_balancing_loss`]): while
+//! [`collect_router_logits`] runs, every `TopKRouting` records its logits.
+
+use super::misc::Activation;
+use crate::base::{Error, Result, TorchContext};
+use crate::named::NamedTensor;
+use crate::params::init::Initializer;
+use crate::tree::{ChildLayout, Layer, Node, ParamSpec, SideInputs, Value};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use tch::{Kind, Tensor};
+
+/// The name of the experts axis.
+pub const EXPERTS: &str = "experts";
+
+/// How a router turns its logits into the weights of the chosen experts.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteOrder {
+    /// A softmax over every expert (in float32), then the `top_k` largest probabilities
+    /// (Qwen3-MoE, Mixtral).
+    SoftmaxThenTopK,
+    /// The `top_k` largest logits, then a softmax over them (gpt-oss).
+    TopKThenSoftmax,
+}
+
+/// Routing: the weights of the `top_k` experts each token goes to, as a tensor over the
+/// `experts` axis (zero for the others).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TopKRouting {
+    pub num_experts: i64,
+    pub top_k: i64,
+    pub order: RouteOrder,
+    /// With [`RouteOrder::SoftmaxThenTopK`]: divide the chosen probabilities by their sum.
+    #[serde(default)]
+    pub renormalize: bool,
+    /// The weight of this router's load-balancing loss in training
+    /// (`router_aux_loss_coef`).
+    #[serde(default)]
+    pub aux_loss_coef: f64,
+}
+
+/// One router's logits, recorded for the load-balancing loss.
+pub struct RouterLogits {
+    /// `[tokens, experts]`.
+    pub logits: Tensor,
+    pub top_k: i64,
+    pub aux_loss_coef: f64,
+}
+
+thread_local! {
+    static ROUTERS: RefCell<Option<Vec<RouterLogits>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a forward pass) while recording the logits of every router on this thread.
+pub fn collect_router_logits<R>(f: impl FnOnce() -> R) -> (R, Vec<RouterLogits>) {
+    let outer = ROUTERS.with(|r| r.borrow_mut().replace(vec![]));
+    let out = f();
+    let got = ROUTERS.with(|r| std::mem::replace(&mut *r.borrow_mut(), outer));
+    (out, got.unwrap_or_default())
+}
+
+fn record(r: RouterLogits) {
+    ROUTERS.with(|cell| {
+        if let Some(v) = cell.borrow_mut().as_mut() {
+            v.push(r);
+        }
+    });
+}
+
+/// `x` as a `[tokens, axis]` matrix, with the order of its other axes (which must all be
+/// named).
+fn as_rows(x: &NamedTensor, axis: &str, layer: &str) -> Result<(Tensor, Vec<String>)> {
+    if x.positional_ndim() != 0 || !x.has(axis) {
+        return Err(Error::Axis(format!(
+            "{layer}: the input needs the named axis `{axis}` and no positional axes, got {}",
+            x.describe()
+        )));
+    }
+    let mut order: Vec<String> = x.names().iter().filter(|n| *n != axis).cloned().collect();
+    order.push(axis.to_string());
+    let size = x.size_of(axis)?;
+    let t = x
+        .with_name_order(&order)?
+        .tensor()
+        .f_reshape([-1, size])
+        .ctx(layer)?;
+    order.pop();
+    Ok((t, order))
+}
+
+/// `rows` (`[tokens, n]`) back as a named tensor of `like`'s other axes and `axis`.
+fn from_rows(rows: &Tensor, others: &[String], like: &NamedTensor, axis: &str) -> Result<Value> {
+    let mut shape: Vec<i64> = others
+        .iter()
+        .map(|n| like.size_of(n))
+        .collect::<Result<_>>()?;
+    shape.push(rows.size().last().copied().unwrap_or(0));
+    let mut names = others.to_vec();
+    names.push(axis.to_string());
+    let t = rows.f_reshape(shape.as_slice()).ctx("experts")?;
+    Ok(NamedTensor::from_parts(t, names)?.into())
+}
+
+impl TopKRouting {
+    /// The chosen experts' weights `[tokens, top_k]` and their indices, from `[tokens,
+    /// experts]` logits.
+    fn choose(&self, logits: &Tensor) -> Result<(Tensor, Tensor)> {
+        match self.order {
+            RouteOrder::SoftmaxThenTopK => {
+                let probs = logits.f_softmax(-1, Kind::Float).ctx("router")?;
+                let (mut v, i) = probs.f_topk(self.top_k, -1, true, true).ctx("router")?;
+                if self.renormalize {
+                    let s = v.f_sum_dim_intlist(-1, true, Kind::Float).ctx("router")?;
+                    v = v.f_div(&s).ctx("router")?;
+                }
+                Ok((v.f_to_kind(logits.kind()).ctx("router")?, i))
+            }
+            RouteOrder::TopKThenSoftmax => {
+                let (v, i) = logits.f_topk(self.top_k, -1, true, true).ctx("router")?;
+                Ok((v.f_softmax(-1, logits.kind()).ctx("router")?, i))
+            }
+        }
+    }
+}
+
+impl Layer for TopKRouting {
+    crate::layer_common!("TopKRouting");
+    fn check(&self) -> Result<()> {
+        if self.num_experts < 1 || !(1..=self.num_experts).contains(&self.top_k) {
+            return Err(Error::Config(format!(
+                "TopKRouting: top_k must be 1 to num_experts ({}), got {}",
+                self.num_experts, self.top_k
+            )));
+        }
+        if !(self.aux_loss_coef.is_finite() && self.aux_loss_coef >= 0.0) {
+            return Err(Error::Config(format!(
+                "TopKRouting: aux_loss_coef must be a finite number >= 0, got {}",
+                self.aux_loss_coef
+            )));
+        }
+        Ok(())
+    }
+    fn summary(&self) -> String {
+        let order = match self.order {
+            RouteOrder::SoftmaxThenTopK if self.renormalize => "softmax, top-k, renormalized",
+            RouteOrder::SoftmaxThenTopK => "softmax, top-k",
+            RouteOrder::TopKThenSoftmax => "top-k, softmax",
+        };
+        format!(
+            "top {} of {} experts ({order})",
+            self.top_k, self.num_experts
+        )
+    }
+    fn forward(&self, _n: &Node, x: Value, _s: &SideInputs) -> Result<Value> {
+        let x = x.into_tensor()?;
+        let (logits, others) = as_rows(&x, EXPERTS, "TopKRouting")?;
+        if logits.size()[1] != self.num_experts {
+            return Err(Error::Axis(format!(
+                "TopKRouting: {} experts expected, the logits have {}",
+                self.num_experts,
+                logits.size()[1]
+            )));
+        }
+        record(RouterLogits {
+            logits: logits.shallow_clone(),
+            top_k: self.top_k,
+            aux_loss_coef: self.aux_loss_coef,
+        });
+        let (w, i) = self.choose(&logits)?;
+        let gates = logits
+            .f_zeros_like()
+            .and_then(|z| z.f_scatter(-1, &i, &w))
+            .ctx("router")?;
+        from_rows(&gates, &others, &x, EXPERTS)
+    }
+}
+
+/// The function between an expert's projections.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpertActivation {
+    /// `act(gate) * up` (SwiGLU with `silu`).
+    Gated(Activation),
+    /// gpt-oss's clamped SwiGLU: `(clamp(up, -limit, limit) + 1) * g * sigmoid(alpha * g)`
+    /// with `g = min(gate, limit)`.
+    ClampedSwiglu { alpha: f64, limit: f64 },
+}
+
+impl ExpertActivation {
+    fn apply(self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+        match self {
+            ExpertActivation::Gated(a) => a.apply(gate)?.f_mul(up).ctx("expert"),
+            ExpertActivation::ClampedSwiglu { alpha, limit } => {
+                let g = gate.f_clamp_max(limit).ctx("expert")?;
+                let glu = g
+                    .f_mul_scalar(alpha)
+                    .and_then(|x| x.f_sigmoid())
+                    .and_then(|s| s.f_mul(&g))
+                    .ctx("expert")?;
+                up.f_clamp(-limit, limit)
+                    .and_then(|u| u.f_add_scalar(1.0))
+                    .and_then(|u| u.f_mul(&glu))
+                    .ctx("expert")
+            }
+        }
+    }
+}
+
+/// The experts of a mixture: gated MLPs whose weights share a leading `experts` axis.
+/// Input: `(x, gates)`, `x` over `embedding_axis`, `gates` over `experts` (a router's output);
+/// output: `sum_e gates[e] * expert_e(x)` over the experts with a non-zero gate.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Experts {
+    pub num_experts: i64,
+    pub embedding_axis: String,
+    pub d_model: i64,
+    pub neurons_axis: String,
+    pub hidden: i64,
+    pub activation: ExpertActivation,
+    /// Biases on the three projections (gpt-oss).
+    #[serde(default)]
+    pub bias: bool,
+}
+
+/// The chosen experts of a batch of tokens, grouped by expert.
+struct Dispatch {
+    /// `[m]`: the token of each (expert, token) pair, expert by expert.
+    tokens: Tensor,
+    /// `[m]`: the gate of each pair (differentiable).
+    weights: Tensor,
+    /// How many pairs each expert has.
+    counts: Vec<i64>,
+}
+
+impl Experts {
+    /// The projection parameters: name, shape, fan-in, axes.
+    fn projections(&self) -> Vec<(&'static str, Vec<i64>, i64, [&str; 3])> {
+        let (e, d, h) = (self.num_experts, self.d_model, self.hidden);
+        let (emb, neu) = (self.embedding_axis.as_str(), self.neurons_axis.as_str());
+        vec![
+            ("gate", vec![e, d, h], d, [EXPERTS, emb, neu]),
+            ("up", vec![e, d, h], d, [EXPERTS, emb, neu]),
+            ("down", vec![e, h, d], h, [EXPERTS, neu, emb]),
+        ]
+    }
+
+    fn dispatch(gates: &Tensor) -> Result<Dispatch> {
+        let e = gates.size()[1];
+        let chosen = gates.f_ne(0.0).ctx("experts")?;
+        let counts: Vec<i64> = chosen
+            .f_sum_dim_intlist(0, false, Kind::Int64)
+            .and_then(|c| c.f_to_device(tch::Device::Cpu))
+            .and_then(|c| Vec::<i64>::try_from(&c).map_err(|e| tch::TchError::Kind(e.to_string())))
+            .ctx("experts")?;
+        // (expert, token) pairs in expert order.
+        let pairs = chosen
+            .f_transpose(0, 1)
+            .and_then(|m| m.f_nonzero())
+            .ctx("experts")?;
+        let experts = pairs.f_select(1, 0).ctx("experts")?;
+        let tokens = pairs.f_select(1, 1).ctx("experts")?;
+        let flat = tokens
+            .f_mul_scalar(e)
+            .and_then(|t| t.f_add(&experts))
+            .ctx("experts")?;
+        let weights = gates
+            .f_reshape([-1])
+            .and_then(|g| g.f_index_select(0, &flat))
+            .ctx("experts")?;
+        Ok(Dispatch {
+            tokens,
+            weights,
+            counts,
+        })
+    }
+
+    /// Expert `e`'s output on its tokens `x` (`[n, d_model]`).
+    fn expert(&self, node: &Node, e: i64, x: &Tensor) -> Result<Tensor> {
+        let p = |name: &str| -> Result<Tensor> {
+            let w = node.param(name)?.f_select(0, e).ctx("experts")?;
+            if w.kind() != x.kind() {
+                return w.f_to_kind(x.kind()).ctx("experts");
+            }
+            Ok(w)
+        };
+        let proj = |name: &str, input: &Tensor| -> Result<Tensor> {
+            let y = input.f_matmul(&p(name)?).ctx("experts")?;
+            if self.bias {
+                return y.f_add(&p(&format!("{name}_bias"))?).ctx("experts");
+            }
+            Ok(y)
+        };
+        let h = self.activation.apply(&proj("gate", x)?, &proj("up", x)?)?;
+        proj("down", &h)
+    }
+}
+
+impl Layer for Experts {
+    crate::layer_common!("Experts");
+    fn check(&self) -> Result<()> {
+        for (k, v) in [
+            ("num_experts", self.num_experts),
+            ("d_model", self.d_model),
+            ("hidden", self.hidden),
+        ] {
+            if v < 1 {
+                return Err(Error::Config(format!(
+                    "Experts: {k} must be at least 1, got {v}"
+                )));
+            }
+        }
+        if self.embedding_axis == self.neurons_axis || self.embedding_axis == EXPERTS {
+            return Err(Error::Config(
+                "Experts: the embedding, neurons and experts axes must differ".into(),
+            ));
+        }
+        if let ExpertActivation::ClampedSwiglu { alpha, limit } = self.activation {
+            if !(alpha.is_finite() && limit.is_finite() && limit > 0.0) {
+                return Err(Error::Config(format!(
+                    "Experts: the clamped SwiGLU needs a finite alpha and a finite limit > 0, got {alpha}, {limit}"
+                )));
+            }
+        }
+        Ok(())
+    }
+    fn summary(&self) -> String {
+        format!(
+            "{} experts, {{{}: {}}} -> {{{}: {}}}",
+            self.num_experts, self.embedding_axis, self.d_model, self.neurons_axis, self.hidden
+        )
+    }
+    fn param_specs(&self) -> Vec<ParamSpec> {
+        let mut v = vec![];
+        for (name, shape, fan_in, _) in self.projections() {
+            if self.bias {
+                v.push(ParamSpec {
+                    name: format!("{name}_bias"),
+                    shape: vec![shape[0], shape[2]],
+                    init: Initializer::Zeros,
+                    fan_in: 1,
+                });
+            }
+            v.push(ParamSpec {
+                name: name.into(),
+                shape,
+                init: Initializer::FanIn { scale: 1.0 },
+                fan_in,
+            });
+        }
+        v
+    }
+    fn param_axes(&self, name: &str) -> Vec<String> {
+        for (n, _, _, axes) in self.projections() {
+            if name == n {
+                return axes.iter().map(|a| a.to_string()).collect();
+            }
+            if name.strip_suffix("_bias") == Some(n) {
+                return vec![axes[0].to_string(), axes[2].to_string()];
+            }
+        }
+        vec![]
+    }
+    fn forward(&self, node: &Node, x: Value, _s: &SideInputs) -> Result<Value> {
+        let mut v = x.into_tuple(2)?;
+        let gates = v.pop().map(|g| g.into_tensor()).transpose()?;
+        let x = v.pop().map(|x| x.into_tensor()).transpose()?;
+        let (Some(x), Some(gates)) = (x, gates) else {
+            return Err(Error::Axis("Experts: expected (x, gates)".into()));
+        };
+        let (rows, others) = as_rows(&x, &self.embedding_axis, "Experts")?;
+        let g = gates.with_name_order(
+            &others
+                .iter()
+                .cloned()
+                .chain([EXPERTS.to_string()])
+                .collect::<Vec<_>>(),
+        )?;
+        let g = g
+            .tensor()
+            .f_reshape([-1, self.num_experts])
+            .ctx("Experts: the gates")?;
+        let d = Self::dispatch(&g)?;
+        let xs = rows.f_index_select(0, &d.tokens).ctx("experts")?;
+        let mut outs = vec![];
+        let mut start = 0;
+        for (e, &n) in d.counts.iter().enumerate() {
+            if n > 0 {
+                let xe = xs.f_narrow(0, start, n).ctx("experts")?;
+                outs.push(self.expert(node, e as i64, &xe)?);
+                start += n;
+            }
+        }
+        let y = rows.f_zeros_like().ctx("experts")?;
+        let y = if outs.is_empty() {
+            y
+        } else {
+            let out = Tensor::f_cat(&outs, 0)
+                .and_then(|o| o.f_mul(&d.weights.f_unsqueeze(1)?))
+                .ctx("experts")?;
+            y.f_index_add(0, &d.tokens, &out).ctx("experts")?
+        };
+        from_rows(&y, &others, &x, &self.embedding_axis)
+    }
+}
+
+/// A mixture of experts: `experts((x, router(x)))`. Children: `router` (logits over
+/// `experts`, then the routing) and `experts`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SparseMoE {}
+
+impl SparseMoE {
+    /// The node, from its router and experts.
+    pub fn build(router: Node, experts: Node) -> Node {
+        Node::new(SparseMoE {})
+            .with_children(vec![("router".into(), router), ("experts".into(), experts)])
+    }
+}
+
+impl Layer for SparseMoE {
+    crate::layer_common!("SparseMoE");
+    fn child_layout(&self) -> ChildLayout {
+        ChildLayout::Slots {
+            names: &["router", "experts"],
+            wrap: None,
+        }
+    }
+    fn forward(&self, node: &Node, x: Value, side: &SideInputs) -> Result<Value> {
+        let gates = node.call_child("router", x.clone(), side)?;
+        node.call_child("experts", Value::Tuple(vec![x, gates]), side)
+    }
+}
+
+/// The load-balancing loss of the routers, as transformers computes it
+/// (`load_balancing_loss_func`, Switch Transformer's eqs. 4-6): with `f_e` the fraction of
+/// the chosen (token, expert) pairs that went to expert `e` and `P_e` the mean router
+/// probability of `e`, both over the tokens of every router together, the loss is
+/// `num_experts * sum_e f_e * P_e`. `mask` (`[tokens]`, 1 for a real token) leaves out
+/// padding. Returns None when there are no routers.
+pub fn load_balancing_loss(
+    routers: &[RouterLogits],
+    mask: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
+    let Some(first) = routers.first() else {
+        return Ok(None);
+    };
+    let e = first.logits.size()[1];
+    let dev = first.logits.device();
+    let mut counts = Tensor::f_zeros([e], (Kind::Float, dev)).ctx("aux loss")?;
+    let mut probs = Tensor::f_zeros([e], (Kind::Float, dev)).ctx("aux loss")?;
+    let mut rows = Tensor::f_zeros([], (Kind::Float, dev)).ctx("aux loss")?;
+    for r in routers {
+        let n = r.logits.size()[0];
+        let w = match mask {
+            Some(m) => m.f_reshape([n]).and_then(|m| m.f_to_kind(Kind::Float)),
+            None => Tensor::f_ones([n], (Kind::Float, dev)),
+        }
+        .ctx("aux loss")?;
+        let p = r.logits.f_softmax(-1, Kind::Float).ctx("aux loss")?;
+        let (_, chosen) = p.f_topk(r.top_k, -1, true, true).ctx("aux loss")?;
+        let per_pair = w
+            .f_unsqueeze(1)
+            .and_then(|w| w.f_expand([n, r.top_k], false))
+            .ctx("aux loss")?;
+        counts = counts
+            .f_scatter_add(
+                0,
+                &chosen.f_reshape([-1]).ctx("aux loss")?,
+                &per_pair.f_reshape([-1]).ctx("aux loss")?,
+            )
+            .ctx("aux loss")?;
+        probs = probs
+            .f_add(
+                &p.f_mul(&w.f_unsqueeze(1)?)?
+                    .f_sum_dim_intlist(0, false, Kind::Float)?,
+            )
+            .ctx("aux loss")?;
+        rows = rows.f_add(&w.f_sum(Kind::Float)?).ctx("aux loss")?;
+    }
+    let loss = counts
+        .f_div(&rows)
+        .and_then(|f| f.f_mul(&probs.f_div(&rows)?))
+        .and_then(|x| x.f_sum(Kind::Float))
+        .and_then(|x| x.f_mul_scalar(e as f64))
+        .ctx("aux loss")?;
+    Ok(Some(loss))
+}
