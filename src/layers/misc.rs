@@ -153,21 +153,20 @@ impl Layer for SoftmaxWithSink {
             .param("sinks")?
             .f_to_kind(x.kind())
             .ctx("SoftmaxWithSink")?;
-        let sinks = NamedTensor::wrap(sinks, &heads)?;
-        let others = NamedTensor::wrap(
-            tch::Tensor::f_zeros([], (x.kind(), x.device())).ctx("SoftmaxWithSink")?,
-            &[],
-        )?
-        .broadcast_to(
-            &order
-                .iter()
-                .map(|n| Ok((n.clone(), x.size_of(n)?)))
-                .collect::<Result<Vec<_>>>()?,
-        )?;
-        let sinks = sinks.add(&others)?.with_name_order(&order)?;
+        let sizes = order
+            .iter()
+            .map(|n| Ok((n.clone(), x.size_of(n)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let sinks = NamedTensor::wrap(sinks, &heads)?
+            .broadcast_to(&sizes)?
+            .with_name_order(&order)?;
         order.push(self.axis.clone());
         let xt = x.with_name_order(&order)?;
         let t = xt.tensor();
+        if crate::backend::is_meta(t) {
+            // Shape inference: the output is shaped as the input.
+            return Ok(xt.into());
+        }
         let total = t
             .f_logsumexp([-1i64].as_slice(), false)
             .and_then(|l| l.f_logaddexp(sinks.tensor()))

@@ -63,6 +63,8 @@ pub struct TopKRouting {
 pub struct RouterLogits {
     /// `[tokens, experts]`.
     pub logits: Tensor,
+    /// The named axes the tokens were flattened from, in order.
+    pub token_axes: Vec<String>,
     pub top_k: i64,
     pub aux_loss_coef: f64,
 }
@@ -183,6 +185,7 @@ impl Layer for TopKRouting {
         }
         record(RouterLogits {
             logits: logits.shallow_clone(),
+            token_axes: others.clone(),
             top_k: self.top_k,
             aux_loss_coef: self.aux_loss_coef,
         });
@@ -400,6 +403,15 @@ impl Layer for Experts {
             .tensor()
             .f_reshape([-1, self.num_experts])
             .ctx("Experts: the gates")?;
+        if crate::backend::is_meta(&rows) {
+            // Shape inference: the output's shape, no routing.
+            return from_rows(
+                &rows.f_zeros_like().ctx("experts")?,
+                &others,
+                &x,
+                &self.embedding_axis,
+            );
+        }
         let d = Self::dispatch(&g)?;
         let xs = rows.f_index_select(0, &d.tokens).ctx("experts")?;
         let mut outs = vec![];
@@ -448,7 +460,34 @@ impl Layer for SparseMoE {
     }
     fn forward(&self, node: &Node, x: Value, side: &SideInputs) -> Result<Value> {
         let gates = node.call_child("router", x.clone(), side)?;
-        node.call_child("experts", Value::Tuple(vec![x, gates]), side)
+        let y = node.call_child("experts", Value::Tuple(vec![x, gates]), side)?;
+        self.trace_inner(node, &y);
+        Ok(y)
+    }
+}
+
+impl SparseMoE {
+    /// For the memory model: the activations the experts keep for backward, which no leaf
+    /// layer outputs (per chosen (token, expert) pair: the gathered input, the gate and up
+    /// projections, their product, and the output).
+    fn trace_inner(&self, node: &Node, y: &Value) {
+        let (Ok(experts), Value::Tensor(y)) = (node.child("experts"), y) else {
+            return;
+        };
+        let Some(e) = experts.layer_as::<Experts>() else {
+            return;
+        };
+        let mut top_k = 0;
+        if let Ok(router) = node.child("router") {
+            router.walk(&mut |_, n| {
+                if let Some(r) = n.layer_as::<TopKRouting>() {
+                    top_k = r.top_k;
+                }
+            });
+        }
+        let tokens = y.tensor().numel() as i64 / e.d_model.max(1);
+        let per_pair = 2 * e.d_model + 3 * e.hidden;
+        crate::tree::trace_record("Experts (chosen)", tokens * top_k * per_pair, y.kind());
     }
 }
 
@@ -460,7 +499,7 @@ impl Layer for SparseMoE {
 /// padding. Returns None when there are no routers.
 pub fn load_balancing_loss(
     routers: &[RouterLogits],
-    mask: Option<&Tensor>,
+    mask: Option<&NamedTensor>,
 ) -> Result<Option<Tensor>> {
     let Some(first) = routers.first() else {
         return Ok(None);
@@ -473,10 +512,9 @@ pub fn load_balancing_loss(
     for r in routers {
         let n = r.logits.size()[0];
         let w = match mask {
-            Some(m) => m.f_reshape([n]).and_then(|m| m.f_to_kind(Kind::Float)),
-            None => Tensor::f_ones([n], (Kind::Float, dev)),
-        }
-        .ctx("aux loss")?;
+            Some(m) => token_mask(m, r)?,
+            None => Tensor::f_ones([n], (Kind::Float, dev)).ctx("aux loss")?,
+        };
         let p = r.logits.f_softmax(-1, Kind::Float).ctx("aux loss")?;
         let (_, chosen) = p.f_topk(r.top_k, -1, true, true).ctx("aux loss")?;
         let per_pair = w
@@ -505,4 +543,52 @@ pub fn load_balancing_loss(
         .and_then(|x| x.f_mul_scalar(e as f64))
         .ctx("aux loss")?;
     Ok(Some(loss))
+}
+
+/// `mask` flattened in the order of `r`'s tokens.
+fn token_mask(mask: &NamedTensor, r: &RouterLogits) -> Result<Tensor> {
+    let mut a: Vec<&String> = mask.names().iter().collect();
+    let mut b: Vec<&String> = r.token_axes.iter().collect();
+    a.sort();
+    b.sort();
+    if a != b || mask.positional_ndim() != 0 {
+        return Err(Error::Axis(format!(
+            "the load-balancing loss: a router's tokens are over {:?}, the batch's over {:?}",
+            r.token_axes,
+            mask.names()
+        )));
+    }
+    mask.with_name_order(&r.token_axes)?
+        .tensor()
+        .f_reshape([-1])
+        .and_then(|m| m.f_to_kind(Kind::Float))
+        .ctx("aux loss")
+}
+
+/// Refuses training where a router's load-balancing loss could not reach its parameters: a
+/// router inside an activation-checkpointed segment (its logits are recomputed in backward,
+/// where the loss cannot see them), unless the loss is off (`coef_override` 0, or every
+/// router's coefficient 0).
+pub fn check_trainable(tree: &Node, coef_override: Option<f64>) -> Result<()> {
+    let mut bad: Option<String> = None;
+    tree.walk(&mut |path, n| {
+        if bad.is_some() || n.layer_as::<super::toolshed::Checkpointed>().is_none() {
+            return;
+        }
+        n.walk(&mut |inner, m| {
+            if let Some(r) = m.layer_as::<TopKRouting>() {
+                if bad.is_none() && coef_override.unwrap_or(r.aux_loss_coef) > 0.0 {
+                    let mut p = path.to_vec();
+                    p.extend(inner.iter().cloned());
+                    bad = Some(p.join("."));
+                }
+            }
+        });
+    });
+    match bad {
+        None => Ok(()),
+        Some(p) => Err(Error::Config(format!(
+            "the router `{p}` is inside an activation-checkpointed segment, where its load-balancing loss cannot reach it; checkpoint other layers, or set `[train] router_aux_loss_coef = 0`"
+        ))),
+    }
 }

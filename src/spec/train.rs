@@ -77,6 +77,10 @@ pub struct TrainConfig {
     /// collective) before it gives up, in seconds.
     #[serde(default = "uint::<1800>")]
     pub distributed_timeout_s: u64,
+    /// The weight of a mixture of experts' load-balancing loss (default: the model's
+    /// `router_aux_loss_coef`; 0 turns it off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_aux_loss_coef: Option<f64>,
 }
 
 /// The longest `[train] distributed_timeout_s` (a week).
@@ -147,6 +151,15 @@ impl TrainConfig {
                     "[train]: distributed_timeout_s must be 1 to {MAX_DIST_TIMEOUT_S}, got {}",
                     self.distributed_timeout_s
                 ),
+            );
+        }
+        if let Some(c) = self
+            .router_aux_loss_coef
+            .filter(|c| !(c.is_finite() && *c >= 0.0))
+        {
+            return bad(
+                "router_aux_loss_coef",
+                format!("[train]: router_aux_loss_coef must be a finite number >= 0, got {c}"),
             );
         }
         if !matches!(self.device.as_str(), "auto" | "cpu" | "cuda") {

@@ -66,6 +66,9 @@ impl Observer for Metrics {
             self.line.insert("loss".into(), json!(o.loss));
             self.line.insert("lr".into(), json!(o.lr));
             self.line.insert("grad_norm".into(), json!(o.grad_norm));
+            if let Some(a) = o.aux_loss {
+                self.line.insert("aux_loss".into(), json!(a));
+            }
             self.line.insert("tokens_per_s".into(), json!(tps));
         }
         Ok(())
@@ -110,15 +113,16 @@ impl Observer for Events {
         let (Some(tps), Some(tb)) = (tokens_per_s, &mut self.writer) else {
             return Ok(());
         };
-        tb.scalars(
-            step as i64,
-            &[
-                ("train/loss".into(), o.loss),
-                ("train/lr".into(), o.lr),
-                ("train/grad_norm".into(), o.grad_norm),
-                ("train/tokens_per_s".into(), tps),
-            ],
-        )
+        let mut scalars = vec![
+            ("train/loss".into(), o.loss),
+            ("train/lr".into(), o.lr),
+            ("train/grad_norm".into(), o.grad_norm),
+            ("train/tokens_per_s".into(), tps),
+        ];
+        if let Some(a) = o.aux_loss {
+            scalars.push(("train/aux_loss".into(), a));
+        }
+        tb.scalars(step as i64, &scalars)
     }
 
     fn on_eval(&mut self, step: u64, metrics: &Map<String, Value>) -> Result<()> {
@@ -258,6 +262,7 @@ mod tests {
             loss: 1.5,
             lr: 0.1,
             grad_norm: 2.0,
+            aux_loss: None,
         };
         m.on_start(0, None)?;
         m.on_step(1, &o, None)?;

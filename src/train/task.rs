@@ -20,6 +20,9 @@ pub struct Batch {
     pub targets: Tensor,
     pub mask: Tensor,
     pub side: crate::tree::SideInputs,
+    /// 1 at the input's real tokens, 0 at its padding (token sequences; what a router's
+    /// load-balancing loss counts).
+    pub real: Option<NamedTensor>,
 }
 
 /// Greedy completion of a prompt by the model being trained: `(prompt, max_new) -> tokens`.
@@ -111,6 +114,7 @@ impl Task for LanguageModel {
         let mut inp = vec![0i64; b * t];
         let mut tgt = vec![0i64; b * t];
         let mut msk = vec![0f32; b * t];
+        let mut real = vec![0f32; b * t];
         let packed = items
             .iter()
             .any(|e| matches!(e, Example::Tokens { docs, .. } if !docs.is_empty()));
@@ -126,6 +130,7 @@ impl Task for LanguageModel {
                     inp[i * t + j] = ids[j];
                     tgt[i * t + j] = ids[j + 1];
                     msk[i * t + j] = mask[j + 1] as f32;
+                    real[i * t + j] = 1.0;
                 }
                 if packed {
                     let p = crate::data::pack::positions(docs, t);
@@ -165,6 +170,7 @@ impl Task for LanguageModel {
             targets: to(Tensor::from_slice(&tgt))?,
             mask: to(Tensor::from_slice(&msk))?,
             side,
+            real: Some(NamedTensor::wrap(to(Tensor::from_slice(&real))?, &names)?),
         })
     }
 
@@ -259,6 +265,7 @@ fn row_batch(
         targets: y,
         mask,
         side: crate::tree::SideInputs::new(),
+        real: None,
     })
 }
 

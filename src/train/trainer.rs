@@ -17,6 +17,7 @@ use crate::backend::device_name;
 use crate::base::seed::mix;
 use crate::base::{Error, Result, TorchContext};
 use crate::data::{Cursor, Example};
+use crate::layers::moe::{collect_router_logits, load_balancing_loss};
 use crate::params::{Parameter, RandomStream};
 use crate::run::checkpoint::{self, TrainState};
 use crate::spec::{OptimConfig, RunSpec};
@@ -59,6 +60,9 @@ pub struct StepOutcome {
     pub loss: f64,
     pub lr: f64,
     pub grad_norm: f64,
+    /// The routers' load-balancing loss (a mixture of experts), unweighted: `loss` includes
+    /// it times its coefficient.
+    pub aux_loss: Option<f64>,
 }
 
 impl Trainer {
@@ -78,6 +82,8 @@ impl Trainer {
             let (ckpt, pin_failed) = Checkpointer::take(&spec, main)?;
             Ok((ckpt, pin_failed, Session::on_rank(spec, local_rank)?))
         })?;
+        let coef = session.spec.train.router_aux_loss_coef;
+        crate::layers::moe::check_trainable(&session.tree, coef)?;
         let params = session.tree.trainable_parameters();
         if params.is_empty() {
             return Err(Error::Config(
@@ -196,17 +202,28 @@ impl Trainer {
         // The micro-batch losses add up on the device, in float64 (the same sum as on the host),
         // and are read once per step.
         let mut loss_sum: Option<Tensor> = None;
-        for micro in 0..grad_accum {
-            let l = self.micro_batch(micro)?;
-            loss_sum = Some(match loss_sum {
+        let mut aux_sum: Option<Tensor> = None;
+        let add = |acc: Option<Tensor>, l: Tensor| -> Result<Option<Tensor>> {
+            Ok(Some(match acc {
                 Some(acc) => acc.f_add(&l).ctx("loss")?,
                 None => l,
-            });
+            }))
+        };
+        for micro in 0..grad_accum {
+            let (l, aux) = self.micro_batch(micro)?;
+            loss_sum = add(loss_sum, l)?;
+            if let Some(a) = aux {
+                aux_sum = add(aux_sum, a)?;
+            }
         }
         self.exec.finish_gradients()?;
         let loss_sum = match loss_sum {
             Some(t) => self.exec.loss_sum(&t)?,
             None => 0.0,
+        };
+        let aux_loss = match aux_sum {
+            Some(t) => Some(self.exec.loss_sum(&t)? / (grad_accum * self.exec.size()) as f64),
+            None => None,
         };
         let loss = loss_sum / grad_accum as f64;
         let grad_norm = self.opt.grad_norm()?;
@@ -225,12 +242,13 @@ impl Trainer {
             loss,
             lr,
             grad_norm,
+            aux_loss,
         })
     }
 
     /// Micro-batch `micro` of the step forward and backward; returns its loss (float64, on
-    /// the device, as this process contributes it).
-    fn micro_batch(&mut self, micro: usize) -> Result<Tensor> {
+    /// the device, as this process contributes it) and the routers' load-balancing loss.
+    fn micro_batch(&mut self, micro: usize) -> Result<(Tensor, Option<Tensor>)> {
         let seed = self.spec().run.seed;
         let (batch_size, grad_accum) = (self.spec().train.batch_size, self.spec().train.grad_accum);
         // The global micro-batch (what one process with batch_size x world would take);
@@ -254,15 +272,32 @@ impl Trainer {
             .side
             .clone()
             .with("random_stream", SideValue::Stream(stream));
-        let y = self.session.forward(b.x.clone(), &side)?;
-        let loss = self.session.task.train_loss(&y, &b)?;
+        let (y, routers) = collect_router_logits(|| self.session.forward(b.x.clone(), &side));
+        let loss = self.session.task.train_loss(&y?, &b)?;
+        let aux = load_balancing_loss(&routers, b.real.as_ref())?;
+        let loss = match (&aux, routers.first()) {
+            (Some(a), Some(r)) => {
+                let coef = self
+                    .spec()
+                    .train
+                    .router_aux_loss_coef
+                    .unwrap_or(r.aux_loss_coef);
+                loss.f_add(&a.f_mul_scalar(coef).ctx("aux loss")?)
+                    .ctx("aux loss")?
+            }
+            _ => loss,
+        };
         let loss = self.exec.weigh_loss(loss, &b)?;
         let scaled = loss.f_div_scalar(grad_accum as f64).ctx("loss")?;
         self.exec.before_backward(micro + 1 == grad_accum);
         scaled.f_backward().ctx("backward")?;
         let l = loss.detach().f_to_kind(tch::Kind::Double).ctx("loss")?;
         self.window.0 += self.session.task.tokens_per_batch(global);
-        Ok(l)
+        let aux = aux
+            .map(|a| a.detach().f_to_kind(tch::Kind::Double))
+            .transpose()
+            .ctx("aux loss")?;
+        Ok((l, aux))
     }
 
     /// The error that stops a run whose loss or gradient is not finite.

@@ -683,6 +683,9 @@ fn newer_families_fine_tune_fully_and_with_lora() {
         "olmo2",
         "phi3",
         "glm4",
+        "qwen3-moe",
+        "mixtral",
+        "gpt-oss",
     ] {
         for (kind, strategy, lr) in [
             ("full", "", "1e-2"),
@@ -711,6 +714,10 @@ fn newer_families_fine_tune_fully_and_with_lora() {
             let (first, last) = (mean(&l[..5]), mean(&l[l.len() - 5..]));
             assert!(last < first * 0.95, "{case} {kind}: loss {first} -> {last}");
             eprintln!("{case} {kind}: loss {first:.3} -> {last:.3}");
+            // A mixture of experts logs its routers' load-balancing loss.
+            let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+            let moe = ["qwen3-moe", "mixtral", "gpt-oss"].contains(&case);
+            assert_eq!(metrics.contains("\"aux_loss\""), moe, "{case}: {metrics}");
             if kind == "lora" {
                 // The adapter names the family's modules as peft does.
                 let out = dir.join(format!("{case}-adapter"));
@@ -783,4 +790,38 @@ fn a_multimodal_gemma3_loads_its_language_model() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("multimodal"));
+}
+
+#[test]
+fn moe_load_balancing_loss_matches_transformers() {
+    use pzt::layers::moe::{collect_router_logits, load_balancing_loss};
+    for case in ["qwen3-moe", "mixtral", "gpt-oss"] {
+        let m = pzt::models::hf::load(&fixture(case), None, tch::Device::Cpu).unwrap();
+        let r = tch::Tensor::read_safetensors(fixture(case).join("reference.safetensors")).unwrap();
+        let get = |k: &str| r.iter().find(|(n, _)| n == k).unwrap().1.shallow_clone();
+        let x = NamedTensor::wrap(get("tokens"), &["batch", "seq"]).unwrap();
+        let (y, routers) = collect_router_logits(|| m.tree.forward(x, &SideInputs::new()));
+        y.unwrap();
+        // Two routers each: Qwen3-MoE's fixture has three layers, the middle one dense
+        // (`mlp_only_layers`); the others have two.
+        assert_eq!(routers.len(), 2, "{case}");
+        let got = load_balancing_loss(&routers, None)
+            .unwrap()
+            .unwrap()
+            .double_value(&[]);
+        let want = get("aux_loss").double_value(&[0]);
+        eprintln!("{case}: aux_loss {got} vs transformers {want}");
+        assert!((got - want).abs() < 1e-5, "{case}: {got} vs {want}");
+        // Padding left out: a mask of ones gives the same loss.
+        let ones = NamedTensor::wrap(
+            tch::Tensor::ones([1, 12], (tch::Kind::Float, tch::Device::Cpu)),
+            &["batch", "seq"],
+        )
+        .unwrap();
+        let masked = load_balancing_loss(&routers, Some(&ones))
+            .unwrap()
+            .unwrap()
+            .double_value(&[]);
+        assert!((masked - got).abs() < 1e-6);
+    }
 }
