@@ -96,7 +96,10 @@ fn all_linear(
             .is_some_and(|l| !l.input_axes.is_empty() && !l.output_axes.is_empty());
         let is_head =
             head.contains(label.as_str()) || p.first().map(String::as_str) == Some("lm_head");
-        if contracting && !is_head {
+        // A pretrained model's Linears that are no module of peft's (a mixture of experts'
+        // routers) stay plain.
+        let a_module = modules.is_none_or(|m| m.iter().any(|(_, l)| l == label));
+        if contracting && !is_head && a_module {
             add(p, paths);
         }
     }

@@ -310,6 +310,9 @@ fn cli_logits_generate_and_export_round_trip() {
         "qwen3",
         "starcoder2",
         "granite",
+        "qwen3-moe",
+        "mixtral",
+        "gpt-oss",
     ] {
         let (tokens, want) = reference(case);
         let ids: Vec<i64> = Vec::try_from(tokens.get(0)).unwrap();
@@ -339,6 +342,21 @@ fn cli_logits_generate_and_export_round_trip() {
             ex.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // The family's own layout: experts one by one (Qwen3-MoE, Mixtral), or together and
+        // interleaved (gpt-oss), as transformers writes them.
+        let names = |d: &Path| -> Vec<(String, Vec<i64>)> {
+            let mut v: Vec<(String, Vec<i64>)> =
+                tch::Tensor::read_safetensors(d.join("model.safetensors"))
+                    .unwrap()
+                    .into_iter()
+                    .map(|(n, t)| (n, t.size()))
+                    .collect();
+            v.sort();
+            v
+        };
+        if ["qwen3-moe", "mixtral", "gpt-oss"].contains(&case) {
+            assert_eq!(names(&ex), names(&fixture(case)), "{case}");
+        }
         let out2 = dir.join(format!("{case}-2.safetensors"));
         assert!(pzt(&[
             "logits",
@@ -824,4 +842,80 @@ fn moe_load_balancing_loss_matches_transformers() {
             .double_value(&[]);
         assert!((masked - got).abs() < 1e-6);
     }
+}
+
+#[test]
+fn moe_settings_pzt_cannot_honour_are_refused() {
+    let dir = std::env::temp_dir().join(format!("pzt-hf-moe-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cases = [
+        (
+            "mixtral",
+            "\"router_jitter_noise\": 0.0",
+            "\"router_jitter_noise\": 0.1",
+            "router jitter",
+        ),
+        (
+            "mixtral",
+            "\"num_experts_per_tok\": 2",
+            "\"num_experts_per_tok\": 5",
+            "`num_experts_per_tok` = 5 must be 1 to the number of experts (4)",
+        ),
+        (
+            "gpt-oss",
+            "\"swiglu_limit\": 0.5",
+            "\"swiglu_limit\": 0.5, \"quantization_config\": {\"quant_method\": \"mxfp4\"}",
+            "quantized gpt-oss checkpoints are not read",
+        ),
+        (
+            "qwen3-moe",
+            "\"mlp_only_layers\": [\n    1\n  ]",
+            "\"mlp_only_layers\": \"1\"",
+            "`mlp_only_layers` = \"1\" should be a list",
+        ),
+        // Eight experts asked for, four in the checkpoint.
+        (
+            "qwen3-moe",
+            "\"num_local_experts\": 4",
+            "\"num_local_experts\": 8",
+            "`model.layers.0.mlp.gate.weight` has shape [4, 32], expected [8, 32]",
+        ),
+    ];
+    for (i, (case, from, to, want)) in cases.iter().enumerate() {
+        let base = std::fs::read_to_string(fixture(case).join("config.json")).unwrap();
+        assert!(base.contains(from), "{case}: {from}");
+        let d = dir.join(i.to_string());
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("config.json"), base.replace(from, to)).unwrap();
+        std::fs::copy(
+            fixture(case).join("model.safetensors"),
+            d.join("model.safetensors"),
+        )
+        .unwrap();
+        let o = pzt(&["logits", d.to_str().unwrap(), "--tokens", "1 2"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "case {i}: {err}");
+        assert!(err.contains(want), "case {i}: {err}");
+    }
+    // A router inside a checkpointed segment cannot get its load-balancing loss.
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let recipe = dir.join("ckpt.toml");
+    let write = |extra: &str| {
+        std::fs::write(&recipe, format!(
+            "[run]\nname = \"ck\"\nout_dir = \"{}\"\n[model]\nhf = \"{}\"\n[strategy]\nkind = \"full\"\ncheckpoint_activations = \"blocks.*\"\n[data]\nsource = \"text\"\nfiles = [\"{}\"]\ntokenizer = \"{}\"\nseq_len = 8\neval_fraction = 0.0\n[train]\nsteps = 2\nbatch_size = 2\n{extra}[optim]\nlr = 1e-3\n",
+            dir.join("ck-run").display(), fixture("mixtral").display(), fx.join("tiny.txt").display(), fx.join("wordlevel-tokenizer.json").display()
+        )).unwrap();
+    };
+    write("");
+    let o = pzt(&["train", recipe.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("inside an activation-checkpointed segment"),
+        "{err}"
+    );
+    // With the loss off it trains.
+    write("router_aux_loss_coef = 0.0\n");
+    let o = pzt(&["train", recipe.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

@@ -428,6 +428,7 @@ pub fn write(tree: &Node, arch: &Arch, out: &Path, base_model: &str) -> Result<(
     }
     only_adapters_trained(tree)?;
     let w = collect(arch, &found)?;
+    moe_dense_mlp(arch, &w.adapted)?;
     let settings = w.settings.unwrap_or((8, 8.0, 0.0, false));
     let mut universe = linear_modules(arch)?;
     universe.extend(w.fused_modules.iter().map(|m| (m.clone(), m.clone())));
@@ -438,6 +439,26 @@ pub fn write(tree: &Node, arch: &Arch, out: &Path, base_model: &str) -> Result<(
     Tensor::write_safetensors(&w.tensors, &mp).ctx(format!("write {}", mp.display()))?;
     write_adapter_config(dir.path(), base_model, settings, targets, &w.patterns)?;
     dir.merge().map(|_| ())
+}
+
+/// peft (with transformers 5) reads `gate_proj`, `up_proj` and `down_proj` in a Qwen3-MoE
+/// adapter as the experts' projections, so the dense MLP of a layer without experts
+/// (`mlp_only_layers`) cannot be adapted in a PEFT adapter: refused, naming the module.
+fn moe_dense_mlp(arch: &Arch, adapted: &[String]) -> Result<()> {
+    if arch.family != super::Family::Qwen3Moe {
+        return Ok(());
+    }
+    let dense = adapted.iter().find(|m| {
+        ["gate_proj", "up_proj", "down_proj"]
+            .iter()
+            .any(|p| m.ends_with(&format!(".mlp.{p}")))
+    });
+    match dense {
+        None => Ok(()),
+        Some(m) => Err(Error::Config(format!(
+            "export --peft: `{m}` is the dense MLP of a layer without experts; peft reads `gate_proj`, `up_proj` and `down_proj` in a Qwen3-MoE adapter as the experts' and would leave it out (export --hf merges it; or target the attention alone)"
+        ))),
+    }
 }
 
 /// What an adapter directory holds: peft's tensors, the adapted modules, the one set of
