@@ -14,8 +14,13 @@
 //!       residual: Identity                   x + attention(norm(x)) + mlp(norm'(x))
 //!       attention: Sequential[norm, attention]
 //!       mlp: Sequential[norm, mlp]
+//!     i: BranchAndAddTogether                parallel residual, one norm (Phi-2, Cohere):
+//!       residual: Identity                   x + attention(norm(x)) + mlp(norm(x))
+//!       delta: Sequential[norm, branches: BranchAndAddTogether[attention, mlp]]
 //!   final_norm: RMSLayerNorm | LayerNorm
 //!   lm_head: Linear {embedding} -> {vocab}   (or EmbeddingDecode sharing embed's table)
+//!   lm_head_bias: AddBias {vocab}            (Phi-2)
+//!   logit_scale: Rescale                     (Granite, Cohere)
 //!   final_softcap: TanhSoftCap               (Gemma 2)
 //! ```
 //!
@@ -66,6 +71,9 @@ pub struct DecoderConfig {
     pub mlp_bias: bool,
     /// LayerNorm (with bias) instead of RMSNorm.
     pub layer_norm: bool,
+    /// With `layer_norm`, whether the LayerNorms have a bias (false: Cohere's LayerNorm, the
+    /// mean subtracted and no bias).
+    pub layer_norm_bias: bool,
     pub norm_eps: f64,
     /// One entry per layer.
     pub layers: Vec<LayerAttention>,
@@ -81,6 +89,10 @@ pub struct DecoderConfig {
     pub qk_norm: bool,
     /// With `qk_norm`, normalize over all heads of the projection at once (OLMo 2).
     pub qk_norm_whole: bool,
+    /// With `qk_norm` and `layer_norm`, a scale per head (Cohere's `[heads, head_dim]`
+    /// weights) instead of one shared by the heads. The QK-norm is of the model's norm kind:
+    /// an RMSNorm, or with `layer_norm` a LayerNorm (with a bias per `layer_norm_bias`).
+    pub qk_norm_per_head: bool,
     /// A norm begins each residual branch (false: OLMo 2, whose branches end in one).
     pub pre_norms: bool,
     /// Soft-cap the attention logits (Gemma 2).
@@ -93,8 +105,13 @@ pub struct DecoderConfig {
     pub sandwich_norms: bool,
     /// `x + attn(ln1(x)) + mlp(ln2(x))` (GPT-NeoX) instead of two residual steps.
     pub parallel_residual: bool,
+    /// With `parallel_residual`, one norm feeds both branches: `x + attn(ln(x)) + mlp(ln(x))`
+    /// (Phi-2, Cohere).
+    pub shared_norm: bool,
     /// Output logits from the embedding table (shared parameter) instead of a separate head.
     pub tie_embeddings: bool,
+    /// A learned bias added to the output logits (Phi-2's `lm_head.bias`).
+    pub lm_head_bias: bool,
     /// Dropout at the end of each residual branch (active only with a `random_stream`).
     pub dropout: f64,
     /// Multiply each residual branch by this before it is added (Granite's
@@ -131,6 +148,7 @@ impl DecoderConfig {
             activation: Activation::Silu,
             mlp_bias: false,
             layer_norm: false,
+            layer_norm_bias: true,
             norm_eps: 1e-6,
             layers: vec![
                 LayerAttention {
@@ -148,13 +166,16 @@ impl DecoderConfig {
             output_bias: false,
             qk_norm: false,
             qk_norm_whole: false,
+            qk_norm_per_head: false,
             pre_norms: true,
             attn_softcap: None,
             final_softcap: None,
             embed_scale: None,
             sandwich_norms: false,
             parallel_residual: false,
+            shared_norm: false,
             tie_embeddings: false,
+            lm_head_bias: false,
             dropout: 0.0,
             residual_scale: None,
             logit_scale: None,
@@ -233,6 +254,12 @@ impl DecoderConfig {
         if self.parallel_residual && self.residual_scale.is_some() {
             return Err("a residual scale needs serial residual branches".into());
         }
+        if self.shared_norm && !self.parallel_residual {
+            return Err("one norm shared by both branches needs parallel residual branches".into());
+        }
+        if self.qk_norm_per_head && !(self.qk_norm && self.layer_norm && !self.qk_norm_whole) {
+            return Err("a QK-norm scale per head needs a per-head LayerNorm QK-norm".into());
+        }
         Ok(())
     }
 }
@@ -283,6 +310,8 @@ pub enum Role {
     },
     /// The output head (untied).
     LmHead,
+    /// The output head's bias (Phi-2), tied head or not.
+    LmHeadBias,
 }
 
 /// A built decoder: the tree, and the role of each of its parameters (by label, in build
