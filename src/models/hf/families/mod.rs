@@ -3,6 +3,7 @@
 //! change the computation, and the names its checkpoints give each parameter. Adding a family
 //! is adding a file here and a line to [`ALL`].
 
+mod cohere;
 mod gemma;
 mod glm4;
 mod gpt_neox;
@@ -10,6 +11,7 @@ mod granite;
 mod llama;
 mod mistral;
 mod olmo2;
+mod phi;
 mod phi3;
 mod qwen;
 mod smollm3;
@@ -38,7 +40,7 @@ pub struct Converter {
 }
 
 /// Every family pzt reads.
-pub const ALL: [&Converter; 14] = [
+pub const ALL: [&Converter; 16] = [
     &llama::LLAMA,
     &mistral::MISTRAL,
     &gemma::GEMMA,
@@ -53,6 +55,8 @@ pub const ALL: [&Converter; 14] = [
     &olmo2::OLMO2,
     &phi3::PHI3,
     &glm4::GLM4,
+    &phi::PHI,
+    &cohere::COHERE,
 ];
 
 /// The converter of a `model_type`.
@@ -109,6 +113,8 @@ mod tests {
             Family::Olmo2,
             Family::Phi3,
             Family::Glm4,
+            Family::Phi,
+            Family::Cohere,
         ] {
             assert_eq!(ALL.iter().filter(|c| c.family == f).count(), 1, "{f:?}");
             assert_eq!(of(f).family, f);
