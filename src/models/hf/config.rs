@@ -1,7 +1,7 @@
 //! HuggingFace `config.json` -> [`Arch`] (a [`DecoderConfig`] and what the family's checkpoint
-//! layout needs), for Llama, Mistral, Gemma 1/2/3 and GPT-NeoX, in
-//! both layouts found in the wild: the older one (top-level `rope_theta`, `rope_scaling`,
-//! `torch_dtype`, NeoX's `rotary_pct` / `rotary_emb_base`, Gemma 3's `rope_local_base_freq`)
+//! layout needs), for every family of [`super::families`], in both layouts found in the wild:
+//! the older one (top-level `rope_theta`, `rope_scaling`, `torch_dtype`, NeoX's `rotary_pct` /
+//! `rotary_emb_base`, a top-level `partial_rotary_factor`, Gemma 3's `rope_local_base_freq`)
 //! and the newer one (`rope_parameters`, `dtype`, per-layer-type `rope_parameters`).
 //!
 //! Every key is either used, known not to change the computation, or rejected with an error
@@ -730,7 +730,7 @@ mod tests {
     fn cohere_defaults_its_rope_base_logit_scale_and_tying() -> Result<()> {
         let text = r#"{"model_type": "cohere", "vocab_size": 256000, "hidden_size": 8192,
             "intermediate_size": 22528, "num_hidden_layers": 40, "num_attention_heads": 64,
-            "num_key_value_heads": 8, "use_qk_norm": true}"#;
+            "num_key_value_heads": 8, "use_qk_norm": true, "model_max_length": 131072}"#;
         let d = parse(text, "config.json")?.decoder;
         assert_eq!(d.layers[0].rope_theta, 500_000.0);
         assert_eq!(d.logit_scale, Some(0.0625));

@@ -19,7 +19,8 @@ pub const COHERE: Converter = Converter {
     model_type: "cohere",
     tied_by_default: true,
     convert,
-    ignored: &[],
+    // Command-R's configs carry the tokenizer's length limit; the model never reads it.
+    ignored: &["model_max_length"],
     name_of,
 };
 
