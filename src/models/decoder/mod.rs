@@ -1,5 +1,6 @@
 //! One llama-like decoder (Penzai's `llamalike_common`): the native `transformer` builder and
-//! every Hugging Face family (Llama, Mistral, Gemma 1/2/3, GPT-NeoX) map their configuration
+//! every Hugging Face family (Llama, Mistral, Gemma, GPT-NeoX, Phi-2, Cohere, ...: see
+//! [`crate::models::hf`]) map their configuration
 //! into a [`DecoderConfig`] and build the same kind of tree with [`DecoderConfig::build`]:
 //!
 //! ```text
@@ -79,7 +80,7 @@ pub struct DecoderConfig {
     pub layers: Vec<LayerAttention>,
     /// Rotate only the first this many dims of each head (GPT-NeoX's partial rotary).
     pub rotary_dims: Option<i64>,
-    /// Rotate adjacent pairs of dims instead of the two halves (GLM-4).
+    /// Rotate adjacent pairs of dims instead of the two halves (GLM-4, Cohere).
     pub rope_interleaved: bool,
     /// The query scale (default `1/sqrt(head_dim)`).
     pub query_scale: Option<f64>,
