@@ -107,8 +107,28 @@ impl Layer for RMSStandardize {
 /// learned bias (`bias`, init 0).
 pub fn layer_norm(scope: &Scope<'_>, axes: Axes, epsilon: f64) -> Result<Node> {
     let names: Vec<String> = axes.keys().cloned().collect();
+    layer_norm_over(scope, axes, names, epsilon, true)
+}
+
+/// Builds a `LayerNorm` that standardizes over the axes `over` and learns a scale (`scale`,
+/// init 1) and, with `bias`, a bias (`bias`, init 0) over all of `axes`, which holds `over`
+/// (a scale per head when `axes` holds the heads and `over` only the head's dims: Cohere's
+/// QK-norm). Without `bias` it is Cohere's LayerNorm.
+pub fn layer_norm_over(
+    scope: &Scope<'_>,
+    axes: Axes,
+    over: Vec<String>,
+    epsilon: f64,
+    bias: bool,
+) -> Result<Node> {
+    if let Some(a) = over.iter().find(|a| !axes.contains_key(*a)) {
+        return Err(Error::Config(format!(
+            "LayerNorm: it standardizes over `{a}`, which its axes {:?} lack",
+            axes.keys().collect::<Vec<_>>()
+        )));
+    }
     let std = Node::new(Standardize {
-        axes: names,
+        axes: over,
         epsilon,
     });
     let scale = Linear {
@@ -118,15 +138,11 @@ pub fn layer_norm(scope: &Scope<'_>, axes: Axes, epsilon: f64) -> Result<Node> {
         init: None,
     }
     .build(&scope.pp("scale"), Some(Initializer::Ones))?;
-    let bias = AddBias { axes }.build(&scope.pp("bias"))?;
-    Ok(Sequential::of_kind(
-        "LayerNorm",
-        vec![
-            ("standardize".into(), std),
-            ("scale".into(), scale),
-            ("bias".into(), bias),
-        ],
-    ))
+    let mut parts = vec![("standardize".into(), std), ("scale".into(), scale)];
+    if bias {
+        parts.push(("bias".into(), AddBias { axes }.build(&scope.pp("bias"))?));
+    }
+    Ok(Sequential::of_kind("LayerNorm", parts))
 }
 
 /// Builds an `RMSLayerNorm` over `axes`: RMSStandardize and a learned scale (`scale`, init 1).

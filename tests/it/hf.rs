@@ -11,7 +11,7 @@ fn fixture(case: &str) -> PathBuf {
         .join(case)
 }
 
-pub const CASES: [&str; 27] = [
+pub const CASES: [&str; 29] = [
     "gemma-geglu-exact",
     "llama-gqa",
     "llama3-tied-bias",
@@ -39,6 +39,8 @@ pub const CASES: [&str; 27] = [
     "qwen3-moe",
     "mixtral",
     "gpt-oss",
+    "phi",
+    "cohere",
 ];
 
 fn reference(case: &str) -> (tch::Tensor, tch::Tensor) {
@@ -132,6 +134,8 @@ fn greedy_with_kv_cache_equals_recomputing() {
         "starcoder2",
         "granite",
         "smollm3",
+        "phi",
+        "cohere",
     ] {
         let m = pzt::models::hf::load(&fixture(case), None, tch::Device::Cpu).unwrap();
         let (tokens, _) = reference(case);
@@ -704,6 +708,8 @@ fn newer_families_fine_tune_fully_and_with_lora() {
         "qwen3-moe",
         "mixtral",
         "gpt-oss",
+        "phi",
+        "cohere",
     ] {
         for (kind, strategy, lr) in [
             ("full", "", "1e-2"),
@@ -716,6 +722,9 @@ fn newer_families_fine_tune_fully_and_with_lora() {
             // Phi-3 fuses its query, key and value projections into one module.
             let targets = match case {
                 "phi3" => "[\"qkv_proj\"]",
+                // Phi-2 names its attention output `dense`, Cohere `o_proj`.
+                "phi" => "[\"q_proj\", \"dense\"]",
+                "cohere" => "[\"k_proj\", \"o_proj\"]",
                 _ => "[\"q_proj\", \"v_proj\"]",
             };
             let strategy = strategy.replace("TARGETS", targets);
@@ -745,6 +754,8 @@ fn newer_families_fine_tune_fully_and_with_lora() {
                 let cfg = std::fs::read_to_string(out.join("adapter_config.json")).unwrap();
                 let want: &[&str] = match case {
                     "phi3" => &["qkv_proj"],
+                    "phi" => &["q_proj", "dense"],
+                    "cohere" => &["k_proj", "o_proj"],
                     _ => &["q_proj", "v_proj"],
                 };
                 assert!(want.iter().all(|m| cfg.contains(m)), "{cfg}");

@@ -53,6 +53,13 @@ pub struct SelfAttentionConfig {
     /// The QK-norm normalizes over all of the projection's output axes (the heads too: OLMo 2)
     /// instead of over `projection` alone.
     pub qk_norm_whole: bool,
+    /// The QK-norm is a LayerNorm (the mean subtracted; Phi-2, Cohere) instead of an RMS norm.
+    pub qk_norm_mean: bool,
+    /// With `qk_norm_mean`, the LayerNorm has a bias (Phi-2; Cohere's has none).
+    pub qk_norm_bias: bool,
+    /// With `qk_norm_mean`, each head has its own scale (Cohere): the norm standardizes over
+    /// `projection` and scales over all the projection's output axes.
+    pub qk_norm_per_head: bool,
     /// Soft-cap the attention logits at this value (Gemma 2).
     pub logit_softcap: Option<f64>,
     /// A learned logit per query head joins the softmax (gpt-oss's attention sinks).
@@ -78,6 +85,9 @@ impl SelfAttentionConfig {
             output_bias: false,
             qk_norm_eps: None,
             qk_norm_whole: false,
+            qk_norm_mean: false,
+            qk_norm_bias: false,
+            qk_norm_per_head: false,
             logit_softcap: None,
             sinks: false,
         }
@@ -196,8 +206,9 @@ impl SelfAttentionConfig {
     }
 
     /// Appends the QK-norm (an RMS norm over `projection`, or over all the projection's
-    /// output axes `whole` with `qk_norm_whole`) to the `query` or `key` projection's layers,
-    /// when `qk_norm_eps` is set.
+    /// output axes `whole` with `qk_norm_whole`; a LayerNorm with `qk_norm_mean`, its scale
+    /// per head with `qk_norm_per_head`) to the `query` or `key` projection's layers, when
+    /// `qk_norm_eps` is set.
     fn push_qk_norm(
         &self,
         scope: &Scope<'_>,
@@ -205,22 +216,27 @@ impl SelfAttentionConfig {
         name: &str,
         whole: &Axes,
     ) -> Result<()> {
-        if let Some(eps) = self.qk_norm_eps {
-            let axes: Axes = match self.qk_norm_whole {
+        let Some(eps) = self.qk_norm_eps else {
+            return Ok(());
+        };
+        let axes: Axes = match self.qk_norm_whole {
+            true => whole.clone(),
+            false => [("projection".to_string(), self.head_dim)]
+                .into_iter()
+                .collect(),
+        };
+        let s = Self::sub_scope(scope, name).pp("norm");
+        let norm = if self.qk_norm_mean {
+            let over: Vec<String> = axes.keys().cloned().collect();
+            let scaled = match self.qk_norm_per_head {
                 true => whole.clone(),
-                false => [("projection".to_string(), self.head_dim)]
-                    .into_iter()
-                    .collect(),
+                false => axes,
             };
-            v.push((
-                "norm".to_string(),
-                crate::layers::norms::rms_layer_norm(
-                    &Self::sub_scope(scope, name).pp("norm"),
-                    axes,
-                    eps,
-                )?,
-            ));
-        }
+            crate::layers::norms::layer_norm_over(&s, scaled, over, eps, self.qk_norm_bias)?
+        } else {
+            crate::layers::norms::rms_layer_norm(&s, axes, eps)?
+        };
+        v.push(("norm".to_string(), norm));
         Ok(())
     }
 

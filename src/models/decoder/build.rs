@@ -7,10 +7,10 @@ use crate::layers::embedding::EmbeddingTable;
 use crate::layers::grouping::{
     BranchAndAddTogether, BranchAndMultiplyTogether, Residual, Sequential,
 };
-use crate::layers::linear::{affine, Linear};
+use crate::layers::linear::{affine, AddBias, Linear};
 use crate::layers::misc::{Dropout, Elementwise, Identity, Rescale, TanhSoftCap};
 use crate::layers::moe::{Experts, SparseMoE, TopKRouting, EXPERTS};
-use crate::layers::norms::{layer_norm, rms_layer_norm};
+use crate::layers::norms::{layer_norm, layer_norm_over, rms_layer_norm};
 use crate::layers::Axes;
 use crate::tree::{Node, Scope};
 
@@ -58,8 +58,11 @@ impl DecoderConfig {
     }
 
     fn norm(&self, s: &Scope<'_>, site: NormSite, parts: &mut Parts) -> Result<Node> {
-        let n = if self.layer_norm {
+        let n = if self.layer_norm && self.layer_norm_bias {
             layer_norm(s, self.emb(), self.norm_eps)?
+        } else if self.layer_norm {
+            let over = vec![self.embedding_axis.clone()];
+            layer_norm_over(s, self.emb(), over, self.norm_eps, false)?
         } else {
             rms_layer_norm(s, self.emb(), self.norm_eps)?
         };
@@ -192,6 +195,9 @@ impl DecoderConfig {
         c.output_bias = self.output_bias;
         c.qk_norm_eps = self.qk_norm.then_some(self.norm_eps);
         c.qk_norm_whole = self.qk_norm_whole;
+        c.qk_norm_mean = self.layer_norm;
+        c.qk_norm_bias = self.layer_norm_bias;
+        c.qk_norm_per_head = self.qk_norm_per_head;
         c.logit_softcap = self.attn_softcap;
         c.sinks = self.attention_sinks;
         if let Some(w) = la.window {
@@ -252,9 +258,31 @@ impl DecoderConfig {
         Ok(Sequential::named(v))
     }
 
+    /// The parallel block with one norm: `x + attn(norm(x)) + mlp(norm(x))`, the norm at the
+    /// attention's site.
+    fn shared_norm_block(&self, bs: &Scope<'_>, i: usize, parts: &mut Parts) -> Result<Node> {
+        let d = bs.pp("delta");
+        let norm = self.norm(&d.pp("norm"), NormSite::Attention(i), parts)?;
+        let br = d.pp("branches");
+        let attn = self.attention(&br.pp("attention"), i, parts)?;
+        let mlp = self.mlp(&br.pp("mlp"), i, parts)?;
+        let branches = Node::new(BranchAndAddTogether {})
+            .with_children(vec![("attention".into(), attn), ("mlp".into(), mlp)]);
+        Ok(Node::new(BranchAndAddTogether {}).with_children(vec![
+            ("residual".into(), Node::new(Identity {})),
+            (
+                "delta".into(),
+                Sequential::named(vec![("norm".into(), norm), ("branches".into(), branches)]),
+            ),
+        ]))
+    }
+
     fn block(&self, bs: &Scope<'_>, i: usize, parts: &mut Parts) -> Result<Node> {
         let sites_a = (NormSite::Attention(i), NormSite::AfterAttention(i));
         let sites_m = (NormSite::Mlp(i), NormSite::AfterMlp(i));
+        if self.parallel_residual && self.shared_norm {
+            return self.shared_norm_block(bs, i, parts);
+        }
         if self.parallel_residual {
             let (a, m) = (bs.pp("attention"), bs.pp("mlp"));
             // Norms first, as the serial form builds them.
@@ -319,6 +347,12 @@ impl DecoderConfig {
             h
         };
         top.push(("lm_head".into(), head));
+        if self.lm_head_bias {
+            let vocab = ax(&[(&self.vocab_axis, self.vocab_size)]);
+            let b = AddBias { axes: vocab }.build(&scope.pp("lm_head_bias"))?;
+            parts.record(&b, |_| Role::LmHeadBias);
+            top.push(("lm_head_bias".into(), b));
+        }
         if let Some(by) = self.logit_scale {
             top.push(("logit_scale".into(), Node::new(Rescale { by })));
         }

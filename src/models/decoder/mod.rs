@@ -1,5 +1,6 @@
 //! One llama-like decoder (Penzai's `llamalike_common`): the native `transformer` builder and
-//! every Hugging Face family (Llama, Mistral, Gemma 1/2/3, GPT-NeoX) map their configuration
+//! every Hugging Face family (Llama, Mistral, Gemma, GPT-NeoX, Phi-2, Cohere, ...: see
+//! [`crate::models::hf`]) map their configuration
 //! into a [`DecoderConfig`] and build the same kind of tree with [`DecoderConfig::build`]:
 //!
 //! ```text
@@ -14,8 +15,13 @@
 //!       residual: Identity                   x + attention(norm(x)) + mlp(norm'(x))
 //!       attention: Sequential[norm, attention]
 //!       mlp: Sequential[norm, mlp]
+//!     i: BranchAndAddTogether                parallel residual, one norm (Phi-2, Cohere):
+//!       residual: Identity                   x + attention(norm(x)) + mlp(norm(x))
+//!       delta: Sequential[norm, branches: BranchAndAddTogether[attention, mlp]]
 //!   final_norm: RMSLayerNorm | LayerNorm
 //!   lm_head: Linear {embedding} -> {vocab}   (or EmbeddingDecode sharing embed's table)
+//!   lm_head_bias: AddBias {vocab}            (Phi-2)
+//!   logit_scale: Rescale                     (Granite, Cohere)
 //!   final_softcap: TanhSoftCap               (Gemma 2)
 //! ```
 //!
@@ -91,12 +97,15 @@ pub struct DecoderConfig {
     pub mlp_bias: bool,
     /// LayerNorm (with bias) instead of RMSNorm.
     pub layer_norm: bool,
+    /// With `layer_norm`, whether the LayerNorms have a bias (false: Cohere's LayerNorm, the
+    /// mean subtracted and no bias).
+    pub layer_norm_bias: bool,
     pub norm_eps: f64,
     /// One entry per layer.
     pub layers: Vec<LayerAttention>,
     /// Rotate only the first this many dims of each head (GPT-NeoX's partial rotary).
     pub rotary_dims: Option<i64>,
-    /// Rotate adjacent pairs of dims instead of the two halves (GLM-4).
+    /// Rotate adjacent pairs of dims instead of the two halves (GLM-4, Cohere).
     pub rope_interleaved: bool,
     /// The query scale (default `1/sqrt(head_dim)`).
     pub query_scale: Option<f64>,
@@ -106,6 +115,10 @@ pub struct DecoderConfig {
     pub qk_norm: bool,
     /// With `qk_norm`, normalize over all heads of the projection at once (OLMo 2).
     pub qk_norm_whole: bool,
+    /// With `qk_norm` and `layer_norm`, a scale per head (Cohere's `[heads, head_dim]`
+    /// weights) instead of one shared by the heads. The QK-norm is of the model's norm kind:
+    /// an RMSNorm, or with `layer_norm` a LayerNorm (with a bias per `layer_norm_bias`).
+    pub qk_norm_per_head: bool,
     /// A norm begins each residual branch (false: OLMo 2, whose branches end in one).
     pub pre_norms: bool,
     /// Soft-cap the attention logits (Gemma 2).
@@ -118,8 +131,13 @@ pub struct DecoderConfig {
     pub sandwich_norms: bool,
     /// `x + attn(ln1(x)) + mlp(ln2(x))` (GPT-NeoX) instead of two residual steps.
     pub parallel_residual: bool,
+    /// With `parallel_residual`, one norm feeds both branches: `x + attn(ln(x)) + mlp(ln(x))`
+    /// (Phi-2, Cohere).
+    pub shared_norm: bool,
     /// Output logits from the embedding table (shared parameter) instead of a separate head.
     pub tie_embeddings: bool,
+    /// A learned bias added to the output logits (Phi-2's `lm_head.bias`).
+    pub lm_head_bias: bool,
     /// Dropout at the end of each residual branch (active only with a `random_stream`).
     pub dropout: f64,
     /// Multiply each residual branch by this before it is added (Granite's
@@ -160,6 +178,7 @@ impl DecoderConfig {
             activation: Activation::Silu,
             mlp_bias: false,
             layer_norm: false,
+            layer_norm_bias: true,
             norm_eps: 1e-6,
             layers: vec![
                 LayerAttention {
@@ -177,13 +196,16 @@ impl DecoderConfig {
             output_bias: false,
             qk_norm: false,
             qk_norm_whole: false,
+            qk_norm_per_head: false,
             pre_norms: true,
             attn_softcap: None,
             final_softcap: None,
             embed_scale: None,
             sandwich_norms: false,
             parallel_residual: false,
+            shared_norm: false,
             tie_embeddings: false,
+            lm_head_bias: false,
             dropout: 0.0,
             residual_scale: None,
             logit_scale: None,
@@ -283,6 +305,12 @@ impl DecoderConfig {
         if self.parallel_residual && self.residual_scale.is_some() {
             return Err("a residual scale needs serial residual branches".into());
         }
+        if self.shared_norm && !self.parallel_residual {
+            return Err("one norm shared by both branches needs parallel residual branches".into());
+        }
+        if self.qk_norm_per_head && !(self.qk_norm && self.layer_norm && !self.qk_norm_whole) {
+            return Err("a QK-norm scale per head needs a per-head LayerNorm QK-norm".into());
+        }
         Ok(())
     }
 }
@@ -352,6 +380,8 @@ pub enum Role {
     },
     /// The attention sinks of layer `layer`.
     Sinks(usize),
+    /// The output head's bias (Phi-2), tied head or not.
+    LmHeadBias,
 }
 
 /// A built decoder: the tree, and the role of each of its parameters (by label, in build

@@ -1,7 +1,7 @@
 //! HuggingFace `config.json` -> [`Arch`] (a [`DecoderConfig`] and what the family's checkpoint
-//! layout needs), for Llama, Mistral, Gemma 1/2/3 and GPT-NeoX, in
-//! both layouts found in the wild: the older one (top-level `rope_theta`, `rope_scaling`,
-//! `torch_dtype`, NeoX's `rotary_pct` / `rotary_emb_base`, Gemma 3's `rope_local_base_freq`)
+//! layout needs), for every family of [`super::families`], in both layouts found in the wild:
+//! the older one (top-level `rope_theta`, `rope_scaling`, `torch_dtype`, NeoX's `rotary_pct` /
+//! `rotary_emb_base`, a top-level `partial_rotary_factor`, Gemma 3's `rope_local_base_freq`)
 //! and the newer one (`rope_parameters`, `dtype`, per-layer-type `rope_parameters`).
 //!
 //! Every key is either used, known not to change the computation, or rejected with an error
@@ -37,6 +37,8 @@ pub enum Family {
     Qwen3Moe,
     Mixtral,
     GptOss,
+    Phi,
+    Cohere,
 }
 
 /// A pretrained model's architecture: the decoder it builds, and how its checkpoint stores it.
@@ -487,7 +489,7 @@ fn parse_value(v: &Value, path: &str) -> Result<Arch> {
     let mut s = shared(&c, conv)?;
     (conv.convert)(&c, &mut s)?;
     if let Some(p) = s.partial.filter(|p| *p != 1.0) {
-        return Err(c.error(format!("`rope_parameters.partial_rotary_factor` = {p} is not supported for {model_type} (only GPT-NeoX, Phi-3 and GLM-4 rotate part of each head)")));
+        return Err(c.error(format!("`rope_parameters.partial_rotary_factor` = {p} is not supported for {model_type} (only GPT-NeoX, Phi-2, Phi-3 and GLM-4 rotate part of each head)")));
     }
     let Shared {
         decoder: mut d,
@@ -689,6 +691,64 @@ mod tests {
         assert_eq!((local.window, local.rope_theta), (Some(1024), 10_000.0));
         assert!(local.rope_scaling.is_none());
         assert!(d.tie_embeddings && d.qk_norm);
+        Ok(())
+    }
+
+    /// A Phi-2-shaped config in the older layout (top-level `partial_rotary_factor`).
+    const PHI2: &str = r#"{"model_type": "phi", "vocab_size": 51200, "hidden_size": 2560,
+        "intermediate_size": 10240, "num_hidden_layers": 32, "num_attention_heads": 32,
+        "num_key_value_heads": 32, "hidden_act": "gelu_new", "layer_norm_eps": 1e-05,
+        "partial_rotary_factor": 0.4, "qk_layernorm": false, "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0, "attention_dropout": 0.0, "rope_scaling": null,
+        "rope_theta": 10000.0, "tie_word_embeddings": false, "torch_dtype": "float16"}"#;
+
+    #[test]
+    fn phi2_rotates_its_partial_factor_with_one_norm_and_a_head_bias() -> Result<()> {
+        let d = parse(PHI2, "config.json")?.decoder;
+        assert_eq!(d.rotary_dims, Some(32));
+        assert!(d.parallel_residual && d.shared_norm && d.lm_head_bias && d.layer_norm_bias);
+        assert!(!d.gated_mlp && d.mlp_bias && d.qkv_bias && d.output_bias && !d.qk_norm);
+        assert_eq!(d.activation, Activation::GeluTanh);
+        // Without a factor Phi rotates half of each head, as transformers does.
+        let half = PHI2.replace("\"partial_rotary_factor\": 0.4, ", "");
+        assert_eq!(parse(&half, "config.json")?.decoder.rotary_dims, Some(40));
+        for (from, to, want) in [
+            (
+                "\"resid_pdrop\": 0.0",
+                "\"resid_pdrop\": 0.1",
+                "`resid_pdrop` = 0.1",
+            ),
+            ("0.4", "0.0", "`partial_rotary_factor` = 0"),
+        ] {
+            let e = parse(&PHI2.replace(from, to), "config.json")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains(want), "{e}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn cohere_defaults_its_rope_base_logit_scale_and_tying() -> Result<()> {
+        let text = r#"{"model_type": "cohere", "vocab_size": 256000, "hidden_size": 8192,
+            "intermediate_size": 22528, "num_hidden_layers": 40, "num_attention_heads": 64,
+            "num_key_value_heads": 8, "use_qk_norm": true, "model_max_length": 131072}"#;
+        let d = parse(text, "config.json")?.decoder;
+        assert_eq!(d.layers[0].rope_theta, 500_000.0);
+        assert_eq!(d.logit_scale, Some(0.0625));
+        assert!(d.tie_embeddings && d.rope_interleaved && d.rotary_dims.is_none());
+        assert!(d.layer_norm && !d.layer_norm_bias && d.shared_norm && d.gated_mlp);
+        assert!(d.qk_norm && d.qk_norm_per_head && !d.qkv_bias);
+        // A base the config names is kept.
+        let named = text.replace(
+            "\"use_qk_norm\"",
+            "\"rope_theta\": 8000000.0, \"use_qk_norm\"",
+        );
+        assert_eq!(
+            parse(&named, "config.json")?.decoder.layers[0].rope_theta,
+            8e6
+        );
         Ok(())
     }
 }

@@ -1,8 +1,10 @@
-//! Pretrained Hugging Face models: Llama, Mistral, Gemma 1/2/3 and GPT-NeoX map their
-//! `config.json` into the one decoder config ([`crate::models::decoder`]) and build its tree;
-//! the weights of `model.safetensors` (or its shards, memory-mapped) are matched to the
-//! parameters by the role the decoder builder gave each one ([`names`]), and converted
-//! ([`transform`]). [`export`] writes a model back in the family's layout.
+//! Pretrained Hugging Face models: Llama, Mistral, Gemma 1/2/3, GPT-NeoX, Qwen 2/3,
+//! StarCoder2, Granite, SmolLM3, OLMo 2, Phi-2, Phi-3, GLM-4 and Cohere (one converter each in
+//! `families/`) map their `config.json` into the one decoder config
+//! ([`crate::models::decoder`]) and build its tree; the weights of `model.safetensors` (or its
+//! shards, memory-mapped) are matched to the parameters by the role the decoder builder gave
+//! each one ([`names`]), and converted ([`transform`]). [`export`] writes a model back in the
+//! family's layout.
 //!
 //! The tree is ordinary layers (so selectors, patches and `pzt show` work on it), and its
 //! parameter labels are tree paths, like every builder's.

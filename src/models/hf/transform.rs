@@ -16,6 +16,9 @@ pub enum Transform {
     Linear(i64),
     /// Reshape only (biases).
     Reshape,
+    /// A weight per head, `[heads, head_dim]` with this `head_dim` in HF (Cohere's QK-norm):
+    /// reshape only.
+    PerHead(i64),
     /// Gemma norm scale: `1 + w`.
     PlusOne,
     /// GPT-NeoX fused QKV weight (`which` = 0, 1, 2 for q, k, v).
@@ -73,7 +76,7 @@ pub fn to_pzt(t: &Tensor, tr: Transform, shape: &[i64], a: &Arch) -> Result<Tens
                 .and_then(|x| x.f_reshape(shape))
                 .ctx("split interleaved weight")?
         }
-        Transform::Reshape => t.f_reshape(shape).ctx("reshape")?,
+        Transform::Reshape | Transform::PerHead(_) => t.f_reshape(shape).ctx("reshape")?,
         Transform::PlusOne => t.f_add_scalar(1.0).ctx("norm scale")?,
         Transform::QkvWeight(k) => t
             .f_reshape([h, 3, d, -1])
@@ -118,6 +121,7 @@ pub fn hf_shape(tr: Transform, shape: &[i64], a: &Arch) -> Vec<i64> {
             s
         }
         Transform::Reshape => vec![n],
+        Transform::PerHead(d) => vec![n / d.max(1), d],
         Transform::QkvWeight(_) => vec![
             3 * a.decoder.num_heads * a.decoder.head_dim,
             a.decoder.d_model,
@@ -138,6 +142,9 @@ pub fn to_hf(t: &Tensor, tr: Transform) -> Result<Tensor> {
             .and_then(|x| x.f_contiguous())
             .ctx("export weight")?,
         Transform::Reshape => t.f_reshape([n]).ctx("export bias")?,
+        Transform::PerHead(d) => t
+            .f_reshape([n / d.max(1), d])
+            .ctx("export per-head weight")?,
         Transform::PlusOne => t.f_sub_scalar(1.0).ctx("export norm")?,
         Transform::QkvWeight(_) | Transform::QkvBias(_) => t.shallow_clone(),
         // The exporter interleaves the parts.

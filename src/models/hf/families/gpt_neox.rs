@@ -56,6 +56,8 @@ fn name_of(a: &Arch, role: Role) -> (String, Transform) {
     match role {
         Role::Embedding => ("gpt_neox.embed_in.weight".into(), Transform::Same),
         Role::LmHead => ("embed_out.weight".into(), Transform::Linear(d.d_model)),
+        // NeoX's head has no bias; this name is never asked for.
+        Role::LmHeadBias => ("embed_out.bias".into(), Transform::Reshape),
         Role::Norm { site, bias } => {
             let module = match site {
                 NormSite::Attention(i) => format!("{}.input_layernorm", layer(i)),

@@ -49,6 +49,7 @@ pub fn name_of(a: &Arch, role: Role) -> (String, Transform) {
     match role {
         Role::Embedding => ("model.embed_tokens.weight".into(), Transform::Same),
         Role::LmHead => ("lm_head.weight".into(), Transform::Linear(d.d_model)),
+        Role::LmHeadBias => ("lm_head.bias".into(), Transform::Reshape),
         Role::Norm { site, bias } => {
             let module = match site {
                 NormSite::Attention(i) => format!("{}.input_layernorm", layer(i)),

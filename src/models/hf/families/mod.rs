@@ -3,6 +3,7 @@
 //! change the computation, and the names its checkpoints give each parameter. Adding a family
 //! is adding a file here and a line to [`ALL`].
 
+mod cohere;
 mod gemma;
 mod glm4;
 mod gpt_neox;
@@ -12,6 +13,7 @@ mod llama;
 mod mistral;
 mod mixtral;
 mod olmo2;
+mod phi;
 mod phi3;
 mod qwen;
 mod smollm3;
@@ -40,7 +42,7 @@ pub struct Converter {
 }
 
 /// Every family pzt reads.
-pub const ALL: [&Converter; 17] = [
+pub const ALL: [&Converter; 19] = [
     &llama::LLAMA,
     &mistral::MISTRAL,
     &gemma::GEMMA,
@@ -58,6 +60,8 @@ pub const ALL: [&Converter; 17] = [
     &qwen::QWEN3_MOE,
     &mixtral::MIXTRAL,
     &gpt_oss::GPT_OSS,
+    &phi::PHI,
+    &cohere::COHERE,
 ];
 
 /// The converter of a `model_type`.
@@ -117,6 +121,8 @@ mod tests {
             Family::Qwen3Moe,
             Family::Mixtral,
             Family::GptOss,
+            Family::Phi,
+            Family::Cohere,
         ] {
             assert_eq!(ALL.iter().filter(|c| c.family == f).count(), 1, "{f:?}");
             assert_eq!(of(f).family, f);
