@@ -264,8 +264,19 @@ impl DecoderConfig {
         let d = bs.pp("delta");
         let norm = self.norm(&d.pp("norm"), NormSite::Attention(i), parts)?;
         let br = d.pp("branches");
-        let attn = self.attention(&br.pp("attention"), i, parts)?;
-        let mlp = self.mlp(&br.pp("mlp"), i, parts)?;
+        let mut attn = self.attention(&br.pp("attention"), i, parts)?;
+        let mut mlp = self.mlp(&br.pp("mlp"), i, parts)?;
+        if self.dropout > 0.0 {
+            // Dropout at the end of each branch (Phi-2's `resid_pdrop`).
+            let drop = |n: Node, name: &str| -> Result<Node> {
+                Ok(Sequential::named(vec![
+                    (name.to_string(), n),
+                    ("dropout".into(), Node::new(Dropout::new(self.dropout)?)),
+                ]))
+            };
+            attn = drop(attn, "attention")?;
+            mlp = drop(mlp, "mlp")?;
+        }
         let branches = Node::new(BranchAndAddTogether {})
             .with_children(vec![("attention".into(), attn), ("mlp".into(), mlp)]);
         Ok(Node::new(BranchAndAddTogether {}).with_children(vec![

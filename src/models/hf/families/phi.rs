@@ -4,7 +4,8 @@
 //! RoPE on the first `partial_rotary_factor` (default 0.5, top-level or in `rope_parameters`)
 //! of each head; a final LayerNorm; an output head with a bias; and optionally
 //! (`qk_layernorm`) a LayerNorm with bias over each head of the queries and keys, shared by the
-//! heads, before RoPE.
+//! heads, before RoPE. `resid_pdrop` (Phi-2 says 0.1) is dropout at the end of both branches
+//! in training.
 //!
 //! | role | tensor (`L` is `model.layers.i`) |
 //! |---|---|
@@ -49,7 +50,10 @@ fn convert(c: &Cfg, s: &mut Shared) -> Result<()> {
     d.shared_norm = true;
     d.lm_head_bias = true;
     d.qk_norm = c.boolean("qk_layernorm")?.unwrap_or(false);
-    no_dropout(c, &["resid_pdrop", "embd_pdrop"])?;
+    no_dropout(c, &["embd_pdrop"])?;
+    // Phi-2 trains with dropout at the end of each branch (`resid_pdrop`, 0.1): pzt applies it
+    // there in training, as transformers does.
+    d.dropout = c.float("resid_pdrop")?.unwrap_or(0.0);
     // transformers prefers the rope parameters' factor, then the top-level one, then 0.5.
     let top = c.float("partial_rotary_factor")?;
     let p = s.partial.take().or(top).unwrap_or(0.5);
