@@ -29,6 +29,8 @@ fn captured_activations_equal_transformers_hidden_states() {
         ("llama-gqa", "embed"),
         ("neox-parallel", "embed"),
         ("gemma", "embed_scale"),
+        ("qwen3", "embed"),
+        ("qwen3-moe", "embed"),
     ] {
         let r = reference(case);
         let tokens: Vec<i64> = Vec::try_from(get(&r, "tokens").reshape([-1])).unwrap();
@@ -36,7 +38,8 @@ fn captured_activations_equal_transformers_hidden_states() {
         let toks = toks.join(" ");
         let out = d.join(format!("{case}.safetensors"));
         let dir = fixture(&format!("hf/{case}"));
-        let layers = r.len() - 2; // tokens, hidden.0 ..= hidden.L
+        let routers = r.iter().filter(|(n, _)| n.starts_with("router.")).count();
+        let layers = r.len() - 2 - routers; // tokens, hidden.0 ..= hidden.L, router.*
                                   // blocks.* are hidden.1 .. hidden.L-1; the last block's output is normalized by
                                   // transformers before it reports it, which is pzt's `final_norm` output.
         for (sel, want) in [
@@ -83,6 +86,44 @@ fn captured_activations_equal_transformers_hidden_states() {
                 assert!(diff < 1e-4, "{case} {path} vs {key}: {diff}");
             }
         }
+        if routers == 0 {
+            continue;
+        }
+        // The router logits of a mixture of experts (layers 0 and 2; layer 1 is dense), over
+        // the `experts` axis, and the routing they make: the chosen experts' weights.
+        let (code, _, err) = run_pzt(&[
+            "capture", &dir, "--select", "SparseMoE > router", "--tokens", &toks, "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let (arrays, _) = pzt::run::checkpoint::arrays::read(&out).unwrap();
+        let mut n = 0;
+        for (path, a) in &arrays {
+            let Some(layer) = path.strip_prefix("blocks.").and_then(|p| p.split('.').next()) else {
+                continue;
+            };
+            assert_eq!(a.names(), ["batch", "seq", "experts"], "{path}");
+            let j = if layer == "0" { 0 } else { 1 };
+            let logits = get(&r, &format!("router.{j}"));
+            let (top, idx) = logits.softmax(-1, tch::Kind::Float).topk(2, -1, true, true);
+            let top = &top / top.sum_dim_intlist(-1, true, tch::Kind::Float);
+            let want = logits.zeros_like().scatter(-1, &idx, &top);
+            let diff = max_diff(&a.tensor().reshape([12, 4]), &want);
+            assert!(diff < 1e-5, "{path}: {diff}");
+            n += 1;
+        }
+        assert_eq!(n, 2, "{arrays:?}");
+        let (code, _, err) = run_pzt(&[
+            "capture", &dir, "--select", "SparseMoE > router > linear", "--tokens", &toks,
+            "--out", out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let (arrays, _) = pzt::run::checkpoint::arrays::read(&out).unwrap();
+        for (j, (path, a)) in arrays.iter().enumerate() {
+            let diff = max_diff(&a.tensor().reshape([12, 4]), get(&r, &format!("router.{j}")));
+            assert!(diff < 1e-5, "{path}: {diff}");
+        }
+        assert_eq!(arrays.len(), 2);
     }
 }
 
