@@ -592,3 +592,178 @@ pub fn check_trainable(tree: &Node, coef_override: Option<f64>) -> Result<()> {
         ))),
     }
 }
+
+/// How a model's parameters divide between its experts and the rest (`pzt plan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpertSplit {
+    /// Layers with experts.
+    pub layers: usize,
+    /// Experts per layer (the largest, when layers differ).
+    pub experts: i64,
+    /// Experts per token (the largest).
+    pub top_k: i64,
+    /// Parameters in the experts.
+    pub expert_params: i64,
+    /// Of those, what one token uses: `top_k / experts` of each layer's.
+    pub active_expert_params: i64,
+}
+
+/// The experts of `tree`, if it has a mixture of experts.
+pub fn expert_split(tree: &Node) -> Option<ExpertSplit> {
+    let mut split = ExpertSplit {
+        layers: 0,
+        experts: 0,
+        top_k: 0,
+        expert_params: 0,
+        active_expert_params: 0,
+    };
+    tree.walk(&mut |_, n| {
+        if n.layer_as::<SparseMoE>().is_none() {
+            return;
+        }
+        let (Ok(ex), Ok(router)) = (n.child("experts"), n.child("router")) else {
+            return;
+        };
+        let Some(e) = ex.layer_as::<Experts>() else {
+            return;
+        };
+        let mut k = 0;
+        router.walk(&mut |_, r| {
+            if let Some(t) = r.layer_as::<TopKRouting>() {
+                k = t.top_k;
+            }
+        });
+        let params: i64 = ex
+            .all_param_entries()
+            .iter()
+            .map(|(_, _, p)| p.shape().iter().product::<i64>())
+            .sum();
+        split.layers += 1;
+        split.experts = split.experts.max(e.num_experts);
+        split.top_k = split.top_k.max(k);
+        split.expert_params += params;
+        split.active_expert_params += params * k / e.num_experts.max(1);
+    });
+    (split.layers > 0).then_some(split)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::Builder;
+
+    fn ax(pairs: &[(&str, i64)]) -> crate::layers::Axes {
+        pairs.iter().map(|(n, s)| (n.to_string(), *s)).collect()
+    }
+
+    fn moe(order: RouteOrder, activation: ExpertActivation) -> Result<Node> {
+        let b = Builder::new(7);
+        let s = b.root();
+        let linear =
+            crate::layers::linear::Linear::new(ax(&[("embedding", 6)]), ax(&[(EXPERTS, 4)]))
+                .build(&s.pp("router.linear"), None)?;
+        let route = Node::new(TopKRouting {
+            num_experts: 4,
+            top_k: 2,
+            order,
+            renormalize: true,
+            aux_loss_coef: 0.01,
+        });
+        let router = crate::layers::grouping::Sequential::named(vec![
+            ("linear".into(), linear),
+            ("route".into(), route),
+        ]);
+        let experts = Node::build(
+            Experts {
+                num_experts: 4,
+                embedding_axis: "embedding".into(),
+                d_model: 6,
+                neurons_axis: "neurons".into(),
+                hidden: 5,
+                activation,
+                bias: true,
+            },
+            &s.pp("experts"),
+        )?;
+        Ok(SparseMoE::build(router, experts))
+    }
+
+    /// Every expert on every token, weighted by the gates: what the sparse computation must
+    /// equal.
+    fn dense(node: &Node, x: &Tensor, gates: &Tensor) -> Result<Tensor> {
+        let ex = node.child("experts")?;
+        let e = ex
+            .layer_as::<Experts>()
+            .ok_or(Error::Config("no experts".into()))?;
+        let mut y = x.f_zeros_like().ctx("t")?;
+        for i in 0..4 {
+            let out = e.expert(ex, i, x)?;
+            y = y + out * gates.select(1, i).unsqueeze(1);
+        }
+        Ok(y)
+    }
+
+    #[test]
+    fn the_chosen_experts_equal_all_experts_weighted_by_the_gates() -> Result<()> {
+        for (order, act) in [
+            (
+                RouteOrder::SoftmaxThenTopK,
+                ExpertActivation::Gated(Activation::Silu),
+            ),
+            (
+                RouteOrder::TopKThenSoftmax,
+                ExpertActivation::ClampedSwiglu {
+                    alpha: 1.702,
+                    limit: 0.3,
+                },
+            ),
+        ] {
+            let node = moe(order, act)?;
+            let x = Tensor::randn([3, 5, 6], (Kind::Float, tch::Device::Cpu));
+            let xn = NamedTensor::wrap(x.shallow_clone(), &["batch", "seq", "embedding"])?;
+            let (y, routers) =
+                collect_router_logits(|| node.forward(xn.clone(), &SideInputs::new()));
+            let y = y?.into_tensor()?;
+            assert_eq!(routers.len(), 1);
+            let gates = node
+                .child("router")?
+                .forward(xn, &SideInputs::new())?
+                .into_tensor()?
+                .with_name_order(&["batch".into(), "seq".into(), EXPERTS.into()])?;
+            let g = gates.tensor().reshape([15, 4]);
+            // Two experts per token, their weights summing to 1.
+            let chosen = g.ne(0.0).sum_dim_intlist(1, false, Kind::Int64);
+            assert_eq!(
+                Vec::<i64>::try_from(&chosen).map_err(|e| Error::Config(e.to_string()))?,
+                vec![2; 15]
+            );
+            let sums = g.sum_dim_intlist(1, false, Kind::Float);
+            assert!((sums - 1.0).abs().max().double_value(&[]) < 1e-6);
+            let want = dense(&node, &x.reshape([15, 6]), &g)?;
+            let got = y.with_name_order(&["batch".into(), "seq".into(), "embedding".into()])?;
+            let diff = (got.tensor().reshape([15, 6]) - want)
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(diff < 1e-6, "{order:?}: {diff}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_memory_model_counts_the_chosen_experts_activations() -> Result<()> {
+        let node = moe(
+            RouteOrder::SoftmaxThenTopK,
+            ExpertActivation::Gated(Activation::Silu),
+        )?;
+        let x = Tensor::zeros([2, 8, 6], (Kind::Float, tch::Device::Cpu));
+        let xn = NamedTensor::wrap(x, &["batch", "seq", "embedding"])?;
+        let (y, trace) = crate::tree::trace_leaf_outputs(|| node.forward(xn, &SideInputs::new()));
+        y?;
+        let inner: Vec<_> = trace.iter().filter(|r| r.0 == "Experts (chosen)").collect();
+        // 16 tokens x 2 experts x (2 x 6 + 3 x 5).
+        assert_eq!(inner.len(), 1);
+        assert_eq!(inner[0].1, 16 * 2 * (2 * 6 + 3 * 5));
+        Ok(())
+    }
+}

@@ -3,6 +3,7 @@
 use super::plan::Plan;
 use crate::base::dtype::name as kind_name;
 use crate::base::text::{grouped, human_bytes};
+use crate::layers::moe::expert_split;
 use crate::params::ParamEntry;
 use crate::spec::InputSpec;
 use crate::tree::Node;
@@ -19,6 +20,7 @@ impl Plan {
             "output": self.output.as_ref().map(|(axes, k)| json!({ "axes": axes.iter().cloned().collect::<indexmap::IndexMap<String, i64>>(), "dtype": kind_name(*k) })),
             "training": r.train.as_ref().map(|t| json!({ "world_size": self.world_size, "batch_size": t.batch_size, "grad_accum": t.grad_accum, "global_batch": self.world_size * t.batch_size * t.grad_accum })),
             "parameters": { "total": self.counts.total, "trainable": self.counts.trainable, "frozen": self.counts.frozen },
+            "experts": expert_split(&self.tree).map(|x| json!({ "layers": x.layers, "experts": x.experts, "top_k": x.top_k, "parameters": x.expert_params, "active_per_token": x.active_expert_params, "active_total": self.counts.total - x.expert_params + x.active_expert_params })),
             "memory_bytes": {
                 "parameters": self.memory.parameters,
                 "gradients": self.memory.gradients,
@@ -74,6 +76,17 @@ impl Plan {
             grouped(c.trainable),
             grouped(c.frozen)
         ));
+        if let Some(x) = expert_split(&self.tree) {
+            s.push_str(&format!(
+                "experts     {} layers of {} experts, {} per token: {} parameters in experts; a token uses {} of them, {} in all\n",
+                x.layers,
+                x.experts,
+                x.top_k,
+                grouped(x.expert_params),
+                grouped(x.active_expert_params),
+                grouped(c.total - x.expert_params + x.active_expert_params)
+            ));
+        }
         let m = self.memory;
         s.push_str(&format!(
             "memory      training estimate ({})\n",

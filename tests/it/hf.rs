@@ -939,17 +939,33 @@ fn phi2_residual_dropout_is_applied_in_training_only() {
     std::fs::create_dir_all(&d).unwrap();
     let cfg = std::fs::read_to_string(fixture("phi").join("config.json")).unwrap();
     assert!(cfg.contains("\"resid_pdrop\": 0.0"));
-    std::fs::write(d.join("config.json"), cfg.replace("\"resid_pdrop\": 0.0", "\"resid_pdrop\": 0.1")).unwrap();
-    std::fs::copy(fixture("phi").join("model.safetensors"), d.join("model.safetensors")).unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        cfg.replace("\"resid_pdrop\": 0.0", "\"resid_pdrop\": 0.1"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture("phi").join("model.safetensors"),
+        d.join("model.safetensors"),
+    )
+    .unwrap();
     let m = pzt::models::hf::load(&d, None, tch::Device::Cpu).unwrap();
     let mut drops = 0;
-    m.tree.walk(&mut |_, n| drops += usize::from(n.kind() == "Dropout"));
+    m.tree
+        .walk(&mut |_, n| drops += usize::from(n.kind() == "Dropout"));
     assert_eq!(drops, 4, "two branches in each of two layers");
     // Without a random stream (evaluation) the logits are transformers'.
     let (tokens, want) = reference("phi");
     let x = NamedTensor::wrap(tokens, &["batch", "seq"]).unwrap();
-    let y = m.tree.forward(x.clone(), &SideInputs::new()).unwrap().into_tensor().unwrap();
-    let y = y.with_name_order(&["batch".into(), "seq".into(), "vocab".into()]).unwrap();
+    let y = m
+        .tree
+        .forward(x.clone(), &SideInputs::new())
+        .unwrap()
+        .into_tensor()
+        .unwrap();
+    let y = y
+        .with_name_order(&["batch".into(), "seq".into(), "vocab".into()])
+        .unwrap();
     assert!((y.tensor() - &want).abs().max().double_value(&[]) < 1e-4);
     // With one (training) the output changes.
     let side = SideInputs::new().with(
@@ -957,6 +973,8 @@ fn phi2_residual_dropout_is_applied_in_training_only() {
         pzt::tree::SideValue::Stream(pzt::params::RandomStream::new(3)),
     );
     let z = m.tree.forward(x, &side).unwrap().into_tensor().unwrap();
-    let z = z.with_name_order(&["batch".into(), "seq".into(), "vocab".into()]).unwrap();
+    let z = z
+        .with_name_order(&["batch".into(), "seq".into(), "vocab".into()])
+        .unwrap();
     assert!((z.tensor() - y.tensor()).abs().max().double_value(&[]) > 1e-3);
 }

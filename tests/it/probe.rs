@@ -40,8 +40,8 @@ fn captured_activations_equal_transformers_hidden_states() {
         let dir = fixture(&format!("hf/{case}"));
         let routers = r.iter().filter(|(n, _)| n.starts_with("router.")).count();
         let layers = r.len() - 2 - routers; // tokens, hidden.0 ..= hidden.L, router.*
-                                  // blocks.* are hidden.1 .. hidden.L-1; the last block's output is normalized by
-                                  // transformers before it reports it, which is pzt's `final_norm` output.
+                                            // blocks.* are hidden.1 .. hidden.L-1; the last block's output is normalized by
+                                            // transformers before it reports it, which is pzt's `final_norm` output.
         for (sel, want) in [
             (
                 first.to_string(),
@@ -92,14 +92,23 @@ fn captured_activations_equal_transformers_hidden_states() {
         // The router logits of a mixture of experts (layers 0 and 2; layer 1 is dense), over
         // the `experts` axis, and the routing they make: the chosen experts' weights.
         let (code, _, err) = run_pzt(&[
-            "capture", &dir, "--select", "SparseMoE > router", "--tokens", &toks, "--out",
+            "capture",
+            &dir,
+            "--select",
+            "SparseMoE > router",
+            "--tokens",
+            &toks,
+            "--out",
             out.to_str().unwrap(),
         ]);
         assert_eq!(code, 0, "{err}");
         let (arrays, _) = pzt::run::checkpoint::arrays::read(&out).unwrap();
         let mut n = 0;
         for (path, a) in &arrays {
-            let Some(layer) = path.strip_prefix("blocks.").and_then(|p| p.split('.').next()) else {
+            let Some(layer) = path
+                .strip_prefix("blocks.")
+                .and_then(|p| p.split('.').next())
+            else {
                 continue;
             };
             assert_eq!(a.names(), ["batch", "seq", "experts"], "{path}");
@@ -114,13 +123,22 @@ fn captured_activations_equal_transformers_hidden_states() {
         }
         assert_eq!(n, 2, "{arrays:?}");
         let (code, _, err) = run_pzt(&[
-            "capture", &dir, "--select", "SparseMoE > router > linear", "--tokens", &toks,
-            "--out", out.to_str().unwrap(),
+            "capture",
+            &dir,
+            "--select",
+            "SparseMoE > router > linear",
+            "--tokens",
+            &toks,
+            "--out",
+            out.to_str().unwrap(),
         ]);
         assert_eq!(code, 0, "{err}");
         let (arrays, _) = pzt::run::checkpoint::arrays::read(&out).unwrap();
         for (j, (path, a)) in arrays.iter().enumerate() {
-            let diff = max_diff(&a.tensor().reshape([12, 4]), get(&r, &format!("router.{j}")));
+            let diff = max_diff(
+                &a.tensor().reshape([12, 4]),
+                get(&r, &format!("router.{j}")),
+            );
             assert!(diff < 1e-5, "{path}: {diff}");
         }
         assert_eq!(arrays.len(), 2);
