@@ -2,8 +2,9 @@
 
     train_speed.py make DIR SIZE    a random Llama of SIZE (small or large, the issue's two cases),
                                     or a random Qwen 3 (qwen3: the small case's sizes with 4 KV
-                                    heads, QK-norm and head_dim 32), with a byte-level tokenizer,
-                                    saved as a HF directory
+                                    heads, QK-norm and head_dim 32), or a random Qwen3-MoE (qwen3-moe:
+                                    the same attention, 8 experts of 256, 2 per token), with a
+                                    byte-level tokenizer, saved as a HF directory
     train_speed.py train DIR N      N AdamW steps of LlamaForCausalLM (SDPA attention) on random
                                     tokens [BATCH, SEQ]; prints the tokens/s of steps 2..N
 """
@@ -25,6 +26,15 @@ SIZES = {
 
 def make(out, size):
     torch.manual_seed(0)
+    if size == "qwen3-moe":
+        # The small case's attention and 8 experts of 256, 2 per token, every layer; the
+        # load-balancing loss on (transformers adds it with output_router_logits).
+        cfg = transformers.Qwen3MoeConfig(num_key_value_heads=4, head_dim=32, max_position_embeddings=1024,
+                                          bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
+                                          num_experts=8, num_experts_per_tok=2, moe_intermediate_size=256,
+                                          norm_topk_prob=True, output_router_logits=True, **SIZES["small"])
+        save_with_tokenizer(transformers.Qwen3MoeForCausalLM(cfg), out)
+        return
     if size == "qwen3":
         cfg = transformers.Qwen3Config(num_key_value_heads=4, head_dim=32, max_position_embeddings=1024,
                                        bos_token_id=1, eos_token_id=2, tie_word_embeddings=False, **SIZES["small"])
@@ -41,7 +51,12 @@ def train(d, n):
     B, T = int(os.environ["BATCH"]), int(os.environ["SEQ"])
     torch.manual_seed(0)
     torch.set_num_threads(int(os.environ.get("THREADS", "2")))
-    model = transformers.AutoModelForCausalLM.from_pretrained(d, attn_implementation="sdpa")
+    kw = {}
+    if os.environ.get("EXPERTS"):
+        # A mixture of experts: transformers' experts implementation (`eager` loops over them).
+        kw["experts_implementation"] = os.environ["EXPERTS"]
+    model = transformers.AutoModelForCausalLM.from_pretrained(d, attn_implementation="sdpa", **kw)
+    print("experts:", getattr(model.config, "_experts_implementation", None), file=sys.stderr)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randint(0, model.config.vocab_size, (B, T + 1))

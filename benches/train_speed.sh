@@ -6,16 +6,20 @@
 # Dev only: needs transformers in .venv (`make bench` installs it).
 # Usage: benches/train_speed.sh SIZE   (small: 4 layers d256, batch 8 x seq 128;
 #        large: 12 layers d768, batch 4 x seq 512; qwen3: a Qwen 3 of the small sizes, GQA
-#        8/4 heads of 32, QK-norm, batch 8 x seq 128). Env: RUNS (3), STEPS (8 small, 4 large), THREADS (2).
+#        8/4 heads of 32, QK-norm, batch 8 x seq 128; qwen3-moe: that attention and 8 experts
+#        of 256, 2 per token, in every layer, with the load-balancing loss on both sides).
+#        Env: RUNS (3), STEPS (8 small, 4 large), THREADS (2), EXPERTS (transformers' experts
+#        implementation for qwen3-moe: eager, the default here, loops over the experts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-small}
 case $SIZE in
-  small|qwen3) export BATCH=8 SEQ=128; STEPS=${STEPS:-8};;
+  small|qwen3|qwen3-moe) export BATCH=8 SEQ=128; STEPS=${STEPS:-8};;
   large) export BATCH=4 SEQ=512; STEPS=${STEPS:-4};;
-  *) echo "size: small, large or qwen3" >&2; exit 2;;
+  *) echo "size: small, large, qwen3 or qwen3-moe" >&2; exit 2;;
 esac
 RUNS=${RUNS:-3}; export THREADS=${THREADS:-2}
+[ "$SIZE" = qwen3-moe ] && export EXPERTS=${EXPERTS:-eager}
 PY=.venv/bin/python
 DIR=/tmp/pzt-bench-train-$SIZE
 [ -f "$DIR/model.safetensors" ] || $PY benches/train_speed.py make "$DIR" "$SIZE" >/dev/null 2>&1
