@@ -150,10 +150,13 @@ impl Observer for Reporter {
 
     fn on_step(&mut self, step: u64, o: &StepOutcome, tokens_per_s: Option<f64>) -> Result<()> {
         if let Some(tps) = tokens_per_s {
+            let aux = o
+                .aux_loss
+                .map_or(String::new(), |a| format!("  aux_loss {a:.4}"));
             self.step(
                 step,
                 format!(
-                    "loss {:.4}  lr {:.2e}  grad_norm {:.3}  tok/s {tps:.0}",
+                    "loss {:.4}{aux}  lr {:.2e}  grad_norm {:.3}  tok/s {tps:.0}",
                     o.loss, o.lr, o.grad_norm
                 ),
             );
