@@ -698,7 +698,7 @@ mod tests {
         let mut y = x.f_zeros_like().ctx("t")?;
         for i in 0..4 {
             let out = e.expert(ex, i, x)?;
-            y = y + out * gates.select(1, i).unsqueeze(1);
+            y += out * gates.select(1, i).unsqueeze(1);
         }
         Ok(y)
     }

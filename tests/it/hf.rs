@@ -11,7 +11,7 @@ fn fixture(case: &str) -> PathBuf {
         .join(case)
 }
 
-pub const CASES: [&str; 29] = [
+pub const CASES: [&str; 30] = [
     "gemma-geglu-exact",
     "llama-gqa",
     "llama3-tied-bias",
@@ -41,6 +41,7 @@ pub const CASES: [&str; 29] = [
     "gpt-oss",
     "phi",
     "cohere",
+    "gpt-oss-mxfp4",
 ];
 
 fn reference(case: &str) -> (tch::Tensor, tch::Tensor) {
@@ -875,8 +876,8 @@ fn moe_settings_pzt_cannot_honour_are_refused() {
         (
             "gpt-oss",
             "\"swiglu_limit\": 0.5",
-            "\"swiglu_limit\": 0.5, \"quantization_config\": {\"quant_method\": \"mxfp4\"}",
-            "quantized gpt-oss checkpoints are not read",
+            "\"swiglu_limit\": 0.5, \"quantization_config\": {\"quant_method\": \"bitsandbytes\"}",
+            "`quantization_config.quant_method` = \"bitsandbytes\" is not supported",
         ),
         (
             "qwen3-moe",
@@ -977,4 +978,51 @@ fn phi2_residual_dropout_is_applied_in_training_only() {
         .with_name_order(&["batch".into(), "seq".into(), "vocab".into()])
         .unwrap();
     assert!((z.tensor() - y.tensor()).abs().max().double_value(&[]) > 1e-3);
+}
+
+#[test]
+fn an_mxfp4_gpt_oss_is_dequantized_on_load_and_exported_in_bf16_layout() {
+    // The fixture's experts are in MXFP4, as openai ships gpt-oss; its reference logits are
+    // transformers' on that checkpoint (logits_match_transformers checks pzt's).
+    let case = fixture("gpt-oss-mxfp4");
+    let o = pzt(&["logits", case.to_str().unwrap(), "--tokens", "1 2 3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("4 MXFP4 tensors dequantized to float32"),
+        "{err}"
+    );
+    let dir = std::env::temp_dir().join(format!("pzt-hf-mxfp4-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let o = pzt(&[
+        "export",
+        case.to_str().unwrap(),
+        "--hf",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    assert!(!cfg.contains("quantization_config"), "{cfg}");
+    let names: Vec<String> = tch::Tensor::read_safetensors(dir.join("model.safetensors"))
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(names.contains(&"model.layers.0.mlp.experts.gate_up_proj".to_string()));
+    assert!(!names
+        .iter()
+        .any(|n| n.ends_with("_blocks") || n.ends_with("_scales")));
+    let (tokens, want) = reference("gpt-oss-mxfp4");
+    let m = pzt::models::hf::load(&dir, None, tch::Device::Cpu).unwrap();
+    let x = NamedTensor::wrap(tokens, &["batch", "seq"]).unwrap();
+    let y = m
+        .tree
+        .forward(x, &SideInputs::new())
+        .unwrap()
+        .into_tensor()
+        .unwrap();
+    let y = y
+        .with_name_order(&["batch".into(), "seq".into(), "vocab".into()])
+        .unwrap();
+    assert!((y.tensor() - &want).abs().max().double_value(&[]) < 1e-5);
 }

@@ -4,6 +4,7 @@
 //! model had before labels became paths.
 
 use pzt::models::decoder::Role;
+use pzt::models::hf::transform::Transform;
 use pzt::prelude::*;
 use pzt::recipe::plan::Plan;
 use pzt::recipe::Recipe;
@@ -99,9 +100,30 @@ fn hf_families_labels_are_paths_and_every_parameter_has_a_role() {
                 .count(),
             1
         );
-        // Every role names one tensor (GPT-NeoX's fused QKV names one tensor three times).
+        // Every role names one tensor (GPT-NeoX's fused QKV names one tensor three times),
+        // except the experts stored one by one: a tensor per expert.
         let names = pzt::models::hf::names::weight_map(&arch).unwrap();
-        assert_eq!(names.len(), labels.len(), "{what}");
+        let per_expert = names
+            .iter()
+            .filter(|(_, _, tr)| {
+                matches!(tr, Transform::Expert { .. } | Transform::ExpertBias { .. })
+            })
+            .count();
+        let stacked: BTreeSet<&String> = names
+            .iter()
+            .filter(|(_, _, tr)| {
+                matches!(tr, Transform::Expert { .. } | Transform::ExpertBias { .. })
+            })
+            .map(|(l, _, _)| l)
+            .collect();
+        assert_eq!(
+            names.len() - per_expert + stacked.len(),
+            labels.len(),
+            "{what}"
+        );
+        if let Some(m) = &arch.decoder.moe {
+            assert_eq!(per_expert, stacked.len() * m.num_experts as usize, "{what}");
+        }
     }
 }
 

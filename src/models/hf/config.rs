@@ -698,7 +698,7 @@ mod tests {
     const PHI2: &str = r#"{"model_type": "phi", "vocab_size": 51200, "hidden_size": 2560,
         "intermediate_size": 10240, "num_hidden_layers": 32, "num_attention_heads": 32,
         "num_key_value_heads": 32, "hidden_act": "gelu_new", "layer_norm_eps": 1e-05,
-        "partial_rotary_factor": 0.4, "qk_layernorm": false, "resid_pdrop": 0.0,
+        "partial_rotary_factor": 0.4, "qk_layernorm": false, "resid_pdrop": 0.1,
         "embd_pdrop": 0.0, "attention_dropout": 0.0, "rope_scaling": null,
         "rope_theta": 10000.0, "tie_word_embeddings": false, "torch_dtype": "float16"}"#;
 
@@ -709,14 +709,16 @@ mod tests {
         assert!(d.parallel_residual && d.shared_norm && d.lm_head_bias && d.layer_norm_bias);
         assert!(!d.gated_mlp && d.mlp_bias && d.qkv_bias && d.output_bias && !d.qk_norm);
         assert_eq!(d.activation, Activation::GeluTanh);
+        // microsoft/phi-2's `resid_pdrop`: dropout at the end of both branches in training.
+        assert_eq!(d.dropout, 0.1);
         // Without a factor Phi rotates half of each head, as transformers does.
         let half = PHI2.replace("\"partial_rotary_factor\": 0.4, ", "");
         assert_eq!(parse(&half, "config.json")?.decoder.rotary_dims, Some(40));
         for (from, to, want) in [
             (
-                "\"resid_pdrop\": 0.0",
-                "\"resid_pdrop\": 0.1",
-                "`resid_pdrop` = 0.1",
+                "\"embd_pdrop\": 0.0",
+                "\"embd_pdrop\": 0.1",
+                "`embd_pdrop` = 0.1",
             ),
             ("0.4", "0.0", "`partial_rotary_factor` = 0"),
         ] {

@@ -163,6 +163,8 @@ fn write_config(dir: &Path, config_json: &str, dtype: Kind, text_only: bool) -> 
         }
     }
     if let Some(m) = cfg.as_object_mut() {
+        // The weights are written dequantized (an MXFP4 gpt-oss was dequantized on load).
+        m.remove("quantization_config");
         let name = crate::base::dtype::name(dtype);
         let key = if m.contains_key("torch_dtype") {
             "torch_dtype"

@@ -12,6 +12,7 @@
 mod config;
 mod export;
 mod families;
+mod mxfp4;
 pub mod names;
 pub mod peft;
 pub mod transform;
@@ -85,6 +86,83 @@ pub fn read_config(dir: &Path) -> Result<Arch> {
     parse(&text, &cp.display().to_string())
 }
 
+/// Reads the checkpoint tensor `hf` for a parameter of `shape`, checking its shape. `last`
+/// keeps the tensor read before, for the parameters that share one (gpt-oss's `gate_up_proj`).
+fn read_tensor(
+    dir: &Path,
+    weights: &Weights,
+    (hf, tr, shape): (&str, Transform, &[i64]),
+    arch: &Arch,
+    last: &mut Option<(String, Tensor)>,
+) -> Result<Tensor> {
+    let want = hf_shape(tr, shape, arch);
+    let t = match last.as_ref().filter(|(n, _)| n == hf) {
+        Some((_, t)) => t.shallow_clone(),
+        None => weights.get(hf).map_err(|e| match e {
+            Error::Config(m) if m.starts_with("`") => Error::bad_file(dir.display(), m),
+            _ => Error::bad_file(
+                dir.display(),
+                format!("the checkpoint lacks `{hf}` (shape {want:?} expected)"),
+            ),
+        })?,
+    };
+    if t.size() != want {
+        return Err(Error::bad_file(
+            dir.display(),
+            format!("`{hf}` has shape {:?}, expected {:?}", t.size(), want),
+        ));
+    }
+    *last = Some((hf.to_string(), t.shallow_clone()));
+    Ok(t)
+}
+
+/// Refuses a checkpoint tensor that no parameter used (a multimodal checkpoint's vision
+/// tensors aside); returns how many vision tensors there are.
+fn check_all_used(
+    dir: &Path,
+    weights: &Weights,
+    arch: &Arch,
+    layout: Option<bool>,
+    used: &std::collections::BTreeSet<String>,
+) -> Result<usize> {
+    let mut vision = 0;
+    let tied_head = text_name(layout, "lm_head.weight");
+    for name in weights.names() {
+        if arch.multimodal && vision_tensor(name) {
+            vision += 1;
+            continue;
+        }
+        let head = name == "lm_head.weight" || name == "embed_out.weight" || *name == tied_head;
+        let spare = recomputed(name) || (arch.decoder.tie_embeddings && head);
+        if !used.contains(name) && !spare {
+            return Err(Error::bad_file(
+                dir.display(),
+                format!("the checkpoint has a tensor pzt does not use: `{name}`"),
+            ));
+        }
+    }
+    Ok(vision)
+}
+
+/// What a user should know about a load: vision tensors left out, MXFP4 tensors dequantized.
+fn load_notes(dir: &Path, vision: usize, packed: usize, kind: Kind) -> Vec<String> {
+    let mut notes = vec![];
+    if vision > 0 {
+        notes.push(format!(
+            "{} is a multimodal checkpoint: its language model is loaded, and its vision tower and projector ({vision} tensors) are not used",
+            dir.display()
+        ));
+    }
+    if packed > 0 {
+        notes.push(format!(
+            "{}: {packed} MXFP4 tensors dequantized to {}",
+            dir.display(),
+            crate::base::dtype::name(kind)
+        ));
+    }
+    notes
+}
+
 /// Loads a model directory: config.json and its weights, in the checkpoint dtype or `dtype`.
 pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfModel> {
     let cp = dir.join("config.json");
@@ -97,6 +175,8 @@ pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfMo
     let mut params: BTreeMap<String, Parameter> = BTreeMap::new();
     let mut used = std::collections::BTreeSet::new();
     let mut experts: BTreeMap<String, Vec<(i64, Tensor)>> = BTreeMap::new();
+    let mut packed = std::collections::BTreeSet::new();
+    let mut last = None;
     let slots: BTreeMap<String, Vec<i64>> = tree
         .all_param_entries()
         .into_iter()
@@ -112,21 +192,11 @@ pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfMo
         let shape = slots
             .get(&label)
             .ok_or_else(|| Error::Config(format!("internal: no parameter `{label}` for `{hf}`")))?;
-        let t = weights.get(&hf).map_err(|_| {
-            Error::bad_file(
-                dir.display(),
-                format!(
-                    "the checkpoint lacks `{hf}` (shape {:?} expected)",
-                    hf_shape(tr, shape, &arch)
-                ),
-            )
-        })?;
-        let want = hf_shape(tr, shape, &arch);
-        if t.size() != want {
-            return Err(Error::bad_file(
-                dir.display(),
-                format!("`{hf}` has shape {:?}, expected {:?}", t.size(), want),
-            ));
+        let t = read_tensor(dir, &weights, (&hf, tr, shape), &arch, &mut last)?;
+        if weights.packed(&hf) {
+            packed.insert(hf.clone());
+            used.insert(format!("{hf}_blocks"));
+            used.insert(format!("{hf}_scales"));
         }
         used.insert(hf.clone());
         let v = to_pzt(&t.f_to_kind(Kind::Float).ctx("load")?, tr, shape, &arch)?
@@ -149,35 +219,13 @@ pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfMo
         let v = Tensor::f_stack(&ts, 0).ctx("stack experts")?;
         params.insert(label.clone(), Parameter::new(label, v));
     }
-    let mut vision = 0;
-    let tied_head = text_name(layout, "lm_head.weight");
-    for name in weights.names() {
-        if arch.multimodal && vision_tensor(name) {
-            vision += 1;
-            continue;
-        }
-        let head = name == "lm_head.weight" || name == "embed_out.weight" || *name == tied_head;
-        let spare = recomputed(name) || (arch.decoder.tie_embeddings && head);
-        if !used.contains(name) && !spare {
-            return Err(Error::bad_file(
-                dir.display(),
-                format!("the checkpoint has a tensor pzt does not use: `{name}`"),
-            ));
-        }
-    }
+    let vision = check_all_used(dir, &weights, &arch, layout, &used)?;
     let list: Vec<Parameter> = params.into_values().collect();
     let tree = tree.bind(&list)?;
-    let notes = match vision {
-        0 => vec![],
-        n => vec![format!(
-            "{} is a multimodal checkpoint: its language model is loaded, and its vision tower and projector ({n} tensors) are not used",
-            dir.display()
-        )],
-    };
     Ok(HfModel {
         arch,
         tree,
         dir: dir.to_path_buf(),
-        notes,
+        notes: load_notes(dir, vision, packed.len(), kind),
     })
 }

@@ -13,6 +13,7 @@ fn st_kind(d: safetensors::Dtype) -> Result<Kind> {
         safetensors::Dtype::BF16 => Kind::BFloat16,
         safetensors::Dtype::F64 => Kind::Double,
         safetensors::Dtype::I64 => Kind::Int64,
+        safetensors::Dtype::U8 => Kind::Uint8,
         other => {
             return Err(Error::Config(format!(
                 "safetensors dtype {other:?} is not supported"
@@ -82,8 +83,26 @@ impl Weights {
         self.index.keys()
     }
 
-    /// One tensor (copied out of the map into a libtorch tensor).
+    /// Whether the checkpoint stores `name` in MXFP4 (`name_blocks` and `name_scales`).
+    pub fn packed(&self, name: &str) -> bool {
+        !self.index.contains_key(name)
+            && self.index.contains_key(&format!("{name}_blocks"))
+            && self.index.contains_key(&format!("{name}_scales"))
+    }
+
+    /// One tensor (copied out of the map into a libtorch tensor); a tensor stored in MXFP4
+    /// ([`Weights::packed`]) is dequantized to float32 ([`super::mxfp4`]).
     pub fn get(&self, name: &str) -> Result<Tensor> {
+        if self.packed(name) {
+            let blocks = self.read(&format!("{name}_blocks"))?;
+            let scales = self.read(&format!("{name}_scales"))?;
+            return super::mxfp4::dequantize(name, &blocks, &scales);
+        }
+        self.read(name)
+    }
+
+    /// One stored tensor.
+    fn read(&self, name: &str) -> Result<Tensor> {
         let i = *self
             .index
             .get(name)

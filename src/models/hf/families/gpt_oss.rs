@@ -6,8 +6,8 @@
 //! clamped SwiGLU (`swiglu_limit`, `swiglu_alpha`). The experts' weights are stored together:
 //! `L.mlp.experts.gate_up_proj` `[experts, hidden, 2 x intermediate]` (the gate in the even
 //! columns, up in the odd ones), `down_proj` `[experts, intermediate, hidden]`, and their
-//! biases. Checkpoints quantized to MXFP4 (`quantization_config`) are refused: a BF16 copy
-//! loads.
+//! biases. openai's checkpoints store the experts in MXFP4 (`quantization_config` with
+//! `quant_method = "mxfp4"`, `*_blocks` and `*_scales`): they are dequantized on load.
 
 use super::{llama, qwen, suffix, Converter};
 use crate::base::Result;
@@ -38,9 +38,12 @@ fn convert(c: &Cfg, s: &mut Shared) -> Result<()> {
             .get("quant_method")
             .and_then(|m| m.as_str())
             .unwrap_or("?");
-        return Err(c.error(format!(
-            "`quantization_config` ({method}): quantized gpt-oss checkpoints are not read; use a BF16 copy of the model"
-        )));
+        // openai's checkpoints: the experts in MXFP4, dequantized on load (`mxfp4.rs`).
+        if method != "mxfp4" {
+            return Err(c.error(format!(
+                "`quantization_config.quant_method` = {method:?} is not supported (pzt reads gpt-oss in BF16, or with its experts in MXFP4)"
+            )));
+        }
     }
     let n = s.window.len();
     let window = c.int("sliding_window")?;
