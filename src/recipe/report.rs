@@ -32,6 +32,22 @@ impl Plan {
         })
     }
 
+    /// The experts' line of the report (a mixture of experts), or nothing.
+    fn experts_line(&self) -> String {
+        let Some(x) = expert_split(&self.tree) else {
+            return String::new();
+        };
+        format!(
+            "experts     {} layers of {} experts, {} per token: {} parameters in experts; a token uses {} of them, {} in all\n",
+            x.layers,
+            x.experts,
+            x.top_k,
+            grouped(x.expert_params),
+            grouped(x.active_expert_params),
+            grouped(self.counts.total - x.expert_params + x.active_expert_params)
+        )
+    }
+
     /// The human-readable report, with the tree to `depth` levels.
     pub fn render(&self, depth: usize, color: bool) -> String {
         let r = &self.recipe;
@@ -76,17 +92,7 @@ impl Plan {
             grouped(c.trainable),
             grouped(c.frozen)
         ));
-        if let Some(x) = expert_split(&self.tree) {
-            s.push_str(&format!(
-                "experts     {} layers of {} experts, {} per token: {} parameters in experts; a token uses {} of them, {} in all\n",
-                x.layers,
-                x.experts,
-                x.top_k,
-                grouped(x.expert_params),
-                grouped(x.active_expert_params),
-                grouped(c.total - x.expert_params + x.active_expert_params)
-            ));
-        }
+        s.push_str(&self.experts_line());
         let m = self.memory;
         s.push_str(&format!(
             "memory      training estimate ({})\n",

@@ -283,25 +283,7 @@ impl DecoderConfig {
         if !self.pre_norms && (self.parallel_residual || !self.sandwich_norms) {
             return Err("branches without a norm before them need sandwich norms, serially".into());
         }
-        if let Some(m) = &self.moe {
-            if m.num_experts < 1 || m.hidden < 1 || !(1..=m.num_experts).contains(&m.top_k) {
-                return Err(format!(
-                    "a mixture of experts needs at least one expert, a hidden size >= 1 and 1 to {} experts per token, got {} experts of {} with {} per token",
-                    m.num_experts.max(1), m.num_experts, m.hidden, m.top_k
-                ));
-            }
-            if m.layers.len() != self.layers.len() {
-                return Err(
-                    "the mixture of experts must say which of the layers have experts".into(),
-                );
-            }
-            if !(m.aux_loss_coef.is_finite() && m.aux_loss_coef >= 0.0) {
-                return Err(format!(
-                    "router_aux_loss_coef must be a finite number >= 0, got {}",
-                    m.aux_loss_coef
-                ));
-            }
-        }
+        self.check_moe()?;
         if self.parallel_residual && self.residual_scale.is_some() {
             return Err("a residual scale needs serial residual branches".into());
         }
@@ -310,6 +292,31 @@ impl DecoderConfig {
         }
         if self.qk_norm_per_head && !(self.qk_norm && self.layer_norm && !self.qk_norm_whole) {
             return Err("a QK-norm scale per head needs a per-head LayerNorm QK-norm".into());
+        }
+        Ok(())
+    }
+}
+
+impl DecoderConfig {
+    /// Checks the mixture of experts: its sizes, its layers, its loss weight.
+    fn check_moe(&self) -> std::result::Result<(), String> {
+        let Some(m) = &self.moe else {
+            return Ok(());
+        };
+        if m.num_experts < 1 || m.hidden < 1 || !(1..=m.num_experts).contains(&m.top_k) {
+            return Err(format!(
+                "a mixture of experts needs at least one expert, a hidden size >= 1 and 1 to {} experts per token, got {} experts of {} with {} per token",
+                m.num_experts.max(1), m.num_experts, m.hidden, m.top_k
+            ));
+        }
+        if m.layers.len() != self.layers.len() {
+            return Err("the mixture of experts must say which of the layers have experts".into());
+        }
+        if !(m.aux_loss_coef.is_finite() && m.aux_loss_coef >= 0.0) {
+            return Err(format!(
+                "router_aux_loss_coef must be a finite number >= 0, got {}",
+                m.aux_loss_coef
+            ));
         }
         Ok(())
     }

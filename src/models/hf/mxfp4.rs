@@ -75,8 +75,8 @@ mod tests {
         let scales = Tensor::from_slice(&[128u8]).reshape([1, 1, 1]);
         let v = dequantize("w", &blocks, &scales)?;
         assert_eq!(v.size(), vec![1, 32, 1]);
-        let got: Vec<f32> =
-            Vec::try_from(v.reshape([-1])).map_err(|e: tch::TchError| Error::Config(e.to_string()))?;
+        let got: Vec<f32> = Vec::try_from(v.reshape([-1]))
+            .map_err(|e: tch::TchError| Error::Config(e.to_string()))?;
         let want: Vec<f32> = codes.iter().map(|&c| FP4[c as usize] * 2.0).collect();
         assert_eq!(got, want);
         // Wrong shapes are named.
