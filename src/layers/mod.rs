@@ -99,6 +99,7 @@ pub fn register_builtins(reg: &mut Registry) {
         "KnockOutAttentionHeads" => toolshed::KnockOutAttentionHeads,
         "TopKRouting" => moe::TopKRouting,
         "Experts" => moe::Experts,
+        "Expert" => moe::Expert,
         "SparseMoE" => moe::SparseMoE,
         "SoftmaxWithSink" => misc::SoftmaxWithSink,
     }

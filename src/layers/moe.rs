@@ -319,8 +319,78 @@ impl Experts {
     }
 }
 
+impl Experts {
+    /// The node: its parameters under `scope`, and a child `Expert` per expert (`0`, `1`,
+    /// ...), through which each expert's output passes.
+    pub fn build(self, scope: &crate::tree::Scope<'_>) -> Result<Node> {
+        let n = self.num_experts;
+        let node = Node::build(self, scope)?;
+        Ok(node.with_children(
+            (0..n)
+                .map(|index| (index.to_string(), Node::new(Expert { index })))
+                .collect(),
+        ))
+    }
+
+    /// Expert `e`'s output on its tokens (`[n, d_model]`) through its child, when it has one
+    /// (an `Expert`, the identity, unless a patch put something else there).
+    fn through_hook(&self, node: &Node, e: usize, out: Tensor) -> Result<Tensor> {
+        let Ok(child) = node.child(&e.to_string()) else {
+            return Ok(out);
+        };
+        let size = out.size();
+        let names = [EXPERT_TOKENS, self.embedding_axis.as_str()];
+        let x = NamedTensor::wrap(out, &names)?;
+        let y = child
+            .forward(x, &SideInputs::new())
+            .and_then(|v| v.into_tensor())
+            .map_err(|err| err.in_child(&e.to_string()))?;
+        let order: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let y = y.with_name_order(&order).map_err(|_| {
+            Error::Axis(format!(
+                "Experts: what expert {e}'s child returned, {}, is not over {{{EXPERT_TOKENS}, {}}}",
+                y.describe(),
+                self.embedding_axis
+            ))
+        })?;
+        if y.tensor().size() != size {
+            return Err(Error::Axis(format!(
+                "Experts: expert {e}'s child changed its output's shape from {size:?} to {:?}",
+                y.tensor().size()
+            )));
+        }
+        Ok(y.tensor().shallow_clone())
+    }
+}
+
+/// The axis of the tokens one expert runs on, as its `Expert` child sees them.
+pub const EXPERT_TOKENS: &str = "expert_tokens";
+
+/// One expert of an `Experts` layer: the identity on that expert's output (`{expert_tokens,
+/// embedding}`: the tokens routed to it). It is where selectors reach one expert: `pzt
+/// capture` saves what the expert computed, and a patch may replace it (with `Rescale` by 0,
+/// knocking the expert out) or insert a layer after it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Expert {
+    pub index: i64,
+}
+
+impl Layer for Expert {
+    crate::layer_common!("Expert");
+    fn summary(&self) -> String {
+        format!("expert {}", self.index)
+    }
+    fn forward(&self, _n: &Node, x: Value, _s: &SideInputs) -> Result<Value> {
+        Ok(x)
+    }
+}
+
 impl Layer for Experts {
     crate::layer_common!("Experts");
+    fn child_layout(&self) -> ChildLayout {
+        ChildLayout::Named
+    }
     fn check(&self) -> Result<()> {
         for (k, v) in [
             ("num_experts", self.num_experts),
@@ -417,11 +487,17 @@ impl Layer for Experts {
         let mut outs = vec![];
         let mut start = 0;
         for (e, &n) in d.counts.iter().enumerate() {
-            if n > 0 {
+            // An expert no token chose computes nothing; its child still sees its (empty)
+            // output, so that a capture of it holds zero tokens.
+            let out = if n > 0 {
                 let xe = xs.f_narrow(0, start, n).ctx("experts")?;
-                outs.push(self.expert(node, e as i64, &xe)?);
-                start += n;
-            }
+                self.expert(node, e as i64, &xe)?
+            } else {
+                rows.f_new_zeros([0, self.d_model], (rows.kind(), rows.device()))
+                    .ctx("experts")?
+            };
+            outs.push(self.through_hook(node, e, out)?);
+            start += n;
         }
         let y = rows.f_zeros_like().ctx("experts")?;
         let y = if outs.is_empty() {
@@ -673,18 +749,16 @@ mod tests {
             ("linear".into(), linear),
             ("route".into(), route),
         ]);
-        let experts = Node::build(
-            Experts {
-                num_experts: 4,
-                embedding_axis: "embedding".into(),
-                d_model: 6,
-                neurons_axis: "neurons".into(),
-                hidden: 5,
-                activation,
-                bias: true,
-            },
-            &s.pp("experts"),
-        )?;
+        let experts = Experts {
+            num_experts: 4,
+            embedding_axis: "embedding".into(),
+            d_model: 6,
+            neurons_axis: "neurons".into(),
+            hidden: 5,
+            activation,
+            bias: true,
+        }
+        .build(&s.pp("experts"))?;
         Ok(SparseMoE::build(router, experts))
     }
 
@@ -747,6 +821,56 @@ mod tests {
                 .double_value(&[]);
             assert!(diff < 1e-6, "{order:?}: {diff}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn one_expert_is_reached_through_its_child() -> Result<()> {
+        let node = moe(
+            RouteOrder::SoftmaxThenTopK,
+            ExpertActivation::Gated(Activation::Silu),
+        )?;
+        let x = Tensor::randn([2, 5, 6], (Kind::Float, tch::Device::Cpu));
+        let xn = NamedTensor::wrap(x.shallow_clone(), &["batch", "seq", "embedding"])?;
+        let gates = node
+            .child("router")?
+            .forward(xn.clone(), &SideInputs::new())?
+            .into_tensor()?
+            .with_name_order(&["batch".into(), "seq".into(), EXPERTS.into()])?;
+        let g = gates.tensor().reshape([10, 4]);
+        // Expert 1 knocked out: its child scales its output by 0.
+        let experts = node
+            .child("experts")?
+            .clone()
+            .with_child("1", Node::new(crate::layers::misc::Rescale { by: 0.0 }));
+        let knocked = node.clone().with_child("experts", experts);
+        let y = knocked
+            .forward(xn, &SideInputs::new())?
+            .into_tensor()?
+            .with_name_order(&["batch".into(), "seq".into(), "embedding".into()])?;
+        let mask = Tensor::from_slice(&[1.0f32, 0.0, 1.0, 1.0]);
+        let want = dense(&node, &x.reshape([10, 6]), &(&g * mask))?;
+        let diff = (y.tensor().reshape([10, 6]) - want)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 1e-6, "{diff}");
+        // A child that changes the shape is refused, naming the expert.
+        let experts = node.child("experts")?.clone().with_child(
+            "2",
+            Node::new(crate::layers::misc::RenameAxes {
+                rename: [(EXPERT_TOKENS.to_string(), "t".to_string())]
+                    .into_iter()
+                    .collect(),
+            }),
+        );
+        let bad = node.clone().with_child("experts", experts);
+        let xn = NamedTensor::wrap(x, &["batch", "seq", "embedding"])?;
+        let e = bad
+            .forward(xn, &SideInputs::new())
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("expert 2's child returned")));
         Ok(())
     }
 

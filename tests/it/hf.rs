@@ -1026,3 +1026,52 @@ fn an_mxfp4_gpt_oss_is_dequantized_on_load_and_exported_in_bf16_layout() {
         .unwrap();
     assert!((y.tensor() - &want).abs().max().double_value(&[]) < 1e-5);
 }
+
+#[test]
+fn one_expert_is_reached_by_a_selector_captured_and_knocked_out() {
+    let dir = std::env::temp_dir().join(format!("pzt-hf-expert-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = fixture("mixtral");
+    let model = model.to_str().unwrap();
+    // `Experts > 2` reaches expert 2 of every layer.
+    let o = pzt(&["select", model, "Experts > 2"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("blocks.1.mlp.delta.mlp.experts.2  Expert"),
+        "{out}"
+    );
+    // Its capture holds what it computed for the tokens routed to it: one token here goes to
+    // two of the four experts, so two captures are empty.
+    let cap = dir.join("experts.safetensors");
+    let o = pzt(&[
+        "capture",
+        model,
+        "--select",
+        "blocks.0.**.experts.*",
+        "--tokens",
+        "1",
+        "--out",
+        cap.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (arrays, _) = pzt::run::checkpoint::arrays::read(&cap).unwrap();
+    assert_eq!(arrays.len(), 4);
+    let tokens: Vec<i64> = arrays
+        .iter()
+        .map(|(_, a)| a.size_of("expert_tokens").unwrap())
+        .collect();
+    assert_eq!(tokens.iter().sum::<i64>(), 2, "{tokens:?}");
+    // Knocked out by a patch (its output scaled by 0), it changes the logits.
+    let recipe = dir.join("ko.toml");
+    std::fs::write(&recipe, format!(
+        "[model]\nhf = \"{model}\"\n\n[[patch]]\nselect = \"blocks.0.mlp.delta.mlp.experts.{}\"\naction = \"replace\"\nwith = {{ type = \"Rescale\", by = 0.0 }}\n",
+        tokens.iter().position(|&n| n == 1).unwrap()
+    )).unwrap();
+    let logits = |m: &str| {
+        let o = pzt(&["logits", m, "--tokens", "1"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_ne!(logits(recipe.to_str().unwrap()), logits(model));
+}

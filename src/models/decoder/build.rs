@@ -161,7 +161,7 @@ impl DecoderConfig {
             activation: m.activation,
             bias: m.expert_bias,
         };
-        let experts = Node::build(layer_, &s.pp("experts"))?;
+        let experts = layer_.build(&s.pp("experts"))?;
         for (name, _) in experts.param_entries().to_vec() {
             let (base, bias) = match name.strip_suffix("_bias") {
                 Some(b) => (b.to_string(), true),
