@@ -4,10 +4,19 @@
 //! `add_generation_prompt` in the context), and turned into token examples whose loss covers
 //! the assistant turns.
 //!
-//! An assistant turn is found by rendering prefixes of the conversation: for the assistant
-//! message `k`, its content and the end-of-turn text the template writes after it are the
-//! characters between `render(messages[..k], add_generation_prompt = true)` and
-//! `render(messages[..=k])`. The role header (the generation prompt) is not part of it.
+//! Which tokens carry the loss (`train_on = "assistant"`):
+//!
+//! - A template with `{% generation %}` blocks (transformers' tag): the tokens of what the
+//!   blocks wrote, exactly as transformers' `return_assistant_tokens_mask` marks them.
+//! - Otherwise each assistant turn is found by rendering prefixes of the conversation: for the
+//!   assistant message `k`, its content and the end-of-turn text the template writes after it
+//!   are the characters between `render(messages[..k], add_generation_prompt = true)` and
+//!   `render(messages[..=k])`. The role header (the generation prompt) is not part of it.
+//! - A template that does not render a conversation as the concatenation of its turns (Qwen3
+//!   drops the reasoning of earlier turns, some inject a system prompt or merge turns): each
+//!   assistant turn's text as it stands in the rendering of the whole conversation, from the
+//!   end of its role header (or the start of its content) to the end of the end-of-turn text
+//!   after its content ([`turns_in_place`]).
 
 use super::tokenizer::{Tokenizer, TokenizerConfig};
 use crate::base::{Error, Result};
@@ -19,6 +28,82 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos: String,
     eos: String,
+    /// Whether the template has `{% generation %}` blocks.
+    generation: bool,
+}
+
+/// What a `{% generation %}` block's output is wrapped in while rendering (characters of the
+/// Unicode private use area), so that its place in the rendering can be found and the
+/// markers taken out again.
+const GEN_START: &str = "\u{F8F0}\u{F8F1}";
+const GEN_END: &str = "\u{F8F2}\u{F8F3}";
+
+/// transformers' `{% generation %}...{% endgeneration %}` as a block minijinja knows: a
+/// `{% filter %}` block (the same whitespace control, trimming and scoping) whose filter wraps
+/// the output in [`GEN_START`] and [`GEN_END`].
+fn generation_blocks(source: &str) -> (String, bool) {
+    let mut out = String::with_capacity(source.len());
+    let mut found = false;
+    let mut rest = source;
+    while let Some(i) = rest.find("{%") {
+        out.push_str(&rest[..i]);
+        let tag = &rest[i..];
+        let Some(end) = tag.find("%}") else {
+            out.push_str(tag);
+            return (out, found);
+        };
+        let inner = &tag[2..end];
+        let (lead, body) = match inner.strip_prefix(['-', '+']) {
+            Some(b) => (&inner[..1], b),
+            None => ("", inner),
+        };
+        let (body, trail) = match body.strip_suffix(['-', '+']) {
+            Some(b) => (b, &body[body.len() - 1..]),
+            None => (body, ""),
+        };
+        match body.trim() {
+            "generation" => {
+                found = true;
+                out.push_str(&format!("{{%{lead} filter pzt_generation {trail}%}}"));
+            }
+            "endgeneration" => out.push_str(&format!("{{%{lead} endfilter {trail}%}}")),
+            _ => out.push_str(&tag[..end + 2]),
+        }
+        rest = &tag[end + 2..];
+    }
+    out.push_str(rest);
+    (out, found)
+}
+
+/// `text` without the generation markers, and the byte spans the blocks wrote in it.
+fn take_generation_spans(text: &str) -> (String, Vec<(usize, usize)>) {
+    let mut out = String::with_capacity(text.len());
+    let mut spans = vec![];
+    let mut open: Vec<usize> = vec![];
+    let mut rest = text;
+    loop {
+        let s = rest.find(GEN_START);
+        let e = rest.find(GEN_END);
+        match (s, e) {
+            (Some(a), b) if b.is_none_or(|b| a < b) => {
+                out.push_str(&rest[..a]);
+                open.push(out.len());
+                rest = &rest[a + GEN_START.len()..];
+            }
+            (_, Some(b)) => {
+                out.push_str(&rest[..b]);
+                if let Some(a) = open.pop() {
+                    if open.is_empty() {
+                        spans.push((a, out.len()));
+                    }
+                }
+                rest = &rest[b + GEN_END.len()..];
+            }
+            _ => break,
+        }
+    }
+    out.push_str(rest);
+    (out, spans)
 }
 
 /// Python's `json.dumps(v, ensure_ascii=False)`: `, ` and `: ` separators, keys in order.
@@ -102,17 +187,41 @@ impl ChatTemplate {
                 Ok(Value::from_safe_string(s))
             },
         );
-        env.add_template_owned("chat", source.to_string())
+        env.add_filter("pzt_generation", |body: String| {
+            Value::from_safe_string(format!("{GEN_START}{body}{GEN_END}"))
+        });
+        let (source, generation) = generation_blocks(source);
+        env.add_template_owned("chat", source)
             .map_err(|e| Error::Config(format!("the chat template does not parse: {e}")))?;
         Ok(ChatTemplate {
             env,
             bos: cfg.bos_token.clone().unwrap_or_default(),
             eos: cfg.eos_token.clone().unwrap_or_default(),
+            generation,
         })
     }
 
     /// Renders `messages` (a JSON array of `{role, content}`).
     pub fn render(&self, messages: &[Json], add_generation_prompt: bool) -> Result<String> {
+        Ok(self.render_tracked(messages, add_generation_prompt)?.0)
+    }
+
+    /// Whether the template marks what the model generates with `{% generation %}` blocks.
+    pub fn has_generation_blocks(&self) -> bool {
+        self.generation
+    }
+
+    /// Renders `messages`, with the byte spans that `{% generation %}` blocks wrote.
+    pub fn render_tracked(
+        &self,
+        messages: &[Json],
+        add_generation_prompt: bool,
+    ) -> Result<(String, Vec<(usize, usize)>)> {
+        let text = self.render_raw(messages, add_generation_prompt)?;
+        Ok(take_generation_spans(&text))
+    }
+
+    fn render_raw(&self, messages: &[Json], add_generation_prompt: bool) -> Result<String> {
         let t = self
             .env
             .get_template("chat")
@@ -152,6 +261,19 @@ impl ChatTemplate {
 }
 
 impl ChatTemplate {
+    /// The text of the token the template ends an assistant turn with (`<|im_end|>`, ...).
+    pub fn end_of_turn_text(&self, tok: &Tokenizer) -> Option<String> {
+        let marker = "pzt-end-of-turn-probe";
+        let msgs: Vec<Json> = vec![
+            serde_json::json!({"role": "user", "content": "hi"}),
+            serde_json::json!({"role": "assistant", "content": marker}),
+        ];
+        let text = self.render(&msgs, false).ok()?;
+        let after = &text[text.find(marker)? + marker.len()..];
+        let (_, offsets) = tok.encode_with_offsets(after).ok()?;
+        offsets.first().map(|o| after[..o.1].to_string())
+    }
+
     /// The token the template ends an assistant turn with (`<|im_end|>`, `<|eot_id|>`, ...):
     /// the first token of what it writes after an assistant message's content.
     pub fn end_of_turn(&self, tok: &Tokenizer) -> Option<i64> {
@@ -183,26 +305,25 @@ pub fn conversation(
     messages: &[Json],
     all: bool,
 ) -> Result<Rendered> {
-    let full = t.render(messages, false)?;
-    let mut spans: Vec<(usize, usize)> = vec![];
-    for (k, m) in messages.iter().enumerate() {
-        if m.get("role").and_then(|r| r.as_str()) != Some("assistant") {
-            continue;
-        }
-        let head = t.render(&messages[..k], true)?;
-        let upto = t.render(&messages[..=k], false)?;
-        if !full.starts_with(&upto) || !upto.starts_with(&head) {
-            return Err(Error::Config(
-                "the chat template does not render a conversation as the concatenation of its turns, so the assistant turns cannot be found; use train_on = \"all\"".into(),
-            ));
-        }
-        spans.push((head.len(), upto.len()));
-    }
+    let (full, generated) = t.render_tracked(messages, false)?;
     let (ids, offsets) = tok.encode_with_offsets(&full)?;
-    let inside = |o: &(usize, usize)| spans.iter().any(|&(a, b)| o.0 >= a && o.0 < b);
-    let mask: Vec<u8> = offsets.iter().map(|o| u8::from(all || inside(o))).collect();
-    let prompt_len = match spans.last() {
-        Some(&(a, _)) => offsets.iter().take_while(|o| o.0 < a).count(),
+    let (mut mask, last) = if t.has_generation_blocks() {
+        let mask = generation_mask(&offsets, &generated);
+        (mask, generated.last().map(|s| s.0))
+    } else {
+        let spans = match turns_by_prefixes(t, messages, &full)? {
+            Some(s) => s,
+            None => turns_in_place(t, tok, messages, &full)?,
+        };
+        let inside = |o: &(usize, usize)| spans.iter().any(|&(a, b)| o.0 >= a && o.0 < b);
+        let mask: Vec<u8> = offsets.iter().map(|o| u8::from(inside(o))).collect();
+        (mask, spans.last().map(|s| s.0))
+    };
+    if all {
+        mask.iter_mut().for_each(|m| *m = 1);
+    }
+    let prompt_len = match last {
+        Some(a) => offsets.iter().take_while(|o| o.0 < a).count(),
         None => 0,
     };
     Ok(Rendered {
@@ -210,6 +331,107 @@ pub fn conversation(
         mask,
         prompt_len,
     })
+}
+
+/// transformers' `return_assistant_tokens_mask`: for each span a `{% generation %}` block
+/// wrote, the tokens from the one holding its first character to the one holding its last
+/// (to the end when that is the first token or none), stopping at a span that starts past the
+/// tokens.
+fn generation_mask(offsets: &[(usize, usize)], spans: &[(usize, usize)]) -> Vec<u8> {
+    let at = |pos: usize| offsets.iter().position(|o| o.0 <= pos && pos < o.1);
+    let mut mask = vec![0u8; offsets.len()];
+    for &(a, b) in spans {
+        let Some(first) = at(a) else {
+            break;
+        };
+        let end = match b.checked_sub(1).and_then(at) {
+            Some(e) if e > 0 => e + 1,
+            _ => offsets.len(),
+        };
+        for m in mask.iter_mut().take(end).skip(first) {
+            *m = 1;
+        }
+    }
+    mask
+}
+
+/// The assistant turns as the differences of renderings of prefixes (see the module docs), or
+/// None when the template does not render the conversation as the concatenation of its turns.
+fn turns_by_prefixes(
+    t: &ChatTemplate,
+    messages: &[Json],
+    full: &str,
+) -> Result<Option<Vec<(usize, usize)>>> {
+    let mut spans = vec![];
+    for (k, m) in messages.iter().enumerate() {
+        if m.get("role").and_then(|r| r.as_str()) != Some("assistant") {
+            continue;
+        }
+        let head = t.render(&messages[..k], true)?;
+        let upto = t.render(&messages[..=k], false)?;
+        if !full.starts_with(&upto) || !upto.starts_with(&head) {
+            return Ok(None);
+        }
+        spans.push((head.len(), upto.len()));
+    }
+    Ok(Some(spans))
+}
+
+/// The assistant turns where they stand in the rendering `full` of a conversation that is
+/// not the concatenation of its turns: each from the end of its role header (the generation
+/// prompt, as far as the rendering agrees with it, after the rendering of the messages before
+/// it; else the start of its content) to the end of the end-of-turn token after its content.
+fn turns_in_place(
+    t: &ChatTemplate,
+    tok: &Tokenizer,
+    messages: &[Json],
+    full: &str,
+) -> Result<Vec<(usize, usize)>> {
+    let eot = t.end_of_turn_text(tok).unwrap_or_default();
+    let mut spans = vec![];
+    let mut cursor = 0;
+    for (k, m) in messages.iter().enumerate() {
+        if m.get("role").and_then(|r| r.as_str()) != Some("assistant") {
+            continue;
+        }
+        let before = t.render(&messages[..k], false)?;
+        let header = match full.strip_prefix(before.as_str()) {
+            Some(rest) if before.len() >= cursor => {
+                let head = t.render(&messages[..k], true)?;
+                let prompt = head.strip_prefix(before.as_str()).unwrap_or("");
+                let same = prompt
+                    .char_indices()
+                    .zip(rest.chars())
+                    .take_while(|((_, a), b)| a == b)
+                    .last()
+                    .map_or(0, |((i, a), _)| i + a.len_utf8());
+                Some(before.len() + same)
+            }
+            _ => None,
+        };
+        let content = m
+            .get("content")
+            .and_then(|c| c.as_str())
+            .unwrap_or("")
+            .trim();
+        let from = header.unwrap_or(cursor);
+        let found = (!content.is_empty())
+            .then(|| full[from..].find(content).map(|i| from + i))
+            .flatten();
+        let Some(start) = header.or(found) else {
+            return Err(Error::Config(format!(
+                "message {k} (assistant): its content is not in the chat template's rendering of the conversation, so its tokens cannot be found; use train_on = \"all\""
+            )));
+        };
+        let after = found.map_or(start, |c| c + content.len()).max(start);
+        let end = match (eot.is_empty(), full[after..].find(eot.as_str())) {
+            (false, Some(i)) => after + i + eot.len(),
+            _ => after,
+        };
+        spans.push((start, end));
+        cursor = end;
+    }
+    Ok(spans)
 }
 
 /// Checks one line's messages: a non-empty array of objects with a string `role` and a

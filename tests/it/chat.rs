@@ -501,3 +501,81 @@ fn a_binary_parquet_column_is_refused_not_trained_as_base64() {
         }
     }
 }
+
+/// The templates published models ship (trl 1.16.0's copies), and trl's training variants with
+/// `{% generation %}` blocks: pzt renders and tokenizes each conversation as transformers does,
+/// and with generation blocks marks exactly transformers' `return_assistant_tokens_mask`.
+#[test]
+fn published_templates_render_and_mask_like_transformers() {
+    let tok = Tokenizer::load("hf/chat-tiny", &fixtures()).unwrap();
+    let cfg = tok.config();
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("template-reference.json")).unwrap(),
+    )
+    .unwrap();
+    let mut checked = (0, 0);
+    for c in r.as_array().unwrap() {
+        let name = c["template"].as_str().unwrap();
+        let source =
+            std::fs::read_to_string(fixtures().join(format!("templates/{name}.jinja"))).unwrap();
+        let t = ChatTemplate::new(&source, &cfg).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let msgs = c["messages"].as_array().unwrap();
+        let what = format!("{name}, conversation {}", c["conversation"]);
+        let text = t
+            .render(msgs, false)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(text, c["text"].as_str().unwrap(), "{what}");
+        let got = conversation(&t, &tok, msgs, false).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(got.ids, ids(&c["ids"]), "{what}");
+        checked.0 += 1;
+        if let Some(m) = c.get("assistant_mask") {
+            assert!(t.has_generation_blocks(), "{what}");
+            let want: Vec<u8> = ids(m).iter().map(|&x| x as u8).collect();
+            assert_eq!(got.mask, want, "{what}");
+            checked.1 += 1;
+        }
+    }
+    assert_eq!(checked, (32, 24));
+}
+
+/// Qwen3's own template drops the reasoning of earlier assistant turns, so a conversation is
+/// not the concatenation of its turns: the loss covers each assistant turn as it stands in the
+/// whole rendering (the last turn's reasoning included) and its end-of-turn, and no user text.
+#[test]
+fn a_template_that_rewrites_earlier_turns_trains_on_each_turn_where_it_stands() {
+    let tok = Tokenizer::load("hf/chat-tiny", &fixtures()).unwrap();
+    let cfg = tok.config();
+    let source = std::fs::read_to_string(fixtures().join("templates/qwen3.jinja")).unwrap();
+    let t = ChatTemplate::new(&source, &cfg).unwrap();
+    let msgs: Vec<serde_json::Value> = serde_json::from_str(
+        r#"[{"role": "user", "content": "Think: 4 times 5?"},
+            {"role": "assistant", "content": "20.", "reasoning_content": "4 fives make 20."},
+            {"role": "user", "content": "And 6 times 7?"},
+            {"role": "assistant", "content": "<think>\nsix sevens\n</think>\n\n42."}]"#,
+    )
+    .unwrap();
+    let full = t.render(&msgs, false).unwrap();
+    // The first turn's reasoning is gone from the rendering, the last one's is there.
+    assert!(
+        !full.contains("4 fives") && full.contains("six sevens"),
+        "{full}"
+    );
+    let r = conversation(&t, &tok, &msgs, false).unwrap();
+    let (_, offsets) = tok.encode_with_offsets(&full).unwrap();
+    let trained: String = offsets
+        .iter()
+        .zip(&r.mask)
+        .filter(|(_, m)| **m == 1)
+        .map(|(o, _)| &full[o.0..o.1])
+        .collect();
+    assert_eq!(
+        trained, "20.<|im_end|><think>\nsix sevens\n</think>\n\n42.<|im_end|>",
+        "{full}"
+    );
+    // Evaluation's prompt ends where the last turn begins.
+    let prompt: String = offsets[..r.prompt_len]
+        .iter()
+        .map(|o| &full[o.0..o.1])
+        .collect();
+    assert!(prompt.ends_with("<|im_start|>assistant\n"), "{prompt}");
+}
