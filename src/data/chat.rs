@@ -18,6 +18,7 @@
 //!   end of its role header (or the start of its content) to the end of the end-of-turn text
 //!   after its content ([`turns_in_place`]).
 
+use super::spec::TrainOn;
 use super::tokenizer::{Tokenizer, TokenizerConfig};
 use crate::base::{Error, Result};
 use minijinja::{Environment, ErrorKind, Value};
@@ -106,33 +107,129 @@ fn take_generation_spans(text: &str) -> (String, Vec<(usize, usize)>) {
     (out, spans)
 }
 
-/// Python's `json.dumps(v, ensure_ascii=False)`: `, ` and `: ` separators, keys in order.
-fn py_json(v: &Json, out: &mut String) {
-    match v {
-        Json::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                py_json(x, out);
-            }
-            out.push(']');
+/// How Python's `json.dumps` lays its output out (`tojson`'s `indent`, `separators` and
+/// `sort_keys`; `ensure_ascii` is false, as in transformers' `tojson`).
+#[derive(Clone)]
+struct PyJson {
+    indent: Option<String>,
+    item: String,
+    key: String,
+    sort_keys: bool,
+}
+
+impl Default for PyJson {
+    fn default() -> Self {
+        PyJson {
+            indent: None,
+            item: ", ".into(),
+            key: ": ".into(),
+            sort_keys: false,
         }
-        Json::Object(o) => {
-            out.push('{');
-            for (i, (k, x)) in o.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                out.push_str(&Json::String(k.clone()).to_string());
-                out.push_str(": ");
-                py_json(x, out);
-            }
-            out.push('}');
-        }
-        other => out.push_str(&other.to_string()),
     }
+}
+
+impl PyJson {
+    /// Python's `json.dumps(v, ensure_ascii=False, ...)`: keys in order (or sorted), and with
+    /// an indent, one item per line.
+    fn write(&self, v: &Json, depth: usize, out: &mut String) {
+        let newline = |out: &mut String, d: usize| {
+            if let Some(ind) = &self.indent {
+                out.push('\n');
+                out.push_str(&ind.repeat(d));
+            }
+        };
+        let items = |out: &mut String,
+                     n: usize,
+                     open: char,
+                     close: char,
+                     f: &mut dyn FnMut(usize, &mut String)| {
+            out.push(open);
+            if n == 0 {
+                out.push(close);
+                return;
+            }
+            for i in 0..n {
+                if i > 0 {
+                    out.push_str(&self.item);
+                }
+                newline(out, depth + 1);
+                f(i, out);
+            }
+            newline(out, depth);
+            out.push(close);
+        };
+        match v {
+            Json::Array(a) => items(out, a.len(), '[', ']', &mut |i, out| {
+                self.write(&a[i], depth + 1, out)
+            }),
+            Json::Object(o) => {
+                let mut keys: Vec<&String> = o.keys().collect();
+                if self.sort_keys {
+                    keys.sort();
+                }
+                items(out, keys.len(), '{', '}', &mut |i, out| {
+                    out.push_str(&Json::String(keys[i].clone()).to_string());
+                    out.push_str(&self.key);
+                    self.write(&o[keys[i]], depth + 1, out);
+                })
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+}
+
+/// transformers' `tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)`.
+fn tojson(
+    v: Value,
+    kwargs: minijinja::value::Kwargs,
+) -> std::result::Result<Value, minijinja::Error> {
+    let bad = |m: String| minijinja::Error::new(ErrorKind::InvalidOperation, m);
+    let j: Json = serde_json::to_value(&v).map_err(|e| bad(e.to_string()))?;
+    let mut o = PyJson::default();
+    if let Some(ind) = kwargs
+        .get::<Option<Value>>("indent")?
+        .filter(|i| !i.is_none())
+    {
+        o.indent = Some(match ind.as_i64() {
+            Some(n) => " ".repeat(n.clamp(0, 64) as usize),
+            None => ind.to_string(),
+        });
+        o.item = ",".into();
+    }
+    if let Some(sep) = kwargs.get::<Option<Vec<String>>>("separators")? {
+        if let [item, key] = sep.as_slice() {
+            (o.item, o.key) = (item.clone(), key.clone());
+        }
+    }
+    o.sort_keys = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
+    let _ = kwargs.get::<Option<bool>>("ensure_ascii")?;
+    kwargs.assert_all_used()?;
+    let mut s = String::new();
+    o.write(&j, 0, &mut s);
+    Ok(Value::from_safe_string(s))
+}
+
+/// transformers' `strftime_now(format)`: the local time now, formatted as C's `strftime`.
+fn strftime_now(format: String) -> std::result::Result<Value, minijinja::Error> {
+    let bad = || minijinja::Error::new(ErrorKind::InvalidOperation, "strftime_now: a bad format");
+    let fmt = std::ffi::CString::new(format).map_err(|_| bad())?;
+    let mut buf = vec![0u8; 512];
+    // SAFETY: `time`, `localtime_r` and `strftime` write only into the buffers given them.
+    let n = unsafe {
+        let t = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return Err(bad());
+        }
+        libc::strftime(
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+            fmt.as_ptr(),
+            &tm,
+        )
+    };
+    buf.truncate(n);
+    String::from_utf8(buf).map(Value::from).map_err(|_| bad())
 }
 
 /// The most work one rendering may do (minijinja's instructions): a template whose loops run
@@ -176,17 +273,8 @@ impl ChatTemplate {
                 Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
             },
         );
-        env.add_filter(
-            "tojson",
-            |v: Value| -> std::result::Result<Value, minijinja::Error> {
-                let j: Json = serde_json::to_value(&v).map_err(|e| {
-                    minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string())
-                })?;
-                let mut s = String::new();
-                py_json(&j, &mut s);
-                Ok(Value::from_safe_string(s))
-            },
-        );
+        env.add_filter("tojson", tojson);
+        env.add_function("strftime_now", strftime_now);
         env.add_filter("pzt_generation", |body: String| {
             Value::from_safe_string(format!("{GEN_START}{body}{GEN_END}"))
         });
@@ -203,7 +291,9 @@ impl ChatTemplate {
 
     /// Renders `messages` (a JSON array of `{role, content}`).
     pub fn render(&self, messages: &[Json], add_generation_prompt: bool) -> Result<String> {
-        Ok(self.render_tracked(messages, add_generation_prompt)?.0)
+        Ok(self
+            .render_tracked(messages, add_generation_prompt, &Extra::default())?
+            .0)
     }
 
     /// Whether the template marks what the model generates with `{% generation %}` blocks.
@@ -216,25 +306,51 @@ impl ChatTemplate {
         &self,
         messages: &[Json],
         add_generation_prompt: bool,
+        extra: &Extra,
     ) -> Result<(String, Vec<(usize, usize)>)> {
-        let text = self.render_raw(messages, add_generation_prompt)?;
+        let text = self.render_raw(messages, add_generation_prompt, extra)?;
         Ok(take_generation_spans(&text))
     }
 
-    fn render_raw(&self, messages: &[Json], add_generation_prompt: bool) -> Result<String> {
+    /// The template's context, as transformers' `apply_chat_template` makes it: the special
+    /// tokens, the template variables (which may override them), the messages, the tools and
+    /// `add_generation_prompt`.
+    fn context(&self, messages: &[Json], add_generation_prompt: bool, extra: &Extra) -> Value {
+        let mut ctx: std::collections::BTreeMap<String, Value> = [
+            ("bos_token".to_string(), Value::from(self.bos.clone())),
+            ("eos_token".to_string(), Value::from(self.eos.clone())),
+        ]
+        .into_iter()
+        .collect();
+        for (k, v) in &extra.kwargs {
+            ctx.insert(k.clone(), Value::from_serialize(v));
+        }
+        ctx.insert("messages".into(), Value::from_serialize(messages));
+        let tools = extra
+            .tools
+            .as_ref()
+            .map_or(Value::from(()), Value::from_serialize);
+        ctx.insert("tools".into(), tools);
+        ctx.insert(
+            "add_generation_prompt".into(),
+            Value::from(add_generation_prompt),
+        );
+        Value::from_serialize(&ctx)
+    }
+
+    fn render_raw(
+        &self,
+        messages: &[Json],
+        add_generation_prompt: bool,
+        extra: &Extra,
+    ) -> Result<String> {
         let t = self
             .env
             .get_template("chat")
             .map_err(|e| Error::Config(format!("chat template: {e}")))?;
         let mut out = Bounded(vec![]);
         t.render_captured_to(
-            minijinja::context! {
-                messages => Value::from_serialize(messages),
-                add_generation_prompt => add_generation_prompt,
-                bos_token => self.bos.clone(),
-                eos_token => self.eos.clone(),
-                tools => Value::from(()),
-            },
+            self.context(messages, add_generation_prompt, extra),
             &mut out,
         )
         .map_err(|e| {
@@ -297,29 +413,62 @@ pub struct Rendered {
     pub prompt_len: usize,
 }
 
+/// What a row gives the template besides its messages: `tools` (a list of JSON schemas) and
+/// template variables (`[data] template_kwargs`, over which a row's `chat_template_kwargs`
+/// go), as transformers' `apply_chat_template(messages, tools=..., **kwargs)` passes them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extra {
+    pub tools: Option<Json>,
+    pub kwargs: serde_json::Map<String, Json>,
+}
+
 /// Renders and tokenizes one conversation (as `apply_chat_template(messages, tokenize=True)`
-/// does: the template writes any BOS itself, so no special tokens are added).
+/// does: the template writes any BOS itself, so no special tokens are added), with the loss on
+/// the assistant turns (or on every token, with `all`).
 pub fn conversation(
     t: &ChatTemplate,
     tok: &Tokenizer,
     messages: &[Json],
     all: bool,
 ) -> Result<Rendered> {
-    let (full, generated) = t.render_tracked(messages, false)?;
+    let on = if all {
+        TrainOn::All
+    } else {
+        TrainOn::Assistant
+    };
+    conversation_with(t, tok, messages, on, &Extra::default())
+}
+
+/// A conversation rendered with `extra`, the loss on the tokens `train_on` says.
+pub fn conversation_with(
+    t: &ChatTemplate,
+    tok: &Tokenizer,
+    messages: &[Json],
+    train_on: TrainOn,
+    extra: &Extra,
+) -> Result<Rendered> {
+    let (full, generated) = t.render_tracked(messages, false, extra)?;
     let (ids, offsets) = tok.encode_with_offsets(&full)?;
+    let last_only = |s: Vec<(usize, usize)>| match train_on {
+        TrainOn::Last => s.last().map(|l| vec![*l]).unwrap_or_default(),
+        _ => s,
+    };
     let (mut mask, last) = if t.has_generation_blocks() {
-        let mask = generation_mask(&offsets, &generated);
+        let mask = generation_mask(&offsets, &last_only(generated.clone()));
         (mask, generated.last().map(|s| s.0))
     } else {
-        let spans = match turns_by_prefixes(t, messages, &full)? {
+        let r = Renderer { t, extra };
+        let spans = match turns_by_prefixes(&r, messages, &full)? {
             Some(s) => s,
-            None => turns_in_place(t, tok, messages, &full)?,
+            None => turns_in_place(&r, tok, messages, &full)?,
         };
+        let last = spans.last().map(|s| s.0);
+        let spans = last_only(spans);
         let inside = |o: &(usize, usize)| spans.iter().any(|&(a, b)| o.0 >= a && o.0 < b);
         let mask: Vec<u8> = offsets.iter().map(|o| u8::from(inside(o))).collect();
-        (mask, spans.last().map(|s| s.0))
+        (mask, last)
     };
-    if all {
+    if train_on == TrainOn::All {
         mask.iter_mut().for_each(|m| *m = 1);
     }
     let prompt_len = match last {
@@ -355,10 +504,25 @@ fn generation_mask(offsets: &[(usize, usize)], spans: &[(usize, usize)]) -> Vec<
     mask
 }
 
+/// A template with a row's extras: what renders the prefixes of its conversation.
+struct Renderer<'a> {
+    t: &'a ChatTemplate,
+    extra: &'a Extra,
+}
+
+impl Renderer<'_> {
+    fn render(&self, messages: &[Json], add_generation_prompt: bool) -> Result<String> {
+        Ok(self
+            .t
+            .render_tracked(messages, add_generation_prompt, self.extra)?
+            .0)
+    }
+}
+
 /// The assistant turns as the differences of renderings of prefixes (see the module docs), or
 /// None when the template does not render the conversation as the concatenation of its turns.
 fn turns_by_prefixes(
-    t: &ChatTemplate,
+    t: &Renderer<'_>,
     messages: &[Json],
     full: &str,
 ) -> Result<Option<Vec<(usize, usize)>>> {
@@ -382,12 +546,12 @@ fn turns_by_prefixes(
 /// prompt, as far as the rendering agrees with it, after the rendering of the messages before
 /// it; else the start of its content) to the end of the end-of-turn token after its content.
 fn turns_in_place(
-    t: &ChatTemplate,
+    t: &Renderer<'_>,
     tok: &Tokenizer,
     messages: &[Json],
     full: &str,
 ) -> Result<Vec<(usize, usize)>> {
-    let eot = t.end_of_turn_text(tok).unwrap_or_default();
+    let eot = t.t.end_of_turn_text(tok).unwrap_or_default();
     let mut spans = vec![];
     let mut cursor = 0;
     for (k, m) in messages.iter().enumerate() {

@@ -143,6 +143,11 @@ pub struct Chat {
     pub chat_template: Option<String>,
     pub train_on: TrainOn,
     pub overflow: Overflow,
+    /// The field holding a row's tools (a list of JSON schemas) for the template.
+    pub tools_field: String,
+    /// Variables every rendering gets (`{ enable_thinking = false }`); a row's
+    /// `chat_template_kwargs` object goes over them.
+    pub template_kwargs: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for Chat {
@@ -152,6 +157,8 @@ impl Default for Chat {
             chat_template: None,
             train_on: TrainOn::default(),
             overflow: Overflow::default(),
+            tools_field: "tools".into(),
+            template_kwargs: serde_json::Map::new(),
         }
     }
 }
@@ -165,6 +172,8 @@ pub enum TrainOn {
     Assistant,
     /// Every token.
     All,
+    /// The last assistant turn only (a common choice for reasoning data).
+    Last,
 }
 
 /// What to do with an example longer than `seq_len + 1` tokens.

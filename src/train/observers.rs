@@ -288,14 +288,14 @@ mod tests {
             keys,
             [
                 vec![
-                    "eval.loss",
-                    "grad_norm",
+                    "step",
                     "loss",
                     "lr",
-                    "step",
-                    "tokens_per_s"
+                    "grad_norm",
+                    "tokens_per_s",
+                    "eval.loss"
                 ],
-                vec!["eval.loss", "step"],
+                vec!["step", "eval.loss"],
             ]
         );
         assert_eq!(

@@ -3,7 +3,8 @@
 //! turns, and the `chat` source, `pzt generate --chat` and the model's own tokenizer work from
 //! the command line.
 use crate::common::*;
-use pzt::data::chat::{conversation, ChatTemplate};
+use pzt::data::chat::{conversation, conversation_with, ChatTemplate, Extra};
+use pzt::data::spec::TrainOn;
 use pzt::data::tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
 
@@ -513,7 +514,7 @@ fn published_templates_render_and_mask_like_transformers() {
         &std::fs::read_to_string(fixtures().join("template-reference.json")).unwrap(),
     )
     .unwrap();
-    let mut checked = (0, 0);
+    let mut checked = (0, 0, 0);
     for c in r.as_array().unwrap() {
         let name = c["template"].as_str().unwrap();
         let source =
@@ -521,11 +522,24 @@ fn published_templates_render_and_mask_like_transformers() {
         let t = ChatTemplate::new(&source, &cfg).unwrap_or_else(|e| panic!("{name}: {e}"));
         let msgs = c["messages"].as_array().unwrap();
         let what = format!("{name}, conversation {}", c["conversation"]);
-        let text = t
-            .render(msgs, false)
+        let extra = Extra {
+            tools: c.get("tools").cloned(),
+            kwargs: c
+                .get("kwargs")
+                .and_then(|k| k.as_object().cloned())
+                .unwrap_or_default(),
+        };
+        let gen_prompt = c["add_generation_prompt"].as_bool().unwrap_or(false);
+        let (text, _) = t
+            .render_tracked(msgs, gen_prompt, &extra)
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(text, c["text"].as_str().unwrap(), "{what}");
-        let got = conversation(&t, &tok, msgs, false).unwrap_or_else(|e| panic!("{what}: {e}"));
+        if gen_prompt {
+            checked.2 += 1;
+            continue;
+        }
+        let got = conversation_with(&t, &tok, msgs, TrainOn::Assistant, &extra)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(got.ids, ids(&c["ids"]), "{what}");
         checked.0 += 1;
         if let Some(m) = c.get("assistant_mask") {
@@ -535,7 +549,9 @@ fn published_templates_render_and_mask_like_transformers() {
             checked.1 += 1;
         }
     }
-    assert_eq!(checked, (32, 24));
+    // 8 templates x 4 conversations, and the tool conversation under 4; the generation prompt
+    // without thinking.
+    assert_eq!(checked, (36, 26, 1));
 }
 
 /// Qwen3's own template drops the reasoning of earlier assistant turns, so a conversation is
@@ -578,4 +594,60 @@ fn a_template_that_rewrites_earlier_turns_trains_on_each_turn_where_it_stands() 
         .map(|o| &full[o.0..o.1])
         .collect();
     assert!(prompt.ends_with("<|im_start|>assistant\n"), "{prompt}");
+}
+
+/// Rows with tools, tool calls and template variables, through `pzt data`: the export holds the
+/// tokens transformers gives for the same row (template-reference.json's tool conversation
+/// under Qwen 3's training template), and `train_on = "last"` keeps only the last turn's loss.
+#[test]
+fn rows_pass_tools_and_template_variables_and_train_on_last_keeps_the_last_turn() {
+    let d = tmpdir("chat", "tools");
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("template-reference.json")).unwrap(),
+    )
+    .unwrap();
+    let case = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["template"] == "qwen3_training" && c["conversation"] == "tools")
+        .unwrap();
+    // The row names its tools `functions`; a per-row variable the template ignores.
+    let row = serde_json::json!({"messages": case["messages"], "functions": case["tools"],
+        "chat_template_kwargs": {"enable_thinking": true}});
+    std::fs::write(d.join("rows.jsonl"), format!("{row}\n{row}\n")).unwrap();
+    std::fs::copy(
+        fixtures().join("templates/qwen3_training.jinja"),
+        d.join("t.jinja"),
+    )
+    .unwrap();
+    let recipe = |train_on: &str| {
+        let f = d.join(format!("{train_on}.toml"));
+        std::fs::write(&f, format!(
+            "[model]\nhf = \"{m}\"\n[data]\nsource = \"chat\"\nfiles = [\"rows.jsonl\"]\nseq_len = 1024\nchat_template = \"t.jinja\"\ntools_field = \"functions\"\ntemplate_kwargs = {{ enable_thinking = false }}\ntrain_on = \"{train_on}\"\neval_fraction = 0.0\n",
+            m = fixtures().join("hf/chat-tiny").display()
+        )).unwrap();
+        let out = d.join(format!("{train_on}.jsonl"));
+        let (code, o, e) = run_pzt(&[
+            "data",
+            f.to_str().unwrap(),
+            "--export",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{o}{e}");
+        let line = std::fs::read_to_string(&out).unwrap();
+        let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+        (ids(&v["tokens"]), ids(&v["loss_mask"]))
+    };
+    let (tokens, mask) = recipe("assistant");
+    assert_eq!(tokens, ids(&case["ids"]));
+    let want: Vec<i64> = ids(&case["assistant_mask"]);
+    assert_eq!(mask, want);
+    let (tokens, last) = recipe("last");
+    assert_eq!(tokens, ids(&case["ids"]));
+    // The last turn's tokens only: a suffix of the assistant mask's ones.
+    let first = last.iter().position(|&m| m == 1).unwrap();
+    assert!(first > want.iter().position(|&m| m == 1).unwrap());
+    assert_eq!(&last[first..], &want[first..]);
+    assert!(last[..first].iter().all(|&m| m == 0));
 }

@@ -3,8 +3,8 @@
 
 use crate::base::files::read_small_file;
 use crate::base::{Error, Result};
-use crate::data::chat::{check_messages, conversation, ChatTemplate};
-use crate::data::spec::{Chat, Overflow, TrainOn};
+use crate::data::chat::{check_messages, conversation_with, ChatTemplate, Extra};
+use crate::data::spec::{Chat, Overflow};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::Example;
 use std::path::Path;
@@ -26,6 +26,32 @@ pub fn template(cfg: &Chat, base: &Path, tok: &Tokenizer) -> Result<ChatTemplate
         field: "chat_template".into(),
         message: format!("[data]: {e}"),
     })
+}
+
+/// What a row gives its template besides the messages: its tools (`tools_field`, a list) and
+/// its `chat_template_kwargs` (an object) over the run's `template_kwargs`.
+fn row_extra(cfg: &Chat, v: &serde_json::Value) -> std::result::Result<Extra, String> {
+    let tools = match v.get(&cfg.tools_field) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(t) if t.is_array() => Some(t.clone()),
+        Some(t) => {
+            return Err(format!(
+                "`{}` should be a list of tools, got {t}",
+                cfg.tools_field
+            ))
+        }
+    };
+    let mut kwargs = cfg.template_kwargs.clone();
+    match v.get("chat_template_kwargs") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(o)) => kwargs.extend(o.clone()),
+        Some(o) => {
+            return Err(format!(
+                "`chat_template_kwargs` should be an object, got {o}"
+            ))
+        }
+    }
+    Ok(Extra { tools, kwargs })
 }
 
 /// What one row gives.
@@ -53,8 +79,9 @@ pub(super) fn chat_value(
         .get(&cfg.messages_field)
         .ok_or_else(|| bad(format!("no `{}` field", cfg.messages_field)))?;
     let msgs = check_messages(msgs).map_err(bad)?;
+    let extra = row_extra(cfg, v).map_err(bad)?;
     let r =
-        conversation(t, tok, msgs, cfg.train_on == TrainOn::All).map_err(|e| bad(e.to_string()))?;
+        conversation_with(t, tok, msgs, cfg.train_on, &extra).map_err(|e| bad(e.to_string()))?;
     let (mut ids, mut mask) = (r.ids, r.mask);
     let mut cut = false;
     if ids.len() > limit {
