@@ -147,7 +147,7 @@ pub struct Chat {
     pub tools_field: String,
     /// Variables every rendering gets (`{ enable_thinking = false }`); a row's
     /// `chat_template_kwargs` object goes over them.
-    pub template_kwargs: serde_json::Map<String, serde_json::Value>,
+    pub template_kwargs: Box<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Default for Chat {
@@ -158,7 +158,7 @@ impl Default for Chat {
             train_on: TrainOn::default(),
             overflow: Overflow::default(),
             tools_field: "tools".into(),
-            template_kwargs: serde_json::Map::new(),
+            template_kwargs: Box::default(),
         }
     }
 }

@@ -41,7 +41,7 @@ fn row_extra(cfg: &Chat, v: &serde_json::Value) -> std::result::Result<Extra, St
             ))
         }
     };
-    let mut kwargs = cfg.template_kwargs.clone();
+    let mut kwargs = (*cfg.template_kwargs).clone();
     match v.get("chat_template_kwargs") {
         None | Some(serde_json::Value::Null) => {}
         Some(serde_json::Value::Object(o)) => kwargs.extend(o.clone()),
