@@ -179,14 +179,24 @@ fn stream_of(name: &str, own: &toml::Table, window: bool) -> Result<Stream> {
         FormatKind::Documents => Format::Documents,
         FormatKind::Records if r == ReaderKind::Synthetic => Format::Records(Records::default()),
         FormatKind::Records => Format::Records(part(&what, own)?),
-        FormatKind::Chat => Format::Chat(part(&what, own)?),
+        FormatKind::Chat => Format::Chat(chat_part(&what, own)?),
         FormatKind::ByColumns => Format::ByColumns {
             records: part(&what, own)?,
-            chat: part(&what, own)?,
+            chat: chat_part(&what, own)?,
         },
         FormatKind::Features => Format::Features(part(&what, own)?),
     };
     Ok(Stream { reader, format })
+}
+
+/// The chat part of a source: ShareGPT rows hold their turns under `conversations` unless
+/// `messages_field` says otherwise.
+fn chat_part(what: &str, own: &toml::Table) -> Result<Chat> {
+    let mut c: Chat = part(what, own)?;
+    if c.format == super::spec::RowShape::Sharegpt && !own.contains_key("messages_field") {
+        c.messages_field = "conversations".into();
+    }
+    Ok(c)
 }
 
 /// A number (integer or float) at `key` of `t`, or `default`.

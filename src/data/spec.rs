@@ -148,6 +148,20 @@ pub struct Chat {
     /// Variables every rendering gets (`{ enable_thinking = false }`); a row's
     /// `chat_template_kwargs` object goes over them.
     pub template_kwargs: Box<serde_json::Map<String, serde_json::Value>>,
+    /// How a row holds its conversation.
+    pub format: RowShape,
+}
+
+/// How a row holds its conversation.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RowShape {
+    /// `[{"role": ..., "content": ...}, ...]`.
+    #[default]
+    Messages,
+    /// ShareGPT's `[{"from": "human" | "gpt" | ..., "value": ...}, ...]` (axolotl's and
+    /// LLaMA-Factory's `sharegpt`), under `conversations` by default.
+    Sharegpt,
 }
 
 impl Default for Chat {
@@ -159,6 +173,7 @@ impl Default for Chat {
             overflow: Overflow::default(),
             tools_field: "tools".into(),
             template_kwargs: Box::default(),
+            format: RowShape::default(),
         }
     }
 }

@@ -651,3 +651,77 @@ fn rows_pass_tools_and_template_variables_and_train_on_last_keeps_the_last_turn(
     assert_eq!(&last[first..], &want[first..]);
     assert!(last[..first].iter().all(|&m| m == 0));
 }
+
+/// ShareGPT rows (`{"conversations": [{"from", "value"}]}`) prepare exactly as the same
+/// conversations written as messages; an unknown `from` is an error naming the file and line.
+#[test]
+fn sharegpt_rows_prepare_as_their_messages() {
+    let d = tmpdir("chat", "sharegpt");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(fixtures().join("chat.jsonl"))
+        .unwrap()
+        .lines()
+        .take(12)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let from = |role: &str| {
+        match role {
+            "user" => "human",
+            "assistant" => "gpt",
+            other => other,
+        }
+        .to_string()
+    };
+    let mut share = String::new();
+    let mut plain = String::new();
+    for l in &lines {
+        let turns: Vec<serde_json::Value> = l["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| serde_json::json!({"from": from(m["role"].as_str().unwrap()), "value": m["content"]}))
+            .collect();
+        share.push_str(&format!(
+            "{}\n",
+            serde_json::json!({ "conversations": turns })
+        ));
+        plain.push_str(&format!("{l}\n"));
+    }
+    std::fs::write(d.join("share.jsonl"), share).unwrap();
+    std::fs::write(d.join("plain.jsonl"), plain).unwrap();
+    let export = |file: &str, extra: &str| {
+        let f = d.join(format!("{file}.toml"));
+        std::fs::write(&f, format!(
+            "[model]\nhf = \"{m}\"\n[data]\nsource = \"chat\"\nfiles = [\"{file}.jsonl\"]\nseq_len = 96\neval_fraction = 0.0\n{extra}",
+            m = fixtures().join("hf/chat-tiny").display()
+        )).unwrap();
+        let out = d.join(format!("{file}-out.jsonl"));
+        let (code, o, e) = run_pzt(&[
+            "data",
+            f.to_str().unwrap(),
+            "--export",
+            out.to_str().unwrap(),
+        ]);
+        (
+            code,
+            format!("{o}{e}"),
+            std::fs::read_to_string(&out).unwrap_or_default(),
+        )
+    };
+    let (code, msg, share_out) = export("share", "format = \"sharegpt\"\n");
+    assert_eq!(code, 0, "{msg}");
+    let (code, msg, plain_out) = export("plain", "");
+    assert_eq!(code, 0, "{msg}");
+    assert_eq!(share_out.lines().count(), 12);
+    assert_eq!(share_out, plain_out);
+    // An unknown speaker is named with its line.
+    let bad = r#"{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}
+{"conversations": [{"from": "narrator", "value": "hi"}]}
+"#;
+    std::fs::write(d.join("bad.jsonl"), bad).unwrap();
+    let (code, msg, _) = export("bad", "format = \"sharegpt\"\n");
+    assert_eq!(code, 2, "{msg}");
+    assert!(
+        msg.contains("bad.jsonl:2") && msg.contains("`from` = \"narrator\""),
+        "{msg}"
+    );
+}

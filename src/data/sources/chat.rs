@@ -4,7 +4,7 @@
 use crate::base::files::read_small_file;
 use crate::base::{Error, Result};
 use crate::data::chat::{check_messages, conversation_with, ChatTemplate, Extra};
-use crate::data::spec::{Chat, Overflow};
+use crate::data::spec::{Chat, Overflow, RowShape};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::Example;
 use std::path::Path;
@@ -54,6 +54,55 @@ fn row_extra(cfg: &Chat, v: &serde_json::Value) -> std::result::Result<Extra, St
     Ok(Extra { tools, kwargs })
 }
 
+/// ShareGPT turns (`{"from", "value"}`) as messages, the roles mapped as axolotl and
+/// LLaMA-Factory map them: `system`; `human` (or `user`) to `user`; `gpt` (or `assistant`) to
+/// `assistant`; `tool` and `observation` to `tool`; `function_call` to an assistant message
+/// whose `tool_calls` hold the call (a JSON object `{"name", "arguments"}`, or a list of them).
+fn sharegpt_messages(v: &serde_json::Value) -> std::result::Result<serde_json::Value, String> {
+    use serde_json::{json, Value};
+    let turns = v
+        .as_array()
+        .ok_or_else(|| "the ShareGPT conversation is not a list of turns".to_string())?;
+    let mut out = vec![];
+    for (i, t) in turns.iter().enumerate() {
+        let from = t.get("from").and_then(|f| f.as_str());
+        let value = t.get("value").and_then(|f| f.as_str());
+        let (Some(from), Some(value)) = (from, value) else {
+            return Err(format!(
+                "turn {i} needs a string `from` and a string `value`"
+            ));
+        };
+        let role = match from {
+            "system" => "system",
+            "human" | "user" => "user",
+            "gpt" | "assistant" => "assistant",
+            "tool" | "observation" => "tool",
+            "function_call" => {
+                let call: Value = serde_json::from_str(value).map_err(|e| {
+                    format!("turn {i} (`function_call`): its value is not a JSON call: {e}")
+                })?;
+                let calls = match call {
+                    Value::Array(a) => a,
+                    one => vec![one],
+                };
+                let calls: Vec<Value> = calls
+                    .into_iter()
+                    .map(|c| json!({"type": "function", "function": c}))
+                    .collect();
+                out.push(json!({"role": "assistant", "content": "", "tool_calls": calls}));
+                continue;
+            }
+            other => {
+                return Err(format!(
+                    "turn {i}: `from` = {other:?} is not one of system, human, gpt, tool, function_call, observation"
+                ))
+            }
+        };
+        out.push(json!({"role": role, "content": value}));
+    }
+    Ok(Value::Array(out))
+}
+
 /// What one row gives.
 pub(super) enum Line {
     Blank,
@@ -78,6 +127,14 @@ pub(super) fn chat_value(
     let msgs = v
         .get(&cfg.messages_field)
         .ok_or_else(|| bad(format!("no `{}` field", cfg.messages_field)))?;
+    let converted;
+    let msgs = match cfg.format {
+        RowShape::Messages => msgs,
+        RowShape::Sharegpt => {
+            converted = sharegpt_messages(msgs).map_err(bad)?;
+            &converted
+        }
+    };
     let msgs = check_messages(msgs).map_err(bad)?;
     let extra = row_extra(cfg, v).map_err(bad)?;
     let r =
@@ -109,4 +166,35 @@ pub(super) fn chat_value(
     } else {
         Line::Example(e)
     })
+}
+
+#[cfg(test)]
+mod sharegpt_tests {
+    use super::sharegpt_messages;
+    use serde_json::json;
+
+    #[test]
+    fn function_calls_and_observations_become_tool_calls_and_tool_messages() {
+        let turns = json!([
+            {"from": "human", "value": "Add 2 and 3."},
+            {"from": "function_call", "value": "{\"name\": \"add\", \"arguments\": {\"a\": 2, \"b\": 3}}"},
+            {"from": "observation", "value": "5"},
+            {"from": "gpt", "value": "5."}
+        ]);
+        let m = sharegpt_messages(&turns).unwrap_or_default();
+        assert_eq!(
+            m,
+            json!([
+                {"role": "user", "content": "Add 2 and 3."},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 3}}}]},
+                {"role": "tool", "content": "5"},
+                {"role": "assistant", "content": "5."}
+            ])
+        );
+        let bad = sharegpt_messages(&json!([{"from": "function_call", "value": "add(2, 3)"}]));
+        assert!(bad.is_err_and(|e| e.contains("not a JSON call")));
+        let bad = sharegpt_messages(&json!([{"from": "gpt"}]));
+        assert!(bad.is_err_and(|e| e.contains("turn 0 needs a string `from` and a string `value`")));
+    }
 }
