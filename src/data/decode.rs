@@ -12,7 +12,7 @@ use crate::tree::registry::decode_config;
 use serde::Deserialize;
 
 /// The keys every source has.
-const SHARED: [&str; 3] = ["eval_fraction", "cache_dir", "pack"];
+const SHARED: [&str; 4] = ["eval_fraction", "cache_dir", "pack", "eval_files"];
 const SOURCES: [&str; 6] = ["text", "jsonl", "csv", "synthetic", "chat", "parquet"];
 
 fn bad<T>(field: &str, message: String) -> Result<T> {
@@ -199,6 +199,36 @@ fn chat_part(what: &str, own: &toml::Table) -> Result<Chat> {
     Ok(c)
 }
 
+/// `eval_files`: the eval split's own files, read as the training files are (one source of
+/// files, not a mixture or generator; not with `eval_fraction`).
+fn eval_files(shared: &toml::Table, streams: &Streams) -> Result<Vec<String>> {
+    let Some(v) = shared.get("eval_files") else {
+        return Ok(vec![]);
+    };
+    let list: Option<Vec<String>> = v
+        .as_array()
+        .and_then(|a| a.iter().map(|x| x.as_str().map(String::from)).collect());
+    let Some(list) = list.filter(|l| !l.is_empty()) else {
+        return bad(
+            "eval_files",
+            "[data]: `eval_files` must be a non-empty list of file names".into(),
+        );
+    };
+    if shared.contains_key("eval_fraction") {
+        return bad(
+            "eval_files",
+            "[data]: give either `eval_files` (the eval split's own files) or `eval_fraction` (a share of the files held out), not both".into(),
+        );
+    }
+    match streams {
+        Streams::One(s) if !s.reader.files().is_empty() && !matches!(s.format, Format::Features(_)) => Ok(list),
+        _ => bad(
+            "eval_files",
+            "[data]: `eval_files` needs one source of token files (text, jsonl, chat or parquet); a mixture, the synthetic generator and csv rows take `eval_fraction`".into(),
+        ),
+    }
+}
+
 /// A number (integer or float) at `key` of `t`, or `default`.
 fn number(t: &toml::Table, key: &str, default: f64) -> Result<f64> {
     match t.get(key) {
@@ -277,12 +307,17 @@ impl DataSpec {
                 )
             }
         };
+        let eval_files = eval_files(&shared, &streams)?;
         let spec = DataSpec {
             streams,
             tokens,
-            eval_fraction: number(&shared, "eval_fraction", 0.1)?,
+            eval_fraction: match eval_files.is_empty() {
+                true => number(&shared, "eval_fraction", 0.1)?,
+                false => 0.0,
+            },
             cache_dir,
             pack,
+            eval_files,
         };
         spec.validate()?;
         Ok(spec)

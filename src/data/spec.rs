@@ -45,6 +45,9 @@ pub struct DataSpec {
     pub cache_dir: Option<String>,
     /// Pack training examples into `seq_len + 1`-token windows (language models).
     pub pack: bool,
+    /// The eval split's own files, read as the training files (instead of `eval_fraction`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub eval_files: Vec<String>,
 }
 
 /// The tokenizer and window of token data, set once in `[data]`.
@@ -323,6 +326,21 @@ impl Reader {
 }
 
 impl Stream {
+    /// The same reader and format over other files.
+    pub fn with_files(&self, files: Vec<String>) -> Stream {
+        let reader = match &self.reader {
+            Reader::Text { .. } => Reader::Text { files },
+            Reader::Jsonl { .. } => Reader::Jsonl { files },
+            Reader::Parquet { .. } => Reader::Parquet { files },
+            Reader::Csv { .. } => Reader::Csv { files },
+            Reader::Synthetic(s) => Reader::Synthetic(s.clone()),
+        };
+        Stream {
+            reader,
+            format: self.format.clone(),
+        }
+    }
+
     /// The `source` name the recipe gives this reader and format.
     pub fn name(&self) -> &'static str {
         match (&self.reader, &self.format) {
@@ -447,6 +465,7 @@ impl DataSpec {
         let all = self.streams.all();
         all.iter()
             .flat_map(|s| s.reader.files().iter().cloned())
+            .chain(self.eval_files.iter().cloned())
             .collect()
     }
 

@@ -79,6 +79,11 @@ impl SplitWriter {
         Ok(w)
     }
 
+    /// How many examples it holds.
+    pub fn count(&self) -> usize {
+        self.examples
+    }
+
     /// Appends one token example.
     pub fn push(&mut self, e: &Example) -> Result<()> {
         if self.examples.is_multiple_of(1024) {
@@ -159,6 +164,15 @@ fn write_small(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// A store being written into a temporary directory next to its final place.
+/// Which examples are held out for evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Holdout {
+    /// A fraction of them, chosen from the seed (`eval_fraction`).
+    Fraction(f64),
+    /// Those from this one on: the examples of `eval_files`, written after the training ones.
+    From(usize),
+}
+
 pub struct StoreBuilder {
     out: AtomicDir,
     id_bytes: usize,
@@ -199,13 +213,13 @@ impl StoreBuilder {
         }
     }
 
-    /// Splits the written examples, packs the training ones into `window`-token windows if
+    /// Splits the written examples (as `holdout` says), packs the training ones into `window`-token windows if
     /// asked, writes the manifest and moves the store into place.
     #[allow(clippy::too_many_arguments)]
     pub fn finish(
         self,
         all: SplitInfo,
-        eval_fraction: f64,
+        holdout: Holdout,
         seed: u64,
         pack: Option<usize>,
         num_classes: i64,
@@ -214,7 +228,10 @@ impl StoreBuilder {
         if all.examples == 0 {
             return Err(Error::Config("[data]: the dataset is empty".into()));
         }
-        let (train, eval) = split_indices(all.examples, eval_fraction, seed);
+        let (train, eval) = match holdout {
+            Holdout::Fraction(f) => split_indices(all.examples, f, seed),
+            Holdout::From(n) => ((0..n).collect(), (n..all.examples).collect()),
+        };
         if train.is_empty() {
             return Err(Error::Config(
                 "the training split is empty (too few examples)".into(),
@@ -357,7 +374,14 @@ mod tests {
             all.push(e)?;
         }
         let info = all.finish()?;
-        b.finish(info, 0.34, 5, pack, 0, &PrepStats::default())
+        b.finish(
+            info,
+            Holdout::Fraction(0.34),
+            5,
+            pack,
+            0,
+            &PrepStats::default(),
+        )
     }
 
     #[test]

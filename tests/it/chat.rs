@@ -725,3 +725,67 @@ fn sharegpt_rows_prepare_as_their_messages() {
         "{msg}"
     );
 }
+
+/// `eval_files`: the eval split is read from its own files, as the training files are read;
+/// `pzt data` reports both splits; giving `eval_fraction` too is an error.
+#[test]
+fn eval_files_make_the_eval_split() {
+    let d = tmpdir("chat", "eval-files");
+    let all = std::fs::read_to_string(fixtures().join("chat.jsonl")).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    std::fs::write(d.join("train.jsonl"), lines[..40].join("\n") + "\n").unwrap();
+    std::fs::write(d.join("eval.jsonl"), lines[40..50].join("\n") + "\n").unwrap();
+    let recipe = |extra: &str| {
+        let f = d.join("r.toml");
+        std::fs::write(&f, format!(
+            "[model]\nhf = \"{m}\"\n[data]\nsource = \"chat\"\nfiles = [\"train.jsonl\"]\neval_files = [\"eval.jsonl\"]\nseq_len = 96\n{extra}",
+            m = fixtures().join("hf/chat-tiny").display()
+        )).unwrap();
+        f
+    };
+    let f = recipe("");
+    let (code, o, e) = run_pzt(&["data", f.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{o}{e}");
+    let st: serde_json::Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(
+        (st["train_examples"].as_u64(), st["eval_examples"].as_u64()),
+        (Some(40), Some(10)),
+        "{o}"
+    );
+    // The train split is train.jsonl's conversations, all of them: none went to eval.
+    let out = d.join("train-out.jsonl");
+    let (code, o, e) = run_pzt(&[
+        "data",
+        f.to_str().unwrap(),
+        "--export",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{o}{e}");
+    let tok = Tokenizer::load("hf/chat-tiny", &fixtures()).unwrap();
+    let t = ChatTemplate::new(
+        tok.config().chat_template.as_deref().unwrap(),
+        &tok.config(),
+    )
+    .unwrap();
+    let mut got: Vec<Vec<i64>> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| ids(&serde_json::from_str::<serde_json::Value>(l).unwrap()["tokens"]))
+        .collect();
+    let mut want: Vec<Vec<i64>> = lines[..40]
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            conversation(&t, &tok, v["messages"].as_array().unwrap(), false)
+                .unwrap()
+                .ids
+        })
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    let f = recipe("eval_fraction = 0.1\n");
+    let (code, o, e) = run_pzt(&["data", f.to_str().unwrap()]);
+    assert_eq!(code, 2, "{o}");
+    assert!(e.contains("give either `eval_files`"), "{e}");
+}

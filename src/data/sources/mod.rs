@@ -12,7 +12,7 @@ mod stream;
 pub use files::expand_files;
 
 use super::spec::{DataSpec, Features, Streams, Weighted};
-use super::store_write::StoreBuilder;
+use super::store_write::{Holdout, StoreBuilder};
 use super::tokenizer::Tokenizer;
 use super::{split, Dataset, PrepStats, Split};
 use crate::base::seed::{fnv1a as fnv64, mix};
@@ -115,9 +115,21 @@ pub fn load(
     };
     // On any failure `b` is dropped, and its temporary directory with it.
     streamed?;
+    let holdout = match (&cfg.streams, cfg.eval_files.is_empty()) {
+        (Streams::One(s), false) => {
+            // The eval split's own files, read as the training ones, after them.
+            let train = all.count();
+            let eval = s.with_files(cfg.eval_files.clone());
+            stream::stream(&eval, seq_len, base, seed, tok, &mut stats, &mut |e| {
+                all.push(&e)
+            })?;
+            Holdout::From(train)
+        }
+        _ => Holdout::Fraction(cfg.eval_fraction),
+    };
     let info = all.finish()?;
     let pack = cfg.pack.then_some(seq_len + 1);
-    b.finish(info, cfg.eval_fraction, seed, pack, 0, &stats)?;
+    b.finish(info, holdout, seed, pack, 0, &stats)?;
     let s = super::store::open(&store_dir).ok_or_else(|| {
         Error::Config(format!(
             "the prepared data in {} cannot be read back",
