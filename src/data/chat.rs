@@ -377,6 +377,16 @@ impl ChatTemplate {
 }
 
 impl ChatTemplate {
+    /// Renders the template over a row's fields (`prompt_template`, `completion_template`):
+    /// each field of the JSON object `row` is a variable, beside `bos_token` and `eos_token`.
+    pub fn render_row(&self, row: &Json) -> Result<String> {
+        let extra = Extra {
+            tools: None,
+            kwargs: row.as_object().cloned().unwrap_or_default(),
+        };
+        Ok(self.render_tracked(&[], false, &extra)?.0)
+    }
+
     /// The text of the token the template ends an assistant turn with (`<|im_end|>`, ...).
     pub fn end_of_turn_text(&self, tok: &Tokenizer) -> Option<String> {
         let marker = "pzt-end-of-turn-probe";

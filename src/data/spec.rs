@@ -123,6 +123,14 @@ pub struct Records {
     pub completion_field: String,
     /// How the prompt is written before tokenizing; `{prompt}` is replaced.
     pub template: String,
+    /// A Jinja template over the row's fields that writes the prompt (alpaca's
+    /// `{{ instruction }}`, ...), instead of `prompt_field` and `template`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_template: Option<String>,
+    /// A Jinja template over the row's fields that writes the completion (default: the
+    /// `completion_field`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_template: Option<String>,
 }
 
 impl Default for Records {
@@ -132,6 +140,8 @@ impl Default for Records {
             prompt_field: "prompt".into(),
             completion_field: "completion".into(),
             template: "{prompt}".into(),
+            prompt_template: None,
+            completion_template: None,
         }
     }
 }

@@ -789,3 +789,60 @@ fn eval_files_make_the_eval_split() {
     assert_eq!(code, 2, "{o}");
     assert!(e.contains("give either `eval_files`"), "{e}");
 }
+
+/// `prompt_template` and `completion_template`: Jinja over a row's fields (alpaca's
+/// `instruction`, `input`, `output`), the loss on the completion and the end token.
+#[test]
+fn templated_rows_write_prompt_and_completion_from_the_fields() {
+    let d = tmpdir("chat", "alpaca");
+    let rows = [
+        serde_json::json!({"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"}),
+        serde_json::json!({"instruction": "Say red twice.", "input": "", "output": "red red"}),
+    ];
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(d.join("alpaca.jsonl"), text).unwrap();
+    let prompt = "### Instruction:\n{{ instruction }}\n{% if input %}### Input:\n{{ input }}\n{% endif %}### Response:\n";
+    let f = d.join("r.toml");
+    std::fs::write(&f, format!(
+        "[model]\nhf = \"{m}\"\n[data]\nsource = \"jsonl\"\nfiles = [\"alpaca.jsonl\"]\nseq_len = 96\neval_fraction = 0.0\nprompt_template = {p}\ncompletion_template = \"{{{{ output }}}}\"\n",
+        m = fixtures().join("hf/chat-tiny").display(),
+        p = toml::Value::String(prompt.into())
+    )).unwrap();
+    let out = d.join("out.jsonl");
+    let (code, o, e) = run_pzt(&[
+        "data",
+        f.to_str().unwrap(),
+        "--export",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{o}{e}");
+    let tok = Tokenizer::load("hf/chat-tiny", &fixtures()).unwrap();
+    let mut got: Vec<(Vec<i64>, Vec<i64>)> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (ids(&v["tokens"]), ids(&v["loss_mask"]))
+        })
+        .collect();
+    let mut want: Vec<(Vec<i64>, Vec<i64>)> = [
+        // As in Jinja, the newline that ends the template is dropped.
+        (
+            "### Instruction:\nAdd the numbers.\n### Input:\n2 and 3\n### Response:",
+            "5",
+        ),
+        ("### Instruction:\nSay red twice.\n### Response:", "red red"),
+    ]
+    .iter()
+    .map(|(p, c)| {
+        let p = tok.encode(p).unwrap();
+        let mut c = tok.encode(c).unwrap();
+        c.push(tok.eos_id());
+        let mask: Vec<i64> = p.iter().map(|_| 0).chain(c.iter().map(|_| 1)).collect();
+        ([p, c].concat(), mask)
+    })
+    .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}

@@ -4,6 +4,7 @@
 
 use crate::base::seed::mix;
 use crate::base::{Error, Result};
+use crate::data::chat::ChatTemplate;
 use crate::data::spec::{Generator, Records, Synthetic};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::Example;
@@ -92,8 +93,31 @@ impl Windows {
     }
 }
 
+/// A record template (`prompt_template`, `completion_template`), compiled once per run and
+/// kept by its text.
+fn row_template(source: &str, tok: &Tokenizer) -> Result<std::sync::Arc<ChatTemplate>> {
+    type Cache = std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<ChatTemplate>>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut c = match cache.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let cfg = tok.config();
+    let key = format!("{:?}\0{:?}\0{source}", cfg.bos_token, cfg.eos_token);
+    if let Some(t) = c.get(&key) {
+        return Ok(t.clone());
+    }
+    let t = std::sync::Arc::new(ChatTemplate::new(source, &cfg)?);
+    if c.len() > 64 {
+        c.clear();
+    }
+    c.insert(key, t.clone());
+    Ok(t)
+}
+
 /// One record (a jsonl line's object, a parquet row, a generated record): `prompt` +
-/// `completion`, or `text`.
+/// `completion` (or their templates over the row), or `text`.
 pub(super) fn record_example(
     cfg: &Records,
     tok: &Tokenizer,
@@ -103,6 +127,24 @@ pub(super) fn record_example(
 ) -> Result<Example> {
     let bad = |m: String| Error::bad_line(file.display(), line_no, m);
     let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
+    if let Some(pt) = &cfg.prompt_template {
+        let render = |source: &str, what: &str| {
+            row_template(source, tok)
+                .and_then(|t| t.render_row(v))
+                .map_err(|e| bad(format!("{what}: {e}")))
+        };
+        let prompt = render(pt, "prompt_template")?;
+        let completion = match &cfg.completion_template {
+            Some(ct) => render(ct, "completion_template")?,
+            None => field(&cfg.completion_field).ok_or_else(|| {
+                bad(format!(
+                    "expected a string field `{}`",
+                    cfg.completion_field
+                ))
+            })?,
+        };
+        return prompt_completion(tok, &prompt, &completion);
+    }
     if let (Some(p), Some(c)) = (field(&cfg.prompt_field), field(&cfg.completion_field)) {
         return prompt_completion(tok, &cfg.template.replace("{prompt}", &p), &c);
     }
