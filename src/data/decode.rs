@@ -284,7 +284,7 @@ impl DataSpec {
                         &own,
                     )?),
                 };
-                (Streams::One(s), tokens)
+                (Streams::One(Box::new(s)), tokens)
             }
         };
         let cache_dir = match shared.get("cache_dir") {
@@ -409,8 +409,8 @@ mod tests {
             "source = \"synthetic\"\ngenerator = \"copy\"\nseq_len = 8\neval_fraction = 0.2",
         )?)?;
         assert!(matches!(
-            d.streams,
-            Streams::One(Stream { reader: Reader::Synthetic(ref s), .. }) if s.length == 8
+            &d.streams,
+            Streams::One(st) if matches!(&st.reader, Reader::Synthetic(s) if s.length == 8)
         ));
         assert_eq!(d.seq_len(), Some(8));
         assert_eq!(d.eval_fraction, 0.2);

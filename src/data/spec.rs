@@ -62,7 +62,7 @@ pub struct TokenWindow {
 /// One stream of examples, or several mixed by weight (`[[data.sources]]`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Streams {
-    One(Stream),
+    One(Box<Stream>),
     Mixture(Vec<Weighted>),
 }
 
@@ -445,10 +445,10 @@ impl DataSpec {
     /// The feature columns and target of feature rows.
     pub fn features(&self) -> Option<&Features> {
         match &self.streams {
-            Streams::One(Stream {
-                format: Format::Features(f),
-                ..
-            }) => Some(f),
+            Streams::One(s) => match &s.format {
+                Format::Features(f) => Some(f),
+                _ => None,
+            },
             _ => None,
         }
     }
