@@ -846,3 +846,31 @@ fn templated_rows_write_prompt_and_completion_from_the_fields() {
     want.sort();
     assert_eq!(got, want);
 }
+
+/// A template's `raise_exception` (Gemma 3's, on roles that do not alternate) stops the data
+/// preparation with exit 2, quoting the template's message and naming the row's file and line.
+#[test]
+fn a_templates_raise_exception_names_the_row() {
+    let d = tmpdir("chat", "raise");
+    std::fs::copy(
+        fixtures().join("templates/gemma3_training.jinja"),
+        d.join("t.jinja"),
+    )
+    .unwrap();
+    let good = r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}"#;
+    let bad = r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "again"}]}"#;
+    std::fs::write(d.join("rows.jsonl"), format!("{good}\n{bad}\n")).unwrap();
+    let f = d.join("r.toml");
+    std::fs::write(&f, format!(
+        "[model]\nhf = \"{m}\"\n[data]\nsource = \"chat\"\nfiles = [\"rows.jsonl\"]\nseq_len = 96\nchat_template = \"t.jinja\"\n",
+        m = fixtures().join("hf/chat-tiny").display()
+    )).unwrap();
+    let (code, o, e) = run_pzt(&["data", f.to_str().unwrap()]);
+    assert_eq!(code, 2, "{o}{e}");
+    assert!(e.contains("rows.jsonl:2"), "{e}");
+    assert!(
+        e.contains("Conversation roles must alternate user/assistant/user/assistant/..."),
+        "{e}"
+    );
+    assert!(!e.contains("panicked") && !e.contains("backtrace"), "{e}");
+}
