@@ -273,6 +273,20 @@ impl ChatTemplate {
                 Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
             },
         );
+        // Python's `iterable` test: `None` and numbers are not iterable (minijinja's own test
+        // says `none` is), strings, lists, dicts and undefined values are.
+        env.add_test("iterable", |v: Value| -> bool {
+            use minijinja::value::ValueKind;
+            match v.kind() {
+                ValueKind::None | ValueKind::Bool | ValueKind::Number => false,
+                ValueKind::Undefined
+                | ValueKind::String
+                | ValueKind::Seq
+                | ValueKind::Map
+                | ValueKind::Iterable => true,
+                _ => v.try_iter().is_ok(),
+            }
+        });
         env.add_filter("tojson", tojson);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("pzt_generation", |body: String| {
@@ -593,6 +607,10 @@ fn turns_in_place(
             .then(|| full[from..].find(content).map(|i| from + i))
             .flatten();
         let Some(start) = header.or(found) else {
+            if content.is_empty() {
+                // An empty answer where no header marks its place: nothing of it to find.
+                continue;
+            }
             return Err(Error::Config(format!(
                 "message {k} (assistant): its content is not in the chat template's rendering of the conversation, so its tokens cannot be found; use train_on = \"all\""
             )));

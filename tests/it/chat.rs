@@ -514,7 +514,7 @@ fn published_templates_render_and_mask_like_transformers() {
         &std::fs::read_to_string(fixtures().join("template-reference.json")).unwrap(),
     )
     .unwrap();
-    let mut checked = (0, 0, 0);
+    let mut checked = (0, 0, 0, 0);
     for c in r.as_array().unwrap() {
         let name = c["template"].as_str().unwrap();
         let source =
@@ -530,6 +530,14 @@ fn published_templates_render_and_mask_like_transformers() {
                 .unwrap_or_default(),
         };
         let gen_prompt = c["add_generation_prompt"].as_bool().unwrap_or(false);
+        if let Some(want) = c["error"].as_str() {
+            // The template refuses the conversation with `raise_exception`, as in transformers.
+            let e = t.render_tracked(msgs, gen_prompt, &extra).err();
+            let e = e.map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains(want), "{what}: {e}");
+            checked.3 += 1;
+            continue;
+        }
         let (text, _) = t
             .render_tracked(msgs, gen_prompt, &extra)
             .unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -549,9 +557,15 @@ fn published_templates_render_and_mask_like_transformers() {
             checked.1 += 1;
         }
     }
-    // 8 templates x 4 conversations, and the tool conversation under 4; the generation prompt
-    // without thinking.
-    assert_eq!(checked, (36, 26, 1));
+    // 23 templates x 4 conversations (those a template refuses checked as refused), the tool
+    // conversation under 4, the generation prompt without thinking.
+    let cases = r.as_array().unwrap().len();
+    assert_eq!(checked.0 + checked.2 + checked.3, cases);
+    assert_eq!((checked.1, checked.2), (26, 1));
+    assert!(
+        checked.3 > 0 && cases == 23 * 4 + 4 + 1,
+        "{checked:?} of {cases}"
+    );
 }
 
 /// Qwen3's own template drops the reasoning of earlier assistant turns, so a conversation is
