@@ -401,30 +401,29 @@ impl ChatTemplate {
         Ok(self.render_tracked(&[], false, &extra)?.0)
     }
 
-    /// The text of the token the template ends an assistant turn with (`<|im_end|>`, ...).
-    pub fn end_of_turn_text(&self, tok: &Tokenizer) -> Option<String> {
+    /// What the template writes after an assistant message's content (end-of-turn text and
+    /// what follows it), found by rendering a probe conversation.
+    fn after_assistant(&self) -> Option<String> {
         let marker = "pzt-end-of-turn-probe";
         let msgs: Vec<Json> = vec![
             serde_json::json!({"role": "user", "content": "hi"}),
             serde_json::json!({"role": "assistant", "content": marker}),
         ];
         let text = self.render(&msgs, false).ok()?;
-        let after = &text[text.find(marker)? + marker.len()..];
-        let (_, offsets) = tok.encode_with_offsets(after).ok()?;
+        Some(text[text.find(marker)? + marker.len()..].to_string())
+    }
+
+    /// The text of the token the template ends an assistant turn with (`<|im_end|>`, ...).
+    pub fn end_of_turn_text(&self, tok: &Tokenizer) -> Option<String> {
+        let after = self.after_assistant()?;
+        let (_, offsets) = tok.encode_with_offsets(&after).ok()?;
         offsets.first().map(|o| after[..o.1].to_string())
     }
 
     /// The token the template ends an assistant turn with (`<|im_end|>`, `<|eot_id|>`, ...):
     /// the first token of what it writes after an assistant message's content.
     pub fn end_of_turn(&self, tok: &Tokenizer) -> Option<i64> {
-        let marker = "pzt-end-of-turn-probe";
-        let msgs: Vec<Json> = vec![
-            serde_json::json!({"role": "user", "content": "hi"}),
-            serde_json::json!({"role": "assistant", "content": marker}),
-        ];
-        let text = self.render(&msgs, false).ok()?;
-        let after = &text[text.find(marker)? + marker.len()..];
-        tok.encode(after).ok()?.first().copied()
+        tok.encode(&self.after_assistant()?).ok()?.first().copied()
     }
 }
 
