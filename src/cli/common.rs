@@ -110,7 +110,8 @@ pub fn model_tokens(
     let ids = match (tokens, text) {
         (Some(t), _) => pzt::loader::parse_tokens(t).map_err(lib_err)?,
         (None, Some(t)) => match &m.tokenizer {
-            Some(tok) => tok.encode(t).map_err(lib_err)?,
+            // As transformers' `tokenizer(text)`: with the special tokens it adds (BOS).
+            Some(tok) => tok.encode_special(t).map_err(lib_err)?,
             None => {
                 return Err(Failure::BadInput(
                     "this model has no tokenizer (tokenizer.json); pass --tokens".into(),

@@ -17,7 +17,9 @@ pub struct Args {
     /// between [[ and ]].
     #[arg(long, value_name = "N")]
     show: Option<usize>,
-    /// Write the train split in source order as JSON lines {"tokens": [...], "loss_mask": [...]}.
+    /// Write the train split in source order as JSON lines {"tokens": [...], "loss_mask": [...]}
+    /// (preference pairs: {"prompt_ids", "chosen_ids", "rejected_ids"}; unpaired rows:
+    /// {"prompt_ids", "completion_ids", "label"}).
     #[arg(long, value_name = "FILE")]
     export: Option<PathBuf>,
     /// Override a recipe key: KEY.PATH=VALUE.
@@ -58,9 +60,16 @@ pub fn run(a: Args) -> Result<(), Failure> {
         export(path, &ds_plain, &order)?;
     }
     if a.json {
-        // Through a JSON value, whose keys are sorted.
+        // The keys sorted.
         let v = serde_json::to_value(&st).unwrap_or_default();
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        let sorted: std::collections::BTreeMap<String, serde_json::Value> = v
+            .as_object()
+            .map(|o| o.clone().into_iter().collect())
+            .unwrap_or_default();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&sorted).unwrap_or_default()
+        );
         return Ok(());
     }
     let mut out = summary(&r, &data, &st, window, cached);
@@ -125,6 +134,17 @@ fn summary(
         g(st.tokens),
         g(st.loss_tokens)
     ));
+    match st.kind {
+        pzt::data::ExampleKind::Pairs => {
+            out.push_str("rows        preference pairs (prompt, chosen, rejected)\n")
+        }
+        pzt::data::ExampleKind::Unpaired => out.push_str(&format!(
+            "rows        unpaired: {} desirable, {} undesirable\n",
+            g(st.desirable.unwrap_or(0)),
+            g(st.undesirable.unwrap_or(0))
+        )),
+        _ => {}
+    }
     out.push_str(&format!(
         "overflow    {} skipped, {} truncated (longer than {} tokens)\n",
         g(st.skipped),
@@ -195,15 +215,41 @@ fn show_examples(
     n: usize,
 ) -> Result<(), Failure> {
     for (k, &j) in order.iter().take(n).enumerate() {
+        use pzt::data::Example;
         let e = &ds_plain.train.get(j).map_err(lib_err)?;
-        if let pzt::data::Example::Tokens { ids, mask, .. } = e {
-            out.push_str(&format!(
-                "--- example {k}: {} tokens, {} carry loss\n{}\n",
+        let head = match e {
+            Example::Tokens { ids, mask, .. } => format!(
+                "{} tokens, {} carry loss",
                 ids.len(),
-                mask.iter().filter(|&&m| m == 1).count(),
-                marked(t, e)
-            ));
-        }
+                mask.iter().filter(|&&m| m == 1).count()
+            ),
+            Example::Pair {
+                prompt,
+                chosen,
+                rejected,
+            } => format!(
+                "a pair: prompt {} tokens, chosen {}, rejected {}",
+                prompt.len(),
+                chosen.len(),
+                rejected.len()
+            ),
+            Example::Unpaired {
+                prompt,
+                completion,
+                label,
+            } => format!(
+                "{} row: prompt {} tokens, completion {}",
+                if *label {
+                    "a desirable"
+                } else {
+                    "an undesirable"
+                },
+                prompt.len(),
+                completion.len()
+            ),
+            Example::Row { .. } => continue,
+        };
+        out.push_str(&format!("--- example {k}: {head}\n{}\n", marked(t, e)));
     }
     Ok(())
 }

@@ -158,7 +158,12 @@ impl Generator<'_> {
     /// is printed and returned as text.
     fn answer(&self, t: &ChatTemplate, msgs: &[serde_json::Value]) -> Result<String, Failure> {
         let prompt = t.render(msgs, true).map_err(lib_err)?;
-        let ids = model_tokens(&self.m, &None, &Some(prompt))?;
+        // A rendered conversation is tokenized without added special tokens (the template
+        // writes them), as apply_chat_template does.
+        let ids = match &self.m.tokenizer {
+            Some(tok) => tok.encode(&prompt).map_err(lib_err)?,
+            None => model_tokens(&self.m, &None, &Some(prompt))?,
+        };
         let new = self.stream(&ids, true, true)?;
         let kept: Vec<i64> = new
             .into_iter()

@@ -4,8 +4,8 @@
 //! lists exactly the keys the source takes.
 
 use super::spec::{
-    in_stream, Chat, DataSpec, Features, Format, Reader, Records, Stream, Streams, Synthetic,
-    TokenWindow, Weighted,
+    in_stream, Chat, DataSpec, Features, Format, Preference, Reader, Records, Stream, Streams,
+    Synthetic, TokenWindow, Weighted,
 };
 use crate::base::{Error, Result};
 use crate::tree::registry::decode_config;
@@ -13,7 +13,15 @@ use serde::Deserialize;
 
 /// The keys every source has.
 const SHARED: [&str; 4] = ["eval_fraction", "cache_dir", "pack", "eval_files"];
-const SOURCES: [&str; 6] = ["text", "jsonl", "csv", "synthetic", "chat", "parquet"];
+const SOURCES: [&str; 7] = [
+    "text",
+    "jsonl",
+    "csv",
+    "synthetic",
+    "chat",
+    "parquet",
+    "preference",
+];
 
 fn bad<T>(field: &str, message: String) -> Result<T> {
     Err(Error::ConfigField {
@@ -91,6 +99,7 @@ enum FormatKind {
     Chat,
     ByColumns,
     Features,
+    Preference,
 }
 
 fn parts_of(name: &str) -> Option<(ReaderKind, FormatKind)> {
@@ -101,6 +110,7 @@ fn parts_of(name: &str) -> Option<(ReaderKind, FormatKind)> {
         "parquet" => (ReaderKind::Parquet, FormatKind::ByColumns),
         "synthetic" => (ReaderKind::Synthetic, FormatKind::Records),
         "csv" => (ReaderKind::Csv, FormatKind::Features),
+        "preference" => (ReaderKind::Jsonl, FormatKind::Preference),
         _ => return None,
     })
 }
@@ -124,6 +134,7 @@ fn keys(reader: ReaderKind, format: FormatKind, window: bool) -> Vec<String> {
             k.extend(keys_of::<Chat>());
         }
         (_, FormatKind::Features) => k.extend(keys_of::<Features>()),
+        (_, FormatKind::Preference) => k.extend(keys_of::<Preference>()),
     }
     k
 }
@@ -170,6 +181,14 @@ fn stream_of(name: &str, own: &toml::Table, window: bool) -> Result<Stream> {
     let files = || part::<FileList>(&what, own).map(|l| l.files);
     let reader = match r {
         ReaderKind::Text => Reader::Text { files: files()? },
+        // Preference rows: parquet files when every pattern names one, else jsonl lines.
+        ReaderKind::Jsonl if f == FormatKind::Preference => {
+            let files = files()?;
+            match files.iter().all(|p| p.ends_with(".parquet")) && !files.is_empty() {
+                true => Reader::Parquet { files },
+                false => Reader::Jsonl { files },
+            }
+        }
         ReaderKind::Jsonl => Reader::Jsonl { files: files()? },
         ReaderKind::Parquet => Reader::Parquet { files: files()? },
         ReaderKind::Csv => Reader::Csv { files: files()? },
@@ -185,6 +204,7 @@ fn stream_of(name: &str, own: &toml::Table, window: bool) -> Result<Stream> {
             chat: chat_part(&what, own)?,
         },
         FormatKind::Features => Format::Features(part(&what, own)?),
+        FormatKind::Preference => Format::Preference(part(&what, own)?),
     };
     Ok(Stream { reader, format })
 }
@@ -224,7 +244,7 @@ fn eval_files(shared: &toml::Table, streams: &Streams) -> Result<Vec<String>> {
         Streams::One(s) if !s.reader.files().is_empty() && !matches!(s.format, Format::Features(_)) => Ok(list),
         _ => bad(
             "eval_files",
-            "[data]: `eval_files` needs one source of token files (text, jsonl, chat or parquet); a mixture, the synthetic generator and csv rows take `eval_fraction`".into(),
+            "[data]: `eval_files` needs one source of token files (text, jsonl, chat, parquet or preference); a mixture, the synthetic generator and csv rows take `eval_fraction`".into(),
         ),
     }
 }

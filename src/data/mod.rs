@@ -45,6 +45,58 @@ pub enum Example {
     },
     /// A numeric row: features and a target (a value, or a class index).
     Row { x: Vec<f32>, y: f32 },
+    /// A preference pair: the prompt's tokens and those of the two completions that follow
+    /// it (TRL's `prompt_ids`, `chosen_ids`, `rejected_ids`).
+    Pair {
+        prompt: Vec<i64>,
+        chosen: Vec<i64>,
+        rejected: Vec<i64>,
+    },
+    /// A completion judged on its own (KTO's unpaired rows): desirable when `label` is true.
+    Unpaired {
+        prompt: Vec<i64>,
+        completion: Vec<i64>,
+        label: bool,
+    },
+}
+
+/// What the examples of a dataset are (one kind per dataset).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExampleKind {
+    /// Token sequences with a loss mask.
+    #[default]
+    Tokens,
+    /// Numeric rows.
+    Rows,
+    /// Preference pairs.
+    Pairs,
+    /// Unpaired completions with a label.
+    Unpaired,
+}
+
+impl ExampleKind {
+    /// The kind's name in messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ExampleKind::Tokens => "token sequences",
+            ExampleKind::Rows => "feature rows",
+            ExampleKind::Pairs => "preference pairs (chosen and rejected)",
+            ExampleKind::Unpaired => "unpaired rows (a completion and a label)",
+        }
+    }
+}
+
+impl Example {
+    /// What kind of example it is.
+    pub fn kind(&self) -> ExampleKind {
+        match self {
+            Example::Tokens { .. } => ExampleKind::Tokens,
+            Example::Row { .. } => ExampleKind::Rows,
+            Example::Pair { .. } => ExampleKind::Pairs,
+            Example::Unpaired { .. } => ExampleKind::Unpaired,
+        }
+    }
 }
 
 /// A split dataset (read from the memory-mapped store when it was prepared before).
@@ -59,6 +111,8 @@ pub struct Dataset {
     pub stats: PrepStats,
     /// The largest token id of the examples (None when they are not tokens).
     pub max_id: Option<i64>,
+    /// What the examples are.
+    pub kind: ExampleKind,
 }
 
 impl Dataset {

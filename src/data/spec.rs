@@ -14,6 +14,7 @@
 //! | `parquet`   | parquet rows| conversations where a file has the messages column, else records |
 //! | `synthetic` | a generator | records (`prompt` + `completion`)             |
 //! | `csv`       | csv rows    | features and a target                         |
+//! | `preference`| jsonl lines, or parquet rows (`.parquet` files) | preference pairs or unpaired rows, TRL's shapes |
 //!
 //! ```toml
 //! [data]
@@ -109,6 +110,52 @@ pub enum Format {
     ByColumns { records: Records, chat: Chat },
     /// Numeric feature columns and a target.
     Features(Features),
+    /// Preference rows in TRL's shapes: pairs (`prompt`, `chosen`, `rejected`) or unpaired
+    /// completions with a `label`.
+    Preference(Preference),
+}
+
+/// The fields of preference rows and how their conversations are rendered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Preference {
+    /// The prompt: a string, or a list of messages (absent: the beginning chosen and rejected
+    /// share).
+    pub prompt_field: String,
+    /// A pair's preferred completion: a string, or a list of (assistant) messages.
+    pub chosen_field: String,
+    /// A pair's other completion.
+    pub rejected_field: String,
+    /// An unpaired row's completion.
+    pub completion_field: String,
+    /// An unpaired row's label: true for a desirable completion, false for an undesirable one.
+    pub label_field: String,
+    /// A Jinja template file for conversational rows (relative to the recipe); default: the
+    /// tokenizer's.
+    pub chat_template: Option<String>,
+    /// The field holding a row's tools (a list of JSON schemas) for the template.
+    pub tools_field: String,
+    /// Variables every rendering gets; a row's `chat_template_kwargs` object goes over them.
+    pub template_kwargs: Box<serde_json::Map<String, serde_json::Value>>,
+    /// A pair or row longer than `seq_len + 1` tokens: skipped, or truncated (the prompt loses
+    /// its first tokens; a completion longer than the window keeps its end).
+    pub overflow: Overflow,
+}
+
+impl Default for Preference {
+    fn default() -> Self {
+        Preference {
+            prompt_field: "prompt".into(),
+            chosen_field: "chosen".into(),
+            rejected_field: "rejected".into(),
+            completion_field: "completion".into(),
+            label_field: "label".into(),
+            chat_template: None,
+            tools_field: "tools".into(),
+            template_kwargs: Box::default(),
+            overflow: Overflow::default(),
+        }
+    }
 }
 
 /// The fields of a record.
@@ -355,6 +402,7 @@ impl Stream {
     pub fn name(&self) -> &'static str {
         match (&self.reader, &self.format) {
             (Reader::Text { .. }, _) => "text",
+            (_, Format::Preference(_)) => "preference",
             (Reader::Jsonl { .. }, Format::Chat(_)) => "chat",
             (Reader::Jsonl { .. }, _) => "jsonl",
             (Reader::Parquet { .. }, _) => "parquet",
@@ -367,6 +415,7 @@ impl Stream {
     pub fn chat_template(&self) -> Option<&String> {
         match &self.format {
             Format::Chat(c) | Format::ByColumns { chat: c, .. } => c.chat_template.as_ref(),
+            Format::Preference(p) => p.chat_template.as_ref(),
             _ => None,
         }
     }
@@ -453,6 +502,14 @@ impl DataSpec {
         }
     }
 
+    /// Whether the rows are preference rows (pairs or unpaired completions).
+    pub fn is_preference(&self) -> bool {
+        self.streams
+            .all()
+            .iter()
+            .any(|s| matches!(s.format, Format::Preference(_)))
+    }
+
     /// Tokens per window (language models).
     pub fn seq_len(&self) -> Option<usize> {
         self.tokens.as_ref().and_then(|t| t.seq_len)
@@ -512,6 +569,9 @@ impl DataSpec {
                 "[data]: `pack` packs token examples; csv rows cannot be packed".into(),
             );
         }
+        if self.is_preference() {
+            self.validate_preference()?;
+        }
         match &self.streams {
             Streams::One(s) => s.validate()?,
             Streams::Mixture(m) => {
@@ -530,6 +590,28 @@ impl DataSpec {
             return bad(
                 "seq_len",
                 "[data]: language-model data needs `seq_len` of at least 2".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Preference rows are not packed, and a mixture holding them holds nothing else.
+    fn validate_preference(&self) -> Result<()> {
+        if self.pack {
+            return bad(
+                "pack",
+                "[data]: preference rows are not packed (each pair is its own sequences); remove `pack`".into(),
+            );
+        }
+        let all = self.streams.all();
+        if all
+            .iter()
+            .any(|s| !matches!(s.format, Format::Preference(_)))
+        {
+            return bad(
+                "sources",
+                "[data.sources]: a mixture of preference rows mixes only `preference` sources"
+                    .into(),
             );
         }
         Ok(())

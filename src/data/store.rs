@@ -8,6 +8,7 @@
 //! | `all.offsets` | u64 per example + 1: where each example's tokens start |
 //! | `all.mask` | one bit per token (LSB first): 1 = a loss target |
 //! | `all.prompt` | u32 per example: its prompt length |
+//! | `all.parts` | u32 per example: a preference pair's chosen length (the rejected completion follows it), an unpaired row's label (1 desirable, 0 not); 0 for token sequences |
 //! | `train.index`, `eval.index` | u64 per example of the split: its index in `all` |
 //! | `train.{ids,offsets,mask,prompt,docs}` | the packed training windows (only when packed); `docs`: u32 per token, its document |
 //!
@@ -15,7 +16,7 @@
 //! name, every file fsynced, and renamed into place, so a crash leaves no half store; a store
 //! whose files do not agree with its manifest is not used (the data is prepared again).
 
-use super::{Example, PrepStats};
+use super::{Example, ExampleKind, PrepStats};
 use crate::base::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -29,6 +30,9 @@ pub(super) struct SplitInfo {
     pub examples: usize,
     pub tokens: usize,
     pub packed: bool,
+    /// What the examples are (token sequences, preference pairs, unpaired rows).
+    #[serde(default)]
+    pub kind: ExampleKind,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +162,48 @@ impl Bytes {
     }
 }
 
+/// An example from its stored form (see [`super::store_write`]); None when its parts do not fit.
+fn unflatten(
+    kind: ExampleKind,
+    mut ids: Vec<i64>,
+    mask: Vec<u8>,
+    prompt_len: usize,
+    docs: Vec<u32>,
+    part: usize,
+) -> Option<Example> {
+    if kind != ExampleKind::Tokens && prompt_len > ids.len() {
+        return None;
+    }
+    Some(match kind {
+        ExampleKind::Tokens | ExampleKind::Rows => Example::Tokens {
+            ids,
+            mask,
+            prompt_len,
+            docs,
+        },
+        ExampleKind::Pairs => {
+            if prompt_len + part > ids.len() {
+                return None;
+            }
+            let rejected = ids.split_off(prompt_len + part);
+            let chosen = ids.split_off(prompt_len);
+            Example::Pair {
+                prompt: ids,
+                chosen,
+                rejected,
+            }
+        }
+        ExampleKind::Unpaired => {
+            let completion = ids.split_off(prompt_len);
+            Example::Unpaired {
+                prompt: ids,
+                completion,
+                label: part != 0,
+            }
+        }
+    })
+}
+
 /// One split of the store, memory-mapped.
 pub struct MappedSplit {
     ids: Bytes,
@@ -165,6 +211,8 @@ pub struct MappedSplit {
     mask: Bytes,
     prompt: Bytes,
     docs: Option<Bytes>,
+    parts: Option<Bytes>,
+    kind: ExampleKind,
     id_bytes: usize,
     examples: usize,
     /// The examples of this split as indices into the files (u64 each), when it lists them.
@@ -201,7 +249,7 @@ impl MappedSplit {
         for b in [&self.ids, &self.offsets, &self.mask, &self.prompt] {
             b.release();
         }
-        for b in [&self.docs, &self.index].into_iter().flatten() {
+        for b in [&self.docs, &self.parts, &self.index].into_iter().flatten() {
             b.release();
         }
     }
@@ -248,12 +296,11 @@ impl MappedSplit {
                 .collect::<Result<Vec<u32>>>()?,
             None => vec![],
         };
-        Ok(Example::Tokens {
-            ids,
-            mask,
-            prompt_len,
-            docs,
-        })
+        let part = match &self.parts {
+            Some(p) => u32_at(p.get(), i).ok_or_else(bad)? as usize,
+            None => 0,
+        };
+        unflatten(self.kind, ids, mask, prompt_len, docs, part).ok_or_else(bad)
     }
 
     /// Opens the files `<name>.*`; with `index` (a file and its length), the split is the
@@ -276,6 +323,12 @@ impl MappedSplit {
             } else {
                 None
             },
+            parts: if info.packed {
+                None
+            } else {
+                Some(Bytes::open(&f("parts"))?)
+            },
+            kind: info.kind,
             id_bytes,
             examples: info.examples,
             index: None,
@@ -286,6 +339,7 @@ impl MappedSplit {
             && s.mask.get().len() == info.tokens.div_ceil(8)
             && s.prompt.get().len() == info.examples * 4
             && s.docs.as_ref().is_none_or(|d| d.get().len() == info.tokens * 4)
+            && s.parts.as_ref().is_none_or(|p| p.get().len() == info.examples * 4)
             && (0..info.examples).all(|i| {
                 matches!((u64_at(s.offsets.get(), i), u64_at(s.offsets.get(), i + 1)), (Some(a), Some(b)) if a <= b)
             })
@@ -381,6 +435,8 @@ pub struct Stored {
     pub stats: PrepStats,
     /// The largest token id in the store (None for csv rows).
     pub max_id: Option<i64>,
+    /// What the examples are.
+    pub kind: ExampleKind,
 }
 
 /// Opens a store (None when there is none, or it does not agree with itself: a file changed,
@@ -393,6 +449,10 @@ pub fn open(dir: &Path) -> Option<Stored> {
     }
     // Read from the ids themselves (not trusted from the manifest): every id is checked
     // against the model's vocabulary before training.
+    let kind = match m.rows {
+        Some(_) => ExampleKind::Rows,
+        None => m.all.kind,
+    };
     let max = match m.rows {
         Some(_) => None,
         None => Some(max_id(&dir.join("all.ids"), m.id_bytes).ok()?),
@@ -432,5 +492,6 @@ pub fn open(dir: &Path) -> Option<Stored> {
         num_features: m.num_features,
         stats: m.stats,
         max_id: max,
+        kind,
     })
 }

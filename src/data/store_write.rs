@@ -6,7 +6,7 @@
 
 use super::pack::Packer;
 use super::store::{Manifest, MappedSplit, SplitInfo, FORMAT};
-use super::{split_indices, Example, PrepStats};
+use super::{split_indices, Example, ExampleKind, PrepStats};
 use crate::base::atomic_dir::AtomicDir;
 use crate::base::{Error, Result};
 use std::io::{BufWriter, Write};
@@ -52,11 +52,88 @@ pub struct SplitWriter {
     mask: File,
     prompt: File,
     docs: Option<File>,
+    /// Per example: a pair's chosen length, an unpaired row's label (not for packed windows).
+    parts: Option<File>,
+    /// The kind of the examples written (the first sets it).
+    kind: Option<ExampleKind>,
     id_bytes: usize,
     tokens: u64,
     examples: usize,
     bits: u8,
     nbits: u32,
+}
+
+/// An example as the store's files hold it: its tokens, their loss bits, the prompt length,
+/// the documents of a packed window, and its `parts` value.
+struct Flat<'a> {
+    ids: std::borrow::Cow<'a, [i64]>,
+    mask: std::borrow::Cow<'a, [u8]>,
+    prompt_len: usize,
+    docs: &'a [u32],
+    part: u32,
+}
+
+/// How `e` is stored: a pair as prompt, chosen and rejected one after another (the loss on
+/// both completions, the chosen length in `parts`); an unpaired row as prompt and completion
+/// (its label in `parts`).
+fn flatten(e: &Example) -> Result<Flat<'_>> {
+    use std::borrow::Cow;
+    let joined = |p: &[i64], rest: &[&[i64]]| {
+        let mut ids = p.to_vec();
+        let mut mask = vec![0u8; p.len()];
+        for r in rest {
+            ids.extend_from_slice(r);
+            mask.extend(std::iter::repeat_n(1u8, r.len()));
+        }
+        (Cow::Owned(ids), Cow::Owned(mask))
+    };
+    Ok(match e {
+        Example::Tokens {
+            ids,
+            mask,
+            prompt_len,
+            docs,
+        } => Flat {
+            ids: Cow::Borrowed(ids),
+            mask: Cow::Borrowed(mask),
+            prompt_len: *prompt_len,
+            docs,
+            part: 0,
+        },
+        Example::Pair {
+            prompt,
+            chosen,
+            rejected,
+        } => {
+            let (ids, mask) = joined(prompt, &[chosen, rejected]);
+            Flat {
+                ids,
+                mask,
+                prompt_len: prompt.len(),
+                docs: &[],
+                part: chosen.len() as u32,
+            }
+        }
+        Example::Unpaired {
+            prompt,
+            completion,
+            label,
+        } => {
+            let (ids, mask) = joined(prompt, &[completion]);
+            Flat {
+                ids,
+                mask,
+                prompt_len: prompt.len(),
+                docs: &[],
+                part: *label as u32,
+            }
+        }
+        Example::Row { .. } => {
+            return Err(Error::Config(
+                "the token store holds token examples only".into(),
+            ))
+        }
+    })
 }
 
 impl SplitWriter {
@@ -69,6 +146,8 @@ impl SplitWriter {
             mask: f("mask")?,
             prompt: f("prompt")?,
             docs: if docs { Some(f("docs")?) } else { None },
+            parts: if docs { None } else { Some(f("parts")?) },
+            kind: None,
             id_bytes,
             tokens: 0,
             examples: 0,
@@ -89,17 +168,27 @@ impl SplitWriter {
         if self.examples.is_multiple_of(1024) {
             crate::base::interrupt::check("preparing the data")?;
         }
-        let Example::Tokens {
+        match self.kind {
+            None => self.kind = Some(e.kind()),
+            Some(k) if k != e.kind() => {
+                return Err(Error::Config(format!(
+                    "[data]: the rows mix {} and {}; a dataset holds one kind",
+                    k.describe(),
+                    e.kind().describe()
+                )))
+            }
+            Some(_) => {}
+        }
+        let Flat {
             ids,
             mask,
             prompt_len,
             docs,
-        } = e
-        else {
-            return Err(Error::Config(
-                "the token store holds token examples only".into(),
-            ));
-        };
+            part,
+        } = flatten(e)?;
+        if let Some(p) = &mut self.parts {
+            p.put(&part.to_le_bytes())?;
+        }
         for (k, &id) in ids.iter().enumerate() {
             let max = if self.id_bytes == 2 {
                 u16::MAX as i64
@@ -132,7 +221,7 @@ impl SplitWriter {
         }
         self.tokens += ids.len() as u64;
         self.offsets.put(&self.tokens.to_le_bytes())?;
-        self.prompt.put(&(*prompt_len as u32).to_le_bytes())?;
+        self.prompt.put(&(prompt_len as u32).to_le_bytes())?;
         self.examples += 1;
         Ok(())
     }
@@ -146,13 +235,14 @@ impl SplitWriter {
         for f in [self.ids, self.offsets, self.mask, self.prompt] {
             f.close()?;
         }
-        if let Some(d) = self.docs {
-            d.close()?;
+        for f in [self.docs, self.parts].into_iter().flatten() {
+            f.close()?;
         }
         Ok(SplitInfo {
             examples: self.examples,
             tokens: self.tokens as usize,
             packed,
+            kind: self.kind.unwrap_or_default(),
         })
     }
 }
@@ -207,7 +297,7 @@ impl StoreBuilder {
     /// Deletes the intermediate sets `src-0 .. src-{n-1}`.
     pub fn remove_parts(&self, n: usize) {
         for k in 0..n {
-            for ext in ["ids", "offsets", "mask", "prompt"] {
+            for ext in ["ids", "offsets", "mask", "prompt", "parts"] {
                 let _ = std::fs::remove_file(self.out.path().join(format!("src-{k}.{ext}")));
             }
         }

@@ -28,6 +28,8 @@ pub enum Tokenizer {
         path: PathBuf,
         inner: Box<tokenizers::Tokenizer>,
         config: TokenizerConfig,
+        /// The special tokens its post-processor puts before and after a text.
+        ends: Box<(Vec<i64>, Vec<i64>)>,
     },
 }
 
@@ -114,6 +116,24 @@ pub fn long_pieces(text: &str) -> Vec<(usize, &str)> {
     out
 }
 
+/// The special tokens a tokenizer's post-processor adds before and after a text: those of a
+/// probe text, up to its first and after its last token of text (for a vocabulary that cannot
+/// encode the probe, those of the empty text, before it).
+fn special_ends(t: &tokenizers::Tokenizer) -> (Vec<i64>, Vec<i64>) {
+    let Some(e) = ["a", ""].iter().find_map(|p| t.encode(*p, true).ok()) else {
+        return (vec![], vec![]);
+    };
+    let ids = e.get_ids();
+    let special = e.get_special_tokens_mask();
+    let first = special.iter().position(|&m| m == 0).unwrap_or(ids.len());
+    let last = special
+        .iter()
+        .rposition(|&m| m == 0)
+        .map_or(first, |l| l + 1);
+    let take = |r: &[u32]| r.iter().map(|&i| i as i64).collect::<Vec<i64>>();
+    (take(&ids[..first]), take(&ids[last.max(first)..]))
+}
+
 impl Tokenizer {
     /// `bytes`, or a tokenizer.json (or a directory holding one), relative to `base_dir`.
     pub fn load(spec: &str, base_dir: &Path) -> Result<Tokenizer> {
@@ -146,10 +166,12 @@ impl Tokenizer {
             Error::Config(format!("cannot load tokenizer `{}`: {e}", path.display()))
         })?;
         let config = read_config(path.parent().unwrap_or(Path::new(".")))?;
+        let ends = Box::new(special_ends(&inner));
         Ok(Tokenizer::Hf {
             path,
             inner: Box::new(inner),
             config,
+            ends,
         })
     }
 
@@ -193,6 +215,26 @@ impl Tokenizer {
                 .encode_fast(text, false)
                 .map(|e| e.get_ids().iter().map(|&i| i as i64).collect())
                 .map_err(|e| Error::Config(format!("tokenizer `{}` failed: {e}", path.display()))),
+        }
+    }
+
+    /// Token ids of `text` as transformers' `tokenizer(text)` gives them: with the special
+    /// tokens the tokenizer.json's post-processor adds around a text (Llama's BOS, BERT's
+    /// `[CLS]` and `[SEP]`). As in transformers 5, a tokenizer_config.json's `add_bos_token`
+    /// and `add_eos_token` do not change a tokenizer.json's post-processor.
+    pub fn encode_special(&self, text: &str) -> Result<Vec<i64>> {
+        let (before, after) = self.special_ends();
+        let mut ids = before.to_vec();
+        ids.extend(self.encode(text)?);
+        ids.extend_from_slice(after);
+        Ok(ids)
+    }
+
+    /// The special tokens [`Self::encode_special`] puts before and after a text.
+    pub fn special_ends(&self) -> (&[i64], &[i64]) {
+        match self {
+            Tokenizer::Bytes => (&[], &[]),
+            Tokenizer::Hf { ends, .. } => (&ends.0, &ends.1),
         }
     }
 

@@ -102,6 +102,12 @@ impl Session {
             crate::backend::set_deterministic_warn_only(true)?;
             crate::backend::set_cudnn_deterministic(true)?;
         }
+        if spec.data.is_preference() {
+            return Err(crate::base::Error::ConfigField {
+                field: "data.source".into(),
+                message: "[data]: preference rows train with a preference objective (DPO, KTO and the like), which pzt does not have yet; `pzt data` prepares, shows and exports them".into(),
+            });
+        }
         let device = rank_device(&tc.device, local_rank)?;
         let opened = Dataset::open(&spec.data, &spec.base_dir, &spec.run.out_dir, spec.run.seed)?;
         let (tokenizer, data, data_cached) = (opened.tokenizer, opened.dataset, opened.cached);

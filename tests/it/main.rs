@@ -20,6 +20,7 @@ mod optim;
 mod outputs;
 mod pack;
 mod peft;
+mod preference;
 mod probe;
 mod recipes;
 mod rewiring;

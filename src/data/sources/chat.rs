@@ -11,8 +11,17 @@ use std::path::Path;
 
 /// The template of a chat source: `chat_template` (a file), else the tokenizer's.
 pub fn template(cfg: &Chat, base: &Path, tok: &Tokenizer) -> Result<ChatTemplate> {
+    template_file(cfg.chat_template.as_ref(), base, tok)
+}
+
+/// The template in `file` (relative to `base`), else the tokenizer's.
+pub(super) fn template_file(
+    file: Option<&String>,
+    base: &Path,
+    tok: &Tokenizer,
+) -> Result<ChatTemplate> {
     let tc = tok.config();
-    let source = match &cfg.chat_template {
+    let source = match file {
         Some(f) => read_small_file(&base.join(f)).map_err(|e| Error::ConfigField {
             field: "chat_template".into(),
             message: format!("[data]: {e}"),
@@ -28,20 +37,26 @@ pub fn template(cfg: &Chat, base: &Path, tok: &Tokenizer) -> Result<ChatTemplate
     })
 }
 
-/// What a row gives its template besides the messages: its tools (`tools_field`, a list) and
-/// its `chat_template_kwargs` (an object) over the run's `template_kwargs`.
-fn row_extra(cfg: &Chat, v: &serde_json::Value) -> std::result::Result<Extra, String> {
-    let tools = match v.get(&cfg.tools_field) {
+/// What a row gives its template besides the messages: its tools (`tools_field`: a list, or
+/// as TRL takes it, a string holding one in JSON) and its `chat_template_kwargs` (an object)
+/// over the run's `template_kwargs`.
+pub(super) fn row_extra(
+    tools_field: &str,
+    template_kwargs: &serde_json::Map<String, serde_json::Value>,
+    v: &serde_json::Value,
+) -> std::result::Result<Extra, String> {
+    let bad = |t: &serde_json::Value| format!("`{tools_field}` should be a list of tools, got {t}");
+    let tools = match v.get(tools_field) {
         None | Some(serde_json::Value::Null) => None,
         Some(t) if t.is_array() => Some(t.clone()),
-        Some(t) => {
-            return Err(format!(
-                "`{}` should be a list of tools, got {t}",
-                cfg.tools_field
-            ))
-        }
+        Some(serde_json::Value::String(s)) => match serde_json::from_str::<serde_json::Value>(s) {
+            Ok(t) if t.is_array() => Some(t),
+            Ok(serde_json::Value::Null) => None,
+            _ => return Err(bad(&serde_json::Value::String(s.clone()))),
+        },
+        Some(t) => return Err(bad(t)),
     };
-    let mut kwargs = (*cfg.template_kwargs).clone();
+    let mut kwargs = template_kwargs.clone();
     match v.get("chat_template_kwargs") {
         None | Some(serde_json::Value::Null) => {}
         Some(serde_json::Value::Object(o)) => kwargs.extend(o.clone()),
@@ -136,7 +151,7 @@ pub(super) fn chat_value(
         }
     };
     let msgs = check_messages(msgs).map_err(bad)?;
-    let extra = row_extra(cfg, v).map_err(bad)?;
+    let extra = row_extra(&cfg.tools_field, &cfg.template_kwargs, v).map_err(bad)?;
     let r =
         conversation_with(t, tok, msgs, cfg.train_on, &extra).map_err(|e| bad(e.to_string()))?;
     let (mut ids, mut mask) = (r.ids, r.mask);

@@ -39,8 +39,12 @@ pub(super) fn synthetic_record(cfg: &Synthetic, seed: u64, i: u64) -> Result<ser
     Ok(serde_json::json!({ "prompt": prompt, "completion": completion }))
 }
 
+/// A prompt and its completion: the prompt after the special tokens the tokenizer starts a
+/// text with (Llama's BOS, as `tokenizer(prompt)` in transformers), the completion tokenized on
+/// its own and followed by the end token.
 fn prompt_completion(tok: &Tokenizer, prompt: &str, completion: &str) -> Result<Example> {
-    let p = tok.encode(prompt)?;
+    let mut p = tok.special_ends().0.to_vec();
+    p.extend(tok.encode(prompt)?);
     let mut c = tok.encode(completion)?;
     c.push(tok.eos_id());
     let mut mask = vec![0u8; p.len()];
@@ -149,7 +153,8 @@ pub(super) fn record_example(
         return prompt_completion(tok, &cfg.template.replace("{prompt}", &p), &c);
     }
     if let Some(t) = field(&cfg.text_field) {
-        let mut ids = tok.encode(&t)?;
+        let mut ids = tok.special_ends().0.to_vec();
+        ids.extend(tok.encode(&t)?);
         ids.push(tok.eos_id());
         let n = ids.len();
         return Ok(Example::Tokens {

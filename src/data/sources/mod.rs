@@ -7,6 +7,7 @@ mod csv;
 mod files;
 mod lm;
 mod parquet;
+mod preference;
 mod stream;
 
 pub use files::expand_files;
@@ -28,7 +29,12 @@ pub fn cache_key(
     tok: Option<&Tokenizer>,
     seed: u64,
 ) -> Result<String> {
-    let mut h = fnv64(serde_json::to_string(cfg).unwrap_or_default().as_bytes());
+    // The version of how rows become examples: a store prepared by an older pzt is not reused.
+    let mut h = fnv64(b"pzt examples v2");
+    h = mix(
+        h,
+        fnv64(serde_json::to_string(cfg).unwrap_or_default().as_bytes()),
+    );
     h = mix(h, seed);
     let tok_id = match tok {
         Some(t) => t.identity()?,
@@ -170,6 +176,7 @@ fn load_rows(
         num_features,
         stats,
         max_id: None,
+        kind: super::ExampleKind::Rows,
     };
     Ok((ds, false))
 }
@@ -182,6 +189,7 @@ fn from_store(s: super::store::Stored) -> Dataset {
         num_features: s.num_features,
         stats: s.stats,
         max_id: s.max_id,
+        kind: s.kind,
     }
 }
 

@@ -4,12 +4,12 @@
 //! in parallel (rayon). Memory is bounded by a piece, not by the dataset. A progress bar over
 //! the input's bytes shows on a terminal.
 
-use super::{chat, files::expand_files, lm};
+use super::{chat, files::expand_files, lm, preference};
 use crate::base::{Error, Result};
 use crate::data::chat::ChatTemplate;
-use crate::data::spec::{Chat, Format, Overflow, Reader, Records, Stream};
+use crate::data::spec::{Chat, Format, Overflow, Preference, Reader, Records, Stream};
 use crate::data::tokenizer::Tokenizer;
-use crate::data::{Example, PrepStats};
+use crate::data::{Example, ExampleKind, PrepStats};
 use rayon::prelude::*;
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
@@ -223,6 +223,7 @@ struct Making<'a> {
 enum RowFormat<'a> {
     Records(&'a Records),
     Chat(&'a Chat, &'a ChatTemplate),
+    Preference(&'a Preference, Option<&'a ChatTemplate>),
 }
 
 /// Streams the examples of the token `stream` into `sink`; `seq_len` is the data's window.
@@ -275,6 +276,7 @@ fn row_format<'a>(
     template: Option<&'a ChatTemplate>,
 ) -> Result<RowFormat<'a>> {
     match (format, template) {
+        (Format::Preference(p), t) => Ok(RowFormat::Preference(p, t)),
         (Format::Records(r), _) | (Format::ByColumns { records: r, .. }, _) if !chat => {
             Ok(RowFormat::Records(r))
         }
@@ -305,6 +307,7 @@ fn row_line(
     };
     match f {
         RowFormat::Chat(c, t) => chat::chat_value(c, t, tok, window, at, v),
+        RowFormat::Preference(p, t) => preference::preference_value(p, t, tok, window, at, v),
         RowFormat::Records(r) => {
             let e = lm::record_example(r, tok, at.0, at.1, v)?;
             Ok(match &e {
@@ -320,6 +323,14 @@ fn text_columns(format: &Format) -> Vec<&str> {
     let mut out = vec![];
     if let Format::Chat(c) | Format::ByColumns { chat: c, .. } = format {
         out.push(c.messages_field.as_str());
+    }
+    if let Format::Preference(p) = format {
+        out.extend([
+            p.prompt_field.as_str(),
+            p.chosen_field.as_str(),
+            p.rejected_field.as_str(),
+            p.completion_field.as_str(),
+        ]);
     }
     if let Format::Records(r) | Format::ByColumns { records: r, .. } = format {
         out.extend([
@@ -397,6 +408,7 @@ fn stream_rows(
     let generated = matches!(stream.reader, Reader::Synthetic(_));
     let (mut kept, skipped_before) = (0usize, stats.skipped);
     let (mut template, mut last): (Option<ChatTemplate>, Option<(PathBuf, bool)>) = (None, None);
+    let mut kind = None;
     let pb = progress(files, stream.name());
     let columns = text_columns(&stream.format);
     read_rows(
@@ -411,10 +423,8 @@ fn stream_rows(
                 _ => holds_chat(&stream.format, f)?,
             };
             last = Some((f.to_path_buf(), chat));
-            if chat && template.is_none() {
-                if let Format::Chat(c) | Format::ByColumns { chat: c, .. } = &stream.format {
-                    template = Some(chat::template(c, base, tok)?);
-                }
+            if template.is_none() {
+                template = stream_template(&stream.format, chat, base, tok)?;
             }
             let format = row_format(&stream.format, chat, template.as_ref())?;
             // A generated row longer than the window is an error, not a skip: see below.
@@ -426,6 +436,7 @@ fn stream_rows(
             if generated {
                 too_long_generated(&out, window)?;
             }
+            one_kind(&out, &piece, f, &mut kind)?;
             kept += take_lines(out, stats, sink)?;
             Ok(())
         },
@@ -440,8 +451,68 @@ fn stream_rows(
             "[data]: no row is left: {skipped} skipped (longer than seq_len + 1 = {window} tokens, or nothing to learn); raise seq_len"
         )),
         (_, Format::Chat(c)) => no_conversation_left(skipped, window, c.overflow),
+        (_, Format::Preference(_)) => seq_error(format!(
+            "[data]: no preference row is left: {skipped} skipped (a sequence longer than seq_len + 1 = {window} tokens); raise seq_len or set overflow = \"truncate\""
+        )),
         _ => seq_error(format!("[data]: every example ({skipped}) is longer than seq_len {} + 1 tokens; raise seq_len", window - 1)),
     })
+}
+
+/// The template rows of a file in `format` are rendered with: a conversation file's (the
+/// source's `chat_template`, else the tokenizer's); for preference rows, the one named, else
+/// the tokenizer's when it has one (plain rows need none).
+fn stream_template(
+    format: &Format,
+    chat: bool,
+    base: &Path,
+    tok: &Tokenizer,
+) -> Result<Option<ChatTemplate>> {
+    match format {
+        Format::Chat(c) | Format::ByColumns { chat: c, .. } if chat => {
+            Ok(Some(chat::template(c, base, tok)?))
+        }
+        Format::Preference(p)
+            if p.chat_template.is_some() || tok.config().chat_template.is_some() =>
+        {
+            Ok(Some(chat::template_file(
+                p.chat_template.as_ref(),
+                base,
+                tok,
+            )?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Every example of a stream is of one kind (the first row's): a row of another names its
+/// file and line.
+fn one_kind(
+    out: &[Result<chat::Line>],
+    piece: &Piece,
+    file: &Path,
+    kind: &mut Option<ExampleKind>,
+) -> Result<()> {
+    for (line, (n, _)) in out.iter().zip(piece) {
+        let (Ok(chat::Line::Example(e)) | Ok(chat::Line::Truncated(e))) = line else {
+            continue;
+        };
+        match kind {
+            None => *kind = Some(e.kind()),
+            Some(k) if *k != e.kind() => {
+                return Err(Error::bad_line(
+                    file.display(),
+                    *n,
+                    format!(
+                        "the row is one of {}, the rows before it {}; a dataset holds one kind",
+                        e.kind().describe(),
+                        k.describe()
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Generated examples all have about the same length: one longer than the `window` means
@@ -478,6 +549,13 @@ fn stream_text(seq: usize, files: &[PathBuf], tok: &Tokenizer, sink: &mut Sink<'
             pb.inc(bytes);
             for t in toks {
                 let t = t?;
+                if !any && !t.is_empty() {
+                    // A document starts with what the tokenizer starts a text with (BOS).
+                    for e in w.push(tok.special_ends().0) {
+                        emitted += 1;
+                        sink(e)?;
+                    }
+                }
                 any |= !t.is_empty();
                 for e in w.push(&t) {
                     emitted += 1;
