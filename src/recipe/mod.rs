@@ -39,7 +39,7 @@ use source::{Diagnostic, Loc, Sources};
 use std::path::Path;
 
 /// Top-level keys a recipe may have.
-pub const SECTIONS: [&str; 9] = [
+pub const SECTIONS: [&str; 10] = [
     "run",
     "model",
     "patch",
@@ -49,6 +49,7 @@ pub const SECTIONS: [&str; 9] = [
     "optim",
     "checkpoint",
     "strategy",
+    "objective",
 ];
 
 /// What a patch does to each selected subtree.
@@ -103,6 +104,8 @@ pub struct Recipe {
     pub checkpoint: CheckpointConfig,
     /// `[strategy]` (full fine-tuning when absent).
     pub strategy: StrategyConfig,
+    /// `[objective]` (the next-token loss when absent).
+    pub objective: crate::spec::Objective,
 }
 
 /// Decodes the section `name` of `root` (if present) with `decode`, pointing errors about a
@@ -237,6 +240,8 @@ impl Recipe {
             serde_section(root, "checkpoint", CheckpointConfig::validate)?.unwrap_or_default();
         let strategy =
             serde_section(root, "strategy", StrategyConfig::validate)?.unwrap_or_default();
+        let objective =
+            section(root, "objective", crate::spec::Objective::decode)?.unwrap_or_default();
         let input = input::resolve(res, declared, train.as_ref(), data.as_ref())?;
         Ok(Parts {
             run,
@@ -250,6 +255,7 @@ impl Recipe {
             optim,
             checkpoint,
             strategy,
+            objective,
         })
     }
 
@@ -316,6 +322,7 @@ struct Parts {
     optim: Option<OptimConfig>,
     checkpoint: CheckpointConfig,
     strategy: StrategyConfig,
+    objective: crate::spec::Objective,
 }
 
 impl Parts {
@@ -333,6 +340,7 @@ impl Parts {
             optim: self.optim,
             checkpoint: self.checkpoint,
             strategy: self.strategy,
+            objective: self.objective,
         }
     }
 }

@@ -52,6 +52,7 @@ impl Recipe {
             input,
             data,
             train,
+            objective: self.objective.clone(),
             optim: self.optim.clone(),
             checkpoint: self.checkpoint.clone(),
             base_dir: self.base_dir(),

@@ -3,11 +3,13 @@
 //! diagnostics. The trainer sees only this; errors it finds in a section's values come back as
 //! [`crate::Error::InSection`] for the recipe layer to point at.
 
+pub mod objective;
 pub mod optim;
 pub mod strategy;
 pub mod train;
 
 pub use crate::run::{CheckpointConfig, EVAL_METRICS};
+pub use objective::{Objective, ObjectiveKind, Reference};
 pub use optim::{OptimConfig, OptimKind, Schedule};
 pub use strategy::{StrategyConfig, StrategyKind};
 pub use train::{DistBackend, Precision, TrainConfig};
@@ -65,6 +67,8 @@ pub struct RunSpec {
     pub input: InputRoles,
     pub data: DataSpec,
     pub train: TrainConfig,
+    /// `[objective]` (the next-token loss when absent).
+    pub objective: Objective,
     /// `[optim]` (needed to train, not to evaluate).
     pub optim: Option<OptimConfig>,
     pub checkpoint: CheckpointConfig,

@@ -120,11 +120,15 @@ impl Execution {
         match self {
             Execution::Single => Ok(loss),
             Execution::DataParallel(w) => {
-                let mine = b
-                    .mask
-                    .f_sum(tch::Kind::Double)
-                    .and_then(|c| c.f_double_value(&[]))
-                    .ctx("loss targets")?;
+                // A preference loss is a mean over pairs; the next-token loss over targets.
+                let mine = match &b.pref {
+                    Some(p) => p.pairs as f64,
+                    None => b
+                        .mask
+                        .f_sum(tch::Kind::Double)
+                        .and_then(|c| c.f_double_value(&[]))
+                        .ctx("loss targets")?,
+                };
                 let all = w.reduce_values(&[mine], ReduceOp::Sum)?[0];
                 loss.f_mul_scalar(mine / all.max(1.0)).ctx("loss")
             }
@@ -144,6 +148,14 @@ impl Execution {
         match self {
             Execution::Single => Ok(()),
             Execution::DataParallel(w) => w.finish_gradients(),
+        }
+    }
+
+    /// The sums of `values` over every rank.
+    pub fn sum_values(&self, values: &[f64]) -> Result<Vec<f64>> {
+        match self {
+            Execution::Single => Ok(values.to_vec()),
+            Execution::DataParallel(w) => w.reduce_values(values, ReduceOp::Sum),
         }
     }
 

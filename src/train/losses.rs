@@ -47,6 +47,8 @@ pub struct Sums {
     pub loss: f64,
     pub count: f64,
     pub correct: f64,
+    /// A preference objective's sums.
+    pub pref: super::preference::PrefSums,
 }
 
 impl std::ops::AddAssign for Sums {
@@ -54,6 +56,7 @@ impl std::ops::AddAssign for Sums {
         self.loss += o.loss;
         self.count += o.count;
         self.correct += o.correct;
+        self.pref += o.pref;
     }
 }
 
@@ -125,6 +128,7 @@ pub fn masked_cross_entropy(
             loss,
             count,
             correct,
+            ..Sums::default()
         },
     ))
 }
@@ -145,7 +149,7 @@ pub fn sum_squared_error(pred: &Tensor, targets: &Tensor, mask: &Tensor) -> Resu
         Sums {
             loss,
             count,
-            correct: 0.0,
+            ..Sums::default()
         },
     ))
 }

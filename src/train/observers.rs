@@ -69,6 +69,9 @@ impl Observer for Metrics {
             if let Some(a) = o.aux_loss {
                 self.line.insert("aux_loss".into(), json!(a));
             }
+            for (k, v) in o.preference_metrics() {
+                self.line.insert(k, json!(v));
+            }
             self.line.insert("tokens_per_s".into(), json!(tps));
         }
         Ok(())
@@ -122,6 +125,9 @@ impl Observer for Events {
         if let Some(a) = o.aux_loss {
             scalars.push(("train/aux_loss".into(), a));
         }
+        for (k, v) in o.preference_metrics() {
+            scalars.push((format!("train/{k}"), v));
+        }
         tb.scalars(step as i64, &scalars)
     }
 
@@ -150,9 +156,14 @@ impl Observer for Reporter {
 
     fn on_step(&mut self, step: u64, o: &StepOutcome, tokens_per_s: Option<f64>) -> Result<()> {
         if let Some(tps) = tokens_per_s {
-            let aux = o
+            let mut aux = o
                 .aux_loss
                 .map_or(String::new(), |a| format!("  aux_loss {a:.4}"));
+            for (k, v) in o.preference_metrics() {
+                if k == "rewards.accuracies" || k == "rewards.margins" || k == "kl" {
+                    aux.push_str(&format!("  {k} {v:.4}"));
+                }
+            }
             self.step(
                 step,
                 format!(
@@ -266,6 +277,7 @@ mod tests {
             lr: 0.1,
             grad_norm: 2.0,
             aux_loss: None,
+            pref: None,
         };
         m.on_start(0, None)?;
         m.on_step(1, &o, None)?;

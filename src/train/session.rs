@@ -25,6 +25,55 @@ pub struct Session {
     pub tree: Node,
     pub device: Device,
     pub task: Box<dyn Task>,
+    /// A preference objective's reference model.
+    pub reference: Option<super::reference::RefModel>,
+}
+
+/// A preference objective needs preference rows, and preference rows a preference objective.
+fn check_objective(spec: &RunSpec) -> Result<()> {
+    let (pref_data, pref_obj) = (spec.data.is_preference(), spec.objective.is_preference());
+    if pref_data && !pref_obj {
+        return Err(Error::ConfigField {
+            field: "kind".into(),
+            message: "[objective]: the data holds preference rows, which train with a preference objective: set [objective] kind = \"dpo\", \"ipo\", \"orpo\", \"simpo\" or \"kto\"".into(),
+        }
+        .in_section("objective"));
+    }
+    if pref_obj && !pref_data {
+        return Err(Error::ConfigField {
+            field: "kind".into(),
+            message: format!(
+                "[objective]: kind = \"{}\" trains on preference rows: set [data] source = \"preference\"",
+                spec.objective.kind.name()
+            ),
+        }
+        .in_section("objective"));
+    }
+    Ok(())
+}
+
+/// KTO trains on unpaired rows, the other preference objectives on pairs.
+fn check_rows(spec: &RunSpec, data: &Dataset) -> Result<()> {
+    use crate::data::ExampleKind;
+    use crate::spec::ObjectiveKind;
+    let want = match spec.objective.kind {
+        ObjectiveKind::Lm => return Ok(()),
+        ObjectiveKind::Kto => ExampleKind::Unpaired,
+        _ => ExampleKind::Pairs,
+    };
+    if data.kind == want {
+        return Ok(());
+    }
+    Err(Error::ConfigField {
+        field: "kind".into(),
+        message: format!(
+            "[objective]: kind = \"{}\" trains on {}, but the data holds {}",
+            spec.objective.kind.name(),
+            want.describe(),
+            data.kind.describe()
+        ),
+    }
+    .in_section("objective"))
 }
 
 /// The device named by `[train] device`.
@@ -102,12 +151,7 @@ impl Session {
             crate::backend::set_deterministic_warn_only(true)?;
             crate::backend::set_cudnn_deterministic(true)?;
         }
-        if spec.data.is_preference() {
-            return Err(crate::base::Error::ConfigField {
-                field: "data.source".into(),
-                message: "[data]: preference rows train with a preference objective (DPO, KTO and the like), which pzt does not have yet; `pzt data` prepares, shows and exports them".into(),
-            });
-        }
+        check_objective(&spec)?;
         let device = rank_device(&tc.device, local_rank)?;
         let opened = Dataset::open(&spec.data, &spec.base_dir, &spec.run.out_dir, spec.run.seed)?;
         let (tokenizer, data, data_cached) = (opened.tokenizer, opened.dataset, opened.cached);
@@ -120,7 +164,17 @@ impl Session {
                 tch::set_num_threads(n);
             }
         }
-        let task = task::for_data(&spec.data, &spec.input, data.num_features, tc.eval_generate);
+        let task = task::for_data(
+            &spec.data,
+            &spec.objective,
+            &spec.input,
+            data.num_features,
+            tc.eval_generate,
+        );
+        check_rows(&spec, &data)?;
+        // Taken now, before a resumed run loads its checkpoint: the model as the run started.
+        let reference = super::reference::build(&spec.objective, &tree)
+            .map_err(|e| e.in_section("objective"))?;
         let session = Session {
             spec,
             tokenizer,
@@ -129,6 +183,7 @@ impl Session {
             tree,
             device,
             task,
+            reference,
         };
         session.check_vocabulary()?;
         session.check_classes()?;
@@ -212,6 +267,30 @@ impl Session {
         self.autocast(|| self.tree.forward(x, side).and_then(|v| v.into_tensor()))
     }
 
+    /// The reference's log-probability of each completion of the preference batch `b` (no
+    /// gradient, no dropout).
+    pub fn reference_logps(&self, b: &task::Batch) -> Result<Tensor> {
+        use super::reference::RefModel;
+        let (Some(r), Some(pt)) = (&self.reference, self.task.preference()) else {
+            return Err(Error::Config("the objective has no reference model".into()));
+        };
+        let _ng = tch::no_grad_guard();
+        let y = match r {
+            RefModel::AdaptersOff => {
+                let side = b.side.clone().with(
+                    crate::layers::toolshed::lora::ADAPTERS,
+                    crate::tree::SideValue::Bool(false),
+                );
+                self.forward(b.x.clone(), &side)?
+            }
+            RefModel::Frozen(t) => self.autocast(|| {
+                t.forward(b.x.clone(), &b.side)
+                    .and_then(|v| v.into_tensor())
+            })?,
+        };
+        Ok(pt.logps(&y, b)?.0)
+    }
+
     /// Greedy completion of `prompt` (the whole sequence recomputed per token), stopping after
     /// the end token.
     pub fn greedy(&self, prompt: &[i64], max_new: usize) -> Result<Vec<i64>> {
@@ -247,7 +326,13 @@ impl Session {
                 .map(|i| self.data.eval.get(i))
                 .collect::<Result<_>>()?;
             let items: Vec<&Example> = chunk.iter().collect();
-            let b = self.task.batch(&items, self.device)?;
+            let mut b = self.task.batch(&items, self.device)?;
+            if self.reference.is_some() {
+                let r = self.reference_logps(&b)?;
+                if let Some(p) = b.pref.as_mut() {
+                    p.reference = Some(r);
+                }
+            }
             let y = self.forward(b.x.clone(), &b.side)?;
             sums += self.task.loss(&y, &b)?.1;
         }

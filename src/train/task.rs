@@ -23,6 +23,21 @@ pub struct Batch {
     /// 1 at the input's real tokens, 0 at its padding (token sequences; what a router's
     /// load-balancing loss counts).
     pub real: Option<NamedTensor>,
+    /// A preference batch's layout, and its reference log-probabilities once computed.
+    pub pref: Option<PrefBatch>,
+}
+
+/// What a preference batch holds besides its sequences ([`super::preference`]).
+pub struct PrefBatch {
+    /// Pairs (or KTO rows): the batch has twice as many sequences.
+    pub pairs: usize,
+    /// KTO: each row's label (true: desirable).
+    pub labels: Vec<bool>,
+    /// The reference's log-probability of each sequence's completion (DPO, IPO, KTO), set by
+    /// the trainer before the loss.
+    pub reference: Option<Tensor>,
+    /// KTO: the reference point, when the trainer set it (averaged over the ranks).
+    pub reference_point: Option<f64>,
 }
 
 /// Greedy completion of a prompt by the model being trained: `(prompt, max_new) -> tokens`.
@@ -47,16 +62,27 @@ pub trait Task: Send + Sync {
     ) -> Result<Map<String, Value>>;
     /// Tokens (or examples) in one micro-batch of `batch_size`, for throughput.
     fn tokens_per_batch(&self, batch_size: usize) -> usize;
+    /// The preference task, when the run trains a preference objective.
+    fn preference(&self) -> Option<&super::preference::PreferenceTask> {
+        None
+    }
 }
 
 /// The task of `data`, with the model's input axes `(batch, seq or features)`.
 pub fn for_data(
     data: &DataSpec,
+    objective: &crate::spec::Objective,
     roles: &InputRoles,
     num_features: i64,
     eval_generate: usize,
 ) -> Box<dyn Task> {
     let axes = (roles.batch.clone(), roles.item_axis().to_string());
+    if objective.is_preference() {
+        return Box::new(super::preference::PreferenceTask::new(
+            axes,
+            objective.clone(),
+        ));
+    }
     match data.task_kind() {
         TaskKind::Features(task) => Box::new(Rows {
             axes,
@@ -76,7 +102,7 @@ pub fn for_data(
 
 /// The output rearranged to `[batch, (seq,) classes]` in float32: the output must have the
 /// input's axes and exactly one more (the classes or the vocabulary).
-fn rearranged(y: &NamedTensor, batch: &str, seq: Option<&str>) -> Result<Tensor> {
+pub(crate) fn rearranged(y: &NamedTensor, batch: &str, seq: Option<&str>) -> Result<Tensor> {
     let extra: Vec<String> = y
         .names()
         .iter()
@@ -171,6 +197,7 @@ impl Task for LanguageModel {
             mask: to(Tensor::from_slice(&msk))?,
             side,
             real: Some(NamedTensor::wrap(to(Tensor::from_slice(&real))?, &names)?),
+            pref: None,
         })
     }
 
@@ -266,6 +293,7 @@ fn row_batch(
         mask,
         side: crate::tree::SideInputs::new(),
         real: None,
+        pref: None,
     })
 }
 

@@ -63,6 +63,22 @@ pub struct StepOutcome {
     /// The routers' load-balancing loss (a mixture of experts), unweighted: `loss` includes
     /// it times its coefficient.
     pub aux_loss: Option<f64>,
+    /// A preference objective and its sums over the step (every rank's).
+    pub pref: Option<(crate::spec::ObjectiveKind, super::preference::PrefSums)>,
+}
+
+impl StepOutcome {
+    /// A preference objective's metrics of the step (`rewards.chosen`, ...; not `loss`).
+    pub fn preference_metrics(&self) -> Vec<(String, f64)> {
+        match &self.pref {
+            Some((kind, s)) => s
+                .metrics(*kind, "")
+                .into_iter()
+                .filter(|(k, _)| k != "loss")
+                .collect(),
+            None => vec![],
+        }
+    }
 }
 
 impl Trainer {
@@ -226,6 +242,19 @@ impl Trainer {
             None => None,
         };
         let loss = loss_sum / grad_accum as f64;
+        let pref = match self.session.task.preference() {
+            Some(pt) => {
+                let v = self.exec.sum_values(&pt.take().values())?;
+                let v: [f64; 14] = v
+                    .try_into()
+                    .map_err(|_| Error::Config("preference sums".into()))?;
+                Some((
+                    pt.objective.kind,
+                    super::preference::PrefSums::from_values(&v),
+                ))
+            }
+            None => None,
+        };
         let grad_norm = self.opt.grad_norm()?;
         if self.spec().train.nan_watchdog && (!loss.is_finite() || !grad_norm.is_finite()) {
             return Err(self.watchdog(loss, grad_norm)?);
@@ -243,6 +272,7 @@ impl Trainer {
             lr,
             grad_norm,
             aux_loss,
+            pref,
         })
     }
 
@@ -262,7 +292,13 @@ impl Trainer {
             .map(|&i| self.session.data.train.get(i))
             .collect::<Result<_>>()?;
         let items: Vec<&Example> = owned.iter().collect();
-        let b = self.session.task.batch(&items, self.session.device)?;
+        let mut b = self.session.task.batch(&items, self.session.device)?;
+        if self.session.reference.is_some() {
+            let r = self.session.reference_logps(&b)?;
+            if let Some(p) = b.pref.as_mut() {
+                p.reference = Some(r);
+            }
+        }
         let stream_seed = mix(
             mix(seed, 0xD409),
             self.step * grad_accum as u64 + micro as u64,
@@ -273,7 +309,9 @@ impl Trainer {
             .clone()
             .with("random_stream", SideValue::Stream(stream));
         let (y, routers) = collect_router_logits(|| self.session.forward(b.x.clone(), &side));
-        let loss = self.session.task.train_loss(&y?, &b)?;
+        let y = y?;
+        self.kto_reference_point(&y, &mut b)?;
+        let loss = self.session.task.train_loss(&y, &b)?;
         let aux = load_balancing_loss(&routers, b.real.as_ref())?;
         let loss = match (&aux, routers.first()) {
             (Some(a), Some(r)) => {
@@ -298,6 +336,38 @@ impl Trainer {
             .transpose()
             .ctx("aux loss")?;
         Ok((l, aux))
+    }
+
+    /// KTO under data parallelism: the reference point is the mean of every rank's (one
+    /// process computes its own in the loss).
+    fn kto_reference_point(
+        &self,
+        y: &crate::named::NamedTensor,
+        b: &mut super::task::Batch,
+    ) -> Result<()> {
+        let Some(pt) = self.session.task.preference() else {
+            return Ok(());
+        };
+        let kto = pt.objective.kind == crate::spec::ObjectiveKind::Kto;
+        let (Some(p), true) = (b.pref.as_ref(), kto && self.exec.size() > 1) else {
+            return Ok(());
+        };
+        let Some(reference) = p.reference.as_ref() else {
+            return Ok(());
+        };
+        let (logps, _) = pt.logps(y, b)?;
+        let n = p.pairs as i64;
+        let kl = logps
+            .f_narrow(0, n, n)
+            .and_then(|k| k.f_sub(&reference.f_narrow(0, n, n)?))
+            .and_then(|d| d.f_mean(tch::Kind::Double))
+            .and_then(|m| m.f_double_value(&[]))
+            .ctx("kto: reference point")?;
+        let all = self.exec.sum_values(&[kl])?;
+        if let Some(p) = b.pref.as_mut() {
+            p.reference_point = Some((all[0] / self.exec.size() as f64).max(0.0));
+        }
+        Ok(())
     }
 
     /// The error that stops a run whose loss or gradient is not finite.

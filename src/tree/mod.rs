@@ -308,6 +308,35 @@ impl Node {
         out
     }
 
+    /// A copy of the tree whose parameter entries `f` gives (the layers, structure and state
+    /// shared): each distinct label is given once, so parameters shared between places stay
+    /// shared in the copy.
+    pub fn map_params(&self, f: &mut dyn FnMut(&ParamEntry) -> Result<ParamEntry>) -> Result<Node> {
+        fn go(
+            n: &Node,
+            f: &mut dyn FnMut(&ParamEntry) -> Result<ParamEntry>,
+            seen: &mut std::collections::HashMap<String, ParamEntry>,
+        ) -> Result<Node> {
+            let mut out = n.clone();
+            for (_, p) in out.params.iter_mut() {
+                let new = match seen.get(p.label()) {
+                    Some(e) => e.clone(),
+                    None => {
+                        let e = f(p)?;
+                        seen.insert(p.label().to_string(), e.clone());
+                        e
+                    }
+                };
+                *p = new;
+            }
+            for (_, c) in out.children.iter_mut() {
+                *c = go(c, f, seen)?;
+            }
+            Ok(out)
+        }
+        go(self, f, &mut Default::default())
+    }
+
     /// The distinct live parameters, in first-seen order (shared ones once).
     pub fn parameters(&self) -> Vec<Parameter> {
         let mut out: Vec<Parameter> = vec![];

@@ -16,6 +16,7 @@ mod inspect;
 mod labels;
 mod layers;
 mod named;
+mod objectives;
 mod optim;
 mod outputs;
 mod pack;

@@ -34,7 +34,13 @@ fn lm_task(seq: usize) -> Box<dyn pzt::train::task::Task> {
     ))
     .unwrap();
     let spec = DataSpec::decode(&t).unwrap();
-    pzt::train::task::for_data(&spec, &pzt::spec::InputRoles::tokens("batch", "seq"), 0, 0)
+    pzt::train::task::for_data(
+        &spec,
+        &pzt::spec::Objective::default(),
+        &pzt::spec::InputRoles::tokens("batch", "seq"),
+        0,
+        0,
+    )
 }
 
 fn sums(tree: &Node, task: &dyn pzt::train::task::Task, items: &[&Example]) -> (f64, f64) {

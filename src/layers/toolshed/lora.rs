@@ -163,6 +163,9 @@ fn column_norms(w: &Tensor, shape: &[i64]) -> Result<Tensor> {
         .ctx("DoRA: weight norm")
 }
 
+/// The side input that switches every adapter off when false.
+pub const ADAPTERS: &str = "adapters";
+
 impl Layer for LowRankAdapter {
     crate::layer_common!("LowRankAdapter");
     fn summary(&self) -> String {
@@ -203,6 +206,11 @@ impl Layer for LowRankAdapter {
         }]
     }
     fn forward(&self, node: &Node, x: Value, side: &SideInputs) -> Result<Value> {
+        // The side input `adapters` = false switches the adapter off: the pretrained layer
+        // alone (a preference objective's reference).
+        if side.flag(ADAPTERS) == Some(false) {
+            return node.call_child("pretrained", x, side);
+        }
         if !self.dora {
             let base = node
                 .call_child("pretrained", x.clone(), side)?
