@@ -39,41 +39,150 @@ pub struct ChatTemplate {
 const GEN_START: &str = "\u{F8F0}\u{F8F1}";
 const GEN_END: &str = "\u{F8F2}\u{F8F3}";
 
-/// transformers' `{% generation %}...{% endgeneration %}` as a block minijinja knows: a
-/// `{% filter %}` block (the same whitespace control, trimming and scoping) whose filter wraps
-/// the output in [`GEN_START`] and [`GEN_END`].
-fn generation_blocks(source: &str) -> (String, bool) {
+/// A block tag `{%...%}` at the start of `s`: its length, whitespace-control signs (`-`, `+`
+/// or none) before and after, and its body; None when `s` holds no `%}`.
+fn tag_at(s: &str) -> Option<(usize, &str, &str, &str)> {
+    let end = s.find("%}")?;
+    let inner = &s[2..end];
+    let (lead, body) = match inner.strip_prefix(['-', '+']) {
+        Some(b) => (&inner[..1], b),
+        None => ("", inner),
+    };
+    let (body, trail) = match body.strip_suffix(['-', '+']) {
+        Some(b) => (b, &body[body.len() - 1..]),
+        None => (body, ""),
+    };
+    Some((end + 2, lead, body, trail))
+}
+
+/// The template as minijinja runs it, and whether it has `{% generation %}` blocks:
+///
+/// - transformers' `{% generation %}...{% endgeneration %}` as a block minijinja knows: a
+///   `{% filter %}` block (the same whitespace control, trimming and scoping) whose filter
+///   wraps the output in [`GEN_START`] and [`GEN_END`];
+/// - each `{% for %}` loop's iterable through the `pzt_iterable` filter ([`checked_for`]):
+///   a loop over none fails, as Python does (minijinja's loops over none run zero times).
+///
+/// Expressions, comments, and what stands between `{% raw %}` and `{% endraw %}` are left as
+/// they are.
+fn rewrite_tags(source: &str) -> (String, bool) {
     let mut out = String::with_capacity(source.len());
     let mut found = false;
+    let mut raw = false;
     let mut rest = source;
-    while let Some(i) = rest.find("{%") {
+    while let Some(i) = rest.find('{') {
         out.push_str(&rest[..i]);
         let tag = &rest[i..];
-        let Some(end) = tag.find("%}") else {
+        if let Some(close) = ["{{", "{#"]
+            .iter()
+            .position(|o| tag.starts_with(o))
+            .map(|k| ["}}", "#}"][k])
+        {
+            // An expression or a comment: left as it is.
+            let len = tag[2..].find(close).map_or(tag.len(), |e| e + 4);
+            out.push_str(&tag[..len]);
+            rest = &tag[len..];
+            continue;
+        }
+        if !tag.starts_with("{%") {
+            out.push('{');
+            rest = &tag[1..];
+            continue;
+        }
+        let Some((len, lead, body, trail)) = tag_at(tag) else {
             out.push_str(tag);
             return (out, found);
         };
-        let inner = &tag[2..end];
-        let (lead, body) = match inner.strip_prefix(['-', '+']) {
-            Some(b) => (&inner[..1], b),
-            None => ("", inner),
-        };
-        let (body, trail) = match body.strip_suffix(['-', '+']) {
-            Some(b) => (b, &body[body.len() - 1..]),
-            None => (body, ""),
-        };
+        let kept = &tag[..len];
         match body.trim() {
+            "endraw" if raw => {
+                raw = false;
+                out.push_str(kept);
+            }
+            _ if raw => out.push_str(kept),
+            "raw" => {
+                raw = true;
+                out.push_str(kept);
+            }
             "generation" => {
                 found = true;
                 out.push_str(&format!("{{%{lead} filter pzt_generation {trail}%}}"));
             }
             "endgeneration" => out.push_str(&format!("{{%{lead} endfilter {trail}%}}")),
-            _ => out.push_str(&tag[..end + 2]),
+            b => match checked_for(b) {
+                Some(f) => out.push_str(&format!("{{%{lead} {f} {trail}%}}")),
+                None => out.push_str(kept),
+            },
         }
-        rest = &tag[end + 2..];
+        rest = &tag[len..];
     }
     out.push_str(rest);
     (out, found)
+}
+
+/// The words of a Jinja expression that stand outside strings and brackets, with their byte
+/// ranges (attribute names after a `.` are not words); None where a string or a bracket is
+/// not closed.
+fn top_level_words(s: &str) -> Option<Vec<(usize, usize)>> {
+    let mut words = vec![];
+    let (mut depth, mut quote, mut escaped) = (0u32, None, false);
+    let mut start: Option<usize> = None;
+    let mut prev = ' ';
+    for (i, c) in s.char_indices() {
+        let word_char = c.is_alphanumeric() || c == '_';
+        if let Some(a) = start.filter(|_| !word_char) {
+            words.push((a, i));
+            start = None;
+        }
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(_) if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '\'' | '"' => quote = Some(c),
+                '(' | '[' | '{' => depth += 1,
+                ')' | ']' | '}' if depth > 0 => depth -= 1,
+                ')' | ']' | '}' => return None,
+                _ if depth == 0 && word_char && start.is_none() => {
+                    let after_word = prev.is_alphanumeric() || prev == '_' || prev == '.';
+                    if c.is_alphabetic() || c == '_' {
+                        start = (!after_word).then_some(i);
+                    }
+                }
+                _ => {}
+            },
+        }
+        prev = c;
+    }
+    if let Some(a) = start {
+        words.push((a, s.len()));
+    }
+    (depth == 0 && quote.is_none()).then_some(words)
+}
+
+/// A `for` tag's body with its iterable passed through the `pzt_iterable` filter: `for x in
+/// EXPR if c` becomes `for x in (EXPR)|pzt_iterable if c`. None for another tag, or a `for`
+/// this does not read (it is then left as it is).
+fn checked_for(body: &str) -> Option<String> {
+    let words = top_level_words(body)?;
+    let word = |&(a, b): &(usize, usize)| &body[a..b];
+    if words.first().map(word) != Some("for") {
+        return None;
+    }
+    let i = words.iter().position(|w| word(w) == "in")?;
+    let from = words[i].1;
+    let to = words[i + 1..]
+        .iter()
+        .find(|w| matches!(word(w), "if" | "recursive"))
+        .map_or(body.len(), |w| w.0);
+    let expr = body[from..to].trim();
+    if expr.is_empty() {
+        return None;
+    }
+    let (head, tail) = (body[..from].trim(), body[to..].trim());
+    let rewritten = format!("{head} ({expr})|pzt_iterable {tail}");
+    Some(rewritten.trim_end().to_string())
 }
 
 /// `text` without the generation markers, and the byte spans the blocks wrote in it.
@@ -209,17 +318,46 @@ fn tojson(
     Ok(Value::from_safe_string(s))
 }
 
-/// transformers' `strftime_now(format)`: the local time now, formatted as C's `strftime`.
+/// The environment variable that fixes `strftime_now`'s clock (the reproducible-builds
+/// convention): seconds since 1970-01-01 00:00:00 UTC.
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+
+/// The instant `strftime_now` renders, and whether it is in UTC: `SOURCE_DATE_EPOCH` (in UTC)
+/// when it is set, else now (in local time, as transformers' `datetime.now()`). The variable
+/// is read at each call.
+fn clock() -> std::result::Result<(libc::time_t, bool), String> {
+    let Some(v) = std::env::var_os(SOURCE_DATE_EPOCH) else {
+        // SAFETY: `time` with a null pointer only returns the time.
+        return Ok((unsafe { libc::time(std::ptr::null_mut()) }, false));
+    };
+    v.to_str()
+        .and_then(|s| s.parse::<libc::time_t>().ok())
+        .map(|t| (t, true))
+        .ok_or_else(|| {
+            format!("{SOURCE_DATE_EPOCH} is not a whole number of seconds since 1970-01-01 00:00:00 UTC: {v:?}")
+        })
+}
+
+/// transformers' `strftime_now(format)`: the time now (or at `SOURCE_DATE_EPOCH`), formatted
+/// as C's `strftime`.
 fn strftime_now(format: String) -> std::result::Result<Value, minijinja::Error> {
-    let bad = || minijinja::Error::new(ErrorKind::InvalidOperation, "strftime_now: a bad format");
+    let err = |m: String| minijinja::Error::new(ErrorKind::InvalidOperation, m);
+    let bad = || err("strftime_now: a bad format".into());
+    let (t, utc) = clock().map_err(err)?;
     let fmt = std::ffi::CString::new(format).map_err(|_| bad())?;
     let mut buf = vec![0u8; 512];
-    // SAFETY: `time`, `localtime_r` and `strftime` write only into the buffers given them.
+    // SAFETY: `gmtime_r`, `localtime_r` and `strftime` write only into the buffers given them.
     let n = unsafe {
-        let t = libc::time(std::ptr::null_mut());
         let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&t, &mut tm).is_null() {
-            return Err(bad());
+        let split = if utc {
+            libc::gmtime_r(&t, &mut tm)
+        } else {
+            libc::localtime_r(&t, &mut tm)
+        };
+        if split.is_null() {
+            return Err(err(format!(
+                "strftime_now: no date for {SOURCE_DATE_EPOCH} {t}"
+            )));
         }
         libc::strftime(
             buf.as_mut_ptr() as *mut libc::c_char,
@@ -230,6 +368,33 @@ fn strftime_now(format: String) -> std::result::Result<Value, minijinja::Error> 
     };
     buf.truncate(n);
     String::from_utf8(buf).map(Value::from).map_err(|_| bad())
+}
+
+/// The names a message's reasoning comes under, the first set one winning (transformers'
+/// `_REASONING_FIELDS`).
+const REASONING_FIELDS: [&str; 3] = ["reasoning_content", "thinking", "reasoning"];
+
+/// transformers' `_alias_reasoning_fields`: a message with reasoning (under any of
+/// [`REASONING_FIELDS`], not null) is given it as `thinking` (first, unless the message has its
+/// own) and as `reasoning_content`, so templates that read either see it (gpt-oss reads
+/// `thinking`, Qwen `reasoning_content`): `{"thinking": r, **message, "reasoning_content": r}`.
+fn alias_reasoning(m: &Json) -> Json {
+    let Some(o) = m.as_object() else {
+        return m.clone();
+    };
+    let Some(r) = REASONING_FIELDS
+        .iter()
+        .find_map(|k| o.get(*k).filter(|v| !v.is_null()))
+    else {
+        return m.clone();
+    };
+    let mut out = serde_json::Map::with_capacity(o.len() + 2);
+    out.insert("thinking".into(), r.clone());
+    for (k, v) in o {
+        out.insert(k.clone(), v.clone());
+    }
+    out.insert("reasoning_content".into(), r.clone());
+    Json::Object(out)
 }
 
 /// The most work one rendering may do (minijinja's instructions): a template whose loops run
@@ -289,10 +454,23 @@ impl ChatTemplate {
         });
         env.add_filter("tojson", tojson);
         env.add_function("strftime_now", strftime_now);
+        // A `for` loop's iterable ([`rewrite_tags`]): none is not iterable, as in Python.
+        env.add_filter(
+            "pzt_iterable",
+            |v: Value| -> std::result::Result<Value, minijinja::Error> {
+                if v.is_none() {
+                    return Err(minijinja::Error::new(
+                        ErrorKind::InvalidOperation,
+                        "'NoneType' object is not iterable (a for loop over none)",
+                    ));
+                }
+                Ok(v)
+            },
+        );
         env.add_filter("pzt_generation", |body: String| {
             Value::from_safe_string(format!("{GEN_START}{body}{GEN_END}"))
         });
-        let (source, generation) = generation_blocks(source);
+        let (source, generation) = rewrite_tags(source);
         env.add_template_owned("chat", source)
             .map_err(|e| Error::Config(format!("the chat template does not parse: {e}")))?;
         Ok(ChatTemplate {
@@ -327,19 +505,22 @@ impl ChatTemplate {
     }
 
     /// The template's context, as transformers' `apply_chat_template` makes it: the special
-    /// tokens, the template variables (which may override them), the messages, the tools and
+    /// tokens, `documents` (none), the template variables (which may override them), the
+    /// messages (their reasoning aliased, [`alias_reasoning`]), the tools and
     /// `add_generation_prompt`.
     fn context(&self, messages: &[Json], add_generation_prompt: bool, extra: &Extra) -> Value {
         let mut ctx: std::collections::BTreeMap<String, Value> = [
             ("bos_token".to_string(), Value::from(self.bos.clone())),
             ("eos_token".to_string(), Value::from(self.eos.clone())),
+            ("documents".to_string(), Value::from(())),
         ]
         .into_iter()
         .collect();
         for (k, v) in &extra.kwargs {
             ctx.insert(k.clone(), Value::from_serialize(v));
         }
-        ctx.insert("messages".into(), Value::from_serialize(messages));
+        let messages: Vec<Json> = messages.iter().map(alias_reasoning).collect();
+        ctx.insert("messages".into(), Value::from_serialize(&messages));
         let tools = extra
             .tools
             .as_ref()
@@ -643,4 +824,56 @@ pub fn check_messages(v: &Json) -> std::result::Result<&[Json], String> {
         }
     }
     Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn for_loops_check_their_iterable_and_the_rest_is_left_as_it_is() {
+        let cases = [
+            ("for x in xs", Some("for x in (xs)|pzt_iterable")),
+            (
+                " for k, v in tool.items() if k != \"return\" ",
+                Some("for k, v in (tool.items())|pzt_iterable if k != \"return\""),
+            ),
+            (
+                "for m in messages[::-1]",
+                Some("for m in (messages[::-1])|pzt_iterable"),
+            ),
+            (
+                "for x in ['if', \"in\", 'it\\'s'] recursive",
+                Some("for x in (['if', \"in\", 'it\\'s'])|pzt_iterable recursive"),
+            ),
+            (
+                "for x in a.if + b|items if x.in",
+                Some("for x in (a.if + b|items)|pzt_iterable if x.in"),
+            ),
+            ("endfor", None),
+            ("for_each in x", None),
+            ("set x = 1", None),
+            // Cut at a `%}` in a string: not read, left as it is.
+            ("for x in ['", None),
+            ("for x in a)", None),
+        ];
+        for (body, want) in cases {
+            assert_eq!(checked_for(body).as_deref(), want, "{body}");
+        }
+        let (out, generation) = rewrite_tags(
+            "{%- for m in messages -%}{% generation %}{{ m }}{%- endgeneration +%}{% endfor %}\
+             {% raw %}{% for x in y %}{% generation %}{% endraw %}{ {# {% for c in d %} #}\
+             {{ '{% for e in f %}' }}{{ 'x' ~ '}}' }}{%for g in h%}",
+        );
+        assert!(generation);
+        assert_eq!(
+            out,
+            "{%- for m in (messages)|pzt_iterable -%}{% filter pzt_generation %}{{ m }}\
+             {%- endfilter +%}{% endfor %}{% raw %}{% for x in y %}{% generation %}{% endraw %}\
+             { {# {% for c in d %} #}{{ '{% for e in f %}' }}{{ 'x' ~ '}}' }}\
+             {% for g in (h)|pzt_iterable %}"
+        );
+        let (out, _) = rewrite_tags("{{ x }");
+        assert_eq!(out, "{{ x }");
+    }
 }
