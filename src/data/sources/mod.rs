@@ -31,10 +31,12 @@ pub fn cache_key(
 ) -> Result<String> {
     // The version of how rows become examples: a store prepared by an older pzt is not reused.
     let mut h = fnv64(b"pzt examples v2");
-    h = mix(
-        h,
-        fnv64(serde_json::to_string(cfg).unwrap_or_default().as_bytes()),
-    );
+    let spec = serde_json::to_string(cfg).unwrap_or_default();
+    h = mix(h, fnv64(spec.as_bytes()));
+    // A template that reads the clock (`strftime_now`) renders the day into the data.
+    let clock = |t: &str| t.contains("strftime_now");
+    let mut uses_clock =
+        clock(&spec) || tok.is_some_and(|t| t.config().chat_template.as_deref().is_some_and(clock));
     h = mix(h, seed);
     let tok_id = match tok {
         Some(t) => t.identity()?,
@@ -44,6 +46,12 @@ pub fn cache_key(
     if let Some(f) = cfg.chat_template() {
         let text = crate::base::files::read_small_file(&base.join(f))?;
         h = mix(h, fnv64(text.as_bytes()));
+        uses_clock |= clock(&text);
+    }
+    // Its day is fixed by SOURCE_DATE_EPOCH when that is set; otherwise the day of the first
+    // preparation stays with the store (a run resumed on another day reads the same data).
+    if let (true, Some(v)) = (uses_clock, std::env::var_os(super::chat::SOURCE_DATE_EPOCH)) {
+        h = mix(h, fnv64(v.to_string_lossy().as_bytes()));
     }
     for f in files {
         h = mix(h, fnv64(f.to_string_lossy().as_bytes()));
