@@ -197,3 +197,46 @@ fn a_world_of_one_runs_its_collectives_and_equals_one_process() {
     assert_eq!(params_diff(&alone, &group, 4), 0.0);
     assert_eq!(losses(&alone), losses(&group));
 }
+
+/// DPO with LoRA (the reference: the adapters off) on two ranks of 2 pairs equals one process of
+/// 4: the loss is a mean over pairs, so each rank's is weighed by its share of the pairs.
+#[test]
+fn two_ranks_of_dpo_pairs_match_one_process() {
+    let d = tmpdir("dist", "dpo");
+    let rows: String = (0..16)
+        .map(|i| {
+            format!(
+                "{}\n",
+                serde_json::json!({"prompt": format!("Question {i}:"), "chosen": format!(" yes {}", i * 7), "rejected": format!(" no, {} is wrong", i + 3)})
+            )
+        })
+        .collect();
+    std::fs::write(d.join("pairs.jsonl"), rows).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let recipe = d.join("dpo.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "[model]\nhf = \"{}\"\n[data]\nsource = \"preference\"\nfiles = [\"pairs.jsonl\"]\nseq_len = 64\neval_fraction = 0.0\n[objective]\nkind = \"dpo\"\nbeta = 0.5\n[strategy]\nkind = \"lora\"\nlora = {{ rank = 4, targets = \"all-linear\" }}\n[train]\nsteps = 3\nlog_every = 1\nthreads = 1\n[optim]\nlr = 1e-2\n",
+            fixtures.join("hf/chat-tiny").display()
+        ),
+    )
+    .unwrap();
+    let recipe = recipe.to_str().unwrap();
+    let sets = |out: &Path, batch: usize| {
+        vec![
+            format!("run.out_dir=\"{}\"", out.display()),
+            format!("train.batch_size={batch}"),
+        ]
+    };
+    let (one, two) = (d.join("one"), d.join("two"));
+    let (c, o, e) = train(recipe, &sets(&one, 4), &[]);
+    assert_eq!(c, 0, "{o}{e}");
+    let (c, o, e) = train(recipe, &sets(&two, 2), &["--nproc", "2"]);
+    assert_eq!(c, 0, "{o}{e}");
+    let diff = params_diff(&one, &two, 3);
+    assert!(diff <= 1e-5, "parameters differ by {diff}");
+    for (a, b) in losses(&one).iter().zip(losses(&two)) {
+        assert!((a - b).abs() < 1e-5, "loss {a} vs {b}");
+    }
+}

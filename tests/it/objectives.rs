@@ -171,3 +171,73 @@ fn objective_mistakes_exit_2() {
         assert!(e.contains(want), "{name}: {e}");
     }
 }
+
+/// A DPO run (a full fine-tune: the reference is a frozen copy of the model as the run
+/// started) stopped after 2 steps and resumed ends with the parameters of the run that went
+/// straight to 4; `pzt eval` reports the objective's metrics against the same reference, and
+/// `--expect` gates on them.
+#[test]
+fn a_resumed_dpo_run_equals_the_straight_one_and_eval_reports_rewards() {
+    let d = tmpdir("objectives", "resume");
+    let eval = format!(
+        "eval_files = [\"{}\"]",
+        fixtures().join("preference/conversational.jsonl").display()
+    );
+    let make = |name: &str| {
+        let f = recipe(
+            &d,
+            name,
+            "conversational.jsonl",
+            3,
+            "kind = \"dpo\"\nbeta = 0.5",
+            "",
+        );
+        let text = std::fs::read_to_string(&f)
+            .unwrap()
+            .replace("eval_fraction = 0.0", &eval)
+            .replace("lr = 1e-3", "lr = 1e-2");
+        std::fs::write(&f, text).unwrap();
+        f
+    };
+    let (straight, resumed) = (make("straight"), make("resumed"));
+    let train = |f: &Path, steps: &str| {
+        let (code, o, e) = run_pzt(&["train", f.to_str().unwrap(), "--set", steps]);
+        assert_eq!(code, 0, "{o}{e}");
+    };
+    train(&straight, "train.steps=4");
+    train(&resumed, "train.steps=2");
+    train(&resumed, "train.steps=4");
+    let model = |name: &str| {
+        std::fs::read(d.join(name).join("checkpoints/step-4/model.safetensors")).unwrap()
+    };
+    assert!(
+        model("straight") == model("resumed"),
+        "the parameters differ"
+    );
+    let (code, o, e) = run_pzt(&[
+        "eval",
+        straight.to_str().unwrap(),
+        "--set",
+        "train.steps=4",
+        "--json",
+        "--expect",
+        "eval.rewards.accuracies>=0.6",
+    ]);
+    assert_eq!(code, 0, "{o}{e}");
+    let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+    let m = &v["metrics"];
+    assert!(m["eval.rewards.margins"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        m["eval.loss"].as_f64().unwrap() < std::f64::consts::LN_2,
+        "{v}"
+    );
+    let (code, _, e) = run_pzt(&[
+        "eval",
+        straight.to_str().unwrap(),
+        "--set",
+        "train.steps=4",
+        "--expect",
+        "eval.rewards.accuracies>1.5",
+    ]);
+    assert_eq!(code, 3, "{e}");
+}
