@@ -330,7 +330,18 @@ impl Trainer {
         self.exec.before_backward(micro + 1 == grad_accum);
         scaled.f_backward().ctx("backward")?;
         let l = loss.detach().f_to_kind(tch::Kind::Double).ctx("loss")?;
-        self.window.0 += self.session.task.tokens_per_batch(global);
+        self.window.0 += match (&b.pref, &b.real) {
+            // Preference sequences vary in length: their real tokens, on every rank.
+            (Some(_), Some(real)) => {
+                let n = real
+                    .tensor()
+                    .f_sum(tch::Kind::Double)
+                    .and_then(|s| s.f_double_value(&[]))
+                    .ctx("tokens")?;
+                n as usize * self.exec.size()
+            }
+            _ => self.session.task.tokens_per_batch(global),
+        };
         let aux = aux
             .map(|a| a.detach().f_to_kind(tch::Kind::Double))
             .transpose()

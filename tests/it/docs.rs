@@ -44,6 +44,7 @@ const PAGES: &[&str] = &[
     "docs/recipes.md",
     "docs/data.md",
     "docs/training.md",
+    "docs/preference.md",
     "docs/strategies.md",
     "docs/pretrained.md",
     "docs/distributed.md",
@@ -483,6 +484,11 @@ fn docs_library() {
 #[test]
 fn docs_architecture() {
     run_page("docs/architecture.md");
+}
+
+#[test]
+fn docs_preference() {
+    run_page("docs/preference.md");
 }
 
 /// Pages in docs/ without a test of their own (docs/cli.md).
