@@ -232,6 +232,34 @@ fn model_spec_in(
     Ok(spec)
 }
 
+/// The model `[objective] reference = "path"` names (None for the other references): a pzt
+/// checkpoint (its recipe's model with the checkpoint's values) or a Hugging Face directory,
+/// relative to the recipe.
+pub fn reference_spec(recipe: &Recipe, registry: &Registry) -> Result<Option<ModelSpec>> {
+    let crate::spec::Reference::Path(p) = &recipe.objective.reference else {
+        return Ok(None);
+    };
+    if !recipe.objective.needs_reference() {
+        return Ok(None);
+    }
+    let dir = recipe.base_dir().join(p);
+    let bad = |why: &str| Error::ConfigField {
+        field: "reference".into(),
+        message: format!("[objective]: reference = {p:?}: `{}` {why}", dir.display()),
+    };
+    if dir.join("state.json").is_file() && dir.join("recipe.toml").is_file() {
+        let canonical = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+        let inner = Recipe::load(&dir.join("recipe.toml"), &[])?;
+        let base = model_spec_in(&inner, registry, &[canonical])?;
+        return Ok(Some(ModelSpec::checkpoint(&dir, base)));
+    }
+    if dir.join("config.json").is_file() {
+        return Ok(Some(ModelSpec::hf(dir)));
+    }
+    Err(bad("is neither a pzt checkpoint (state.json, recipe.toml) nor a Hugging Face model directory (config.json)")
+        .in_section("objective"))
+}
+
 /// A model the `[model]` table names on its own.
 enum Named {
     Hf(std::path::PathBuf),

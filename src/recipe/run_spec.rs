@@ -59,6 +59,7 @@ impl Recipe {
             recipe_toml: self.resolved_toml(),
             model_source: self.hf_dir().map(|d| d.canonicalize().unwrap_or(d)),
             model_checkpoint: self.model_checkpoint(),
+            reference_model: super::plan::reference_spec(self, registry)?,
         })
     }
 

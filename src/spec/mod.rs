@@ -82,6 +82,8 @@ pub struct RunSpec {
     /// The checkpoint the model starts from (`[model] checkpoint = ...`): its run keeps it
     /// while this run exists.
     pub model_checkpoint: Option<PathBuf>,
+    /// The model of `[objective] reference = "path"`.
+    pub reference_model: Option<ModelSpec>,
 }
 
 impl std::fmt::Debug for RunSpec {

@@ -7,12 +7,14 @@
 //!   taken when the model is built (before a resumed run loads its checkpoint), the frozen
 //!   ones shared.
 //! - `"base"`: the model with its adapters off.
+//! - a path: that model (a pzt checkpoint or a Hugging Face directory), every parameter frozen;
+//!   it must share the model's vocabulary.
 
 use crate::base::{Error, Result, TorchContext};
 use crate::layers::toolshed::lora::LowRankAdapter;
 use crate::params::{FrozenParameter, ParamEntry};
-use crate::spec::{Objective, Reference};
-use crate::tree::Node;
+use crate::spec::{Reference, RunSpec};
+use crate::tree::{Builder, Node};
 
 /// How the reference runs.
 pub enum RefModel {
@@ -67,9 +69,10 @@ fn has_adapters(tree: &Node) -> bool {
     any
 }
 
-/// The reference of `objective` for the model `tree` as built (None when the objective has
-/// none).
-pub fn build(objective: &Objective, tree: &Node) -> Result<Option<RefModel>> {
+/// The reference of the run's objective for its model `tree` as built (None when the objective
+/// has none); a reference from another directory is built with `builder`.
+pub fn build(spec: &RunSpec, tree: &Node, builder: &Builder) -> Result<Option<RefModel>> {
+    let objective = &spec.objective;
     if !objective.needs_reference() {
         return Ok(None);
     }
@@ -86,21 +89,48 @@ pub fn build(objective: &Objective, tree: &Node) -> Result<Option<RefModel>> {
             message: "[objective]: reference = \"base\" is the model with its adapters off, but the model has no LoRA adapters; use \"initial\"".into(),
         }),
         Reference::Initial if adapters_are_zero(tree)? => Ok(Some(RefModel::AdaptersOff)),
-        Reference::Initial => Ok(Some(RefModel::Frozen(Box::new(frozen_copy(tree)?)))),
-        Reference::Path(p) => Err(Error::ConfigField {
-            field: "reference".into(),
-            message: format!("[objective]: reference = {p:?}: a reference model from another directory is not available yet; use \"initial\" or \"base\""),
-        }),
+        Reference::Initial => Ok(Some(RefModel::Frozen(Box::new(frozen_copy(tree, false)?)))),
+        Reference::Path(p) => {
+            let m = spec.reference_model.as_ref().ok_or_else(|| {
+                Error::Config(format!("[objective]: reference = {p:?}: the model is missing"))
+            })?;
+            let r = m.build(&spec.registry, builder)?;
+            same_vocabulary(tree, &r, p)?;
+            Ok(Some(RefModel::Frozen(Box::new(frozen_copy(&r, true)?))))
+        }
     }
 }
 
-/// The tree with its trainable parameters frozen at their current values (the others shared).
-fn frozen_copy(tree: &Node) -> Result<Node> {
+/// The vocabulary size of a model's first embedding.
+fn vocabulary(tree: &Node) -> Option<i64> {
+    crate::tree::select(tree)
+        .at_instances_of("EmbeddingLookup")
+        .get()
+        .first()
+        .and_then(|(_, n)| {
+            n.layer_as::<crate::layers::embedding::EmbeddingLookup>()
+                .map(|l| l.vocab_size)
+        })
+}
+
+/// A reference from another directory must read the same tokens: the same vocabulary size.
+fn same_vocabulary(model: &Node, reference: &Node, path: &str) -> Result<()> {
+    match (vocabulary(model), vocabulary(reference)) {
+        (Some(a), Some(b)) if a != b => Err(Error::ConfigField {
+            field: "reference".into(),
+            message: format!("[objective]: reference = {path:?} has a vocabulary of {b} tokens, the model {a}: the reference must share the model's tokenizer"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The tree with its trainable parameters (with `all`, every live one) frozen at their current
+/// values (the others shared).
+fn frozen_copy(tree: &Node, all: bool) -> Result<Node> {
     tree.map_params(&mut |e| match e {
-        ParamEntry::Bound(p) if p.trainable() => Ok(ParamEntry::Frozen(FrozenParameter::new(
-            p.label(),
-            &p.value(),
-        )?)),
+        ParamEntry::Bound(p) if all || p.trainable() => Ok(ParamEntry::Frozen(
+            FrozenParameter::new(p.label(), &p.value())?,
+        )),
         other => Ok(other.clone()),
     })
 }

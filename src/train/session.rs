@@ -173,8 +173,13 @@ impl Session {
         );
         check_rows(&spec, &data)?;
         // Taken now, before a resumed run loads its checkpoint: the model as the run started.
-        let reference = super::reference::build(&spec.objective, &tree)
-            .map_err(|e| e.in_section("objective"))?;
+        // A builder of its own: a reference from another directory shares no parameter with
+        // the model, whatever their labels.
+        let fresh = Builder::new(spec.run.seed)
+            .on(device)
+            .dtype(spec.param_dtype);
+        let reference =
+            super::reference::build(&spec, &tree, &fresh).map_err(|e| e.in_section("objective"))?;
         let session = Session {
             spec,
             tokenizer,

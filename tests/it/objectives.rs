@@ -241,3 +241,81 @@ fn a_resumed_dpo_run_equals_the_straight_one_and_eval_reports_rewards() {
     ]);
     assert_eq!(code, 3, "{e}");
 }
+
+/// The metrics lines of a run.
+fn lines(dir: &Path, name: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join(name).join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The losses and rewards of a run's steps (what two runs must share).
+fn trace(dir: &Path, name: &str) -> Vec<(f64, f64)> {
+    lines(dir, name)
+        .iter()
+        .map(|l| {
+            (
+                l["loss"].as_f64().unwrap(),
+                l["rewards.margins"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `reference` as a path: the pretrained directory the LoRA model starts from is the same
+/// reference as its adapters off (the same steps, exactly); a DPO checkpoint is another (the
+/// first step's rewards are not 0); a directory of another vocabulary and a missing one exit 2.
+/// LoRA with activation checkpointing takes the same steps as without; DoRA trains.
+#[test]
+fn references_from_directories_and_strategies() {
+    let d = tmpdir("objectives", "references");
+    let lora = "[strategy]\nkind = \"lora\"\nlora = { rank = 4, targets = \"all-linear\" }";
+    let run = |name: &str, obj: &str, strategy: &str| {
+        let f = recipe(&d, name, "conversational.jsonl", 3, obj, strategy);
+        let text = std::fs::read_to_string(&f)
+            .unwrap()
+            .replace("steps = 1", "steps = 4")
+            .replace("lr = 1e-3", "lr = 1e-2");
+        std::fs::write(&f, text).unwrap();
+        run_pzt(&["train", f.to_str().unwrap()])
+    };
+    let ok = |r: (i32, String, String)| assert_eq!(r.0, 0, "{}{}", r.1, r.2);
+    ok(run("off", "kind = \"dpo\"", lora));
+    let hf = fixtures().join("hf/chat-tiny");
+    let by_path = format!("kind = \"dpo\"\nreference = \"{}\"", hf.display());
+    ok(run("path", &by_path, lora));
+    assert_eq!(trace(&d, "off"), trace(&d, "path"));
+    let ckpt = d.join("off/checkpoints/step-4");
+    ok(run(
+        "ckpt",
+        &format!("kind = \"dpo\"\nreference = \"{}\"", ckpt.display()),
+        lora,
+    ));
+    assert!(trace(&d, "ckpt")[0].1 < -0.01, "{:?}", trace(&d, "ckpt"));
+    let other = fixtures().join("hf/qwen3");
+    let r = run(
+        "vocab",
+        &format!("kind = \"dpo\"\nreference = \"{}\"", other.display()),
+        lora,
+    );
+    assert!(
+        r.0 == 2 && r.2.contains("must share the model's tokenizer"),
+        "{}",
+        r.2
+    );
+    let r = run("missing", "kind = \"dpo\"\nreference = \"nowhere\"", lora);
+    assert!(
+        r.0 == 2 && r.2.contains("neither a pzt checkpoint"),
+        "{}",
+        r.2
+    );
+    let checkpointed = format!("{lora}\ncheckpoint_activations = \"blocks.*\"");
+    ok(run("checkpointed", "kind = \"dpo\"", &checkpointed));
+    assert_eq!(trace(&d, "off"), trace(&d, "checkpointed"));
+    let dora = lora.replace("rank = 4", "rank = 4, dora = true");
+    ok(run("dora", "kind = \"dpo\"", &dora));
+    let t = trace(&d, "dora");
+    assert!(t.last().unwrap().0 < t[0].0, "{t:?}");
+}
