@@ -40,6 +40,7 @@ pub mod expect;
 pub mod losses;
 mod observers;
 pub mod optim;
+mod precompute;
 pub mod preference;
 mod profiling;
 mod reference;

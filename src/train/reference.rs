@@ -62,6 +62,39 @@ fn adapters_are_zero(tree: &Node) -> Result<bool> {
     Ok(adapters > 0 && zero && !outside)
 }
 
+/// A digest of the reference's parameters (labels, shapes and values; for the adapters off,
+/// the model's parameters outside its adapters' updates): what precomputed log-probabilities
+/// are kept under.
+pub fn fingerprint(r: &RefModel, tree: &Node) -> Result<String> {
+    let (t, off) = match r {
+        RefModel::AdaptersOff => (tree, true),
+        RefModel::Frozen(t) => (t.as_ref(), false),
+    };
+    let mut skip = std::collections::HashSet::new();
+    if off {
+        t.walk(&mut |_, n| {
+            if let (Some(_), Ok(u)) = (n.layer_as::<LowRankAdapter>(), n.child("update")) {
+                for (_, _, e) in u.all_param_entries() {
+                    skip.insert(e.label().to_string());
+                }
+            }
+        });
+    }
+    let mut params: Vec<crate::params::Parameter> = vec![];
+    let mut seen = std::collections::HashSet::new();
+    for (_, _, e) in t.all_param_entries() {
+        if skip.contains(e.label()) || !seen.insert(e.label().to_string()) {
+            continue;
+        }
+        params.push(crate::params::Parameter::new(e.label(), e.value()?));
+    }
+    let tag = if off { "adapters off" } else { "frozen" };
+    Ok(format!(
+        "{tag}:{}",
+        crate::params::fingerprint::fingerprint(&params)?
+    ))
+}
+
 /// Whether the tree has LoRA adapters.
 fn has_adapters(tree: &Node) -> bool {
     let mut any = false;
@@ -76,10 +109,10 @@ pub fn build(spec: &RunSpec, tree: &Node, builder: &Builder) -> Result<Option<Re
     if !objective.needs_reference() {
         return Ok(None);
     }
-    if objective.precompute_reference {
+    if objective.precompute_reference && objective.kind == crate::spec::ObjectiveKind::Kto {
         return Err(Error::ConfigField {
             field: "precompute_reference".into(),
-            message: "[objective]: precompute_reference is not available yet; remove it (the reference runs beside the model each step)".into(),
+            message: "[objective]: KTO's mismatched rows are formed in each batch, so their reference cannot be computed ahead; remove precompute_reference".into(),
         });
     }
     match &objective.reference {

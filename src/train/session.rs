@@ -27,6 +27,9 @@ pub struct Session {
     pub task: Box<dyn Task>,
     /// A preference objective's reference model.
     pub reference: Option<super::reference::RefModel>,
+    /// Its log-probabilities of every pair, when `precompute_reference` computed them (the
+    /// model is dropped then).
+    pub precomputed: Option<super::precompute::Precomputed>,
 }
 
 /// A preference objective needs preference rows, and preference rows a preference objective.
@@ -189,9 +192,12 @@ impl Session {
             device,
             task,
             reference,
+            precomputed: None,
         };
         session.check_vocabulary()?;
         session.check_classes()?;
+        let mut session = session;
+        session.precompute_reference()?;
         Ok(session)
     }
 
@@ -272,6 +278,71 @@ impl Session {
         self.autocast(|| self.tree.forward(x, side).and_then(|v| v.into_tensor()))
     }
 
+    /// `precompute_reference`: the reference's log-probabilities of every pair, read from the
+    /// file beside the prepared data or computed now and written there; the reference model is
+    /// dropped.
+    fn precompute_reference(&mut self) -> Result<()> {
+        use super::precompute;
+        let (Some(r), true) = (&self.reference, self.spec.objective.precompute_reference) else {
+            return Ok(());
+        };
+        let fp = super::reference::fingerprint(r, &self.tree)?;
+        let cache = self
+            .spec
+            .data
+            .cache_path(&self.spec.base_dir, &self.spec.run.out_dir);
+        let path = precompute::path(&cache, &self.data, &fp)?;
+        let n = (self.data.train.len(), self.data.eval.len());
+        let p = match precompute::read(&path, n) {
+            Some(p) => p,
+            None => {
+                let _ng = tch::no_grad_guard();
+                let bs = self.spec.train.batch_size.max(1);
+                let logps = |items: &[&Example]| -> Result<Vec<f32>> {
+                    let b = self.task.batch(items, self.device)?;
+                    Vec::<f32>::try_from(
+                        self.reference_logps(&b)?
+                            .f_to_kind(Kind::Float)
+                            .ctx("precompute")?,
+                    )
+                    .ctx("precompute")
+                };
+                let p = precompute::Precomputed {
+                    train: precompute::compute(&self.data.train, bs, &logps)?,
+                    eval: precompute::compute(&self.data.eval, bs, &logps)?,
+                };
+                std::fs::create_dir_all(&cache).map_err(|e| Error::Io {
+                    path: cache.display().to_string(),
+                    source: e,
+                })?;
+                precompute::write(&path, &p)?;
+                p
+            }
+        };
+        self.precomputed = Some(p);
+        self.reference = None;
+        Ok(())
+    }
+
+    /// Sets the reference log-probabilities of the preference batch `b` of the pairs `indices`
+    /// of the train (or eval) split: read from the precomputed ones, or run by the reference.
+    pub fn attach_reference(
+        &self,
+        b: &mut task::Batch,
+        eval: bool,
+        indices: &[usize],
+    ) -> Result<()> {
+        let r = match (&self.precomputed, &self.reference) {
+            (Some(p), _) => p.batch(eval, indices, self.device)?,
+            (None, Some(_)) => self.reference_logps(b)?,
+            (None, None) => return Ok(()),
+        };
+        if let Some(p) = b.pref.as_mut() {
+            p.reference = Some(r);
+        }
+        Ok(())
+    }
+
     /// The reference's log-probability of each completion of the preference batch `b` (no
     /// gradient, no dropout).
     pub fn reference_logps(&self, b: &task::Batch) -> Result<Tensor> {
@@ -332,12 +403,8 @@ impl Session {
                 .collect::<Result<_>>()?;
             let items: Vec<&Example> = chunk.iter().collect();
             let mut b = self.task.batch(&items, self.device)?;
-            if self.reference.is_some() {
-                let r = self.reference_logps(&b)?;
-                if let Some(p) = b.pref.as_mut() {
-                    p.reference = Some(r);
-                }
-            }
+            let indices: Vec<usize> = (start..(start + bs).min(n)).collect();
+            self.attach_reference(&mut b, true, &indices)?;
             let y = self.forward(b.x.clone(), &b.side)?;
             sums += self.task.loss(&y, &b)?.1;
         }

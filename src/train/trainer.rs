@@ -285,20 +285,14 @@ impl Trainer {
         // this process trains on its share.
         let global = self.exec.global_batch(batch_size);
         let idx = self.cursor.next_batch(global);
-        let owned: Vec<Example> = self
-            .exec
-            .share(&idx, batch_size)
+        let share: Vec<usize> = self.exec.share(&idx, batch_size).to_vec();
+        let owned: Vec<Example> = share
             .iter()
             .map(|&i| self.session.data.train.get(i))
             .collect::<Result<_>>()?;
         let items: Vec<&Example> = owned.iter().collect();
         let mut b = self.session.task.batch(&items, self.session.device)?;
-        if self.session.reference.is_some() {
-            let r = self.session.reference_logps(&b)?;
-            if let Some(p) = b.pref.as_mut() {
-                p.reference = Some(r);
-            }
-        }
+        self.session.attach_reference(&mut b, false, &share)?;
         let stream_seed = mix(
             mix(seed, 0xD409),
             self.step * grad_accum as u64 + micro as u64,

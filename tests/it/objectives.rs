@@ -319,3 +319,64 @@ fn references_from_directories_and_strategies() {
     let t = trace(&d, "dora");
     assert!(t.last().unwrap().0 < t[0].0, "{t:?}");
 }
+
+/// `precompute_reference = true`: the reference's log-probabilities are computed once, kept in a
+/// file beside the prepared data, and the steps equal those of the reference run beside the
+/// model; a second run with the same data and reference reads the file (not written again);
+/// KTO's mismatched rows cannot be computed ahead (exit 2).
+#[test]
+fn a_precomputed_reference_gives_the_same_steps_and_is_kept() {
+    let d = tmpdir("objectives", "precompute");
+    let cache = d.join("cache");
+    let run = |name: &str, obj: &str, rows: &str| {
+        let f = recipe(&d, name, rows, 3, obj, "");
+        let text = std::fs::read_to_string(&f)
+            .unwrap()
+            .replace("steps = 1", "steps = 4")
+            .replace("lr = 1e-3", "lr = 1e-2")
+            .replace(
+                "eval_fraction = 0.0",
+                &format!("eval_fraction = 0.0\ncache_dir = \"{}\"", cache.display()),
+            );
+        std::fs::write(&f, text).unwrap();
+        run_pzt(&["train", f.to_str().unwrap()])
+    };
+    let ok = |r: (i32, String, String)| assert_eq!(r.0, 0, "{}{}", r.1, r.2);
+    ok(run("live", "kind = \"dpo\"", "conversational.jsonl"));
+    let pre = "kind = \"dpo\"\nprecompute_reference = true";
+    ok(run("pre", pre, "conversational.jsonl"));
+    for (a, b) in trace(&d, "live").iter().zip(trace(&d, "pre")) {
+        assert!(
+            (a.0 - b.0).abs() < 1e-5 && (a.1 - b.1).abs() < 1e-5,
+            "{a:?} vs {b:?}"
+        );
+    }
+    let file = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("reference-")
+        })
+        .expect("the precomputed file");
+    let written = std::fs::metadata(&file).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    ok(run("again", pre, "conversational.jsonl"));
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().modified().unwrap(),
+        written
+    );
+    assert_eq!(trace(&d, "pre"), trace(&d, "again"));
+    let r = run(
+        "kto",
+        "kind = \"kto\"\nprecompute_reference = true",
+        "unpaired_chat.jsonl",
+    );
+    assert!(
+        r.0 == 2 && r.2.contains("cannot be computed ahead"),
+        "{}",
+        r.2
+    );
+}
