@@ -380,3 +380,78 @@ fn a_precomputed_reference_gives_the_same_steps_and_is_kept() {
         r.2
     );
 }
+
+/// The gradient of one step, tensor by tensor: for each LoRA case, one SGD step with learning
+/// rate 1 (no momentum, no decay, no clipping) moves each adapter tensor by minus its gradient;
+/// the adapter `pzt export --peft` writes then equals the starting one less TRL's gradient,
+/// within 1e-6 (absolute) + 1e-4 (relative).
+#[test]
+fn lora_gradients_equal_trls_tensor_by_tensor() {
+    use tch::Tensor;
+    let d = tmpdir("objectives", "grads");
+    let text = std::fs::read_to_string(fixtures().join("objective-reference.json")).unwrap();
+    let cases: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let grads = Tensor::read_safetensors(fixtures().join("objective-grads.safetensors")).unwrap();
+    let start =
+        Tensor::read_safetensors(fixtures().join("peft/chat-tiny-lora/adapter_model.safetensors"))
+            .unwrap();
+    let mut checked = 0;
+    for (k, c) in cases.iter().enumerate() {
+        if c["strategy"] != "lora" {
+            continue;
+        }
+        let kind = c["objective"].as_str().unwrap();
+        let mut obj = format!("kind = \"{kind}\"\n");
+        for (key, v) in c["keys"].as_object().unwrap() {
+            obj.push_str(&format!("{key} = {v}\n"));
+        }
+        if matches!(kind, "dpo" | "ipo" | "kto") {
+            obj.push_str("reference = \"base\"\n");
+        }
+        let strategy = format!(
+            "[strategy]\nkind = \"lora\"\nlora = {{ init_from = \"{}\" }}",
+            fixtures().join("peft/chat-tiny-lora").display()
+        );
+        let (rows, batch) = match kind {
+            "kto" => ("unpaired_chat.jsonl", 2),
+            _ => ("conversational.jsonl", 3),
+        };
+        let name = format!("sgd{k}");
+        let f = recipe(&d, &name, rows, batch, &obj, &strategy);
+        let text = std::fs::read_to_string(&f)
+            .unwrap()
+            .replace("lr = 1e-3", "kind = \"sgd\"\nlr = 1.0");
+        std::fs::write(&f, text).unwrap();
+        let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
+        assert_eq!(code, 0, "{o}{e}");
+        let out = d.join(format!("{name}-peft"));
+        let ckpt = d.join(&name).join("checkpoints/step-1");
+        let (code, o, e) = run_pzt(&[
+            "export",
+            ckpt.to_str().unwrap(),
+            "--peft",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{o}{e}");
+        let after = Tensor::read_safetensors(out.join("adapter_model.safetensors")).unwrap();
+        for (n, a) in &after {
+            let s = &start.iter().find(|(m, _)| m == n).unwrap().1;
+            let g = &grads
+                .iter()
+                .find(|(m, _)| *m == format!("{k}:{n}"))
+                .unwrap_or_else(|| panic!("{k}:{n}"))
+                .1;
+            let moved = s - a;
+            let err = (&moved - g).abs().max().double_value(&[]);
+            let scale = g.abs().max().double_value(&[]);
+            assert!(
+                err <= 1e-6 + 1e-4 * scale,
+                "{kind} {n}: {err} (gradient up to {scale})"
+            );
+            assert!(scale > 0.0, "{kind} {n}: no gradient");
+            checked += 1;
+        }
+    }
+    // Six LoRA cases, 4 adapter tensors each (A and B of q_proj and v_proj, 2 layers: 8).
+    assert_eq!(checked, 6 * 8);
+}
