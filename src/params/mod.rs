@@ -10,6 +10,7 @@
 
 pub mod fingerprint;
 pub mod init;
+pub mod quantized;
 mod state;
 
 pub use crate::base::seed::RandomStream;

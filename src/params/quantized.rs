@@ -1,0 +1,337 @@
+//! Quantized storage of frozen weights (QLoRA's bases): NF4 exactly as torchao defines it, and
+//! int8 with a per-output-channel absmax scale. The operations follow torchao's one by one, in
+//! the weight's own dtype, so that a dequantized NF4 weight is bit for bit torchao's
+//! `to_nf4(W, 64, 256).get_original_weight()` (tests/fixtures/make_quant_fixtures.py).
+//!
+//! NF4 (torchao's `NF4Tensor`): the weight, flattened, in blocks of `block` values (64); each
+//! value divided by its block's absmax is coded as the nearest of 16 NormalFloat levels, two
+//! codes per byte (the first value in the high half). The block absmaxes are double-quantized:
+//! less their mean, in blocks of `scaler_block` (256) scaled by `256 / (2 * absmax)`, rounded
+//! to int8.
+
+use crate::base::{Error, Result, TorchContext};
+use tch::{Kind, Tensor};
+
+/// torchao's 16 NF4 levels.
+const NF4_LEVELS: [f64; 16] = [
+    -1.0000, -0.6962, -0.5251, -0.3949, -0.2844, -0.1848, -0.0911, 0.0000, 0.0796, 0.1609, 0.2461,
+    0.3379, 0.4407, 0.5626, 0.7230, 1.0000,
+];
+
+/// An NF4-quantized weight.
+#[derive(Debug)]
+pub struct Nf4 {
+    /// Two 4-bit level indices per byte (uint8, numel / 2).
+    pub codes: Tensor,
+    /// The block absmaxes less their mean, quantized (int8, one per block).
+    pub scalers: Tensor,
+    /// The factor of each block of scalers (the weight's dtype).
+    pub factors: Tensor,
+    /// The mean of the block absmaxes (a 0-dim tensor of the weight's dtype).
+    pub mean: Tensor,
+    pub shape: Vec<i64>,
+    pub kind: Kind,
+    pub block: i64,
+    pub scaler_block: i64,
+}
+
+/// The levels in `kind` on the device of `like` (from their decimal values, as torchao makes
+/// them).
+fn levels(kind: Kind, like: &Tensor) -> Result<Tensor> {
+    Tensor::from_slice(&NF4_LEVELS)
+        .f_to_device(like.device())
+        .and_then(|t| t.f_to_kind(kind))
+        .ctx("nf4 levels")
+}
+
+/// The absmax of each block of `block` values of the flat `t`.
+fn block_absmax(t: &Tensor, block: i64) -> Result<Tensor> {
+    let n = t.size()[0] / block;
+    t.f_view([n, block])
+        .and_then(|b| b.f_abs())
+        .and_then(|b| b.f_max_dim(1, false))
+        .map(|(v, _)| v)
+        .ctx("nf4: block absmax")
+}
+
+impl Nf4 {
+    /// Quantizes `w` (float32, bfloat16 or float16) in blocks of `block` values whose absmaxes
+    /// are double-quantized in blocks of `scaler_block`: its size must be a multiple of
+    /// `block * scaler_block`.
+    pub fn quantize(w: &Tensor, block: i64, scaler_block: i64) -> Result<Nf4> {
+        let kind = w.kind();
+        if !matches!(kind, Kind::Float | Kind::BFloat16 | Kind::Half) {
+            return Err(Error::Config(format!(
+                "nf4: a {kind:?} weight cannot be quantized (float32, bfloat16 or float16)"
+            )));
+        }
+        let n = w.numel() as i64;
+        if block < 2 || block % 2 != 0 || scaler_block < 1 || n % (block * scaler_block) != 0 {
+            return Err(Error::Config(format!(
+                "nf4: a weight of {n} values is not made of blocks of {block} x {scaler_block}"
+            )));
+        }
+        let flat = w.f_reshape([-1]).ctx("nf4")?;
+        let (scalers, factors, mean) = double_quantize(&flat, block, scaler_block)?;
+        let codes = codes_of(&flat, block, &levels(kind, w)?)?;
+        Ok(Nf4 {
+            codes,
+            scalers,
+            factors,
+            mean,
+            shape: w.size(),
+            kind,
+            block,
+            scaler_block,
+        })
+    }
+
+    /// The weight the codes stand for, in its dtype (torchao's `get_original_weight`).
+    pub fn dequantize(&self) -> Result<Tensor> {
+        let nf4 = levels(self.kind, &self.codes)?;
+        let level = |codes: Tensor| {
+            codes
+                .f_to_kind(Kind::Int64)
+                .and_then(|i| nf4.f_index_select(0, &i))
+        };
+        let first = level(
+            self.codes
+                .f_bitwise_right_shift_tensor_scalar(4)
+                .ctx("nf4")?,
+        )
+        .ctx("nf4")?;
+        let second = level(self.codes.f_bitwise_and(15).ctx("nf4")?).ctx("nf4")?;
+        let nsb = self.scalers.size()[0] / self.scaler_block;
+        let scalers = self
+            .scalers
+            .f_view([nsb, self.scaler_block])
+            .and_then(|s| s.f_div(&self.factors.f_unsqueeze(-1)?))
+            .and_then(|s| s.f_reshape([-1]))
+            .and_then(|s| s.f_to_kind(self.kind))
+            .and_then(|s| s.f_add(&self.mean))
+            .ctx("nf4: scalers")?;
+        let nb = scalers.size()[0];
+        let repeated = scalers
+            .f_unsqueeze(-1)
+            .and_then(|s| s.f_expand([nb, self.block / 2], false))
+            .and_then(|s| s.f_reshape([-1]))
+            .ctx("nf4")?;
+        let a = first.f_mul(&repeated).ctx("nf4")?;
+        let b = second.f_mul(&repeated).ctx("nf4")?;
+        Tensor::f_stack(&[a, b], -1)
+            .and_then(|t| t.f_reshape(self.shape.as_slice()))
+            .ctx("nf4: dequantize")
+    }
+
+    /// The bytes it takes (codes, scalers, factors, mean).
+    pub fn bytes(&self) -> i64 {
+        let size = |t: &Tensor| t.numel() as i64 * t.kind().elt_size_in_bytes() as i64;
+        size(&self.codes) + size(&self.scalers) + size(&self.factors) + size(&self.mean)
+    }
+}
+
+/// torchao's `double_quantize_scalers`: the int8 scalers, their factors and the mean.
+fn double_quantize(
+    flat: &Tensor,
+    block: i64,
+    scaler_block: i64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let s1 = block_absmax(flat, block)?;
+    let mean = s1.f_mean(None::<Kind>).ctx("nf4: scaler mean")?;
+    let s = s1.f_sub(&mean).ctx("nf4")?;
+    let nsb = s.size()[0] / scaler_block;
+    let absmax = block_absmax(&s, scaler_block)?;
+    // 256 / (2 * absmax), as Python writes it: (2 * absmax).reciprocal() * 256.
+    let factors = absmax
+        .f_mul_scalar(2)
+        .and_then(|x| x.f_reciprocal())
+        .and_then(|x| x.f_mul_scalar(256))
+        .ctx("nf4: factors")?;
+    let scalers = s
+        .f_view([nsb, scaler_block])
+        .and_then(|b| b.f_mul(&factors.f_unsqueeze(-1)?))
+        .and_then(|b| b.f_round())
+        .and_then(|b| b.f_clamp(-128, 127))
+        .and_then(|b| b.f_reshape([-1]))
+        .and_then(|b| b.f_to_kind(Kind::Int8))
+        .ctx("nf4: scalers")?;
+    Ok((scalers, factors, mean))
+}
+
+/// torchao's `convert_to_norm_float_weight`: each value over its block's absmax, coded as the
+/// nearest level, two codes per byte.
+fn codes_of(flat: &Tensor, block: i64, nf4: &Tensor) -> Result<Tensor> {
+    let n = flat.size()[0];
+    let scales = block_absmax(flat, block)?;
+    let scaled = flat
+        .f_view([n / block, block])
+        .and_then(|b| b.f_div(&scales.f_unsqueeze(-1)?))
+        .and_then(|b| b.f_reshape([-1]))
+        .ctx("nf4: scaled")?;
+    // In chunks (bounding the [chunk, 16] distances), as torchao does.
+    let chunk = 1i64 << 20;
+    let mut parts = vec![];
+    let mut start = 0;
+    while start < n {
+        let len = chunk.min(n - start);
+        let idx = scaled
+            .f_narrow(0, start, len)
+            .and_then(|v| v.f_unsqueeze(-1))
+            .and_then(|v| v.f_sub(nf4))
+            .and_then(|d| d.f_abs())
+            .and_then(|d| d.f_min_dim(-1, false))
+            .and_then(|(_, i)| i.f_to_kind(Kind::Uint8))
+            .ctx("nf4: nearest level")?;
+        parts.push(idx);
+        start += len;
+    }
+    let q = Tensor::f_cat(&parts, 0).ctx("nf4")?;
+    let even = q.f_slice(0, 0, n, 2).ctx("nf4")?;
+    let odd = q.f_slice(0, 1, n, 2).ctx("nf4")?;
+    even.f_bitwise_left_shift_tensor_scalar(4)
+        .and_then(|h| h.f_bitwise_or_tensor(&odd))
+        .and_then(|c| c.f_to_kind(Kind::Uint8))
+        .ctx("nf4: codes")
+}
+
+/// An int8 weight-only quantized weight: per output channel (the first axis), its absmax over
+/// 127 as the scale, the values rounded to the nearest step.
+#[derive(Debug)]
+pub struct Int8 {
+    /// `[out, ...]` int8.
+    pub values: Tensor,
+    /// `[out, 1, ...]` in the weight's dtype.
+    pub scales: Tensor,
+    pub kind: Kind,
+}
+
+impl Int8 {
+    /// Quantizes `w`, whose first axis is the output channels.
+    pub fn quantize(w: &Tensor) -> Result<Int8> {
+        let kind = w.kind();
+        if w.dim() < 1 {
+            return Err(Error::Config("int8: a weight needs an output axis".into()));
+        }
+        let dims: Vec<i64> = (1..w.dim() as i64).collect();
+        let absmax = w
+            .f_abs()
+            .and_then(|a| a.f_amax(dims.as_slice(), true))
+            .ctx("int8: absmax")?;
+        // An all-zero channel keeps the scale 1 (its values are 0 anyway).
+        let scales = absmax
+            .f_div_scalar(127.0)
+            .and_then(|s| s.f_where_scalarother(&absmax.f_gt(0.0)?, 1.0))
+            .and_then(|s| s.f_to_kind(kind))
+            .ctx("int8: scales")?;
+        let values = w
+            .f_div(&scales)
+            .and_then(|v| v.f_round())
+            .and_then(|v| v.f_clamp(-127, 127))
+            .and_then(|v| v.f_to_kind(Kind::Int8))
+            .ctx("int8: values")?;
+        Ok(Int8 {
+            values,
+            scales,
+            kind,
+        })
+    }
+
+    /// The weight the values stand for, in its dtype.
+    pub fn dequantize(&self) -> Result<Tensor> {
+        self.values
+            .f_to_kind(self.kind)
+            .and_then(|v| v.f_mul(&self.scales))
+            .ctx("int8: dequantize")
+    }
+
+    /// The bytes it takes.
+    pub fn bytes(&self) -> i64 {
+        let size = |t: &Tensor| t.numel() as i64 * t.kind().elt_size_in_bytes() as i64;
+        size(&self.values) + size(&self.scales)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference() -> Vec<(String, Tensor)> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/nf4-reference.safetensors");
+        Tensor::read_safetensors(p).unwrap_or_default()
+    }
+
+    fn get<'a>(r: &'a [(String, Tensor)], k: &str) -> &'a Tensor {
+        &r.iter()
+            .find(|(n, _)| n == k)
+            .unwrap_or_else(|| panic!("{k}"))
+            .1
+    }
+
+    fn bits_equal(a: &Tensor, b: &Tensor) -> bool {
+        a.size() == b.size()
+            && a.kind() == b.kind()
+            && a.f_view_dtype(Kind::Uint8)
+                .ok()
+                .zip(b.f_view_dtype(Kind::Uint8).ok())
+                .is_some_and(|(x, y)| x.equal(&y))
+    }
+
+    #[test]
+    fn nf4_equals_torchao_bit_for_bit() {
+        let r = reference();
+        let names = ["f32", "bf16", "f32_two", "bf16_two"];
+        for name in names {
+            let w = get(&r, &format!("{name}.weight"));
+            let q = Nf4::quantize(w, 64, 256).unwrap_or_else(|e| panic!("{name}: {e}"));
+            for (part, mine) in [
+                ("codes", &q.codes),
+                ("scalers", &q.scalers),
+                ("factors", &q.factors),
+            ] {
+                let want = get(&r, &format!("{name}.{part}"));
+                assert!(bits_equal(mine, want), "{name}: {part}");
+            }
+            let mean = get(&r, &format!("{name}.mean"));
+            assert!(bits_equal(&q.mean.reshape([1]), mean), "{name}: mean");
+            let d = q.dequantize().unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(
+                bits_equal(&d, get(&r, &format!("{name}.dequantized"))),
+                "{name}"
+            );
+            // 4 bits a value, and a little for the scalers.
+            assert!(
+                q.bytes() * 7 < w.numel() as i64 * 4,
+                "{name}: {}",
+                q.bytes()
+            );
+        }
+        assert_eq!(r.len(), names.len() * 6);
+        assert!(Nf4::quantize(
+            &Tensor::zeros([100], (Kind::Float, tch::Device::Cpu)),
+            64,
+            256
+        )
+        .is_err());
+        assert!(Nf4::quantize(
+            &Tensor::zeros([16384], (Kind::Int64, tch::Device::Cpu)),
+            64,
+            256
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn int8_round_trips_within_half_a_step() {
+        let w = Tensor::randn([48, 80], (Kind::Float, tch::Device::Cpu)) * 0.05;
+        let _ = w.get(3).f_zero_();
+        let q = Int8::quantize(&w).unwrap_or_else(|e| panic!("{e}"));
+        let d = q.dequantize().unwrap_or_else(|e| panic!("{e}"));
+        let err = (&d - &w).abs();
+        let half_step = &q.scales / 2.0 + 1e-7;
+        assert!(bool::try_from(err.le_tensor(&half_step).all()).unwrap_or(false));
+        assert_eq!(d.get(3).abs().max().double_value(&[]), 0.0);
+        assert_eq!(q.values.kind(), Kind::Int8);
+        assert!(q.bytes() < w.numel() as i64 * 4 / 3);
+    }
+}
