@@ -35,12 +35,14 @@ pub struct Memory {
     pub gradients: i64,
     pub optimizer: i64,
     pub activations: i64,
+    /// A preference objective's frozen reference copy (0 when it needs none).
+    pub reference: i64,
 }
 
 impl Memory {
     /// The sum.
     pub fn total(&self) -> i64 {
-        self.parameters + self.gradients + self.optimizer + self.activations
+        self.parameters + self.gradients + self.optimizer + self.activations + self.reference
     }
 }
 
@@ -67,7 +69,7 @@ pub fn count_params(tree: &Node) -> Counts {
     c
 }
 
-fn param_bytes(tree: &Node) -> i64 {
+pub fn param_bytes(tree: &Node) -> i64 {
     let mut seen = BTreeSet::new();
     tree.all_param_entries()
         .into_iter()
@@ -117,6 +119,7 @@ pub fn memory(
         gradients: counts.trainable * elem_size(param_kind),
         optimizer: counts.trainable * optimizer_bytes,
         activations,
+        reference: 0,
     }
 }
 

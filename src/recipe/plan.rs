@@ -68,7 +68,13 @@ impl Plan {
             .optim
             .as_ref()
             .map_or(8, |o| o.state_bytes_per_value());
-        let memory = memory::memory(&tree, activations, builder.kind, optimizer);
+        let mut memory = memory::memory(&tree, activations, builder.kind, optimizer);
+        if recipe.objective.is_preference() {
+            // Two sequences per pair (chosen and rejected, or a KTO row and its mismatched
+            // one); the reference's forward keeps nothing.
+            memory.activations *= 2;
+            memory.reference = reference_bytes(&recipe, &tree, &counts, builder.kind);
+        }
         Ok(Plan {
             recipe,
             tree,
@@ -258,6 +264,36 @@ pub fn reference_spec(recipe: &Recipe, registry: &Registry) -> Result<Option<Mod
     }
     Err(bad("is neither a pzt checkpoint (state.json, recipe.toml) nor a Hugging Face model directory (config.json)")
         .in_section("objective"))
+}
+
+/// What the reference of a preference objective holds in memory while training: nothing for
+/// the adapters off (zero-initialized LoRA adapters, or `"base"`) or precomputed log-probabilities;
+/// a frozen copy of the trained parameters for `"initial"` otherwise; a model of the same size
+/// for a path.
+fn reference_bytes(
+    recipe: &Recipe,
+    tree: &crate::tree::Node,
+    counts: &memory::Counts,
+    kind: tch::Kind,
+) -> i64 {
+    use crate::spec::{Reference, StrategyKind};
+    let o = &recipe.objective;
+    if !o.needs_reference() || o.precompute_reference {
+        return 0;
+    }
+    let s = &recipe.strategy;
+    let lora = s.kind == StrategyKind::Lora;
+    let fresh_adapters = s
+        .lora
+        .as_ref()
+        .is_none_or(|l| l.init_from.is_none() && l.dora != Some(true))
+        && s.trainable.is_none();
+    match &o.reference {
+        Reference::Base => 0,
+        Reference::Initial if lora && fresh_adapters => 0,
+        Reference::Initial => counts.trainable * kind.elt_size_in_bytes() as i64,
+        Reference::Path(_) => memory::param_bytes(tree),
+    }
 }
 
 /// A model the `[model]` table names on its own.

@@ -26,6 +26,7 @@ impl Plan {
                 "gradients": self.memory.gradients,
                 "optimizer": self.memory.optimizer,
                 "activations": self.memory.activations,
+                "reference": self.memory.reference,
                 "total": self.memory.total(),
             },
             "tree": tree_json(&self.tree, "", None),
@@ -117,9 +118,20 @@ impl Plan {
             } else {
                 "the training batch"
             };
+            let pairs = if r.objective.is_preference() {
+                ", 2 sequences per pair"
+            } else {
+                ""
+            };
             s.push_str(&format!(
-                "  activations  {:>12}  ({whence})\n",
+                "  activations  {:>12}  ({whence}{pairs})\n",
                 human_bytes(m.activations)
+            ));
+        }
+        if m.reference > 0 {
+            s.push_str(&format!(
+                "  reference    {:>12}  (a frozen copy for [objective] reference)\n",
+                human_bytes(m.reference)
             ));
         }
         s.push_str(&format!("  total        {:>12}\n", human_bytes(m.total())));

@@ -455,3 +455,28 @@ fn lora_gradients_equal_trls_tensor_by_tensor() {
     // Six LoRA cases, 4 adapter tensors each (A and B of q_proj and v_proj, 2 layers: 8).
     assert_eq!(checked, 6 * 8);
 }
+
+/// `pzt plan` counts two sequences per pair, and the frozen reference copy of a full
+/// fine-tune (none for zero-initialized LoRA adapters, whose reference is the adapters off).
+#[test]
+fn the_plan_counts_both_sequences_and_the_reference_copy() {
+    let d = tmpdir("objectives", "plan");
+    let plan = |name: &str, obj: &str, strategy: &str| {
+        let f = recipe(&d, name, "conversational.jsonl", 3, obj, strategy);
+        let (code, o, e) = run_pzt(&["plan", f.to_str().unwrap(), "--json"]);
+        assert_eq!(code, 0, "{e}");
+        let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+        v["memory_bytes"].clone()
+    };
+    let lm = plan("lm", "", "");
+    let full = plan("full", "kind = \"dpo\"", "");
+    assert_eq!(
+        full["activations"].as_i64(),
+        lm["activations"].as_i64().map(|a| 2 * a)
+    );
+    assert_eq!(full["reference"], full["parameters"]);
+    let lora = "[strategy]\nkind = \"lora\"\nlora = { rank = 4, targets = \"all-linear\" }";
+    assert_eq!(plan("lora", "kind = \"dpo\"", lora)["reference"], 0);
+    let pre = plan("pre", "kind = \"dpo\"\nprecompute_reference = true", "");
+    assert_eq!(pre["reference"], 0);
+}
