@@ -74,7 +74,11 @@ pub fn param_bytes(tree: &Node) -> i64 {
     tree.all_param_entries()
         .into_iter()
         .filter(|(_, _, e)| seen.insert(e.label().to_string()))
-        .map(|(_, _, e)| e.shape().iter().product::<i64>() * elem_size(e.kind()))
+        .map(|(_, _, e)| match &e {
+            // A quantized weight takes its codes' and scales' bytes.
+            ParamEntry::Quantized(q) => q.bytes(),
+            _ => e.shape().iter().product::<i64>() * elem_size(e.kind()),
+        })
         .sum()
 }
 

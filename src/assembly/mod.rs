@@ -97,6 +97,9 @@ pub enum Action {
     TrainOnly { adapters: bool },
     /// Recompute each selected subtree in the backward pass.
     Checkpoint,
+    /// Keep the frozen weights of the Linears in the selection quantized (`nf4` or `int8`),
+    /// but those under the `skip` selectors.
+    Quantize { format: String, skip: Vec<String> },
     /// Take the selected subtrees out of their parents.
     Remove,
     /// Replace each match with layer `layer` of the context's [`MakeLayer`].
@@ -297,6 +300,15 @@ fn act(selection: &Selection, action: &Action, cx: &Context) -> Result<Node, Pro
         }
         Action::Freeze => toolshed::freeze(selection).map_err(Problem::Failed),
         Action::Checkpoint => toolshed::checkpoint_activations(selection).map_err(Problem::Failed),
+        Action::Quantize { format, skip } => {
+            let skipped = if skip.is_empty() {
+                BTreeSet::new()
+            } else {
+                toolshed::freeze::labels_under(&targets::union(selection.root(), skip, None)?)
+            };
+            toolshed::quantize::quantize(selection, format, &|l| skipped.contains(l))
+                .map_err(Problem::Failed)
+        }
         Action::Remove => selection.remove_from_parent().map_err(Problem::Failed),
         Action::TrainOnly { adapters: false } => {
             toolshed::train_only(selection).map_err(Problem::Failed)

@@ -198,6 +198,46 @@ pub enum ParamEntry {
     Frozen(FrozenParameter),
     /// An empty slot to be bound later.
     Slot(ParameterSlot),
+    /// A frozen weight kept quantized (QLoRA's base), dequantized on each read.
+    Quantized(QuantizedParameter),
+}
+
+/// A frozen weight kept quantized ([`quantized::Quantized`]): its value is the dequantized
+/// weight, made again at each read.
+#[derive(Clone)]
+pub struct QuantizedParameter {
+    label: String,
+    q: Arc<Mutex<quantized::Quantized>>,
+}
+
+impl QuantizedParameter {
+    pub fn new(label: impl Into<String>, q: quantized::Quantized) -> Self {
+        QuantizedParameter {
+            label: label.into(),
+            q: Arc::new(Mutex::new(q)),
+        }
+    }
+    /// The label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+    /// The dequantized weight.
+    pub fn value(&self) -> Result<Tensor> {
+        lock(&self.q).dequantize()
+    }
+    /// Its shape, dtype, bytes and format.
+    pub fn shape(&self) -> Vec<i64> {
+        lock(&self.q).shape.clone()
+    }
+    pub fn kind(&self) -> Kind {
+        lock(&self.q).kind()
+    }
+    pub fn bytes(&self) -> i64 {
+        lock(&self.q).bytes()
+    }
+    pub fn format(&self) -> &'static str {
+        lock(&self.q).name()
+    }
 }
 
 impl std::fmt::Debug for ParamEntry {
@@ -206,6 +246,7 @@ impl std::fmt::Debug for ParamEntry {
             ParamEntry::Bound(p) => write!(f, "{p:?}"),
             ParamEntry::Frozen(p) => write!(f, "Frozen({})", p.label()),
             ParamEntry::Slot(s) => write!(f, "Slot({}, {:?})", s.label, s.shape),
+            ParamEntry::Quantized(q) => write!(f, "Quantized({}, {})", q.label(), q.format()),
         }
     }
 }
@@ -217,6 +258,7 @@ impl ParamEntry {
             ParamEntry::Bound(p) => p.label(),
             ParamEntry::Frozen(p) => p.label(),
             ParamEntry::Slot(s) => &s.label,
+            ParamEntry::Quantized(q) => q.label(),
         }
     }
 
@@ -225,6 +267,7 @@ impl ParamEntry {
         match self {
             ParamEntry::Bound(p) => Ok(p.value()),
             ParamEntry::Frozen(p) => Ok(p.value()),
+            ParamEntry::Quantized(q) => q.value(),
             ParamEntry::Slot(s) => Err(Error::Param(format!(
                 "parameter slot `{}` (shape {:?}) is not bound; build with a seed or bind \
                  parameters first",
@@ -239,6 +282,7 @@ impl ParamEntry {
             ParamEntry::Bound(p) => p.shape(),
             ParamEntry::Frozen(p) => p.value().size(),
             ParamEntry::Slot(s) => s.shape.clone(),
+            ParamEntry::Quantized(q) => q.shape(),
         }
     }
 
@@ -248,6 +292,7 @@ impl ParamEntry {
             ParamEntry::Bound(p) => p.kind(),
             ParamEntry::Frozen(p) => p.value().kind(),
             ParamEntry::Slot(s) => s.kind,
+            ParamEntry::Quantized(q) => q.kind(),
         }
     }
 
@@ -261,7 +306,7 @@ impl ParamEntry {
         match self {
             ParamEntry::Bound(p) => p.trainable(),
             ParamEntry::Slot(s) => s.trainable,
-            ParamEntry::Frozen(_) => false,
+            ParamEntry::Frozen(_) | ParamEntry::Quantized(_) => false,
         }
     }
 }

@@ -251,6 +251,91 @@ impl Int8 {
     }
 }
 
+/// A frozen Linear weight kept quantized. The weight is quantized in Hugging Face's layout
+/// (`[out, in]`, output channels first, as torchao quantizes a checkpoint's tensor): pzt's
+/// `[in..., out...]` weight is seen as `[in, out]` and transposed first, and back after.
+#[derive(Debug)]
+pub struct Quantized {
+    pub format: Format,
+    /// The weight's own shape (`[in..., out...]`).
+    pub shape: Vec<i64>,
+    /// Its input elements (the rows of `[in, out]`).
+    pub inputs: i64,
+}
+
+/// A quantization format and its data.
+#[derive(Debug)]
+pub enum Format {
+    Nf4(Nf4),
+    Int8(Int8),
+}
+
+impl Quantized {
+    /// Quantizes the weight `w` (`[in..., out...]`, `inputs` input elements) as `nf4` or `int8`.
+    pub fn new(w: &Tensor, inputs: i64, format: &str) -> Result<Quantized> {
+        let n = w.numel() as i64;
+        if inputs <= 0 || n % inputs != 0 {
+            return Err(Error::Config(format!(
+                "quantize: a weight of {n} values has no {inputs} inputs"
+            )));
+        }
+        let hf = w
+            .f_reshape([inputs, n / inputs])
+            .and_then(|t| t.f_transpose(0, 1))
+            .and_then(|t| t.f_contiguous())
+            .ctx("quantize: layout")?;
+        let format = match format {
+            "nf4" => Format::Nf4(Nf4::quantize(&hf, 64, 256)?),
+            "int8" => Format::Int8(Int8::quantize(&hf)?),
+            other => {
+                return Err(Error::Config(format!(
+                    "quantize: unknown format `{other}` (nf4 or int8)"
+                )))
+            }
+        };
+        Ok(Quantized {
+            format,
+            shape: w.size(),
+            inputs,
+        })
+    }
+
+    /// The weight, dequantized in its dtype and shape.
+    pub fn dequantize(&self) -> Result<Tensor> {
+        let hf = match &self.format {
+            Format::Nf4(q) => q.dequantize()?,
+            Format::Int8(q) => q.dequantize()?,
+        };
+        hf.f_transpose(0, 1)
+            .and_then(|t| t.f_reshape(self.shape.as_slice()))
+            .ctx("quantize: layout")
+    }
+
+    /// The bytes it takes.
+    pub fn bytes(&self) -> i64 {
+        match &self.format {
+            Format::Nf4(q) => q.bytes(),
+            Format::Int8(q) => q.bytes(),
+        }
+    }
+
+    /// The weight's dtype.
+    pub fn kind(&self) -> Kind {
+        match &self.format {
+            Format::Nf4(q) => q.kind,
+            Format::Int8(q) => q.kind,
+        }
+    }
+
+    /// `nf4` or `int8`.
+    pub fn name(&self) -> &'static str {
+        match &self.format {
+            Format::Nf4(_) => "nf4",
+            Format::Int8(_) => "int8",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

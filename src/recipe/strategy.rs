@@ -95,6 +95,24 @@ fn rewrites(recipe: &Recipe) -> Result<Vec<Written>, Diagnostic> {
             action_keys: &["trainable"],
         });
     }
+    if let Some(f) = s.quantize {
+        let skip = s
+            .quantize_skip
+            .as_ref()
+            .map(|k| k.items())
+            .unwrap_or_default();
+        out.push(Written {
+            rewrite: Rewrite::new(
+                Select::selectors(["blocks"]),
+                Action::Quantize {
+                    format: f.name().to_string(),
+                    skip,
+                },
+            ),
+            select_keys: &["quantize"],
+            action_keys: &["quantize"],
+        });
+    }
     for (v, action, keys) in [
         (&s.freeze, Action::Freeze, &["freeze"]),
         (

@@ -67,11 +67,45 @@ pub struct StrategyConfig {
     /// Each match is recomputed in the backward pass.
     pub checkpoint_activations: Option<OneOrMany>,
     pub lora: Option<LoraSection>,
+    /// QLoRA: the frozen Linear weights of the decoder blocks kept as NF4 or int8.
+    pub quantize: Option<QuantFormat>,
+    /// Selectors whose Linears stay unquantized (the output head and the embeddings are
+    /// outside the blocks anyway).
+    pub quantize_skip: Option<OneOrMany>,
+}
+
+/// `[strategy] quantize`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantFormat {
+    Nf4,
+    Int8,
+}
+
+impl QuantFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantFormat::Nf4 => "nf4",
+            QuantFormat::Int8 => "int8",
+        }
+    }
 }
 
 impl StrategyConfig {
     /// Checks values that need no model.
     pub fn validate(&self) -> Result<()> {
+        if self.quantize.is_some() && self.kind != StrategyKind::Lora {
+            return bad(
+                "quantize",
+                "[strategy]: `quantize` keeps a frozen base quantized under LoRA adapters; it needs kind = \"lora\"".into(),
+            );
+        }
+        if self.quantize_skip.is_some() && self.quantize.is_none() {
+            return bad(
+                "quantize_skip",
+                "[strategy]: `quantize_skip` needs `quantize = \"nf4\"` or \"int8\"".into(),
+            );
+        }
         match (self.kind, &self.lora) {
             (StrategyKind::Full, Some(_)) => {
                 return bad(

@@ -11,6 +11,8 @@ fn param_str(name: &str, p: &ParamEntry) -> String {
         ParamEntry::Frozen(_) => " const",
         ParamEntry::Slot(s) if !s.trainable => " frozen",
         ParamEntry::Slot(_) => "",
+        ParamEntry::Quantized(q) if q.format() == "nf4" => " frozen nf4",
+        ParamEntry::Quantized(_) => " frozen int8",
     };
     format!(
         "{name}: {}{:?}{state}",

@@ -54,7 +54,7 @@ impl Walk<'_> {
         let at = join(path, name);
         let status = match e {
             ParamEntry::Bound(p) if p.trainable() => "trainable",
-            ParamEntry::Bound(_) | ParamEntry::Frozen(_) => "frozen",
+            ParamEntry::Bound(_) | ParamEntry::Frozen(_) | ParamEntry::Quantized(_) => "frozen",
             ParamEntry::Slot(_) => "slot",
         };
         let mut j = json!({

@@ -17,6 +17,7 @@ pub mod freeze;
 pub mod knockout;
 pub mod linearize;
 pub mod lora;
+pub mod quantize;
 pub mod save;
 
 pub use checkpointed::{checkpoint_activations, without_checkpointing, Checkpointed};
