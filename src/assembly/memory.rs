@@ -77,9 +77,22 @@ pub fn param_bytes(tree: &Node) -> i64 {
         .map(|(_, _, e)| match &e {
             // A quantized weight takes its codes' and scales' bytes.
             ParamEntry::Quantized(q) => q.bytes(),
+            ParamEntry::Slot(s) if s.quantized.is_some() => quantized_bytes(s),
             _ => e.shape().iter().product::<i64>() * elem_size(e.kind()),
         })
         .sum()
+}
+
+/// The bytes a weight of this slot will take quantized: NF4's 4 bits a value, an int8 scaler
+/// per 64 values and a factor per 256 scalers; int8's byte a value and a scale per output
+/// channel (the first axis is the inputs).
+fn quantized_bytes(s: &crate::params::ParameterSlot) -> i64 {
+    let n: i64 = s.shape.iter().product();
+    let e = elem_size(s.kind);
+    match s.quantized {
+        Some("nf4") => n / 2 + n / 64 + (n / 64 / 256) * e + e,
+        _ => n + (n / s.shape.first().copied().unwrap_or(1).max(1)) * e,
+    }
 }
 
 /// A model input for shape inference: named axes with sizes, a dtype, and their roles.

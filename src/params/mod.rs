@@ -158,6 +158,8 @@ pub struct ParameterSlot {
     pub kind: Kind,
     /// Whether the parameter bound here will be trained (false once frozen by a strategy).
     pub trainable: bool,
+    /// The format it will be kept quantized in (`nf4`, `int8`), when a strategy says so.
+    pub quantized: Option<&'static str>,
 }
 
 /// An immutable snapshot of a parameter's value (Penzai's `ConstantParameter` after `freeze`).

@@ -94,6 +94,14 @@ impl Plan {
             grouped(c.frozen)
         ));
         s.push_str(&self.experts_line());
+        s.push_str(&self.memory_lines());
+        s
+    }
+
+    /// The memory estimate's lines of the report.
+    fn memory_lines(&self) -> String {
+        let r = &self.recipe;
+        let mut s = String::new();
         let m = self.memory;
         s.push_str(&format!(
             "memory      training estimate ({})\n",

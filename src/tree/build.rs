@@ -220,6 +220,7 @@ impl<'a> Scope<'a> {
                 shape: shape.to_vec(),
                 kind: self.builder.kind,
                 trainable: true,
+                quantized: None,
             }),
             Some(seed) => {
                 self.builder.reserve(label, values)?;

@@ -9,6 +9,8 @@ fn param_str(name: &str, p: &ParamEntry) -> String {
         ParamEntry::Bound(b) if b.trainable() => "",
         ParamEntry::Bound(_) => " frozen",
         ParamEntry::Frozen(_) => " const",
+        ParamEntry::Slot(s) if s.quantized == Some("nf4") => " frozen nf4",
+        ParamEntry::Slot(s) if s.quantized.is_some() => " frozen int8",
         ParamEntry::Slot(s) if !s.trainable => " frozen",
         ParamEntry::Slot(_) => "",
         ParamEntry::Quantized(q) if q.format() == "nf4" => " frozen nf4",

@@ -183,6 +183,7 @@ impl Node {
                         shape,
                         kind: dtype,
                         trainable: true,
+                        quantized: None,
                     }),
                 );
             }

@@ -20,6 +20,7 @@ impl Node {
                         shape: b.shape(),
                         kind: b.kind(),
                         trainable: b.trainable(),
+                        quantized: None,
                     }),
                     other => other.clone(),
                 })

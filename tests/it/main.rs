@@ -23,6 +23,7 @@ mod pack;
 mod peft;
 mod preference;
 mod probe;
+mod qlora;
 mod recipes;
 mod rewiring;
 mod select;
