@@ -179,3 +179,37 @@ fn the_plan_counts_quantized_bytes_and_dora_trains_on_nf4() {
     let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
     assert_eq!(code, 0, "{o}{e}");
 }
+
+/// A preference objective trains on a quantized base: DPO with LoRA on NF4, the reference the
+/// adapters off (so the first step's loss is ln 2).
+#[test]
+fn dpo_trains_on_an_nf4_base() {
+    let d = tmpdir("qlora", "dpo");
+    let f = d.join("dpo.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "[run]\nname = \"dpo\"\nout_dir = \"{out}\"\n[model]\nhf = \"{m}\"\n[data]\nsource = \"preference\"\nfiles = [\"{rows}\"]\nseq_len = 64\neval_fraction = 0.0\n[objective]\nkind = \"dpo\"\n[strategy]\nkind = \"lora\"\nquantize = \"nf4\"\n[strategy.lora]\ntargets = [\"q_proj\", \"v_proj\"]\nrank = 4\n[train]\nsteps = 4\nbatch_size = 2\nlog_every = 1\nthreads = 1\n[optim]\nlr = 1e-2\n",
+            out = d.join("run").display(),
+            m = fixtures().join("hf/qlora-tiny").display(),
+            rows = fixtures().join("preference/plain.jsonl").display(),
+        ),
+    )
+    .unwrap();
+    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    let losses: Vec<f64> = std::fs::read_to_string(d.join("run/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        (losses[0] - std::f64::consts::LN_2).abs() < 1e-6,
+        "{losses:?}"
+    );
+    assert!(losses[3] < losses[0], "{losses:?}");
+}
