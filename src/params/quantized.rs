@@ -340,17 +340,19 @@ impl Quantized {
 mod tests {
     use super::*;
 
-    fn reference() -> Vec<(String, Tensor)> {
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    fn reference() -> std::result::Result<Vec<(String, Tensor)>, tch::TchError> {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/nf4-reference.safetensors");
-        Tensor::read_safetensors(p).unwrap_or_default()
+        Tensor::read_safetensors(p)
     }
 
-    fn get<'a>(r: &'a [(String, Tensor)], k: &str) -> &'a Tensor {
-        &r.iter()
+    fn get<'a>(r: &'a [(String, Tensor)], k: &str) -> std::result::Result<&'a Tensor, String> {
+        r.iter()
             .find(|(n, _)| n == k)
-            .unwrap_or_else(|| panic!("{k}"))
-            .1
+            .map(|(_, t)| t)
+            .ok_or_else(|| format!("no `{k}` in the reference"))
     }
 
     fn bits_equal(a: &Tensor, b: &Tensor) -> bool {
@@ -363,25 +365,25 @@ mod tests {
     }
 
     #[test]
-    fn nf4_equals_torchao_bit_for_bit() {
-        let r = reference();
+    fn nf4_equals_torchao_bit_for_bit() -> TestResult {
+        let r = reference()?;
         let names = ["f32", "bf16", "f32_two", "bf16_two"];
         for name in names {
-            let w = get(&r, &format!("{name}.weight"));
-            let q = Nf4::quantize(w, 64, 256).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let w = get(&r, &format!("{name}.weight"))?;
+            let q = Nf4::quantize(w, 64, 256)?;
             for (part, mine) in [
                 ("codes", &q.codes),
                 ("scalers", &q.scalers),
                 ("factors", &q.factors),
             ] {
-                let want = get(&r, &format!("{name}.{part}"));
+                let want = get(&r, &format!("{name}.{part}"))?;
                 assert!(bits_equal(mine, want), "{name}: {part}");
             }
-            let mean = get(&r, &format!("{name}.mean"));
+            let mean = get(&r, &format!("{name}.mean"))?;
             assert!(bits_equal(&q.mean.reshape([1]), mean), "{name}: mean");
-            let d = q.dequantize().unwrap_or_else(|e| panic!("{name}: {e}"));
+            let d = q.dequantize()?;
             assert!(
-                bits_equal(&d, get(&r, &format!("{name}.dequantized"))),
+                bits_equal(&d, get(&r, &format!("{name}.dequantized"))?),
                 "{name}"
             );
             // 4 bits a value, and a little for the scalers.
@@ -392,31 +394,24 @@ mod tests {
             );
         }
         assert_eq!(r.len(), names.len() * 6);
-        assert!(Nf4::quantize(
-            &Tensor::zeros([100], (Kind::Float, tch::Device::Cpu)),
-            64,
-            256
-        )
-        .is_err());
-        assert!(Nf4::quantize(
-            &Tensor::zeros([16384], (Kind::Int64, tch::Device::Cpu)),
-            64,
-            256
-        )
-        .is_err());
+        let cpu = tch::Device::Cpu;
+        assert!(Nf4::quantize(&Tensor::zeros([100], (Kind::Float, cpu)), 64, 256).is_err());
+        assert!(Nf4::quantize(&Tensor::zeros([16384], (Kind::Int64, cpu)), 64, 256).is_err());
+        Ok(())
     }
 
     #[test]
-    fn int8_round_trips_within_half_a_step() {
+    fn int8_round_trips_within_half_a_step() -> TestResult {
         let w = Tensor::randn([48, 80], (Kind::Float, tch::Device::Cpu)) * 0.05;
         let _ = w.get(3).f_zero_();
-        let q = Int8::quantize(&w).unwrap_or_else(|e| panic!("{e}"));
-        let d = q.dequantize().unwrap_or_else(|e| panic!("{e}"));
+        let q = Int8::quantize(&w)?;
+        let d = q.dequantize()?;
         let err = (&d - &w).abs();
         let half_step = &q.scales / 2.0 + 1e-7;
-        assert!(bool::try_from(err.le_tensor(&half_step).all()).unwrap_or(false));
+        assert!(bool::try_from(err.le_tensor(&half_step).all())?);
         assert_eq!(d.get(3).abs().max().double_value(&[]), 0.0);
         assert_eq!(q.values.kind(), Kind::Int8);
         assert!(q.bytes() < w.numel() as i64 * 4 / 3);
+        Ok(())
     }
 }

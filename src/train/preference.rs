@@ -437,24 +437,23 @@ fn paired_alone(
     let (nc, nr) = halves(counts, n)?;
     let pc = c.f_div(&nc.f_clamp_min(1.0)?).ctx("orpo")?;
     let pr = r.f_div(&nr.f_clamp_min(1.0)?).ctx("orpo")?;
-    let (loss, mut sums) = if o.kind == ObjectiveKind::Orpo {
+    // Both report rewards beta * p and the NLL term.
+    let mut sums = pair_sums(
+        &pc.f_mul_scalar(o.beta)?,
+        &pr.f_mul_scalar(o.beta)?,
+        &pc,
+        &pr,
+        n,
+    )?;
+    sums.nll = value(&nll.f_detach()?)?;
+    let loss = if o.kind == ObjectiveKind::Orpo {
         let odds = log1mexp(&pc)?.f_sub(&log1mexp(&pr)?).ctx("orpo")?;
         let log_odds = pc.f_sub(&pr).and_then(|d| d.f_sub(&odds)).ctx("orpo")?;
         let ratio = neg_logsigmoid(&log_odds)?.f_neg().ctx("orpo")?;
-        let loss = nll
-            .f_sub(&ratio.f_mul_scalar(o.beta)?.f_mean(Kind::Float)?)
-            .ctx("orpo")?;
-        let mut s = pair_sums(
-            &pc.f_mul_scalar(o.beta)?,
-            &pr.f_mul_scalar(o.beta)?,
-            &pc,
-            &pr,
-            n,
-        )?;
-        s.nll = value(&nll.f_detach()?)?;
-        s.log_odds_ratio = total(&ratio.f_detach()?)?;
-        s.log_odds = total(&log_odds.f_detach()?)?;
-        (loss, s)
+        sums.log_odds_ratio = total(&ratio.f_detach()?)?;
+        sums.log_odds = total(&log_odds.f_detach()?)?;
+        nll.f_sub(&ratio.f_mul_scalar(o.beta)?.f_mean(Kind::Float)?)
+            .ctx("orpo")?
     } else {
         // -log s(b (p_c - p_r) - gamma) + nll_weight * nll.
         let d = pc
@@ -462,20 +461,10 @@ fn paired_alone(
             .and_then(|d| d.f_mul_scalar(o.beta))
             .and_then(|d| d.f_sub_scalar(o.gamma))
             .ctx("simpo")?;
-        let per_pair = neg_logsigmoid(&d)?;
-        let loss = per_pair
+        neg_logsigmoid(&d)?
             .f_mean(Kind::Float)
             .and_then(|l| l.f_add(&nll.f_mul_scalar(o.nll_weight)?))
-            .ctx("simpo")?;
-        let mut s = pair_sums(
-            &pc.f_mul_scalar(o.beta)?,
-            &pr.f_mul_scalar(o.beta)?,
-            &pc,
-            &pr,
-            n,
-        )?;
-        s.nll = value(&nll.f_detach()?)?;
-        (loss, s)
+            .ctx("simpo")?
     };
     sums.loss = value(&loss.f_detach()?)? * n as f64;
     Ok(Computed { loss, sums })

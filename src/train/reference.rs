@@ -135,7 +135,7 @@ pub fn build(spec: &RunSpec, tree: &Node, builder: &Builder) -> Result<Option<Re
 }
 
 /// The vocabulary size of a model's first embedding.
-fn vocabulary(tree: &Node) -> Option<i64> {
+pub(super) fn vocabulary(tree: &Node) -> Option<i64> {
     crate::tree::select(tree)
         .at_instances_of("EmbeddingLookup")
         .get()

@@ -204,14 +204,7 @@ impl Session {
     /// A language model's vocabulary must cover the tokenizer's, and every token id of the
     /// prepared data.
     fn check_vocabulary(&self) -> Result<()> {
-        let lookup = crate::tree::select(&self.tree)
-            .at_instances_of("EmbeddingLookup")
-            .get()
-            .first()
-            .and_then(|(_, n)| {
-                n.layer_as::<crate::layers::embedding::EmbeddingLookup>()
-                    .map(|l| l.vocab_size)
-            });
+        let lookup = super::reference::vocabulary(&self.tree);
         self.check_tokenizer_vocabulary(lookup)?;
         match (lookup, self.data.max_id) {
             (Some(v), Some(max)) if max >= v => Err(Error::Config(format!(
