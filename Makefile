@@ -22,9 +22,15 @@ demo: build
 	./target/release/pzt --version
 	./target/release/pzt train recipes/quickstart.toml
 
+# The tests write their scratch directories under target/test-tmp (not the system's /tmp),
+# emptied before the run and removed after a passing one, so repeated runs leave nothing behind.
+TEST_TMP := $(CURDIR)/target/test-tmp
+
 test: setup
 	@scripts/bootstrap.sh --dev
-	$(CARGO) test --release -- --test-threads=2
+	@rm -rf $(TEST_TMP) && mkdir -p $(TEST_TMP)
+	TMPDIR=$(TEST_TMP) $(CARGO) test --release -- --test-threads=2
+	@rm -rf $(TEST_TMP)
 
 # Dev only (never in CI): the benchmarks side by side with PyTorch (benches/README.md). It
 # installs transformers and peft into .venv for the PyTorch side.
