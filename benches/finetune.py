@@ -7,12 +7,11 @@
 """
 import os
 import sys
-import time
 
 import torch
 import transformers
 
-from hf_dir import save_with_tokenizer
+from hf_dir import save_with_tokenizer, timed_steps
 
 B, T = int(os.environ.get("BATCH", "4")), int(os.environ.get("SEQ", "128"))
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -41,19 +40,8 @@ def train(d, mode, n):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if mode.startswith("lora"):
             model.enable_input_require_grads()
-    model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     x = torch.randint(0, 128, (B, T))
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        loss = model(input_ids=x, labels=x).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t0)
-    print(f"{sum(times[1:]) / (n - 1):.3f}")
-
+    timed_steps(model, x, n)
 
 if __name__ == "__main__":
     if sys.argv[1] == "make":

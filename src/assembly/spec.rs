@@ -3,6 +3,7 @@
 
 use super::{apply, Action, Context, MakeLayer, Place, Rewrite, Select};
 use crate::base::{Error, Result};
+use crate::params::ParamEntry;
 use crate::tree::{Builder, Node, Registry};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -179,6 +180,56 @@ impl ModelSpec {
         }
     }
 
+    /// The weights a quantizing rewrite will quantize, when the model is a Hugging Face
+    /// directory loaded with values: found by running the rewrites up to the last quantizing
+    /// one on the model's slots (shapes only; adapters start as slots, not from their files),
+    /// so that the load quantizes each weight as it reads it.
+    fn quantize_at_load(
+        &self,
+        registry: &Registry,
+        builder: &Builder,
+    ) -> Result<Option<crate::models::hf::QuantizeAtLoad>> {
+        let last = self
+            .rewrites
+            .iter()
+            .rposition(|r| matches!(r.action, Action::Quantize { .. }));
+        let (Source::HfDir(_), Some(last), Some(_)) = (&self.source, last, builder.seed) else {
+            return Ok(None);
+        };
+        let slots = Builder::slots().dtype(builder.kind);
+        let shapes = ModelSpec {
+            rewrites: self.rewrites[..=last]
+                .iter()
+                .map(|r| match &r.action {
+                    Action::Lora { config, .. } => Rewrite {
+                        action: Action::Lora {
+                            config: config.clone(),
+                            init: None,
+                        },
+                        ..r.clone()
+                    },
+                    _ => r.clone(),
+                })
+                .collect(),
+            ..self.clone()
+        }
+        .build(registry, &slots)?;
+        let mut q = crate::models::hf::QuantizeAtLoad::new();
+        shapes.walk(&mut |_, n| {
+            let (Some(lin), Ok(ParamEntry::Slot(s))) = (
+                n.layer_as::<crate::layers::linear::Linear>(),
+                n.param_entry("weights"),
+            ) else {
+                return;
+            };
+            if let Some(f) = s.quantized {
+                let inputs: i64 = lin.input_axes.values().product();
+                q.insert(s.label.clone(), (f.to_string(), inputs));
+            }
+        });
+        Ok(Some(q))
+    }
+
     /// The context the rewrites run in: `builder`, and the pretrained architecture when the
     /// model comes from a Hugging Face directory.
     pub fn context<'a>(
@@ -196,7 +247,12 @@ impl ModelSpec {
     /// Builds the model: the source, then the rewrites (an error names the rewrite, and the
     /// recipe key that wrote it when there is one).
     pub fn build(&self, registry: &Registry, builder: &Builder) -> Result<Node> {
-        let tree = self.build_source(registry, builder)?;
+        let tree = match (&self.source, self.quantize_at_load(registry, builder)?) {
+            (Source::HfDir(dir), Some(q)) => {
+                crate::models::hf::load_quantized(dir, Some(builder.kind), builder.device, &q)?.tree
+            }
+            _ => self.build_source(registry, builder)?,
+        };
         if self.rewrites.is_empty() {
             return Ok(tree);
         }

@@ -59,6 +59,17 @@ pub fn tune_allocator() -> bool {
     apply_malloc_settings()
 }
 
+/// Returns the heap memory freed so far to the kernel (glibc's `malloc_trim`), for the phases
+/// that free as much as they keep, such as loading a checkpoint tensor by tensor: with the
+/// settings of [`tune_allocator`] that memory would otherwise stay in the process.
+pub fn release_freed() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn apply_malloc_settings() -> bool {
     // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time.

@@ -151,7 +151,18 @@ fn positions(from: i64, to: i64, axis: &str, device: Device) -> Result<NamedTens
     )
 }
 
-/// Logits `[seq, vocab]` for `tokens` at positions `start..` (a batch of one).
+/// What a forward of [`step`] computes logits for.
+#[derive(Clone, Copy, PartialEq)]
+enum Positions {
+    /// Every position fed.
+    All,
+    /// The last position alone (the token head runs on it only).
+    Last,
+}
+
+/// Logits `[seq, vocab]` for `tokens` at positions `start..` (a batch of one), or `[1, vocab]`
+/// for the last of them.
+#[allow(clippy::too_many_arguments)]
 fn step(
     model: &Node,
     tokens: &[i64],
@@ -160,6 +171,7 @@ fn step(
     ax: &LmAxes,
     device: Device,
     extra: &SideInputs,
+    at: Positions,
 ) -> Result<Tensor> {
     let t = Tensor::from_slice(tokens)
         .f_reshape([1, tokens.len() as i64])
@@ -182,7 +194,10 @@ fn step(
                 positions(0, kv_len, "kv_seq", device)?,
             )
     };
-    let y = model.forward(x, &side)?.into_tensor()?;
+    let y = match at {
+        Positions::All => model.forward(x, &side)?.into_tensor()?,
+        Positions::Last => super::token_head::last_position(model, x, &ax.seq, &side)?,
+    };
     let y = y.with_name_order(&ax.output_order(&y)).map_err(|_| {
         Error::Config(format!(
             "the model output {} should have axes `{}`, `{}`, `{}`",
@@ -238,6 +253,7 @@ pub fn generate(
                     ax,
                     device,
                     &SideInputs::new(),
+                    Positions::Last,
                 )?;
                 fed = seq.len();
                 l
@@ -250,6 +266,7 @@ pub fn generate(
                 ax,
                 device,
                 &SideInputs::new(),
+                Positions::Last,
             )?,
         };
         let last = logits.f_select(0, logits.size()[0] - 1).ctx("logits")?;
@@ -278,5 +295,14 @@ pub fn logits_with(
     device: Device,
 ) -> Result<Tensor> {
     let _ng = tch::no_grad_guard();
-    step(model, tokens, 0, tokens.len() as i64, ax, device, side)
+    step(
+        model,
+        tokens,
+        0,
+        tokens.len() as i64,
+        ax,
+        device,
+        side,
+        Positions::All,
+    )
 }

@@ -6,6 +6,7 @@ pub mod decoder;
 pub mod generate;
 pub mod hf;
 pub mod mlp;
+pub mod token_head;
 pub mod transformer;
 
 use crate::tree::registry::decode_config;

@@ -57,8 +57,8 @@ impl Plan {
         if let Some(input) = &recipe.input {
             match memory::activations(&tree, input) {
                 Ok((o, bytes)) => {
+                    activations = loss_activations(&recipe, &tree, input, bytes, &o)?;
                     output = Some(o);
-                    activations = bytes;
                 }
                 Err(e) => return Err(fail(shape_error(&tree, &mb_locs, input, &e))),
             }
@@ -83,6 +83,39 @@ impl Plan {
             memory,
             world_size: 1,
         })
+    }
+}
+
+/// The activations of a training step with a language model's loss (`whole`: the model's
+/// own, from [`memory::activations`]). The loss over the whole logits adds three float32
+/// tensors of the logits' size (the log-softmax, kept for backward, and the two gradients of
+/// its backward). The chunked loss ([`crate::train::head`]) keeps the trunk's activations and,
+/// one chunk at a time, four tensors of `[chunk, vocab]`: the head's outputs are never kept.
+fn loss_activations(
+    recipe: &Recipe,
+    tree: &Node,
+    input: &InputSpec,
+    whole: i64,
+    output: &memory::Output,
+) -> Result<i64> {
+    let (Some(data), Some(train)) = (&recipe.data, &recipe.train) else {
+        return Ok(whole);
+    };
+    let tokens: i64 = input.axes.iter().map(|(_, n)| *n).product();
+    let values: i64 = output.0.iter().map(|(_, n)| *n).product();
+    if !data.is_lm() || tokens <= 0 || values % tokens != 0 {
+        return Ok(whole);
+    }
+    let vocab = values / tokens;
+    let chunk = train.loss_chunk(vocab.max(1) as usize) as i64;
+    match crate::models::token_head::split(tree) {
+        Some(s) if tokens > chunk => {
+            let trunk =
+                crate::layers::grouping::Sequential::named(tree.children()[..s.trunk].to_vec());
+            let (_, kept) = memory::activations(&trunk, input)?;
+            Ok(kept + 4 * chunk * vocab * 4)
+        }
+        _ => Ok(whole + 3 * values * 4),
     }
 }
 

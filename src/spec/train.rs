@@ -81,7 +81,19 @@ pub struct TrainConfig {
     /// `router_aux_loss_coef`; 0 turns it off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router_aux_loss_coef: Option<f64>,
+    /// Tokens per chunk of a language model's loss: the token head (the final projection and
+    /// what follows it) and the cross-entropy run this many tokens at a time and again in
+    /// backward, so the `[batch, seq, vocab]` logits never exist whole (default: as many tokens
+    /// as keep one chunk's logits at 2^25 values, 128 MiB in float32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_chunk_tokens: Option<usize>,
 }
+
+/// The logits values one chunk of the chunked loss holds by default (128 MiB in float32).
+pub const LOSS_CHUNK_VALUES: usize = 1 << 25;
+
+/// The largest `[train] loss_chunk_tokens`.
+pub const MAX_LOSS_CHUNK: usize = 1 << 30;
 
 /// The longest `[train] distributed_timeout_s` (a week).
 pub const MAX_DIST_TIMEOUT_S: u64 = 7 * 24 * 3600;
@@ -103,6 +115,12 @@ pub(super) fn bad<T>(field: &str, message: String) -> Result<T> {
 pub const MAX_GRAD_ACCUM: usize = 65_536;
 
 impl TrainConfig {
+    /// The tokens per chunk of the chunked loss for a vocabulary of `vocab` entries.
+    pub fn loss_chunk(&self, vocab: usize) -> usize {
+        self.loss_chunk_tokens
+            .unwrap_or_else(|| (LOSS_CHUNK_VALUES / vocab.max(1)).max(1))
+    }
+
     /// Checks values; `field` names the offending key.
     pub fn validate(&self) -> Result<()> {
         if self.steps == 0 {
@@ -160,6 +178,15 @@ impl TrainConfig {
             return bad(
                 "router_aux_loss_coef",
                 format!("[train]: router_aux_loss_coef must be a finite number >= 0, got {c}"),
+            );
+        }
+        if let Some(c) = self
+            .loss_chunk_tokens
+            .filter(|c| !(1..=MAX_LOSS_CHUNK).contains(c))
+        {
+            return bad(
+                "loss_chunk_tokens",
+                format!("[train]: loss_chunk_tokens must be 1 to {MAX_LOSS_CHUNK}, got {c}"),
             );
         }
         if !matches!(self.device.as_str(), "auto" | "cpu" | "cuda") {

@@ -69,33 +69,34 @@ fn mask_count(mask: &Tensor) -> Result<f64> {
         .max(1.0))
 }
 
-/// The summed negative log-likelihood of `targets` under `logits` (`[..., classes]`) where
-/// `mask` is 1 (a 0-dim float tensor, on the device).
-fn masked_nll_sum(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    let logp = logits
-        .f_log_softmax(-1, tch::Kind::Float)
-        .ctx("cross-entropy")?;
-    let idx = targets
-        .f_to_kind(tch::Kind::Int64)
-        .and_then(|t| t.f_unsqueeze(-1))
-        .ctx("cross-entropy")?;
-    logp.f_gather(-1, &idx, false)
-        .and_then(|g| g.f_squeeze_dim(-1))
-        .and_then(|g| g.f_neg())
+/// The summed negative log-likelihood where `mask` is 1, from each target's log-probability
+/// (a 0-dim float tensor, on the device).
+fn masked_nll_sum(logps: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    logps
+        .f_neg()
         .and_then(|g| g.f_mul(mask))
         .and_then(|g| g.f_sum(tch::Kind::Float))
         .ctx("cross-entropy")
 }
 
-/// Cross-entropy of `logits` (`[..., classes]`, float) against integer `targets` (`[...]`)
-/// where `mask` is 1, averaged over the masked targets (at least 1), without reading anything
-/// back from the device (what a training step back-propagates).
-pub fn masked_cross_entropy_mean(
-    logits: &Tensor,
-    targets: &Tensor,
-    mask: &Tensor,
-) -> Result<Tensor> {
-    let total = masked_nll_sum(logits, targets, mask)?;
+/// The log-probability of each target (`targets`: `[...]`) under `logits` (`[..., classes]`).
+fn target_logps(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let idx = targets
+        .f_to_kind(tch::Kind::Int64)
+        .and_then(|t| t.f_unsqueeze(-1))
+        .ctx("cross-entropy")?;
+    logits
+        .f_log_softmax(-1, tch::Kind::Float)
+        .and_then(|l| l.f_gather(-1, &idx, false))
+        .and_then(|g| g.f_squeeze_dim(-1))
+        .ctx("cross-entropy")
+}
+
+/// Cross-entropy from each target's log-probability `logps` where `mask` is 1, averaged over
+/// the masked targets (at least 1), without reading anything back from the device (what a
+/// training step back-propagates).
+pub fn masked_nll_mean(logps: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let total = masked_nll_sum(logps, mask)?;
     let count = mask
         .f_sum(tch::Kind::Float)
         .and_then(|c| c.f_clamp_min(1.0))
@@ -103,21 +104,15 @@ pub fn masked_cross_entropy_mean(
     total.f_div(&count).ctx("cross-entropy")
 }
 
-/// Cross-entropy of `logits` (`[..., classes]`, float) against integer `targets` (`[...]`)
-/// where `mask` is 1, averaged over the masked targets; with the sums and the argmax hits.
-pub fn masked_cross_entropy(
-    logits: &Tensor,
-    targets: &Tensor,
-    mask: &Tensor,
-) -> Result<(Tensor, Sums)> {
+/// Cross-entropy from each target's log-probability `logps` where `mask` is 1, averaged over
+/// the masked targets; with the sums and the argmax hits (`hits`: 1.0 where the target was the
+/// most likely class).
+pub fn masked_nll(logps: &Tensor, hits: &Tensor, mask: &Tensor) -> Result<(Tensor, Sums)> {
     let count = mask_count(mask)?;
-    let total = masked_nll_sum(logits, targets, mask)?;
+    let total = masked_nll_sum(logps, mask)?;
     let mean = total.f_div_scalar(count).ctx("cross-entropy")?;
-    let pred = logits.f_argmax(-1, false).ctx("accuracy")?;
-    let correct = pred
-        .f_eq_tensor(&targets.f_to_kind(tch::Kind::Int64).ctx("accuracy")?)
-        .and_then(|c| c.f_to_kind(tch::Kind::Float))
-        .and_then(|c| c.f_mul(mask))
+    let correct = hits
+        .f_mul(mask)
         .and_then(|c| c.f_sum(tch::Kind::Float))
         .and_then(|c| c.f_double_value(&[]))
         .ctx("accuracy")?;
@@ -131,6 +126,22 @@ pub fn masked_cross_entropy(
             ..Sums::default()
         },
     ))
+}
+
+/// Cross-entropy of `logits` (`[..., classes]`, float) against integer `targets` (`[...]`)
+/// where `mask` is 1, averaged over the masked targets; with the sums and the argmax hits.
+pub fn masked_cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+) -> Result<(Tensor, Sums)> {
+    let logps = target_logps(logits, targets)?;
+    let hits = logits
+        .f_argmax(-1, false)
+        .and_then(|p| p.f_eq_tensor(&targets.f_to_kind(tch::Kind::Int64)?))
+        .and_then(|c| c.f_to_kind(tch::Kind::Float))
+        .ctx("accuracy")?;
+    masked_nll(&logps, &hits, mask)
 }
 
 /// Squared error of `pred` (one value per example) against `targets`, averaged over the

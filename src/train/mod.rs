@@ -37,6 +37,7 @@ mod agreement;
 mod checkpointer;
 mod execution;
 pub mod expect;
+pub mod head;
 pub mod losses;
 mod observers;
 pub mod optim;

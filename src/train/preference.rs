@@ -9,8 +9,9 @@
 //! log-probabilities of a completion's tokens, is read from the model output; the reference's
 //! (DPO, IPO, KTO) is computed by the trainer before the loss and travels in the batch.
 
+use super::head::Output;
 use super::losses::Sums;
-use super::task::{rearranged, Batch, Greedy, PrefBatch, Task};
+use super::task::{Batch, Greedy, PrefBatch, Task};
 use crate::base::{Error, Result, TorchContext};
 use crate::data::Example;
 use crate::named::NamedTensor;
@@ -227,15 +228,6 @@ fn rows(items: &[&Example], kind: ObjectiveKind) -> Result<Rows> {
     })
 }
 
-/// The log-probability of each target token (`[sequences, positions]`).
-fn token_logps(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    logits
-        .f_log_softmax(-1, Kind::Float)
-        .and_then(|l| l.f_gather(-1, &targets.f_unsqueeze(-1)?, false))
-        .and_then(|g| g.f_squeeze_dim(-1))
-        .ctx("preference: log-probabilities")
-}
-
 /// Per sequence: the sum of `tokens` where `mask` is 1, and the number of such tokens.
 fn masked_sums(tokens: &Tensor, mask: &Tensor) -> Result<(Tensor, Tensor)> {
     let dim = [1i64];
@@ -292,17 +284,19 @@ struct Computed {
 impl PreferenceTask {
     /// The per-sequence log-probabilities of the model's output `y` on `b`'s sequences, and
     /// the completions' lengths.
-    pub fn logps(&self, y: &NamedTensor, b: &Batch) -> Result<(Tensor, Tensor)> {
+    pub fn logps(&self, y: &Output, b: &Batch) -> Result<(Tensor, Tensor)> {
         masked_sums(&self.tokens(y, b)?, &b.mask)
     }
 
     /// The log-probability of each target of `b` under the output `y`.
-    fn tokens(&self, y: &NamedTensor, b: &Batch) -> Result<Tensor> {
-        let logits = rearranged(y, &self.axes.0, Some(&self.axes.1))?;
-        token_logps(&logits, &b.targets)
+    fn tokens(&self, y: &Output, b: &Batch) -> Result<Tensor> {
+        Ok(
+            y.token_logps(&self.axes.0, &self.axes.1, &b.targets, false)?
+                .0,
+        )
     }
 
-    fn compute(&self, y: &NamedTensor, b: &Batch) -> Result<Computed> {
+    fn compute(&self, y: &Output, b: &Batch) -> Result<Computed> {
         let p = b.pref.as_ref().ok_or_else(|| {
             Error::Config("a preference objective needs a preference batch".into())
         })?;
@@ -562,7 +556,7 @@ impl Task for PreferenceTask {
         })
     }
 
-    fn loss(&self, y: &NamedTensor, b: &Batch) -> Result<(Tensor, Sums)> {
+    fn loss(&self, y: &Output, b: &Batch) -> Result<(Tensor, Sums)> {
         let c = self.compute(y, b)?;
         Ok((
             c.loss,
@@ -573,7 +567,7 @@ impl Task for PreferenceTask {
         ))
     }
 
-    fn train_loss(&self, y: &NamedTensor, b: &Batch) -> Result<Tensor> {
+    fn train_loss(&self, y: &Output, b: &Batch) -> Result<Tensor> {
         let c = self.compute(y, b)?;
         let mut s = crate::params::lock(&self.step);
         *s += c.sums;
@@ -596,6 +590,10 @@ impl Task for PreferenceTask {
 
     fn tokens_per_batch(&self, batch_size: usize) -> usize {
         batch_size
+    }
+
+    fn token_level(&self) -> bool {
+        true
     }
 
     fn preference(&self) -> Option<&PreferenceTask> {

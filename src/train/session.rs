@@ -4,12 +4,14 @@
 //! parameters from the seed, and the task. Forward passes and greedy completions run here,
 //! under bfloat16 autocast when `[train] precision = "bf16"`.
 
+use super::head::{self, Output};
 use super::losses::Sums;
 use super::task::{self, Task};
 use crate::base::{Error, Result, TorchContext};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::{Dataset, Example};
 use crate::models::generate::{generate, LmAxes, Sampling};
+use crate::models::token_head;
 use crate::named::NamedTensor;
 use crate::spec::{Precision, RunSpec};
 use crate::tree::{Builder, Node, SideInputs};
@@ -271,6 +273,34 @@ impl Session {
         self.autocast(|| self.tree.forward(x, side).and_then(|v| v.into_tensor()))
     }
 
+    /// The output of `tree` (the model or its reference) on `x` as a loss reads it: for a
+    /// token-level task whose input has more tokens than one chunk of the loss, the hidden
+    /// states before the token head (the loss runs it in chunks, [`super::head`]); else the
+    /// whole logits.
+    pub fn output(&self, tree: &Node, x: NamedTensor, side: &SideInputs) -> Result<Output> {
+        let tokens = x.tensor().numel();
+        let vocab = super::reference::vocabulary(tree);
+        if let (true, Some(split), Some(v)) =
+            (self.task.token_level(), token_head::split(tree), vocab)
+        {
+            let chunk = self.spec.train.loss_chunk(v.max(1) as usize);
+            if tokens > chunk {
+                let hidden = self.autocast(|| token_head::trunk(tree, &split, x, side))?;
+                let autocast = (self.spec.train.precision == Precision::Bf16)
+                    .then_some((self.device, Kind::BFloat16));
+                return Ok(Output::Hidden(head::Hidden {
+                    hidden,
+                    head: split.head,
+                    side: side.clone(),
+                    chunk,
+                    autocast,
+                }));
+            }
+        }
+        let y = self.autocast(|| tree.forward(x, side).and_then(|v| v.into_tensor()))?;
+        Ok(Output::Logits(y))
+    }
+
     /// `precompute_reference`: the reference's log-probabilities of every pair, read from the
     /// file beside the prepared data or computed now and written there; the reference model is
     /// dropped.
@@ -350,12 +380,9 @@ impl Session {
                     crate::layers::toolshed::lora::ADAPTERS,
                     crate::tree::SideValue::Bool(false),
                 );
-                self.forward(b.x.clone(), &side)?
+                self.output(&self.tree, b.x.clone(), &side)?
             }
-            RefModel::Frozen(t) => self.autocast(|| {
-                t.forward(b.x.clone(), &b.side)
-                    .and_then(|v| v.into_tensor())
-            })?,
+            RefModel::Frozen(t) => self.output(t, b.x.clone(), &b.side)?,
         };
         Ok(pt.logps(&y, b)?.0)
     }
@@ -398,7 +425,7 @@ impl Session {
             let mut b = self.task.batch(&items, self.device)?;
             let indices: Vec<usize> = (start..(start + bs).min(n)).collect();
             self.attach_reference(&mut b, true, &indices)?;
-            let y = self.forward(b.x.clone(), &b.side)?;
+            let y = self.output(&self.tree, b.x.clone(), &b.side)?;
             sums += self.task.loss(&y, &b)?.1;
         }
         self.task

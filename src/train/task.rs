@@ -3,7 +3,8 @@
 //! accuracy, exact match of greedy completions), classification (cross-entropy, accuracy) and
 //! regression (mean squared error).
 
-use super::losses::{masked_cross_entropy, masked_cross_entropy_mean, sum_squared_error, Sums};
+use super::head::Output;
+use super::losses::{masked_cross_entropy, masked_nll, masked_nll_mean, sum_squared_error, Sums};
 use crate::base::{Error, Result, TorchContext};
 use crate::data::spec::{CsvTask, DataSpec, TaskKind};
 use crate::data::Example;
@@ -48,9 +49,9 @@ pub trait Task: Send + Sync {
     /// The batch of `items` on `device`.
     fn batch(&self, items: &[&Example], device: Device) -> Result<Batch>;
     /// The mean loss of the model output `y` on `b` (to back-propagate), and its sums.
-    fn loss(&self, y: &NamedTensor, b: &Batch) -> Result<(Tensor, Sums)>;
+    fn loss(&self, y: &Output, b: &Batch) -> Result<(Tensor, Sums)>;
     /// The mean loss alone, for a training step: nothing is read back from the device.
-    fn train_loss(&self, y: &NamedTensor, b: &Batch) -> Result<Tensor> {
+    fn train_loss(&self, y: &Output, b: &Batch) -> Result<Tensor> {
         Ok(self.loss(y, b)?.0)
     }
     /// The eval metrics, from the sums over the eval split and the split itself.
@@ -62,6 +63,11 @@ pub trait Task: Send + Sync {
     ) -> Result<Map<String, Value>>;
     /// Tokens (or examples) in one micro-batch of `batch_size`, for throughput.
     fn tokens_per_batch(&self, batch_size: usize) -> usize;
+    /// Whether the loss reads one log-probability per token (language modelling and the
+    /// preference objectives), so that it may run the token head in chunks.
+    fn token_level(&self) -> bool {
+        false
+    }
     /// The preference task, when the run trains a preference objective.
     fn preference(&self) -> Option<&super::preference::PreferenceTask> {
         None
@@ -201,14 +207,15 @@ impl Task for LanguageModel {
         })
     }
 
-    fn loss(&self, y: &NamedTensor, b: &Batch) -> Result<(Tensor, Sums)> {
-        let logits = rearranged(y, &self.axes.0, Some(&self.axes.1))?;
-        masked_cross_entropy(&logits, &b.targets, &b.mask)
+    fn loss(&self, y: &Output, b: &Batch) -> Result<(Tensor, Sums)> {
+        let (logps, hits) = y.token_logps(&self.axes.0, &self.axes.1, &b.targets, true)?;
+        let hits = hits.ok_or_else(|| Error::Config("the loss needs the argmax hits".into()))?;
+        masked_nll(&logps, &hits, &b.mask)
     }
 
-    fn train_loss(&self, y: &NamedTensor, b: &Batch) -> Result<Tensor> {
-        let logits = rearranged(y, &self.axes.0, Some(&self.axes.1))?;
-        masked_cross_entropy_mean(&logits, &b.targets, &b.mask)
+    fn train_loss(&self, y: &Output, b: &Batch) -> Result<Tensor> {
+        let (logps, _) = y.token_logps(&self.axes.0, &self.axes.1, &b.targets, false)?;
+        masked_nll_mean(&logps, &b.mask)
     }
 
     fn metrics(
@@ -262,6 +269,10 @@ impl Task for LanguageModel {
 
     fn tokens_per_batch(&self, batch_size: usize) -> usize {
         batch_size * self.seq_len
+    }
+
+    fn token_level(&self) -> bool {
+        true
     }
 }
 
@@ -319,8 +330,8 @@ impl Task for Rows {
         row_batch(items, &self.axes, self.num_features, device)
     }
 
-    fn loss(&self, y: &NamedTensor, b: &Batch) -> Result<(Tensor, Sums)> {
-        let out = rearranged(y, &self.axes.0, None)?;
+    fn loss(&self, y: &Output, b: &Batch) -> Result<(Tensor, Sums)> {
+        let out = rearranged(&y.logits()?, &self.axes.0, None)?;
         match self.target {
             RowTarget::Class => masked_cross_entropy(&out, &b.targets, &b.mask),
             RowTarget::Value => sum_squared_error(&out, &b.targets, &b.mask),

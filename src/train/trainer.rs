@@ -302,7 +302,8 @@ impl Trainer {
             .side
             .clone()
             .with("random_stream", SideValue::Stream(stream));
-        let (y, routers) = collect_router_logits(|| self.session.forward(b.x.clone(), &side));
+        let s = &self.session;
+        let (y, routers) = collect_router_logits(|| s.output(&s.tree, b.x.clone(), &side));
         let y = y?;
         self.kto_reference_point(&y, &mut b)?;
         let loss = self.session.task.train_loss(&y, &b)?;
@@ -347,7 +348,7 @@ impl Trainer {
     /// process computes its own in the loss).
     fn kto_reference_point(
         &self,
-        y: &crate::named::NamedTensor,
+        y: &super::head::Output,
         b: &mut super::task::Batch,
     ) -> Result<()> {
         let Some(pt) = self.session.task.preference() else {

@@ -58,6 +58,32 @@ impl Node {
         )
     }
 
+    /// Puts the quantized weights `q` (by label) in their slots; other entries stay.
+    pub fn bind_quantized(
+        &self,
+        q: &BTreeMap<String, crate::params::QuantizedParameter>,
+    ) -> Result<Node> {
+        if q.is_empty() {
+            return Ok(self.clone());
+        }
+        self.map_entries(
+            &mut |p| match p {
+                ParamEntry::Slot(s) => match q.get(s.label.as_str()) {
+                    Some(w) if w.shape() == s.shape => Ok(ParamEntry::Quantized(w.clone())),
+                    Some(w) => Err(Error::Param(format!(
+                        "bind: quantized `{}` has shape {:?} but its slot expects {:?}",
+                        s.label,
+                        w.shape(),
+                        s.shape
+                    ))),
+                    None => Ok(p.clone()),
+                },
+                other => Ok(other.clone()),
+            },
+            &mut |s| Ok(s.clone()),
+        )
+    }
+
     /// Replaces every live parameter by an immutable snapshot of its current value (shared
     /// parameters stay shared: one snapshot per label).
     pub fn freeze_params(&self) -> Result<Node> {

@@ -44,6 +44,16 @@ fn join(path: &str, name: &str) -> String {
     }
 }
 
+/// A quantized weight's format (`nf4`, `int8`), for its badge: its statistics and array are
+/// those of its dequantized values.
+fn quantized_format(e: &ParamEntry) -> Option<&'static str> {
+    match e {
+        ParamEntry::Quantized(q) => Some(q.format()),
+        ParamEntry::Slot(s) => s.quantized,
+        _ => None,
+    }
+}
+
 impl Walk<'_> {
     fn param(&mut self, node: &Node, path: &str, name: &str, e: &ParamEntry) -> Result<Json> {
         let shape = e.shape();
@@ -61,6 +71,7 @@ impl Walk<'_> {
             "name": name, "label": e.label(), "path": at, "shape": shape, "axes": axes,
             "dtype": kind_name(e.kind()), "count": shape.iter().product::<i64>(),
             "status": status, "shared_with": null, "stats": null, "summary": null, "array": null,
+            "quantized": quantized_format(e),
         });
         if let Some(first) = self.owners.get(e.label()) {
             j["shared_with"] = json!(first);

@@ -86,3 +86,14 @@ pub fn fixture(p: &str) -> String {
         .display()
         .to_string()
 }
+
+/// The JSON a page carries.
+pub fn page_data(path: &std::path::Path) -> serde_json::Value {
+    let html = std::fs::read_to_string(path).unwrap();
+    let start = html
+        .find(r#"<script id="pzt-data" type="application/json">"#)
+        .unwrap();
+    let rest = &html[start..];
+    let body = &rest[rest.find('>').unwrap() + 1..rest.find("</script>").unwrap()];
+    serde_json::from_str(&body.replace("<\\/", "</")).unwrap()
+}

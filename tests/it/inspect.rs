@@ -2,7 +2,7 @@
 //! `pzt eval --expect` and the `--text` / `--prompt` spellings.
 use crate::common::tiny::recipe;
 use crate::common::tmpdir;
-use crate::common::{fixture, run_pzt};
+use crate::common::{fixture, page_data, run_pzt};
 use std::path::{Path, PathBuf};
 
 /// A finished 4-step tiny run: (dir, recipe, newest checkpoint).
@@ -250,17 +250,6 @@ fn generate_separates_the_prompt_when_the_tokenizer_has_no_decoder() {
         "3",
     ]);
     assert!(out.starts_with("hello"), "{out:?}");
-}
-
-/// The JSON a page carries.
-fn page_data(path: &Path) -> serde_json::Value {
-    let html = std::fs::read_to_string(path).unwrap();
-    let start = html
-        .find(r#"<script id="pzt-data" type="application/json">"#)
-        .unwrap();
-    let rest = &html[start..];
-    let body = &rest[rest.find('>').unwrap() + 1..rest.find("</script>").unwrap()];
-    serde_json::from_str(&body.replace("<\\/", "</")).unwrap()
 }
 
 fn params(node: &serde_json::Value, out: &mut Vec<serde_json::Value>) {

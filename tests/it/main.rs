@@ -8,6 +8,7 @@ mod attention;
 mod bad_input;
 mod chat;
 mod checkpoints;
+mod chunked;
 mod cli;
 mod demo;
 mod docs;

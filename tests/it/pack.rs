@@ -49,7 +49,7 @@ fn sums(tree: &Node, task: &dyn pzt::train::task::Task, items: &[&Example]) -> (
         .unwrap()
         .into_tensor()
         .unwrap();
-    let (_, s) = task.loss(&y, &b).unwrap();
+    let (_, s) = task.loss(&pzt::train::head::Output::Logits(y), &b).unwrap();
     (s.loss, s.count)
 }
 
@@ -97,7 +97,7 @@ fn a_packed_window_gives_the_loss_of_its_documents_one_by_one() {
             .unwrap()
             .into_tensor()
             .unwrap();
-        let (_, s) = task.loss(&y, &b).unwrap();
+        let (_, s) = task.loss(&pzt::train::head::Output::Logits(y), &b).unwrap();
         assert!((s.loss - l).abs() > 1e-3, "{m}: the plain forward should differ");
     }
 }

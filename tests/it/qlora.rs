@@ -47,16 +47,26 @@ fn an_nf4_base_is_torchaos_bit_for_bit() {
     let got = Tensor::read_safetensors(out.join("model.safetensors")).unwrap();
     let want = Tensor::read_safetensors(fixtures().join("hf/qlora-tiny/nf4-reference.safetensors"))
         .unwrap();
-    for (name, key) in [
-        (
-            "model.layers.0.self_attn.v_proj.weight",
-            "layers.0.v_proj.dequantized",
-        ),
-        (
-            "model.layers.1.mlp.down_proj.weight",
-            "layers.1.down_proj.dequantized",
-        ),
-    ] {
+    // Every projection of both layers: q and k (which RoPE reads) are quantized in the
+    // checkpoint's row order too.
+    let mut pairs = vec![];
+    for layer in 0..2 {
+        for (module, proj) in [
+            ("self_attn", "q_proj"),
+            ("self_attn", "k_proj"),
+            ("self_attn", "v_proj"),
+            ("self_attn", "o_proj"),
+            ("mlp", "gate_proj"),
+            ("mlp", "up_proj"),
+            ("mlp", "down_proj"),
+        ] {
+            pairs.push((
+                format!("model.layers.{layer}.{module}.{proj}.weight"),
+                format!("layers.{layer}.{proj}.dequantized"),
+            ));
+        }
+    }
+    for (name, key) in &pairs {
         let g = &got.iter().find(|(n, _)| n == name).unwrap().1;
         let w = &want.iter().find(|(n, _)| n == key).unwrap().1;
         // Equal but for the adapters' product, some 1e-30 (NF4's zero level shows it).
@@ -212,4 +222,56 @@ fn dpo_trains_on_an_nf4_base() {
         "{losses:?}"
     );
     assert!(losses[3] < losses[0], "{losses:?}");
+}
+
+/// `pzt show --html` of a QLoRA checkpoint marks each quantized weight with its format, and its
+/// statistics are those of the dequantized values: the v projection's equal torchao's.
+#[test]
+fn show_gives_the_format_and_statistics_of_the_dequantized_values() {
+    let d = tmpdir("qlora", "show-html");
+    let f = recipe(&d, "q", "qlora-tiny", "quantize = \"nf4\"", "lr = 1e-30");
+    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap(), "--set", "train.steps=1"]);
+    assert_eq!(code, 0, "{o}{e}");
+    let page = d.join("q.html");
+    let ckpt = d.join("q/checkpoints/step-1");
+    let (code, _, e) = run_pzt(&[
+        "show",
+        ckpt.to_str().unwrap(),
+        "--html",
+        page.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{e}");
+    let j = page_data(&page);
+    let mut all = vec![];
+    fn walk(n: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+        out.extend(n["params"].as_array().unwrap().iter().cloned());
+        for c in n["children"].as_array().unwrap() {
+            walk(c, out);
+        }
+    }
+    walk(&j["tree"], &mut all);
+    let quantized: Vec<_> = all.iter().filter(|p| p["quantized"] == "nf4").collect();
+    // Seven projections in each of the two layers; the embeddings and the head are not.
+    assert_eq!(quantized.len(), 14, "{quantized:?}");
+    let v = quantized
+        .iter()
+        .find(|p| {
+            p["label"].as_str().unwrap().contains("blocks.0")
+                && p["path"].as_str().unwrap().contains("input_to_value")
+        })
+        .unwrap();
+    let want =
+        tch::Tensor::read_safetensors(fixtures().join("hf/qlora-tiny/nf4-reference.safetensors"))
+            .unwrap()
+            .into_iter()
+            .find(|(n, _)| n == "layers.0.v_proj.dequantized")
+            .unwrap()
+            .1;
+    let mean = want.mean(tch::Kind::Double).double_value(&[]);
+    let max = want.max().double_value(&[]);
+    assert!(
+        (v["stats"]["mean"].as_f64().unwrap() - mean).abs() < 1e-9,
+        "{v}"
+    );
+    assert_eq!(v["stats"]["max"].as_f64().unwrap(), max, "{v}");
 }

@@ -45,7 +45,11 @@ fn quantized_linear(
         return Ok(None);
     }
     let w = n.param_entry("weights")?;
-    if w.will_train() || shared(w.label()) || matches!(w, ParamEntry::Quantized(_)) {
+    if let ParamEntry::Quantized(q) = w {
+        // Quantized as it was loaded: only wrapped.
+        return Ok((q.format() == format).then(|| done(n.clone())));
+    }
+    if w.will_train() || shared(w.label()) {
         return Ok(None);
     }
     if let ParamEntry::Slot(s) = w {

@@ -24,7 +24,8 @@ pub use weights::Weights;
 
 use crate::base::{Error, Result, TorchContext};
 use crate::models::decoder::Decoder;
-use crate::params::Parameter;
+use crate::params::quantized::Quantized;
+use crate::params::{Parameter, QuantizedParameter};
 use crate::tree::{Builder, Node};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -163,8 +164,58 @@ fn load_notes(dir: &Path, vision: usize, packed: usize, kind: Kind) -> Vec<Strin
     notes
 }
 
+/// The checkpoint tensor `t` as the parameter's value: in `kind`, laid out by `tr`, on
+/// `device`. It is cast first (layout transforms commute with a cast), so that a big tensor is
+/// never copied in float32 on its way; `1 + w` is computed in float32.
+fn converted(
+    t: Tensor,
+    tr: Transform,
+    shape: &[i64],
+    arch: &Arch,
+    kind: Kind,
+    device: tch::Device,
+) -> Result<Tensor> {
+    let v = match tr {
+        Transform::PlusOne => to_pzt(&t.f_to_kind(Kind::Float).ctx("load")?, tr, shape, arch)?,
+        _ => to_pzt(&t.f_to_kind(kind).ctx("load")?, tr, shape, arch)?,
+    };
+    drop(t);
+    v.f_to_kind(kind)
+        .and_then(|x| x.f_to_device(device))
+        .ctx("load")
+}
+
+/// The weight `v` of `label` quantized as `format` (its Linear has `inputs` input values).
+fn quantized_weight(
+    label: &str,
+    v: &Tensor,
+    format: &str,
+    inputs: i64,
+) -> Result<QuantizedParameter> {
+    let q = Quantized::new(v, inputs, format).map_err(|e| {
+        Error::Config(format!(
+            "`{label}`: {e}; leave it unquantized with `quantize_skip`"
+        ))
+    })?;
+    Ok(QuantizedParameter::new(label, q))
+}
+
 /// Loads a model directory: config.json and its weights, in the checkpoint dtype or `dtype`.
 pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfModel> {
+    load_quantized(dir, dtype, device, &BTreeMap::new())
+}
+
+/// Which weights to quantize as they are read: label -> (format, the Linear's input values).
+pub type QuantizeAtLoad = BTreeMap<String, (String, i64)>;
+
+/// [`load`], quantizing the weights `quantize` names as each is read (QLoRA): the base in its
+/// own dtype is never in memory whole, only the tensor being read.
+pub fn load_quantized(
+    dir: &Path,
+    dtype: Option<Kind>,
+    device: tch::Device,
+    quantize: &QuantizeAtLoad,
+) -> Result<HfModel> {
     let cp = dir.join("config.json");
     let text = crate::base::files::read_small_file(&cp)?;
     let arch = parse(&text, &cp.display().to_string())?;
@@ -177,6 +228,7 @@ pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfMo
     let mut experts: BTreeMap<String, Vec<(i64, Tensor)>> = BTreeMap::new();
     let mut packed = std::collections::BTreeSet::new();
     let mut last = None;
+    let mut quantized: BTreeMap<String, QuantizedParameter> = BTreeMap::new();
     let slots: BTreeMap<String, Vec<i64>> = tree
         .all_param_entries()
         .into_iter()
@@ -199,17 +251,25 @@ pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfMo
             used.insert(format!("{hf}_scales"));
         }
         used.insert(hf.clone());
-        let v = to_pzt(&t.f_to_kind(Kind::Float).ctx("load")?, tr, shape, &arch)?
-            .f_to_kind(kind)
-            .and_then(|x| x.f_to_device(device))
-            .ctx("load")?;
+        let v = converted(t, tr, shape, &arch, kind, device)?;
+        // The tensor read and its copies are freed: give their pages back now, so that what
+        // loading frees between the weights it keeps does not add up (glibc keeps freed heap
+        // memory in the process, and a quantized base is many small allocations among large
+        // transient ones).
+        crate::base::memory::release_freed();
         match tr {
             Transform::Expert { index, .. } | Transform::ExpertBias { index } => {
                 experts.entry(label).or_default().push((index, v));
             }
-            _ => {
-                params.insert(label.clone(), Parameter::new(label, v));
-            }
+            _ => match quantize.get(&label) {
+                Some((format, inputs)) => {
+                    let q = quantized_weight(&label, &v, format, *inputs)?;
+                    quantized.insert(label, q);
+                }
+                None => {
+                    params.insert(label.clone(), Parameter::new(label, v));
+                }
+            },
         }
     }
     // Experts stored one by one, stacked along the `experts` axis.
@@ -221,7 +281,7 @@ pub fn load(dir: &Path, dtype: Option<Kind>, device: tch::Device) -> Result<HfMo
     }
     let vision = check_all_used(dir, &weights, &arch, layout, &used)?;
     let list: Vec<Parameter> = params.into_values().collect();
-    let tree = tree.bind(&list)?;
+    let tree = tree.bind_quantized(&quantized)?.bind(&list)?;
     Ok(HfModel {
         arch,
         tree,

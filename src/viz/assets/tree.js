@@ -120,6 +120,7 @@ function renderModelPage(app, data) {
       el("span", { class: "mono", text: prm.dtype + "[" + shape + "]" }), " ",
       el("span", { class: "count", text: fmtCount(prm.count) }),
       el("span", { class: "badge " + prm.status, text: prm.status }));
+    if (prm.quantized) row.append(el("span", { class: "badge quantized", text: prm.quantized + ", statistics of the dequantized values" }));
     if (prm.shared_with) row.append(el("span", { class: "badge shared", text: "shared with " + prm.shared_with }));
     else if (sharedBy[prm.label] > 1) row.append(el("span", { class: "badge shared", text: "shared (" + sharedBy[prm.label] + " uses)" }));
     if (prm.summary) row.append(el("span", { class: "stats mono", text: prm.summary }));
