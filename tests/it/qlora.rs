@@ -275,3 +275,44 @@ fn show_gives_the_format_and_statistics_of_the_dequantized_values() {
     );
     assert_eq!(v["stats"]["max"].as_f64().unwrap(), max, "{v}");
 }
+
+/// A QLoRA run exported merged (`--hf`, float32 and bfloat16) is a model directory whose
+/// logits are the checkpoint's: the dequantized base with the adapters merged in.
+#[test]
+fn an_exported_qlora_run_gives_the_checkpoints_logits() {
+    use crate::common::finetune::logits_of;
+    let d = tmpdir("qlora", "export-logits");
+    for format in ["nf4", "int8"] {
+        let name = format!("q-{format}");
+        let f = recipe(
+            &d,
+            &name,
+            "qlora-tiny",
+            &format!("quantize = \"{format}\""),
+            "lr = 1e-2",
+        );
+        let (code, o, e) = run_pzt(&["train", f.to_str().unwrap()]);
+        assert_eq!(code, 0, "{o}{e}");
+        let ckpt = d.join(format!("{name}/checkpoints/step-4"));
+        let tokens = "1 5 9 13 17 21 25 29";
+        let want = logits_of(&ckpt, tokens, &d);
+        for (dtype, tol) in [("float32", 1e-4), ("bfloat16", 0.25)] {
+            let out = d.join(format!("{name}-{dtype}"));
+            let (code, o, e) = run_pzt(&[
+                "export",
+                ckpt.to_str().unwrap(),
+                "--hf",
+                out.to_str().unwrap(),
+                "--dtype",
+                dtype,
+            ]);
+            assert_eq!(code, 0, "{o}{e}");
+            let got = logits_of(&out, tokens, &d).to_kind(tch::Kind::Float);
+            let diff = max_abs_diff(&got, &want);
+            assert!(diff < tol, "{format} {dtype}: logits differ by {diff}");
+        }
+        // The checkpoint is not the unquantized base.
+        let base = logits_of(&fixtures().join("hf/qlora-tiny"), tokens, &d);
+        assert!(max_abs_diff(&base, &want) > 1e-3, "{format}");
+    }
+}
