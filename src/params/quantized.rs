@@ -88,37 +88,33 @@ impl Nf4 {
 
     /// The weight the codes stand for, in its dtype (torchao's `get_original_weight`).
     pub fn dequantize(&self) -> Result<Tensor> {
+        // Each code byte holds two levels (high nibble first): one lookup of a 256-entry table
+        // of level pairs gives both, already in order, with no intermediate per nibble.
         let nf4 = levels(self.kind, &self.codes)?;
-        let level = |codes: Tensor| {
-            codes
-                .f_to_kind(Kind::Int64)
-                .and_then(|i| nf4.f_index_select(0, &i))
-        };
-        let first = level(
-            self.codes
-                .f_bitwise_right_shift_tensor_scalar(4)
-                .ctx("nf4")?,
+        let bytes = Tensor::f_arange(256, (Kind::Int64, self.codes.device())).ctx("nf4")?;
+        let pairs = Tensor::f_stack(
+            &[
+                nf4.f_index_select(0, &bytes.f_bitwise_right_shift_tensor_scalar(4)?)?,
+                nf4.f_index_select(0, &bytes.f_bitwise_and(15)?)?,
+            ],
+            -1,
         )
-        .ctx("nf4")?;
-        let second = level(self.codes.f_bitwise_and(15).ctx("nf4")?).ctx("nf4")?;
+        .ctx("nf4: level pairs")?;
         let nsb = self.scalers.size()[0] / self.scaler_block;
         let scalers = self
             .scalers
             .f_view([nsb, self.scaler_block])
             .and_then(|s| s.f_div(&self.factors.f_unsqueeze(-1)?))
-            .and_then(|s| s.f_reshape([-1]))
+            .and_then(|s| s.f_reshape([-1, 1]))
             .and_then(|s| s.f_to_kind(self.kind))
             .and_then(|s| s.f_add(&self.mean))
             .ctx("nf4: scalers")?;
         let nb = scalers.size()[0];
-        let repeated = scalers
-            .f_unsqueeze(-1)
-            .and_then(|s| s.f_expand([nb, self.block / 2], false))
-            .and_then(|s| s.f_reshape([-1]))
-            .ctx("nf4")?;
-        let a = first.f_mul(&repeated).ctx("nf4")?;
-        let b = second.f_mul(&repeated).ctx("nf4")?;
-        Tensor::f_stack(&[a, b], -1)
+        self.codes
+            .f_to_kind(Kind::Int)
+            .and_then(|i| pairs.f_index_select(0, &i))
+            .and_then(|v| v.f_view([nb, self.block]))
+            .and_then(|v| v.f_mul(&scalers))
             .and_then(|t| t.f_reshape(self.shape.as_slice()))
             .ctx("nf4: dequantize")
     }
