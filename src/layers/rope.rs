@@ -693,7 +693,12 @@ mod table_tests {
             })?;
             let (c2, s2) = cos_sin(&angles(&inv, &p)?, Kind::Float, 1.0)?;
             assert_eq!(cos.size(), c2.size());
-            assert!(max_diff(&cos, &c2)? < 1e-6 && max_diff(&sin, &s2)? < 1e-6);
+            // The same float32 angles through libtorch's cos and sin, on a table and on the
+            // positions alone: equal but for the last bits, which the vectorized and scalar
+            // loops may round apart (this once differed by more than 1e-6 in CI, under load,
+            // and never in 80 runs here). A wrong table is off by O(1).
+            let (dc, ds) = (max_diff(&cos, &c2)?, max_diff(&sin, &s2)?);
+            assert!(dc < 1e-5 && ds < 1e-5, "cos differs by {dc}, sin by {ds}");
         }
         let neg = Tensor::from_slice(&[4i64, -1]);
         assert!(lookup(&rope, 16, &neg, None, &like)?.is_none());
