@@ -64,23 +64,27 @@ fn two_ranks_of_four_match_one_process_of_eight_on_the_quickstart() {
     );
 }
 
+/// The two ranks also run their loss in chunks of 7 tokens (`loss_chunk_tokens`): the head
+/// trains here (full fine-tuning), so each chunk is recomputed in backward, and its gradients
+/// reduce across ranks as the whole logits' do.
 #[test]
 fn two_ranks_match_one_process_on_a_pretrained_model() {
     let d = tmpdir("dist", "hf");
     let recipe = common::finetune::lora_recipe(&d, &base_dir(), 4, "");
     let recipe = recipe.to_str().unwrap();
-    let sets = |out: &Path, batch: usize| {
+    let sets = |out: &Path, batch: usize, chunk: usize| {
         vec![
             format!("run.out_dir=\"{}\"", out.display()),
             format!("train.batch_size={batch}"),
+            format!("train.loss_chunk_tokens={chunk}"),
             "train.eval_every=0".into(),
             "checkpoint.every_steps=4".into(),
         ]
     };
     let (one, two) = (d.join("one"), d.join("two"));
-    let (c, o, e) = train(recipe, &sets(&one, 8), &[]);
+    let (c, o, e) = train(recipe, &sets(&one, 8, 1_000_000), &[]);
     assert_eq!(c, 0, "{o}{e}");
-    let (c, o, e) = train(recipe, &sets(&two, 4), &["--nproc", "2"]);
+    let (c, o, e) = train(recipe, &sets(&two, 4, 7), &["--nproc", "2"]);
     assert_eq!(c, 0, "{o}{e}");
     let diff = params_diff(&one, &two, 4);
     assert!(diff <= 1e-5, "parameters differ by {diff}");
@@ -199,7 +203,9 @@ fn a_world_of_one_runs_its_collectives_and_equals_one_process() {
 }
 
 /// DPO with LoRA (the reference: the adapters off) on two ranks of 2 pairs equals one process of
-/// 4: the loss is a mean over pairs, so each rank's is weighed by its share of the pairs.
+/// 4: the loss is a mean over pairs, so each rank's is weighed by its share of the pairs. The
+/// ranks run their log-probabilities in chunks of 5 tokens, with the frozen head's gradient
+/// computed in the forward.
 #[test]
 fn two_ranks_of_dpo_pairs_match_one_process() {
     let d = tmpdir("dist", "dpo");
@@ -232,7 +238,9 @@ fn two_ranks_of_dpo_pairs_match_one_process() {
     let (one, two) = (d.join("one"), d.join("two"));
     let (c, o, e) = train(recipe, &sets(&one, 4), &[]);
     assert_eq!(c, 0, "{o}{e}");
-    let (c, o, e) = train(recipe, &sets(&two, 2), &["--nproc", "2"]);
+    let mut chunked = sets(&two, 2);
+    chunked.push("train.loss_chunk_tokens=5".into());
+    let (c, o, e) = train(recipe, &chunked, &["--nproc", "2"]);
     assert_eq!(c, 0, "{o}{e}");
     let diff = params_diff(&one, &two, 3);
     assert!(diff <= 1e-5, "parameters differ by {diff}");
