@@ -97,3 +97,11 @@ pub fn page_data(path: &std::path::Path) -> serde_json::Value {
     let body = &rest[rest.find('>').unwrap() + 1..rest.find("</script>").unwrap()];
     serde_json::from_str(&body.replace("<\\/", "</")).unwrap()
 }
+
+/// Every parameter entry of a page's model tree (`tree` of [`page_data`]), in order.
+pub fn page_params(node: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+    out.extend(node["params"].as_array().unwrap().iter().cloned());
+    for c in node["children"].as_array().unwrap() {
+        page_params(c, out);
+    }
+}

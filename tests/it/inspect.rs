@@ -2,7 +2,7 @@
 //! `pzt eval --expect` and the `--text` / `--prompt` spellings.
 use crate::common::tiny::recipe;
 use crate::common::tmpdir;
-use crate::common::{fixture, page_data, run_pzt};
+use crate::common::{fixture, page_data, page_params, run_pzt};
 use std::path::{Path, PathBuf};
 
 /// A finished 4-step tiny run: (dir, recipe, newest checkpoint).
@@ -252,13 +252,6 @@ fn generate_separates_the_prompt_when_the_tokenizer_has_no_decoder() {
     assert!(out.starts_with("hello"), "{out:?}");
 }
 
-fn params(node: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
-    out.extend(node["params"].as_array().unwrap().iter().cloned());
-    for c in node["children"].as_array().unwrap() {
-        params(c, out);
-    }
-}
-
 fn kinds(node: &serde_json::Value, out: &mut Vec<String>) {
     out.push(node["kind"].as_str().unwrap().to_string());
     for c in node["children"].as_array().unwrap() {
@@ -290,7 +283,7 @@ fn model_pages_carry_parameters_sharing_adapters_and_values() {
         "7 targets x 2 blocks"
     );
     let mut ps = vec![];
-    params(&j["tree"], &mut ps);
+    page_params(&j["tree"], &mut ps);
     let status = |p: &serde_json::Value| p["status"].as_str().unwrap().to_string();
     assert!(ps
         .iter()
@@ -312,7 +305,7 @@ fn model_pages_carry_parameters_sharing_adapters_and_values() {
     assert_eq!(code, 0, "{err}");
     let j = page_data(&qs);
     let mut ps = vec![];
-    params(&j["tree"], &mut ps);
+    page_params(&j["tree"], &mut ps);
     let head = ps
         .iter()
         .find(|p| p["path"] == "lm_head.embeddings")
@@ -338,7 +331,7 @@ fn model_pages_carry_parameters_sharing_adapters_and_values() {
     assert_eq!(code, 0, "{err}");
     let j = page_data(&page);
     let mut ps = vec![];
-    params(&j["tree"], &mut ps);
+    page_params(&j["tree"], &mut ps);
     let stored = tch::Tensor::read_safetensors(ck.join("model.safetensors")).unwrap();
     let (label, t) = &stored[0];
     let p = ps.iter().find(|p| p["label"] == label.as_str()).unwrap();

@@ -25,6 +25,23 @@ fn recipe(dir: &Path, name: &str, model: &str, strategy: &str, optim: &str) -> P
     f
 }
 
+/// A QLoRA (NF4) run of one step whose adapters the learning rate (1e-30) leaves about zero,
+/// in `d/q`: its checkpoint.
+fn untrained_nf4_run(d: &Path) -> PathBuf {
+    let f = recipe(d, "q", "qlora-tiny", "quantize = \"nf4\"", "lr = 1e-30");
+    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap(), "--set", "train.steps=1"]);
+    assert_eq!(code, 0, "{o}{e}");
+    d.join("q/checkpoints/step-1")
+}
+
+/// torchao's dequantized NF4 weight `key` of the qlora-tiny fixture (`layers.L.P.dequantized`).
+fn torchao_weight(key: &str) -> tch::Tensor {
+    let all =
+        tch::Tensor::read_safetensors(fixtures().join("hf/qlora-tiny/nf4-reference.safetensors"))
+            .unwrap();
+    all.into_iter().find(|(n, _)| n == key).unwrap().1
+}
+
 /// The base of a QLoRA run, exported merged while its adapters are still (about) zero (AdamW at
 /// a learning rate too small to move them: about 1e-30), holds torchao's NF4 weights: every
 /// value bit for bit, but those at NF4's zero level, which the adapters' 1e-30 moves off 0.
@@ -32,11 +49,8 @@ fn recipe(dir: &Path, name: &str, model: &str, strategy: &str, optim: &str) -> P
 fn an_nf4_base_is_torchaos_bit_for_bit() {
     use tch::Tensor;
     let d = tmpdir("qlora", "torchao");
-    let f = recipe(&d, "q", "qlora-tiny", "quantize = \"nf4\"", "lr = 1e-30");
-    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap(), "--set", "train.steps=1"]);
-    assert_eq!(code, 0, "{o}{e}");
+    let ckpt = untrained_nf4_run(&d);
     let out = d.join("merged");
-    let ckpt = d.join("q/checkpoints/step-1");
     let (code, o, e) = run_pzt(&[
         "export",
         ckpt.to_str().unwrap(),
@@ -45,8 +59,6 @@ fn an_nf4_base_is_torchaos_bit_for_bit() {
     ]);
     assert_eq!(code, 0, "{o}{e}");
     let got = Tensor::read_safetensors(out.join("model.safetensors")).unwrap();
-    let want = Tensor::read_safetensors(fixtures().join("hf/qlora-tiny/nf4-reference.safetensors"))
-        .unwrap();
     // Every projection of both layers: q and k (which RoPE reads) are quantized in the
     // checkpoint's row order too.
     let mut pairs = vec![];
@@ -68,7 +80,7 @@ fn an_nf4_base_is_torchaos_bit_for_bit() {
     }
     for (name, key) in &pairs {
         let g = &got.iter().find(|(n, _)| n == name).unwrap().1;
-        let w = &want.iter().find(|(n, _)| n == key).unwrap().1;
+        let w = &torchao_weight(key);
         // Equal but for the adapters' product, some 1e-30 (NF4's zero level shows it).
         let diff = (g - w).abs().max().double_value(&[]);
         assert!(diff < 1e-20, "{name} differs from torchao's NF4 by {diff}");
@@ -229,11 +241,8 @@ fn dpo_trains_on_an_nf4_base() {
 #[test]
 fn show_gives_the_format_and_statistics_of_the_dequantized_values() {
     let d = tmpdir("qlora", "show-html");
-    let f = recipe(&d, "q", "qlora-tiny", "quantize = \"nf4\"", "lr = 1e-30");
-    let (code, o, e) = run_pzt(&["train", f.to_str().unwrap(), "--set", "train.steps=1"]);
-    assert_eq!(code, 0, "{o}{e}");
+    let ckpt = untrained_nf4_run(&d);
     let page = d.join("q.html");
-    let ckpt = d.join("q/checkpoints/step-1");
     let (code, _, e) = run_pzt(&[
         "show",
         ckpt.to_str().unwrap(),
@@ -243,13 +252,7 @@ fn show_gives_the_format_and_statistics_of_the_dequantized_values() {
     assert_eq!(code, 0, "{e}");
     let j = page_data(&page);
     let mut all = vec![];
-    fn walk(n: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
-        out.extend(n["params"].as_array().unwrap().iter().cloned());
-        for c in n["children"].as_array().unwrap() {
-            walk(c, out);
-        }
-    }
-    walk(&j["tree"], &mut all);
+    page_params(&j["tree"], &mut all);
     let quantized: Vec<_> = all.iter().filter(|p| p["quantized"] == "nf4").collect();
     // Seven projections in each of the two layers; the embeddings and the head are not.
     assert_eq!(quantized.len(), 14, "{quantized:?}");
@@ -260,13 +263,7 @@ fn show_gives_the_format_and_statistics_of_the_dequantized_values() {
                 && p["path"].as_str().unwrap().contains("input_to_value")
         })
         .unwrap();
-    let want =
-        tch::Tensor::read_safetensors(fixtures().join("hf/qlora-tiny/nf4-reference.safetensors"))
-            .unwrap()
-            .into_iter()
-            .find(|(n, _)| n == "layers.0.v_proj.dequantized")
-            .unwrap()
-            .1;
+    let want = torchao_weight("layers.0.v_proj.dequantized");
     let mean = want.mean(tch::Kind::Double).double_value(&[]);
     let max = want.max().double_value(&[]);
     assert!(
