@@ -18,6 +18,9 @@ const NF4_LEVELS: [f64; 16] = [
     0.3379, 0.4407, 0.5626, 0.7230, 1.0000,
 ];
 
+/// The code bytes [`Nf4::dequantize`] looks up at once (their int32 indices take 1 MiB).
+const DEQUANTIZE_SLICE: i64 = 1 << 18;
+
 /// An NF4-quantized weight.
 #[derive(Debug)]
 pub struct Nf4 {
@@ -88,6 +91,11 @@ impl Nf4 {
 
     /// The weight the codes stand for, in its dtype (torchao's `get_original_weight`).
     pub fn dequantize(&self) -> Result<Tensor> {
+        self.dequantize_in(DEQUANTIZE_SLICE)
+    }
+
+    /// [`Nf4::dequantize`], looking up `slice` code bytes at a time.
+    fn dequantize_in(&self, slice: i64) -> Result<Tensor> {
         // Each code byte holds two levels (high nibble first): one lookup of a 256-entry table
         // of level pairs gives both, already in order, with no intermediate per nibble.
         let nf4 = levels(self.kind, &self.codes)?;
@@ -109,14 +117,25 @@ impl Nf4 {
             .and_then(|s| s.f_to_kind(self.kind))
             .and_then(|s| s.f_add(&self.mean))
             .ctx("nf4: scalers")?;
+        // The codes are looked up a slice at a time straight into the output, which is then
+        // scaled in place: the only allocation as large as the weight is the weight itself
+        // (a lookup of all the codes at once made three such temporaries, and the heap kept
+        // their memory, fragmented, through the step).
+        let n = self.codes.size()[0];
+        let out = Tensor::f_empty([n, 2], (self.kind, self.codes.device())).ctx("nf4")?;
+        let mut start = 0;
+        while start < n {
+            let len = slice.min(n - start);
+            let index = self.codes.f_narrow(0, start, len)?.f_to_kind(Kind::Int)?;
+            let _ = pairs
+                .f_index_select_out(&out.f_narrow(0, start, len)?, 0, &index)
+                .ctx("nf4: dequantize")?;
+            start += len;
+        }
         let nb = scalers.size()[0];
-        self.codes
-            .f_to_kind(Kind::Int)
-            .and_then(|i| pairs.f_index_select(0, &i))
-            .and_then(|v| v.f_view([nb, self.block]))
-            .and_then(|v| v.f_mul(&scalers))
-            .and_then(|t| t.f_reshape(self.shape.as_slice()))
-            .ctx("nf4: dequantize")
+        let mut blocks = out.f_view([nb, self.block]).ctx("nf4: dequantize")?;
+        let _ = blocks.f_mul_(&scalers).ctx("nf4: dequantize")?;
+        out.f_reshape(self.shape.as_slice()).ctx("nf4: dequantize")
     }
 
     /// The bytes it takes (codes, scalers, factors, mean).
@@ -164,8 +183,9 @@ fn codes_of(flat: &Tensor, block: i64, nf4: &Tensor) -> Result<Tensor> {
         .and_then(|b| b.f_div(&scales.f_unsqueeze(-1)?))
         .and_then(|b| b.f_reshape([-1]))
         .ctx("nf4: scaled")?;
-    // In chunks (bounding the [chunk, 16] distances), as torchao does.
-    let chunk = 1i64 << 20;
+    // In chunks (bounding the [chunk, 16] distances, as torchao does), small enough for the
+    // distances to stay in the cache: 16,384 values quantize 1.5x faster than torchao's 2^20.
+    let chunk = 1i64 << 14;
     let mut parts = vec![];
     let mut start = 0;
     while start < n {
@@ -234,10 +254,9 @@ impl Int8 {
 
     /// The weight the values stand for, in its dtype.
     pub fn dequantize(&self) -> Result<Tensor> {
-        self.values
-            .f_to_kind(self.kind)
-            .and_then(|v| v.f_mul(&self.scales))
-            .ctx("int8: dequantize")
+        let mut w = self.values.f_to_kind(self.kind).ctx("int8: dequantize")?;
+        let _ = w.f_mul_(&self.scales).ctx("int8: dequantize")?;
+        Ok(w)
     }
 
     /// The bytes it takes.
@@ -377,11 +396,13 @@ mod tests {
             }
             let mean = get(&r, &format!("{name}.mean"))?;
             assert!(bits_equal(&q.mean.reshape([1]), mean), "{name}: mean");
-            let d = q.dequantize()?;
-            assert!(
-                bits_equal(&d, get(&r, &format!("{name}.dequantized"))?),
-                "{name}"
-            );
+            // Whole, and in slices that do not divide the codes (as a large weight is).
+            for d in [q.dequantize()?, q.dequantize_in(1000)?] {
+                assert!(
+                    bits_equal(&d, get(&r, &format!("{name}.dequantized"))?),
+                    "{name}"
+                );
+            }
             // 4 bits a value, and a little for the scalers.
             assert!(
                 q.bytes() * 7 < w.numel() as i64 * 4,
