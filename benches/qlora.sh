@@ -3,7 +3,8 @@
 # quantized as NF4 and as int8 (`[strategy] quantize`), on a random Llama of 12 layers x d1024
 # (benches/qlora.py make: 220M parameters, bfloat16), rank-16 LoRA on the seven projections,
 # AdamW, bfloat16 autocast, BATCH x SEQ tokens (default 2 x 256), 2 threads; with and without
-# activation checkpointing of every block. Time: mean seconds per step (steps 2..N). Memory: peak
+# activation checkpointing of every block, and with checkpointing and the loss in chunks of 64
+# tokens (`[train] loss_chunk_tokens = 64`: QLoRA's lean setting). Time: mean seconds per step (steps 2..N). Memory: peak
 # RSS, and above the baseline: less the RSS of `pzt --version` (loading libtorch).
 # Dev only: needs transformers in .venv (to make the model).
 # Usage: benches/qlora.sh [STEPS] [DIR]   (after `make build`)
@@ -17,10 +18,11 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 . benches/lib.sh
 random_text "$tmp/text.txt" 200000
 base=$( (/usr/bin/time -f "RSS %M" ./target/release/pzt --version >/dev/null) 2>&1 | grep '^RSS' | awk '{print int($2 / 1024)}')
-run() { # NAME STRATEGY_LINES -> "seconds_per_step peak_MB"
+run() { # NAME STRATEGY_LINES TRAIN_LINE -> "seconds_per_step peak_MB"
   local f="$tmp/$1.toml" out r
-  text_recipe "$f" "$1" "$tmp/run-$1" "$DIR" "$tmp/text.txt" "$SEQ" "$BATCH" "$N" 'threads = 2
-precision = "bf16"'
+  text_recipe "$f" "$1" "$tmp/run-$1" "$DIR" "$tmp/text.txt" "$SEQ" "$BATCH" "$N" "threads = 2
+precision = \"bf16\"
+$3"
   sed -i 's/^hf = .*/&\ndtype = "bfloat16"/' "$f"
   printf '[strategy]\nkind = "lora"\n%s\n[strategy.lora]\ntargets = "all-linear"\nrank = 16\nalpha = 32.0\n' "$2" >> "$f"
   out=$(/usr/bin/time -f "RSS %M" ./target/release/pzt train "$f" 2>&1)
@@ -29,12 +31,14 @@ precision = "bf16"'
 }
 echo "libtorch baseline (pzt --version): $base MB"
 printf '%-22s %10s %10s %12s %8s\n' case "s/step" "peak MB" "above base" "ratio"
-for ck in "" 'checkpoint_activations = "blocks.*"'; do
+for group in plain ckpt lean; do
+  ck='checkpoint_activations = "blocks.*"'; chunk=""
+  case $group in plain) ck="" ;; lean) chunk="loss_chunk_tokens = 64" ;; esac
   ref=0
   for q in "" 'quantize = "nf4"' 'quantize = "int8"'; do
-    name="lora${q:+-${q//[^a-z0-9]/}}${ck:+-ckpt}"
+    name="lora${q:+-${q//[^a-z0-9]/}}${ck:+-ckpt}${chunk:+-chunk64}"
     read -r s m <<<"$(run "$name" "$q
-$ck")"
+$ck" "$chunk")"
     above=$((m - base)); [ "$ref" = 0 ] && ref=$above
     printf '%-22s %10s %10s %12s %8s\n' "${name/quantize/}" "$s" "$m" "$above" "$(awk -v a=$above -v b=$ref 'BEGIN {printf "%.2f", a / b}')"
   done
