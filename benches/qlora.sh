@@ -4,7 +4,8 @@
 # (benches/qlora.py make: 220M parameters, bfloat16), rank-16 LoRA on the seven projections,
 # AdamW, bfloat16 autocast, BATCH x SEQ tokens (default 2 x 256), 2 threads; with and without
 # activation checkpointing of every block, and with checkpointing and the loss in chunks of 64
-# tokens (`[train] loss_chunk_tokens = 64`: QLoRA's lean setting). Time: mean seconds per step (steps 2..N). Memory: peak
+# tokens (`[train] loss_chunk_tokens = 64`: the lean setting), and the lean setting with freed
+# memory given back (`[train] release_memory = true`). Time: mean seconds per step (steps 2..N). Memory: peak
 # RSS, and above the baseline: less the RSS of `pzt --version` (loading libtorch).
 # Dev only: needs transformers in .venv (to make the model).
 # Usage: benches/qlora.sh [STEPS] [DIR]   (after `make build`)
@@ -30,16 +31,21 @@ $3"
   echo "$out" | grep -o 'tok/s [0-9]*' | tail -n +2 | awk -v r="$r" -v k=$((BATCH * SEQ)) '{s += k / $2; n++} END {printf "%.3f %d\n", s / n, r}'
 }
 echo "libtorch baseline (pzt --version): $base MB"
-printf '%-22s %10s %10s %12s %8s\n' case "s/step" "peak MB" "above base" "ratio"
-for group in plain ckpt lean; do
+printf '%-24s %10s %10s %12s %8s\n' case "s/step" "peak MB" "above base" "ratio"
+for group in plain ckpt lean release; do
   ck='checkpoint_activations = "blocks.*"'; chunk=""
-  case $group in plain) ck="" ;; lean) chunk="loss_chunk_tokens = 64" ;; esac
+  case $group in
+    plain) ck="" ;;
+    lean) chunk="loss_chunk_tokens = 64" ;;
+    release) chunk="loss_chunk_tokens = 64
+release_memory = true" ;;
+  esac
   ref=0
   for q in "" 'quantize = "nf4"' 'quantize = "int8"'; do
-    name="lora${q:+-${q//[^a-z0-9]/}}${ck:+-ckpt}${chunk:+-chunk64}"
+    name="lora${q:+-${q//[^a-z0-9]/}}-$group"
     read -r s m <<<"$(run "$name" "$q
 $ck" "$chunk")"
     above=$((m - base)); [ "$ref" = 0 ] && ref=$above
-    printf '%-22s %10s %10s %12s %8s\n' "${name/quantize/}" "$s" "$m" "$above" "$(awk -v a=$above -v b=$ref 'BEGIN {printf "%.2f", a / b}')"
+    printf '%-24s %10s %10s %12s %8s\n' "${name/quantize/}" "$s" "$m" "$above" "$(awk -v a=$above -v b=$ref 'BEGIN {printf "%.2f", a / b}')"
   done
 done

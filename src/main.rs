@@ -59,7 +59,6 @@ fn main() -> ExitCode {
             },
         );
     }
-    pzt::base::memory::tune_allocator();
     spin_less();
     // libtorch's profiler (`train --profile`) logs its start-up stages and, on a machine
     // without a GPU, a CUDA error line; keep it quiet unless the user asked for its log.

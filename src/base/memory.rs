@@ -35,59 +35,142 @@ pub fn tensor_values(shape: &[i64]) -> Result<i64, String> {
     Ok(n)
 }
 
-/// glibc malloc settings pzt starts with (see [`tune_allocator`]): blocks up to 32 MiB come
-/// from the heap instead of fresh `mmap`s, and up to 256 MiB of freed heap top is kept.
-pub const MMAP_THRESHOLD: i32 = 32 << 20;
-pub const TRIM_THRESHOLD: i32 = 256 << 20;
-pub const TOP_PAD: i32 = 64 << 20;
+/// What jemalloc starts with: freed pages stay with the process for the next allocation
+/// (`dirty_decay_ms:-1`, `muzzy_decay_ms:-1`): a step frees and allocates the same tensors
+/// again, and pages given back would be faulted in again (as fast as pzt's former glibc
+/// settings on the training benchmarks). [`return_freed_after`] changes it while running.
+/// `MALLOC_CONF` overrides any of it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[used]
+#[no_mangle]
+pub static malloc_conf: Option<&'static std::ffi::c_char> =
+    // SAFETY: a pointer to the first byte of a NUL-terminated string that lives forever.
+    Some(unsafe { &*c"dirty_decay_ms:-1,muzzy_decay_ms:-1".as_ptr() });
 
-/// Keeps freed tensor memory for reuse instead of returning it to the kernel and faulting it
-/// back in at the next step. libtorch allocates every CPU tensor with `malloc`; with glibc's
-/// defaults the many megabyte-sized activations and gradients of a training step are `mmap`ed
-/// and unmapped each time, and a tenth of the CPU time goes to page faults. Fixed thresholds
-/// ([`MMAP_THRESHOLD`], [`TRIM_THRESHOLD`], [`TOP_PAD`]) serve them from the heap. Nothing
-/// is changed when the user set any `MALLOC_*_` variable or `GLIBC_TUNABLES`, or off glibc.
-/// Returns whether the settings were applied.
-pub fn tune_allocator() -> bool {
-    let user_set = std::env::vars_os().any(|(k, _)| {
-        let k = k.to_string_lossy();
-        k == "GLIBC_TUNABLES" || (k.starts_with("MALLOC_") && k.ends_with('_'))
-    });
-    if user_set {
-        return false;
+// jemalloc serves every `malloc` of the process (the feature
+// `override_allocator_on_supported_platforms`), libtorch's CPU tensors included, so that
+// `[train] release_memory` can give freed pages back on a schedule (glibc can only trim, or
+// map every large block).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+use tikv_jemalloc_sys as _;
+
+/// How long freed memory stays with the process under `[train] release_memory`.
+pub const RELEASE_AFTER_MS: isize = 1000;
+
+/// jemalloc's control interface: writes `value` to the setting `name`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn write_setting<T>(name: &std::ffi::CStr, mut value: T) -> Result<(), String> {
+    // SAFETY: `value` is the type the setting takes, and lives through the call.
+    let rc = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            (&mut value as *mut T).cast(),
+            std::mem::size_of::<T>(),
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        e => Err(format!("allocator setting {name:?}: error {e}")),
     }
-    apply_malloc_settings()
 }
 
-/// Returns the heap memory freed so far to the kernel (glibc's `malloc_trim`), for the phases
-/// that free as much as they keep, such as loading a checkpoint tensor by tensor: with the
-/// settings of [`tune_allocator`] that memory would otherwise stay in the process.
+/// jemalloc's control interface: reads the setting `name` (of type `T`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn read_setting<T: Default>(name: &std::ffi::CStr) -> Result<T, String> {
+    let mut value = T::default();
+    let mut len = std::mem::size_of::<T>();
+    // SAFETY: `value` is the type the setting holds and `len` its size.
+    let rc = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr(),
+            (&mut value as *mut T).cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    match rc {
+        0 => Ok(value),
+        e => Err(format!("allocator setting {name:?}: error {e}")),
+    }
+}
+
+/// From now on, memory freed and not reused within `ms` milliseconds goes back to the kernel
+/// (jemalloc's decay, run by its background thread), in every arena: a lower peak for a run
+/// that must fit, at the cost of faulting pages in again. Off Linux with glibc, nothing.
+pub fn return_freed_after(ms: isize) -> Result<(), String> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        write_setting(c"background_thread", true)?;
+        write_setting(c"arenas.dirty_decay_ms", ms)?;
+        write_setting(c"arenas.muzzy_decay_ms", 0isize)?;
+        let arenas: u32 = read_setting(c"arenas.narenas")?;
+        for i in 0..arenas {
+            let dirty = std::ffi::CString::new(format!("arena.{i}.dirty_decay_ms"))
+                .map_err(|e| e.to_string())?;
+            let muzzy = std::ffi::CString::new(format!("arena.{i}.muzzy_decay_ms"))
+                .map_err(|e| e.to_string())?;
+            // An arena not created yet takes the `arenas.` defaults when it is.
+            if write_setting(&dirty, ms).is_ok() {
+                write_setting(&muzzy, 0isize)?;
+            }
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = ms;
+    Ok(())
+}
+
+/// The milliseconds after which freed memory goes back (`arenas.dirty_decay_ms`; -1: never),
+/// or `None` off Linux with glibc.
+pub fn freed_returned_after() -> Option<isize> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    return read_setting(c"arenas.dirty_decay_ms").ok();
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
+/// Returns the memory freed so far to the kernel (jemalloc's purge of every arena), for the
+/// phases that free as much as they keep, such as loading a checkpoint tensor by tensor.
 pub fn release_freed() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages to the kernel.
+    // SAFETY: `arena.<all>.purge` takes no argument and returns nothing; the name is a
+    // NUL-terminated string.
     unsafe {
-        libc::malloc_trim(0);
+        let name = c"arena.4096.purge";
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
     }
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn apply_malloc_settings() -> bool {
-    // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-            && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-            && libc::mallopt(libc::M_TOP_PAD, TOP_PAD) == 1
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn apply_malloc_settings() -> bool {
-    false
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn freed_memory_is_kept_until_asked_to_return_it() {
+        // This test process links jemalloc as `pzt` does, with its settings.
+        assert_eq!(freed_returned_after(), Some(-1));
+        assert_eq!(read_setting::<isize>(c"arena.0.dirty_decay_ms"), Ok(-1));
+        assert_eq!(return_freed_after(RELEASE_AFTER_MS), Ok(()));
+        assert_eq!(freed_returned_after(), Some(RELEASE_AFTER_MS));
+        assert_eq!(read_setting::<isize>(c"arena.0.dirty_decay_ms"), Ok(1000));
+        assert_eq!(read_setting::<isize>(c"arena.0.muzzy_decay_ms"), Ok(0));
+        assert_eq!(read_setting::<bool>(c"background_thread"), Ok(true));
+        // Allocations still work, and a purge returns.
+        let v = vec![1u8; 64 << 20];
+        assert_eq!(v.iter().map(|&b| b as usize).sum::<usize>(), 64 << 20);
+        drop(v);
+        release_freed();
+    }
 
     #[test]
     fn shapes_are_bounded() {

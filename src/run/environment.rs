@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 use std::path::Path;
 
 /// The environment variables that change how fast (not what) libtorch computes: OpenMP's
-/// waiting and thread settings and glibc's malloc tunables, as this process sees them.
+/// waiting and thread settings and the allocator's settings (jemalloc's `MALLOC_CONF`, glibc's
+/// tunables), as this process sees them.
 fn threading_env() -> serde_json::Map<String, Value> {
     std::env::vars()
         .filter(|(k, _)| {
@@ -15,6 +16,7 @@ fn threading_env() -> serde_json::Map<String, Value> {
                 || k.starts_with("MKL_")
                 || (k.starts_with("MALLOC_") && k.ends_with('_'))
                 || k == "GLIBC_TUNABLES"
+                || k == "MALLOC_CONF"
         })
         .map(|(k, v)| (k, Value::String(v)))
         .collect()
@@ -43,6 +45,9 @@ pub fn record_environment(
         "world_size": world.0,
         "distributed_backend": world.1,
         "env": threading_env(),
+        // How long freed memory stays with the process (jemalloc's decay; -1: kept for the
+        // next step, `[train] release_memory` makes it 1000).
+        "freed_memory_kept_ms": crate::base::memory::freed_returned_after(),
     });
     let io = |source| Error::Io {
         path: path.display().to_string(),

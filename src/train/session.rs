@@ -149,6 +149,10 @@ impl Session {
         if let Some(n) = tc.threads {
             tch::set_num_threads(n);
         }
+        if tc.release_memory {
+            use crate::base::memory;
+            memory::return_freed_after(memory::RELEASE_AFTER_MS).map_err(Error::Config)?;
+        }
         // Nothing in the loop draws from libtorch's global generators, but seed them anyway so
         // that the saved RNG states (and any custom layer that uses them) are reproducible.
         tch::manual_seed(spec.run.seed as i64);

@@ -713,3 +713,33 @@ fn a_signal_delivered_twice_is_one_stop_request() {
     );
     assert!(pzt::run::checkpoint::latest(&d.join("run")).is_some());
 }
+
+/// `[train] release_memory` changes where freed memory goes, not what is computed: the same
+/// losses and parameters, bit for bit, as a run that keeps it; and it is a bool.
+#[test]
+fn release_memory_gives_the_same_run() {
+    use crate::common::dist::{losses, params_diff, quick_sets, quickstart, train};
+    let d = tmpdir("train", "release-memory");
+    let (keep, give) = (d.join("keep"), d.join("give"));
+    let (code, _, err) = train(&quickstart(), &quick_sets(&keep, 4, 8, &[]), &[]);
+    assert_eq!(code, 0, "{err}");
+    let sets = quick_sets(&give, 4, 8, &["train.release_memory=true"]);
+    let (code, _, err) = train(&quickstart(), &sets, &[]);
+    assert_eq!(code, 0, "{err}");
+    let (a, b) = (losses(&keep), losses(&give));
+    assert_eq!(a.len(), 4);
+    assert_eq!(a, b);
+    assert_eq!(params_diff(&keep, &give, 4), 0.0);
+    // The run with it returns freed memory within a second; the other keeps it.
+    let kept = |out: &Path| -> serde_json::Value {
+        let text = std::fs::read_to_string(out.join("environment.jsonl")).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        line["freed_memory_kept_ms"].clone()
+    };
+    assert_eq!(kept(&keep), serde_json::json!(-1));
+    assert_eq!(kept(&give), serde_json::json!(1000));
+    let sets = quick_sets(&d.join("bad"), 4, 8, &["train.release_memory=2"]);
+    let (code, _, err) = train(&quickstart(), &sets, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("release_memory"), "{err}");
+}
