@@ -57,44 +57,38 @@ use tikv_jemalloc_sys as _;
 /// How long freed memory stays with the process under `[train] release_memory`.
 pub const RELEASE_AFTER_MS: isize = 1000;
 
-/// jemalloc's control interface: writes `value` to the setting `name`.
+/// jemalloc's control interface (`mallctl`): reads the setting `name` into `old` and/or writes
+/// `new` to it, each a pointer to a value of its type (or null) and that type's size.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn write_setting<T>(name: &std::ffi::CStr, mut value: T) -> Result<(), String> {
-    // SAFETY: `value` is the type the setting takes, and lives through the call.
-    let rc = unsafe {
-        tikv_jemalloc_sys::mallctl(
-            name.as_ptr(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            (&mut value as *mut T).cast(),
-            std::mem::size_of::<T>(),
-        )
-    };
+fn control(
+    name: &std::ffi::CStr,
+    old: (*mut std::ffi::c_void, *mut usize),
+    new: (*mut std::ffi::c_void, usize),
+) -> Result<(), String> {
+    // SAFETY: the name is NUL-terminated; the callers pass pointers to live values of the
+    // setting's type with their sizes, or nulls.
+    let rc = unsafe { tikv_jemalloc_sys::mallctl(name.as_ptr(), old.0, old.1, new.0, new.1) };
     match rc {
         0 => Ok(()),
         e => Err(format!("allocator setting {name:?}: error {e}")),
     }
 }
 
-/// jemalloc's control interface: reads the setting `name` (of type `T`).
+/// Writes `value` to jemalloc's setting `name`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn write_setting<T>(name: &std::ffi::CStr, mut value: T) -> Result<(), String> {
+    let new = ((&mut value as *mut T).cast(), std::mem::size_of::<T>());
+    control(name, (std::ptr::null_mut(), std::ptr::null_mut()), new)
+}
+
+/// Reads jemalloc's setting `name` (of type `T`).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn read_setting<T: Default>(name: &std::ffi::CStr) -> Result<T, String> {
     let mut value = T::default();
     let mut len = std::mem::size_of::<T>();
-    // SAFETY: `value` is the type the setting holds and `len` its size.
-    let rc = unsafe {
-        tikv_jemalloc_sys::mallctl(
-            name.as_ptr(),
-            (&mut value as *mut T).cast(),
-            &mut len,
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    match rc {
-        0 => Ok(value),
-        e => Err(format!("allocator setting {name:?}: error {e}")),
-    }
+    let old = ((&mut value as *mut T).cast(), &mut len as *mut usize);
+    control(name, old, (std::ptr::null_mut(), 0))?;
+    Ok(value)
 }
 
 /// From now on, memory freed and not reused within `ms` milliseconds goes back to the kernel
@@ -135,19 +129,13 @@ pub fn freed_returned_after() -> Option<isize> {
 /// Returns the memory freed so far to the kernel (jemalloc's purge of every arena), for the
 /// phases that free as much as they keep, such as loading a checkpoint tensor by tensor.
 pub fn release_freed() {
+    // A purge takes and returns nothing; it cannot fail on a valid name.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: `arena.<all>.purge` takes no argument and returns nothing; the name is a
-    // NUL-terminated string.
-    unsafe {
-        let name = c"arena.4096.purge";
-        tikv_jemalloc_sys::mallctl(
-            name.as_ptr(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            0,
-        );
-    }
+    let _ = control(
+        c"arena.4096.purge",
+        (std::ptr::null_mut(), std::ptr::null_mut()),
+        (std::ptr::null_mut(), 0),
+    );
 }
 
 #[cfg(test)]
