@@ -82,8 +82,16 @@ fn captured_activations_equal_transformers_hidden_states() {
                     .find(|(n, _)| n == path)
                     .unwrap_or_else(|| panic!("{case}: no {path}"));
                 assert_eq!(a.names(), ["batch", "seq", "embedding"], "{case} {path}");
-                let diff = max_diff(&a.tensor().to_kind(tch::Kind::Float), get(&r, key));
-                assert!(diff < 1e-4, "{case} {path} vs {key}: {diff}");
+                let want = get(&r, key);
+                let diff = max_diff(&a.tensor().to_kind(tch::Kind::Float), want);
+                // float32 kernels round differently from one CPU to another (the references were
+                // made on one, CI may run on another): within 2e-4 of the reference's largest
+                // value, at least 2e-4. Measured here: 2e-6; once on CI's CPU: 2.6e-4 of 3.6.
+                let scale = want.abs().max().double_value(&[]).max(1.0);
+                assert!(
+                    diff < 2e-4 * scale,
+                    "{case} {path} vs {key}: {diff} (largest {scale})"
+                );
             }
         }
         if routers == 0 {
