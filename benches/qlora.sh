@@ -6,7 +6,8 @@
 # activation checkpointing of every block, and with checkpointing and the loss in chunks of 64
 # tokens (`[train] loss_chunk_tokens = 64`: the lean setting), and the lean setting with freed
 # memory given back (`[train] release_memory = true`). Time: mean seconds per step (steps 2..N). Memory: peak
-# RSS, and above the baseline: less the RSS of `pzt --version` (loading libtorch).
+# RSS, and above the baseline: less the RSS of `pzt --version` (loading libtorch, the memory its
+# start-up freed returned).
 # Dev only: needs transformers in .venv (to make the model).
 # Usage: benches/qlora.sh [STEPS] [DIR]   (after `make build`)
 set -euo pipefail
@@ -19,11 +20,11 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 . benches/lib.sh
 random_text "$tmp/text.txt" 200000
 rss_of_version() { (/usr/bin/time -f "RSS %M" ./target/release/pzt --version >/dev/null) 2>&1 | grep '^RSS' | awk '{print int($2 / 1024)}'; }
-# The baseline keeps what libtorch's start-up freed, as pzt's allocator does by default; under
-# `release_memory` that is given back, so those runs are measured against libtorch loaded with
-# its freed memory returned (jemalloc's decay at 0).
+# The baseline is libtorch loaded with the memory its start-up freed given back (jemalloc's decay
+# at 0): every run here gives that memory back while it loads the model (a purge after each
+# tensor) and again between steps, so a baseline that kept it would credit the runs with it.
+base=$(MALLOC_CONF=dirty_decay_ms:0,muzzy_decay_ms:0 rss_of_version)
 base_kept=$(rss_of_version)
-base_released=$(MALLOC_CONF=dirty_decay_ms:0,muzzy_decay_ms:0 rss_of_version)
 run() { # NAME STRATEGY_LINES TRAIN_LINE -> "seconds_per_step peak_MB"
   local f="$tmp/$1.toml" out r
   text_recipe "$f" "$1" "$tmp/run-$1" "$DIR" "$tmp/text.txt" "$SEQ" "$BATCH" "$N" "threads = 2
@@ -35,7 +36,7 @@ $3"
   r=$(echo "$out" | grep '^RSS' | awk '{print int($2 / 1024)}')
   echo "$out" | grep -o 'tok/s [0-9]*' | tail -n +2 | awk -v r="$r" -v k=$((BATCH * SEQ)) '{s += k / $2; n++} END {printf "%.3f %d\n", s / n, r}'
 }
-echo "libtorch baseline (pzt --version): $base_kept MB; with freed memory returned: $base_released MB"
+echo "libtorch baseline (pzt --version, its freed memory returned): $base MB (kept: $base_kept MB)"
 printf '%-24s %10s %10s %12s %8s\n' case "s/step" "peak MB" "above base" "ratio"
 for group in plain ckpt lean release; do
   ck='checkpoint_activations = "blocks.*"'; chunk=""
@@ -45,7 +46,7 @@ for group in plain ckpt lean release; do
     release) chunk="loss_chunk_tokens = 64
 release_memory = true" ;;
   esac
-  ref=0; base=$base_kept; [ "$group" = release ] && base=$base_released
+  ref=0
   for q in "" 'quantize = "nf4"' 'quantize = "int8"'; do
     name="lora${q:+-${q//[^a-z0-9]/}}-$group"
     read -r s m <<<"$(run "$name" "$q

@@ -52,6 +52,8 @@ pub struct Trainer {
     observers: Observers,
     /// `--profile` (rank 0).
     profiling: Profiling,
+    /// Gives the memory a step freed back to the kernel between steps.
+    freed: crate::base::memory::BetweenSteps,
 }
 
 /// What one optimizer step did.
@@ -130,6 +132,9 @@ impl Trainer {
             ckpt,
             observers,
             profiling: Profiling::new(opts.profile.clone().filter(|_| main)),
+            freed: crate::base::memory::BetweenSteps::new(
+                crate::base::memory::RETURN_BETWEEN_STEPS_MS,
+            ),
         };
         t.resume()?;
         t.start()?;
@@ -263,6 +268,7 @@ impl Trainer {
             self.opt.clip(grad_norm, c)?;
         }
         self.opt.step(lr)?;
+        self.freed.step_ended();
         self.step += 1;
         if self.step.is_multiple_of(256) {
             self.session.data.train.release();
