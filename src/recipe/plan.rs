@@ -90,7 +90,10 @@ impl Plan {
 /// own, from [`memory::activations`]). The loss over the whole logits adds three float32
 /// tensors of the logits' size (the log-softmax, kept for backward, and the two gradients of
 /// its backward). The chunked loss ([`crate::train::head`]) keeps the trunk's activations and,
-/// one chunk at a time, four tensors of `[chunk, vocab]`: the head's outputs are never kept.
+/// one chunk at a time, three tensors of `[chunk, vocab]` at most: the chunk's log-softmax and
+/// the two gradients of its backward (whose kernel is fused, with no temporary of that size);
+/// the chunk's logits are freed once their log-softmax is taken (a head with adapters makes
+/// its base and adapter outputs and their sum, three again, then frees the two).
 fn loss_activations(
     recipe: &Recipe,
     tree: &Node,
@@ -113,7 +116,7 @@ fn loss_activations(
             let trunk =
                 crate::layers::grouping::Sequential::named(tree.children()[..s.trunk].to_vec());
             let (_, kept) = memory::activations(&trunk, input)?;
-            Ok(kept + 4 * chunk * vocab * 4)
+            Ok(kept + 3 * chunk * vocab * 4)
         }
         _ => Ok(whole + 3 * values * 4),
     }

@@ -196,3 +196,27 @@ fn the_memory_estimate_follows_the_optimizer() {
     assert_eq!(sgd, 0);
     assert!(text.contains("(SGD, no optimizer state)"), "{text}");
 }
+
+#[test]
+fn the_memory_estimate_counts_one_chunk_of_the_loss() {
+    // 4 x 8 tokens over a vocabulary of 256: a chunk of `c` tokens keeps at most three
+    // `[c, 256]` float32 tensors (its log-softmax and the two gradients of its backward).
+    let activations = |chunk: i64| {
+        let f = write(
+            &format!("chunk-{chunk}.toml"),
+            &lm_recipe(
+                "",
+                "seq_len = 8",
+                &format!("batch_size = 4\nloss_chunk_tokens = {chunk}"),
+            ),
+        );
+        let (code, out, err) = pzt(&["plan", f.to_str().unwrap(), "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        j["memory_bytes"]["activations"].as_i64().unwrap()
+    };
+    let (four, eight, whole) = (activations(4), activations(8), activations(1_000_000));
+    assert_eq!(eight - four, 3 * 4 * 256 * 4);
+    // The whole logits: the head's output kept, and three more of its size.
+    assert!(whole - four >= 3 * (32 - 4) * 256 * 4, "{whole} {four}");
+}
