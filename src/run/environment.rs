@@ -45,8 +45,8 @@ pub fn record_environment(
         "world_size": world.0,
         "distributed_backend": world.1,
         "env": threading_env(),
-        // How long freed memory stays with the process (jemalloc's decay; -1: kept for the
-        // next step, `[train] release_memory` makes it 1000).
+        // How long freed memory stays with the process during a step (jemalloc's decay; -1:
+        // until the step ends, `[train] release_memory` makes it 1000).
         "freed_memory_kept_ms": crate::base::memory::freed_returned_after(),
     });
     let io = |source| Error::Io {

@@ -87,9 +87,9 @@ pub struct TrainConfig {
     /// as keep one chunk's logits at 2^25 values, 128 MiB in float32).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_chunk_tokens: Option<usize>,
-    /// Give memory freed during training back to the system within a second instead of keeping
-    /// it for the next step: a lower peak, for a run that must fit in RAM, at some cost in
-    /// speed (pages are faulted in again).
+    /// Give memory freed during steps back to the system within a second, not only between
+    /// steps: a lower peak, for a run that must fit in RAM, at some cost in speed (pages are
+    /// faulted in again).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub release_memory: bool,
 }
